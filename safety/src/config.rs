@@ -1,0 +1,591 @@
+//! Safety configuration: parsed by serde (stage 1), checked by [`SafetyConfig::validate`] (stage 2).
+//!
+//! Every error names the key under `[safety]` and the fix. The configuration is moved into
+//! [`crate::Safety`] at construction and cannot be changed afterwards (SAF-008).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{EstopSource, MAX_JOINTS};
+
+/// Largest number of footprint polygon vertices; bounds the per-beam work.
+pub const MAX_FOOTPRINT_VERTICES: usize = 16;
+/// Vertices of the regular polygon that circumscribes a circular footprint (radius × 1.035).
+pub const CIRCLE_FOOTPRINT_VERTICES: usize = 12;
+/// Largest `lidar.min_points`; the k-th nearest point is tracked in a fixed array of this size.
+pub const MAX_MIN_POINTS: u32 = 16;
+/// Largest scan accepted by `lidar.max_beams` (a 0.1° 360° lidar has 3600 beams).
+pub const MAX_BEAMS_LIMIT: usize = 16_384;
+
+/// The `[safety]` table of the Reflex config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Nominal control period in ms (default 10). Ramps never use a longer step than this, so a
+    /// late tick cannot turn into a larger velocity jump.
+    #[serde(default = "default_control_period_ms")]
+    pub control_period_ms: f64,
+    pub estop: EstopConfig,
+    /// Maximum age of a command per source (SAF-007).
+    pub commands: CommandAges,
+    /// A mobile base, if the robot has one; it requires `[safety.lidar]`.
+    #[serde(default)]
+    pub base: Option<BaseConfig>,
+    #[serde(default)]
+    pub lidar: Option<LidarConfig>,
+    /// An arm (joints, gripper, Cartesian workspace), if the robot has one.
+    #[serde(default)]
+    pub arm: Option<ArmConfig>,
+}
+
+fn default_control_period_ms() -> f64 {
+    10.0
+}
+
+/// `[safety.estop]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstopConfig {
+    /// IEC 60204-1 stop category while latched: 0 (remove power now), 1 (brake at the configured
+    /// deceleration, then remove power), 2 (brake, then hold with power on).
+    pub stop_category: u8,
+    /// Sources that must report before the robot may move (SAF-002). Must include `watchdog`
+    /// and `internal`, which the runtime itself drives.
+    pub sources: Vec<EstopSourceConfig>,
+}
+
+/// One `[[safety.estop.sources]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstopSourceConfig {
+    pub name: EstopSource,
+    /// Heartbeat: a "clear" report older than this (ms) latches the E-stop. Leave unset for
+    /// event-only sources such as a transient-local ROS topic.
+    #[serde(default)]
+    pub max_age_ms: Option<f64>,
+}
+
+/// `[safety.commands]`: max age (ms) of a command from each source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAges {
+    pub local_policy_max_age_ms: f64,
+    pub cloud_max_age_ms: f64,
+    pub operator_max_age_ms: f64,
+}
+
+/// Base kinematics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseKind {
+    /// vx and wz only; a non-zero vy is clamped to zero.
+    Differential,
+    /// vx, vy, wz.
+    Holonomic,
+}
+
+/// `[safety.base]`: mobile base limits and footprint (base frame: x forward, y left).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseConfig {
+    pub kind: BaseKind,
+    pub max_vx_mps: f64,
+    #[serde(default)]
+    pub max_vy_mps: f64,
+    pub max_wz_radps: f64,
+    pub max_accel_x_mps2: f64,
+    #[serde(default)]
+    pub max_accel_y_mps2: f64,
+    pub max_accel_wz_radps2: f64,
+    /// Braking deceleration the drive guarantees (m/s²): used for stopping distances and
+    /// category 1/2 stops. Must be > 0.
+    pub brake_decel_mps2: f64,
+    /// Rotational braking deceleration (rad/s²).
+    pub brake_decel_wz_radps2: f64,
+    /// Circular footprint centred on the base origin (m). Exactly one of this and
+    /// `footprint_polygon_m` is set.
+    #[serde(default)]
+    pub footprint_radius_m: Option<f64>,
+    /// Convex footprint polygon in the base frame (m), counter-clockwise or clockwise.
+    #[serde(default)]
+    pub footprint_polygon_m: Option<Vec<[f64; 2]>>,
+    /// If set, measured base velocity (odometry) is a required input with this max age (ms).
+    #[serde(default)]
+    pub odometry_max_age_ms: Option<f64>,
+}
+
+/// Pose of a sensor in the base frame.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pose2 {
+    pub x_m: f64,
+    pub y_m: f64,
+    pub yaw_rad: f64,
+}
+
+/// `[safety.lidar]`: proximity protection for the base (SAF-003/004/005).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LidarConfig {
+    pub base_from_lidar: Pose2,
+    /// Buffers are sized for this many beams at construction; a larger scan is invalid (stop).
+    pub max_beams: usize,
+    /// A scan older than this (ms) is stale (stop).
+    pub max_age_ms: f64,
+    /// Reaction time of the whole chain, sensor to brake (ms): the t_r of the S_p formula.
+    pub reaction_time_ms: f64,
+    /// Extra distance added to the stopping distance (m): sensor error plus intrusion margin.
+    pub margin_m: f64,
+    /// Depth of the slow-down zone beyond the protective zone (m); speed scales linearly to
+    /// zero across it.
+    pub slowdown_depth_m: f64,
+    /// Points needed inside a zone before it triggers; one noisy beam never stops the robot.
+    pub min_points: u32,
+    /// Extra depth a triggered protective zone keeps until released (m).
+    pub hysteresis_m: f64,
+    /// Time the zone must stay clear before motion toward it is released again (ms).
+    pub release_delay_ms: f64,
+    /// Fraction of beams in the direction of motion that may be invalid before that motion
+    /// stops (0..1).
+    pub max_invalid_fraction: f64,
+}
+
+/// `[safety.arm]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Joint states older than this (ms) are stale (stop).
+    pub state_max_age_ms: f64,
+    pub joints: Vec<JointLimits>,
+    #[serde(default)]
+    pub gripper: Option<GripperLimits>,
+    /// Cartesian box (base frame) that end-effector targets are clamped into.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceBox>,
+}
+
+/// One `[[safety.arm.joints]]` entry; units are rad (revolute) or m (prismatic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JointLimits {
+    pub name: String,
+    pub min_position: f64,
+    pub max_position: f64,
+    pub max_velocity: f64,
+    pub max_acceleration: f64,
+}
+
+/// `[safety.arm.gripper]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GripperLimits {
+    pub min_position: f64,
+    pub max_position: f64,
+}
+
+/// `[safety.arm.workspace]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceBox {
+    pub min_m: [f64; 3],
+    pub max_m: [f64; 3],
+}
+
+/// A configuration the safety layer refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("safety config: `safety.{key}`: {problem}; fix: {fix}")]
+pub struct ConfigError {
+    /// The key below `[safety]`, e.g. `base.brake_decel_mps2`.
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+fn positive(key: &str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(err(
+            key,
+            format!("must be a finite number > 0, got {value}"),
+            "set a positive value",
+        ))
+    }
+}
+
+fn non_negative(key: &str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(err(
+            key,
+            format!("must be a finite number >= 0, got {value}"),
+            "set a value of 0 or more",
+        ))
+    }
+}
+
+impl SafetyConfig {
+    /// Stage 2: semantic checks. Called by [`crate::Safety::new`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("control_period_ms", self.control_period_ms)?;
+        self.validate_estop()?;
+        positive(
+            "commands.local_policy_max_age_ms",
+            self.commands.local_policy_max_age_ms,
+        )?;
+        positive("commands.cloud_max_age_ms", self.commands.cloud_max_age_ms)?;
+        positive(
+            "commands.operator_max_age_ms",
+            self.commands.operator_max_age_ms,
+        )?;
+        match (&self.base, &self.lidar) {
+            (Some(base), Some(lidar)) => {
+                validate_base(base)?;
+                validate_lidar(lidar, base)?;
+            }
+            (Some(_), None) => {
+                return Err(err(
+                    "lidar",
+                    "a mobile base is configured without proximity protection",
+                    "add a [safety.lidar] table for the base's lidar",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "lidar",
+                    "a lidar is configured but there is no [safety.base] for it to protect",
+                    "add [safety.base] or remove [safety.lidar]",
+                ));
+            }
+            (None, None) => {}
+        }
+        if let Some(arm) = &self.arm {
+            validate_arm(arm)?;
+        }
+        if self.base.is_none() && self.arm.is_none() {
+            return Err(err(
+                "base",
+                "neither [safety.base] nor [safety.arm] is configured, so nothing may move",
+                "describe the robot's base and/or arm",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_estop(&self) -> Result<(), ConfigError> {
+        if self.estop.stop_category > 2 {
+            return Err(err(
+                "estop.stop_category",
+                format!(
+                    "IEC 60204-1 defines categories 0, 1 and 2, got {}",
+                    self.estop.stop_category
+                ),
+                "set 0, 1 or 2",
+            ));
+        }
+        if self.estop.sources.is_empty() {
+            return Err(err(
+                "estop.sources",
+                "no E-stop source is configured",
+                "list the sources, at least `watchdog` and `internal` (and `hardware` on a real robot)",
+            ));
+        }
+        for (i, source) in self.estop.sources.iter().enumerate() {
+            if self.estop.sources[..i]
+                .iter()
+                .any(|earlier| earlier.name == source.name)
+            {
+                return Err(err(
+                    format!("estop.sources[{i}].name"),
+                    format!("source `{}` is listed twice", source.name.name()),
+                    "list each source once",
+                ));
+            }
+            if let Some(age) = source.max_age_ms {
+                positive(&format!("estop.sources[{i}].max_age_ms"), age)?;
+            }
+        }
+        for required in [EstopSource::Watchdog, EstopSource::Internal] {
+            if !self.estop.sources.iter().any(|s| s.name == required) {
+                return Err(err(
+                    "estop.sources",
+                    format!(
+                        "source `{}` is missing; the runtime reports its own faults through it",
+                        required.name()
+                    ),
+                    format!("add {{ name = \"{}\" }} to safety.estop.sources", required.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_base(base: &BaseConfig) -> Result<(), ConfigError> {
+    positive("base.max_vx_mps", base.max_vx_mps)?;
+    positive("base.max_wz_radps", base.max_wz_radps)?;
+    positive("base.max_accel_x_mps2", base.max_accel_x_mps2)?;
+    positive("base.max_accel_wz_radps2", base.max_accel_wz_radps2)?;
+    positive("base.brake_decel_mps2", base.brake_decel_mps2)?;
+    positive("base.brake_decel_wz_radps2", base.brake_decel_wz_radps2)?;
+    match base.kind {
+        BaseKind::Holonomic => {
+            positive("base.max_vy_mps", base.max_vy_mps)?;
+            positive("base.max_accel_y_mps2", base.max_accel_y_mps2)?;
+        }
+        BaseKind::Differential => {
+            non_negative("base.max_vy_mps", base.max_vy_mps)?;
+            non_negative("base.max_accel_y_mps2", base.max_accel_y_mps2)?;
+        }
+    }
+    if let Some(age) = base.odometry_max_age_ms {
+        positive("base.odometry_max_age_ms", age)?;
+    }
+    base_footprint(base).map(|_| ())
+}
+
+/// The footprint as a convex polygon (counter-clockwise), from either footprint key.
+pub(crate) fn base_footprint(base: &BaseConfig) -> Result<Vec<[f64; 2]>, ConfigError> {
+    match (base.footprint_radius_m, &base.footprint_polygon_m) {
+        (Some(_), Some(_)) => Err(err(
+            "base.footprint_radius_m",
+            "both footprint_radius_m and footprint_polygon_m are set",
+            "keep exactly one of them",
+        )),
+        (None, None) => Err(err(
+            "base.footprint_polygon_m",
+            "the footprint is empty: neither footprint_radius_m nor footprint_polygon_m is set",
+            "set footprint_radius_m = <m> or footprint_polygon_m = [[x, y], ...]",
+        )),
+        (Some(radius), None) => {
+            positive("base.footprint_radius_m", radius)?;
+            // Circumscribed regular polygon: conservative (never smaller than the circle).
+            let n = CIRCLE_FOOTPRINT_VERTICES;
+            let r = radius / (std::f64::consts::PI / n as f64).cos();
+            Ok((0..n)
+                .map(|i| {
+                    let a = 2.0 * std::f64::consts::PI * i as f64 / n as f64;
+                    [r * a.cos(), r * a.sin()]
+                })
+                .collect())
+        }
+        (None, Some(polygon)) => {
+            let key = "base.footprint_polygon_m";
+            if polygon.len() < 3 {
+                return Err(err(
+                    key,
+                    format!(
+                        "a footprint polygon needs at least 3 vertices, got {}",
+                        polygon.len()
+                    ),
+                    "list the corners of the robot outline",
+                ));
+            }
+            if polygon.len() > MAX_FOOTPRINT_VERTICES {
+                return Err(err(
+                    key,
+                    format!(
+                        "{} vertices is more than the {MAX_FOOTPRINT_VERTICES} supported",
+                        polygon.len()
+                    ),
+                    "simplify the outline (a convex hull of a few corners)",
+                ));
+            }
+            if polygon.iter().flatten().any(|v| !v.is_finite()) {
+                return Err(err(
+                    key,
+                    "a vertex is not a finite number",
+                    "use finite coordinates in m",
+                ));
+            }
+            let mut poly = polygon.clone();
+            let area2: f64 = (0..poly.len())
+                .map(|i| {
+                    let a = poly[i];
+                    let b = poly[(i + 1) % poly.len()];
+                    a[0] * b[1] - b[0] * a[1]
+                })
+                .sum();
+            if area2.abs() < 1e-9 {
+                return Err(err(
+                    key,
+                    "the footprint polygon has zero area",
+                    "list the corners of the robot outline",
+                ));
+            }
+            if area2 < 0.0 {
+                poly.reverse();
+            }
+            let n = poly.len();
+            for i in 0..n {
+                let a = poly[i];
+                let b = poly[(i + 1) % n];
+                let c = poly[(i + 2) % n];
+                let cross = (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]);
+                if cross < -1e-12 {
+                    return Err(err(
+                        key,
+                        format!("the footprint polygon is not convex at vertex {}", (i + 1) % n),
+                        "use the convex hull of the robot outline",
+                    ));
+                }
+            }
+            // The base origin must lie inside: rotation sweeps are computed about it.
+            for i in 0..n {
+                let a = poly[i];
+                let b = poly[(i + 1) % n];
+                if (b[0] - a[0]) * (-a[1]) - (b[1] - a[1]) * (-a[0]) <= 0.0 {
+                    return Err(err(
+                        key,
+                        "the base origin (0, 0) is not strictly inside the footprint",
+                        "express the polygon in the base frame, around the rotation centre",
+                    ));
+                }
+            }
+            Ok(poly)
+        }
+    }
+}
+
+fn validate_lidar(lidar: &LidarConfig, base: &BaseConfig) -> Result<(), ConfigError> {
+    let pose = lidar.base_from_lidar;
+    if !(pose.x_m.is_finite() && pose.y_m.is_finite() && pose.yaw_rad.is_finite()) {
+        return Err(err(
+            "lidar.base_from_lidar",
+            "the lidar pose has a non-finite value",
+            "set x_m, y_m, yaw_rad to finite numbers",
+        ));
+    }
+    if lidar.max_beams == 0 || lidar.max_beams > MAX_BEAMS_LIMIT {
+        return Err(err(
+            "lidar.max_beams",
+            format!(
+                "must be between 1 and {MAX_BEAMS_LIMIT}, got {}",
+                lidar.max_beams
+            ),
+            "set the beam count of the lidar (e.g. 1081)",
+        ));
+    }
+    positive("lidar.max_age_ms", lidar.max_age_ms)?;
+    non_negative("lidar.reaction_time_ms", lidar.reaction_time_ms)?;
+    non_negative("lidar.slowdown_depth_m", lidar.slowdown_depth_m)?;
+    non_negative("lidar.hysteresis_m", lidar.hysteresis_m)?;
+    non_negative("lidar.release_delay_ms", lidar.release_delay_ms)?;
+    if lidar.min_points == 0 || lidar.min_points > MAX_MIN_POINTS {
+        return Err(err(
+            "lidar.min_points",
+            format!(
+                "must be between 1 and {MAX_MIN_POINTS}, got {}",
+                lidar.min_points
+            ),
+            "set 2 or 3 so that one noisy beam does not stop the robot",
+        ));
+    }
+    if !(lidar.max_invalid_fraction.is_finite()
+        && (0.0..1.0).contains(&lidar.max_invalid_fraction))
+    {
+        return Err(err(
+            "lidar.max_invalid_fraction",
+            format!(
+                "must be in [0, 1), got {}",
+                lidar.max_invalid_fraction
+            ),
+            "set e.g. 0.2",
+        ));
+    }
+    // The protective zone is the footprint swept over the stopping distance plus this margin;
+    // with no margin it shrinks to the bare footprint for a stationary robot.
+    if !(lidar.margin_m.is_finite() && lidar.margin_m > 0.0) {
+        return Err(err(
+            "lidar.margin_m",
+            format!(
+                "the protective zone must be larger than the footprint, but margin_m = {}",
+                lidar.margin_m
+            ),
+            "set margin_m > 0: sensor error plus a safety margin (e.g. 0.05)",
+        ));
+    }
+    let footprint = base_footprint(base)?;
+    let lidar_in_footprint = footprint.iter().enumerate().all(|(i, a)| {
+        let b = footprint[(i + 1) % footprint.len()];
+        (b[0] - a[0]) * (pose.y_m - a[1]) - (b[1] - a[1]) * (pose.x_m - a[0]) >= 0.0
+    });
+    if !lidar_in_footprint {
+        return Err(err(
+            "lidar.base_from_lidar",
+            "the lidar lies outside the footprint, so the footprint does not cover the robot",
+            "enlarge the footprint to include the lidar mount",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_arm(arm: &ArmConfig) -> Result<(), ConfigError> {
+    positive("arm.state_max_age_ms", arm.state_max_age_ms)?;
+    if arm.joints.is_empty() {
+        return Err(err(
+            "arm.joints",
+            "an arm with no joints",
+            "add [[safety.arm.joints]] entries or remove [safety.arm]",
+        ));
+    }
+    if arm.joints.len() > MAX_JOINTS {
+        return Err(err(
+            "arm.joints",
+            format!(
+                "{} joints is more than the {MAX_JOINTS} supported",
+                arm.joints.len()
+            ),
+            "split the robot into arms of at most 16 joints",
+        ));
+    }
+    for (i, joint) in arm.joints.iter().enumerate() {
+        let key = |field: &str| format!("arm.joints[{i}].{field}");
+        if !(joint.min_position.is_finite()
+            && joint.max_position.is_finite()
+            && joint.min_position < joint.max_position)
+        {
+            return Err(err(
+                key("min_position"),
+                format!(
+                    "joint `{}` needs finite limits with min_position < max_position, got [{}, {}]",
+                    joint.name, joint.min_position, joint.max_position
+                ),
+                "set the joint's position range from its URDF",
+            ));
+        }
+        positive(&key("max_velocity"), joint.max_velocity)?;
+        positive(&key("max_acceleration"), joint.max_acceleration)?;
+    }
+    if let Some(gripper) = arm.gripper
+        && !(gripper.min_position.is_finite()
+            && gripper.max_position.is_finite()
+            && gripper.min_position <= gripper.max_position)
+    {
+        return Err(err(
+            "arm.gripper.min_position",
+            "the gripper range needs finite limits with min_position <= max_position",
+            "set the gripper's range",
+        ));
+    }
+    if let Some(ws) = arm.workspace
+        && !(0..3).all(|i| {
+            ws.min_m[i].is_finite() && ws.max_m[i].is_finite() && ws.min_m[i] < ws.max_m[i]
+        })
+    {
+        return Err(err(
+            "arm.workspace.min_m",
+            "the workspace box needs finite corners with min_m < max_m on every axis",
+            "set min_m and max_m in the base frame",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,725 @@
+//! The state machine: [`Safety::evaluate`] turns inputs and a proposed command into a
+//! [`Verdict`]. No allocation, no I/O, no panics; the same inputs give bit-identical verdicts.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{BaseKind, ConfigError, SafetyConfig, base_footprint};
+use crate::lidar::{Footprint, Lidar};
+use crate::types::{
+    Command, CommandSource, EstopReport, EstopSource, JointState, MAX_JOINTS, Monotonic, Reason,
+    Reasons, SafetyInputs, StopCategory, Twist, Verdict,
+};
+
+/// Below this speed (m/s or rad/s) a motion component counts as not commanded.
+const MOTION_EPS: f64 = 1e-9;
+
+fn ms_to_ns(ms: f64) -> u64 {
+    // Validated finite and positive; `as` saturates.
+    (ms * 1e6).round() as u64
+}
+
+/// Base limits and geometry, derived once from the config.
+#[derive(Debug, Clone)]
+struct Base {
+    holonomic: bool,
+    max_v: [f64; 3],
+    max_accel: [f64; 3],
+    brake: [f64; 3],
+    odometry_max_age_ns: Option<u64>,
+    footprint: Footprint,
+    lidar: Lidar,
+    reaction_s: f64,
+    margin_m: f64,
+    slowdown_depth_m: f64,
+    hysteresis_m: f64,
+    release_delay_ns: u64,
+    max_invalid_fraction: f64,
+    min_points: u32,
+    scan_max_age_ns: u64,
+}
+
+/// A triggered protective zone: which way it blocks and since when it has looked clear.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    /// Blocked direction: unit translation (x, y), or (sign of wz, 0) for rotation.
+    direction: [f64; 2],
+    clear_since: Option<Monotonic>,
+}
+
+/// The deterministic safety layer. Built once from a validated config that it then owns:
+/// nothing can reconfigure it at run time (SAF-008).
+#[derive(Debug, Clone)]
+pub struct Safety {
+    config: SafetyConfig,
+    config_hash: [u8; 32],
+    period_ns: u64,
+    stop_category: StopCategory,
+    estop_configured: [bool; EstopSource::COUNT],
+    estop_max_age_ns: [Option<u64>; EstopSource::COUNT],
+    /// Local policy, cloud, operator.
+    command_max_age_ns: [u64; 3],
+    base: Option<Base>,
+    joint_count: usize,
+    joint_state_max_age_ns: u64,
+    latched: bool,
+    last_reset_seq: u64,
+    last_now: Option<Monotonic>,
+    previous: Command,
+    translation_hold: Option<Hold>,
+    rotation_hold: Option<Hold>,
+    reason_counts: [u64; Reason::COUNT],
+    evaluations: u64,
+}
+
+impl Safety {
+    /// Validates `config` and sizes every buffer. Starts latched (SAF-002).
+    pub fn new(config: SafetyConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let canonical = serde_json::to_vec(&config).map_err(|e| ConfigError {
+            key: String::new(),
+            problem: format!("cannot serialise for hashing: {e}"),
+            fix: "report this as a bug".into(),
+        })?;
+        let config_hash: [u8; 32] = Sha256::digest(&canonical).into();
+        let mut estop_configured = [false; EstopSource::COUNT];
+        let mut estop_max_age_ns = [None; EstopSource::COUNT];
+        for source in &config.estop.sources {
+            estop_configured[source.name.index()] = true;
+            estop_max_age_ns[source.name.index()] = source.max_age_ms.map(ms_to_ns);
+        }
+        let base = match (&config.base, &config.lidar) {
+            (Some(b), Some(l)) => Some(Base {
+                holonomic: b.kind == BaseKind::Holonomic,
+                max_v: [b.max_vx_mps, b.max_vy_mps, b.max_wz_radps],
+                max_accel: [b.max_accel_x_mps2, b.max_accel_y_mps2, b.max_accel_wz_radps2],
+                brake: [b.brake_decel_mps2, b.brake_decel_mps2, b.brake_decel_wz_radps2],
+                odometry_max_age_ns: b.odometry_max_age_ms.map(ms_to_ns),
+                footprint: Footprint::new(&base_footprint(b)?),
+                lidar: Lidar::new(l),
+                reaction_s: l.reaction_time_ms * 1e-3,
+                margin_m: l.margin_m,
+                slowdown_depth_m: l.slowdown_depth_m,
+                hysteresis_m: l.hysteresis_m,
+                release_delay_ns: ms_to_ns(l.release_delay_ms),
+                max_invalid_fraction: l.max_invalid_fraction,
+                min_points: l.min_points,
+                scan_max_age_ns: ms_to_ns(l.max_age_ms),
+            }),
+            _ => None,
+        };
+        let (joint_count, joint_state_max_age_ns) = config
+            .arm
+            .as_ref()
+            .map_or((0, 0), |a| (a.joints.len(), ms_to_ns(a.state_max_age_ms)));
+        Ok(Self {
+            period_ns: ms_to_ns(config.control_period_ms),
+            stop_category: match config.estop.stop_category {
+                0 => StopCategory::Cat0,
+                1 => StopCategory::Cat1,
+                _ => StopCategory::Cat2,
+            },
+            estop_configured,
+            estop_max_age_ns,
+            command_max_age_ns: [
+                ms_to_ns(config.commands.local_policy_max_age_ms),
+                ms_to_ns(config.commands.cloud_max_age_ms),
+                ms_to_ns(config.commands.operator_max_age_ms),
+            ],
+            base,
+            joint_count,
+            joint_state_max_age_ns,
+            config,
+            config_hash,
+            latched: true,
+            last_reset_seq: 0,
+            last_now: None,
+            previous: Command::default(),
+            translation_hold: None,
+            rotation_hold: None,
+            reason_counts: [0; Reason::COUNT],
+            evaluations: 0,
+        })
+    }
+
+    /// The configuration this layer enforces (read-only).
+    pub fn config(&self) -> &SafetyConfig {
+        &self.config
+    }
+
+    /// SHA-256 of the canonical (JSON) form of the validated config, for logs and diagnostics.
+    pub fn config_hash(&self) -> [u8; 32] {
+        self.config_hash
+    }
+
+    /// [`Self::config_hash`] as `sha256:<hex>`.
+    pub fn config_hash_hex(&self) -> String {
+        let mut s = String::from("sha256:");
+        for b in self.config_hash {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    pub fn is_latched(&self) -> bool {
+        self.latched
+    }
+
+    /// How many verdicts carried each reason, indexed by `Reason as usize`.
+    pub fn reason_counts(&self) -> &[u64; Reason::COUNT] {
+        &self.reason_counts
+    }
+
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations
+    }
+
+    /// Decides the command for this tick. Call it last, right before the actuator write.
+    pub fn evaluate(
+        &mut self,
+        inputs: &SafetyInputs<'_>,
+        proposed: &Command,
+        now: Monotonic,
+    ) -> Verdict {
+        let mut reasons = Reasons::empty();
+        let dt_ns = match self.last_now {
+            None => self.period_ns,
+            // Time ran backwards: stop, and let stop ramps progress as if a period passed.
+            Some(last) => now.age_of(last).unwrap_or_else(|| {
+                reasons.insert(Reason::ClockFault);
+                self.period_ns
+            }),
+        };
+        if self.last_now.is_none_or(|last| now > last) {
+            self.last_now = Some(now);
+        }
+        // Ramps never step further than one nominal period allows.
+        let dt_s = dt_ns.min(self.period_ns) as f64 * 1e-9;
+
+        self.update_estop(inputs, now, &mut reasons);
+        let verdict = if self.latched {
+            reasons.insert(Reason::EstopLatched);
+            self.estop_verdict(dt_s, reasons, now)
+        } else {
+            self.motion_verdict(inputs, proposed, now, dt_s, reasons)
+        };
+        self.previous = verdict.command;
+        self.evaluations = self.evaluations.wrapping_add(1);
+        let mut bits = verdict.reasons.bits();
+        while bits != 0 {
+            let index = bits.trailing_zeros() as usize;
+            self.reason_counts[index] = self.reason_counts[index].wrapping_add(1);
+            bits &= bits - 1;
+        }
+        verdict
+    }
+
+    /// SAF-001/002: latch on any pressed, stale or unknown source; reset only on request while
+    /// every configured source is clear and fresh.
+    fn update_estop(&mut self, inputs: &SafetyInputs<'_>, now: Monotonic, reasons: &mut Reasons) {
+        let mut all_clear = true;
+        let mut not_ready = false;
+        for source in EstopSource::ALL {
+            let i = source.index();
+            match inputs.estop[i] {
+                // A press is honoured from any source, configured or not.
+                EstopReport::Pressed(_) => {
+                    self.latched = true;
+                    reasons.insert(source.reason());
+                    all_clear = false;
+                }
+                EstopReport::Clear(stamp) => {
+                    if let Some(max_age) = self.estop_max_age_ns[i]
+                        && self.estop_configured[i]
+                        && now.age_of(stamp).is_none_or(|age| age > max_age)
+                    {
+                        self.latched = true;
+                        reasons.insert(Reason::EstopSourceStale);
+                        all_clear = false;
+                    }
+                }
+                EstopReport::Unknown => {
+                    if self.estop_configured[i] {
+                        all_clear = false;
+                        not_ready = true;
+                    }
+                }
+            }
+        }
+        if inputs.reset_request_seq != self.last_reset_seq {
+            self.last_reset_seq = inputs.reset_request_seq;
+            if self.latched {
+                if all_clear {
+                    self.latched = false;
+                } else {
+                    reasons.insert(Reason::ResetRefused);
+                }
+            }
+        }
+        if self.latched && not_ready {
+            reasons.insert(Reason::EstopNotReady);
+        }
+    }
+
+    /// Output while latched, per the configured stop category.
+    fn estop_verdict(&self, dt_s: f64, reasons: Reasons, now: Monotonic) -> Verdict {
+        let mut command = self.hold_command(now);
+        let mut power_enabled = true;
+        match self.stop_category {
+            StopCategory::Cat0 => power_enabled = false,
+            StopCategory::Cat1 | StopCategory::Cat2 => {
+                if let Some(base) = &self.base {
+                    let p = self.previous.base;
+                    command.base = Twist {
+                        vx_mps: toward_zero(p.vx_mps, base.brake[0] * dt_s),
+                        vy_mps: toward_zero(p.vy_mps, base.brake[1] * dt_s),
+                        wz_radps: toward_zero(p.wz_radps, base.brake[2] * dt_s),
+                    };
+                }
+                if let Some(arm) = &self.config.arm {
+                    for (i, joint) in arm.joints.iter().enumerate() {
+                        let previous = self.previous.joints[i].velocity.unwrap_or(0.0);
+                        command.joints[i].velocity =
+                            Some(toward_zero(previous, joint.max_acceleration * dt_s));
+                    }
+                }
+                if self.stop_category == StopCategory::Cat1 {
+                    power_enabled = !command.is_motionless();
+                }
+            }
+        }
+        Verdict {
+            command,
+            action: reasons.action(),
+            reasons,
+            stop_category: Some(self.stop_category),
+            power_enabled,
+            clearance_m: f32::INFINITY,
+            protective_depth_m: 0.0,
+        }
+    }
+
+    /// Zero velocity everywhere; joints hold their last target (at most one tick of motion
+    /// away, because targets are rate-limited) so a sagging arm is held, not followed.
+    fn hold_command(&self, now: Monotonic) -> Command {
+        let mut command = Command {
+            source: CommandSource::None,
+            stamp: now,
+            ..Command::default()
+        };
+        for i in 0..self.joint_count {
+            command.joints[i].position = self.previous.joints[i].position;
+            command.joints[i].velocity = Some(0.0);
+        }
+        command
+    }
+
+    fn stop_verdict(&self, reasons: Reasons, now: Monotonic) -> Verdict {
+        Verdict {
+            command: self.hold_command(now),
+            action: reasons.action(),
+            reasons,
+            stop_category: None,
+            power_enabled: true,
+            clearance_m: f32::INFINITY,
+            protective_depth_m: 0.0,
+        }
+    }
+
+    fn motion_verdict(
+        &mut self,
+        inputs: &SafetyInputs<'_>,
+        proposed: &Command,
+        now: Monotonic,
+        dt_s: f64,
+        mut reasons: Reasons,
+    ) -> Verdict {
+        self.check_command(proposed, now, &mut reasons);
+        let joint_state = self.check_inputs(inputs, now, &mut reasons);
+        if reasons.action() >= crate::Action::Stop {
+            return self.stop_verdict(reasons, now);
+        }
+        let mut command = Command {
+            source: proposed.source,
+            stamp: proposed.stamp,
+            ..Command::default()
+        };
+        let (mut clearance_m, mut protective_depth_m) = (f32::INFINITY, 0.0);
+        if self.base.is_some() {
+            command.base = self.limit_base(proposed.base, dt_s, &mut reasons);
+            (clearance_m, protective_depth_m) =
+                self.proximity(&mut command.base, inputs, now, &mut reasons);
+        }
+        if let Some(state) = joint_state {
+            self.limit_arm(proposed, &state, dt_s, &mut command, &mut reasons);
+        }
+        Verdict {
+            command,
+            action: reasons.action(),
+            reasons,
+            stop_category: None,
+            power_enabled: true,
+            clearance_m,
+            protective_depth_m,
+        }
+    }
+
+    /// SAF-006/007: a command must be finite, fit the action space and be fresh.
+    fn check_command(&self, proposed: &Command, now: Monotonic, reasons: &mut Reasons) {
+        let max_age_ns = match proposed.source {
+            CommandSource::None => {
+                reasons.insert(Reason::NoCommand);
+                return;
+            }
+            CommandSource::LocalPolicy => self.command_max_age_ns[0],
+            CommandSource::Cloud => self.command_max_age_ns[1],
+            CommandSource::Operator => self.command_max_age_ns[2],
+        };
+        match now.age_of(proposed.stamp) {
+            None => reasons.insert(Reason::CommandFromFuture),
+            Some(age) if age > max_age_ns => reasons.insert(Reason::StaleCommand),
+            Some(_) => {}
+        }
+        let b = proposed.base;
+        let mut finite = b.vx_mps.is_finite() && b.vy_mps.is_finite() && b.wz_radps.is_finite();
+        for joint in &proposed.joints {
+            finite &= joint.position.is_none_or(f64::is_finite);
+            finite &= joint.velocity.is_none_or(f64::is_finite);
+        }
+        finite &= proposed.gripper_position.is_none_or(f64::is_finite);
+        finite &= proposed
+            .ee_target_m
+            .is_none_or(|p| p.iter().all(|v| v.is_finite()));
+        // Anything outside the configured action space is a malformed command, not a no-op.
+        let arm = self.config.arm.as_ref();
+        let fits = (self.base.is_some() || b == Twist::default())
+            && proposed.joints[self.joint_count..]
+                .iter()
+                .all(|j| j.position.is_none() && j.velocity.is_none())
+            && (proposed.gripper_position.is_none() || arm.is_some_and(|a| a.gripper.is_some()))
+            && (proposed.ee_target_m.is_none() || arm.is_some_and(|a| a.workspace.is_some()));
+        if !(finite && fits) {
+            reasons.insert(Reason::InvalidCommand);
+        }
+    }
+
+    /// SAF-005: every configured input must be present, fresh and well-formed.
+    fn check_inputs<'a>(
+        &mut self,
+        inputs: &SafetyInputs<'a>,
+        now: Monotonic,
+        reasons: &mut Reasons,
+    ) -> Option<JointState<'a>> {
+        if let Some(base) = &mut self.base {
+            match &inputs.scan {
+                None => reasons.insert(Reason::ScanMissing),
+                Some(scan) => {
+                    if now
+                        .age_of(scan.stamp)
+                        .is_none_or(|age| age > base.scan_max_age_ns)
+                    {
+                        reasons.insert(Reason::ScanStale);
+                    }
+                    if let Err(reason) = base.lidar.prepare(scan) {
+                        reasons.insert(reason);
+                    }
+                }
+            }
+            if let Some(max_age) = base.odometry_max_age_ns {
+                match &inputs.odometry {
+                    None => reasons.insert(Reason::OdometryMissing),
+                    Some(odom) => {
+                        if now.age_of(odom.stamp).is_none_or(|age| age > max_age) {
+                            reasons.insert(Reason::OdometryStale);
+                        }
+                        let t = odom.twist;
+                        if !(t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite())
+                        {
+                            reasons.insert(Reason::OdometryInvalid);
+                        }
+                    }
+                }
+            }
+        }
+        if self.joint_count == 0 {
+            return None;
+        }
+        let Some(state) = inputs.joint_state else {
+            reasons.insert(Reason::JointStateMissing);
+            return None;
+        };
+        if now
+            .age_of(state.stamp)
+            .is_none_or(|age| age > self.joint_state_max_age_ns)
+        {
+            reasons.insert(Reason::JointStateStale);
+        }
+        let well_formed = state.positions.len() == self.joint_count
+            && state.velocities.len() == self.joint_count
+            && state.positions.iter().all(|p| p.is_finite())
+            && state.velocities.iter().all(|v| v.is_finite());
+        if !well_formed {
+            reasons.insert(Reason::JointStateInvalid);
+            return None;
+        }
+        Some(state)
+    }
+
+    /// SAF-006 for the base: kinematics, per-axis velocity, then acceleration ramps.
+    fn limit_base(&self, proposed: Twist, dt_s: f64, reasons: &mut Reasons) -> Twist {
+        let Some(base) = &self.base else {
+            return Twist::default();
+        };
+        let mut v = [proposed.vx_mps, proposed.vy_mps, proposed.wz_radps];
+        if !base.holonomic && v[1] != 0.0 {
+            v[1] = 0.0;
+            reasons.insert(Reason::NonHolonomic);
+        }
+        let previous = [
+            self.previous.base.vx_mps,
+            self.previous.base.vy_mps,
+            self.previous.base.wz_radps,
+        ];
+        for axis in 0..3 {
+            let clamped = v[axis].clamp(-base.max_v[axis], base.max_v[axis]);
+            if clamped != v[axis] {
+                reasons.insert(Reason::VelocityLimit);
+            }
+            let ramped = ramp(
+                previous[axis],
+                clamped,
+                base.max_accel[axis] * dt_s,
+                base.brake[axis] * dt_s,
+            );
+            if ramped != clamped {
+                reasons.insert(Reason::AccelLimit);
+            }
+            v[axis] = ramped;
+        }
+        Twist {
+            vx_mps: v[0],
+            vy_mps: v[1],
+            wz_radps: v[2],
+        }
+    }
+
+    /// SAF-003/004/005: restrict each motion component that would bring the footprint into an
+    /// obstacle within its stopping distance. Returns (clearance, protective depth).
+    fn proximity(
+        &mut self,
+        v: &mut Twist,
+        inputs: &SafetyInputs<'_>,
+        now: Monotonic,
+        reasons: &mut Reasons,
+    ) -> (f32, f32) {
+        let Some(base) = &mut self.base else {
+            return (f32::INFINITY, 0.0);
+        };
+        let previous = self.previous.base;
+        let odometry = inputs.odometry.map(|o| o.twist).filter(|t| {
+            t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite()
+        });
+        // Stopping distances use the fastest of: what is commanded, what the drive was last
+        // told, and what it reports; rotation adds the speed of the footprint's far corner.
+        let mut speed_xy = v.vx_mps.hypot(v.vy_mps).max(previous.vx_mps.hypot(previous.vy_mps));
+        let mut speed_wz = v.wz_radps.abs().max(previous.wz_radps.abs());
+        if let Some(t) = odometry {
+            speed_xy = speed_xy.max(t.vx_mps.hypot(t.vy_mps));
+            speed_wz = speed_wz.max(t.wz_radps.abs());
+        }
+        let radius = f64::from(base.footprint.circumradius_m);
+        let s = speed_xy + speed_wz * radius;
+        let depth = s * base.reaction_s + s * s / (2.0 * base.brake[0]) + base.margin_m;
+        let mut clearance = f32::INFINITY;
+
+        let magnitude = v.vx_mps.hypot(v.vy_mps);
+        if magnitude > MOTION_EPS {
+            let u = [v.vx_mps / magnitude, v.vy_mps / magnitude];
+            let (ux, uy) = (u[0] as f32, u[1] as f32);
+            let same_side = self
+                .translation_hold
+                .is_some_and(|h| h.direction[0] * u[0] + h.direction[1] * u[1] > 0.0);
+            let mut blocked = None;
+            let mut waiting = false;
+            if !base.lidar.observes(ux, uy) {
+                blocked = Some(Reason::MotionUnobserved);
+            } else {
+                let sweep = base.lidar.sweep(&base.footprint, ux, uy);
+                clearance = sweep.kth_contact_m;
+                let kth = f64::from(sweep.kth_contact_m);
+                let protect = depth + if same_side { base.hysteresis_m } else { 0.0 };
+                if f64::from(sweep.invalid_in_direction)
+                    > base.max_invalid_fraction * f64::from(sweep.beams_in_direction)
+                {
+                    blocked = Some(Reason::InvalidBeams);
+                } else if kth <= 0.0 {
+                    blocked = Some(Reason::FootprintIntrusion);
+                } else if kth <= protect {
+                    blocked = Some(Reason::ProtectiveZone);
+                } else if same_side {
+                    waiting = release_pending(&mut self.translation_hold, now, base.release_delay_ns);
+                }
+                if blocked.is_none()
+                    && !waiting
+                    && base.slowdown_depth_m > 0.0
+                    && kth <= depth + base.slowdown_depth_m
+                {
+                    let scale = ((kth - depth) / base.slowdown_depth_m).clamp(0.0, 1.0);
+                    v.vx_mps *= scale;
+                    v.vy_mps *= scale;
+                    reasons.insert(Reason::SlowdownZone);
+                }
+            }
+            if let Some(reason) = blocked {
+                reasons.insert(reason);
+                self.translation_hold = Some(Hold {
+                    direction: u,
+                    clear_since: None,
+                });
+            }
+            if blocked.is_some() || waiting {
+                reasons.insert(blocked.unwrap_or(Reason::ProtectiveZone));
+                v.vx_mps = 0.0;
+                v.vy_mps = 0.0;
+            }
+        }
+
+        if v.wz_radps.abs() > MOTION_EPS {
+            let sign = v.wz_radps.signum();
+            let same_side = self.rotation_hold.is_some_and(|h| h.direction[0] == sign);
+            let (invalid, beams) = base.lidar.invalid_fraction_inputs();
+            let slack = base.margin_m + if same_side { base.hysteresis_m } else { 0.0 };
+            let angle = speed_wz * base.reaction_s
+                + speed_wz * speed_wz / (2.0 * base.brake[2])
+                + slack / radius;
+            let mut blocked = None;
+            let mut waiting = false;
+            if f64::from(invalid) > base.max_invalid_fraction * f64::from(beams) {
+                blocked = Some(Reason::InvalidBeams);
+            } else if base.lidar.rotation_hits(&base.footprint, (sign * angle) as f32)
+                >= base.min_points
+            {
+                blocked = Some(Reason::ProtectiveZone);
+            } else if same_side {
+                waiting = release_pending(&mut self.rotation_hold, now, base.release_delay_ns);
+            }
+            if let Some(reason) = blocked {
+                reasons.insert(reason);
+                self.rotation_hold = Some(Hold {
+                    direction: [sign, 0.0],
+                    clear_since: None,
+                });
+            }
+            if blocked.is_some() || waiting {
+                reasons.insert(blocked.unwrap_or(Reason::ProtectiveZone));
+                v.wz_radps = 0.0;
+            }
+        }
+        (clearance, depth as f32)
+    }
+
+    /// SAF-006 for the arm: position range, rate, velocity, acceleration, gripper, workspace.
+    fn limit_arm(
+        &self,
+        proposed: &Command,
+        state: &JointState<'_>,
+        dt_s: f64,
+        command: &mut Command,
+        reasons: &mut Reasons,
+    ) {
+        let Some(arm) = &self.config.arm else {
+            return;
+        };
+        for (i, joint) in arm.joints.iter().enumerate().take(MAX_JOINTS) {
+            let target = proposed.joints[i];
+            let previous = self.previous.joints[i];
+            let measured = state.positions[i];
+            if let Some(position) = target.position {
+                let clamped = position.clamp(joint.min_position, joint.max_position);
+                if clamped != position {
+                    reasons.insert(Reason::JointPositionLimit);
+                }
+                let from = previous.position.unwrap_or(measured);
+                let step = joint.max_velocity * dt_s;
+                let limited = from + (clamped - from).clamp(-step, step);
+                if limited != clamped {
+                    reasons.insert(Reason::JointVelocityLimit);
+                }
+                command.joints[i].position = Some(limited);
+            }
+            if let Some(velocity) = target.velocity {
+                let clamped = velocity.clamp(-joint.max_velocity, joint.max_velocity);
+                if clamped != velocity {
+                    reasons.insert(Reason::JointVelocityLimit);
+                }
+                let from = previous.velocity.unwrap_or(state.velocities[i]);
+                let step = joint.max_acceleration * dt_s;
+                let mut limited = from + (clamped - from).clamp(-step, step);
+                if limited != clamped {
+                    reasons.insert(Reason::AccelLimit);
+                }
+                // Never faster toward a position limit than can still stop before it.
+                let room = if limited > 0.0 {
+                    joint.max_position - measured
+                } else {
+                    measured - joint.min_position
+                };
+                let allowed = (2.0 * joint.max_acceleration * room.max(0.0)).sqrt();
+                if limited.abs() > allowed {
+                    limited = allowed.copysign(limited);
+                    reasons.insert(Reason::JointPositionLimit);
+                }
+                command.joints[i].velocity = Some(limited);
+            }
+        }
+        if let (Some(position), Some(gripper)) = (proposed.gripper_position, arm.gripper) {
+            let clamped = position.clamp(gripper.min_position, gripper.max_position);
+            if clamped != position {
+                reasons.insert(Reason::GripperLimit);
+            }
+            command.gripper_position = Some(clamped);
+        }
+        if let (Some(target), Some(ws)) = (proposed.ee_target_m, arm.workspace) {
+            let mut clamped = target;
+            for axis in 0..3 {
+                clamped[axis] = target[axis].clamp(ws.min_m[axis], ws.max_m[axis]);
+            }
+            if clamped != target {
+                reasons.insert(Reason::WorkspaceLimit);
+            }
+            command.ee_target_m = Some(clamped);
+        }
+    }
+}
+
+/// A blocked direction that now looks clear stays blocked until it has been clear for
+/// `delay_ns` (SAF-004); then the hold is dropped. Returns whether it is still held.
+fn release_pending(hold: &mut Option<Hold>, now: Monotonic, delay_ns: u64) -> bool {
+    let Some(h) = hold.as_mut() else {
+        return false;
+    };
+    let since = *h.clear_since.get_or_insert(now);
+    if now.age_of(since).unwrap_or(0) < delay_ns {
+        true
+    } else {
+        *hold = None;
+        false
+    }
+}
+
+/// Moves `value` toward zero by at most `step`.
+fn toward_zero(value: f64, step: f64) -> f64 {
+    value - value.clamp(-step, step)
+}
+
+/// Moves `from` toward `to`: by at most `brake_step` when slowing down on the same side of
+/// zero, `accel_step` when speeding up, the smaller of both across a sign change.
+fn ramp(from: f64, to: f64, accel_step: f64, brake_step: f64) -> f64 {
+    let step = if from * to < 0.0 {
+        accel_step.min(brake_step)
+    } else if to.abs() <= from.abs() {
+        brake_step
+    } else {
+        accel_step
+    };
+    from + (to - from).clamp(-step, step)
+}

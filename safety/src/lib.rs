@@ -1,0 +1,126 @@
+//! The deterministic safety layer of Reflex: every command passes through
+//! [`Safety::evaluate`], which can always veto it.
+//!
+//! # Guarantees
+//! - Fail-safe: missing, stale or invalid data (NaN, Inf, out-of-range beams, old timestamps)
+//!   stops the robot; nothing is guessed. (SAF-005, SAF-006, SAF-007)
+//! - E-stop latches from any source and is released only by an explicit reset while every
+//!   source is clear; the layer starts latched. (SAF-001, SAF-002)
+//! - Direction-aware lidar proximity: the footprint swept over the ISO/TS 15066-style stopping
+//!   distance `S = v·t_r + v²/(2·a) + margin`, plus a slow-down zone. (SAF-003, SAF-004)
+//! - Authority: the config is validated and moved in at construction and can never change; its
+//!   SHA-256 is reported. Nothing in [`SafetyInputs`] or [`Command`] can loosen it. (SAF-008)
+//! - Deterministic, panic-free, allocation-free and O(beams) per call; no I/O, no threads, no
+//!   `unsafe`. (SAF-009, SAF-010)
+//!
+//! # Config keys (`[safety]`, see [`SafetyConfig`])
+//! | key | type, unit | default | meaning |
+//! |---|---|---|---|
+//! | `control_period_ms` | f64, ms | 10 | longest step a ramp may take |
+//! | `estop.stop_category` | 0, 1, 2 | — | IEC 60204-1 stop while latched |
+//! | `estop.sources` | `[{ name, max_age_ms? }]` | — | `hardware`, `ros_topic`, `cloud`, `watchdog`, `internal`; the last two required |
+//! | `commands.{local_policy,cloud,operator}_max_age_ms` | f64, ms | — | a command older than this is never executed |
+//! | `base.kind` | `differential`/`holonomic` | — | kinematics |
+//! | `base.max_{vx,vy}_mps`, `base.max_wz_radps` | f64 | vy: 0 | per-axis velocity limits |
+//! | `base.max_accel_{x,y}_mps2`, `base.max_accel_wz_radps2` | f64 | y: 0 | ramp limits |
+//! | `base.brake_decel_mps2`, `base.brake_decel_wz_radps2` | f64 | — | guaranteed braking; stopping distances and category 1/2 stops |
+//! | `base.footprint_radius_m` / `base.footprint_polygon_m` | f64 / `[[x, y]]`, m | — | exactly one; polygon convex, around the origin |
+//! | `base.odometry_max_age_ms` | f64, ms | unset | makes odometry a required input |
+//! | `lidar.base_from_lidar` | `{ x_m, y_m, yaw_rad }` | — | lidar pose in the base frame |
+//! | `lidar.max_beams` | usize | — | buffer size; longer scans are invalid |
+//! | `lidar.max_age_ms` | f64, ms | — | scan staleness limit |
+//! | `lidar.reaction_time_ms`, `lidar.margin_m` | f64 | — | `t_r` and margin (> 0) of the stopping distance |
+//! | `lidar.slowdown_depth_m` | f64, m | — | slow-down zone depth beyond the protective zone |
+//! | `lidar.min_points` | 1..=16 | — | points needed to trigger a zone |
+//! | `lidar.hysteresis_m`, `lidar.release_delay_ms` | f64 | — | release only when clear by this much, for this long |
+//! | `lidar.max_invalid_fraction` | [0, 1) | — | invalid beams tolerated in the direction of motion |
+//! | `arm.state_max_age_ms` | f64, ms | — | joint-state staleness limit |
+//! | `arm.joints` | `[{ name, min_position, max_position, max_velocity, max_acceleration }]` | — | at most 16 |
+//! | `arm.gripper` | `{ min_position, max_position }` | unset | gripper range |
+//! | `arm.workspace` | `{ min_m, max_m }` | unset | Cartesian box for end-effector targets |
+//!
+//! # Example
+//! ```
+//! use reflex_safety::*;
+//!
+//! let config: SafetyConfig = toml::from_str(r#"
+//!     [estop]
+//!     stop_category = 1
+//!     sources = [{ name = "watchdog" }, { name = "internal" }]
+//!     [commands]
+//!     local_policy_max_age_ms = 200.0
+//!     cloud_max_age_ms = 300.0
+//!     operator_max_age_ms = 200.0
+//!     [base]
+//!     kind = "differential"
+//!     max_vx_mps = 1.0
+//!     max_wz_radps = 1.5
+//!     max_accel_x_mps2 = 100.0
+//!     max_accel_wz_radps2 = 100.0
+//!     brake_decel_mps2 = 1.5
+//!     brake_decel_wz_radps2 = 3.0
+//!     footprint_radius_m = 0.3
+//!     [lidar]
+//!     base_from_lidar = { x_m = 0.0, y_m = 0.0, yaw_rad = 0.0 }
+//!     max_beams = 360
+//!     max_age_ms = 100.0
+//!     reaction_time_ms = 50.0
+//!     margin_m = 0.05
+//!     slowdown_depth_m = 0.5
+//!     min_points = 2
+//!     hysteresis_m = 0.05
+//!     release_delay_ms = 200.0
+//!     max_invalid_fraction = 0.2
+//! "#).unwrap();
+//! let mut safety = Safety::new(config).unwrap();
+//!
+//! // A wall 0.5 m ahead: inside the protective zone at 1 m/s (0.3 + 0.05 + 0.33 + 0.05 m).
+//! let ranges: Vec<f32> = (0..360)
+//!     .map(|i| if (175..185).contains(&i) { 0.5 } else { f32::INFINITY })
+//!     .collect();
+//! let now = Monotonic::from_millis(1_000);
+//! let mut inputs = SafetyInputs {
+//!     scan: Some(Scan {
+//!         stamp: now,
+//!         angle_min_rad: -std::f32::consts::PI,
+//!         angle_increment_rad: std::f32::consts::PI / 180.0,
+//!         range_min_m: 0.05,
+//!         range_max_m: 30.0,
+//!         ranges_m: &ranges,
+//!     }),
+//!     ..SafetyInputs::default()
+//! };
+//! inputs.estop[EstopSource::Watchdog.index()] = EstopReport::Clear(now);
+//! inputs.estop[EstopSource::Internal.index()] = EstopReport::Clear(now);
+//! inputs.reset_request_seq = 1; // the operator's explicit start
+//!
+//! let forward = Command::base(CommandSource::LocalPolicy, now, 1.0, 0.0, 0.0);
+//! let verdict = safety.evaluate(&inputs, &forward, now);
+//! assert_eq!(verdict.action, Action::Stop);
+//! assert!(verdict.reasons.contains(Reason::ProtectiveZone));
+//! assert_eq!(verdict.command.base.vx_mps, 0.0);
+//!
+//! // Backing away from the wall is allowed, on the next tick.
+//! let next = now.add_nanos(10_000_000);
+//! let back = Command::base(CommandSource::LocalPolicy, next, -0.5, 0.0, 0.0);
+//! let verdict = safety.evaluate(&inputs, &back, next);
+//! assert_eq!(verdict.command.base.vx_mps, -0.5);
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod layer;
+mod lidar;
+mod types;
+
+pub use config::{
+    ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
+    GripperLimits, JointLimits, LidarConfig, MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES,
+    MAX_MIN_POINTS, Pose2, SafetyConfig, WorkspaceBox,
+};
+pub use layer::Safety;
+pub use types::{
+    Action, Command, CommandSource, EstopReport, EstopSource, JointState, JointTarget, MAX_JOINTS,
+    Monotonic, Odometry, Reason, Reasons, SafetyInputs, Scan, StopCategory, Twist, Verdict,
+};

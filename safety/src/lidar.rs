@@ -1,0 +1,413 @@
+//! Lidar proximity geometry (SAF-003/004/005): beams to points, and the sweep of the convex
+//! footprint along the commanded motion. All buffers are sized at construction; every pass is
+//! O(beams × footprint edges) and allocation-free.
+
+use crate::config::{LidarConfig, MAX_FOOTPRINT_VERTICES, MAX_MIN_POINTS};
+use crate::types::{Reason, Scan};
+
+/// Ranges beyond this (m) are refused as scan metadata: keeps every product finite in f32.
+const MAX_RANGE_LIMIT_M: f32 = 10_000.0;
+/// Below this |n·u| an edge counts as parallel to the motion.
+const PARALLEL_EPS: f32 = 1e-9;
+
+const VALID: u8 = 0;
+const CLEAR: u8 = 1;
+const INVALID: u8 = 2;
+
+/// The convex footprint as outward half-planes `n·p <= c` in the base frame.
+#[derive(Debug, Clone)]
+pub(crate) struct Footprint {
+    /// (nx, ny, c) per edge.
+    edges: [[f32; 3]; MAX_FOOTPRINT_VERTICES],
+    edge_count: usize,
+    /// Largest distance of a vertex from the base origin (m).
+    pub circumradius_m: f32,
+}
+
+impl Footprint {
+    /// `polygon` is convex and counter-clockwise (checked by config validation).
+    pub(crate) fn new(polygon: &[[f64; 2]]) -> Self {
+        let mut edges = [[0.0f32; 3]; MAX_FOOTPRINT_VERTICES];
+        let n = polygon.len();
+        for (i, edge) in edges.iter_mut().enumerate().take(n) {
+            let a = polygon[i];
+            let b = polygon[(i + 1) % n];
+            let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+            let len = dx.hypot(dy);
+            let (nx, ny) = (dy / len, -dx / len);
+            *edge = [nx as f32, ny as f32, (nx * a[0] + ny * a[1]) as f32];
+        }
+        let circumradius_m = polygon
+            .iter()
+            .map(|v| v[0].hypot(v[1]))
+            .fold(0.0, f64::max) as f32;
+        Self {
+            edges,
+            edge_count: n,
+            circumradius_m,
+        }
+    }
+
+    fn edges(&self) -> &[[f32; 3]] {
+        &self.edges[..self.edge_count]
+    }
+
+    /// Whether `p` lies inside or on the footprint.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, x: f32, y: f32) -> bool {
+        self.edges()
+            .iter()
+            .all(|&[nx, ny, c]| nx * x + ny * y - c <= 0.0)
+    }
+}
+
+/// Result of the translation sweep.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sweep {
+    /// Travel (m) along the motion before the footprint touches the `min_points`-th nearest
+    /// point; 0 when that many points are inside the footprint; `+inf` when fewer points lie
+    /// anywhere along the path.
+    pub kth_contact_m: f32,
+    /// Invalid beams pointing into the half-plane of motion.
+    pub invalid_in_direction: u32,
+    /// All beams pointing into the half-plane of motion.
+    pub beams_in_direction: u32,
+}
+
+/// Scan processing state: beam trigonometry cache and per-beam scratch buffers.
+#[derive(Debug, Clone)]
+pub(crate) struct Lidar {
+    origin_x: f32,
+    origin_y: f32,
+    yaw: f32,
+    max_beams: usize,
+    min_points: usize,
+    /// Beam directions in the base frame, cached for one scan geometry.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    cache_key: Option<(u32, u32, usize)>,
+    /// Per-beam scratch: point in the base frame, class, sweep interval.
+    x: Vec<f32>,
+    y: Vec<f32>,
+    class: Vec<u8>,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    beams: usize,
+    invalid_total: u32,
+    angle_min: f32,
+    angle_increment: f32,
+}
+
+impl Lidar {
+    pub(crate) fn new(cfg: &LidarConfig) -> Self {
+        let n = cfg.max_beams;
+        Self {
+            origin_x: cfg.base_from_lidar.x_m as f32,
+            origin_y: cfg.base_from_lidar.y_m as f32,
+            yaw: cfg.base_from_lidar.yaw_rad as f32,
+            max_beams: n,
+            min_points: cfg.min_points.min(MAX_MIN_POINTS) as usize,
+            cos: vec![0.0; n],
+            sin: vec![0.0; n],
+            cache_key: None,
+            x: vec![0.0; n],
+            y: vec![0.0; n],
+            class: vec![INVALID; n],
+            lo: vec![0.0; n],
+            hi: vec![0.0; n],
+            beams: 0,
+            invalid_total: 0,
+            angle_min: 0.0,
+            angle_increment: 0.0,
+        }
+    }
+
+    /// Checks the scan's metadata and turns its ranges into points in the base frame.
+    pub(crate) fn prepare(&mut self, scan: &Scan<'_>) -> Result<(), Reason> {
+        let n = scan.ranges_m.len();
+        let meta_ok = n > 0
+            && n <= self.max_beams
+            && scan.angle_min_rad.is_finite()
+            && scan.angle_increment_rad.is_finite()
+            && scan.angle_increment_rad != 0.0
+            && (scan.angle_increment_rad.abs() * (n - 1) as f32) <= 2.0 * std::f32::consts::PI + 1e-3
+            && scan.range_min_m.is_finite()
+            && scan.range_max_m.is_finite()
+            && scan.range_min_m >= 0.0
+            && scan.range_max_m > scan.range_min_m
+            && scan.range_max_m <= MAX_RANGE_LIMIT_M;
+        if !meta_ok {
+            self.beams = 0;
+            return Err(Reason::ScanInvalid);
+        }
+        let key = (
+            scan.angle_min_rad.to_bits(),
+            scan.angle_increment_rad.to_bits(),
+            n,
+        );
+        if self.cache_key != Some(key) {
+            // Rare: only when the scan geometry changes. f64 trig keeps the table exact.
+            for i in 0..n {
+                let a = f64::from(self.yaw)
+                    + f64::from(scan.angle_min_rad)
+                    + i as f64 * f64::from(scan.angle_increment_rad);
+                self.cos[i] = a.cos() as f32;
+                self.sin[i] = a.sin() as f32;
+            }
+            self.cache_key = Some(key);
+        }
+        self.beams = n;
+        self.angle_min = scan.angle_min_rad;
+        self.angle_increment = scan.angle_increment_rad;
+        let (rmin, rmax) = (scan.range_min_m, scan.range_max_m);
+        let mut invalid = 0u32;
+        for i in 0..n {
+            let r = scan.ranges_m[i];
+            // REP 117: -inf = object closer than range_min (place it at the sensor: worst case),
+            // +inf = no return (clear), NaN or outside [range_min, range_max] = invalid.
+            let (class, range) = if r >= rmin && r <= rmax {
+                (VALID, r)
+            } else if r == f32::NEG_INFINITY {
+                (VALID, 0.0)
+            } else if r == f32::INFINITY {
+                (CLEAR, 0.0)
+            } else {
+                (INVALID, 0.0)
+            };
+            invalid += u32::from(class == INVALID);
+            self.class[i] = class;
+            self.x[i] = self.origin_x + range * self.cos[i];
+            self.y[i] = self.origin_y + range * self.sin[i];
+        }
+        self.invalid_total = invalid;
+        Ok(())
+    }
+
+    /// Whether direction `(ux, uy)` (base frame, unit) lies inside the scan's field of view.
+    pub(crate) fn observes(&self, ux: f32, uy: f32) -> bool {
+        let span = self.angle_increment.abs() * (self.beams.saturating_sub(1)) as f32;
+        if span >= 2.0 * std::f32::consts::PI - 2.0 * self.angle_increment.abs() {
+            return true;
+        }
+        let start = if self.angle_increment > 0.0 {
+            self.angle_min
+        } else {
+            self.angle_min - span
+        };
+        let direction_in_lidar = uy.atan2(ux) - self.yaw;
+        let offset = (direction_in_lidar - start).rem_euclid(2.0 * std::f32::consts::PI);
+        offset <= span
+    }
+
+    /// Sweeps the footprint from its current pose along unit direction `(ux, uy)`.
+    pub(crate) fn sweep(&mut self, footprint: &Footprint, ux: f32, uy: f32) -> Sweep {
+        let n = self.beams;
+        let (x, y) = (&self.x[..n], &self.y[..n]);
+        let (lo, hi) = (&mut self.lo[..n], &mut self.hi[..n]);
+        lo.fill(0.0);
+        hi.fill(f32::INFINITY);
+        // Point p is hit after travelling t when n·(p - t·u) <= c for every edge; edge-major
+        // loops keep each pass branch-free so it vectorises.
+        for &[nx, ny, c] in footprint.edges() {
+            let k = nx * ux + ny * uy;
+            if k > PARALLEL_EPS {
+                let inv = 1.0 / k;
+                for i in 0..n {
+                    lo[i] = lo[i].max((nx * x[i] + ny * y[i] - c) * inv);
+                }
+            } else if k < -PARALLEL_EPS {
+                let inv = 1.0 / k;
+                for i in 0..n {
+                    hi[i] = hi[i].min((nx * x[i] + ny * y[i] - c) * inv);
+                }
+            } else {
+                for i in 0..n {
+                    if nx * x[i] + ny * y[i] - c > 0.0 {
+                        hi[i] = -1.0;
+                    }
+                }
+            }
+        }
+        let mut nearest = KNearest::new(self.min_points);
+        let mut invalid_in_direction = 0u32;
+        let mut beams_in_direction = 0u32;
+        for i in 0..n {
+            let in_direction = self.cos[i] * ux + self.sin[i] * uy > 0.0;
+            beams_in_direction += u32::from(in_direction);
+            match self.class[i] {
+                VALID if lo[i] <= hi[i] => nearest.insert(lo[i]),
+                INVALID => invalid_in_direction += u32::from(in_direction),
+                _ => {}
+            }
+        }
+        Sweep {
+            kth_contact_m: nearest.kth(),
+            invalid_in_direction,
+            beams_in_direction,
+        }
+    }
+
+    /// Number of points the footprint touches while rotating by `angle_rad` (signed, CCW
+    /// positive) about the base origin. The arc of each point is replaced by its chord, which
+    /// lies closer to the origin and so is hit whenever the arc is (the footprint is convex and
+    /// contains the origin); for |angle| >= π every point within the circumradius counts.
+    pub(crate) fn rotation_hits(&self, footprint: &Footprint, angle_rad: f32) -> u32 {
+        let r2 = footprint.circumradius_m * footprint.circumradius_m;
+        let full_turn = angle_rad.abs() >= std::f32::consts::PI;
+        // Relative to the robot, a point turns by -angle.
+        let (s, c) = (-angle_rad).sin_cos();
+        let mut hits = 0u32;
+        for i in 0..self.beams {
+            let (px, py) = (self.x[i], self.y[i]);
+            if self.class[i] != VALID || px * px + py * py > r2 {
+                continue;
+            }
+            if full_turn {
+                hits += 1;
+                continue;
+            }
+            let (dx, dy) = (c * px - s * py - px, s * px + c * py - py);
+            let (mut t_lo, mut t_hi) = (0.0f32, 1.0f32);
+            for &[nx, ny, off] in footprint.edges() {
+                let e = nx * px + ny * py - off;
+                let k = nx * dx + ny * dy;
+                if k > PARALLEL_EPS {
+                    t_hi = t_hi.min(-e / k);
+                } else if k < -PARALLEL_EPS {
+                    t_lo = t_lo.max(-e / k);
+                } else if e > 0.0 {
+                    t_hi = -1.0;
+                }
+            }
+            hits += u32::from(t_lo <= t_hi);
+        }
+        hits
+    }
+
+    /// Invalid beams and all beams of the last prepared scan.
+    pub(crate) fn invalid_fraction_inputs(&self) -> (u32, u32) {
+        (self.invalid_total, self.beams as u32)
+    }
+}
+
+/// The k smallest values seen, in a fixed array (k <= MAX_MIN_POINTS).
+struct KNearest {
+    best: [f32; MAX_MIN_POINTS as usize],
+    k: usize,
+}
+
+impl KNearest {
+    fn new(k: usize) -> Self {
+        Self {
+            best: [f32::INFINITY; MAX_MIN_POINTS as usize],
+            k: k.clamp(1, MAX_MIN_POINTS as usize),
+        }
+    }
+
+    fn insert(&mut self, value: f32) {
+        let k = self.k;
+        if !(value < self.best[k - 1]) {
+            return;
+        }
+        let mut j = k - 1;
+        while j > 0 && self.best[j - 1] > value {
+            self.best[j] = self.best[j - 1];
+            j -= 1;
+        }
+        self.best[j] = value;
+    }
+
+    fn kth(&self) -> f32 {
+        self.best[self.k - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn square(half: f64) -> Footprint {
+        Footprint::new(&[[-half, -half], [half, -half], [half, half], [-half, half]])
+    }
+
+    #[test]
+    fn k_nearest_keeps_the_kth_smallest() {
+        let mut k = KNearest::new(3);
+        for v in [5.0, 1.0, 4.0, 2.0, 3.0, f32::INFINITY] {
+            k.insert(v);
+        }
+        assert_eq!(k.kth(), 3.0);
+    }
+
+    #[test]
+    fn footprint_contains_its_inside_only() {
+        let f = square(0.5);
+        assert!(f.contains(0.0, 0.0));
+        assert!(f.contains(0.5, 0.5));
+        assert!(!f.contains(0.51, 0.0));
+        assert!((f.circumradius_m - 0.5f32.hypot(0.5)).abs() < 1e-6);
+    }
+
+    fn lidar_with(ranges: &[f32], angle_min: f32, inc: f32) -> Lidar {
+        let cfg = LidarConfig {
+            base_from_lidar: crate::config::Pose2 {
+                x_m: 0.0,
+                y_m: 0.0,
+                yaw_rad: 0.0,
+            },
+            max_beams: 64,
+            max_age_ms: 100.0,
+            reaction_time_ms: 0.0,
+            margin_m: 0.05,
+            slowdown_depth_m: 0.5,
+            min_points: 1,
+            hysteresis_m: 0.0,
+            release_delay_ms: 0.0,
+            max_invalid_fraction: 0.2,
+        };
+        let mut lidar = Lidar::new(&cfg);
+        let scan = Scan {
+            stamp: crate::Monotonic::from_nanos(0),
+            angle_min_rad: angle_min,
+            angle_increment_rad: inc,
+            range_min_m: 0.05,
+            range_max_m: 30.0,
+            ranges_m: ranges,
+        };
+        lidar.prepare(&scan).unwrap();
+        lidar
+    }
+
+    #[test]
+    fn sweep_measures_travel_to_contact() {
+        // One beam straight ahead at 2 m; the square's front edge is at 0.5 m.
+        let mut lidar = lidar_with(&[2.0], 0.0, 0.1);
+        let sweep = lidar.sweep(&square(0.5), 1.0, 0.0);
+        assert!((sweep.kth_contact_m - 1.5).abs() < 1e-6);
+        // Moving backwards never reaches it.
+        assert_eq!(lidar.sweep(&square(0.5), -1.0, 0.0).kth_contact_m, f32::INFINITY);
+        // Sideways: the point is not on the path of the square.
+        assert_eq!(lidar.sweep(&square(0.5), 0.0, 1.0).kth_contact_m, f32::INFINITY);
+    }
+
+    #[test]
+    fn rotation_chord_hits_a_point_near_a_corner() {
+        // A point just outside the front edge, within the circumradius, left of centre.
+        let lidar = lidar_with(&[0.55], 0.3, 0.1);
+        let f = square(0.5);
+        // Turning CCW by 1 rad carries the point (relative to the robot) to -0.7 rad, inside
+        // the square; 0.01 rad leaves it outside the front edge.
+        assert_eq!(lidar.rotation_hits(&f, 1.0), 1);
+        assert_eq!(lidar.rotation_hits(&f, 0.01), 0);
+    }
+
+    #[test]
+    fn field_of_view_is_respected() {
+        // A front-only scan from -90° to +90°.
+        let ranges = [1.0f32; 19];
+        let lidar = lidar_with(&ranges, -std::f32::consts::FRAC_PI_2, std::f32::consts::PI / 18.0);
+        assert!(lidar.observes(1.0, 0.0));
+        assert!(lidar.observes(0.0, 1.0));
+        assert!(!lidar.observes(-1.0, 0.0));
+    }
+}

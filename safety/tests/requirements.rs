@@ -1,0 +1,672 @@
+//! One or more tests per safety requirement, named after its ID.
+
+mod common;
+
+use common::*;
+use reflex_safety::*;
+use std::f32::consts::{FRAC_PI_2, PI};
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+fn moving(rig: &mut Rig, vx: f64) {
+    let v = rig.drive_for(12, vx, 0.0, 0.0);
+    assert!(close(v.command.base.vx_mps, vx), "{v:?}");
+    assert_eq!(v.action, Action::Pass, "{v:?}");
+}
+
+// ---------------------------------------------------------------- SAF-001 E-stop
+
+#[test]
+fn saf_001_estop_latches_from_every_source_and_needs_an_explicit_reset() {
+    for source in EstopSource::ALL {
+        let mut rig = Rig::started(config());
+        moving(&mut rig, 0.5);
+        rig.press(source);
+        let v = rig.drive(0.5, 0.0, 0.0);
+        assert_eq!(v.action, Action::Estop, "{source:?}");
+        assert!(v.reasons.contains(match source {
+            EstopSource::Hardware => Reason::EstopHardware,
+            EstopSource::RosTopic => Reason::EstopRosTopic,
+            EstopSource::Cloud => Reason::EstopCloud,
+            EstopSource::Watchdog => Reason::EstopWatchdog,
+            EstopSource::Internal => Reason::EstopInternal,
+        }));
+        // Released, but still latched: no motion until reset.
+        rig.release(source);
+        let v = rig.drive_for(100, 0.5, 0.0, 0.0);
+        assert_eq!(v.action, Action::Estop);
+        assert!(v.reasons.contains(Reason::EstopLatched));
+        assert_eq!(v.command.base.vx_mps, 0.0);
+        rig.reset();
+        let v = rig.drive(0.5, 0.0, 0.0);
+        assert_ne!(v.action, Action::Estop, "{v:?}");
+        assert!(v.command.base.vx_mps > 0.0);
+    }
+}
+
+#[test]
+fn saf_001_unconfigured_source_still_latches() {
+    let cfg = config_with(
+        "estop",
+        "sources",
+        r#"[{ name = "watchdog" }, { name = "internal" }]"#,
+    );
+    let mut rig = Rig::started(cfg);
+    rig.press(EstopSource::Cloud);
+    assert_eq!(rig.drive(0.3, 0.0, 0.0).action, Action::Estop);
+}
+
+#[test]
+fn saf_001_reset_refused_while_any_source_pressed_and_is_not_remembered() {
+    let mut rig = Rig::started(config());
+    rig.press(EstopSource::RosTopic);
+    rig.drive(0.0, 0.0, 0.0);
+    rig.reset();
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::ResetRefused));
+    assert!(rig.safety.is_latched());
+    // The refused request was consumed: releasing later does not un-latch by itself.
+    rig.release(EstopSource::RosTopic);
+    let v = rig.drive_for(10, 0.3, 0.0, 0.0);
+    assert_eq!(v.action, Action::Estop);
+    rig.reset();
+    assert_ne!(rig.drive(0.3, 0.0, 0.0).action, Action::Estop);
+}
+
+#[test]
+fn saf_001_stale_heartbeat_latches() {
+    let mut rig = Rig::started(config());
+    // The hardware source has max_age_ms = 100; stop refreshing it.
+    rig.estop[EstopSource::Hardware.index()] = EstopReport::Clear(rig.now);
+    let mut latched_at = None;
+    for tick in 0..20 {
+        rig.now = rig.now.add_nanos(PERIOD_NS);
+        let cmd = Command::base(CommandSource::LocalPolicy, rig.now, 0.2, 0.0, 0.0);
+        let inputs = rig.w.inputs();
+        let v = rig.safety.evaluate(&inputs, &cmd, rig.w.now);
+        if v.reasons.contains(Reason::EstopSourceStale) {
+            latched_at = Some(tick);
+            break;
+        }
+    }
+    // Ages 10..=100 ms are fine; 110 ms is stale.
+    assert_eq!(latched_at, Some(10));
+}
+
+#[test]
+fn saf_001_category_0_removes_power_at_once() {
+    let mut rig = Rig::started(config_with("estop", "stop_category", "0"));
+    moving(&mut rig, 1.0);
+    rig.press(EstopSource::Hardware);
+    let v = rig.drive(1.0, 0.0, 0.0);
+    assert_eq!(v.command.base, Twist::default());
+    assert!(!v.power_enabled);
+    assert_eq!(v.stop_category, Some(StopCategory::Cat0));
+}
+
+#[test]
+fn saf_001_category_1_brakes_at_the_configured_deceleration_then_removes_power() {
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 1.0);
+    rig.press(EstopSource::Hardware);
+    // brake_decel_mps2 = 2.0, 10 ms ticks: 0.02 m/s less per tick, 50 ticks to zero (51 with
+    // rounding); power stays on while moving and goes off at standstill.
+    let mut previous = 1.0;
+    let mut ticks = 0;
+    while previous != 0.0 && ticks < 60 {
+        let v = rig.drive(1.0, 0.0, 0.0);
+        let vx = v.command.base.vx_mps;
+        assert!(previous - vx <= 0.02 + 1e-9 && (vx == 0.0 || previous - vx >= 0.02 - 1e-9), "{previous} -> {vx}");
+        assert_eq!(v.power_enabled, vx != 0.0);
+        assert_eq!(v.stop_category, Some(StopCategory::Cat1));
+        previous = vx;
+        ticks += 1;
+    }
+    assert!((50..=51).contains(&ticks), "{ticks}");
+    assert!(!rig.drive(1.0, 0.0, 0.0).power_enabled);
+}
+
+#[test]
+fn saf_001_category_2_brakes_then_holds_with_power() {
+    let mut rig = Rig::started(config_with("estop", "stop_category", "2"));
+    moving(&mut rig, 1.0);
+    rig.press(EstopSource::Cloud);
+    let first = rig.drive(1.0, 0.0, 0.0);
+    assert!(close(first.command.base.vx_mps, 0.98));
+    let v = rig.drive_for(60, 1.0, 0.0, 0.0);
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    assert!(v.power_enabled);
+    // Joints hold: zero velocity.
+    assert_eq!(v.command.joints[0].velocity, Some(0.0));
+}
+
+// ---------------------------------------------------------------- SAF-002 start-up
+
+#[test]
+fn saf_002_starts_latched_until_every_source_has_reported() {
+    let mut rig = Rig::unstarted(config());
+    assert!(rig.safety.is_latched());
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert_eq!(v.action, Action::Estop);
+    assert!(v.reasons.contains(Reason::EstopNotReady));
+    // All but one source clear: a reset is refused.
+    rig.all_sources_clear();
+    rig.estop[EstopSource::Cloud.index()] = EstopReport::Unknown;
+    rig.reset();
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::ResetRefused));
+    assert!(v.reasons.contains(Reason::EstopNotReady));
+    // Every source reported clear: still latched until the explicit reset.
+    rig.release(EstopSource::Cloud);
+    let v = rig.drive_for(5, 0.3, 0.0, 0.0);
+    assert_eq!(v.action, Action::Estop);
+    assert!(!v.reasons.contains(Reason::EstopNotReady));
+    rig.reset();
+    assert!(rig.drive(0.3, 0.0, 0.0).command.base.vx_mps > 0.0);
+}
+
+// ---------------------------------------------------------------- SAF-003 proximity
+
+#[test]
+fn saf_003_obstacle_in_protective_zone_stops_motion_toward_it() {
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.5);
+    // Contact after 0.1 m; the zone at 0.5 m/s is 0.5·0.05 + 0.5²/4 + 0.05 = 0.1375 m.
+    rig.wall(0.0, 0.4, 30);
+    let v = rig.drive(0.5, 0.0, 0.0);
+    assert_eq!(v.action, Action::Stop);
+    assert!(v.reasons.contains(Reason::ProtectiveZone));
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    assert!((v.clearance_m - 0.1).abs() < 1e-4, "{}", v.clearance_m);
+    assert!((v.protective_depth_m - 0.1375).abs() < 1e-6);
+}
+
+#[test]
+fn saf_003_protective_zone_grows_with_speed() {
+    // Contact after 0.2 m: outside the 0.5 m/s zone (0.1375), inside the 1 m/s zone (0.35).
+    let mut slow = Rig::started(config());
+    moving(&mut slow, 0.5);
+    slow.wall(0.0, 0.5, 30);
+    let v = slow.drive(0.5, 0.0, 0.0);
+    assert_eq!(v.action, Action::Slow, "{v:?}");
+    assert!(v.command.base.vx_mps > 0.0);
+
+    let mut fast = Rig::started(config());
+    moving(&mut fast, 1.0);
+    fast.wall(0.0, 0.5, 30);
+    let v = fast.drive(1.0, 0.0, 0.0);
+    assert_eq!(v.action, Action::Stop, "{v:?}");
+    assert_eq!(v.command.base.vx_mps, 0.0);
+}
+
+#[test]
+fn saf_003_slowdown_zone_scales_speed_linearly() {
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.5);
+    // Contact 0.2 m; zone 0.1375; slow-down depth 0.5: scale (0.2 - 0.1375) / 0.5 = 0.125.
+    rig.wall(0.0, 0.5, 30);
+    let v = rig.drive(0.5, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::SlowdownZone));
+    assert!((v.command.base.vx_mps - 0.5 * 0.125).abs() < 1e-4, "{v:?}");
+}
+
+#[test]
+fn saf_003_robot_beside_a_wall_may_drive_away_along_it_or_rotate() {
+    let mut rig = Rig::started(config());
+    // Wall parallel to the left side, 0.02 m from the footprint and inside the 0.36 m
+    // circumradius, so rotating would swing the front-left corner into it.
+    rig.wall(FRAC_PI_2, 0.22, 60);
+    let v = rig.drive_for(5, 0.0, -0.3, 0.0);
+    assert!(close(v.command.base.vy_mps, -0.3), "away: {v:?}");
+    let mut rig = Rig::started(config());
+    rig.wall(FRAC_PI_2, 0.22, 60);
+    let v = rig.drive_for(5, 0.3, 0.0, 0.0);
+    assert!(close(v.command.base.vx_mps, 0.3), "along: {v:?}");
+    let mut rig = Rig::started(config());
+    rig.wall(FRAC_PI_2, 0.22, 60);
+    let v = rig.drive(0.0, 0.0, 1.0);
+    assert_eq!(v.command.base.wz_radps, 0.0, "a corner would hit: {v:?}");
+    assert!(v.reasons.contains(Reason::ProtectiveZone));
+    // With the wall beyond the circumradius, rotating in place is free.
+    let mut rig = Rig::started(config());
+    rig.wall(FRAC_PI_2, 0.45, 60);
+    let v = rig.drive_for(5, 0.0, 0.0, 1.0);
+    assert!(close(v.command.base.wz_radps, 1.0), "rotate: {v:?}");
+}
+
+#[test]
+fn saf_003_lateral_motion_of_a_holonomic_base_is_checked() {
+    let mut rig = Rig::started(config());
+    // Obstacle on the left, 0.04 m from the footprint.
+    rig.obstacle(FRAC_PI_2, 0.24, 3);
+    let v = rig.drive(0.0, 0.3, 0.0);
+    assert_eq!(v.command.base.vy_mps, 0.0);
+    assert!(v.reasons.contains(Reason::ProtectiveZone));
+    let v = rig.drive_for(5, 0.0, -0.3, 0.0);
+    assert!(close(v.command.base.vy_mps, -0.3), "{v:?}");
+}
+
+#[test]
+fn saf_003_rotation_is_direction_aware() {
+    // Two points at 0.35 m, 0.49-0.51 rad: just clockwise of the front-left corner's arc
+    // window. Turning clockwise sweeps the corner into them; counter-clockwise moves away.
+    let mut rig = Rig::started(config());
+    let i = rig.beam(0.489);
+    rig.ranges[i] = 0.35;
+    let i = rig.beam(0.506);
+    rig.ranges[i] = 0.35;
+    let v = rig.drive(0.0, 0.0, -1.0);
+    assert_eq!(v.command.base.wz_radps, 0.0, "{v:?}");
+    assert!(v.reasons.contains(Reason::ProtectiveZone));
+    let mut rig = Rig::started(config());
+    let i = rig.beam(0.489);
+    rig.ranges[i] = 0.35;
+    let i = rig.beam(0.506);
+    rig.ranges[i] = 0.35;
+    let v = rig.drive_for(5, 0.0, 0.0, 1.0);
+    assert!(close(v.command.base.wz_radps, 1.0), "{v:?}");
+}
+
+// ---------------------------------------------------------------- SAF-004 noise, hysteresis
+
+#[test]
+fn saf_004_one_noisy_beam_does_not_stop_the_robot() {
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.5);
+    rig.obstacle(0.0, 0.35, 1);
+    let v = rig.drive(0.5, 0.0, 0.0);
+    assert_eq!(v.action, Action::Pass, "{v:?}");
+    rig.obstacle(0.0, 0.35, 2);
+    assert_eq!(rig.drive(0.5, 0.0, 0.0).action, Action::Stop);
+}
+
+#[test]
+fn saf_004_a_stop_does_not_chatter() {
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.5);
+    rig.wall(0.0, 0.4, 30);
+    assert_eq!(rig.drive(0.5, 0.0, 0.0).action, Action::Stop);
+    // From standstill the zone is 0.0575 m (ramped 0.1 m/s); the obstacle at 0.1 m would be
+    // outside it, but the hysteresis (0.05 m) keeps the stop.
+    for _ in 0..10 {
+        let v = rig.drive(0.5, 0.0, 0.0);
+        assert_eq!(v.command.base.vx_mps, 0.0, "{v:?}");
+    }
+    // A one-scan dropout (and a single surviving beam) does not restart the robot.
+    rig.clear_scan();
+    rig.obstacle(0.0, 0.4, 1);
+    let v = rig.drive(0.5, 0.0, 0.0);
+    assert_eq!(v.command.base.vx_mps, 0.0, "{v:?}");
+    rig.wall(0.0, 0.4, 30);
+    assert_eq!(rig.drive(0.5, 0.0, 0.0).command.base.vx_mps, 0.0);
+    // Really clear: released only after release_delay_ms = 200 of continuous clearance.
+    rig.clear_scan();
+    let mut released_after = None;
+    for tick in 0..30 {
+        if rig.drive(0.5, 0.0, 0.0).command.base.vx_mps > 0.0 {
+            released_after = Some(tick);
+            break;
+        }
+    }
+    assert_eq!(released_after, Some(20));
+}
+
+// ---------------------------------------------------------------- SAF-005 invalid data
+
+#[test]
+fn saf_005_invalid_beams_in_the_direction_of_motion_stop_it() {
+    let mut rig = Rig::started(config());
+    for d in -40..=40 {
+        let i = rig.beam((d as f32).to_radians());
+        rig.ranges[i] = f32::NAN;
+    }
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    assert!(v.reasons.contains(Reason::InvalidBeams));
+    let v = rig.drive_for(5, -0.3, 0.0, 0.0);
+    assert!(close(v.command.base.vx_mps, -0.3), "away from the blind sector: {v:?}");
+}
+
+#[test]
+fn saf_005_laser_scan_conventions() {
+    // +inf: no return, clear.
+    let mut rig = Rig::started(config());
+    rig.obstacle(0.0, f32::INFINITY, 40);
+    assert_eq!(rig.drive_for(5, 0.3, 0.0, 0.0).action, Action::Pass);
+    // -inf: an object closer than range_min: treated as touching the robot.
+    let mut rig = Rig::started(config());
+    rig.obstacle(0.0, f32::NEG_INFINITY, 2);
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::FootprintIntrusion), "{v:?}");
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    // Below range_min and beyond range_max: invalid.
+    for bad in [0.01f32, 31.0] {
+        let mut rig = Rig::started(config());
+        rig.obstacle(0.0, bad, 80);
+        let v = rig.drive(0.3, 0.0, 0.0);
+        assert!(v.reasons.contains(Reason::InvalidBeams), "{bad}: {v:?}");
+    }
+}
+
+#[test]
+fn saf_005_missing_stale_or_malformed_scan_stops() {
+    let mut rig = Rig::started(config());
+    rig.scan_present = false;
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::ScanMissing));
+    assert_eq!(v.command.base, Twist::default());
+
+    let mut rig = Rig::started(config());
+    rig.scan_age_ns = 100_000_001;
+    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanStale));
+    rig.scan_age_ns = 100_000_000;
+    assert!(!rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanStale));
+
+    let mut rig = Rig::started(config());
+    rig.ranges = vec![f32::INFINITY; 361];
+    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanInvalid));
+
+    let mut rig = Rig::started(config());
+    rig.angle_increment = f32::NAN;
+    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanInvalid));
+
+    let mut rig = Rig::started(config());
+    rig.ranges.clear();
+    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanInvalid));
+}
+
+#[test]
+fn saf_005_scan_from_the_future_stops() {
+    let mut rig = Rig::started(config());
+    rig.now = rig.now.add_nanos(PERIOD_NS);
+    let future = rig.now.add_nanos(5_000_000);
+    let mut inputs = rig.w.inputs();
+    if let Some(scan) = inputs.scan.as_mut() {
+        scan.stamp = future;
+    }
+    let cmd = Command::base(CommandSource::LocalPolicy, rig.now, 0.3, 0.0, 0.0);
+    let v = rig.safety.evaluate(&inputs, &cmd, rig.w.now);
+    assert!(v.reasons.contains(Reason::ScanStale));
+    assert_eq!(v.action, Action::Stop);
+}
+
+#[test]
+fn saf_005_motion_outside_the_field_of_view_stops() {
+    let mut rig = Rig::started(config());
+    rig.ranges = vec![f32::INFINITY; 181];
+    rig.angle_min = -FRAC_PI_2;
+    rig.angle_increment = PI / 180.0;
+    let v = rig.drive(-0.3, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::MotionUnobserved), "{v:?}");
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    let v = rig.drive_for(5, 0.3, 0.0, 0.0);
+    assert!(close(v.command.base.vx_mps, 0.3));
+    // Straight left is the edge of this field of view (observed); back-left at 135° is not.
+    let mut rig = Rig::started(config());
+    rig.ranges = vec![f32::INFINITY; 181];
+    rig.angle_min = -FRAC_PI_2;
+    rig.angle_increment = PI / 180.0;
+    let v = rig.drive(0.0, 0.1, 0.0);
+    assert!(close(v.command.base.vy_mps, 0.1), "{v:?}");
+    let mut rig = Rig::started(config());
+    rig.ranges = vec![f32::INFINITY; 181];
+    rig.angle_min = -FRAC_PI_2;
+    rig.angle_increment = PI / 180.0;
+    let v = rig.drive(-0.1, 0.1, 0.0);
+    assert!(v.reasons.contains(Reason::MotionUnobserved), "{v:?}");
+    assert_eq!(v.command.base.vy_mps, 0.0);
+}
+
+#[test]
+fn saf_005_joint_state_missing_stale_or_invalid_stops() {
+    let mut rig = Rig::started(config());
+    rig.joints_present = false;
+    assert!(rig.drive(0.0, 0.0, 0.0).reasons.contains(Reason::JointStateMissing));
+
+    let mut rig = Rig::started(config());
+    rig.positions[1] = f64::NAN;
+    let v = rig.step(arm_command([Some(0.1), None], [None, None]));
+    assert!(v.reasons.contains(Reason::JointStateInvalid));
+    assert_eq!(v.action, Action::Stop);
+
+    let mut rig = Rig::started(config());
+    rig.positions.push(0.0);
+    assert!(rig.drive(0.0, 0.0, 0.0).reasons.contains(Reason::JointStateInvalid));
+
+    let mut rig = Rig::started(config());
+    rig.now = rig.now.add_nanos(PERIOD_NS);
+    let mut inputs = rig.w.inputs();
+    if let Some(js) = inputs.joint_state.as_mut() {
+        js.stamp = Monotonic::from_nanos(rig.now.as_nanos() - 50_000_001);
+    }
+    let cmd = Command::base(CommandSource::LocalPolicy, rig.now, 0.0, 0.0, 0.0);
+    let v = rig.safety.evaluate(&inputs, &cmd, rig.w.now);
+    assert!(v.reasons.contains(Reason::JointStateStale));
+}
+
+#[test]
+fn saf_005_required_odometry_is_checked() {
+    let mut rig = Rig::started(config_with("base", "odometry_max_age_ms", "50.0"));
+    // The rig feeds no odometry.
+    let v = rig.drive(0.3, 0.0, 0.0);
+    assert!(v.reasons.contains(Reason::OdometryMissing));
+    assert_eq!(v.action, Action::Stop);
+}
+
+// ---------------------------------------------------------------- SAF-006 limits
+
+#[test]
+fn saf_006_base_velocity_and_acceleration_limits() {
+    let mut rig = Rig::started(config());
+    let v = rig.drive(5.0, -5.0, 9.0);
+    assert!(v.reasons.contains(Reason::VelocityLimit));
+    assert!(v.reasons.contains(Reason::AccelLimit));
+    // First tick: 10 m/s² and 20 rad/s² over 10 ms.
+    assert!(close(v.command.base.vx_mps, 0.1));
+    assert!(close(v.command.base.vy_mps, -0.1));
+    assert!(close(v.command.base.wz_radps, 0.2));
+    let v = rig.drive_for(20, 5.0, -5.0, 9.0);
+    assert!(close(v.command.base.vx_mps, 1.0));
+    assert!(close(v.command.base.vy_mps, -0.5));
+    assert!(close(v.command.base.wz_radps, 1.5));
+    assert_eq!(v.action, Action::Clamp);
+}
+
+#[test]
+fn saf_006_differential_base_never_moves_sideways() {
+    let mut cfg = config();
+    let base = cfg.base.as_mut().unwrap();
+    base.kind = BaseKind::Differential;
+    let mut rig = Rig::started(cfg);
+    let v = rig.drive(0.0, 0.3, 0.0);
+    assert_eq!(v.command.base.vy_mps, 0.0);
+    assert!(v.reasons.contains(Reason::NonHolonomic));
+}
+
+#[test]
+fn saf_006_joint_position_limits_and_rate() {
+    let mut rig = Rig::started(config());
+    // shoulder: [-1, 1] rad, 1 rad/s ⇒ at most 0.01 rad per 10 ms tick from the measured 0.
+    let v = rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
+    assert!(v.reasons.contains(Reason::JointPositionLimit));
+    assert!(v.reasons.contains(Reason::JointVelocityLimit));
+    assert_eq!(v.command.joints[0].position, Some(0.01));
+    // elbow: [0, 2], measured 1.0, 0.5 rad/s ⇒ 1.0 - 0.005.
+    assert!(close(v.command.joints[1].position.unwrap(), 0.995));
+    for _ in 0..300 {
+        rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
+    }
+    let v = rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
+    assert_eq!(v.command.joints[0].position, Some(1.0));
+    assert_eq!(v.command.joints[1].position, Some(0.0));
+}
+
+#[test]
+fn saf_006_joint_velocity_limit_ramp_and_braking_before_the_position_limit() {
+    let mut rig = Rig::started(config());
+    let v = rig.step(arm_command([None, None], [Some(3.0), None]));
+    assert!(v.reasons.contains(Reason::JointVelocityLimit));
+    assert!(v.reasons.contains(Reason::AccelLimit));
+    assert!(close(v.command.joints[0].velocity.unwrap(), 0.05));
+    // Near the upper limit: only as fast as can still stop (√(2·5·0.001) = 0.1 rad/s).
+    rig.positions[0] = 0.999;
+    let v = (0..20)
+        .map(|_| rig.step(arm_command([None, None], [Some(1.0), None])))
+        .last()
+        .unwrap();
+    assert!(v.command.joints[0].velocity.unwrap() <= 0.1 + 1e-12, "{v:?}");
+    assert!(v.reasons.contains(Reason::JointPositionLimit));
+    rig.positions[0] = 1.0;
+    let v = rig.step(arm_command([None, None], [Some(1.0), None]));
+    assert_eq!(v.command.joints[0].velocity, Some(0.0));
+    // Away from the limit is fine.
+    let v = rig.step(arm_command([None, None], [Some(-0.02), None]));
+    assert!(close(v.command.joints[0].velocity.unwrap(), -0.02));
+}
+
+#[test]
+fn saf_006_gripper_and_workspace_are_clamped() {
+    let mut rig = Rig::started(config());
+    let mut cmd = arm_command([None, None], [None, None]);
+    cmd.gripper_position = Some(0.2);
+    cmd.ee_target_m = Some([1.0, 0.0, -0.2]);
+    let v = rig.step(cmd);
+    assert_eq!(v.command.gripper_position, Some(0.08));
+    assert_eq!(v.command.ee_target_m, Some([0.8, 0.0, 0.0]));
+    assert!(v.reasons.contains(Reason::GripperLimit));
+    assert!(v.reasons.contains(Reason::WorkspaceLimit));
+}
+
+#[test]
+fn saf_006_non_finite_anywhere_in_a_command_stops() {
+    let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+    for value in bad {
+        let mutations: [fn(&mut Command, f64); 7] = [
+            |c, x| c.base.vx_mps = x,
+            |c, x| c.base.vy_mps = x,
+            |c, x| c.base.wz_radps = x,
+            |c, x| c.joints[0].position = Some(x),
+            |c, x| c.joints[1].velocity = Some(x),
+            |c, x| c.gripper_position = Some(x),
+            |c, x| c.ee_target_m = Some([0.3, x, 0.3]),
+        ];
+        for (i, mutate) in mutations.iter().enumerate() {
+            let mut rig = Rig::started(config());
+            moving(&mut rig, 0.5);
+            let mut cmd = Command::base(CommandSource::LocalPolicy, Monotonic::default(), 0.5, 0.0, 0.0);
+            mutate(&mut cmd, value);
+            let v = rig.step(cmd);
+            assert!(v.reasons.contains(Reason::InvalidCommand), "{value} #{i}");
+            assert_eq!(v.action, Action::Stop);
+            assert_eq!(v.command.base, Twist::default());
+            // The next good command moves again: a stop for that tick only.
+            assert!(rig.drive(0.5, 0.0, 0.0).command.base.vx_mps > 0.0);
+        }
+    }
+}
+
+#[test]
+fn saf_006_command_outside_the_action_space_is_invalid() {
+    let mut rig = Rig::started(config());
+    let mut cmd = arm_command([None, None], [None, None]);
+    cmd.joints[5].velocity = Some(0.1);
+    assert!(rig.step(cmd).reasons.contains(Reason::InvalidCommand));
+}
+
+// ---------------------------------------------------------------- SAF-007 staleness
+
+#[test]
+fn saf_007_stale_commands_are_never_executed() {
+    for (source, max_age_ms) in [
+        (CommandSource::LocalPolicy, 200),
+        (CommandSource::Cloud, 300),
+        (CommandSource::Operator, 150),
+    ] {
+        let mut rig = Rig::started(config());
+        let next = rig.now.add_nanos(PERIOD_NS);
+        let fresh = Command::base(source, Monotonic::from_nanos(next.as_nanos() - max_age_ms * 1_000_000), 0.3, 0.0, 0.0);
+        assert!(rig.step(fresh).command.base.vx_mps > 0.0, "{source:?} at its max age");
+        let next = rig.now.add_nanos(PERIOD_NS);
+        let stale = Command::base(source, Monotonic::from_nanos(next.as_nanos() - max_age_ms * 1_000_000 - 1), 0.3, 0.0, 0.0);
+        let v = rig.step(stale);
+        assert!(v.reasons.contains(Reason::StaleCommand), "{source:?}");
+        assert_eq!(v.command.base, Twist::default());
+    }
+}
+
+#[test]
+fn saf_007_future_or_missing_commands_stop() {
+    let mut rig = Rig::started(config());
+    let future = rig.now.add_nanos(PERIOD_NS + 1);
+    let v = rig.step(Command::base(CommandSource::Cloud, future, 0.3, 0.0, 0.0));
+    assert!(v.reasons.contains(Reason::CommandFromFuture));
+    assert_eq!(v.action, Action::Stop);
+    let v = rig.step(Command::default());
+    assert!(v.reasons.contains(Reason::NoCommand));
+    assert_eq!(v.command.base, Twist::default());
+}
+
+// ---------------------------------------------------------------- SAF-008 authority
+
+#[test]
+fn saf_008_config_is_fixed_and_its_hash_reported() {
+    let mut rig = Rig::started(config());
+    let hash = rig.safety.config_hash_hex();
+    assert!(hash.starts_with("sha256:") && hash.len() == 7 + 64, "{hash}");
+    assert_eq!(Safety::new(config()).unwrap().config_hash(), rig.safety.config_hash());
+    assert_ne!(
+        Safety::new(config_with("lidar", "margin_m", "0.06")).unwrap().config_hash(),
+        rig.safety.config_hash()
+    );
+    // A hostile cloud: huge, tiny and sign-flipping commands, resets, presses and releases.
+    let before = rig.safety.config().clone();
+    for i in 0..2_000u32 {
+        let x = f64::from(i).sin() * 1e6;
+        if i % 97 == 0 {
+            rig.press(EstopSource::Cloud);
+        } else if i % 97 == 1 {
+            rig.release(EstopSource::Cloud);
+        }
+        if i % 13 == 0 {
+            rig.reset();
+        }
+        let v = rig.step(Command::base(CommandSource::Cloud, Monotonic::default(), x, -x, x));
+        assert!(v.command.base.vx_mps.abs() <= 1.0);
+        assert!(v.command.base.vy_mps.abs() <= 0.5);
+        assert!(v.command.base.wz_radps.abs() <= 1.5);
+    }
+    assert_eq!(rig.safety.config(), &before);
+    assert_eq!(rig.safety.config_hash_hex(), hash);
+}
+
+// ---------------------------------------------------------------- SAF-010 accounting
+
+#[test]
+fn saf_010_every_veto_is_counted() {
+    let mut rig = Rig::started(config());
+    let n0 = rig.safety.reason_counts()[Reason::ProtectiveZone as usize];
+    moving(&mut rig, 0.5);
+    rig.wall(0.0, 0.4, 30);
+    for _ in 0..7 {
+        rig.drive(0.5, 0.0, 0.0);
+    }
+    assert_eq!(rig.safety.reason_counts()[Reason::ProtectiveZone as usize] - n0, 7);
+    assert_eq!(rig.safety.evaluations(), 1 + 12 + 7);
+}
+
+#[test]
+fn clock_going_backwards_stops_for_that_tick() {
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.3);
+    let earlier = Monotonic::from_nanos(rig.now.as_nanos() - 5_000_000);
+    let inputs = rig.w.inputs();
+    let cmd = Command::base(CommandSource::LocalPolicy, earlier, 0.3, 0.0, 0.0);
+    let v = rig.safety.evaluate(&inputs, &cmd, earlier);
+    assert!(v.reasons.contains(Reason::ClockFault));
+    assert!(v.action >= Action::Stop);
+    // The hardware heartbeat now lies in the future too, which latches a category 1 stop.
+    assert!(v.reasons.contains(Reason::EstopSourceStale));
+    assert!(v.command.base.vx_mps < 0.3);
+}
