@@ -321,7 +321,10 @@ impl SafetyConfig {
                         "source `{}` is missing; the runtime reports its own faults through it",
                         required.name()
                     ),
-                    format!("add {{ name = \"{}\" }} to safety.estop.sources", required.name()),
+                    format!(
+                        "add {{ name = \"{}\" }} to safety.estop.sources",
+                        required.name()
+                    ),
                 ));
             }
         }
@@ -433,7 +436,10 @@ pub(crate) fn base_footprint(base: &BaseConfig) -> Result<Vec<[f64; 2]>, ConfigE
                 if cross < -1e-12 {
                     return Err(err(
                         key,
-                        format!("the footprint polygon is not convex at vertex {}", (i + 1) % n),
+                        format!(
+                            "the footprint polygon is not convex at vertex {}",
+                            (i + 1) % n
+                        ),
                         "use the convex hull of the robot outline",
                     ));
                 }
@@ -489,15 +495,11 @@ fn validate_lidar(lidar: &LidarConfig, base: &BaseConfig) -> Result<(), ConfigEr
             "set 2 or 3 so that one noisy beam does not stop the robot",
         ));
     }
-    if !(lidar.max_invalid_fraction.is_finite()
-        && (0.0..1.0).contains(&lidar.max_invalid_fraction))
+    if !(lidar.max_invalid_fraction.is_finite() && (0.0..1.0).contains(&lidar.max_invalid_fraction))
     {
         return Err(err(
             "lidar.max_invalid_fraction",
-            format!(
-                "must be in [0, 1), got {}",
-                lidar.max_invalid_fraction
-            ),
+            format!("must be in [0, 1), got {}", lidar.max_invalid_fraction),
             "set e.g. 0.2",
         ));
     }

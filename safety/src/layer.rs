@@ -91,8 +91,16 @@ impl Safety {
             (Some(b), Some(l)) => Some(Base {
                 holonomic: b.kind == BaseKind::Holonomic,
                 max_v: [b.max_vx_mps, b.max_vy_mps, b.max_wz_radps],
-                max_accel: [b.max_accel_x_mps2, b.max_accel_y_mps2, b.max_accel_wz_radps2],
-                brake: [b.brake_decel_mps2, b.brake_decel_mps2, b.brake_decel_wz_radps2],
+                max_accel: [
+                    b.max_accel_x_mps2,
+                    b.max_accel_y_mps2,
+                    b.max_accel_wz_radps2,
+                ],
+                brake: [
+                    b.brake_decel_mps2,
+                    b.brake_decel_mps2,
+                    b.brake_decel_wz_radps2,
+                ],
                 odometry_max_age_ns: b.odometry_max_age_ms.map(ms_to_ns),
                 footprint: Footprint::new(&base_footprint(b)?),
                 lidar: Lidar::new(l),
@@ -515,12 +523,16 @@ impl Safety {
             return (f32::INFINITY, 0.0);
         };
         let previous = self.previous.base;
-        let odometry = inputs.odometry.map(|o| o.twist).filter(|t| {
-            t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite()
-        });
+        let odometry = inputs
+            .odometry
+            .map(|o| o.twist)
+            .filter(|t| t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite());
         // Stopping distances use the fastest of: what is commanded, what the drive was last
         // told, and what it reports; rotation adds the speed of the footprint's far corner.
-        let mut speed_xy = v.vx_mps.hypot(v.vy_mps).max(previous.vx_mps.hypot(previous.vy_mps));
+        let mut speed_xy = v
+            .vx_mps
+            .hypot(v.vy_mps)
+            .max(previous.vx_mps.hypot(previous.vy_mps));
         let mut speed_wz = v.wz_radps.abs().max(previous.wz_radps.abs());
         if let Some(t) = odometry {
             speed_xy = speed_xy.max(t.vx_mps.hypot(t.vy_mps));
@@ -556,7 +568,8 @@ impl Safety {
                 } else if kth <= protect {
                     blocked = Some(Reason::ProtectiveZone);
                 } else if same_side {
-                    waiting = release_pending(&mut self.translation_hold, now, base.release_delay_ns);
+                    waiting =
+                        release_pending(&mut self.translation_hold, now, base.release_delay_ns);
                 }
                 if blocked.is_none()
                     && !waiting
@@ -595,7 +608,9 @@ impl Safety {
             let mut waiting = false;
             if f64::from(invalid) > base.max_invalid_fraction * f64::from(beams) {
                 blocked = Some(Reason::InvalidBeams);
-            } else if base.lidar.rotation_hits(&base.footprint, (sign * angle) as f32)
+            } else if base
+                .lidar
+                .rotation_hits(&base.footprint, (sign * angle) as f32)
                 >= base.min_points
             {
                 blocked = Some(Reason::ProtectiveZone);

@@ -37,10 +37,7 @@ impl Footprint {
             let (nx, ny) = (dy / len, -dx / len);
             *edge = [nx as f32, ny as f32, (nx * a[0] + ny * a[1]) as f32];
         }
-        let circumradius_m = polygon
-            .iter()
-            .map(|v| v[0].hypot(v[1]))
-            .fold(0.0, f64::max) as f32;
+        let circumradius_m = polygon.iter().map(|v| v[0].hypot(v[1])).fold(0.0, f64::max) as f32;
         Self {
             edges,
             edge_count: n,
@@ -130,7 +127,8 @@ impl Lidar {
             && scan.angle_min_rad.is_finite()
             && scan.angle_increment_rad.is_finite()
             && scan.angle_increment_rad != 0.0
-            && (scan.angle_increment_rad.abs() * (n - 1) as f32) <= 2.0 * std::f32::consts::PI + 1e-3
+            && (scan.angle_increment_rad.abs() * (n - 1) as f32)
+                <= 2.0 * std::f32::consts::PI + 1e-3
             && scan.range_min_m.is_finite()
             && scan.range_max_m.is_finite()
             && scan.range_min_m >= 0.0
@@ -306,7 +304,8 @@ impl KNearest {
 
     fn insert(&mut self, value: f32) {
         let k = self.k;
-        if !(value < self.best[k - 1]) {
+        // Contacts are finite or +inf; a NaN would compare as None and be rejected too.
+        if value.partial_cmp(&self.best[k - 1]) != Some(std::cmp::Ordering::Less) {
             return;
         }
         let mut j = k - 1;
@@ -385,9 +384,15 @@ mod tests {
         let sweep = lidar.sweep(&square(0.5), 1.0, 0.0);
         assert!((sweep.kth_contact_m - 1.5).abs() < 1e-6);
         // Moving backwards never reaches it.
-        assert_eq!(lidar.sweep(&square(0.5), -1.0, 0.0).kth_contact_m, f32::INFINITY);
+        assert_eq!(
+            lidar.sweep(&square(0.5), -1.0, 0.0).kth_contact_m,
+            f32::INFINITY
+        );
         // Sideways: the point is not on the path of the square.
-        assert_eq!(lidar.sweep(&square(0.5), 0.0, 1.0).kth_contact_m, f32::INFINITY);
+        assert_eq!(
+            lidar.sweep(&square(0.5), 0.0, 1.0).kth_contact_m,
+            f32::INFINITY
+        );
     }
 
     #[test]
@@ -405,7 +410,11 @@ mod tests {
     fn field_of_view_is_respected() {
         // A front-only scan from -90° to +90°.
         let ranges = [1.0f32; 19];
-        let lidar = lidar_with(&ranges, -std::f32::consts::FRAC_PI_2, std::f32::consts::PI / 18.0);
+        let lidar = lidar_with(
+            &ranges,
+            -std::f32::consts::FRAC_PI_2,
+            std::f32::consts::PI / 18.0,
+        );
         assert!(lidar.observes(1.0, 0.0));
         assert!(lidar.observes(0.0, 1.0));
         assert!(!lidar.observes(-1.0, 0.0));

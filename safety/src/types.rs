@@ -73,7 +73,13 @@ pub struct Command {
 
 impl Command {
     /// A command from `source` that moves only the base.
-    pub fn base(source: CommandSource, stamp: Monotonic, vx_mps: f64, vy_mps: f64, wz_radps: f64) -> Self {
+    pub fn base(
+        source: CommandSource,
+        stamp: Monotonic,
+        vx_mps: f64,
+        vy_mps: f64,
+        wz_radps: f64,
+    ) -> Self {
         Self {
             source,
             stamp,
@@ -88,7 +94,8 @@ impl Command {
 
     /// True when no part of the command asks for motion.
     pub fn is_motionless(&self) -> bool {
-        self.base == Twist::default() && self.joints.iter().all(|j| j.velocity.unwrap_or(0.0) == 0.0)
+        self.base == Twist::default()
+            && self.joints.iter().all(|j| j.velocity.unwrap_or(0.0) == 0.0)
     }
 }
 
@@ -308,11 +315,17 @@ impl Reasons {
         self.0
     }
     pub fn iter(self) -> impl Iterator<Item = Reason> {
-        Reason::ALL.iter().copied().filter(move |r| self.contains(*r))
+        Reason::ALL
+            .iter()
+            .copied()
+            .filter(move |r| self.contains(*r))
     }
     /// The most severe action among the reasons; `Pass` when empty.
     pub fn action(self) -> Action {
-        self.iter().map(Reason::action).max().unwrap_or(Action::Pass)
+        self.iter()
+            .map(Reason::action)
+            .max()
+            .unwrap_or(Action::Pass)
     }
 }
 

@@ -9,7 +9,10 @@ fn refused(cfg: SafetyConfig, key: &str) -> String {
     let err = Safety::new(cfg).expect_err("config must be refused");
     assert_eq!(err.key, key, "{err}");
     let text = err.to_string();
-    assert!(text.contains(&format!("`safety.{key}`")) && text.contains("fix:"), "{text}");
+    assert!(
+        text.contains(&format!("`safety.{key}`")) && text.contains("fix:"),
+        "{text}"
+    );
     text
 }
 
@@ -20,9 +23,18 @@ fn the_test_config_is_valid() {
 
 #[test]
 fn negative_deceleration_is_refused() {
-    refused(config_with("base", "brake_decel_mps2", "-1.0"), "base.brake_decel_mps2");
-    refused(config_with("base", "brake_decel_wz_radps2", "0.0"), "base.brake_decel_wz_radps2");
-    refused(config_with("base", "max_accel_x_mps2", "nan"), "base.max_accel_x_mps2");
+    refused(
+        config_with("base", "brake_decel_mps2", "-1.0"),
+        "base.brake_decel_mps2",
+    );
+    refused(
+        config_with("base", "brake_decel_wz_radps2", "0.0"),
+        "base.brake_decel_wz_radps2",
+    );
+    refused(
+        config_with("base", "max_accel_x_mps2", "nan"),
+        "base.max_accel_x_mps2",
+    );
 }
 
 #[test]
@@ -30,9 +42,16 @@ fn empty_footprint_is_refused() {
     let mut cfg = config();
     cfg.base.as_mut().unwrap().footprint_polygon_m = None;
     refused(cfg, "base.footprint_polygon_m");
-    refused(config_with("base", "footprint_polygon_m", "[]"), "base.footprint_polygon_m");
     refused(
-        config_with("base", "footprint_polygon_m", "[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]"),
+        config_with("base", "footprint_polygon_m", "[]"),
+        "base.footprint_polygon_m",
+    );
+    refused(
+        config_with(
+            "base",
+            "footprint_polygon_m",
+            "[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]",
+        ),
         "base.footprint_polygon_m",
     );
 }
@@ -49,7 +68,11 @@ fn non_convex_or_off_origin_footprint_is_refused() {
     );
     assert!(text.contains("convex"), "{text}");
     refused(
-        config_with("base", "footprint_polygon_m", "[[1.0, 1.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0]]"),
+        config_with(
+            "base",
+            "footprint_polygon_m",
+            "[[1.0, 1.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0]]",
+        ),
         "base.footprint_polygon_m",
     );
 }
@@ -62,7 +85,11 @@ fn zone_no_larger_than_the_footprint_is_refused() {
 #[test]
 fn missing_estop_source_is_refused() {
     let text = refused(
-        config_with("estop", "sources", r#"[{ name = "hardware" }, { name = "internal" }]"#),
+        config_with(
+            "estop",
+            "sources",
+            r#"[{ name = "hardware" }, { name = "internal" }]"#,
+        ),
         "estop.sources",
     );
     assert!(text.contains("watchdog"), "{text}");
@@ -79,13 +106,26 @@ fn missing_estop_source_is_refused() {
 
 #[test]
 fn other_bad_values_name_their_key() {
-    refused(config_with("estop", "stop_category", "3"), "estop.stop_category");
-    refused(config_with("commands", "cloud_max_age_ms", "0.0"), "commands.cloud_max_age_ms");
+    refused(
+        config_with("estop", "stop_category", "3"),
+        "estop.stop_category",
+    );
+    refused(
+        config_with("commands", "cloud_max_age_ms", "0.0"),
+        "commands.cloud_max_age_ms",
+    );
     refused(config_with("lidar", "min_points", "0"), "lidar.min_points");
-    refused(config_with("lidar", "max_invalid_fraction", "1.5"), "lidar.max_invalid_fraction");
+    refused(
+        config_with("lidar", "max_invalid_fraction", "1.5"),
+        "lidar.max_invalid_fraction",
+    );
     refused(config_with("lidar", "max_beams", "0"), "lidar.max_beams");
     refused(
-        config_with("lidar", "base_from_lidar", "{ x_m = 2.0, y_m = 0.0, yaw_rad = 0.0 }"),
+        config_with(
+            "lidar",
+            "base_from_lidar",
+            "{ x_m = 2.0, y_m = 0.0, yaw_rad = 0.0 }",
+        ),
         "lidar.base_from_lidar",
     );
     let mut cfg = config();
@@ -104,10 +144,14 @@ fn other_bad_values_name_their_key() {
 #[test]
 fn unknown_keys_are_refused_by_the_parser() {
     let text = format!("{CONFIG}\n[extra]\nx = 1\n");
-    let err = toml::from_str::<SafetyConfig>(&text).unwrap_err().to_string();
+    let err = toml::from_str::<SafetyConfig>(&text)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("extra"), "{err}");
     let text = CONFIG.replace("margin_m = 0.05", "margin_m = 0.05\nmargn_m = 0.05");
-    let err = toml::from_str::<SafetyConfig>(&text).unwrap_err().to_string();
+    let err = toml::from_str::<SafetyConfig>(&text)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("margn_m"), "{err}");
 }
 

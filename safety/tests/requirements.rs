@@ -118,7 +118,10 @@ fn saf_001_category_1_brakes_at_the_configured_deceleration_then_removes_power()
     while previous != 0.0 && ticks < 60 {
         let v = rig.drive(1.0, 0.0, 0.0);
         let vx = v.command.base.vx_mps;
-        assert!(previous - vx <= 0.02 + 1e-9 && (vx == 0.0 || previous - vx >= 0.02 - 1e-9), "{previous} -> {vx}");
+        assert!(
+            previous - vx <= 0.02 + 1e-9 && (vx == 0.0 || previous - vx >= 0.02 - 1e-9),
+            "{previous} -> {vx}"
+        );
         assert_eq!(v.power_enabled, vx != 0.0);
         assert_eq!(v.stop_category, Some(StopCategory::Cat1));
         previous = vx;
@@ -326,7 +329,10 @@ fn saf_005_invalid_beams_in_the_direction_of_motion_stop_it() {
     assert_eq!(v.command.base.vx_mps, 0.0);
     assert!(v.reasons.contains(Reason::InvalidBeams));
     let v = rig.drive_for(5, -0.3, 0.0, 0.0);
-    assert!(close(v.command.base.vx_mps, -0.3), "away from the blind sector: {v:?}");
+    assert!(
+        close(v.command.base.vx_mps, -0.3),
+        "away from the blind sector: {v:?}"
+    );
 }
 
 #[test]
@@ -366,15 +372,27 @@ fn saf_005_missing_stale_or_malformed_scan_stops() {
 
     let mut rig = Rig::started(config());
     rig.ranges = vec![f32::INFINITY; 361];
-    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanInvalid));
+    assert!(
+        rig.drive(0.3, 0.0, 0.0)
+            .reasons
+            .contains(Reason::ScanInvalid)
+    );
 
     let mut rig = Rig::started(config());
     rig.angle_increment = f32::NAN;
-    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanInvalid));
+    assert!(
+        rig.drive(0.3, 0.0, 0.0)
+            .reasons
+            .contains(Reason::ScanInvalid)
+    );
 
     let mut rig = Rig::started(config());
     rig.ranges.clear();
-    assert!(rig.drive(0.3, 0.0, 0.0).reasons.contains(Reason::ScanInvalid));
+    assert!(
+        rig.drive(0.3, 0.0, 0.0)
+            .reasons
+            .contains(Reason::ScanInvalid)
+    );
 }
 
 #[test]
@@ -423,7 +441,11 @@ fn saf_005_motion_outside_the_field_of_view_stops() {
 fn saf_005_joint_state_missing_stale_or_invalid_stops() {
     let mut rig = Rig::started(config());
     rig.joints_present = false;
-    assert!(rig.drive(0.0, 0.0, 0.0).reasons.contains(Reason::JointStateMissing));
+    assert!(
+        rig.drive(0.0, 0.0, 0.0)
+            .reasons
+            .contains(Reason::JointStateMissing)
+    );
 
     let mut rig = Rig::started(config());
     rig.positions[1] = f64::NAN;
@@ -433,7 +455,11 @@ fn saf_005_joint_state_missing_stale_or_invalid_stops() {
 
     let mut rig = Rig::started(config());
     rig.positions.push(0.0);
-    assert!(rig.drive(0.0, 0.0, 0.0).reasons.contains(Reason::JointStateInvalid));
+    assert!(
+        rig.drive(0.0, 0.0, 0.0)
+            .reasons
+            .contains(Reason::JointStateInvalid)
+    );
 
     let mut rig = Rig::started(config());
     rig.now = rig.now.add_nanos(PERIOD_NS);
@@ -516,7 +542,10 @@ fn saf_006_joint_velocity_limit_ramp_and_braking_before_the_position_limit() {
         .map(|_| rig.step(arm_command([None, None], [Some(1.0), None])))
         .last()
         .unwrap();
-    assert!(v.command.joints[0].velocity.unwrap() <= 0.1 + 1e-12, "{v:?}");
+    assert!(
+        v.command.joints[0].velocity.unwrap() <= 0.1 + 1e-12,
+        "{v:?}"
+    );
     assert!(v.reasons.contains(Reason::JointPositionLimit));
     rig.positions[0] = 1.0;
     let v = rig.step(arm_command([None, None], [Some(1.0), None]));
@@ -555,7 +584,13 @@ fn saf_006_non_finite_anywhere_in_a_command_stops() {
         for (i, mutate) in mutations.iter().enumerate() {
             let mut rig = Rig::started(config());
             moving(&mut rig, 0.5);
-            let mut cmd = Command::base(CommandSource::LocalPolicy, Monotonic::default(), 0.5, 0.0, 0.0);
+            let mut cmd = Command::base(
+                CommandSource::LocalPolicy,
+                Monotonic::default(),
+                0.5,
+                0.0,
+                0.0,
+            );
             mutate(&mut cmd, value);
             let v = rig.step(cmd);
             assert!(v.reasons.contains(Reason::InvalidCommand), "{value} #{i}");
@@ -586,10 +621,25 @@ fn saf_007_stale_commands_are_never_executed() {
     ] {
         let mut rig = Rig::started(config());
         let next = rig.now.add_nanos(PERIOD_NS);
-        let fresh = Command::base(source, Monotonic::from_nanos(next.as_nanos() - max_age_ms * 1_000_000), 0.3, 0.0, 0.0);
-        assert!(rig.step(fresh).command.base.vx_mps > 0.0, "{source:?} at its max age");
+        let fresh = Command::base(
+            source,
+            Monotonic::from_nanos(next.as_nanos() - max_age_ms * 1_000_000),
+            0.3,
+            0.0,
+            0.0,
+        );
+        assert!(
+            rig.step(fresh).command.base.vx_mps > 0.0,
+            "{source:?} at its max age"
+        );
         let next = rig.now.add_nanos(PERIOD_NS);
-        let stale = Command::base(source, Monotonic::from_nanos(next.as_nanos() - max_age_ms * 1_000_000 - 1), 0.3, 0.0, 0.0);
+        let stale = Command::base(
+            source,
+            Monotonic::from_nanos(next.as_nanos() - max_age_ms * 1_000_000 - 1),
+            0.3,
+            0.0,
+            0.0,
+        );
         let v = rig.step(stale);
         assert!(v.reasons.contains(Reason::StaleCommand), "{source:?}");
         assert_eq!(v.command.base, Twist::default());
@@ -614,10 +664,18 @@ fn saf_007_future_or_missing_commands_stop() {
 fn saf_008_config_is_fixed_and_its_hash_reported() {
     let mut rig = Rig::started(config());
     let hash = rig.safety.config_hash_hex();
-    assert!(hash.starts_with("sha256:") && hash.len() == 7 + 64, "{hash}");
-    assert_eq!(Safety::new(config()).unwrap().config_hash(), rig.safety.config_hash());
+    assert!(
+        hash.starts_with("sha256:") && hash.len() == 7 + 64,
+        "{hash}"
+    );
+    assert_eq!(
+        Safety::new(config()).unwrap().config_hash(),
+        rig.safety.config_hash()
+    );
     assert_ne!(
-        Safety::new(config_with("lidar", "margin_m", "0.06")).unwrap().config_hash(),
+        Safety::new(config_with("lidar", "margin_m", "0.06"))
+            .unwrap()
+            .config_hash(),
         rig.safety.config_hash()
     );
     // A hostile cloud: huge, tiny and sign-flipping commands, resets, presses and releases.
@@ -632,7 +690,13 @@ fn saf_008_config_is_fixed_and_its_hash_reported() {
         if i % 13 == 0 {
             rig.reset();
         }
-        let v = rig.step(Command::base(CommandSource::Cloud, Monotonic::default(), x, -x, x));
+        let v = rig.step(Command::base(
+            CommandSource::Cloud,
+            Monotonic::default(),
+            x,
+            -x,
+            x,
+        ));
         assert!(v.command.base.vx_mps.abs() <= 1.0);
         assert!(v.command.base.vy_mps.abs() <= 0.5);
         assert!(v.command.base.wz_radps.abs() <= 1.5);
@@ -652,7 +716,10 @@ fn saf_010_every_veto_is_counted() {
     for _ in 0..7 {
         rig.drive(0.5, 0.0, 0.0);
     }
-    assert_eq!(rig.safety.reason_counts()[Reason::ProtectiveZone as usize] - n0, 7);
+    assert_eq!(
+        rig.safety.reason_counts()[Reason::ProtectiveZone as usize] - n0,
+        7
+    );
     assert_eq!(rig.safety.evaluations(), 1 + 12 + 7);
 }
 

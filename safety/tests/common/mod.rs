@@ -147,25 +147,20 @@ impl Rig {
         Self {
             safety: Safety::new(config).expect("valid config"),
             w: World {
-            now: Monotonic::from_millis(1_000),
-            ranges: vec![f32::INFINITY; BEAMS],
-            angle_min: -std::f32::consts::PI,
-            angle_increment: std::f32::consts::TAU / BEAMS as f32,
-            estop: [EstopReport::Unknown; EstopSource::COUNT],
-            reset_seq: 0,
-            positions: vec![0.0, 1.0],
-            velocities: vec![0.0, 0.0],
-            scan_present: true,
-            joints_present: true,
-            scan_age_ns: 0,
+                now: Monotonic::from_millis(1_000),
+                ranges: vec![f32::INFINITY; BEAMS],
+                angle_min: -std::f32::consts::PI,
+                angle_increment: std::f32::consts::TAU / BEAMS as f32,
+                estop: [EstopReport::Unknown; EstopSource::COUNT],
+                reset_seq: 0,
+                positions: vec![0.0, 1.0],
+                velocities: vec![0.0, 0.0],
+                scan_present: true,
+                joints_present: true,
+                scan_age_ns: 0,
             },
         }
     }
-
-
-
-
-
 
     /// Advances 10 ms, refreshes the hardware heartbeat if it is clear, evaluates `command`
     /// (its stamp is set to the new `now` when it is the default stamp).
@@ -183,7 +178,13 @@ impl Rig {
     }
 
     pub fn drive(&mut self, vx: f64, vy: f64, wz: f64) -> Verdict {
-        self.step(Command::base(CommandSource::LocalPolicy, Monotonic::default(), vx, vy, wz))
+        self.step(Command::base(
+            CommandSource::LocalPolicy,
+            Monotonic::default(),
+            vx,
+            vy,
+            wz,
+        ))
     }
 
     /// Drives with the same command for `ticks` ticks and returns the last verdict.
@@ -194,10 +195,6 @@ impl Rig {
         }
         last
     }
-
-
-
-
 }
 
 impl World {
