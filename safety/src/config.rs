@@ -147,6 +147,10 @@ pub struct LidarConfig {
     /// Fraction of beams in the direction of motion that may be invalid before that motion
     /// stops (0..1).
     pub max_invalid_fraction: f64,
+    /// Speed (m/s) at which a person may walk into the robot's path (ISO 13855 uses 1.6). The
+    /// path ahead is widened on both sides by this speed × the stopping time, so someone about
+    /// to step in front of the robot already counts. Set 0 only where nothing moves.
+    pub intrusion_speed_mps: f64,
 }
 
 /// `[safety.arm]`.
@@ -495,6 +499,7 @@ fn validate_lidar(lidar: &LidarConfig, base: &BaseConfig) -> Result<(), ConfigEr
             "set 2 or 3 so that one noisy beam does not stop the robot",
         ));
     }
+    non_negative("lidar.intrusion_speed_mps", lidar.intrusion_speed_mps)?;
     if !(lidar.max_invalid_fraction.is_finite() && (0.0..1.0).contains(&lidar.max_invalid_fraction))
     {
         return Err(err(

@@ -34,6 +34,7 @@ struct Base {
     hysteresis_m: f64,
     release_delay_ns: u64,
     max_invalid_fraction: f64,
+    intrusion_speed_mps: f64,
     min_points: u32,
     scan_max_age_ns: u64,
 }
@@ -110,6 +111,7 @@ impl Safety {
                 hysteresis_m: l.hysteresis_m,
                 release_delay_ns: ms_to_ns(l.release_delay_ms),
                 max_invalid_fraction: l.max_invalid_fraction,
+                intrusion_speed_mps: l.intrusion_speed_mps,
                 min_points: l.min_points,
                 scan_max_age_ns: ms_to_ns(l.max_age_ms),
             }),
@@ -353,9 +355,16 @@ impl Safety {
         };
         let (mut clearance_m, mut protective_depth_m) = (f32::INFINITY, 0.0);
         if self.base.is_some() {
-            command.base = self.limit_base(proposed.base, dt_s, &mut reasons);
-            (clearance_m, protective_depth_m) =
-                self.proximity(&mut command.base, inputs, now, &mut reasons);
+            let (ramped, target) = self.limit_base(proposed.base, dt_s, &mut reasons);
+            command.base = ramped;
+            let target_speed_xy = target.vx_mps.hypot(target.vy_mps);
+            (clearance_m, protective_depth_m) = self.proximity(
+                &mut command.base,
+                target_speed_xy,
+                inputs,
+                now,
+                &mut reasons,
+            );
         }
         if let Some(state) = joint_state {
             self.limit_arm(proposed, &state, dt_s, &mut command, &mut reasons);
@@ -472,10 +481,11 @@ impl Safety {
         Some(state)
     }
 
-    /// SAF-006 for the base: kinematics, per-axis velocity, then acceleration ramps.
-    fn limit_base(&self, proposed: Twist, dt_s: f64, reasons: &mut Reasons) -> Twist {
+    /// SAF-006 for the base: kinematics, per-axis velocity, then acceleration ramps. Returns
+    /// (ramped output, velocity-limited target).
+    fn limit_base(&self, proposed: Twist, dt_s: f64, reasons: &mut Reasons) -> (Twist, Twist) {
         let Some(base) = &self.base else {
-            return Twist::default();
+            return (Twist::default(), Twist::default());
         };
         let mut v = [proposed.vx_mps, proposed.vy_mps, proposed.wz_radps];
         if !base.holonomic && v[1] != 0.0 {
@@ -487,8 +497,10 @@ impl Safety {
             self.previous.base.vy_mps,
             self.previous.base.wz_radps,
         ];
+        let mut target = [0.0; 3];
         for axis in 0..3 {
             let clamped = v[axis].clamp(-base.max_v[axis], base.max_v[axis]);
+            target[axis] = clamped;
             if clamped != v[axis] {
                 reasons.insert(Reason::VelocityLimit);
             }
@@ -503,18 +515,21 @@ impl Safety {
             }
             v[axis] = ramped;
         }
-        Twist {
-            vx_mps: v[0],
-            vy_mps: v[1],
-            wz_radps: v[2],
-        }
+        let twist = |a: [f64; 3]| Twist {
+            vx_mps: a[0],
+            vy_mps: a[1],
+            wz_radps: a[2],
+        };
+        (twist(v), twist(target))
     }
 
     /// SAF-003/004/005: restrict each motion component that would bring the footprint into an
-    /// obstacle within its stopping distance. Returns (clearance, protective depth).
+    /// obstacle within its stopping distance; cap the speed in the slow-down zone at a share of
+    /// `target_speed_xy` (the request after velocity limits). Returns (clearance, depth).
     fn proximity(
         &mut self,
         v: &mut Twist,
+        target_speed_xy: f64,
         inputs: &SafetyInputs<'_>,
         now: Monotonic,
         reasons: &mut Reasons,
@@ -555,7 +570,11 @@ impl Safety {
             if !base.lidar.observes(ux, uy) {
                 blocked = Some(Reason::MotionUnobserved);
             } else {
-                let sweep = base.lidar.sweep(&base.footprint, ux, uy);
+                // ISO 13855-style: a person may walk this far toward the path while the robot
+                // reacts and brakes.
+                let stop_time_s = base.reaction_s + s / base.brake[0];
+                let intrusion_m = (base.intrusion_speed_mps * stop_time_s) as f32;
+                let sweep = base.lidar.sweep(&base.footprint, ux, uy, intrusion_m);
                 clearance = sweep.kth_contact_m;
                 let kth = f64::from(sweep.kth_contact_m);
                 let protect = depth + if same_side { base.hysteresis_m } else { 0.0 };
@@ -576,10 +595,15 @@ impl Safety {
                     && base.slowdown_depth_m > 0.0
                     && kth <= depth + base.slowdown_depth_m
                 {
-                    let scale = ((kth - depth) / base.slowdown_depth_m).clamp(0.0, 1.0);
-                    v.vx_mps *= scale;
-                    v.vy_mps *= scale;
-                    reasons.insert(Reason::SlowdownZone);
+                    // A speed cap, not a factor on the ramped output: the robot may still
+                    // accelerate up to the scaled request instead of creeping forever.
+                    let cap =
+                        target_speed_xy * ((kth - depth) / base.slowdown_depth_m).clamp(0.0, 1.0);
+                    if magnitude > cap {
+                        v.vx_mps *= cap / magnitude;
+                        v.vy_mps *= cap / magnitude;
+                        reasons.insert(Reason::SlowdownZone);
+                    }
                 }
             }
             if let Some(reason) = blocked {

@@ -71,6 +71,7 @@
 //!     hysteresis_m = 0.05
 //!     release_delay_ms = 200.0
 //!     max_invalid_fraction = 0.2
+//!     intrusion_speed_mps = 1.6
 //! "#).unwrap();
 //! let mut safety = Safety::new(config).unwrap();
 //!

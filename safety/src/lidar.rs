@@ -19,6 +19,7 @@ const INVALID: u8 = 2;
 pub(crate) struct Footprint {
     /// (nx, ny, c) per edge.
     edges: [[f32; 3]; MAX_FOOTPRINT_VERTICES],
+    vertices: [[f32; 2]; MAX_FOOTPRINT_VERTICES],
     edge_count: usize,
     /// Largest distance of a vertex from the base origin (m).
     pub circumradius_m: f32,
@@ -28,7 +29,11 @@ impl Footprint {
     /// `polygon` is convex and counter-clockwise (checked by config validation).
     pub(crate) fn new(polygon: &[[f64; 2]]) -> Self {
         let mut edges = [[0.0f32; 3]; MAX_FOOTPRINT_VERTICES];
+        let mut vertices = [[0.0f32; 2]; MAX_FOOTPRINT_VERTICES];
         let n = polygon.len();
+        for (v, p) in vertices.iter_mut().zip(polygon) {
+            *v = [p[0] as f32, p[1] as f32];
+        }
         for (i, edge) in edges.iter_mut().enumerate().take(n) {
             let a = polygon[i];
             let b = polygon[(i + 1) % n];
@@ -40,6 +45,7 @@ impl Footprint {
         let circumradius_m = polygon.iter().map(|v| v[0].hypot(v[1])).fold(0.0, f64::max) as f32;
         Self {
             edges,
+            vertices,
             edge_count: n,
             circumradius_m,
         }
@@ -47,6 +53,19 @@ impl Footprint {
 
     fn edges(&self) -> &[[f32; 3]] {
         &self.edges[..self.edge_count]
+    }
+
+    /// Extent of the footprint along `u` (front) and across it (min, max along the left
+    /// normal), for the intrusion corridor.
+    fn extent(&self, ux: f32, uy: f32) -> (f32, f32, f32) {
+        let (mut front, mut left, mut right) = (f32::MIN, f32::MIN, f32::MAX);
+        for &[x, y] in &self.vertices[..self.edge_count] {
+            front = front.max(x * ux + y * uy);
+            let across = -x * uy + y * ux;
+            left = left.max(across);
+            right = right.min(across);
+        }
+        (front, right, left)
     }
 
     /// Whether `p` lies inside or on the footprint.
@@ -197,8 +216,16 @@ impl Lidar {
         offset <= span
     }
 
-    /// Sweeps the footprint from its current pose along unit direction `(ux, uy)`.
-    pub(crate) fn sweep(&mut self, footprint: &Footprint, ux: f32, uy: f32) -> Sweep {
+    /// Sweeps the footprint from its current pose along unit direction `(ux, uy)`. Points ahead
+    /// of the front within `intrusion_m` of the swept corridor's sides count as on the path,
+    /// at their distance ahead of the front (someone who can step in before the robot stops).
+    pub(crate) fn sweep(
+        &mut self,
+        footprint: &Footprint,
+        ux: f32,
+        uy: f32,
+        intrusion_m: f32,
+    ) -> Sweep {
         let n = self.beams;
         let (x, y) = (&self.x[..n], &self.y[..n]);
         let (lo, hi) = (&mut self.lo[..n], &mut self.hi[..n]);
@@ -226,6 +253,7 @@ impl Lidar {
                 }
             }
         }
+        let (front, right, left) = footprint.extent(ux, uy);
         let mut nearest = KNearest::new(self.min_points);
         let mut invalid_in_direction = 0u32;
         let mut beams_in_direction = 0u32;
@@ -233,7 +261,18 @@ impl Lidar {
             let in_direction = self.cos[i] * ux + self.sin[i] * uy > 0.0;
             beams_in_direction += u32::from(in_direction);
             match self.class[i] {
-                VALID if lo[i] <= hi[i] => nearest.insert(lo[i]),
+                VALID => {
+                    let mut contact = if lo[i] <= hi[i] { lo[i] } else { f32::INFINITY };
+                    let ahead = x[i] * ux + y[i] * uy - front;
+                    let across = -x[i] * uy + y[i] * ux;
+                    let outside = (right - across).max(across - left).max(0.0);
+                    if ahead > 0.0 && outside <= intrusion_m {
+                        contact = contact.min(ahead);
+                    }
+                    if contact < f32::INFINITY {
+                        nearest.insert(contact);
+                    }
+                }
                 INVALID => invalid_in_direction += u32::from(in_direction),
                 _ => {}
             }
@@ -363,6 +402,7 @@ mod tests {
             hysteresis_m: 0.0,
             release_delay_ms: 0.0,
             max_invalid_fraction: 0.2,
+            intrusion_speed_mps: 0.0,
         };
         let mut lidar = Lidar::new(&cfg);
         let scan = Scan {
@@ -381,16 +421,36 @@ mod tests {
     fn sweep_measures_travel_to_contact() {
         // One beam straight ahead at 2 m; the square's front edge is at 0.5 m.
         let mut lidar = lidar_with(&[2.0], 0.0, 0.1);
-        let sweep = lidar.sweep(&square(0.5), 1.0, 0.0);
+        let sweep = lidar.sweep(&square(0.5), 1.0, 0.0, 0.0);
         assert!((sweep.kth_contact_m - 1.5).abs() < 1e-6);
         // Moving backwards never reaches it.
         assert_eq!(
-            lidar.sweep(&square(0.5), -1.0, 0.0).kth_contact_m,
+            lidar.sweep(&square(0.5), -1.0, 0.0, 0.0).kth_contact_m,
             f32::INFINITY
         );
         // Sideways: the point is not on the path of the square.
         assert_eq!(
-            lidar.sweep(&square(0.5), 0.0, 1.0).kth_contact_m,
+            lidar.sweep(&square(0.5), 0.0, 1.0, 0.0).kth_contact_m,
+            f32::INFINITY
+        );
+    }
+
+    #[test]
+    fn intrusion_corridor_counts_people_beside_the_path_ahead() {
+        // A point 1 m ahead of the centre, 0.8 m to the left: 0.3 m outside the corridor.
+        let r = 1.0f32.hypot(0.8);
+        let a = 0.8f32.atan2(1.0);
+        let mut lidar = lidar_with(&[r], a, 0.1);
+        assert_eq!(
+            lidar.sweep(&square(0.5), 1.0, 0.0, 0.2).kth_contact_m,
+            f32::INFINITY
+        );
+        let c = lidar.sweep(&square(0.5), 1.0, 0.0, 0.35).kth_contact_m;
+        assert!((c - 0.5).abs() < 1e-5, "{c}");
+        // Not when it is beside the robot rather than ahead of its front.
+        let mut lidar = lidar_with(&[0.8], std::f32::consts::FRAC_PI_2, 0.1);
+        assert_eq!(
+            lidar.sweep(&square(0.5), 1.0, 0.0, 1.0).kth_contact_m,
             f32::INFINITY
         );
     }

@@ -48,6 +48,7 @@ min_points = 2
 hysteresis_m = 0.05
 release_delay_ms = 200.0
 max_invalid_fraction = 0.2
+intrusion_speed_mps = 0.0
 
 [arm]
 state_max_age_ms = 50.0
