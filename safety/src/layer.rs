@@ -557,6 +557,11 @@ impl Safety {
         let s = speed_xy + speed_wz * radius;
         let depth = s * base.reaction_s + s * s / (2.0 * base.brake[0]) + base.margin_m;
         let mut clearance = f32::INFINITY;
+        let stop_time_s = base.reaction_s + s / base.brake[0];
+        let intrusion_m = base.intrusion_speed_mps * stop_time_s;
+        // Nothing farther than this from the origin can be in any zone this tick.
+        let relevant_m = radius + depth + base.slowdown_depth_m + base.hysteresis_m + intrusion_m;
+        base.lidar.select_near((relevant_m * 1.001 + 1e-3) as f32);
 
         let magnitude = v.vx_mps.hypot(v.vy_mps);
         if magnitude > MOTION_EPS {
@@ -570,11 +575,11 @@ impl Safety {
             if !base.lidar.observes(ux, uy) {
                 blocked = Some(Reason::MotionUnobserved);
             } else {
-                // ISO 13855-style: a person may walk this far toward the path while the robot
-                // reacts and brakes.
-                let stop_time_s = base.reaction_s + s / base.brake[0];
-                let intrusion_m = (base.intrusion_speed_mps * stop_time_s) as f32;
-                let sweep = base.lidar.sweep(&base.footprint, ux, uy, intrusion_m);
+                // ISO 13855-style: a person may walk `intrusion_m` toward the path while the
+                // robot reacts and brakes.
+                let sweep = base
+                    .lidar
+                    .sweep(&base.footprint, ux, uy, intrusion_m as f32);
                 clearance = sweep.kth_contact_m;
                 let kth = f64::from(sweep.kth_contact_m);
                 let protect = depth + if same_side { base.hysteresis_m } else { 0.0 };

@@ -10,9 +10,10 @@ const MAX_RANGE_LIMIT_M: f32 = 10_000.0;
 /// Below this |n·u| an edge counts as parallel to the motion.
 const PARALLEL_EPS: f32 = 1e-9;
 
-const VALID: u8 = 0;
-const CLEAR: u8 = 1;
-const INVALID: u8 = 2;
+// u32 (not u8) so the counting loops vectorise alongside f32 lanes.
+const VALID: u32 = 0;
+const CLEAR: u32 = 1;
+const INVALID: u32 = 2;
 
 /// The convex footprint as outward half-planes `n·p <= c` in the base frame.
 #[derive(Debug, Clone)]
@@ -102,10 +103,15 @@ pub(crate) struct Lidar {
     cos: Vec<f32>,
     sin: Vec<f32>,
     cache_key: Option<(u32, u32, usize)>,
-    /// Per-beam scratch: point in the base frame, class, sweep interval.
+    /// Per-beam scratch: point in the base frame and class.
     x: Vec<f32>,
     y: Vec<f32>,
-    class: Vec<u8>,
+    class: Vec<u32>,
+    /// Valid points near enough to matter this tick (see `select_near`), and their sweep
+    /// interval.
+    near_x: Vec<f32>,
+    near_y: Vec<f32>,
+    near: usize,
     lo: Vec<f32>,
     hi: Vec<f32>,
     beams: usize,
@@ -129,6 +135,9 @@ impl Lidar {
             x: vec![0.0; n],
             y: vec![0.0; n],
             class: vec![INVALID; n],
+            near_x: vec![0.0; n],
+            near_y: vec![0.0; n],
+            near: 0,
             lo: vec![0.0; n],
             hi: vec![0.0; n],
             beams: 0,
@@ -177,27 +186,53 @@ impl Lidar {
         self.angle_min = scan.angle_min_rad;
         self.angle_increment = scan.angle_increment_rad;
         let (rmin, rmax) = (scan.range_min_m, scan.range_max_m);
+        let (ox, oy) = (self.origin_x, self.origin_y);
         let mut invalid = 0u32;
-        for i in 0..n {
-            let r = scan.ranges_m[i];
-            // REP 117: -inf = object closer than range_min (place it at the sensor: worst case),
-            // +inf = no return (clear), NaN or outside [range_min, range_max] = invalid.
-            let (class, range) = if r >= rmin && r <= rmax {
-                (VALID, r)
-            } else if r == f32::NEG_INFINITY {
-                (VALID, 0.0)
-            } else if r == f32::INFINITY {
-                (CLEAR, 0.0)
+        // Branch-free so it vectorises. REP 117: -inf = object closer than range_min (placed at
+        // the sensor: worst case), +inf = no return (clear), NaN or outside
+        // [range_min, range_max] = invalid.
+        for (((((&r, class), x), y), &c), &s) in scan.ranges_m[..n]
+            .iter()
+            .zip(&mut self.class[..n])
+            .zip(&mut self.x[..n])
+            .zip(&mut self.y[..n])
+            .zip(&self.cos[..n])
+            .zip(&self.sin[..n])
+        {
+            let in_range = r >= rmin && r <= rmax;
+            let point = in_range || r == f32::NEG_INFINITY;
+            let clear = r == f32::INFINITY;
+            let range = if in_range { r } else { 0.0 };
+            *class = if point {
+                VALID
+            } else if clear {
+                CLEAR
             } else {
-                (INVALID, 0.0)
+                INVALID
             };
-            invalid += u32::from(class == INVALID);
-            self.class[i] = class;
-            self.x[i] = self.origin_x + range * self.cos[i];
-            self.y[i] = self.origin_y + range * self.sin[i];
+            invalid += u32::from(!point && !clear);
+            *x = ox + range * c;
+            *y = oy + range * s;
         }
         self.invalid_total = invalid;
+        self.near = 0;
         Ok(())
+    }
+
+    /// Keeps the valid points within `radius_m` of the base origin for `sweep` and
+    /// `rotation_hits`. A point farther than the footprint's circumradius plus every zone depth
+    /// cannot be in any zone, so the costly passes skip it.
+    pub(crate) fn select_near(&mut self, radius_m: f32) {
+        let r2 = radius_m * radius_m;
+        let mut m = 0;
+        for i in 0..self.beams {
+            let (x, y) = (self.x[i], self.y[i]);
+            // Branch-free compaction: always write, advance only for a kept point.
+            self.near_x[m] = x;
+            self.near_y[m] = y;
+            m += usize::from(self.class[i] == VALID && x * x + y * y <= r2);
+        }
+        self.near = m;
     }
 
     /// Whether direction `(ux, uy)` (base frame, unit) lies inside the scan's field of view.
@@ -227,8 +262,9 @@ impl Lidar {
         intrusion_m: f32,
     ) -> Sweep {
         let n = self.beams;
-        let (x, y) = (&self.x[..n], &self.y[..n]);
-        let (lo, hi) = (&mut self.lo[..n], &mut self.hi[..n]);
+        let m = self.near;
+        let (x, y) = (&self.near_x[..m], &self.near_y[..m]);
+        let (lo, hi) = (&mut self.lo[..m], &mut self.hi[..m]);
         lo.fill(0.0);
         hi.fill(f32::INFINITY);
         // Point p is hit after travelling t when n·(p - t·u) <= c for every edge; edge-major
@@ -237,16 +273,16 @@ impl Lidar {
             let k = nx * ux + ny * uy;
             if k > PARALLEL_EPS {
                 let inv = 1.0 / k;
-                for i in 0..n {
+                for i in 0..m {
                     lo[i] = lo[i].max((nx * x[i] + ny * y[i] - c) * inv);
                 }
             } else if k < -PARALLEL_EPS {
                 let inv = 1.0 / k;
-                for i in 0..n {
+                for i in 0..m {
                     hi[i] = hi[i].min((nx * x[i] + ny * y[i] - c) * inv);
                 }
             } else {
-                for i in 0..n {
+                for i in 0..m {
                     if nx * x[i] + ny * y[i] - c > 0.0 {
                         hi[i] = -1.0;
                     }
@@ -254,28 +290,29 @@ impl Lidar {
             }
         }
         let (front, right, left) = footprint.extent(ux, uy);
-        let mut nearest = KNearest::new(self.min_points);
+        // Contact per beam (into `lo`), branch-free so it vectorises.
+        for ((lo, &hi), (&x, &y)) in lo.iter_mut().zip(hi.iter()).zip(x.iter().zip(y.iter())) {
+            let swept = if *lo <= hi { *lo } else { f32::INFINITY };
+            let ahead = x * ux + y * uy - front;
+            let across = y * ux - x * uy;
+            let outside = (right - across).max(across - left);
+            let intruding = ahead > 0.0 && outside <= intrusion_m;
+            *lo = if intruding { swept.min(ahead) } else { swept };
+        }
         let mut invalid_in_direction = 0u32;
         let mut beams_in_direction = 0u32;
-        for i in 0..n {
-            let in_direction = self.cos[i] * ux + self.sin[i] * uy > 0.0;
+        for ((&c, &s), &class) in self.cos[..n]
+            .iter()
+            .zip(&self.sin[..n])
+            .zip(&self.class[..n])
+        {
+            let in_direction = c * ux + s * uy > 0.0;
             beams_in_direction += u32::from(in_direction);
-            match self.class[i] {
-                VALID => {
-                    let mut contact = if lo[i] <= hi[i] { lo[i] } else { f32::INFINITY };
-                    let ahead = x[i] * ux + y[i] * uy - front;
-                    let across = -x[i] * uy + y[i] * ux;
-                    let outside = (right - across).max(across - left).max(0.0);
-                    if ahead > 0.0 && outside <= intrusion_m {
-                        contact = contact.min(ahead);
-                    }
-                    if contact < f32::INFINITY {
-                        nearest.insert(contact);
-                    }
-                }
-                INVALID => invalid_in_direction += u32::from(in_direction),
-                _ => {}
-            }
+            invalid_in_direction += u32::from(in_direction && class == INVALID);
+        }
+        let mut nearest = KNearest::new(self.min_points);
+        for &contact in lo.iter() {
+            nearest.insert(contact);
         }
         Sweep {
             kth_contact_m: nearest.kth(),
@@ -294,9 +331,11 @@ impl Lidar {
         // Relative to the robot, a point turns by -angle.
         let (s, c) = (-angle_rad).sin_cos();
         let mut hits = 0u32;
-        for i in 0..self.beams {
-            let (px, py) = (self.x[i], self.y[i]);
-            if self.class[i] != VALID || px * px + py * py > r2 {
+        for (&px, &py) in self.near_x[..self.near]
+            .iter()
+            .zip(&self.near_y[..self.near])
+        {
+            if px * px + py * py > r2 {
                 continue;
             }
             if full_turn {
@@ -343,8 +382,7 @@ impl KNearest {
 
     fn insert(&mut self, value: f32) {
         let k = self.k;
-        // Contacts are finite or +inf; a NaN would compare as None and be rejected too.
-        if value.partial_cmp(&self.best[k - 1]) != Some(std::cmp::Ordering::Less) {
+        if value.is_nan() || value >= self.best[k - 1] {
             return;
         }
         let mut j = k - 1;
@@ -414,6 +452,7 @@ mod tests {
             ranges_m: ranges,
         };
         lidar.prepare(&scan).unwrap();
+        lidar.select_near(100.0);
         lidar
     }
 

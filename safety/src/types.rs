@@ -358,7 +358,8 @@ pub struct Verdict {
     /// False when drive power must be removed (category 0, or category 1 once stopped).
     pub power_enabled: bool,
     /// Distance (m) from the footprint to the `min_points`-th nearest obstacle point along the
-    /// translation, `+inf` when none or when the base is not translating.
+    /// translation; `+inf` when there is none within reach of the zones, or the base is not
+    /// translating.
     pub clearance_m: f32,
     /// Depth (m) of the protective zone used this tick (stopping distance + margin).
     pub protective_depth_m: f32,

@@ -252,6 +252,20 @@ fn saf_003_lateral_motion_of_a_holonomic_base_is_checked() {
 }
 
 #[test]
+fn saf_003_a_person_about_to_step_into_the_path_counts() {
+    // 1 m ahead, 0.6 m left of the centre line: off the swept path (0.4 m beside it), but at
+    // 1.6 m/s a person closes 0.4 m well within the 0.55 s the robot needs to stop from 1 m/s.
+    for (intrusion, expected) in [("0.0", Action::Pass), ("1.6", Action::Slow)] {
+        let mut rig = Rig::started(config_with("lidar", "intrusion_speed_mps", intrusion));
+        moving(&mut rig, 1.0);
+        let (x, y) = (1.0f32, 0.6f32);
+        rig.obstacle(y.atan2(x), x.hypot(y), 3);
+        let v = rig.drive(1.0, 0.0, 0.0);
+        assert_eq!(v.action, expected, "intrusion {intrusion}: {v:?}");
+    }
+}
+
+#[test]
 fn saf_003_rotation_is_direction_aware() {
     // Two points at 0.35 m, 0.49-0.51 rad: just clockwise of the front-left corner's arc
     // window. Turning clockwise sweeps the corner into them; counter-clockwise moves away.
