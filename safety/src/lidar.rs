@@ -10,9 +10,13 @@ const MAX_RANGE_LIMIT_M: f32 = 10_000.0;
 /// Below this |n·u| an edge counts as parallel to the motion.
 const PARALLEL_EPS: f32 = 1e-9;
 
-// u32 (not u8) so the counting loops vectorise alongside f32 lanes.
-const VALID: u32 = 0;
-const CLEAR: u32 = 1;
+/// Beams are processed in blocks of this many; a block with no point near enough is skipped.
+const BLOCK: usize = 16;
+/// Where beams without a point (clear, invalid, padding) are placed: beyond every zone.
+const FAR_M: f32 = 1.0e6;
+
+/// Beam classes: 0 = a point (in range, or -inf), 1 = clear (+inf), 2 = invalid. u32, not
+/// u8, so the counting loops vectorise alongside the f32 lanes.
 const INVALID: u32 = 2;
 
 /// The convex footprint as outward half-planes `n·p <= c` in the base frame.
@@ -103,15 +107,16 @@ pub(crate) struct Lidar {
     cos: Vec<f32>,
     sin: Vec<f32>,
     cache_key: Option<(u32, u32, usize)>,
-    /// Per-beam scratch: point in the base frame and class.
+    /// Per-beam scratch, padded to whole blocks: point in the base frame (`FAR_M` when the
+    /// beam has none), class, sweep interval.
     x: Vec<f32>,
     y: Vec<f32>,
     class: Vec<u32>,
-    /// Valid points near enough to matter this tick (see `select_near`), and their sweep
-    /// interval.
-    near_x: Vec<f32>,
-    near_y: Vec<f32>,
-    near: usize,
+    /// Beam ranges `[start, end)` made of whole blocks with a point within `near_r2` of the
+    /// origin, adjacent blocks merged (see `select_near`).
+    runs: Vec<(u32, u32)>,
+    run_count: usize,
+    near_r2: f32,
     lo: Vec<f32>,
     hi: Vec<f32>,
     beams: usize,
@@ -123,6 +128,7 @@ pub(crate) struct Lidar {
 impl Lidar {
     pub(crate) fn new(cfg: &LidarConfig) -> Self {
         let n = cfg.max_beams;
+        let padded = n.div_ceil(BLOCK) * BLOCK;
         Self {
             origin_x: cfg.base_from_lidar.x_m as f32,
             origin_y: cfg.base_from_lidar.y_m as f32,
@@ -132,14 +138,14 @@ impl Lidar {
             cos: vec![0.0; n],
             sin: vec![0.0; n],
             cache_key: None,
-            x: vec![0.0; n],
-            y: vec![0.0; n],
+            x: vec![FAR_M; padded],
+            y: vec![FAR_M; padded],
             class: vec![INVALID; n],
-            near_x: vec![0.0; n],
-            near_y: vec![0.0; n],
-            near: 0,
-            lo: vec![0.0; n],
-            hi: vec![0.0; n],
+            runs: vec![(0, 0); padded / BLOCK],
+            run_count: 0,
+            near_r2: 0.0,
+            lo: vec![0.0; padded],
+            hi: vec![0.0; padded],
             beams: 0,
             invalid_total: 0,
             angle_min: 0.0,
@@ -188,51 +194,60 @@ impl Lidar {
         let (rmin, rmax) = (scan.range_min_m, scan.range_max_m);
         let (ox, oy) = (self.origin_x, self.origin_y);
         let mut invalid = 0u32;
-        // Branch-free so it vectorises. REP 117: -inf = object closer than range_min (placed at
-        // the sensor: worst case), +inf = no return (clear), NaN or outside
-        // [range_min, range_max] = invalid.
-        for (((((&r, class), x), y), &c), &s) in scan.ranges_m[..n]
-            .iter()
-            .zip(&mut self.class[..n])
-            .zip(&mut self.x[..n])
-            .zip(&mut self.y[..n])
-            .zip(&self.cos[..n])
-            .zip(&self.sin[..n])
-        {
-            let in_range = r >= rmin && r <= rmax;
-            let point = in_range || r == f32::NEG_INFINITY;
+        // Branch-free (`&`/`|`, selects, arithmetic class) so it vectorises. REP 117: -inf =
+        // object closer than range_min (placed at the sensor: worst case), +inf = no return
+        // (clear), NaN or outside [range_min, range_max] = invalid.
+        let ranges = &scan.ranges_m[..n];
+        let (cos, sin) = (&self.cos[..n], &self.sin[..n]);
+        let (xs, ys, classes) = (&mut self.x[..n], &mut self.y[..n], &mut self.class[..n]);
+        for i in 0..n {
+            let r = ranges[i];
+            let in_range = (r >= rmin) & (r <= rmax);
+            let point = in_range | (r == f32::NEG_INFINITY);
             let clear = r == f32::INFINITY;
             let range = if in_range { r } else { 0.0 };
-            *class = if point {
-                VALID
-            } else if clear {
-                CLEAR
-            } else {
-                INVALID
-            };
-            invalid += u32::from(!point && !clear);
-            *x = ox + range * c;
-            *y = oy + range * s;
+            let range = if point { range } else { FAR_M };
+            // VALID 0, CLEAR 1, INVALID 2.
+            let class = u32::from(!point) * (1 + u32::from(!clear));
+            classes[i] = class;
+            invalid += u32::from(class == INVALID);
+            xs[i] = ox + range * cos[i];
+            ys[i] = oy + range * sin[i];
         }
         self.invalid_total = invalid;
-        self.near = 0;
+        let padded = n.div_ceil(BLOCK) * BLOCK;
+        self.x[n..padded].fill(FAR_M);
+        self.y[n..padded].fill(FAR_M);
+        self.run_count = 0;
         Ok(())
     }
 
-    /// Keeps the valid points within `radius_m` of the base origin for `sweep` and
+    /// Marks the blocks holding a point within `radius_m` of the base origin for `sweep` and
     /// `rotation_hits`. A point farther than the footprint's circumradius plus every zone depth
-    /// cannot be in any zone, so the costly passes skip it.
+    /// cannot be in any zone, and scans are spatially coherent, so most blocks are skipped.
     pub(crate) fn select_near(&mut self, radius_m: f32) {
         let r2 = radius_m * radius_m;
-        let mut m = 0;
-        for i in 0..self.beams {
-            let (x, y) = (self.x[i], self.y[i]);
-            // Branch-free compaction: always write, advance only for a kept point.
-            self.near_x[m] = x;
-            self.near_y[m] = y;
-            m += usize::from(self.class[i] == VALID && x * x + y * y <= r2);
+        let blocks = self.beams.div_ceil(BLOCK);
+        let mut count = 0usize;
+        for b in 0..blocks {
+            let xs = &self.x[b * BLOCK..][..BLOCK];
+            let ys = &self.y[b * BLOCK..][..BLOCK];
+            let near = xs
+                .iter()
+                .zip(ys)
+                .fold(false, |any, (x, y)| any | (x * x + y * y <= r2));
+            if near {
+                let (start, end) = ((b * BLOCK) as u32, ((b + 1) * BLOCK) as u32);
+                if count > 0 && self.runs[count - 1].1 == start {
+                    self.runs[count - 1].1 = end;
+                } else {
+                    self.runs[count] = (start, end);
+                    count += 1;
+                }
+            }
         }
-        self.near = m;
+        self.run_count = count;
+        self.near_r2 = r2;
     }
 
     /// Whether direction `(ux, uy)` (base frame, unit) lies inside the scan's field of view.
@@ -262,57 +277,83 @@ impl Lidar {
         intrusion_m: f32,
     ) -> Sweep {
         let n = self.beams;
-        let m = self.near;
-        let (x, y) = (&self.near_x[..m], &self.near_y[..m]);
-        let (lo, hi) = (&mut self.lo[..m], &mut self.hi[..m]);
-        lo.fill(0.0);
-        hi.fill(f32::INFINITY);
-        // Point p is hit after travelling t when n·(p - t·u) <= c for every edge; edge-major
-        // loops keep each pass branch-free so it vectorises.
+        let (x, y) = (&self.x, &self.y);
+        let (lo, hi) = (&mut self.lo, &mut self.hi);
+        let runs = &self.runs[..self.run_count];
+        for &(a, b) in runs {
+            let (a, b) = (a as usize, b as usize);
+            lo[a..b].fill(0.0);
+            hi[a..b].fill(f32::INFINITY);
+        }
+        // Point p is hit after travelling t when n·(p - t·u) <= c for every edge. Edge-major
+        // passes over runs of beams keep each inner loop branch-free so it vectorises
+        // (`if a > b` selects compile to packed max/min).
         for &[nx, ny, c] in footprint.edges() {
             let k = nx * ux + ny * uy;
-            if k > PARALLEL_EPS {
-                let inv = 1.0 / k;
-                for i in 0..m {
-                    lo[i] = lo[i].max((nx * x[i] + ny * y[i] - c) * inv);
-                }
-            } else if k < -PARALLEL_EPS {
-                let inv = 1.0 / k;
-                for i in 0..m {
-                    hi[i] = hi[i].min((nx * x[i] + ny * y[i] - c) * inv);
-                }
-            } else {
-                for i in 0..m {
-                    if nx * x[i] + ny * y[i] - c > 0.0 {
-                        hi[i] = -1.0;
+            let inv = 1.0 / k;
+            for &(a, b) in runs {
+                let (a, b) = (a as usize, b as usize);
+                let (xs, ys) = (&x[a..b], &y[a..b]);
+                let (los, his) = (&mut lo[a..b], &mut hi[a..b]);
+                if k > PARALLEL_EPS {
+                    for ((l, &x), &y) in los.iter_mut().zip(xs).zip(ys) {
+                        let t = (nx * x + ny * y - c) * inv;
+                        *l = if t > *l { t } else { *l };
+                    }
+                } else if k < -PARALLEL_EPS {
+                    for ((h, &x), &y) in his.iter_mut().zip(xs).zip(ys) {
+                        let t = (nx * x + ny * y - c) * inv;
+                        *h = if t < *h { t } else { *h };
+                    }
+                } else {
+                    for ((h, &x), &y) in his.iter_mut().zip(xs).zip(ys) {
+                        let outside = nx * x + ny * y - c > 0.0;
+                        *h = if outside { -1.0 } else { *h };
                     }
                 }
             }
         }
         let (front, right, left) = footprint.extent(ux, uy);
-        // Contact per beam (into `lo`), branch-free so it vectorises.
-        for ((lo, &hi), (&x, &y)) in lo.iter_mut().zip(hi.iter()).zip(x.iter().zip(y.iter())) {
-            let swept = if *lo <= hi { *lo } else { f32::INFINITY };
-            let ahead = x * ux + y * uy - front;
-            let across = y * ux - x * uy;
-            let outside = (right - across).max(across - left);
-            let intruding = ahead > 0.0 && outside <= intrusion_m;
-            *lo = if intruding { swept.min(ahead) } else { swept };
+        let r2 = self.near_r2;
+        let mut nearest = KNearest::new(self.min_points);
+        for &(a, b) in runs {
+            let (a, b) = (a as usize, b as usize);
+            let (xs, ys) = (&x[a..b], &y[a..b]);
+            let (los, his) = (&mut lo[a..b], &hi[a..b]);
+            // Contact per beam (into `lo`), branch-free.
+            for (((l, &h), &x), &y) in los.iter_mut().zip(his).zip(xs).zip(ys) {
+                let swept = if *l <= h { *l } else { f32::INFINITY };
+                let ahead = x * ux + y * uy - front;
+                let across = y * ux - x * uy;
+                let outside = (right - across).max(across - left);
+                let intruding = (ahead > 0.0) & (outside <= intrusion_m);
+                let contact = if intruding && ahead < swept {
+                    ahead
+                } else {
+                    swept
+                };
+                *l = if x * x + y * y <= r2 {
+                    contact
+                } else {
+                    f32::INFINITY
+                };
+            }
+            for &contact in los.iter() {
+                nearest.insert(contact);
+            }
         }
         let mut invalid_in_direction = 0u32;
         let mut beams_in_direction = 0u32;
-        for ((&c, &s), &class) in self.cos[..n]
+        // Without invalid beams the fraction is 0 whatever the direction: skip the pass.
+        let classes = if self.invalid_total == 0 { 0 } else { n };
+        for ((&c, &s), &class) in self.cos[..classes]
             .iter()
-            .zip(&self.sin[..n])
-            .zip(&self.class[..n])
+            .zip(&self.sin[..classes])
+            .zip(&self.class[..classes])
         {
             let in_direction = c * ux + s * uy > 0.0;
             beams_in_direction += u32::from(in_direction);
-            invalid_in_direction += u32::from(in_direction && class == INVALID);
-        }
-        let mut nearest = KNearest::new(self.min_points);
-        for &contact in lo.iter() {
-            nearest.insert(contact);
+            invalid_in_direction += u32::from(in_direction & (class == INVALID));
         }
         Sweep {
             kth_contact_m: nearest.kth(),
@@ -331,10 +372,11 @@ impl Lidar {
         // Relative to the robot, a point turns by -angle.
         let (s, c) = (-angle_rad).sin_cos();
         let mut hits = 0u32;
-        for (&px, &py) in self.near_x[..self.near]
-            .iter()
-            .zip(&self.near_y[..self.near])
-        {
+        let points = self.runs[..self.run_count].iter().flat_map(|&(a, b)| {
+            let (a, b) = (a as usize, b as usize);
+            self.x[a..b].iter().zip(&self.y[a..b])
+        });
+        for (&px, &py) in points {
             if px * px + py * py > r2 {
                 continue;
             }
