@@ -69,15 +69,13 @@ pub fn run_encounter_with_plant_brake(
         lateral
     };
     let world = World {
-        obstacles: vec![Obstacle {
-            name: "obstacle".into(),
-            shape: Shape::Circle {
-                center: [ahead + 0.35 + radius, start_y],
-                radius_m: radius,
-            },
-            velocity_mps: [0.0, if start_y < 0.0 { speed } else { -speed }],
-            active_s: (0.0, f64::INFINITY),
-        }],
+        obstacles: vec![Obstacle::circle(
+            "obstacle",
+            [ahead + 0.35 + radius, start_y],
+            radius,
+            [0.0, if start_y < 0.0 { speed } else { -speed }],
+            (0.0, f64::INFINITY),
+        )],
         time_s: 0.0,
     };
     let mut sim = Lockstep::new(config.clone(), world, 720, seed).expect("valid config");

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::Result;
 use reflex_safety::{Action, Reason, SafetyConfig, Twist};
 
-use crate::sim::{Lockstep, Obstacle, Shape, TickRecord, World};
+use crate::sim::{Lockstep, Obstacle, TickRecord, World};
 
 /// Beams of the simulated lidar (0.5° over 360°).
 pub const DEMO_BEAMS: usize = 720;
@@ -37,35 +37,19 @@ pub const TIMELINE: &[(f64, Event)] = &[
 /// briskly across the robot's path at x = 3 m around t = 3 s, and a box that drops into the
 /// path just ahead of the robot at t = 10.75 s.
 pub fn demo_world() -> World {
-    let wall = |name: &str, a: [f64; 2], b: [f64; 2]| Obstacle {
-        name: name.into(),
-        shape: Shape::Segment { a, b },
-        velocity_mps: [0.0; 2],
-        active_s: (0.0, f64::INFINITY),
-    };
     World {
         obstacles: vec![
-            wall("left wall", [-1.0, 1.5], [8.0, 1.5]),
-            wall("right wall", [-1.0, -1.5], [8.0, -1.5]),
-            wall("end wall", [8.0, -1.5], [8.0, 1.5]),
-            Obstacle {
-                name: "pedestrian".into(),
-                shape: Shape::Circle {
-                    center: [3.0, -1.3],
-                    radius_m: 0.25,
-                },
-                velocity_mps: [0.0, 1.4],
-                active_s: (2.4, 4.2),
-            },
-            Obstacle {
-                name: "dropped box".into(),
-                shape: Shape::Circle {
-                    center: [7.5, 0.1],
-                    radius_m: 0.15,
-                },
-                velocity_mps: [0.0; 2],
-                active_s: (10.75, f64::INFINITY),
-            },
+            Obstacle::wall("left wall", [-1.0, 1.5], [8.0, 1.5]),
+            Obstacle::wall("right wall", [-1.0, -1.5], [8.0, -1.5]),
+            Obstacle::wall("end wall", [8.0, -1.5], [8.0, 1.5]),
+            Obstacle::circle("pedestrian", [3.0, -1.3], 0.25, [0.0, 1.4], (2.4, 4.2)),
+            Obstacle::circle(
+                "dropped box",
+                [7.5, 0.1],
+                0.15,
+                [0.0; 2],
+                (10.75, f64::INFINITY),
+            ),
         ],
         time_s: 0.0,
     }
@@ -173,7 +157,7 @@ pub fn run(
     writeln!(out, "  collisions: {}", summary.collisions)?;
     writeln!(
         out,
-        "  final x: {:.2} m (end wall at 8.0 m)",
+        "  final x: {:.2} m (front of the box at 7.35 m, end wall at 8.0 m)",
         summary.final_x_m
     )?;
     Ok(summary)

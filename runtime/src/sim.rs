@@ -40,6 +40,34 @@ pub struct Obstacle {
     pub active_s: (f64, f64),
 }
 
+impl Obstacle {
+    /// A static wall from `a` to `b`, always present.
+    pub fn wall(name: &str, a: [f64; 2], b: [f64; 2]) -> Self {
+        Self {
+            name: name.into(),
+            shape: Shape::Segment { a, b },
+            velocity_mps: [0.0; 2],
+            active_s: (0.0, f64::INFINITY),
+        }
+    }
+
+    /// A circle (post, box, person) present and moving at `velocity_mps` during `active_s`.
+    pub fn circle(
+        name: &str,
+        center: [f64; 2],
+        radius_m: f64,
+        velocity_mps: [f64; 2],
+        active_s: (f64, f64),
+    ) -> Self {
+        Self {
+            name: name.into(),
+            shape: Shape::Circle { center, radius_m },
+            velocity_mps,
+            active_s,
+        }
+    }
+}
+
 /// The static and moving obstacles.
 #[derive(Debug, Clone, Default)]
 pub struct World {
@@ -312,24 +340,8 @@ mod tests {
     fn raycast_hits_circles_and_segments() {
         let world = World {
             obstacles: vec![
-                Obstacle {
-                    name: "post".into(),
-                    shape: Shape::Circle {
-                        center: [3.0, 0.0],
-                        radius_m: 0.5,
-                    },
-                    velocity_mps: [0.0; 2],
-                    active_s: (0.0, f64::INFINITY),
-                },
-                Obstacle {
-                    name: "wall".into(),
-                    shape: Shape::Segment {
-                        a: [0.0, 2.0],
-                        b: [5.0, 2.0],
-                    },
-                    velocity_mps: [0.0; 2],
-                    active_s: (0.0, f64::INFINITY),
-                },
+                Obstacle::circle("post", [3.0, 0.0], 0.5, [0.0; 2], (0.0, f64::INFINITY)),
+                Obstacle::wall("wall", [0.0, 2.0], [5.0, 2.0]),
             ],
             time_s: 0.0,
         };
