@@ -1,6 +1,89 @@
-//! Policy packages, registry clients, the local store and inference backends of Reflex.
+//! Policy packages and inference backends of Reflex: `policy.json` manifests, file and golden
+//! verification, and the ONNX Runtime backend (CPU; CUDA / TensorRT behind features).
 //!
-//! Empty on purpose: the package format and the ONNX Runtime backend arrive with the
-//! "policy packages and inference backend" issue. Nothing here pretends to load a model yet.
+//! # Guarantees
+//! - A package is never used unverified: every file's sha256 is checked against the manifest,
+//!   the model's real inputs and outputs are checked against the declared names, dtypes and
+//!   shapes, and the golden pairs must reproduce within tolerance (`reflex verify`).
+//! - Bad input is an error that names the file and the field; nothing panics.
+//! - A requested accelerator that is missing is an error, or an explicit CPU fallback that
+//!   the config allows and the log states; never silent (ORT's `error_on_failure`).
+//! - ONNX Runtime is loaded at run time from a path (config or `ORT_DYLIB_PATH`); a missing or
+//!   too old library is an error naming the path and the command that installs it.
+//!
+//! # Config keys (`[models]`, see [`BackendConfig`])
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `ort_library` | path | `$ORT_DYLIB_PATH` | `libonnxruntime.so.1.31.1` to load |
+//! | `accelerator` | `cpu`/`cuda`/`tensorrt` | `cpu` | execution provider |
+//! | `allow_cpu_fallback` | bool | false | run on CPU (logged) when the accelerator is missing |
+//! | `intra_threads`, `inter_threads` | usize | 1, 1 | ORT thread pools |
+//! | `engine_cache_dir` | path | `/var/cache/reflex/trt` | TensorRT engine and timing caches |
+//! | `fp16`, `int8` | bool | false | TensorRT precision flags |
+//!
+//! # Example
+//! ```no_run
+//! use reflex_models::{BackendConfig, OrtBackend, PolicyBackend, PolicyPackage, Observation, ActionChunk};
+//! let package = PolicyPackage::open("models/demo/reflex-demo-vla".as_ref())?;
+//! package.verify_files()?;
+//! let mut backend = OrtBackend::load(&package, &BackendConfig::default())?;
+//! let mut obs = Observation::for_manifest(&package.manifest);
+//! package.manifest.tokenize("go to the red marker", &mut obs.instruction);
+//! let mut chunk = ActionChunk::for_manifest(&package.manifest);
+//! backend.infer(&obs, &mut chunk)?;
+//! # Ok::<(), reflex_models::PackageError>(())
+//! ```
 
 #![forbid(unsafe_code)]
+
+mod backend;
+mod manifest;
+mod ort_backend;
+mod package;
+
+use std::path::PathBuf;
+
+pub use backend::{ActionChunk, BackendInfo, ImageData, Observation, PolicyBackend};
+pub use manifest::{
+    ActionDim, Dtype, Golden, InputRole, InputSpec, MANIFEST_FILE, Normalization, PolicyManifest,
+    SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_file,
+};
+pub use ort_backend::{Accelerator, BackendConfig, OrtBackend, load_onnx_runtime};
+pub use package::{GoldenPair, GoldenReport, PolicyPackage};
+
+/// Everything that can go wrong with a package or a backend. Messages start with what failed
+/// and name the file, field or input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackageError {
+    #[error("package: cannot read {file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("package: {file} is not valid: {problem}")]
+    Parse { file: PathBuf, problem: String },
+    #[error("package: {file}: field `{field}`: {problem}")]
+    Field {
+        file: PathBuf,
+        field: String,
+        problem: String,
+    },
+    #[error(
+        "package: digest mismatch for {file}: manifest says sha256:{expected}, file is sha256:{actual}"
+    )]
+    Digest {
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("onnxruntime: {0}")]
+    Runtime(String),
+    #[error("model {file}: {problem}")]
+    Model { file: PathBuf, problem: String },
+    #[error("inference: {0}")]
+    Inference(String),
+    #[error("golden check failed: {0}")]
+    Golden(String),
+}

@@ -12,6 +12,9 @@ use serde::Deserialize;
 pub struct ReflexConfig {
     /// `[safety]`: see `reflex_safety::SafetyConfig`.
     pub safety: reflex_safety::SafetyConfig,
+    /// `[models]`: see `reflex_models::BackendConfig` (all keys optional).
+    #[serde(default)]
+    pub models: reflex_models::BackendConfig,
 }
 
 impl ReflexConfig {

@@ -25,4 +25,5 @@
 
 pub mod config;
 pub mod demo;
+pub mod inspect;
 pub mod sim;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use reflex_runtime::{config::ReflexConfig, demo};
+use reflex_models::{Accelerator, BackendConfig, OrtBackend, PolicyBackend, PolicyPackage};
+use reflex_runtime::{config::ReflexConfig, demo, inspect};
 
 /// Reflex: a learned policy beside a real-time loop, behind a safety layer that can always veto.
 #[derive(Debug, Parser)]
@@ -31,6 +32,30 @@ enum Cmd {
         /// Seed of the lidar noise.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+    /// Print everything a policy package declares: inputs, outputs, action space and units,
+    /// normalization, control rate and horizon, safety envelope, targets, golden pairs.
+    Inspect {
+        /// The package directory (holding policy.json).
+        path: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a policy package: schema, every file's sha256, the model's real inputs and
+    /// outputs against policy.json, and the golden pairs within tolerance. Fails loudly.
+    Verify {
+        /// The package directory (holding policy.json).
+        path: PathBuf,
+        /// libonnxruntime.so.1.31.1 to load (default: $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+        /// Execution provider: cpu, cuda or tensorrt.
+        #[arg(long, default_value = "cpu")]
+        accelerator: String,
+        /// Fall back to the CPU (and say so) when the accelerator is missing.
+        #[arg(long)]
+        allow_cpu_fallback: bool,
     },
     /// Validate a config file and print the safety config hash.
     CheckConfig {
@@ -71,6 +96,60 @@ fn run(cli: Cli) -> Result<()> {
                 "the simulated robot collided {} times: the safety config does not protect this robot",
                 summary.collisions
             );
+            Ok(())
+        }
+        Cmd::Inspect { path, json } => {
+            let package = PolicyPackage::open(&path)?;
+            if json {
+                let mut value = serde_json::to_value(&package.manifest)?;
+                value["package_dir"] = path.display().to_string().into();
+                value["horizon_steps"] = package.manifest.horizon_steps().into();
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", inspect::describe(&package));
+            }
+            Ok(())
+        }
+        Cmd::Verify {
+            path,
+            ort_library,
+            accelerator,
+            allow_cpu_fallback,
+        } => {
+            let accelerator = match accelerator.as_str() {
+                "cpu" => Accelerator::Cpu,
+                "cuda" => Accelerator::Cuda,
+                "tensorrt" => Accelerator::Tensorrt,
+                other => anyhow::bail!("--accelerator {other:?}: use cpu, cuda or tensorrt"),
+            };
+            let package = PolicyPackage::open(&path)?;
+            println!(
+                "schema: ok ({} {})",
+                package.manifest.name, package.manifest.version
+            );
+            let files = package.verify_files()?;
+            println!("files: {files} sha256 ok");
+            let config = BackendConfig {
+                ort_library,
+                accelerator,
+                allow_cpu_fallback,
+                ..BackendConfig::default()
+            };
+            let mut backend = OrtBackend::load(&package, &config)?;
+            let info = backend.describe();
+            if info.provider.starts_with("cpu (fallback") {
+                eprintln!("reflex: warning: {}", info.provider);
+            }
+            println!(
+                "model: {} loaded on {} (sha256:{}), inputs and output match policy.json",
+                info.model_file, info.provider, info.model_digest
+            );
+            let report = backend.check_golden(&package.golden_pairs()?)?;
+            println!(
+                "golden: {} pairs within tolerance (max abs error {:.3e})",
+                report.pairs, report.max_abs_error
+            );
+            println!("verified: {}", path.display());
             Ok(())
         }
         Cmd::CheckConfig { config } => {

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Builds Reflex's demo policy packages, reproducibly (same bytes on every run).
+
+  reflex-demo-vla/  a small VLA-shaped ONNX model, constructed (not trained):
+                    image uint8 [1,3,96,96] + state float32 [1,3] + instruction int64 [1,8]
+                    -> action chunk float32 [1,20,3] (base vx, vy, wz at 50 Hz, normalized).
+                    The instruction picks the goal colour ("red" or "blue"); the image's pixels
+                    of that colour steer: turn toward their horizontal centroid, drive forward
+                    when it is centred, slow as it fills the view, rotate to search when it is
+                    not visible. The chunk blends from the measured velocity (state) to that
+                    target over the first 5 steps.
+  tiny-mlp/         a 16-64-64-60 MLP on the state only, for the inference benchmark.
+
+Each package gets policy.json (with sha256 of every file) and golden.json (input/output pairs
+computed here with numpy, checked against onnxruntime when it is installed).
+
+Usage: python3 models/demo/make_demo_policies.py [--out models/demo] [--check]
+  --check  rebuild in a temporary folder and fail if any byte differs from --out.
+Needs: numpy, onnx (pinned in models/demo/requirements.txt).
+"""
+import argparse
+import filecmp
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+H, A = 20, 3
+RATE_HZ = 50.0
+VOCAB = ["<pad>", "<unk>", "go", "to", "the", "red", "blue", "marker", "drive", "find"]
+TOKENS = 8
+# Normalization of state and actions (both base velocities): a_n = a / std.
+STD = np.array([0.5, 0.5, 1.0], dtype=np.float32)
+
+
+def const(name, array):
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name))
+
+
+def demo_vla_model():
+    f32 = np.float32
+    nodes = [
+        const("c255", f32(255.0)),
+        const("half", f32(0.5)),
+        const("thresh", f32(0.25)),
+        const("eps", f32(1e-3)),
+        const("soft", f32(20.0)),
+        const("one", f32(1.0)),
+        const("area", f32(96 * 96 * 0.3)),
+        const("k_turn", f32(1.5)),
+        const("search", f32(0.4)),
+        const("v_fwd", f32(0.6)),
+        const("tok_red", np.int64(VOCAB.index("red"))),
+        const("tok_blue", np.int64(VOCAB.index("blue"))),
+        const("cols", np.linspace(-1.0, 1.0, 96, dtype=f32).reshape(1, 1, 1, 96)),
+        const("axes_img", np.array([1, 2, 3], dtype=np.int64)),
+        const("shape_b111", np.array([1, 1, 1, 1], dtype=np.int64)),
+        const("shape_b13", np.array([1, 1, 1], dtype=np.int64)),
+        const("shape_b113", np.array([1, 1, 3], dtype=np.int64)),
+        const("std", STD.reshape(1, 1, 3)),
+        const("alpha", np.minimum(1.0, (np.arange(H, dtype=f32) + 1.0) / 5.0).reshape(1, H, 1).astype(f32)),
+        const("zero3", np.zeros((1, 1, 1), dtype=f32)),
+        const("split3", np.array([1, 1, 1], dtype=np.int64)),
+        # image -> [0, 1] floats, channels
+        helper.make_node("Cast", ["image"], ["img_f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["img_f", "c255"], ["img"]),
+        helper.make_node("Split", ["img", "split3"], ["R", "G", "B"], axis=1),
+        # colour masks: a channel clearly above the mean of the other two
+        helper.make_node("Add", ["G", "B"], ["GB"]),
+        helper.make_node("Mul", ["GB", "half"], ["GB2"]),
+        helper.make_node("Sub", ["R", "GB2"], ["r0"]),
+        helper.make_node("Sub", ["r0", "thresh"], ["r1"]),
+        helper.make_node("Relu", ["r1"], ["red"]),
+        helper.make_node("Add", ["R", "G"], ["RG"]),
+        helper.make_node("Mul", ["RG", "half"], ["RG2"]),
+        helper.make_node("Sub", ["B", "RG2"], ["b0"]),
+        helper.make_node("Sub", ["b0", "thresh"], ["b1"]),
+        helper.make_node("Relu", ["b1"], ["blue"]),
+        # instruction: which colour is asked for
+        helper.make_node("Equal", ["instruction", "tok_red"], ["is_red"]),
+        helper.make_node("Cast", ["is_red"], ["is_red_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["is_red_f"], ["want_red0"], axes=[1], keepdims=1),
+        helper.make_node("Reshape", ["want_red0", "shape_b111"], ["want_red"]),
+        helper.make_node("Equal", ["instruction", "tok_blue"], ["is_blue"]),
+        helper.make_node("Cast", ["is_blue"], ["is_blue_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["is_blue_f"], ["want_blue0"], axes=[1], keepdims=1),
+        helper.make_node("Reshape", ["want_blue0", "shape_b111"], ["want_blue"]),
+        helper.make_node("Mul", ["red", "want_red"], ["m_red"]),
+        helper.make_node("Mul", ["blue", "want_blue"], ["m_blue"]),
+        helper.make_node("Add", ["m_red", "m_blue"], ["mask"]),
+        # centroid, visibility, size
+        helper.make_node("ReduceSum", ["mask", "axes_img"], ["mass"], keepdims=1),
+        helper.make_node("Mul", ["mask", "cols"], ["mx_map"]),
+        helper.make_node("ReduceSum", ["mx_map", "axes_img"], ["mx"], keepdims=1),
+        helper.make_node("Add", ["mass", "eps"], ["mass_e"]),
+        helper.make_node("Div", ["mx", "mass_e"], ["offset"]),
+        helper.make_node("Add", ["mass", "soft"], ["mass_s"]),
+        helper.make_node("Div", ["mass", "mass_s"], ["visible"]),
+        helper.make_node("Div", ["mass", "area"], ["size0"]),
+        helper.make_node("Min", ["size0", "one"], ["size"]),
+        # target velocities
+        helper.make_node("Mul", ["offset", "k_turn"], ["turn0"]),
+        helper.make_node("Mul", ["turn0", "visible"], ["turn1"]),
+        helper.make_node("Neg", ["turn1"], ["turn"]),
+        helper.make_node("Sub", ["one", "visible"], ["unseen"]),
+        helper.make_node("Mul", ["unseen", "search"], ["seek"]),
+        helper.make_node("Add", ["turn", "seek"], ["wz"]),
+        helper.make_node("Abs", ["offset"], ["abs_off"]),
+        helper.make_node("Sub", ["one", "abs_off"], ["centred"]),
+        helper.make_node("Sub", ["one", "size"], ["room"]),
+        helper.make_node("Mul", ["centred", "room"], ["go0"]),
+        helper.make_node("Mul", ["go0", "visible"], ["go1"]),
+        helper.make_node("Mul", ["go1", "v_fwd"], ["vx"]),
+        helper.make_node("Reshape", ["vx", "shape_b13"], ["vx3"]),
+        helper.make_node("Reshape", ["wz", "shape_b13"], ["wz3"]),
+        helper.make_node("Concat", ["vx3", "zero3", "wz3"], ["target"], axis=2),
+        helper.make_node("Div", ["target", "std"], ["target_n"]),
+        # blend from the measured (normalized) velocity over the first steps
+        helper.make_node("Reshape", ["state", "shape_b113"], ["state3"]),
+        helper.make_node("Sub", ["target_n", "state3"], ["delta"]),
+        helper.make_node("Mul", ["delta", "alpha"], ["ramp"]),
+        helper.make_node("Add", ["state3", "ramp"], ["actions"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "reflex_demo_vla",
+        [
+            helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 3, 96, 96]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("instruction", TensorProto.INT64, [1, TOKENS]),
+        ],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, H, A])],
+    )
+    return graph
+
+
+def demo_vla_reference(image, state, instruction):
+    """numpy twin of the graph, for golden outputs."""
+    img = image.astype(np.float32) / np.float32(255.0)
+    R, G, B = img[:, 0:1], img[:, 1:2], img[:, 2:3]
+    red = np.maximum(R - (G + B) * np.float32(0.5) - np.float32(0.25), 0)
+    blue = np.maximum(B - (R + G) * np.float32(0.5) - np.float32(0.25), 0)
+    want_red = np.float32((instruction == VOCAB.index("red")).any())
+    want_blue = np.float32((instruction == VOCAB.index("blue")).any())
+    mask = red * want_red + blue * want_blue
+    cols = np.linspace(-1.0, 1.0, 96, dtype=np.float32).reshape(1, 1, 1, 96)
+    mass = mask.sum(dtype=np.float32)
+    offset = (mask * cols).sum(dtype=np.float32) / (mass + np.float32(1e-3))
+    visible = mass / (mass + np.float32(20.0))
+    size = min(mass / np.float32(96 * 96 * 0.3), np.float32(1.0))
+    wz = -(offset * np.float32(1.5)) * visible + (1 - visible) * np.float32(0.4)
+    vx = (1 - abs(offset)) * (1 - size) * visible * np.float32(0.6)
+    target = np.array([vx, 0.0, wz], dtype=np.float32).reshape(1, 1, 3) / STD.reshape(1, 1, 3)
+    alpha = np.minimum(1.0, (np.arange(H, dtype=np.float32) + 1.0) / 5.0).reshape(1, H, 1).astype(np.float32)
+    s = state.reshape(1, 1, 3)
+    return (s + (target - s) * alpha).astype(np.float32)
+
+
+def tiny_mlp_model():
+    rng = np.random.default_rng(7)
+    w = [rng.normal(0, 0.2, s).astype(np.float32) for s in [(16, 64), (64, 64), (64, H * A)]]
+    b = [np.zeros(s, dtype=np.float32) for s in [64, 64, H * A]]
+    nodes = []
+    x = "state"
+    for i in range(3):
+        nodes += [const(f"w{i}", w[i]), const(f"b{i}", b[i])]
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"]))
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [f"h{i}"], [f"a{i}"]))
+            x = f"a{i}"
+    nodes += [const("shape", np.array([1, H, A], dtype=np.int64)), helper.make_node("Reshape", ["h2", "shape"], ["actions"])]
+    graph = helper.make_graph(
+        nodes,
+        "reflex_tiny_mlp",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, H, A])],
+    )
+    return graph, w, b
+
+
+def tiny_mlp_reference(state, w, b):
+    h = np.maximum(state @ w[0] + b[0], 0)
+    h = np.maximum(h @ w[1] + b[1], 0)
+    return (h @ w[2] + b[2]).reshape(1, H, A).astype(np.float32)
+
+
+def save_model(graph, path):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="reflex-make-demo-policies")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString(deterministic=True))
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def blob_image(colour, column, radius=10):
+    """A 96x96 grey image with a coloured disc centred at `column`."""
+    img = np.full((1, 3, 96, 96), 90, dtype=np.uint8)
+    yy, xx = np.mgrid[0:96, 0:96]
+    disc = (yy - 48) ** 2 + (xx - column) ** 2 <= radius**2
+    rgb = {"red": (220, 30, 30), "blue": (30, 40, 220)}[colour]
+    for c in range(3):
+        img[0, c][disc] = rgb[c]
+    return img
+
+
+def tokens(text):
+    ids = [VOCAB.index(w) if w in VOCAB else 1 for w in text.lower().split()][:TOKENS]
+    return np.array([ids + [0] * (TOKENS - len(ids))], dtype=np.int64)
+
+
+def write_package(out, name, version, description, model_file, inputs, golden, extra):
+    pkg = os.path.join(out, name)
+    golden_path = os.path.join(pkg, "golden.json")
+    with open(golden_path, "w") as f:
+        json.dump(golden, f, separators=(",", ":"))
+        f.write("\n")
+    manifest = {
+        "schema_version": 1,
+        "name": name,
+        "version": version,
+        "description": description,
+        "inputs": inputs,
+        "outputs": [{"name": "actions", "dtype": "float32", "shape": [1, H, A]}],
+        "action_space": [
+            {"name": "vx", "unit": "m/s", "drives": "base_vx"},
+            {"name": "vy", "unit": "m/s", "drives": "base_vy"},
+            {"name": "wz", "unit": "rad/s", "drives": "base_wz"},
+        ],
+        "control_rate_hz": RATE_HZ,
+        "chunk_horizon_s": H / RATE_HZ,
+        "safety_envelope": {"max_vx_mps": 0.6, "max_vy_mps": 0.0, "max_wz_radps": 1.5},
+        "targets": [{"kind": "onnx", "file": model_file, "sha256": sha256(os.path.join(pkg, model_file))}],
+        "golden": {"file": "golden.json", "sha256": sha256(golden_path), "tolerance": {"abs": 1e-4, "rel": 1e-4}},
+    }
+    manifest.update(extra)
+    with open(os.path.join(pkg, "policy.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+
+
+def build(out):
+    # reflex-demo-vla
+    pkg = os.path.join(out, "reflex-demo-vla")
+    os.makedirs(pkg, exist_ok=True)
+    save_model(demo_vla_model(), os.path.join(pkg, "model.onnx"))
+    cases = [
+        ("go to the red marker", blob_image("red", 20), [0.0, 0.0, 0.0]),
+        ("go to the blue marker", blob_image("blue", 70), [0.4, 0.0, -0.2]),
+        ("go to the red marker", blob_image("blue", 48), [0.2, 0.0, 0.0]),
+        ("find the blue marker", blob_image("blue", 48, radius=30), [0.6, 0.0, 0.0]),
+    ]
+    golden = []
+    for text, image, state in cases:
+        state_n = (np.array(state, dtype=np.float32) / STD).reshape(1, 3)
+        ins = tokens(text)
+        golden.append({
+            "note": text,
+            "inputs": {
+                "image": image.flatten().tolist(),
+                "state": state_n.flatten().tolist(),
+                "instruction": ins.flatten().tolist(),
+            },
+            "outputs": {"actions": demo_vla_reference(image, state_n, ins).flatten().tolist()},
+        })
+    norm = {"state": {"mean": [0.0] * 3, "std": STD.tolist()}, "action": {"mean": [0.0] * 3, "std": STD.tolist()}}
+    write_package(
+        out, "reflex-demo-vla", "0.1.0",
+        "Constructed demo VLA: drives a base toward the red or blue marker named in the instruction.",
+        "model.onnx",
+        [
+            {"name": "image", "dtype": "uint8", "shape": [1, 3, 96, 96], "role": "image"},
+            {"name": "state", "dtype": "float32", "shape": [1, 3], "role": "state"},
+            {"name": "instruction", "dtype": "int64", "shape": [1, TOKENS], "role": "instruction_tokens"},
+        ],
+        golden,
+        {"normalization": norm, "instruction_vocabulary": VOCAB},
+    )
+    # tiny-mlp
+    pkg = os.path.join(out, "tiny-mlp")
+    os.makedirs(pkg, exist_ok=True)
+    graph, w, b = tiny_mlp_model()
+    save_model(graph, os.path.join(pkg, "model.onnx"))
+    rng = np.random.default_rng(11)
+    golden = []
+    for _ in range(3):
+        s = rng.normal(0, 1, (1, 16)).astype(np.float32)
+        golden.append({"note": "random state", "inputs": {"state": s.flatten().tolist()},
+                       "outputs": {"actions": tiny_mlp_reference(s, w, b).flatten().tolist()}})
+    norm = {"state": {"mean": [0.0] * 16, "std": [1.0] * 16}, "action": {"mean": [0.0] * 3, "std": [1.0] * 3}}
+    write_package(
+        out, "tiny-mlp", "0.1.0", "A 16-64-64-60 MLP on the state only, for benchmarks.", "model.onnx",
+        [{"name": "state", "dtype": "float32", "shape": [1, 16], "role": "state"}],
+        golden, {"normalization": norm},
+    )
+    check_with_onnxruntime(out)
+
+
+def check_with_onnxruntime(out):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime not installed: golden outputs checked against numpy only")
+        return
+    for name in ["reflex-demo-vla", "tiny-mlp"]:
+        pkg = os.path.join(out, name)
+        manifest = json.load(open(os.path.join(pkg, "policy.json")))
+        sess = ort.InferenceSession(os.path.join(pkg, "model.onnx"), providers=["CPUExecutionProvider"])
+        dtypes = {"uint8": np.uint8, "float32": np.float32, "int64": np.int64}
+        for pair in json.load(open(os.path.join(pkg, "golden.json"))):
+            feeds = {i["name"]: np.array(pair["inputs"][i["name"]], dtype=dtypes[i["dtype"]]).reshape(i["shape"])
+                     for i in manifest["inputs"]}
+            got = sess.run(None, feeds)[0].flatten()
+            want = np.array(pair["outputs"]["actions"], dtype=np.float32)
+            err = np.abs(got - want).max()
+            assert err <= 1e-4, f"{name}: onnxruntime differs from the numpy reference by {err}"
+    print("golden outputs match onnxruntime", ort.__version__)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    if not args.check:
+        build(args.out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        build(tmp)
+        bad = []
+        for name in ["reflex-demo-vla", "tiny-mlp"]:
+            for f in ["policy.json", "golden.json", "model.onnx"]:
+                if not filecmp.cmp(os.path.join(tmp, name, f), os.path.join(args.out, name, f), shallow=False):
+                    bad.append(f"{name}/{f}")
+        if bad:
+            sys.exit("not reproducible, these differ from a fresh build: " + ", ".join(bad))
+        print("reproducible: a fresh build matches", args.out, "byte for byte")
+
+
+if __name__ == "__main__":
+    main()

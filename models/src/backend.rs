@@ -1,0 +1,94 @@
+//! The backend interface: preallocated observations in, preallocated action chunks out.
+
+use crate::manifest::{InputRole, PolicyManifest};
+use crate::{Dtype, PackageError};
+
+/// Camera image in the dtype the model declares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageData {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+/// One observation, sized from the manifest once and refilled in place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Observation time on the monotonic clock (ns), copied into the chunk.
+    pub t_obs_ns: u64,
+    /// NCHW image, if the policy takes one.
+    pub image: Option<ImageData>,
+    /// Robot state in physical units (normalized by the backend).
+    pub state: Vec<f32>,
+    /// Instruction token ids (see `PolicyManifest::tokenize`).
+    pub instruction: Vec<i64>,
+}
+
+impl Observation {
+    /// Zeroed buffers with the shapes and dtypes of `manifest`'s inputs.
+    pub fn for_manifest(manifest: &PolicyManifest) -> Self {
+        let len = |role| {
+            manifest
+                .input(role)
+                .map_or(0, |i| i.shape.iter().product::<i64>() as usize)
+        };
+        Self {
+            t_obs_ns: 0,
+            image: manifest.input(InputRole::Image).map(|i| match i.dtype {
+                Dtype::Uint8 => ImageData::U8(vec![0; len(InputRole::Image)]),
+                _ => ImageData::F32(vec![0.0; len(InputRole::Image)]),
+            }),
+            state: vec![0.0; len(InputRole::State)],
+            instruction: vec![0; len(InputRole::InstructionTokens)],
+        }
+    }
+}
+
+/// H × A actions in physical units (denormalized), row-major by step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionChunk {
+    pub t_obs_ns: u64,
+    pub horizon: usize,
+    pub dims: usize,
+    pub actions: Vec<f32>,
+    /// sha256 of the model that produced it.
+    pub model_digest: String,
+}
+
+impl ActionChunk {
+    pub fn for_manifest(manifest: &PolicyManifest) -> Self {
+        let (horizon, dims) = (manifest.horizon_steps(), manifest.action_space.len());
+        Self {
+            t_obs_ns: 0,
+            horizon,
+            dims,
+            actions: vec![0.0; horizon * dims],
+            model_digest: String::new(),
+        }
+    }
+
+    /// Action `step` (0-based) as a slice of `dims` values.
+    pub fn step(&self, step: usize) -> &[f32] {
+        &self.actions[step * self.dims..(step + 1) * self.dims]
+    }
+}
+
+/// What a loaded backend is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub backend: &'static str,
+    /// Execution provider actually in use (`cpu`, `cuda`, `tensorrt`).
+    pub provider: String,
+    pub model_file: String,
+    pub model_digest: String,
+    pub intra_threads: usize,
+}
+
+/// A loaded policy. `infer` writes into a preallocated chunk.
+pub trait PolicyBackend: Send {
+    fn describe(&self) -> BackendInfo;
+    /// Runs `runs` inferences on a zero observation (first-run allocations, kernel selection).
+    fn warm_up(&mut self, runs: usize) -> Result<(), PackageError>;
+    /// Runs the policy on `obs`; a NaN/Inf output or a wrong-shaped observation is an error and
+    /// leaves `out` untouched.
+    fn infer(&mut self, obs: &Observation, out: &mut ActionChunk) -> Result<(), PackageError>;
+}

@@ -1,0 +1,548 @@
+//! `policy.json`: the manifest of a policy package (schema version 1), parsed with unknown
+//! fields rejected, then checked field by field; every error names the file and the field.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::PackageError;
+
+/// The only schema version this build reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Name of the manifest inside a package directory.
+pub const MANIFEST_FILE: &str = "policy.json";
+
+/// Tensor element types a policy may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    Uint8,
+    Float32,
+    Int64,
+}
+
+/// What an input carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputRole {
+    /// Egocentric camera image, NCHW.
+    Image,
+    /// Robot state vector, [1, S].
+    State,
+    /// Instruction token ids, [1, T].
+    InstructionTokens,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<i64>,
+    pub role: InputRole,
+}
+
+/// One action dimension: its unit and the safety axis it drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDim {
+    pub name: String,
+    pub unit: String,
+    /// `base_vx`, `base_vy`, `base_wz`, `joint_<i>_position`, `joint_<i>_velocity` or `gripper`.
+    pub drives: String,
+}
+
+/// Per-dimension statistics: mean/std or min/max (exactly one pair).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    pub state: Stats,
+    pub action: Stats,
+}
+
+/// The envelope the policy was trained for; the runtime refuses a policy whose envelope exceeds
+/// the robot's safety limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyEnvelope {
+    pub max_vx_mps: f64,
+    #[serde(default)]
+    pub max_vy_mps: f64,
+    pub max_wz_radps: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// Portable ONNX model, runs anywhere ONNX Runtime does.
+    Onnx,
+    /// A prebuilt TensorRT engine wrapped as an ORT EP-context model.
+    TensorrtEpContext,
+}
+
+/// One artifact of the package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// Path relative to the package directory.
+    pub file: String,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+    /// `x86_64` or `aarch64` (engines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// CUDA compute capability, e.g. `87` for Orin (engines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_sm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorrt_version: Option<String>,
+    /// `fp32`, `fp16` or `int8` (engines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    pub abs: f32,
+    pub rel: f32,
+}
+
+/// Golden input/output pairs, stored in a JSON file of the package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Golden {
+    pub file: String,
+    pub sha256: String,
+    pub tolerance: Tolerance,
+}
+
+/// `policy.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyManifest {
+    pub schema_version: u32,
+    pub name: String,
+    /// Semantic version, `MAJOR.MINOR.PATCH[-PRE]`.
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    pub inputs: Vec<InputSpec>,
+    /// Exactly one output: the action chunk, float32 `[1, H, A]`.
+    pub outputs: Vec<TensorSpec>,
+    pub action_space: Vec<ActionDim>,
+    pub normalization: Normalization,
+    pub control_rate_hz: f64,
+    pub chunk_horizon_s: f64,
+    pub safety_envelope: SafetyEnvelope,
+    pub targets: Vec<Target>,
+    pub golden: Golden,
+    /// Word-level vocabulary for the instruction input: id = index; unknown words map to
+    /// `<unk>` (index 1), padding is `<pad>` (index 0). Required when an instruction input exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction_vocabulary: Option<Vec<String>>,
+}
+
+fn field_error(field: impl Into<String>, problem: impl Into<String>) -> PackageError {
+    PackageError::Field {
+        file: PathBuf::from(MANIFEST_FILE),
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn check_semver(version: &str) -> bool {
+    let (core, pre) = version.split_once('-').unwrap_or((version, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        && (version.len() == core.len()
+            || (!pre.is_empty()
+                && pre
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')))
+}
+
+fn check_relative(field: &str, file: &str) -> Result<(), PackageError> {
+    let path = Path::new(file);
+    let inside = !file.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside {
+        Ok(())
+    } else {
+        Err(field_error(
+            field,
+            format!("`{file}` must be a relative path inside the package (no `..`, not absolute)"),
+        ))
+    }
+}
+
+fn check_sha256(field: &str, digest: &str) -> Result<(), PackageError> {
+    if digest.len() == 64
+        && digest
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        Ok(())
+    } else {
+        Err(field_error(
+            field,
+            format!("`{digest}` is not 64 lowercase hex digits (sha256sum output)"),
+        ))
+    }
+}
+
+fn check_stats(field: &str, stats: &Stats, dims: usize) -> Result<(), PackageError> {
+    let pair = match (&stats.mean, &stats.std, &stats.min, &stats.max) {
+        (Some(mean), Some(std), None, None) => {
+            if let Some(i) = std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(field_error(
+                    format!("{field}.std[{i}]"),
+                    format!("must be finite and > 0, got {}", std[i]),
+                ));
+            }
+            (mean, std, "mean", "std")
+        }
+        (None, None, Some(min), Some(max)) => {
+            if let Some(i) = (0..min.len().min(max.len()))
+                .find(|&i| min[i].partial_cmp(&max[i]) != Some(std::cmp::Ordering::Less))
+            {
+                return Err(field_error(
+                    format!("{field}.min[{i}]"),
+                    format!("min must be < max, got {} and {}", min[i], max[i]),
+                ));
+            }
+            (min, max, "min", "max")
+        }
+        _ => {
+            return Err(field_error(
+                field,
+                "missing normalization statistics: give either `mean` and `std` or `min` and `max`",
+            ));
+        }
+    };
+    for (values, name) in [(pair.0, pair.2), (pair.1, pair.3)] {
+        if values.len() != dims {
+            return Err(field_error(
+                format!("{field}.{name}"),
+                format!(
+                    "has {} entries, the tensor has {dims} dimensions",
+                    values.len()
+                ),
+            ));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(field_error(
+                format!("{field}.{name}[{i}]"),
+                "is not a finite number",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_axis(drives: &str) -> bool {
+    matches!(drives, "base_vx" | "base_vy" | "base_wz" | "gripper")
+        || drives
+            .strip_prefix("joint_")
+            .and_then(|rest| {
+                rest.strip_suffix("_position")
+                    .or_else(|| rest.strip_suffix("_velocity"))
+            })
+            .is_some_and(|i| {
+                i.parse::<u8>()
+                    .is_ok_and(|i| (i as usize) < reflex_safety::MAX_JOINTS)
+            })
+}
+
+impl PolicyManifest {
+    /// Parses `policy.json` text; unknown fields are refused.
+    pub fn parse(text: &str) -> Result<Self, PackageError> {
+        let manifest: PolicyManifest =
+            serde_json::from_str(text).map_err(|e| PackageError::Parse {
+                file: PathBuf::from(MANIFEST_FILE),
+                problem: e.to_string(),
+            })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Chunk horizon in control steps, H.
+    pub fn horizon_steps(&self) -> usize {
+        (self.chunk_horizon_s * self.control_rate_hz).round() as usize
+    }
+
+    /// Token ids of `text` for the instruction input: lowercase words looked up in the
+    /// vocabulary (`<unk>` otherwise), truncated or padded with `<pad>` to `out.len()`.
+    pub fn tokenize(&self, text: &str, out: &mut [i64]) {
+        out.fill(0);
+        let Some(vocab) = &self.instruction_vocabulary else {
+            return;
+        };
+        for (slot, word) in out.iter_mut().zip(text.split_whitespace()) {
+            let word = word
+                .trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase();
+            *slot = vocab.iter().position(|v| *v == word).unwrap_or(1) as i64;
+        }
+    }
+
+    /// The input with `role`, if any.
+    pub fn input(&self, role: InputRole) -> Option<&InputSpec> {
+        self.inputs.iter().find(|i| i.role == role)
+    }
+
+    /// Field-by-field checks (stage 2).
+    pub fn validate(&self) -> Result<(), PackageError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(field_error(
+                "schema_version",
+                format!(
+                    "this reflex reads schema {SCHEMA_VERSION}, the package has {}; repack it with a matching `reflex pack`",
+                    self.schema_version
+                ),
+            ));
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+        {
+            return Err(field_error(
+                "name",
+                format!(
+                    "`{}` must be non-empty lowercase letters, digits, `-`, `_`, `.`",
+                    self.name
+                ),
+            ));
+        }
+        if !check_semver(&self.version) {
+            return Err(field_error(
+                "version",
+                format!("`{}` is not a semantic version like 1.2.3", self.version),
+            ));
+        }
+        if !(self.control_rate_hz.is_finite() && self.control_rate_hz > 0.0) {
+            return Err(field_error(
+                "control_rate_hz",
+                "must be a finite number > 0",
+            ));
+        }
+        if !(self.chunk_horizon_s.is_finite() && self.chunk_horizon_s > 0.0) {
+            return Err(field_error(
+                "chunk_horizon_s",
+                "must be a finite number > 0",
+            ));
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            let field = |f: &str| format!("inputs[{i}].{f}");
+            if self.inputs[..i].iter().any(|o| o.name == input.name) {
+                return Err(field_error(
+                    field("name"),
+                    format!("`{}` appears twice", input.name),
+                ));
+            }
+            if self.inputs[..i].iter().any(|o| o.role == input.role) {
+                return Err(field_error(field("role"), "each role may appear once"));
+            }
+            if input.shape.is_empty() || input.shape.iter().any(|&d| d <= 0) {
+                return Err(field_error(
+                    field("shape"),
+                    format!(
+                        "{:?}: every dimension must be > 0 (fixed shapes only)",
+                        input.shape
+                    ),
+                ));
+            }
+            let (dtypes, rank): (&[Dtype], usize) = match input.role {
+                InputRole::Image => (&[Dtype::Uint8, Dtype::Float32], 4),
+                InputRole::State => (&[Dtype::Float32], 2),
+                InputRole::InstructionTokens => (&[Dtype::Int64], 2),
+            };
+            if !dtypes.contains(&input.dtype) {
+                return Err(field_error(
+                    field("dtype"),
+                    format!(
+                        "{:?} is not allowed for role {:?}; use one of {dtypes:?}",
+                        input.dtype, input.role
+                    ),
+                ));
+            }
+            if input.shape.len() != rank || input.shape[0] != 1 {
+                return Err(field_error(
+                    field("shape"),
+                    format!(
+                        "{:?}: role {:?} needs rank {rank} with batch 1",
+                        input.shape, input.role
+                    ),
+                ));
+            }
+        }
+        let Some(state) = self.input(InputRole::State) else {
+            return Err(field_error("inputs", "no input has role `state`"));
+        };
+        let [output] = self.outputs.as_slice() else {
+            return Err(field_error(
+                "outputs",
+                format!(
+                    "exactly one output (the action chunk) is supported, got {}",
+                    self.outputs.len()
+                ),
+            ));
+        };
+        let a = self.action_space.len();
+        let h = self.horizon_steps();
+        if output.dtype != Dtype::Float32 || output.shape != [1, h as i64, a as i64] {
+            return Err(field_error(
+                "outputs[0].shape",
+                format!(
+                    "{:?} {:?}: the action chunk must be float32 [1, H, A] = [1, {h}, {a}] (H = chunk_horizon_s × control_rate_hz, A = action_space entries)",
+                    output.dtype, output.shape
+                ),
+            ));
+        }
+        if a == 0 {
+            return Err(field_error("action_space", "is empty"));
+        }
+        for (i, dim) in self.action_space.iter().enumerate() {
+            if !valid_axis(&dim.drives) {
+                return Err(field_error(
+                    format!("action_space[{i}].drives"),
+                    format!(
+                        "`{}` is not a safety axis: base_vx, base_vy, base_wz, joint_<i>_position, joint_<i>_velocity or gripper",
+                        dim.drives
+                    ),
+                ));
+            }
+            if self.action_space[..i]
+                .iter()
+                .any(|d| d.drives == dim.drives)
+            {
+                return Err(field_error(
+                    format!("action_space[{i}].drives"),
+                    format!("`{}` is driven twice", dim.drives),
+                ));
+            }
+        }
+        check_stats(
+            "normalization.state",
+            &self.normalization.state,
+            state.shape[1] as usize,
+        )?;
+        check_stats("normalization.action", &self.normalization.action, a)?;
+        let e = &self.safety_envelope;
+        for (name, v) in [
+            ("max_vx_mps", e.max_vx_mps),
+            ("max_vy_mps", e.max_vy_mps),
+            ("max_wz_radps", e.max_wz_radps),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(field_error(
+                    format!("safety_envelope.{name}"),
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        if !self.targets.iter().any(|t| t.kind == TargetKind::Onnx) {
+            return Err(field_error(
+                "targets",
+                "no portable `onnx` target: every package needs one",
+            ));
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            check_relative(&format!("targets[{i}].file"), &target.file)?;
+            check_sha256(&format!("targets[{i}].sha256"), &target.sha256)?;
+            if target.kind == TargetKind::TensorrtEpContext
+                && (target.arch.is_none()
+                    || target.gpu_sm.is_none()
+                    || target.tensorrt_version.is_none()
+                    || target.precision.is_none())
+            {
+                return Err(field_error(
+                    format!("targets[{i}]"),
+                    "a tensorrt_ep_context target needs arch, gpu_sm, tensorrt_version and precision",
+                ));
+            }
+        }
+        if let Some(tokens) = self.input(InputRole::InstructionTokens) {
+            match &self.instruction_vocabulary {
+                Some(v) if v.len() >= 2 && v[0] == "<pad>" && v[1] == "<unk>" => {}
+                _ => {
+                    return Err(field_error(
+                        "instruction_vocabulary",
+                        format!(
+                            "input `{}` takes instruction tokens, so a vocabulary starting with \"<pad>\", \"<unk>\" is required",
+                            tokens.name
+                        ),
+                    ));
+                }
+            }
+        }
+        check_relative("golden.file", &self.golden.file)?;
+        check_sha256("golden.sha256", &self.golden.sha256)?;
+        let t = self.golden.tolerance;
+        if !(t.abs.is_finite() && t.abs >= 0.0 && t.rel.is_finite() && t.rel >= 0.0) {
+            return Err(field_error(
+                "golden.tolerance",
+                "abs and rel must be finite and >= 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Lowercase hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! The `reflex` binary as a user runs it: exit codes and messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ort_library() -> PathBuf {
+    let path = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            repo().join(
+                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
+            )
+        });
+    assert!(
+        path.is_file(),
+        "ONNX Runtime not found at {}: run `bash scripts/test`",
+        path.display()
+    );
+    path
+}
+
+fn reflex(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .expect("run reflex")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn verify_passes_on_the_demo_packages() {
+    let lib = ort_library();
+    for pkg in ["models/demo/reflex-demo-vla", "models/demo/tiny-mlp"] {
+        let out = reflex(&["verify", pkg, "--ort-library", lib.to_str().unwrap()]);
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(
+            t.contains("sha256 ok") && t.contains("within tolerance") && t.contains("verified:"),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn verify_explains_a_missing_or_wrong_library() {
+    let pkg = "models/demo/tiny-mlp";
+    let out = reflex(&["verify", pkg]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("ORT_DYLIB_PATH") && text(&out).contains("scripts/setup-python"),
+        "{}",
+        text(&out)
+    );
+
+    let out = reflex(&[
+        "verify",
+        pkg,
+        "--ort-library",
+        "/nonexistent/libonnxruntime.so.1.31.1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("library not found at /nonexistent/libonnxruntime.so.1.31.1"),
+        "{}",
+        text(&out)
+    );
+
+    let old = repo().join(".venv/old-ort/libonnxruntime.so.1.20.1");
+    assert!(
+        old.is_file(),
+        "{} missing: run `bash scripts/setup-python`",
+        old.display()
+    );
+    let out = reflex(&["verify", pkg, "--ort-library", old.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        t.contains("1.20.1") && t.contains("1.24 or newer") && t.contains("scripts/setup-python"),
+        "{t}"
+    );
+}
+
+#[test]
+fn verify_refuses_a_missing_accelerator_unless_fallback_is_allowed() {
+    let lib = ort_library();
+    let lib = lib.to_str().unwrap();
+    let out = reflex(&[
+        "verify",
+        "models/demo/tiny-mlp",
+        "--ort-library",
+        lib,
+        "--accelerator",
+        "cuda",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("accelerator `cuda` requested"),
+        "{}",
+        text(&out)
+    );
+    let out = reflex(&[
+        "verify",
+        "models/demo/tiny-mlp",
+        "--ort-library",
+        lib,
+        "--accelerator",
+        "tensorrt",
+        "--allow-cpu-fallback",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: cpu (fallback allowed by config")
+    );
+}
+
+#[test]
+fn inspect_prints_the_package_and_json() {
+    let out = reflex(&["inspect", "models/demo/reflex-demo-vla"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for want in [
+        "reflex-demo-vla 0.1.0",
+        "instruction tokens",
+        "drives base_wz",
+        "50 Hz",
+        "20 steps",
+        "std [0.5, 0.5, 1.0]",
+        "4 pairs",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in\n{t}");
+    }
+    let out = reflex(&["inspect", "models/demo/reflex-demo-vla", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["horizon_steps"], 20);
+    assert_eq!(v["inputs"][0]["dtype"], "uint8");
+}
+
+#[test]
+fn inspect_names_a_bad_manifest() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("policy.json"),
+        "{\"schema_version\": 1, \"name\": \"x\"",
+    )
+    .unwrap();
+    let out = reflex(&["inspect", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("policy.json is not valid"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn safety_demo_runs_and_check_config_names_bad_keys() {
+    let out = reflex(&["safety-demo", "--seconds", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("collisions: 0"));
+    let bad = std::env::temp_dir().join(format!("reflex-cli-bad-{}.toml", std::process::id()));
+    let example = std::fs::read_to_string(repo().join("launch/reflex.example.toml")).unwrap();
+    std::fs::write(&bad, example.replace("min_points = 3", "min_points = 0")).unwrap();
+    let out = reflex(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("safety.lidar.min_points"),
+        "{}",
+        text(&out)
+    );
+}
