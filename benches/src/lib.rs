@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod infer;
+
 use reflex_safety::{
     Command, CommandSource, EstopReport, EstopSource, Monotonic, Safety, SafetyConfig,
     SafetyInputs, Scan, Verdict,

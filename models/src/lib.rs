@@ -48,7 +48,9 @@ pub use manifest::{
     ActionDim, Dtype, Golden, InputRole, InputSpec, MANIFEST_FILE, Normalization, PolicyManifest,
     SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_file,
 };
-pub use ort_backend::{Accelerator, BackendConfig, OrtBackend, load_onnx_runtime};
+pub use ort_backend::{
+    Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_environment,
+};
 pub use package::{GoldenPair, GoldenReport, PolicyPackage};
 
 /// Everything that can go wrong with a package or a backend. Messages start with what failed

@@ -121,6 +121,12 @@ pub fn load_onnx_runtime(configured: Option<&Path>) -> Result<&'static Path, Pac
     Ok(path)
 }
 
+/// The process's ONNX Runtime environment, once `load_onnx_runtime` has succeeded (for tools
+/// and benchmarks that build a bare session next to Reflex's).
+pub fn ort_environment() -> Option<&'static Environment> {
+    ENVIRONMENT.get().map(|(_, env)| env)
+}
+
 fn environment() -> &'static Environment {
     &ENVIRONMENT
         .get()
