@@ -34,9 +34,11 @@
 //! # Ok::<(), reflex_models::PackageError>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// One `unsafe` call, in device.rs (probing for the CUDA driver library), with its SAFETY note.
+#![deny(unsafe_code)]
 
 mod backend;
+mod device;
 mod manifest;
 mod ort_backend;
 mod package;
@@ -44,6 +46,7 @@ mod package;
 use std::path::PathBuf;
 
 pub use backend::{ActionChunk, BackendInfo, ImageData, Observation, PolicyBackend};
+pub use device::{GpuDevice, GpuDiscovery, discover_gpus};
 pub use manifest::{
     ActionDim, Dtype, Golden, InputRole, InputSpec, MANIFEST_FILE, Normalization, PolicyManifest,
     SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_file,

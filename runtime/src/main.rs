@@ -57,6 +57,15 @@ enum Cmd {
         #[arg(long)]
         allow_cpu_fallback: bool,
     },
+    /// What this host offers Reflex: ONNX Runtime, GPUs (CUDA driver, SM, memory).
+    Preflight {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// libonnxruntime.so.1.31.1 to try (default: $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+    },
     /// Validate a config file and print the safety config hash.
     CheckConfig {
         #[arg(long)]
@@ -150,6 +159,58 @@ fn run(cli: Cli) -> Result<()> {
                 report.pairs, report.max_abs_error
             );
             println!("verified: {}", path.display());
+            Ok(())
+        }
+        Cmd::Preflight { json, ort_library } => {
+            let ort = match reflex_models::load_onnx_runtime(ort_library.as_deref()) {
+                Ok(path) => Ok(path.display().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let gpus = reflex_models::discover_gpus();
+            if json {
+                let value = serde_json::json!({
+                    "onnxruntime": match &ort {
+                        Ok(path) => serde_json::json!({"status": "loaded", "path": path}),
+                        Err(e) => serde_json::json!({"status": "unavailable", "error": e}),
+                    },
+                    "gpu": gpus,
+                    "realtime": "not checked by this build (arrives with the RT loop)",
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "reflex preflight ({} {})",
+                    std::env::consts::ARCH,
+                    std::env::consts::OS
+                );
+                match &ort {
+                    Ok(path) => println!("onnxruntime: loaded {path}"),
+                    Err(e) => println!("onnxruntime: unavailable: {e}"),
+                }
+                match &gpus {
+                    reflex_models::GpuDiscovery::NotBuilt => println!(
+                        "gpu: not checked: this reflex was built without the `cuda` feature (rebuild with --features cuda on a Jetson)"
+                    ),
+                    reflex_models::GpuDiscovery::NoDriver => println!(
+                        "gpu: none: no CUDA driver (libcuda.so) on this host; policies run on the CPU"
+                    ),
+                    reflex_models::GpuDiscovery::DriverError { message } => {
+                        println!("gpu: the CUDA driver answered with an error: {message}")
+                    }
+                    reflex_models::GpuDiscovery::Devices { devices } => {
+                        for d in devices {
+                            println!(
+                                "gpu {}: {} (SM {}, {:.1} GiB)",
+                                d.ordinal,
+                                d.name,
+                                d.sm,
+                                d.total_mem_bytes as f64 / (1u64 << 30) as f64
+                            );
+                        }
+                    }
+                }
+                println!("real-time: not checked by this build (arrives with the RT loop)");
+            }
             Ok(())
         }
         Cmd::CheckConfig { config } => {

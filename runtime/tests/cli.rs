@@ -182,3 +182,33 @@ fn safety_demo_runs_and_check_config_names_bad_keys() {
         text(&out)
     );
 }
+
+#[test]
+fn preflight_reports_onnxruntime_and_gpus_plainly() {
+    let lib = ort_library();
+    let out = reflex(&[
+        "preflight",
+        "--json",
+        "--ort-library",
+        lib.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["onnxruntime"]["status"], "loaded");
+    let gpu = v["gpu"]["status"].as_str().unwrap().to_string();
+    let expected = if !cfg!(feature = "cuda") {
+        "not_built"
+    } else if std::path::Path::new("/proc/driver/nvidia").exists() {
+        "devices"
+    } else {
+        "no_driver"
+    };
+    assert_eq!(gpu, expected);
+    let out = reflex(&["preflight"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("onnxruntime: unavailable") && text(&out).contains("ORT_DYLIB_PATH"),
+        "{}",
+        text(&out)
+    );
+}
