@@ -54,7 +54,7 @@ pub use manifest::{
 pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_environment,
 };
-pub use package::{GoldenPair, GoldenReport, PolicyPackage};
+pub use package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage};
 
 /// Everything that can go wrong with a package or a backend. Messages start with what failed
 /// and name the file, field or input.

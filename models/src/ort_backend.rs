@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::PackageError;
 use crate::backend::{ActionChunk, BackendInfo, ImageData, Observation, PolicyBackend};
 use crate::manifest::{Dtype, InputRole, PolicyManifest, Stats, sha256_bytes};
-use crate::package::{GoldenPair, GoldenReport, PolicyPackage};
+use crate::package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage};
 
 /// The command that installs the ONNX Runtime library this build is tested with.
 pub const ORT_SETUP_HINT: &str = "`bash scripts/setup-python` installs onnxruntime==1.31.1 from PyPI into .venv and prints the path of libonnxruntime.so.1.31.1";
@@ -50,6 +50,10 @@ pub struct BackendConfig {
     pub fp16: bool,
     #[serde(default)]
     pub int8: bool,
+    /// TensorRT version of this host (JetPack 6: `10.3`), part of the engine cache key:
+    /// engines only load on the TensorRT version that built them.
+    #[serde(default)]
+    pub tensorrt_version: Option<String>,
 }
 
 fn one() -> usize {
@@ -71,7 +75,34 @@ impl Default for BackendConfig {
             engine_cache_dir: default_cache_dir(),
             fp16: false,
             int8: false,
+            tensorrt_version: None,
         }
+    }
+}
+
+impl BackendConfig {
+    /// `int8`, `fp16` or `fp32`.
+    pub fn precision(&self) -> &'static str {
+        if self.int8 {
+            "int8"
+        } else if self.fp16 {
+            "fp16"
+        } else {
+            "fp32"
+        }
+    }
+
+    /// Engine and timing cache directory for a GPU of compute capability `sm`: an engine is
+    /// only valid for one GPU architecture, TensorRT version and precision, so each gets its own
+    /// directory (`<engine_cache_dir>/sm87/trt10.3/fp16`).
+    pub fn engine_cache_path(&self, sm: &str) -> PathBuf {
+        self.engine_cache_dir
+            .join(format!("sm{sm}"))
+            .join(format!(
+                "trt{}",
+                self.tensorrt_version.as_deref().unwrap_or("unknown")
+            ))
+            .join(self.precision())
     }
 }
 
@@ -188,16 +219,34 @@ impl OrtBackend {
     /// against the manifest.
     pub fn load(package: &PolicyPackage, config: &BackendConfig) -> Result<Self, PackageError> {
         load_onnx_runtime(config.ort_library.as_deref())?;
-        let model_file = package.onnx_path();
+        let target = match config.accelerator {
+            Accelerator::Tensorrt => {
+                let sm = match crate::device::discover_gpus() {
+                    crate::GpuDiscovery::Devices { devices } if !devices.is_empty() => {
+                        devices[0].sm.clone()
+                    }
+                    _ => String::new(),
+                };
+                let host = EngineHost {
+                    arch: std::env::consts::ARCH,
+                    gpu_sm: &sm,
+                    tensorrt_version: config.tensorrt_version.as_deref().unwrap_or(""),
+                    precision: config.precision(),
+                };
+                package.select_target(Some(&host)).clone()
+            }
+            _ => package.select_target(None).clone(),
+        };
+        let model_file = package.dir.join(&target.file);
         let bytes = std::fs::read(&model_file).map_err(|source| PackageError::Io {
             file: model_file.clone(),
             source,
         })?;
         let digest = sha256_bytes(&bytes);
-        if digest != package.model_digest() {
+        if digest != target.sha256 {
             return Err(PackageError::Digest {
                 file: model_file,
-                expected: package.model_digest().to_string(),
+                expected: target.sha256.clone(),
                 actual: digest,
             });
         }
@@ -411,15 +460,12 @@ fn register_cuda(builder: Builder) -> Registered {
 
 #[cfg(feature = "tensorrt")]
 fn register_tensorrt(builder: Builder, config: &BackendConfig) -> Registered {
-    let precision = if config.int8 {
-        "int8"
-    } else if config.fp16 {
-        "fp16"
-    } else {
-        "fp32"
+    let precision = config.precision();
+    let sm = match crate::device::discover_gpus() {
+        crate::GpuDiscovery::Devices { devices } if !devices.is_empty() => devices[0].sm.clone(),
+        _ => "unknown".to_string(),
     };
-    // Engines are only valid for one GPU / TensorRT / precision: key the cache by them.
-    let cache = config.engine_cache_dir.join(precision);
+    let cache = config.engine_cache_path(&sm);
     let ep = ort::ep::TensorRT::default()
         .with_fp16(config.fp16)
         .with_int8(config.int8)
@@ -586,5 +632,35 @@ impl PolicyBackend for OrtBackend {
             out.model_digest.clone_from(&self.model_digest);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_caches_are_keyed_by_gpu_tensorrt_and_precision() {
+        let mut config = BackendConfig {
+            engine_cache_dir: PathBuf::from("/var/cache/reflex/trt"),
+            tensorrt_version: Some("10.3".into()),
+            fp16: true,
+            ..BackendConfig::default()
+        };
+        assert_eq!(
+            config.engine_cache_path("87"),
+            PathBuf::from("/var/cache/reflex/trt/sm87/trt10.3/fp16")
+        );
+        config.int8 = true;
+        assert_eq!(
+            config.engine_cache_path("110"),
+            PathBuf::from("/var/cache/reflex/trt/sm110/trt10.3/int8")
+        );
+        config.tensorrt_version = None;
+        assert!(
+            config
+                .engine_cache_path("87")
+                .ends_with("sm87/trtunknown/int8")
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::manifest::{InputRole, MANIFEST_FILE, PolicyManifest, TargetKind, sha256_file};
+use crate::manifest::{InputRole, MANIFEST_FILE, PolicyManifest, Target, TargetKind, sha256_file};
 use crate::{Dtype, PackageError};
 
 /// An opened (parsed and validated, not yet verified) package.
@@ -13,6 +13,15 @@ use crate::{Dtype, PackageError};
 pub struct PolicyPackage {
     pub dir: PathBuf,
     pub manifest: PolicyManifest,
+}
+
+/// What a prebuilt TensorRT engine must match to run here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineHost<'a> {
+    pub arch: &'a str,
+    pub gpu_sm: &'a str,
+    pub tensorrt_version: &'a str,
+    pub precision: &'a str,
 }
 
 /// One golden pair: raw model inputs (already normalized) and the expected raw output.
@@ -46,6 +55,28 @@ impl PolicyPackage {
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
+        })
+    }
+
+    /// The artifact to run on this host: a TensorRT EP-context engine only when its arch, GPU
+    /// SM, TensorRT version and precision all match (an engine for another GPU never loads),
+    /// else the portable ONNX model. `host` is `None` when no TensorRT is in use.
+    pub fn select_target(&self, host: Option<&EngineHost<'_>>) -> &Target {
+        let engine = host.and_then(|h| {
+            self.manifest.targets.iter().find(|t| {
+                t.kind == TargetKind::TensorrtEpContext
+                    && t.arch.as_deref() == Some(h.arch)
+                    && t.gpu_sm.as_deref() == Some(h.gpu_sm)
+                    && t.tensorrt_version.as_deref() == Some(h.tensorrt_version)
+                    && t.precision.as_deref() == Some(h.precision)
+            })
+        });
+        engine.unwrap_or_else(|| {
+            self.manifest
+                .targets
+                .iter()
+                .find(|t| t.kind == TargetKind::Onnx)
+                .expect("validated: an onnx target exists")
         })
     }
 
@@ -187,5 +218,61 @@ fn with_file(err: PackageError, path: &Path) -> PackageError {
             problem,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_are_chosen_only_for_the_exact_gpu_tensorrt_and_precision() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/tiny-mlp");
+        let mut package = PolicyPackage::open(&dir).unwrap();
+        let engine = |sm: &str, precision: &str| Target {
+            kind: TargetKind::TensorrtEpContext,
+            file: format!("engine_sm{sm}_{precision}.onnx"),
+            sha256: "0".repeat(64),
+            arch: Some("aarch64".into()),
+            gpu_sm: Some(sm.into()),
+            tensorrt_version: Some("10.3".into()),
+            precision: Some(precision.into()),
+        };
+        package.manifest.targets.push(engine("87", "fp16"));
+        package.manifest.targets.push(engine("110", "fp16"));
+        let host = |sm, precision| EngineHost {
+            arch: "aarch64",
+            gpu_sm: sm,
+            tensorrt_version: "10.3",
+            precision,
+        };
+        assert_eq!(
+            package.select_target(Some(&host("87", "fp16"))).file,
+            "engine_sm87_fp16.onnx"
+        );
+        assert_eq!(
+            package.select_target(Some(&host("110", "fp16"))).file,
+            "engine_sm110_fp16.onnx"
+        );
+        // Another GPU, precision, TensorRT or arch: the portable ONNX model, never a foreign engine.
+        for h in [
+            host("86", "fp16"),
+            host("87", "int8"),
+            EngineHost {
+                tensorrt_version: "10.7",
+                ..host("87", "fp16")
+            },
+            EngineHost {
+                arch: "x86_64",
+                ..host("87", "fp16")
+            },
+        ] {
+            assert_eq!(
+                package.select_target(Some(&h)).kind,
+                TargetKind::Onnx,
+                "{h:?}"
+            );
+        }
+        assert_eq!(package.select_target(None).kind, TargetKind::Onnx);
     }
 }
