@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chunks;
 pub mod config;
 pub mod demo;
 pub mod inspect;

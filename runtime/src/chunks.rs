@@ -1,0 +1,278 @@
+//! The action-chunk queue of anytime inference: merges each new chunk with the executing one
+//! using the measured inference delay (the real-time-chunking idea), picks the action for *now*,
+//! and refuses actions older than `max_action_age_ms`. Fixed capacity, no allocation after `new`.
+
+use serde::{Deserialize, Serialize};
+
+/// How a new chunk joins the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeStrategy {
+    /// The new chunk replaces every future action.
+    Latest,
+    /// The executing action is kept; the next `crossfade_steps` actions blend linearly from the
+    /// old chunk to the new one; the rest come from the new chunk. Smooth and never older than
+    /// the newest chunk beyond the blend: the default.
+    #[default]
+    Crossfade,
+    /// Temporal ensembling (ACT): every future action is the running mean of all chunks that
+    /// predicted it, older predictions weighted by `ensemble_decay` per merge.
+    Ensemble,
+}
+
+/// Why there is no action for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAction {
+    /// No chunk covers this instant (never received, or run past its end).
+    QueueDry,
+    /// The covering action comes from an observation older than `max_action_age_ms`.
+    Stale,
+}
+
+/// Counters, read by telemetry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub merges: u64,
+    /// Actions of incoming chunks that were already in the past when they arrived.
+    pub actions_late_on_arrival: u64,
+    /// Ticks on which the covering action was too old and was not executed.
+    pub actions_dropped_stale: u64,
+    pub ticks_dry: u64,
+    /// Inference delay of the last merged chunk, in policy steps.
+    pub last_delay_steps: u64,
+}
+
+/// Queue configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueConfig {
+    pub dims: usize,
+    pub horizon: usize,
+    /// Spacing of a chunk's actions (1 / policy control rate), ns.
+    pub step_ns: u64,
+    pub strategy: MergeStrategy,
+    pub crossfade_steps: usize,
+    pub ensemble_decay: f32,
+    pub max_action_age_ns: u64,
+}
+
+/// Future actions sorted by time, as struct-of-arrays with a scratch twin for merging.
+#[derive(Debug, Clone)]
+pub struct ChunkQueue {
+    cfg: QueueConfig,
+    len: usize,
+    time_ns: Vec<u64>,
+    obs_ns: Vec<u64>,
+    weight: Vec<f32>,
+    actions: Vec<f32>,
+    scratch_time: Vec<u64>,
+    scratch_obs: Vec<u64>,
+    scratch_weight: Vec<f32>,
+    scratch_actions: Vec<f32>,
+    pub stats: QueueStats,
+}
+
+impl ChunkQueue {
+    pub fn new(cfg: QueueConfig) -> Self {
+        // The newest chunk spans `horizon` steps; one more slot keeps the executing action.
+        let cap = cfg.horizon + 1;
+        Self {
+            cfg,
+            len: 0,
+            time_ns: vec![0; cap],
+            obs_ns: vec![0; cap],
+            weight: vec![0.0; cap],
+            actions: vec![0.0; cap * cfg.dims],
+            scratch_time: vec![0; cap],
+            scratch_obs: vec![0; cap],
+            scratch_weight: vec![0.0; cap],
+            scratch_actions: vec![0.0; cap * cfg.dims],
+            stats: QueueStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Index of the action covering `now_ns`: each action holds from its time until the next
+    /// one starts; the last one for one step.
+    fn covering(&self, now_ns: u64) -> Option<usize> {
+        let i = (0..self.len).rev().find(|&i| self.time_ns[i] <= now_ns)?;
+        if i + 1 == self.len && now_ns >= self.time_ns[i] + self.cfg.step_ns {
+            return None;
+        }
+        Some(i)
+    }
+
+    /// Merges a chunk predicted from an observation at `t_obs_ns` (`actions`: horizon × dims,
+    /// row-major) arriving at `now_ns`. Actions already in the past are dropped (counted); the
+    /// action executing now is kept (it is committed); the rest follow the strategy.
+    pub fn merge(&mut self, t_obs_ns: u64, actions: &[f32], now_ns: u64) {
+        let (dims, step) = (self.cfg.dims, self.cfg.step_ns.max(1));
+        let horizon = (actions.len() / dims.max(1)).min(self.cfg.horizon);
+        let delay_steps = now_ns.saturating_sub(t_obs_ns) / step;
+        self.stats.merges += 1;
+        self.stats.last_delay_steps = delay_steps;
+        let executing = self.covering(now_ns);
+        let mut n = 0;
+        if let Some(i) = executing {
+            self.copy_to_scratch(i, n);
+            n += 1;
+        }
+        let mut fade = 0usize;
+        for k in 0..horizon {
+            let t = t_obs_ns + k as u64 * step;
+            if t + step <= now_ns {
+                self.stats.actions_late_on_arrival += 1;
+                continue;
+            }
+            if executing.is_some_and(|i| t < self.time_ns[i] + step) {
+                // The executing action is committed: it runs its full step.
+                continue;
+            }
+            let new = &actions[k * dims..(k + 1) * dims];
+            let old = self.covering(t);
+            let out = &mut self.scratch_actions[n * dims..(n + 1) * dims];
+            let mut weight = 1.0;
+            match (self.cfg.strategy, old) {
+                (MergeStrategy::Crossfade, Some(j)) if fade < self.cfg.crossfade_steps => {
+                    fade += 1;
+                    let w = fade as f32 / (self.cfg.crossfade_steps + 1) as f32;
+                    for d in 0..dims {
+                        out[d] = (1.0 - w) * self.actions[j * dims + d] + w * new[d];
+                    }
+                }
+                (MergeStrategy::Ensemble, Some(j)) => {
+                    let w_old = self.weight[j] * self.cfg.ensemble_decay;
+                    weight = w_old + 1.0;
+                    for d in 0..dims {
+                        out[d] = (w_old * self.actions[j * dims + d] + new[d]) / weight;
+                    }
+                }
+                _ => out.copy_from_slice(new),
+            }
+            self.scratch_time[n] = t;
+            // An action is as old as the newest observation that shaped it.
+            self.scratch_obs[n] = t_obs_ns;
+            self.scratch_weight[n] = weight;
+            n += 1;
+            if n == self.time_ns.len() {
+                break;
+            }
+        }
+        std::mem::swap(&mut self.time_ns, &mut self.scratch_time);
+        std::mem::swap(&mut self.obs_ns, &mut self.scratch_obs);
+        std::mem::swap(&mut self.weight, &mut self.scratch_weight);
+        std::mem::swap(&mut self.actions, &mut self.scratch_actions);
+        self.len = n;
+    }
+
+    fn copy_to_scratch(&mut self, from: usize, to: usize) {
+        let dims = self.cfg.dims;
+        self.scratch_time[to] = self.time_ns[from];
+        self.scratch_obs[to] = self.obs_ns[from];
+        self.scratch_weight[to] = self.weight[from];
+        self.scratch_actions[to * dims..(to + 1) * dims]
+            .copy_from_slice(&self.actions[from * dims..(from + 1) * dims]);
+    }
+
+    /// The action for `now_ns` (zero-order hold between policy steps), or why there is none.
+    /// Never returns an action from an observation older than `max_action_age_ms`.
+    pub fn action_at(&mut self, now_ns: u64) -> Result<&[f32], NoAction> {
+        let Some(i) = self.covering(now_ns) else {
+            self.stats.ticks_dry += 1;
+            return Err(NoAction::QueueDry);
+        };
+        if now_ns.saturating_sub(self.obs_ns[i]) > self.cfg.max_action_age_ns {
+            self.stats.actions_dropped_stale += 1;
+            return Err(NoAction::Stale);
+        }
+        let dims = self.cfg.dims;
+        Ok(&self.actions[i * dims..(i + 1) * dims])
+    }
+
+    /// Observation time of the action covering `now_ns`.
+    pub fn obs_time_at(&self, now_ns: u64) -> Option<u64> {
+        self.covering(now_ns).map(|i| self.obs_ns[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn queue(strategy: MergeStrategy) -> ChunkQueue {
+        ChunkQueue::new(QueueConfig {
+            dims: 1,
+            horizon: 10,
+            step_ns: 20 * MS,
+            strategy,
+            crossfade_steps: 4,
+            ensemble_decay: 0.5,
+            max_action_age_ns: 150 * MS,
+        })
+    }
+
+    fn chunk(value: f32) -> Vec<f32> {
+        (0..10).map(|k| value + k as f32).collect()
+    }
+
+    #[test]
+    fn holds_each_action_for_its_step_and_drops_late_ones() {
+        let mut q = queue(MergeStrategy::Latest);
+        // Observation at 0, arriving at 50 ms: steps 0 and 1 (0-40 ms) are already past.
+        q.merge(0, &chunk(0.0), 50 * MS);
+        assert_eq!(q.stats.actions_late_on_arrival, 2);
+        assert_eq!(q.stats.last_delay_steps, 2);
+        assert_eq!(q.action_at(50 * MS).unwrap(), [2.0]);
+        assert_eq!(q.action_at(59 * MS).unwrap(), [2.0]);
+        assert_eq!(q.action_at(60 * MS).unwrap(), [3.0]);
+    }
+
+    #[test]
+    fn never_executes_an_action_older_than_the_limit() {
+        let mut q = queue(MergeStrategy::Latest);
+        q.merge(0, &chunk(0.0), 10 * MS);
+        assert!(q.action_at(150 * MS).is_ok());
+        assert_eq!(q.action_at(151 * MS), Err(NoAction::Stale));
+        assert_eq!(q.stats.actions_dropped_stale, 1);
+        // Past the chunk's end: dry.
+        assert_eq!(q.action_at(201 * MS), Err(NoAction::QueueDry));
+    }
+
+    #[test]
+    fn crossfade_keeps_the_executing_action_and_blends_the_next() {
+        let mut q = queue(MergeStrategy::Crossfade);
+        q.merge(0, &[0.0; 10], 0);
+        // New chunk (value 10) from an observation at 30 ms, arriving at 45 ms.
+        q.merge(30 * MS, &[10.0; 10], 45 * MS);
+        // 40-60 ms: the committed old action.
+        assert_eq!(q.action_at(45 * MS).unwrap(), [0.0]);
+        // Next four steps blend 1/5 … 4/5 of the way; then the new chunk.
+        let blend: Vec<f32> = (0..6).map(|k| q.action_at((70 + 20 * k) * MS).unwrap()[0]).collect();
+        assert_eq!(blend, [2.0, 4.0, 6.0, 8.0, 10.0, 10.0]);
+        // The merged actions carry the new observation's time: 175 ms is 145 ms old (fine),
+        // 185 ms would be 155 ms old (refused).
+        assert_eq!(q.action_at(175 * MS).unwrap(), [10.0]);
+        assert_eq!(q.action_at(185 * MS), Err(NoAction::Stale));
+    }
+
+    #[test]
+    fn ensemble_averages_overlapping_predictions() {
+        let mut q = queue(MergeStrategy::Ensemble);
+        q.merge(0, &[0.0; 10], 0);
+        q.merge(20 * MS, &[3.0; 10], 20 * MS);
+        // Weights: old 1 × 0.5, new 1 ⇒ (0.5·0 + 3) / 1.5 = 2.
+        assert_eq!(q.action_at(45 * MS).unwrap(), [2.0]);
+    }
+}
