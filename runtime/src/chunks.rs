@@ -259,7 +259,9 @@ mod tests {
         // 40-60 ms: the committed old action.
         assert_eq!(q.action_at(45 * MS).unwrap(), [0.0]);
         // Next four steps blend 1/5 … 4/5 of the way; then the new chunk.
-        let blend: Vec<f32> = (0..6).map(|k| q.action_at((70 + 20 * k) * MS).unwrap()[0]).collect();
+        let blend: Vec<f32> = (0..6)
+            .map(|k| q.action_at((70 + 20 * k) * MS).unwrap()[0])
+            .collect();
         assert_eq!(blend, [2.0, 4.0, 6.0, 8.0, 10.0, 10.0]);
         // The merged actions carry the new observation's time: 175 ms is 145 ms old (fine),
         // 185 ms would be 155 ms old (refused).

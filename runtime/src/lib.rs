@@ -26,7 +26,9 @@
 
 pub mod chunks;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod inspect;
 pub mod rt;
 pub mod sim;
+pub mod simrun;

@@ -66,6 +66,32 @@ enum Cmd {
         #[arg(long)]
         ort_library: Option<PathBuf>,
     },
+    /// Closed loop on the built-in simulator: the demo policy (ONNX Runtime), the action-chunk
+    /// queue and the safety layer drive a robot to the goal the instruction names, past a
+    /// pedestrian. Lockstep (faster than real time) in this build.
+    Sim {
+        /// The Reflex TOML config.
+        #[arg(long, default_value = "launch/reflex.example.toml")]
+        config: PathBuf,
+        /// The policy package.
+        #[arg(long, default_value = "models/demo/reflex-demo-vla")]
+        policy: PathBuf,
+        /// Simulated seconds.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Control period (ms).
+        #[arg(long, default_value_t = 10.0)]
+        period_ms: f64,
+        /// Scenario seed (goal position, lidar noise).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// libonnxruntime.so.1.31.1 (default: [models] ort_library or $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+        /// Print the summary as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and print the safety config hash.
     CheckConfig {
         #[arg(long)]
@@ -211,6 +237,73 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 println!("real-time: not checked by this build (arrives with the RT loop)");
             }
+            Ok(())
+        }
+        Cmd::Sim {
+            config,
+            policy,
+            duration,
+            period_ms,
+            seed,
+            ort_library,
+            json,
+        } => {
+            anyhow::ensure!(
+                duration.is_finite() && duration > 0.0 && duration <= 3600.0,
+                "--duration must be in (0, 3600] s, got {duration}"
+            );
+            anyhow::ensure!(
+                period_ms.is_finite() && (0.5..=100.0).contains(&period_ms),
+                "--period-ms must be in [0.5, 100], got {period_ms}"
+            );
+            let config = ReflexConfig::load(&config)?;
+            let package = PolicyPackage::open(&policy)?;
+            package.verify_files()?;
+            let mut backend = config.models.clone();
+            if ort_library.is_some() {
+                backend.ort_library = ort_library;
+            }
+            let options = reflex_runtime::simrun::SimOptions {
+                duration_s: duration,
+                period_ms,
+                seed,
+                ..Default::default()
+            };
+            let scenario = reflex_runtime::simrun::default_scenario(seed);
+            let mut last_print = -1.0f64;
+            let summary = reflex_runtime::simrun::run_lockstep(
+                &config.safety,
+                &package,
+                &backend,
+                scenario,
+                &options,
+                &mut |t| {
+                    if !json && t.time_s - last_print >= 0.5 {
+                        last_print = t.time_s;
+                        println!(
+                            "{:>6.2}s x {:>5.2} y {:>5.2} v {:>5.2} wz {:>5.2} clr {:>5.2} {:<6} {}",
+                            t.time_s,
+                            t.pose.x_m,
+                            t.pose.y_m,
+                            t.velocity.vx_mps,
+                            t.velocity.wz_radps,
+                            t.clearance_m.min(99.0),
+                            t.action.name(),
+                            t.reasons
+                        );
+                    }
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            anyhow::ensure!(
+                summary.collisions == 0,
+                "the robot collided {} times",
+                summary.collisions
+            );
             Ok(())
         }
         Cmd::CheckConfig { config } => {

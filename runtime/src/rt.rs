@@ -181,7 +181,10 @@ pub fn apply(config: &RtConfig) -> RtGrants {
         grants.lock_memory = Some(if rc == 0 {
             Ok(())
         } else {
-            Err(format!("{}; fix: LimitMEMLOCK=infinity in the systemd unit or `@reflex - memlock unlimited` in /etc/security/limits.conf", os_error()))
+            Err(format!(
+                "{}; fix: LimitMEMLOCK=infinity in the systemd unit or `@reflex - memlock unlimited` in /etc/security/limits.conf",
+                os_error()
+            ))
         });
     }
     if let Some(cpu) = config.cpu {
@@ -195,7 +198,10 @@ pub fn apply(config: &RtConfig) -> RtGrants {
         grants.cpu = Some(if rc == 0 {
             Ok(cpu)
         } else {
-            Err(format!("{}; fix: choose a CPU this process may use (taskset -p $$)", os_error()))
+            Err(format!(
+                "{}; fix: choose a CPU this process may use (taskset -p $$)",
+                os_error()
+            ))
         });
     }
     if let Some(priority) = config.fifo_priority {
@@ -207,7 +213,10 @@ pub fn apply(config: &RtConfig) -> RtGrants {
         grants.fifo_priority = Some(if rc == 0 {
             Ok(priority)
         } else {
-            Err(format!("{}; fix: LimitRTPRIO=99 (systemd) or `@reflex - rtprio 99` in /etc/security/limits.conf, or CAP_SYS_NICE", os_error()))
+            Err(format!(
+                "{}; fix: LimitRTPRIO=99 (systemd) or `@reflex - rtprio 99` in /etc/security/limits.conf, or CAP_SYS_NICE",
+                os_error()
+            ))
         });
     }
     if let Some(us) = config.cpu_dma_latency_us {
@@ -224,7 +233,9 @@ pub fn apply(config: &RtConfig) -> RtGrants {
                 grants.dma_file = Some(f);
                 Ok(us)
             }
-            Err(e) => Err(format!("{e}; fix: run as root or grant write access to /dev/cpu_dma_latency")),
+            Err(e) => Err(format!(
+                "{e}; fix: run as root or grant write access to /dev/cpu_dma_latency"
+            )),
         });
     }
     grants
@@ -337,7 +348,11 @@ mod tests {
             fifo_priority: Some(120),
             ..RtConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("runtime.fifo_priority"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("runtime.fifo_priority")
+        );
         let bad = RtConfig {
             period_ms: 0.0,
             ..RtConfig::default()

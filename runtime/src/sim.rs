@@ -38,7 +38,15 @@ pub struct Obstacle {
     pub velocity_mps: [f64; 2],
     /// Simulation time span (s) during which the obstacle exists and moves.
     pub active_s: (f64, f64),
+    /// Colour the camera sees.
+    pub colour: [u8; 3],
 }
+
+/// Colours of the built-in world.
+pub const WALL_GREY: [u8; 3] = [130, 130, 130];
+pub const PERSON_GREEN: [u8; 3] = [60, 150, 70];
+pub const MARKER_RED: [u8; 3] = [220, 30, 30];
+pub const MARKER_BLUE: [u8; 3] = [30, 40, 220];
 
 impl Obstacle {
     /// A static wall from `a` to `b`, always present.
@@ -48,6 +56,15 @@ impl Obstacle {
             shape: Shape::Segment { a, b },
             velocity_mps: [0.0; 2],
             active_s: (0.0, f64::INFINITY),
+            colour: WALL_GREY,
+        }
+    }
+
+    /// A coloured goal marker post.
+    pub fn marker(name: &str, center: [f64; 2], radius_m: f64, colour: [u8; 3]) -> Self {
+        Self {
+            colour,
+            ..Self::circle(name, center, radius_m, [0.0; 2], (0.0, f64::INFINITY))
         }
     }
 
@@ -64,6 +81,7 @@ impl Obstacle {
             shape: Shape::Circle { center, radius_m },
             velocity_mps,
             active_s,
+            colour: PERSON_GREEN,
         }
     }
 }
@@ -97,7 +115,13 @@ impl World {
 
     /// Distance along the unit ray `origin + t·dir` to the first obstacle, `+inf` if none.
     pub fn raycast(&self, origin: [f64; 2], dir: [f64; 2]) -> f64 {
-        let mut best = f64::INFINITY;
+        self.raycast_hit(origin, dir)
+            .map_or(f64::INFINITY, |(t, _)| t)
+    }
+
+    /// The first obstacle on the ray and its distance.
+    pub fn raycast_hit(&self, origin: [f64; 2], dir: [f64; 2]) -> Option<(f64, &Obstacle)> {
+        let mut best: Option<(f64, &Obstacle)> = None;
         for o in self.active() {
             let t = match o.shape {
                 Shape::Circle { center, radius_m } => {
@@ -137,7 +161,9 @@ impl World {
                     }
                 }
             };
-            best = best.min(t);
+            if t.is_finite() && best.is_none_or(|(b, _)| t < b) {
+                best = Some((t, o));
+            }
         }
         best
     }
@@ -298,6 +324,53 @@ impl SimLidar {
             } else {
                 r as f32
             };
+        }
+    }
+}
+
+/// A pinhole-ish egocentric camera: one ray per image column; the nearest obstacle fills a
+/// vertical band whose height falls with distance, over a grey floor/sky. Output is CHW u8.
+#[derive(Debug, Clone)]
+pub struct SimCamera {
+    pub width: usize,
+    pub height: usize,
+    pub hfov_rad: f64,
+    /// Mount pose in the base frame.
+    pub mount: Pose,
+}
+
+impl Default for SimCamera {
+    fn default() -> Self {
+        Self {
+            width: 96,
+            height: 96,
+            hfov_rad: 90f64.to_radians(),
+            mount: Pose::default(),
+        }
+    }
+}
+
+impl SimCamera {
+    /// Renders the view from `pose` into `image` (3 × height × width).
+    pub fn render(&self, world: &World, pose: &Pose, image: &mut [u8]) {
+        let (w, h) = (self.width, self.height);
+        image.fill(90);
+        let origin = pose.transform([self.mount.x_m, self.mount.y_m]);
+        for col in 0..w {
+            // Column 0 is the left edge of the view (positive angle).
+            let a = pose.yaw_rad
+                + self.mount.yaw_rad
+                + self.hfov_rad * (0.5 - (col as f64 + 0.5) / w as f64);
+            let Some((d, obstacle)) = world.raycast_hit(origin, [a.cos(), a.sin()]) else {
+                continue;
+            };
+            let band = ((h as f64 * 0.5 / d.max(0.05)).round() as usize).min(h);
+            let top = (h - band) / 2;
+            for row in top..top + band {
+                for (c, value) in obstacle.colour.iter().enumerate() {
+                    image[c * w * h + row * w + col] = *value;
+                }
+            }
         }
     }
 }

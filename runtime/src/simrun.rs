@@ -1,0 +1,363 @@
+//! `reflex sim`: the demo policy on the ONNX Runtime backend, the control loop and the safety
+//! layer in closed loop with the built-in simulator. Lockstep (deterministic, faster than real
+//! time) here; the real-time mode drives the same `ControlLoop` from the RT thread.
+
+use anyhow::{Context, Result};
+use reflex_models::{
+    ActionChunk, BackendConfig, ImageData, Observation, OrtBackend, PolicyBackend, PolicyPackage,
+};
+use reflex_safety::{
+    EstopReport, EstopSource, Monotonic, Odometry, Reason, SafetyConfig, SafetyInputs, Scan, Twist,
+};
+use serde::Serialize;
+
+use crate::chunks::{MergeStrategy, QueueConfig};
+use crate::control::{BaseAxis, ChunkChannel, ControlLoop};
+use crate::sim::{MARKER_BLUE, MARKER_RED, Obstacle, Plant, Pose, Rng, SimCamera, SimLidar, World};
+
+/// A scenario: world, goal and instruction.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub world: World,
+    pub instruction: String,
+    /// Index of the goal marker in `world.obstacles`.
+    pub goal: usize,
+    /// The goal counts as reached when the footprint is this close to it (m).
+    pub goal_clearance_m: f64,
+}
+
+/// The default scenario: go to the red marker (a blue one is a distractor); a pedestrian crosses
+/// the path on the way.
+pub fn default_scenario(seed: u64) -> Scenario {
+    let mut rng = Rng::new(seed);
+    let goal_y = rng.range(-1.0, 1.0);
+    let world = World {
+        obstacles: vec![
+            Obstacle::marker("red marker", [6.0, goal_y], 0.2, MARKER_RED),
+            Obstacle::marker(
+                "blue marker",
+                [4.0, -goal_y.signum() * 2.2],
+                0.2,
+                MARKER_BLUE,
+            ),
+            Obstacle::wall("left wall", [-2.0, 3.0], [9.0, 3.0]),
+            Obstacle::wall("right wall", [-2.0, -3.0], [9.0, -3.0]),
+            Obstacle::wall("end wall", [9.0, -3.0], [9.0, 3.0]),
+            Obstacle::circle("pedestrian", [3.0, -2.6], 0.25, [0.0, 0.8], (6.0, 14.0)),
+        ],
+        time_s: 0.0,
+    };
+    Scenario {
+        name: "default",
+        world,
+        instruction: "go to the red marker".into(),
+        goal: 0,
+        goal_clearance_m: 0.6,
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub duration_s: f64,
+    pub period_ms: f64,
+    pub seed: u64,
+    /// Simulated inference latency in lockstep mode (the chunk arrives this long after its
+    /// observation), ms.
+    pub inference_latency_ms: f64,
+    pub max_action_age_ms: f64,
+    pub strategy: MergeStrategy,
+    /// Stop feeding chunks after this many seconds (a dead inference worker), for tests.
+    pub kill_inference_at_s: Option<f64>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            duration_s: 30.0,
+            period_ms: 10.0,
+            seed: 1,
+            inference_latency_ms: 40.0,
+            max_action_age_ms: 200.0,
+            strategy: MergeStrategy::Crossfade,
+            kill_inference_at_s: None,
+        }
+    }
+}
+
+/// The summary `reflex sim --json` prints as its last line.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimSummary {
+    pub scenario: String,
+    pub mode: &'static str,
+    pub ticks: u64,
+    pub deadline_misses: u64,
+    pub collisions: u64,
+    pub min_clearance_m: f64,
+    pub goal_reached: bool,
+    pub goal_reached_s: Option<f64>,
+    pub vetoes: std::collections::BTreeMap<String, u64>,
+    pub tick_p50_us: f64,
+    pub tick_p99_us: f64,
+    pub tick_max_us: f64,
+    pub inference_p50_ms: f64,
+    pub actions_dropped_stale: u64,
+    pub ticks_without_action: u64,
+    pub chunks_merged: u64,
+    /// Time from the inference worker's death to the loop's stop proposal (s), when killed.
+    pub stopped_after_kill_s: Option<f64>,
+    pub final_pose: [f64; 3],
+}
+
+/// One tick of the run, for reports and tests.
+#[derive(Debug, Clone, Copy)]
+pub struct SimTick {
+    pub time_s: f64,
+    pub pose: Pose,
+    pub velocity: Twist,
+    pub command: Twist,
+    pub action: reflex_safety::Action,
+    pub reasons: reflex_safety::Reasons,
+    pub clearance_m: f64,
+}
+
+/// Base axes driven by the policy's action dimensions.
+pub fn base_axes(package: &PolicyPackage) -> Vec<BaseAxis> {
+    package
+        .manifest
+        .action_space
+        .iter()
+        .map(|a| match a.drives.as_str() {
+            "base_vx" => BaseAxis::Vx,
+            "base_vy" => BaseAxis::Vy,
+            "base_wz" => BaseAxis::Wz,
+            _ => BaseAxis::Ignored,
+        })
+        .collect()
+}
+
+/// Runs `scenario` in lockstep; `on_tick` sees every tick.
+pub fn run_lockstep(
+    safety_config: &SafetyConfig,
+    package: &PolicyPackage,
+    backend_config: &BackendConfig,
+    scenario: Scenario,
+    options: &SimOptions,
+    on_tick: &mut dyn FnMut(&SimTick),
+) -> Result<SimSummary> {
+    let mut backend = OrtBackend::load(package, backend_config)?;
+    backend.warm_up(3)?;
+    let manifest = &package.manifest;
+    let period_ns = (options.period_ms * 1e6).round() as u64;
+    let mut config = safety_config.clone();
+    config.control_period_ms = options.period_ms;
+    let safety = reflex_safety::Safety::new(config.clone())?;
+    let horizon = manifest.horizon_steps();
+    let dims = manifest.action_space.len();
+    let channel = ChunkChannel::new(4, horizon * dims);
+    let mut control = ControlLoop::new(
+        safety,
+        QueueConfig {
+            dims,
+            horizon,
+            step_ns: (1e9 / manifest.control_rate_hz).round() as u64,
+            strategy: options.strategy,
+            crossfade_steps: 5,
+            ensemble_decay: 0.5,
+            max_action_age_ns: (options.max_action_age_ms * 1e6).round() as u64,
+        },
+        &base_axes(package),
+        channel.clone(),
+    );
+    let base = config
+        .base
+        .clone()
+        .context("the simulator needs [safety.base]")?;
+    let mut plant = Plant {
+        pose: Pose::default(),
+        velocity: Twist::default(),
+        accel: [
+            base.max_accel_x_mps2,
+            base.max_accel_y_mps2,
+            base.max_accel_wz_radps2,
+        ],
+        brake: [
+            base.brake_decel_mps2,
+            base.brake_decel_mps2,
+            base.brake_decel_wz_radps2,
+        ],
+    };
+    let footprint: Vec<[f64; 2]> = base.footprint_polygon_m.clone().unwrap_or_else(|| {
+        let r = base.footprint_radius_m.unwrap_or(0.3) / (std::f64::consts::PI / 24.0).cos();
+        (0..24)
+            .map(|i| {
+                let a = std::f64::consts::TAU * i as f64 / 24.0;
+                [r * a.cos(), r * a.sin()]
+            })
+            .collect()
+    });
+    let beams = 720;
+    let lidar = SimLidar {
+        mount: Pose::default(),
+        beams,
+        angle_min_rad: -std::f32::consts::PI,
+        angle_increment_rad: std::f32::consts::TAU / beams as f32,
+        range_min_m: 0.05,
+        range_max_m: 30.0,
+        noise_std_m: 0.01,
+        dropout: 0.002,
+    };
+    let camera = SimCamera::default();
+    let mut rng = Rng::new(options.seed);
+    let mut world = scenario.world.clone();
+    let mut ranges = vec![f32::INFINITY; beams];
+    let mut scan_stamp = 0u64;
+    let mut obs = Observation::for_manifest(manifest);
+    manifest.tokenize(&scenario.instruction, &mut obs.instruction);
+    let mut chunk = ActionChunk::for_manifest(manifest);
+    let mut pending: Option<u64> = None; // arrival time of the chunk in flight
+    let latency_ns = (options.inference_latency_ms * 1e6).round() as u64;
+    let mut inference_ms = Vec::new();
+    let start_ns = 1_000_000_000u64;
+    let ticks = (options.duration_s * 1e9 / period_ns as f64).round() as u64;
+    let mut summary = SimSummary {
+        scenario: scenario.name.to_string(),
+        mode: "lockstep",
+        ticks: 0,
+        deadline_misses: 0,
+        collisions: 0,
+        min_clearance_m: f64::INFINITY,
+        goal_reached: false,
+        goal_reached_s: None,
+        vetoes: Default::default(),
+        tick_p50_us: 0.0,
+        tick_p99_us: 0.0,
+        tick_max_us: 0.0,
+        inference_p50_ms: 0.0,
+        actions_dropped_stale: 0,
+        ticks_without_action: 0,
+        chunks_merged: 0,
+        stopped_after_kill_s: None,
+        final_pose: [0.0; 3],
+    };
+    let wall = std::time::Instant::now();
+    let clock = move || wall.elapsed().as_nanos() as u64;
+    for tick in 0..ticks {
+        let now = start_ns + (tick + 1) * period_ns;
+        let t_s = (tick + 1) as f64 * period_ns as f64 * 1e-9;
+        world.step(period_ns as f64 * 1e-9);
+        if tick % 4 == 0 {
+            lidar.scan(&world, &plant.pose, &mut rng, &mut ranges);
+            scan_stamp = now;
+        }
+        // Anytime inference: the chunk computed from this observation arrives `latency` later.
+        let alive = options.kill_inference_at_s.is_none_or(|k| t_s < k);
+        if alive && pending.is_none() {
+            if let Some(ImageData::U8(image)) = obs.image.as_mut() {
+                camera.render(&world, &plant.pose, image);
+            }
+            let measured = [
+                plant.velocity.vx_mps as f32,
+                plant.velocity.vy_mps as f32,
+                plant.velocity.wz_radps as f32,
+            ];
+            for (s, m) in obs.state.iter_mut().zip(measured) {
+                *s = m;
+            }
+            obs.t_obs_ns = now;
+            let t0 = std::time::Instant::now();
+            backend.infer(&obs, &mut chunk)?;
+            inference_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            pending = Some(now + latency_ns);
+        }
+        if let Some(arrival) = pending
+            && arrival <= now
+        {
+            if let Some(mut msg) = channel.free.pop() {
+                msg.t_obs_ns = chunk.t_obs_ns;
+                msg.actions.copy_from_slice(&chunk.actions);
+                let _ = channel.ready.push(msg);
+            }
+            pending = None;
+        }
+        let estop = [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT];
+        let inputs = SafetyInputs {
+            estop,
+            // The operator's start at t = 0.
+            reset_request_seq: 1,
+            scan: Some(Scan {
+                stamp: Monotonic::from_nanos(scan_stamp),
+                angle_min_rad: lidar.angle_min_rad,
+                angle_increment_rad: lidar.angle_increment_rad,
+                range_min_m: lidar.range_min_m,
+                range_max_m: lidar.range_max_m,
+                ranges_m: &ranges,
+            }),
+            odometry: Some(Odometry {
+                stamp: Monotonic::from_nanos(now),
+                twist: plant.velocity,
+            }),
+            joint_state: None,
+        };
+        let verdict = control.tick(now, &inputs, &clock);
+        plant.step(
+            verdict.command.base,
+            verdict.power_enabled,
+            period_ns as f64 * 1e-9,
+        );
+        let world_fp: Vec<[f64; 2]> = footprint.iter().map(|&p| plant.pose.transform(p)).collect();
+        let clearance = world.clearance(&world_fp);
+        let moving = plant.velocity.vx_mps.hypot(plant.velocity.vy_mps) > 0.01;
+        summary.min_clearance_m = summary.min_clearance_m.min(clearance);
+        summary.collisions += u64::from(clearance <= 0.0 && moving);
+        if !summary.goal_reached {
+            let goal = World {
+                obstacles: vec![world.obstacles[scenario.goal].clone()],
+                time_s: world.time_s,
+            };
+            if goal.clearance(&world_fp) <= scenario.goal_clearance_m {
+                summary.goal_reached = true;
+                summary.goal_reached_s = Some(t_s);
+            }
+        }
+        if let Some(kill) = options.kill_inference_at_s
+            && t_s >= kill
+            && summary.stopped_after_kill_s.is_none()
+            && control.last_no_action.is_some()
+        {
+            // The loop stopped proposing motion: no action is executed past its age limit.
+            summary.stopped_after_kill_s = Some(t_s - kill);
+        }
+        on_tick(&SimTick {
+            time_s: t_s,
+            pose: plant.pose,
+            velocity: plant.velocity,
+            command: verdict.command.base,
+            action: verdict.action,
+            reasons: verdict.reasons,
+            clearance_m: clearance,
+        });
+    }
+    let counts = control.safety.reason_counts();
+    for reason in Reason::ALL {
+        let n = counts[*reason as usize];
+        if n > 0 && reason.action() >= reflex_safety::Action::Slow {
+            summary.vetoes.insert(reason.name().to_string(), n);
+        }
+    }
+    inference_ms.sort_by(f64::total_cmp);
+    summary.ticks = control.stats.ticks;
+    summary.tick_p50_us = control.stats.tick_cost.quantile_us(0.5);
+    summary.tick_p99_us = control.stats.tick_cost.quantile_us(0.99);
+    summary.tick_max_us = control.stats.tick_cost.max_ns as f64 / 1e3;
+    summary.inference_p50_ms = inference_ms
+        .get(inference_ms.len() / 2)
+        .copied()
+        .unwrap_or(0.0);
+    summary.actions_dropped_stale = control.queue.stats.actions_dropped_stale;
+    summary.ticks_without_action = control.stats.ticks_without_action;
+    summary.chunks_merged = control.stats.chunks_merged;
+    summary.final_pose = [plant.pose.x_m, plant.pose.y_m, plant.pose.yaw_rad];
+    Ok(summary)
+}
