@@ -1,0 +1,169 @@
+//! The control tick: zero allocations over 10,000 steady-state ticks (counting global
+//! allocator, this thread only), and an obstacle inside the protective zone zeroes the command
+//! on the very next tick.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reflex_runtime::chunks::{MergeStrategy, QueueConfig};
+use reflex_runtime::config::ReflexConfig;
+use reflex_runtime::control::{BaseAxis, ChunkChannel, ControlLoop};
+use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; it only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const PERIOD: u64 = 10_000_000;
+const BEAMS: usize = 720;
+
+fn control() -> (ControlLoop, ChunkChannel) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/reflex.example.toml");
+    let config = ReflexConfig::load(&path).unwrap();
+    let channel = ChunkChannel::new(4, 20 * 3);
+    let control = ControlLoop::new(
+        Safety::new(config.safety).unwrap(),
+        QueueConfig {
+            dims: 3,
+            horizon: 20,
+            step_ns: 20_000_000,
+            strategy: MergeStrategy::Crossfade,
+            crossfade_steps: 5,
+            ensemble_decay: 0.5,
+            max_action_age_ns: 200_000_000,
+        },
+        &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
+        channel.clone(),
+    );
+    (control, channel)
+}
+
+fn send_chunk(channel: &ChunkChannel, t_obs_ns: u64, vx: f32) {
+    let mut msg = channel.free.pop().expect("a free buffer");
+    msg.t_obs_ns = t_obs_ns;
+    for step in msg.actions.chunks_mut(3) {
+        step.copy_from_slice(&[vx, 0.0, 0.0]);
+    }
+    channel.ready.push(msg).expect("room");
+}
+
+fn inputs(now: u64, ranges: &[f32]) -> SafetyInputs<'_> {
+    SafetyInputs {
+        estop: [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT],
+        reset_request_seq: 1,
+        scan: Some(Scan {
+            stamp: Monotonic::from_nanos(now),
+            angle_min_rad: -std::f32::consts::PI,
+            angle_increment_rad: std::f32::consts::TAU / BEAMS as f32,
+            range_min_m: 0.05,
+            range_max_m: 30.0,
+            ranges_m: ranges,
+        }),
+        odometry: None,
+        joint_state: None,
+    }
+}
+
+fn fake_clock() -> u64 {
+    0
+}
+
+#[test]
+fn ten_thousand_steady_ticks_do_not_allocate() {
+    let (mut control, channel) = control();
+    let mut ranges = vec![f32::INFINITY; BEAMS];
+    let mut now = 1_000_000_000u64;
+    // Warm up (first merges, scan geometry cache).
+    for i in 0..50 {
+        now += PERIOD;
+        if i % 5 == 0 {
+            send_chunk(&channel, now - 30_000_000, 0.5);
+        }
+        control.tick(now, &inputs(now, &ranges), &fake_clock);
+    }
+    COUNTING.with(|c| c.set(true));
+    let mut moving = 0;
+    for i in 0..10_000u64 {
+        now += PERIOD;
+        // A chunk every 50 ms (the worker's rate), arriving 30 ms after its observation.
+        if i % 5 == 0 {
+            COUNTING.with(|c| c.set(false));
+            send_chunk(&channel, now - 30_000_000, 0.5);
+            COUNTING.with(|c| c.set(true));
+        }
+        // Obstacles come and go in front of the robot.
+        let near = (i / 300) % 2 == 1;
+        for r in ranges[350..370].iter_mut() {
+            *r = if near { 0.6 } else { f32::INFINITY };
+        }
+        let verdict = control.tick(now, &inputs(now, &ranges), &fake_clock);
+        moving += u32::from(verdict.command.base.vx_mps > 0.0);
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        0,
+        "the control tick allocated or freed"
+    );
+    assert!(
+        moving > 1_000 && control.stats.chunks_merged >= 2_000,
+        "{moving} {:?}",
+        control.stats.chunks_merged
+    );
+}
+
+#[test]
+fn an_obstacle_inside_the_protective_zone_zeroes_the_command_on_the_next_tick() {
+    let (mut control, channel) = control();
+    let mut ranges = vec![f32::INFINITY; BEAMS];
+    let mut now = 1_000_000_000u64;
+    let mut last = None;
+    for i in 0..200 {
+        now += PERIOD;
+        if i % 5 == 0 {
+            send_chunk(&channel, now - 30_000_000, 0.8);
+        }
+        last = Some(control.tick(now, &inputs(now, &ranges), &fake_clock));
+    }
+    assert!(last.unwrap().command.base.vx_mps > 0.7, "{last:?}");
+    // A box 0.3 m ahead of the front (inside the ~0.46 m zone at 0.8 m/s) appears.
+    for r in ranges[355..366].iter_mut() {
+        *r = 0.35 + 0.3;
+    }
+    now += PERIOD;
+    let v = control.tick(now, &inputs(now, &ranges), &fake_clock);
+    assert_eq!(v.command.base.vx_mps, 0.0, "{v:?}");
+    assert!(v.reasons.contains(reflex_safety::Reason::ProtectiveZone));
+}

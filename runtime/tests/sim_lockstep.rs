@@ -1,0 +1,95 @@
+//! Lockstep closed-loop tests: the demo policy on ONNX Runtime, the control loop, the safety
+//! layer and the simulator, faster than real time.
+
+use std::path::{Path, PathBuf};
+
+use reflex_models::{BackendConfig, PolicyPackage};
+use reflex_runtime::config::ReflexConfig;
+use reflex_runtime::simrun::{SimOptions, default_scenario, run_lockstep};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn setup() -> (ReflexConfig, PolicyPackage, BackendConfig) {
+    let config = ReflexConfig::load(&repo().join("launch/reflex.example.toml")).unwrap();
+    let package = PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla")).unwrap();
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            repo().join(
+                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
+            )
+        });
+    assert!(
+        lib.is_file(),
+        "ONNX Runtime not found at {}: run `bash scripts/test`",
+        lib.display()
+    );
+    let backend = BackendConfig {
+        ort_library: Some(lib),
+        ..BackendConfig::default()
+    };
+    (config, package, backend)
+}
+
+#[test]
+fn the_demo_policy_reaches_the_goal_in_at_least_9_of_10_seeds() {
+    let (config, package, backend) = setup();
+    let mut reached = 0;
+    for seed in 1..=10 {
+        let options = SimOptions {
+            duration_s: 40.0,
+            seed,
+            ..SimOptions::default()
+        };
+        let s = run_lockstep(
+            &config.safety,
+            &package,
+            &backend,
+            default_scenario(seed),
+            &options,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(s.collisions, 0, "seed {seed}: {s:?}");
+        assert!(
+            s.vetoes.values().sum::<u64>() > 0,
+            "seed {seed}: the pedestrian must cause vetoes"
+        );
+        reached += u32::from(s.goal_reached);
+    }
+    assert!(reached >= 9, "{reached}/10");
+}
+
+#[test]
+fn a_dead_inference_worker_stops_the_robot_within_the_action_age_limit() {
+    let (config, package, backend) = setup();
+    let options = SimOptions {
+        duration_s: 14.0,
+        kill_inference_at_s: Some(12.0),
+        ..SimOptions::default()
+    };
+    let mut moving_after = 0.0f64;
+    let s = run_lockstep(
+        &config.safety,
+        &package,
+        &backend,
+        default_scenario(3),
+        &options,
+        &mut |t| {
+            if t.time_s > 12.0 && t.command.vx_mps.abs() > 1e-9 {
+                moving_after = t.time_s;
+            }
+        },
+    )
+    .unwrap();
+    let stopped = s
+        .stopped_after_kill_s
+        .expect("the loop must stop proposing motion");
+    // max_action_age_ms (200) + one tick (10 ms).
+    assert!(stopped <= 0.2 + 0.01 + 1e-9, "{stopped}");
+    assert!(s.actions_dropped_stale > 0 || s.ticks_without_action > 0);
+    // Then the safety layer brakes it to zero (1.5 m/s² from ≤ 0.6 m/s: < 0.5 s).
+    assert!(moving_after < 12.0 + 0.21 + 0.5, "{moving_after}");
+}
