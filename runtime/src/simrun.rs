@@ -170,48 +170,8 @@ pub fn run_lockstep(
         &base_axes(package),
         channel.clone(),
     );
-    let base = config
-        .base
-        .clone()
-        .context("the simulator needs [safety.base]")?;
-    let mut plant = Plant {
-        pose: Pose::default(),
-        velocity: Twist::default(),
-        accel: [
-            base.max_accel_x_mps2,
-            base.max_accel_y_mps2,
-            base.max_accel_wz_radps2,
-        ],
-        brake: [
-            base.brake_decel_mps2,
-            base.brake_decel_mps2,
-            base.brake_decel_wz_radps2,
-        ],
-    };
-    let footprint: Vec<[f64; 2]> = base.footprint_polygon_m.clone().unwrap_or_else(|| {
-        let r = base.footprint_radius_m.unwrap_or(0.3) / (std::f64::consts::PI / 24.0).cos();
-        (0..24)
-            .map(|i| {
-                let a = std::f64::consts::TAU * i as f64 / 24.0;
-                [r * a.cos(), r * a.sin()]
-            })
-            .collect()
-    });
-    let beams = 720;
-    let lidar = SimLidar {
-        mount: Pose::default(),
-        beams,
-        angle_min_rad: -std::f32::consts::PI,
-        angle_increment_rad: std::f32::consts::TAU / beams as f32,
-        range_min_m: 0.05,
-        range_max_m: 30.0,
-        noise_std_m: 0.01,
-        dropout: 0.002,
-    };
-    let camera = SimCamera::default();
-    let mut rng = Rng::new(options.seed);
-    let mut world = scenario.world.clone();
-    let mut ranges = vec![f32::INFINITY; beams];
+    let mut robot = Robot::new(&config, &scenario, options.seed)?;
+    let mut ranges = vec![f32::INFINITY; robot.lidar.beams];
     let mut scan_stamp = 0u64;
     let mut obs = Observation::for_manifest(manifest);
     manifest.tokenize(&scenario.instruction, &mut obs.instruction);
@@ -246,25 +206,15 @@ pub fn run_lockstep(
     for tick in 0..ticks {
         let now = start_ns + (tick + 1) * period_ns;
         let t_s = (tick + 1) as f64 * period_ns as f64 * 1e-9;
-        world.step(period_ns as f64 * 1e-9);
+        robot.world.step(period_ns as f64 * 1e-9);
         if tick % 4 == 0 {
-            lidar.scan(&world, &plant.pose, &mut rng, &mut ranges);
+            robot.scan(&mut ranges);
             scan_stamp = now;
         }
         // Anytime inference: the chunk computed from this observation arrives `latency` later.
         let alive = options.kill_inference_at_s.is_none_or(|k| t_s < k);
         if alive && pending.is_none() {
-            if let Some(ImageData::U8(image)) = obs.image.as_mut() {
-                camera.render(&world, &plant.pose, image);
-            }
-            let measured = [
-                plant.velocity.vx_mps as f32,
-                plant.velocity.vy_mps as f32,
-                plant.velocity.wz_radps as f32,
-            ];
-            for (s, m) in obs.state.iter_mut().zip(measured) {
-                *s = m;
-            }
+            robot.observe(&mut obs);
             obs.t_obs_ns = now;
             let t0 = std::time::Instant::now();
             backend.infer(&obs, &mut chunk)?;
@@ -286,41 +236,20 @@ pub fn run_lockstep(
             estop,
             // The operator's start at t = 0.
             reset_request_seq: 1,
-            scan: Some(Scan {
-                stamp: Monotonic::from_nanos(scan_stamp),
-                angle_min_rad: lidar.angle_min_rad,
-                angle_increment_rad: lidar.angle_increment_rad,
-                range_min_m: lidar.range_min_m,
-                range_max_m: lidar.range_max_m,
-                ranges_m: &ranges,
-            }),
+            scan: Some(robot.lidar_scan(scan_stamp, &ranges)),
             odometry: Some(Odometry {
                 stamp: Monotonic::from_nanos(now),
-                twist: plant.velocity,
+                twist: robot.plant.velocity,
             }),
             joint_state: None,
         };
         let verdict = control.tick(now, &inputs, &clock);
-        plant.step(
+        let clearance = robot.actuate(
             verdict.command.base,
             verdict.power_enabled,
             period_ns as f64 * 1e-9,
+            t_s,
         );
-        let world_fp: Vec<[f64; 2]> = footprint.iter().map(|&p| plant.pose.transform(p)).collect();
-        let clearance = world.clearance(&world_fp);
-        let moving = plant.velocity.vx_mps.hypot(plant.velocity.vy_mps) > 0.01;
-        summary.min_clearance_m = summary.min_clearance_m.min(clearance);
-        summary.collisions += u64::from(clearance <= 0.0 && moving);
-        if !summary.goal_reached {
-            let goal = World {
-                obstacles: vec![world.obstacles[scenario.goal].clone()],
-                time_s: world.time_s,
-            };
-            if goal.clearance(&world_fp) <= scenario.goal_clearance_m {
-                summary.goal_reached = true;
-                summary.goal_reached_s = Some(t_s);
-            }
-        }
         if let Some(kill) = options.kill_inference_at_s
             && t_s >= kill
             && summary.stopped_after_kill_s.is_none()
@@ -331,8 +260,8 @@ pub fn run_lockstep(
         }
         on_tick(&SimTick {
             time_s: t_s,
-            pose: plant.pose,
-            velocity: plant.velocity,
+            pose: robot.plant.pose,
+            velocity: robot.plant.velocity,
             command: verdict.command.base,
             action: verdict.action,
             reasons: verdict.reasons,
@@ -358,6 +287,146 @@ pub fn run_lockstep(
     summary.actions_dropped_stale = control.queue.stats.actions_dropped_stale;
     summary.ticks_without_action = control.stats.ticks_without_action;
     summary.chunks_merged = control.stats.chunks_merged;
-    summary.final_pose = [plant.pose.x_m, plant.pose.y_m, plant.pose.yaw_rad];
+    robot.finish(&mut summary);
     Ok(summary)
+}
+
+/// The simulated robot and its world: plant, lidar, camera, and what the run observed.
+#[derive(Debug)]
+pub struct Robot {
+    pub world: World,
+    pub plant: Plant,
+    pub lidar: SimLidar,
+    pub camera: SimCamera,
+    rng: Rng,
+    footprint: Vec<[f64; 2]>,
+    goal: usize,
+    goal_clearance_m: f64,
+    pub collisions: u64,
+    pub min_clearance_m: f64,
+    pub goal_reached_s: Option<f64>,
+}
+
+impl Robot {
+    /// The base of `config` at the origin, facing +x, in `scenario`'s world.
+    pub fn new(config: &SafetyConfig, scenario: &Scenario, seed: u64) -> Result<Self> {
+        let base = config
+            .base
+            .clone()
+            .context("the simulator needs [safety.base]")?;
+        let footprint: Vec<[f64; 2]> = base.footprint_polygon_m.clone().unwrap_or_else(|| {
+            let r = base.footprint_radius_m.unwrap_or(0.3) / (std::f64::consts::PI / 24.0).cos();
+            (0..24)
+                .map(|i| {
+                    let a = std::f64::consts::TAU * i as f64 / 24.0;
+                    [r * a.cos(), r * a.sin()]
+                })
+                .collect()
+        });
+        let beams = 720;
+        Ok(Self {
+            world: scenario.world.clone(),
+            plant: Plant {
+                pose: Pose::default(),
+                velocity: Twist::default(),
+                accel: [
+                    base.max_accel_x_mps2,
+                    base.max_accel_y_mps2,
+                    base.max_accel_wz_radps2,
+                ],
+                brake: [
+                    base.brake_decel_mps2,
+                    base.brake_decel_mps2,
+                    base.brake_decel_wz_radps2,
+                ],
+            },
+            lidar: SimLidar {
+                mount: Pose::default(),
+                beams,
+                angle_min_rad: -std::f32::consts::PI,
+                angle_increment_rad: std::f32::consts::TAU / beams as f32,
+                range_min_m: 0.05,
+                range_max_m: 30.0,
+                noise_std_m: 0.01,
+                dropout: 0.002,
+            },
+            camera: SimCamera::default(),
+            rng: Rng::new(seed),
+            footprint,
+            goal: scenario.goal,
+            goal_clearance_m: scenario.goal_clearance_m,
+            collisions: 0,
+            min_clearance_m: f64::INFINITY,
+            goal_reached_s: None,
+        })
+    }
+
+    pub fn scan(&mut self, ranges: &mut [f32]) {
+        self.lidar
+            .scan(&self.world, &self.plant.pose, &mut self.rng, ranges);
+    }
+
+    /// The scan message for `ranges` taken at `stamp_ns`.
+    pub fn lidar_scan<'a>(&self, stamp_ns: u64, ranges: &'a [f32]) -> Scan<'a> {
+        Scan {
+            stamp: Monotonic::from_nanos(stamp_ns),
+            angle_min_rad: self.lidar.angle_min_rad,
+            angle_increment_rad: self.lidar.angle_increment_rad,
+            range_min_m: self.lidar.range_min_m,
+            range_max_m: self.lidar.range_max_m,
+            ranges_m: ranges,
+        }
+    }
+
+    /// Camera image and measured velocity into the policy's observation.
+    pub fn observe(&self, obs: &mut Observation) {
+        if let Some(ImageData::U8(image)) = obs.image.as_mut() {
+            self.camera.render(&self.world, &self.plant.pose, image);
+        }
+        let measured = [
+            self.plant.velocity.vx_mps as f32,
+            self.plant.velocity.vy_mps as f32,
+            self.plant.velocity.wz_radps as f32,
+        ];
+        for (s, m) in obs.state.iter_mut().zip(measured) {
+            *s = m;
+        }
+    }
+
+    /// Applies the final command for `dt_s`, then records clearance, collisions (footprint
+    /// touching while moving) and the goal. Returns the clearance.
+    pub fn actuate(&mut self, command: Twist, power_enabled: bool, dt_s: f64, t_s: f64) -> f64 {
+        self.plant.step(command, power_enabled, dt_s);
+        let world_fp: Vec<[f64; 2]> = self
+            .footprint
+            .iter()
+            .map(|&p| self.plant.pose.transform(p))
+            .collect();
+        let clearance = self.world.clearance(&world_fp);
+        let moving = self.plant.velocity.vx_mps.hypot(self.plant.velocity.vy_mps) > 0.01;
+        self.min_clearance_m = self.min_clearance_m.min(clearance);
+        self.collisions += u64::from(clearance <= 0.0 && moving);
+        if self.goal_reached_s.is_none() {
+            let goal = World {
+                obstacles: vec![self.world.obstacles[self.goal].clone()],
+                time_s: self.world.time_s,
+            };
+            if goal.clearance(&world_fp) <= self.goal_clearance_m {
+                self.goal_reached_s = Some(t_s);
+            }
+        }
+        clearance
+    }
+
+    fn finish(&self, summary: &mut SimSummary) {
+        summary.collisions = self.collisions;
+        summary.min_clearance_m = self.min_clearance_m;
+        summary.goal_reached = self.goal_reached_s.is_some();
+        summary.goal_reached_s = self.goal_reached_s;
+        summary.final_pose = [
+            self.plant.pose.x_m,
+            self.plant.pose.y_m,
+            self.plant.pose.yaw_rad,
+        ];
+    }
 }
