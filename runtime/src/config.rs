@@ -12,6 +12,9 @@ use serde::Deserialize;
 pub struct ReflexConfig {
     /// `[safety]`: see `reflex_safety::SafetyConfig`.
     pub safety: reflex_safety::SafetyConfig,
+    /// `[runtime]`: the RT thread (period, SCHED_FIFO, mlockall, affinity, overruns).
+    #[serde(default)]
+    pub runtime: crate::rt::RtConfig,
     /// `[models]`: see `reflex_models::BackendConfig` (all keys optional).
     #[serde(default)]
     pub models: reflex_models::BackendConfig,
@@ -32,6 +35,7 @@ impl ReflexConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let config: ReflexConfig = toml::from_str(text)?;
         config.safety.validate()?;
+        config.runtime.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod inspect;
+pub mod realtime;
 pub mod rt;
 pub mod sim;
 pub mod simrun;

@@ -91,6 +91,10 @@ enum Cmd {
         /// Print the summary as one JSON object on the last line.
         #[arg(long)]
         json: bool,
+        /// Run on real threads and the real clock (RT thread, inference worker, robot) instead
+        /// of lockstep.
+        #[arg(long)]
+        realtime: bool,
     },
     /// Validate a config file and print the safety config hash.
     CheckConfig {
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             ort_library,
             json,
+            realtime,
         } => {
             anyhow::ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 3600.0,
@@ -270,6 +275,38 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let scenario = reflex_runtime::simrun::default_scenario(seed);
+            if realtime {
+                let mut rt_config = config.runtime.clone();
+                rt_config.period_ms = period_ms;
+                let (summary, report) = reflex_runtime::realtime::run_realtime(
+                    &config.safety,
+                    &package,
+                    &backend,
+                    &rt_config,
+                    scenario,
+                    &options,
+                )?;
+                if !report.grants.is_empty() {
+                    eprintln!("reflex: rt thread: {}", report.grants);
+                }
+                if json {
+                    let mut value = serde_json::to_value(&summary)?;
+                    value["lateness_p50_us"] = report.lateness_p50_us.into();
+                    value["lateness_p99_us"] = report.lateness_p99_us.into();
+                    value["lateness_max_us"] = report.lateness_max_us.into();
+                    value["watchdog_trips"] = report.watchdog_trips.into();
+                    println!("{}", serde_json::to_string(&value)?);
+                } else {
+                    println!("{}", serde_json::to_string_pretty(&summary)?);
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+                anyhow::ensure!(
+                    summary.collisions == 0,
+                    "the robot collided {} times",
+                    summary.collisions
+                );
+                return Ok(());
+            }
             let mut last_print = -1.0f64;
             let summary = reflex_runtime::simrun::run_lockstep(
                 &config.safety,

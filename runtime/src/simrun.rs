@@ -110,6 +110,30 @@ pub struct SimSummary {
     pub final_pose: [f64; 3],
 }
 
+/// A summary with nothing counted yet.
+pub fn empty_summary(scenario: &str, mode: &'static str) -> SimSummary {
+    SimSummary {
+        scenario: scenario.to_string(),
+        mode,
+        ticks: 0,
+        deadline_misses: 0,
+        collisions: 0,
+        min_clearance_m: f64::INFINITY,
+        goal_reached: false,
+        goal_reached_s: None,
+        vetoes: Default::default(),
+        tick_p50_us: 0.0,
+        tick_p99_us: 0.0,
+        tick_max_us: 0.0,
+        inference_p50_ms: 0.0,
+        actions_dropped_stale: 0,
+        ticks_without_action: 0,
+        chunks_merged: 0,
+        stopped_after_kill_s: None,
+        final_pose: [0.0; 3],
+    }
+}
+
 /// One tick of the run, for reports and tests.
 #[derive(Debug, Clone, Copy)]
 pub struct SimTick {
@@ -181,33 +205,14 @@ pub fn run_lockstep(
     let mut inference_ms = Vec::new();
     let start_ns = 1_000_000_000u64;
     let ticks = (options.duration_s * 1e9 / period_ns as f64).round() as u64;
-    let mut summary = SimSummary {
-        scenario: scenario.name.to_string(),
-        mode: "lockstep",
-        ticks: 0,
-        deadline_misses: 0,
-        collisions: 0,
-        min_clearance_m: f64::INFINITY,
-        goal_reached: false,
-        goal_reached_s: None,
-        vetoes: Default::default(),
-        tick_p50_us: 0.0,
-        tick_p99_us: 0.0,
-        tick_max_us: 0.0,
-        inference_p50_ms: 0.0,
-        actions_dropped_stale: 0,
-        ticks_without_action: 0,
-        chunks_merged: 0,
-        stopped_after_kill_s: None,
-        final_pose: [0.0; 3],
-    };
+    let mut summary = empty_summary(scenario.name, "lockstep");
     let wall = std::time::Instant::now();
     let clock = move || wall.elapsed().as_nanos() as u64;
     for tick in 0..ticks {
         let now = start_ns + (tick + 1) * period_ns;
         let t_s = (tick + 1) as f64 * period_ns as f64 * 1e-9;
         robot.world.step(period_ns as f64 * 1e-9);
-        if tick % 4 == 0 {
+        if tick.is_multiple_of(4) {
             robot.scan(&mut ranges);
             scan_stamp = now;
         }
@@ -418,7 +423,8 @@ impl Robot {
         clearance
     }
 
-    fn finish(&self, summary: &mut SimSummary) {
+    /// Copies what the run observed into `summary`.
+    pub fn finish(&self, summary: &mut SimSummary) {
         summary.collisions = self.collisions;
         summary.min_clearance_m = self.min_clearance_m;
         summary.goal_reached = self.goal_reached_s.is_some();

@@ -1,0 +1,279 @@
+//! `reflex sim --realtime`: the same closed loop on real threads and the real clock.
+//!
+//! ```text
+//!  sim thread (the "robot", 100 Hz) ── sensors ─► triple buffer ─► RT thread (ControlLoop::tick
+//!     ▲   └─ camera + state ─► triple buffer ─► inference worker      on absolute deadlines)
+//!     └──────────── command ◄─ triple buffer ◄───────────────────────────┘
+//!                  inference worker ─► ChunkChannel (bounded, recycled buffers) ─► RT thread
+//! ```
+//! The RT thread never blocks, locks or allocates after start-up; the watchdog (on the RT
+//! thread) turns N deadline misses in a row, or an inference worker silent past its deadline,
+//! into an internal E-stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use reflex_models::{
+    ActionChunk, BackendConfig, Observation, OrtBackend, PolicyBackend, PolicyPackage,
+};
+use reflex_safety::{
+    EstopReport, EstopSource, Monotonic, Odometry, Reason, SafetyConfig, SafetyInputs, Twist,
+};
+
+use crate::chunks::QueueConfig;
+use crate::control::{ChunkChannel, ControlLoop, Histogram};
+use crate::rt::{self, RtConfig, Ticker};
+use crate::simrun::{Robot, Scenario, SimOptions, SimSummary, base_axes};
+
+/// Sensors as the RT thread reads them.
+#[derive(Debug, Clone)]
+struct SensorFrame {
+    scan_stamp_ns: u64,
+    ranges: Vec<f32>,
+    odom_stamp_ns: u64,
+    odom: Twist,
+}
+
+/// The command as the sim thread applies it.
+#[derive(Debug, Clone, Copy, Default)]
+struct CommandFrame {
+    base: Twist,
+    power_enabled: bool,
+}
+
+/// Extra numbers of a real-time run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RealtimeReport {
+    pub lateness_p50_us: f64,
+    pub lateness_p99_us: f64,
+    pub lateness_max_us: f64,
+    pub grants: String,
+    pub watchdog_trips: u64,
+}
+
+/// Runs `scenario` in real time for `options.duration_s`.
+pub fn run_realtime(
+    safety_config: &SafetyConfig,
+    package: &PolicyPackage,
+    backend_config: &BackendConfig,
+    rt_config: &RtConfig,
+    scenario: Scenario,
+    options: &SimOptions,
+) -> Result<(SimSummary, RealtimeReport)> {
+    rt_config.validate().map_err(anyhow::Error::msg)?;
+    let manifest = package.manifest.clone();
+    let period_ns = rt_config.period_ns();
+    let mut config = safety_config.clone();
+    config.control_period_ms = rt_config.period_ms;
+    let horizon = manifest.horizon_steps();
+    let dims = manifest.action_space.len();
+    let channel = ChunkChannel::new(4, horizon * dims);
+    let control = ControlLoop::new(
+        reflex_safety::Safety::new(config.clone())?,
+        QueueConfig {
+            dims,
+            horizon,
+            step_ns: (1e9 / manifest.control_rate_hz).round() as u64,
+            strategy: options.strategy,
+            crossfade_steps: 5,
+            ensemble_decay: 0.5,
+            max_action_age_ns: (options.max_action_age_ms * 1e6).round() as u64,
+        },
+        &base_axes(package),
+        channel.clone(),
+    );
+    let mut backend = OrtBackend::load(package, backend_config)?;
+    backend.warm_up(3)?;
+
+    let mut robot = Robot::new(&config, &scenario, options.seed)?;
+    let beams = robot.lidar.beams;
+    let (mut sensor_in, mut sensor_out) = triple_buffer::triple_buffer(&SensorFrame {
+        scan_stamp_ns: 0,
+        ranges: vec![f32::INFINITY; beams],
+        odom_stamp_ns: 0,
+        odom: Twist::default(),
+    });
+    let (mut command_in, mut command_out) = triple_buffer::triple_buffer(&CommandFrame::default());
+    let mut obs = Observation::for_manifest(&manifest);
+    manifest.tokenize(&scenario.instruction, &mut obs.instruction);
+    let (mut obs_in, mut obs_out) = triple_buffer::triple_buffer(&obs);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_beat = Arc::new(AtomicU64::new(rt::now_ns()));
+    let start_ns = rt::now_ns();
+    let end_ns = start_ns + (options.duration_s * 1e9) as u64;
+
+    // Inference worker: newest observation in, chunk out; never waits on the loop.
+    let worker = {
+        let stop = stop.clone();
+        let beat = worker_beat.clone();
+        let channel = channel.clone();
+        let kill_at = options
+            .kill_inference_at_s
+            .map(|s| start_ns + (s * 1e9) as u64);
+        std::thread::Builder::new()
+            .name("reflex-infer".into())
+            .spawn(move || -> Result<Vec<f64>> {
+                let mut chunk = ActionChunk::for_manifest(&manifest);
+                let mut last_obs = 0u64;
+                let mut latencies_ms = Vec::with_capacity(4096);
+                while !stop.load(Ordering::Acquire) {
+                    if kill_at.is_some_and(|k| rt::now_ns() >= k) {
+                        break;
+                    }
+                    let obs = obs_out.read();
+                    if obs.t_obs_ns == last_obs {
+                        std::thread::sleep(std::time::Duration::from_micros(500));
+                        continue;
+                    }
+                    last_obs = obs.t_obs_ns;
+                    let t0 = rt::now_ns();
+                    backend.infer(obs, &mut chunk)?;
+                    latencies_ms.push((rt::now_ns() - t0) as f64 * 1e-6);
+                    if let Some(mut msg) = channel.free.pop() {
+                        msg.t_obs_ns = chunk.t_obs_ns;
+                        msg.actions.copy_from_slice(&chunk.actions);
+                        let _ = channel.ready.push(msg);
+                    }
+                    beat.store(rt::now_ns(), Ordering::Release);
+                }
+                Ok(latencies_ms)
+            })
+            .context("cannot start the inference worker")?
+    };
+
+    // The RT thread: the control loop on absolute deadlines.
+    let rt_thread = {
+        let stop = stop.clone();
+        let beat = worker_beat.clone();
+        let rt_config = rt_config.clone();
+        std::thread::Builder::new()
+            .name("reflex-rt".into())
+            .spawn(move || {
+                let grants = rt::apply(&rt_config);
+                let mut control = control;
+                let mut ticker = Ticker::new(period_ns, rt_config.overrun, rt::now_ns());
+                let mut lateness = Histogram::default();
+                let worker_deadline_ns = 500_000_000;
+                let mut watchdog_trips = 0u64;
+                let clock = rt::now_ns;
+                while !stop.load(Ordering::Acquire) {
+                    let tick = ticker.wait();
+                    lateness.record(tick.lateness_ns());
+                    let now = tick.woke_ns;
+                    let sensors = sensor_out.read();
+                    let mut estop =
+                        [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT];
+                    // Watchdog: N missed deadlines in a row, or a silent inference worker.
+                    let worker_silent =
+                        now.saturating_sub(beat.load(Ordering::Acquire)) > worker_deadline_ns;
+                    if ticker.consecutive_misses >= u64::from(rt_config.max_consecutive_misses)
+                        || worker_silent
+                    {
+                        estop[EstopSource::Internal.index()] =
+                            EstopReport::Pressed(Monotonic::from_nanos(now));
+                        watchdog_trips += 1;
+                    }
+                    let inputs = SafetyInputs {
+                        estop,
+                        reset_request_seq: 1,
+                        scan: Some(reflex_safety::Scan {
+                            stamp: Monotonic::from_nanos(sensors.scan_stamp_ns),
+                            angle_min_rad: -std::f32::consts::PI,
+                            angle_increment_rad: std::f32::consts::TAU
+                                / sensors.ranges.len() as f32,
+                            range_min_m: 0.05,
+                            range_max_m: 30.0,
+                            ranges_m: &sensors.ranges,
+                        }),
+                        odometry: Some(Odometry {
+                            stamp: Monotonic::from_nanos(sensors.odom_stamp_ns),
+                            twist: sensors.odom,
+                        }),
+                        joint_state: None,
+                    };
+                    let verdict = control.tick(now, &inputs, &clock);
+                    command_in.write(CommandFrame {
+                        base: verdict.command.base,
+                        power_enabled: verdict.power_enabled,
+                    });
+                }
+                (control, ticker, lateness, grants, watchdog_trips)
+            })
+            .context("cannot start the RT thread")?
+    };
+
+    // This thread is the robot: it moves at the loop's rate, publishes sensors and camera.
+    let mut ticker = Ticker::new(period_ns, rt::OverrunPolicy::Skip, start_ns);
+    let mut scan_stamp = 0u64;
+    let mut ranges = vec![f32::INFINITY; beams];
+    let mut step = 0u64;
+    let mut last_ns = start_ns;
+    let mut inference_due = start_ns;
+    while rt::now_ns() < end_ns {
+        let tick = ticker.wait();
+        let now = tick.woke_ns;
+        let dt_s = (now - last_ns) as f64 * 1e-9;
+        last_ns = now;
+        robot.world.step(dt_s);
+        let command = *command_out.read();
+        let t_s = (now - start_ns) as f64 * 1e-9;
+        robot.actuate(command.base, command.power_enabled, dt_s, t_s);
+        // The lidar publishes at 25 Hz; odometry every step.
+        if step.is_multiple_of(4) {
+            robot.scan(&mut ranges);
+            scan_stamp = now;
+        }
+        let frame = sensor_in.input_buffer_mut();
+        frame.ranges.copy_from_slice(&ranges);
+        frame.scan_stamp_ns = scan_stamp;
+        frame.odom_stamp_ns = now;
+        frame.odom = robot.plant.velocity;
+        sensor_in.publish();
+        if now >= inference_due {
+            // The camera runs at 20 Hz; the worker takes the newest frame when it is free.
+            let o = obs_in.input_buffer_mut();
+            robot.observe(o);
+            o.t_obs_ns = now;
+            obs_in.publish();
+            inference_due = now + 50_000_000;
+        }
+        step += 1;
+    }
+    stop.store(true, Ordering::Release);
+    let (control, rt_ticker, lateness, grants, watchdog_trips) = rt_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the RT thread panicked"))?;
+    let mut latencies = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the inference worker panicked"))??;
+    latencies.sort_by(f64::total_cmp);
+
+    let mut summary = crate::simrun::empty_summary(scenario.name, "realtime");
+    let counts = control.safety.reason_counts();
+    for reason in Reason::ALL {
+        let n = counts[*reason as usize];
+        if n > 0 && reason.action() >= reflex_safety::Action::Slow {
+            summary.vetoes.insert(reason.name().to_string(), n);
+        }
+    }
+    summary.ticks = control.stats.ticks;
+    summary.deadline_misses = rt_ticker.misses;
+    summary.tick_p50_us = control.stats.tick_cost.quantile_us(0.5);
+    summary.tick_p99_us = control.stats.tick_cost.quantile_us(0.99);
+    summary.tick_max_us = control.stats.tick_cost.max_ns as f64 / 1e3;
+    summary.inference_p50_ms = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
+    summary.actions_dropped_stale = control.queue.stats.actions_dropped_stale;
+    summary.ticks_without_action = control.stats.ticks_without_action;
+    summary.chunks_merged = control.stats.chunks_merged;
+    robot.finish(&mut summary);
+    let report = RealtimeReport {
+        lateness_p50_us: lateness.quantile_us(0.5),
+        lateness_p99_us: lateness.quantile_us(0.99),
+        lateness_max_us: lateness.max_ns as f64 / 1e3,
+        grants: grants.summary(),
+        watchdog_trips,
+    };
+    Ok((summary, report))
+}
