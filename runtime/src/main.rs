@@ -295,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
                     value["lateness_p99_us"] = report.lateness_p99_us.into();
                     value["lateness_max_us"] = report.lateness_max_us.into();
                     value["watchdog_trips"] = report.watchdog_trips.into();
+                    value["worker_restarts"] = report.worker_restarts.into();
                     println!("{}", serde_json::to_string(&value)?);
                 } else {
                     println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -50,6 +50,7 @@ pub struct RealtimeReport {
     pub lateness_max_us: f64,
     pub grants: String,
     pub watchdog_trips: u64,
+    pub worker_restarts: u32,
 }
 
 /// Runs `scenario` in real time for `options.duration_s`.
@@ -97,39 +98,51 @@ pub fn run_realtime(
     let (mut command_in, mut command_out) = triple_buffer::triple_buffer(&CommandFrame::default());
     let mut obs = Observation::for_manifest(&manifest);
     manifest.tokenize(&scenario.instruction, &mut obs.instruction);
-    let (mut obs_in, mut obs_out) = triple_buffer::triple_buffer(&obs);
+    let (mut obs_in, obs_out) = triple_buffer::triple_buffer(&obs);
 
     let stop = Arc::new(AtomicBool::new(false));
     let worker_beat = Arc::new(AtomicU64::new(rt::now_ns()));
     let start_ns = rt::now_ns();
     let end_ns = start_ns + (options.duration_s * 1e9) as u64;
 
-    // Inference worker: newest observation in, chunk out; never waits on the loop.
-    let worker = {
+    // Inference worker: newest observation in, chunk out; never waits on the loop. The
+    // observation slot sits behind a mutex only the worker side takes (never the RT thread), so a
+    // restarted worker can take over the slot of a dead or hung one.
+    let obs_out = Arc::new(std::sync::Mutex::new(obs_out));
+    let kill_at = options
+        .kill_inference_at_s
+        .map(|s| start_ns + (s * 1e9) as u64);
+    let spawn_worker = |backend: OrtBackend, generation: u32| {
         let stop = stop.clone();
         let beat = worker_beat.clone();
         let channel = channel.clone();
-        let kill_at = options
-            .kill_inference_at_s
-            .map(|s| start_ns + (s * 1e9) as u64);
+        let obs_out = obs_out.clone();
+        let manifest = manifest.clone();
         std::thread::Builder::new()
-            .name("reflex-infer".into())
+            .name(format!("reflex-infer-{generation}"))
             .spawn(move || -> Result<Vec<f64>> {
+                let mut backend = backend;
                 let mut chunk = ActionChunk::for_manifest(&manifest);
-                let mut last_obs = 0u64;
+                let mut obs = Observation::for_manifest(&manifest);
                 let mut latencies_ms = Vec::with_capacity(4096);
                 while !stop.load(Ordering::Acquire) {
-                    if kill_at.is_some_and(|k| rt::now_ns() >= k) {
-                        break;
-                    }
-                    let obs = obs_out.read();
-                    if obs.t_obs_ns == last_obs {
-                        std::thread::sleep(std::time::Duration::from_micros(500));
+                    if generation == 0 && kill_at.is_some_and(|k| rt::now_ns() >= k) {
+                        // Simulated hang: alive, silent, holding nothing.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
                         continue;
                     }
-                    last_obs = obs.t_obs_ns;
+                    {
+                        let mut slot = obs_out.lock().unwrap_or_else(|e| e.into_inner());
+                        let newest = slot.read();
+                        if newest.t_obs_ns == obs.t_obs_ns {
+                            drop(slot);
+                            std::thread::sleep(std::time::Duration::from_micros(500));
+                            continue;
+                        }
+                        obs.clone_from(newest);
+                    }
                     let t0 = rt::now_ns();
-                    backend.infer(obs, &mut chunk)?;
+                    backend.infer(&obs, &mut chunk)?;
                     latencies_ms.push((rt::now_ns() - t0) as f64 * 1e-6);
                     if let Some(mut msg) = channel.free.pop() {
                         msg.t_obs_ns = chunk.t_obs_ns;
@@ -140,8 +153,11 @@ pub fn run_realtime(
                 }
                 Ok(latencies_ms)
             })
-            .context("cannot start the inference worker")?
+            .context("cannot start the inference worker")
     };
+    let mut workers = vec![spawn_worker(backend, 0)?];
+    let mut worker_restarts = 0u32;
+    const WORKER_DEADLINE_NS: u64 = 500_000_000;
 
     // The RT thread: the control loop on absolute deadlines.
     let rt_thread = {
@@ -155,7 +171,7 @@ pub fn run_realtime(
                 let mut control = control;
                 let mut ticker = Ticker::new(period_ns, rt_config.overrun, rt::now_ns());
                 let mut lateness = Histogram::default();
-                let worker_deadline_ns = 500_000_000;
+                let worker_deadline_ns = WORKER_DEADLINE_NS;
                 let mut watchdog_trips = 0u64;
                 let clock = rt::now_ns;
                 while !stop.load(Ordering::Acquire) {
@@ -239,15 +255,30 @@ pub fn run_realtime(
             obs_in.publish();
             inference_due = now + 50_000_000;
         }
+        // Supervisor: a worker that died or went silent past its deadline is replaced (the RT
+        // thread's watchdog has already latched an internal E-stop for it).
+        let silent = now.saturating_sub(worker_beat.load(Ordering::Acquire)) > WORKER_DEADLINE_NS;
+        let dead = workers.last().is_some_and(|w| w.is_finished());
+        if (silent || dead) && worker_restarts < 3 {
+            worker_restarts += 1;
+            worker_beat.store(now, Ordering::Release);
+            let backend = OrtBackend::load(package, backend_config)?;
+            workers.push(spawn_worker(backend, worker_restarts)?);
+        }
         step += 1;
     }
     stop.store(true, Ordering::Release);
     let (control, rt_ticker, lateness, grants, watchdog_trips) = rt_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the RT thread panicked"))?;
-    let mut latencies = worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the inference worker panicked"))??;
+    let mut latencies = Vec::new();
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Err(e)) => eprintln!("reflex: inference worker stopped with an error: {e:#}"),
+            Err(_) => eprintln!("reflex: an inference worker panicked"),
+        }
+    }
     latencies.sort_by(f64::total_cmp);
 
     let mut summary = crate::simrun::empty_summary(scenario.name, "realtime");
@@ -274,6 +305,7 @@ pub fn run_realtime(
         lateness_max_us: lateness.max_ns as f64 / 1e3,
         grants: grants.summary(),
         watchdog_trips,
+        worker_restarts,
     };
     Ok((summary, report))
 }
