@@ -197,14 +197,25 @@ fn run(cli: Cli) -> Result<()> {
                 Err(e) => Err(e.to_string()),
             };
             let gpus = reflex_models::discover_gpus();
+            let host = reflex_runtime::rt::host_report();
+            let advice = host.advice();
             if json {
                 let value = serde_json::json!({
+                    "realtime": {
+                        "cpus": host.cpus,
+                        "sched_fifo": match &host.fifo_allowed { Ok(()) => "allowed".to_string(), Err(e) => format!("refused: {e}") },
+                        "rtprio_limit": [host.rtprio_limit.0, host.rtprio_limit.1],
+                        "memlock_limit_bytes": host.memlock_limit_bytes,
+                        "isolated_cpus": host.isolated_cpus,
+                        "preempt_rt": host.preempt_rt,
+                        "kernel": host.kernel,
+                        "advice": advice,
+                    },
                     "onnxruntime": match &ort {
                         Ok(path) => serde_json::json!({"status": "loaded", "path": path}),
                         Err(e) => serde_json::json!({"status": "unavailable", "error": e}),
                     },
                     "gpu": gpus,
-                    "realtime": "not checked by this build (arrives with the RT loop)",
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
@@ -239,7 +250,26 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     }
                 }
-                println!("real-time: not checked by this build (arrives with the RT loop)");
+                println!(
+                    "real-time: {} CPUs, SCHED_FIFO {}, RLIMIT_RTPRIO {:?}, memlock {}, isolated CPUs [{}], PREEMPT_RT {}, kernel {}",
+                    host.cpus,
+                    match &host.fifo_allowed {
+                        Ok(()) => "allowed".to_string(),
+                        Err(e) => format!("refused ({e})"),
+                    },
+                    host.rtprio_limit,
+                    if host.memlock_limit_bytes == u64::MAX {
+                        "unlimited".to_string()
+                    } else {
+                        format!("{} KiB", host.memlock_limit_bytes / 1024)
+                    },
+                    host.isolated_cpus,
+                    if host.preempt_rt { "yes" } else { "no" },
+                    host.kernel
+                );
+                for line in &advice {
+                    println!("  to do: {line}");
+                }
             }
             Ok(())
         }

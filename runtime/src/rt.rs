@@ -360,3 +360,91 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("runtime.period_ms"));
     }
 }
+
+/// What this host grants a real-time thread, for `reflex preflight`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRt {
+    pub cpus: usize,
+    /// Whether a thread of this process may switch to SCHED_FIFO (tried on a scratch thread).
+    pub fifo_allowed: Result<(), String>,
+    /// RLIMIT_RTPRIO (soft, hard); `u64::MAX` = unlimited.
+    pub rtprio_limit: (u64, u64),
+    /// RLIMIT_MEMLOCK soft limit in bytes; `u64::MAX` = unlimited.
+    pub memlock_limit_bytes: u64,
+    /// `/sys/devices/system/cpu/isolated` (empty: none).
+    pub isolated_cpus: String,
+    pub preempt_rt: bool,
+    pub kernel: String,
+    /// Root (CAP_IPC_LOCK, CAP_SYS_NICE): the limits above do not bind.
+    pub root: bool,
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    let rc = unsafe { libc::getrlimit(resource, &mut limit) };
+    if rc != 0 {
+        return (0, 0);
+    }
+    let conv = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            v
+        }
+    };
+    (conv(limit.rlim_cur), conv(limit.rlim_max))
+}
+
+/// Probes this host (no lasting change: the SCHED_FIFO try runs on a scratch thread).
+pub fn host_report() -> HostRt {
+    let fifo_allowed = std::thread::spawn(|| {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: valid sched_param; pid 0 = this scratch thread, which then exits.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc == 0 { Ok(()) } else { Err(os_error()) }
+    })
+    .join()
+    .unwrap_or_else(|_| Err("probe thread panicked".into()));
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let kernel = read("/proc/sys/kernel/osrelease");
+    let version = read("/proc/sys/kernel/version");
+    HostRt {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        fifo_allowed,
+        rtprio_limit: rlimit(libc::RLIMIT_RTPRIO),
+        memlock_limit_bytes: rlimit(libc::RLIMIT_MEMLOCK).0,
+        isolated_cpus: read("/sys/devices/system/cpu/isolated"),
+        preempt_rt: read("/sys/kernel/realtime") == "1" || version.contains("PREEMPT_RT"),
+        kernel,
+        // SAFETY: geteuid has no preconditions.
+        root: unsafe { libc::geteuid() } == 0,
+    }
+}
+
+impl HostRt {
+    /// What to change for deterministic timing, one line each; empty when nothing is missing.
+    pub fn advice(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.fifo_allowed.is_err() {
+            out.push("SCHED_FIFO refused: add `LimitRTPRIO=99` to the reflex systemd unit (or `@reflex - rtprio 99` in /etc/security/limits.conf), or grant CAP_SYS_NICE".into());
+        }
+        if self.memlock_limit_bytes != u64::MAX && !self.root {
+            out.push(format!("memlock limited to {} KiB: add `LimitMEMLOCK=infinity` to the unit (or `@reflex - memlock unlimited` in limits.conf) so mlockall can pin the loop", self.memlock_limit_bytes / 1024));
+        }
+        if self.isolated_cpus.is_empty() && self.cpus > 1 {
+            out.push(format!("no isolated CPU: boot with `isolcpus={c} nohz_full={c} rcu_nocbs={c}` and set `[runtime] cpu = {c}`", c = self.cpus - 1));
+        }
+        if !self.preempt_rt {
+            out.push("kernel is not PREEMPT_RT: install an RT kernel (Debian: linux-image-rt-amd64 / -arm64; Jetson: the JetPack real-time kernel) for bounded wake-up latency".into());
+        }
+        out
+    }
+}

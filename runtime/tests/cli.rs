@@ -204,6 +204,12 @@ fn preflight_reports_onnxruntime_and_gpus_plainly() {
         "no_driver"
     };
     assert_eq!(gpu, expected);
+    let rt = &v["realtime"];
+    assert!(rt["cpus"].as_u64().unwrap() >= 1);
+    assert!(
+        rt["sched_fifo"].as_str().is_some() && rt["advice"].is_array(),
+        "{rt}"
+    );
     let out = reflex(&["preflight"]);
     assert!(out.status.success());
     assert!(
