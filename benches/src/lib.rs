@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod infer;
+pub mod looping;
 
 use reflex_safety::{
     Command, CommandSource, EstopReport, EstopSource, Monotonic, Safety, SafetyConfig,

@@ -5,7 +5,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use reflex_benches::infer::{InferBench, MODELS};
+use reflex_benches::looping::{LoopBench, spawn_feeder};
 use reflex_benches::{SafetyBench, ScanCase, Tail};
+use reflex_runtime::rt::{self, OverrunPolicy, RtConfig, Ticker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(serde::Serialize)]
 struct Row {
@@ -36,6 +40,80 @@ fn time_calls(calls: usize, mut f: impl FnMut()) -> Tail {
         samples.push(start.elapsed().as_nanos() as u64);
     }
     Tail::of(&mut samples)
+}
+
+#[derive(serde::Serialize)]
+struct LoopRow {
+    period_ms: f64,
+    seconds: f64,
+    hog: bool,
+    grants: String,
+    deadline_misses: u64,
+    lateness: Tail,
+    tick_cost: Tail,
+}
+
+/// The control loop (no inference) on absolute deadlines for `seconds`, optionally with a CPU
+/// hog pinned to the other core; every tick's lateness and cost recorded.
+fn loop_bench(period_ms: f64, seconds: f64, hog: bool) -> Result<LoopRow> {
+    let mut bench = LoopBench::new()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = spawn_feeder(bench.channel.clone(), stop.clone());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hog_thread = hog.then(|| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _pin = rt::apply(&RtConfig {
+                cpu: Some(0),
+                ..RtConfig::default()
+            });
+            let mut x = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..10_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+                }
+            }
+            x
+        })
+    });
+    let period_ns = (period_ms * 1e6).round() as u64;
+    let n = (seconds * 1e3 / period_ms).round() as usize;
+    let rt_thread = std::thread::spawn(move || {
+        let grants = rt::apply(&RtConfig {
+            fifo_priority: Some(80),
+            lock_memory: true,
+            cpu: Some(cpus - 1),
+            ..RtConfig::default()
+        });
+        let mut lateness = Vec::with_capacity(n);
+        let mut cost = Vec::with_capacity(n);
+        let mut ticker = Ticker::new(period_ns, OverrunPolicy::Skip, rt::now_ns());
+        for _ in 0..n {
+            let tick = ticker.wait();
+            lateness.push(tick.lateness_ns());
+            let start = rt::now_ns();
+            std::hint::black_box(bench.tick(tick.woke_ns, &rt::now_ns));
+            cost.push(rt::now_ns() - start);
+        }
+        (lateness, cost, ticker.misses, grants.summary())
+    });
+    let (mut lateness, mut cost, misses, grants) = rt_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("RT thread panicked"))?;
+    stop.store(true, Ordering::Release);
+    let _ = feeder.join();
+    if let Some(h) = hog_thread {
+        let _ = h.join();
+    }
+    Ok(LoopRow {
+        period_ms,
+        seconds,
+        hog,
+        grants,
+        deadline_misses: misses,
+        lateness: Tail::of(&mut lateness),
+        tick_cost: Tail::of(&mut cost),
+    })
 }
 
 fn infer(calls: usize, json: Option<String>) -> Result<()> {
@@ -75,6 +153,65 @@ fn infer(calls: usize, json: Option<String>) -> Result<()> {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "loop") {
+        args.next();
+        let (mut seconds, mut json) = (60.0f64, None);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--seconds" => {
+                    seconds = args
+                        .next()
+                        .context("--seconds needs a number")?
+                        .parse()
+                        .context("--seconds: a number, e.g. 60")?
+                }
+                "--json" => json = Some(args.next().context("--json needs a file path")?),
+                other => anyhow::bail!(
+                    "unknown argument {other:?}; usage: reflex-bench loop [--seconds S] [--json FILE]"
+                ),
+            }
+        }
+        let mut rows = Vec::new();
+        println!(
+            "{:>9} {:>5} {:>7} {:>10} {:>10} {:>10} {:>10}   {:>8} {:>8} {:>8}",
+            "period_ms",
+            "hog",
+            "misses",
+            "late_p50",
+            "late_p99",
+            "late_p999",
+            "late_max",
+            "tick_p50",
+            "tick_p99",
+            "tick_max"
+        );
+        for period_ms in [10.0, 1.0] {
+            for hog in [false, true] {
+                let row = loop_bench(period_ms, seconds, hog)?;
+                println!(
+                    "{:>9} {:>5} {:>7} {:>10} {:>10} {:>10} {:>10}   {:>8} {:>8} {:>8}   (ns; {})",
+                    period_ms,
+                    hog,
+                    row.deadline_misses,
+                    row.lateness.p50_ns,
+                    row.lateness.p99_ns,
+                    row.lateness.p999_ns,
+                    row.lateness.max_ns,
+                    row.tick_cost.p50_ns,
+                    row.tick_cost.p99_ns,
+                    row.tick_cost.max_ns,
+                    row.grants
+                );
+                rows.push(row);
+            }
+        }
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+                .with_context(|| format!("cannot write {path}"))?;
+            println!("wrote {path}");
+        }
+        return Ok(());
+    }
     let infer_mode = args.peek().is_some_and(|a| a == "infer");
     if infer_mode {
         args.next();
