@@ -30,6 +30,7 @@ pub mod control;
 pub mod demo;
 pub mod inspect;
 pub mod realtime;
+pub mod report;
 pub mod rt;
 pub mod sim;
 pub mod simrun;

@@ -95,6 +95,9 @@ enum Cmd {
         /// of lockstep.
         #[arg(long)]
         realtime: bool,
+        /// Also write ticks.csv and trajectory.svg into this directory (lockstep runs).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Validate a config file and print the safety config hash.
     CheckConfig {
@@ -282,6 +285,7 @@ fn run(cli: Cli) -> Result<()> {
             ort_library,
             json,
             realtime,
+            report,
         } => {
             anyhow::ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 3600.0,
@@ -305,6 +309,10 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let scenario = reflex_runtime::simrun::default_scenario(seed);
+            anyhow::ensure!(
+                !(realtime && report.is_some()),
+                "--report records lockstep runs; drop --realtime or --report"
+            );
             if realtime {
                 let mut rt_config = config.runtime.clone();
                 rt_config.period_ms = period_ms;
@@ -338,6 +346,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 return Ok(());
             }
+            let world = scenario.world.clone();
+            let mut ticks = Vec::new();
             let mut last_print = -1.0f64;
             let summary = reflex_runtime::simrun::run_lockstep(
                 &config.safety,
@@ -346,6 +356,9 @@ fn run(cli: Cli) -> Result<()> {
                 scenario,
                 &options,
                 &mut |t| {
+                    if report.is_some() {
+                        ticks.push(*t);
+                    }
                     if !json && t.time_s - last_print >= 0.5 {
                         last_print = t.time_s;
                         println!(
@@ -362,6 +375,10 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 },
             )?;
+            if let Some(dir) = &report {
+                reflex_runtime::report::write(dir, &world, &ticks)?;
+                eprintln!("reflex: report written to {}", dir.display());
+            }
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

@@ -218,3 +218,43 @@ fn preflight_reports_onnxruntime_and_gpus_plainly() {
         text(&out)
     );
 }
+
+#[test]
+fn sim_json_last_line_and_report() {
+    let lib = ort_library();
+    let dir = std::env::temp_dir().join(format!("reflex-cli-report-{}", std::process::id()));
+    let out = reflex(&[
+        "sim",
+        "--duration",
+        "20",
+        "--json",
+        "--ort-library",
+        lib.to_str().unwrap(),
+        "--report",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "ticks",
+        "deadline_misses",
+        "collisions",
+        "min_clearance_m",
+        "goal_reached",
+        "vetoes",
+        "tick_p50_us",
+        "tick_p99_us",
+        "tick_max_us",
+        "inference_p50_ms",
+        "actions_dropped_stale",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    assert_eq!(v["ticks"], 2000);
+    assert_eq!(v["goal_reached"], true);
+    let csv = std::fs::read_to_string(dir.join("ticks.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2001);
+    let svg = std::fs::read_to_string(dir.join("trajectory.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+}
