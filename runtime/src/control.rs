@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_queue::ArrayQueue;
 use reflex_safety::{Command, CommandSource, Monotonic, Safety, SafetyInputs, Twist, Verdict};
 
+use crate::arbiter::{Arbiter, ArbiterConfig, Inboxes};
 use crate::chunks::{ChunkQueue, NoAction, QueueConfig};
 
 /// A chunk handed from the inference worker to the loop. The buffer is recycled through the
@@ -109,6 +110,7 @@ pub struct LoopStats {
 pub struct ControlLoop {
     pub safety: Safety,
     pub queue: ChunkQueue,
+    pub arbiter: Arbiter,
     axes: [BaseAxis; 8],
     channel: ChunkChannel,
     pub stats: LoopStats,
@@ -131,6 +133,7 @@ impl ControlLoop {
         Self {
             safety,
             queue: ChunkQueue::new(queue),
+            arbiter: Arbiter::new(&ArbiterConfig::default(), Inboxes::default()),
             axes: map,
             channel,
             stats: LoopStats::default(),
@@ -195,8 +198,9 @@ impl ControlLoop {
             // The free queue has room for every buffer: this cannot fail.
             let _ = self.channel.free.push(msg);
         }
-        // 2-3. The action for now; arbitration (local policy only in this build).
-        let proposed = self.policy_command(now_ns);
+        // 2-3. The action for now, then arbitration with cloud and operator commands.
+        let local = self.policy_command(now_ns);
+        let proposed = self.arbiter.arbitrate(now_ns, local);
         // 4. Safety, always last.
         let verdict = self
             .safety

@@ -24,6 +24,7 @@
 // `unsafe` only in rt.rs (libc calls for the RT thread), each with a SAFETY note.
 #![deny(unsafe_code)]
 
+pub mod arbiter;
 pub mod chunks;
 pub mod config;
 pub mod control;

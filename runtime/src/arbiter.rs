@@ -1,0 +1,293 @@
+//! Arbitration between command sources: local policy, cloud, operator/teleop. Priority and
+//! freshness come from config; every choice still goes through the same safety evaluation. A
+//! cloud stop request wins over everything and holds until a newer cloud command lifts it.
+
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use reflex_safety::{Command, CommandSource, Monotonic, Twist};
+use serde::{Deserialize, Serialize};
+
+/// A command source, for priority lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    LocalPolicy,
+    Cloud,
+    Operator,
+}
+
+/// `[arbitration]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArbiterConfig {
+    /// Highest priority first.
+    #[serde(default = "default_priority")]
+    pub priority: Vec<Source>,
+    /// A cloud command older than this (ms) is ignored here (the safety layer checks its own
+    /// `commands.cloud_max_age_ms` too).
+    #[serde(default = "default_cloud_age")]
+    pub cloud_max_age_ms: f64,
+    #[serde(default = "default_operator_age")]
+    pub operator_max_age_ms: f64,
+}
+
+fn default_priority() -> Vec<Source> {
+    vec![Source::Operator, Source::Cloud, Source::LocalPolicy]
+}
+fn default_cloud_age() -> f64 {
+    300.0
+}
+fn default_operator_age() -> f64 {
+    200.0
+}
+
+impl Default for ArbiterConfig {
+    fn default() -> Self {
+        Self {
+            priority: default_priority(),
+            cloud_max_age_ms: default_cloud_age(),
+            operator_max_age_ms: default_operator_age(),
+        }
+    }
+}
+
+/// A command from the cloud link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CloudCommand {
+    pub seq: u64,
+    /// When it was produced, on this robot's monotonic clock (the link converts).
+    pub t_ns: u64,
+    pub base: Twist,
+    /// Stop now and hold until a newer command with `stop = false`.
+    pub stop: bool,
+}
+
+/// The operator's (teleop) latest command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OperatorCommand {
+    pub t_ns: u64,
+    pub base: Twist,
+}
+
+/// Bounded inboxes filled by non-RT threads; a full inbox drops the new command (counted by
+/// the sender), it never blocks the loop.
+#[derive(Debug, Clone)]
+pub struct Inboxes {
+    pub cloud: Arc<ArrayQueue<CloudCommand>>,
+    pub operator: Arc<ArrayQueue<OperatorCommand>>,
+}
+
+impl Default for Inboxes {
+    fn default() -> Self {
+        Self {
+            cloud: Arc::new(ArrayQueue::new(8)),
+            operator: Arc::new(ArrayQueue::new(8)),
+        }
+    }
+}
+
+/// The arbiter state (RT thread).
+#[derive(Debug)]
+pub struct Arbiter {
+    priority: [Source; 3],
+    count: usize,
+    cloud_max_age_ns: u64,
+    operator_max_age_ns: u64,
+    inboxes: Inboxes,
+    cloud: Option<CloudCommand>,
+    operator: Option<OperatorCommand>,
+    pub cloud_out_of_order: u64,
+}
+
+impl Arbiter {
+    pub fn new(config: &ArbiterConfig, inboxes: Inboxes) -> Self {
+        let mut priority = [Source::LocalPolicy; 3];
+        let mut count = 0;
+        for s in &config.priority {
+            if !priority[..count].contains(s) && count < 3 {
+                priority[count] = *s;
+                count += 1;
+            }
+        }
+        Self {
+            priority,
+            count,
+            cloud_max_age_ns: (config.cloud_max_age_ms * 1e6) as u64,
+            operator_max_age_ns: (config.operator_max_age_ms * 1e6) as u64,
+            inboxes,
+            cloud: None,
+            operator: None,
+            cloud_out_of_order: 0,
+        }
+    }
+
+    /// Picks this tick's proposal from `local` and the inboxes.
+    pub fn arbitrate(&mut self, now_ns: u64, local: Command) -> Command {
+        while let Some(c) = self.inboxes.cloud.pop() {
+            if self.cloud.is_some_and(|old| c.seq <= old.seq) {
+                self.cloud_out_of_order += 1;
+            } else {
+                self.cloud = Some(c);
+            }
+        }
+        while let Some(o) = self.inboxes.operator.pop() {
+            self.operator = Some(o);
+        }
+        if let Some(c) = self.cloud
+            && c.stop
+        {
+            return Command::base(
+                CommandSource::Cloud,
+                Monotonic::from_nanos(now_ns),
+                0.0,
+                0.0,
+                0.0,
+            );
+        }
+        for source in &self.priority[..self.count] {
+            match source {
+                Source::Operator => {
+                    if let Some(o) = self.operator
+                        && now_ns.saturating_sub(o.t_ns) <= self.operator_max_age_ns
+                    {
+                        return Command::base(
+                            CommandSource::Operator,
+                            Monotonic::from_nanos(o.t_ns),
+                            o.base.vx_mps,
+                            o.base.vy_mps,
+                            o.base.wz_radps,
+                        );
+                    }
+                }
+                Source::Cloud => {
+                    if let Some(c) = self.cloud
+                        && now_ns.saturating_sub(c.t_ns) <= self.cloud_max_age_ns
+                    {
+                        return Command::base(
+                            CommandSource::Cloud,
+                            Monotonic::from_nanos(c.t_ns),
+                            c.base.vx_mps,
+                            c.base.vy_mps,
+                            c.base.wz_radps,
+                        );
+                    }
+                }
+                Source::LocalPolicy => return local,
+            }
+        }
+        local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn twist(vx: f64) -> Twist {
+        Twist {
+            vx_mps: vx,
+            ..Twist::default()
+        }
+    }
+
+    #[test]
+    fn priority_and_freshness() {
+        let inboxes = Inboxes::default();
+        let mut a = Arbiter::new(&ArbiterConfig::default(), inboxes.clone());
+        let local = Command::base(
+            CommandSource::LocalPolicy,
+            Monotonic::from_nanos(0),
+            0.1,
+            0.0,
+            0.0,
+        );
+        assert_eq!(
+            a.arbitrate(1_000 * MS, local).source,
+            CommandSource::LocalPolicy
+        );
+        inboxes
+            .cloud
+            .push(CloudCommand {
+                seq: 1,
+                t_ns: 1_000 * MS,
+                base: twist(0.3),
+                stop: false,
+            })
+            .unwrap();
+        let c = a.arbitrate(1_010 * MS, local);
+        assert_eq!((c.source, c.base.vx_mps), (CommandSource::Cloud, 0.3));
+        inboxes
+            .operator
+            .push(OperatorCommand {
+                t_ns: 1_020 * MS,
+                base: twist(0.2),
+            })
+            .unwrap();
+        assert_eq!(
+            a.arbitrate(1_030 * MS, local).source,
+            CommandSource::Operator
+        );
+        // The operator goes quiet: cloud again while fresh, then the local policy.
+        assert_eq!(a.arbitrate(1_250 * MS, local).source, CommandSource::Cloud);
+        assert_eq!(
+            a.arbitrate(1_400 * MS, local).source,
+            CommandSource::LocalPolicy
+        );
+    }
+
+    #[test]
+    fn a_cloud_stop_wins_and_holds_until_lifted_by_a_newer_command() {
+        let inboxes = Inboxes::default();
+        let mut a = Arbiter::new(&ArbiterConfig::default(), inboxes.clone());
+        let local = Command::base(
+            CommandSource::LocalPolicy,
+            Monotonic::from_nanos(0),
+            0.5,
+            0.0,
+            0.0,
+        );
+        inboxes
+            .operator
+            .push(OperatorCommand {
+                t_ns: 0,
+                base: twist(0.4),
+            })
+            .unwrap();
+        inboxes
+            .cloud
+            .push(CloudCommand {
+                seq: 5,
+                t_ns: 0,
+                base: twist(0.0),
+                stop: true,
+            })
+            .unwrap();
+        let c = a.arbitrate(10 * MS, local);
+        assert_eq!((c.source, c.base.vx_mps), (CommandSource::Cloud, 0.0));
+        // Long after, still stopped; an older (reordered) message cannot lift it.
+        inboxes
+            .cloud
+            .push(CloudCommand {
+                seq: 4,
+                t_ns: 5_000 * MS,
+                base: twist(0.3),
+                stop: false,
+            })
+            .unwrap();
+        assert_eq!(a.arbitrate(5_000 * MS, local).base.vx_mps, 0.0);
+        assert_eq!(a.cloud_out_of_order, 1);
+        inboxes
+            .cloud
+            .push(CloudCommand {
+                seq: 6,
+                t_ns: 5_000 * MS,
+                base: twist(0.3),
+                stop: false,
+            })
+            .unwrap();
+        assert_eq!(a.arbitrate(5_010 * MS, local).base.vx_mps, 0.3);
+    }
+}
