@@ -76,6 +76,9 @@ enum Cmd {
         /// The policy package.
         #[arg(long, default_value = "models/demo/reflex-demo-vla")]
         policy: PathBuf,
+        /// Scenario name. Built in: `default` (go to the red marker past a pedestrian).
+        #[arg(long, default_value = "default")]
+        scenario: String,
         /// Simulated seconds.
         #[arg(long, default_value_t = 30.0)]
         duration: f64,
@@ -279,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Sim {
             config,
             policy,
+            scenario,
             duration,
             period_ms,
             seed,
@@ -308,6 +312,10 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 ..Default::default()
             };
+            anyhow::ensure!(
+                scenario == "default",
+                "--scenario {scenario:?}: the built-in scenario is `default`; scenario files arrive with the HIL scenario suite"
+            );
             let scenario = reflex_runtime::simrun::default_scenario(seed);
             anyhow::ensure!(
                 !(realtime && report.is_some()),
