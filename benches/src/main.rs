@@ -83,6 +83,8 @@ fn loop_bench(period_ms: f64, seconds: f64, hog: bool) -> Result<LoopRow> {
             fifo_priority: Some(80),
             lock_memory: true,
             cpu: Some(cpus - 1),
+            // No deep C-states while measuring: the wake-up and the cold tick both suffer.
+            cpu_dma_latency_us: Some(0),
             ..RtConfig::default()
         });
         let mut lateness = Vec::with_capacity(n);
