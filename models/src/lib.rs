@@ -53,6 +53,7 @@ pub use manifest::{
 };
 pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_environment,
+    ort_library_or_venv,
 };
 pub use package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage};
 

@@ -17,6 +17,18 @@ use crate::package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage};
 /// The command that installs the ONNX Runtime library this build is tested with.
 pub const ORT_SETUP_HINT: &str = "`bash scripts/setup-python` installs onnxruntime==1.31.1 from PyPI into .venv and prints the path of libonnxruntime.so.1.31.1";
 
+/// `$ORT_DYLIB_PATH`, else where `scripts/setup-python` installs the library under `repo`
+/// (for tools and tests run from a checkout).
+pub fn ort_library_or_venv(repo: &Path) -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            repo.join(
+                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
+            )
+        })
+}
+
 /// Which execution provider runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,10 +21,9 @@ use reflex_safety::{
     EstopReport, EstopSource, Monotonic, Odometry, Reason, SafetyConfig, SafetyInputs, Twist,
 };
 
-use crate::chunks::QueueConfig;
-use crate::control::{ChunkChannel, ControlLoop, Histogram};
+use crate::control::Histogram;
 use crate::rt::{self, RtConfig, Ticker};
-use crate::simrun::{Robot, Scenario, SimOptions, SimSummary, base_axes};
+use crate::simrun::{Robot, Scenario, SimOptions, SimSummary};
 
 /// Sensors as the RT thread reads them.
 #[derive(Debug, Clone)]
@@ -67,23 +66,8 @@ pub fn run_realtime(
     let period_ns = rt_config.period_ns();
     let mut config = safety_config.clone();
     config.control_period_ms = rt_config.period_ms;
-    let horizon = manifest.horizon_steps();
-    let dims = manifest.action_space.len();
-    let channel = ChunkChannel::new(4, horizon * dims);
-    let control = ControlLoop::new(
-        reflex_safety::Safety::new(config.clone())?,
-        QueueConfig {
-            dims,
-            horizon,
-            step_ns: (1e9 / manifest.control_rate_hz).round() as u64,
-            strategy: options.strategy,
-            crossfade_steps: 5,
-            ensemble_decay: 0.5,
-            max_action_age_ns: (options.max_action_age_ms * 1e6).round() as u64,
-        },
-        &base_axes(package),
-        channel.clone(),
-    );
+    let channel = crate::simrun::chunk_channel(package);
+    let control = crate::simrun::control_loop(&config, package, options, channel.clone())?;
     let mut backend = OrtBackend::load(package, backend_config)?;
     backend.warm_up(3)?;
 

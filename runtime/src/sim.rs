@@ -242,6 +242,25 @@ fn segment_distance(a: [f64; 2], b: [f64; 2], c: [f64; 2], d: [f64; 2]) -> f64 {
         .min(point_segment_distance(d, a, b))
 }
 
+/// The footprint polygon of `base` (a circle becomes its circumscribed 24-gon, so collisions are
+/// reported no later than for the circle).
+pub fn footprint_polygon(base: &reflex_safety::BaseConfig) -> Vec<[f64; 2]> {
+    match (&base.footprint_polygon_m, base.footprint_radius_m) {
+        (Some(p), _) => p.clone(),
+        (None, Some(r)) => {
+            let n = 24;
+            let r = r / (std::f64::consts::PI / n as f64).cos();
+            (0..n)
+                .map(|i| {
+                    let a = std::f64::consts::TAU * i as f64 / n as f64;
+                    [r * a.cos(), r * a.sin()]
+                })
+                .collect()
+        }
+        (None, None) => Vec::new(),
+    }
+}
+
 /// A mobile base whose drive tracks the commanded body velocity within its own limits.
 #[derive(Debug, Clone)]
 pub struct Plant {
@@ -255,6 +274,24 @@ pub struct Plant {
 }
 
 impl Plant {
+    /// At the origin, at rest, with a drive exactly as strong as `base` claims.
+    pub fn for_base(base: &reflex_safety::BaseConfig) -> Self {
+        Self {
+            pose: Pose::default(),
+            velocity: Twist::default(),
+            accel: [
+                base.max_accel_x_mps2,
+                base.max_accel_y_mps2,
+                base.max_accel_wz_radps2,
+            ],
+            brake: [
+                base.brake_decel_mps2,
+                base.brake_decel_mps2,
+                base.brake_decel_wz_radps2,
+            ],
+        }
+    }
+
     /// Advances by `dt_s`: velocity moves toward `command` (or brakes to zero without power),
     /// then the pose integrates the body velocity.
     pub fn step(&mut self, command: Twist, power_enabled: bool, dt_s: f64) {
@@ -306,6 +343,20 @@ pub struct SimLidar {
 }
 
 impl SimLidar {
+    /// A 360° lidar of `beams` beams at `mount`, 1 cm noise, 0.2 % NaN dropouts, 0.05–30 m.
+    pub fn full_circle(beams: usize, mount: Pose) -> Self {
+        Self {
+            mount,
+            beams,
+            angle_min_rad: -std::f32::consts::PI,
+            angle_increment_rad: std::f32::consts::TAU / beams as f32,
+            range_min_m: 0.05,
+            range_max_m: 30.0,
+            noise_std_m: 0.01,
+            dropout: 0.002,
+        }
+    }
+
     /// Fills `ranges` (len `beams`) for the robot at `pose`.
     pub fn scan(&self, world: &World, pose: &Pose, rng: &mut Rng, ranges: &mut [f32]) {
         let origin = pose.transform([self.mount.x_m, self.mount.y_m]);
@@ -511,50 +562,14 @@ impl Lockstep {
                 yaw_rad: l.base_from_lidar.yaw_rad,
             })
             .unwrap_or_default();
-        let footprint = match (&base.footprint_polygon_m, base.footprint_radius_m) {
-            (Some(p), _) => p.clone(),
-            (None, Some(r)) => {
-                // Circumscribed 24-gon: collisions are reported no later than for the circle.
-                let n = 24;
-                let r = r / (std::f64::consts::PI / n as f64).cos();
-                (0..n)
-                    .map(|i| {
-                        let a = std::f64::consts::TAU * i as f64 / n as f64;
-                        [r * a.cos(), r * a.sin()]
-                    })
-                    .collect()
-            }
-            (None, None) => Vec::new(),
-        };
+        let footprint = footprint_polygon(&base);
         let period_ns = (config.control_period_ms * 1e6).round() as u64;
         let safety = reflex_safety::Safety::new(config)?;
         Ok(Self {
             safety,
-            plant: Plant {
-                pose: Pose::default(),
-                velocity: Twist::default(),
-                accel: [
-                    base.max_accel_x_mps2,
-                    base.max_accel_y_mps2,
-                    base.max_accel_wz_radps2,
-                ],
-                brake: [
-                    base.brake_decel_mps2,
-                    base.brake_decel_mps2,
-                    base.brake_decel_wz_radps2,
-                ],
-            },
+            plant: Plant::for_base(&base),
             world,
-            lidar: SimLidar {
-                mount,
-                beams,
-                angle_min_rad: -std::f32::consts::PI,
-                angle_increment_rad: std::f32::consts::TAU / beams as f32,
-                range_min_m: 0.05,
-                range_max_m: 30.0,
-                noise_std_m: 0.01,
-                dropout: 0.002,
-            },
+            lidar: SimLidar::full_circle(beams, mount),
             rng: Rng::new(seed),
             footprint,
             now: reflex_safety::Monotonic::from_millis(1_000),

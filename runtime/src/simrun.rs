@@ -146,6 +146,37 @@ pub struct SimTick {
     pub clearance_m: f64,
 }
 
+/// The chunk hand-off for `package`'s chunk size.
+pub fn chunk_channel(package: &PolicyPackage) -> ChunkChannel {
+    let m = &package.manifest;
+    ChunkChannel::new(4, m.horizon_steps() * m.action_space.len())
+}
+
+/// The control loop for `package` under `config` (queue timing from the policy, strategy and
+/// action age from `options`).
+pub fn control_loop(
+    config: &SafetyConfig,
+    package: &PolicyPackage,
+    options: &SimOptions,
+    channel: ChunkChannel,
+) -> Result<ControlLoop> {
+    let m = &package.manifest;
+    Ok(ControlLoop::new(
+        reflex_safety::Safety::new(config.clone())?,
+        QueueConfig {
+            dims: m.action_space.len(),
+            horizon: m.horizon_steps(),
+            step_ns: (1e9 / m.control_rate_hz).round() as u64,
+            strategy: options.strategy,
+            crossfade_steps: 5,
+            ensemble_decay: 0.5,
+            max_action_age_ns: (options.max_action_age_ms * 1e6).round() as u64,
+        },
+        &base_axes(package),
+        channel,
+    ))
+}
+
 /// Base axes driven by the policy's action dimensions.
 pub fn base_axes(package: &PolicyPackage) -> Vec<BaseAxis> {
     package
@@ -176,24 +207,8 @@ pub fn run_lockstep(
     let period_ns = (options.period_ms * 1e6).round() as u64;
     let mut config = safety_config.clone();
     config.control_period_ms = options.period_ms;
-    let safety = reflex_safety::Safety::new(config.clone())?;
-    let horizon = manifest.horizon_steps();
-    let dims = manifest.action_space.len();
-    let channel = ChunkChannel::new(4, horizon * dims);
-    let mut control = ControlLoop::new(
-        safety,
-        QueueConfig {
-            dims,
-            horizon,
-            step_ns: (1e9 / manifest.control_rate_hz).round() as u64,
-            strategy: options.strategy,
-            crossfade_steps: 5,
-            ensemble_decay: 0.5,
-            max_action_age_ns: (options.max_action_age_ms * 1e6).round() as u64,
-        },
-        &base_axes(package),
-        channel.clone(),
-    );
+    let channel = chunk_channel(package);
+    let mut control = control_loop(&config, package, options, channel.clone())?;
     let mut robot = Robot::new(&config, &scenario, options.seed)?;
     let mut ranges = vec![f32::INFINITY; robot.lidar.beams];
     let mut scan_stamp = 0u64;
@@ -319,42 +334,12 @@ impl Robot {
             .base
             .clone()
             .context("the simulator needs [safety.base]")?;
-        let footprint: Vec<[f64; 2]> = base.footprint_polygon_m.clone().unwrap_or_else(|| {
-            let r = base.footprint_radius_m.unwrap_or(0.3) / (std::f64::consts::PI / 24.0).cos();
-            (0..24)
-                .map(|i| {
-                    let a = std::f64::consts::TAU * i as f64 / 24.0;
-                    [r * a.cos(), r * a.sin()]
-                })
-                .collect()
-        });
+        let footprint = crate::sim::footprint_polygon(&base);
         let beams = 720;
         Ok(Self {
             world: scenario.world.clone(),
-            plant: Plant {
-                pose: Pose::default(),
-                velocity: Twist::default(),
-                accel: [
-                    base.max_accel_x_mps2,
-                    base.max_accel_y_mps2,
-                    base.max_accel_wz_radps2,
-                ],
-                brake: [
-                    base.brake_decel_mps2,
-                    base.brake_decel_mps2,
-                    base.brake_decel_wz_radps2,
-                ],
-            },
-            lidar: SimLidar {
-                mount: Pose::default(),
-                beams,
-                angle_min_rad: -std::f32::consts::PI,
-                angle_increment_rad: std::f32::consts::TAU / beams as f32,
-                range_min_m: 0.05,
-                range_max_m: 30.0,
-                noise_std_m: 0.01,
-                dropout: 0.002,
-            },
+            plant: Plant::for_base(&base),
+            lidar: SimLidar::full_circle(beams, Pose::default()),
             camera: SimCamera::default(),
             rng: Rng::new(seed),
             footprint,

@@ -1,27 +1,9 @@
 //! The `reflex` binary as a user runs it: exit codes and messages.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{ort_library, repo};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn ort_library() -> PathBuf {
-    let path = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            repo().join(
-                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
-            )
-        });
-    assert!(
-        path.is_file(),
-        "ONNX Runtime not found at {}: run `bash scripts/test`",
-        path.display()
-    );
-    path
-}
 
 fn reflex(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reflex"))

@@ -1,37 +1,10 @@
 //! Real-time closed loop on real threads (a few seconds each).
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use reflex_models::{BackendConfig, PolicyPackage};
-use reflex_runtime::config::ReflexConfig;
+use common::setup;
 use reflex_runtime::realtime::run_realtime;
 use reflex_runtime::simrun::{SimOptions, default_scenario};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn setup() -> (ReflexConfig, PolicyPackage, BackendConfig) {
-    let config = ReflexConfig::load(&repo().join("launch/reflex.example.toml")).unwrap();
-    let package = PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla")).unwrap();
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            repo().join(
-                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
-            )
-        });
-    assert!(
-        lib.is_file(),
-        "ONNX Runtime not found at {}: run `bash scripts/test`",
-        lib.display()
-    );
-    let backend = BackendConfig {
-        ort_library: Some(lib),
-        ..BackendConfig::default()
-    };
-    (config, package, backend)
-}
 
 #[test]
 fn realtime_run_keeps_its_deadlines_and_drives() {
