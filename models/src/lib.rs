@@ -40,6 +40,7 @@
 mod backend;
 mod device;
 mod manifest;
+pub mod oci;
 mod ort_backend;
 mod package;
 
@@ -92,4 +93,6 @@ pub enum PackageError {
     Inference(String),
     #[error("golden check failed: {0}")]
     Golden(String),
+    #[error("signature: {0}")]
+    Signature(String),
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use reflex_models::{Accelerator, BackendConfig, OrtBackend, PolicyBackend, PolicyPackage};
 use reflex_runtime::{config::ReflexConfig, demo, inspect};
@@ -42,11 +42,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a policy package: schema, every file's sha256, the model's real inputs and
-    /// outputs against policy.json, and the golden pairs within tolerance. Fails loudly.
-    Verify {
+    /// Pack a policy package directory into an OCI 1.1 artifact: `--out oci-layout:PATH:TAG`.
+    Pack {
         /// The package directory (holding policy.json).
+        dir: PathBuf,
+        /// Destination, `oci-layout:PATH:TAG`.
+        #[arg(long)]
+        out: String,
+    },
+    /// Make an ed25519 key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign the artifact REF (`oci-layout:PATH:TAG`) with a secret key from `reflex keygen`.
+    Sign {
+        reference: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Verify a policy package. A directory: schema, every file's sha256, the model's real
+    /// inputs and outputs against policy.json, and the golden pairs within tolerance.
+    /// `oci-layout:PATH:TAG`: every blob's digest and a signature from a key in --trusted-keys.
+    Verify {
+        /// The package directory (holding policy.json), or `oci-layout:PATH:TAG`.
         path: PathBuf,
+        /// Directory of trusted public keys (`*.pub`), for artifact references.
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
         /// libonnxruntime.so.1.31.1 to load (default: $ORT_DYLIB_PATH).
         #[arg(long)]
         ort_library: Option<PathBuf>,
@@ -116,6 +139,18 @@ fn main() {
     }
 }
 
+/// `oci-layout:PATH:TAG` → (PATH, TAG).
+fn layout_ref(reference: &str) -> Result<(PathBuf, String)> {
+    let rest = reference.strip_prefix("oci-layout:").with_context(|| {
+        format!("{reference:?}: this build handles `oci-layout:PATH:TAG` references (registries arrive with `reflex pull`/`push`)")
+    })?;
+    let (path, tag) = rest
+        .rsplit_once(':')
+        .filter(|(p, t)| !p.is_empty() && !t.is_empty())
+        .with_context(|| format!("{reference:?}: expected oci-layout:PATH:TAG"))?;
+    Ok((PathBuf::from(path), tag.to_string()))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::SafetyDemo {
@@ -155,8 +190,74 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Pack { dir, out } => {
+            let (root, tag) = layout_ref(&out)?;
+            let package = PolicyPackage::open(&dir)?;
+            let layout = reflex_models::oci::Layout::open_or_create(&root)?;
+            let desc = reflex_models::oci::pack(&package, &layout, &tag)?;
+            println!(
+                "packed {} {} as {out} ({})",
+                package.manifest.name, package.manifest.version, desc.digest
+            );
+            Ok(())
+        }
+        Cmd::Keygen { out } => {
+            let secret = out.with_extension("key");
+            let public = out.with_extension("pub");
+            anyhow::ensure!(
+                !secret.exists() && !public.exists(),
+                "{} or {} exists already; choose another --out (keys are never overwritten)",
+                secret.display(),
+                public.display()
+            );
+            let (s, p) = reflex_models::oci::keygen()?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&secret)
+                .with_context(|| format!("cannot create {}", secret.display()))?;
+            std::io::Write::write_all(&mut f, s.as_bytes())?;
+            std::fs::write(&public, &p)
+                .with_context(|| format!("cannot write {}", public.display()))?;
+            println!(
+                "wrote {} (secret, 0600) and {}",
+                secret.display(),
+                public.display()
+            );
+            Ok(())
+        }
+        Cmd::Sign { reference, key } => {
+            let (root, tag) = layout_ref(&reference)?;
+            let layout = reflex_models::oci::Layout::open(&root)?;
+            let desc = reflex_models::oci::sign(&layout, &tag, &key)?;
+            println!("signed {reference}: signature {}", desc.digest);
+            Ok(())
+        }
         Cmd::Verify {
             path,
+            trusted_keys,
+            ort_library: _,
+            accelerator: _,
+            allow_cpu_fallback: _,
+        } if path.to_string_lossy().starts_with("oci-layout:") => {
+            let reference = path.to_string_lossy().to_string();
+            let (root, tag) = layout_ref(&reference)?;
+            let trusted = trusted_keys.context(
+                "verifying an artifact needs --trusted-keys DIR (public keys from `reflex keygen`)",
+            )?;
+            let layout = reflex_models::oci::Layout::open(&root)?;
+            let ok = reflex_models::oci::verify_signed(&layout, &tag, &trusted)?;
+            println!(
+                "verified {reference}: {} blobs match their digests, signed by key {} ({})",
+                ok.blobs_checked, ok.key_id, ok.index_digest
+            );
+            Ok(())
+        }
+        Cmd::Verify {
+            path,
+            trusted_keys: _,
             ort_library,
             accelerator,
             allow_cpu_fallback,

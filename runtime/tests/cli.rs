@@ -240,3 +240,54 @@ fn sim_json_last_line_and_report() {
     let svg = std::fs::read_to_string(dir.join("trajectory.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 }
+
+#[test]
+fn pack_keygen_sign_verify_an_artifact() {
+    let dir = std::env::temp_dir().join(format!("reflex-cli-oci-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("trusted")).unwrap();
+    let reference = format!("oci-layout:{}:0.1.0", dir.join("layout").display());
+    let out = reflex(&["pack", "models/demo/reflex-demo-vla", "--out", &reference]);
+    assert!(out.status.success(), "{}", text(&out));
+    let prefix = dir.join("release");
+    let out = reflex(&["keygen", "--out", prefix.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("release.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::copy(dir.join("release.pub"), dir.join("trusted/release.pub")).unwrap();
+    let trusted = dir.join("trusted");
+    let verify = || {
+        reflex(&[
+            "verify",
+            &reference,
+            "--trusted-keys",
+            trusted.to_str().unwrap(),
+        ])
+    };
+    let out = verify();
+    assert!(
+        !out.status.success() && text(&out).contains("unsigned"),
+        "{}",
+        text(&out)
+    );
+    let out = reflex(&[
+        "sign",
+        &reference,
+        "--key",
+        dir.join("release.key").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = verify();
+    assert!(
+        out.status.success() && text(&out).contains("signed by key"),
+        "{}",
+        text(&out)
+    );
+    // Keys are never overwritten.
+    let out = reflex(&["keygen", "--out", prefix.to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out).contains("never overwritten"));
+}
