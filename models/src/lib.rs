@@ -43,6 +43,7 @@ mod manifest;
 pub mod oci;
 mod ort_backend;
 mod package;
+pub mod store;
 
 use std::path::PathBuf;
 

@@ -105,3 +105,113 @@ fn a_tampered_blob_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn pull_from_a_layout_verifies_and_materializes_the_package() {
+    let (dir, layout, desc) = packed("pull");
+    let store = reflex_models::store::Store::open(&dir.join("store")).unwrap();
+    let pulled = store.pull_layout(&layout, "0.1.0", None).unwrap();
+    assert_eq!(pulled.index_digest, desc.digest);
+    assert_eq!(pulled.target, "onnx");
+    assert_eq!(pulled.package.verify_files().unwrap(), 2);
+    assert_eq!(pulled.package.manifest.name, "reflex-demo-vla");
+    // Pulling again reuses the materialized package.
+    let again = store.pull_layout(&layout, "0.1.0", None).unwrap();
+    assert_eq!(again.package.dir, pulled.package.dir);
+    assert!(
+        std::fs::read_dir(dir.join("store/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temporary files left"
+    );
+}
+
+#[test]
+fn a_tampered_layout_blob_never_reaches_the_store() {
+    let (dir, layout, _) = packed("pull-tamper");
+    let hex =
+        reflex_models::sha256_file(&repo().join("models/demo/reflex-demo-vla/model.onnx")).unwrap();
+    let path = layout.root.join("blobs/sha256").join(&hex);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let store = reflex_models::store::Store::open(&dir.join("store")).unwrap();
+    let err = store
+        .pull_layout(&layout, "0.1.0", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(!store.blob_path(&format!("sha256:{hex}")).exists());
+    assert!(
+        std::fs::read_dir(dir.join("store/packages"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_platform_resolver_never_picks_an_engine_for_another_gpu() {
+    use reflex_models::EngineHost;
+    use reflex_models::store::select_manifest;
+    let entry = |target: &str, sm: Option<&str>| {
+        let mut d = oci::Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!(
+                "sha256:{}",
+                reflex_models::oci::key_id(&[sm.map_or(0, |s| s.len() as u8); 32]).repeat(4)
+            ),
+            size: 1,
+            artifact_type: None,
+            platform: Some(oci::Platform {
+                architecture: if target == "onnx" {
+                    "any".into()
+                } else {
+                    "arm64".into()
+                },
+                os: "linux".into(),
+            }),
+            annotations: Default::default(),
+        };
+        d.annotations
+            .insert("vnd.reflex.target".into(), target.into());
+        if let Some(sm) = sm {
+            d.annotations.insert("vnd.reflex.gpu.sm".into(), sm.into());
+            d.annotations
+                .insert("vnd.reflex.tensorrt.version".into(), "10.3".into());
+            d.annotations
+                .insert("vnd.reflex.precision".into(), "fp16".into());
+        }
+        d
+    };
+    let index = oci::ImageIndex {
+        schema_version: 2,
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        artifact_type: Some(oci::ARTIFACT_TYPE.into()),
+        manifests: vec![entry("tensorrtepcontext", Some("87")), entry("onnx", None)],
+        annotations: Default::default(),
+    };
+    let orin = EngineHost {
+        arch: "aarch64",
+        gpu_sm: "87",
+        tensorrt_version: "10.3",
+        precision: "fp16",
+    };
+    let thor = EngineHost {
+        gpu_sm: "110",
+        ..orin
+    };
+    let pick = |h: Option<&EngineHost<'_>>| {
+        select_manifest(&index, h).unwrap().annotations["vnd.reflex.target"].clone()
+    };
+    assert_eq!(pick(Some(&orin)), "tensorrtepcontext");
+    assert_eq!(pick(Some(&thor)), "onnx");
+    assert_eq!(pick(None), "onnx");
+    let engines_only = oci::ImageIndex {
+        manifests: vec![entry("tensorrtepcontext", Some("87"))],
+        ..index.clone()
+    };
+    assert!(select_manifest(&engines_only, Some(&thor)).is_none());
+    assert!(select_manifest(&engines_only, None).is_none());
+}

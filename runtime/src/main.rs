@@ -50,6 +50,21 @@ enum Cmd {
         #[arg(long)]
         out: String,
     },
+    /// Pull a policy artifact (`oci-layout:PATH:TAG`) into the local store: signature checked
+    /// against --trusted-keys, the artifact for this host chosen, every digest checked, the
+    /// package materialized atomically. Prints the package directory.
+    Pull {
+        reference: String,
+        /// The local store directory.
+        #[arg(long, default_value = "/var/lib/reflex/store")]
+        store: PathBuf,
+        /// Directory of trusted public keys (`*.pub`).
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
+        /// Accept an unsigned artifact (development only; says so).
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
     /// Make an ed25519 key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
     Keygen {
         #[arg(long)]
@@ -198,6 +213,38 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "packed {} {} as {out} ({})",
                 package.manifest.name, package.manifest.version, desc.digest
+            );
+            Ok(())
+        }
+        Cmd::Pull {
+            reference,
+            store,
+            trusted_keys,
+            allow_unsigned,
+        } => {
+            let (root, tag) = layout_ref(&reference)?;
+            let layout = reflex_models::oci::Layout::open(&root)?;
+            match (&trusted_keys, allow_unsigned) {
+                (Some(keys), _) => {
+                    let ok = reflex_models::oci::verify_signed(&layout, &tag, keys)?;
+                    println!("signature: ok, key {}", ok.key_id);
+                }
+                (None, true) => eprintln!(
+                    "reflex: warning: pulling {reference} WITHOUT a signature check (--allow-unsigned)"
+                ),
+                (None, false) => anyhow::bail!(
+                    "pulling {reference} needs --trusted-keys DIR (or --allow-unsigned for development)"
+                ),
+            }
+            let store = reflex_models::store::Store::open(&store)?;
+            let pulled = store.pull_layout(&layout, &tag, None)?;
+            println!(
+                "pulled {} {} ({} target, manifest {}) into {}",
+                pulled.package.manifest.name,
+                pulled.package.manifest.version,
+                pulled.target,
+                pulled.manifest_digest,
+                pulled.package.dir.display()
             );
             Ok(())
         }

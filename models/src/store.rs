@@ -1,0 +1,187 @@
+//! The local content-addressed store: blobs under `blobs/sha256/<hex>`, each written to a
+//! temporary file, fsynced, digest-checked and only then renamed into place; pulled packages
+//! materialized under `packages/<manifest hex>/`, also built in a temporary directory and
+//! renamed, so nothing half-written is ever found by its final name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::sha256_bytes;
+use crate::oci::{ImageIndex, ImageManifest, Layout};
+use crate::package::EngineHost;
+use crate::{PackageError, PolicyPackage};
+
+/// A pulled, verified package.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub package: PolicyPackage,
+    pub index_digest: String,
+    pub manifest_digest: String,
+    /// `onnx` or `tensorrtepcontext`.
+    pub target: String,
+}
+
+/// The store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+fn io_err(file: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Self, PackageError> {
+        for sub in ["blobs/sha256", "packages", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(io_err(root))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Path of a stored blob.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Stores `bytes` as `digest`: temporary file → fsync → digest check → rename.
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, PackageError> {
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            return Ok(dest);
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.partial", digest.trim_start_matches("sha256:")));
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        let actual = format!("sha256:{}", sha256_bytes(bytes));
+        if actual != digest {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(PackageError::Digest {
+                file: dest,
+                expected: digest.trim_start_matches("sha256:").into(),
+                actual: actual.trim_start_matches("sha256:").into(),
+            });
+        }
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        Ok(dest)
+    }
+
+    /// Pulls `tag` from `layout`: picks the artifact for this host (`host`: the TensorRT engine
+    /// host, if any), checks every digest, stores the blobs and materializes the package.
+    pub fn pull_layout(
+        &self,
+        layout: &Layout,
+        tag: &str,
+        host: Option<&EngineHost<'_>>,
+    ) -> Result<Pulled, PackageError> {
+        let index_desc = layout.resolve(tag)?;
+        let index: ImageIndex = serde_json::from_slice(&layout.read_blob(&index_desc)?)
+            .map_err(|e| parse(&layout.root, e))?;
+        let chosen = select_manifest(&index, host).ok_or_else(|| PackageError::Field {
+            file: layout.root.join("index.json"),
+            field: tag.into(),
+            problem: format!(
+                "no artifact for this host: the index offers {:?} and none is the portable ONNX model or an engine for this GPU/TensorRT/precision",
+                index
+                    .manifests
+                    .iter()
+                    .map(|m| m.annotations.get("vnd.reflex.target").cloned().unwrap_or_default()
+                        + m.annotations.get("vnd.reflex.gpu.sm").map(|s| format!(" sm{s}")).unwrap_or_default().as_str())
+                    .collect::<Vec<_>>()
+            ),
+        })?;
+        let manifest_bytes = layout.read_blob(chosen)?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| parse(&layout.root, e))?;
+        self.put_blob(&chosen.digest, &manifest_bytes)?;
+        let hex = chosen.digest.trim_start_matches("sha256:");
+        let final_dir = self.root.join("packages").join(hex);
+        if !final_dir.exists() {
+            let building = self.root.join("tmp").join(format!("{hex}.building"));
+            let _ = std::fs::remove_dir_all(&building);
+            std::fs::create_dir_all(&building).map_err(io_err(&building))?;
+            for layer in &manifest.layers {
+                let bytes = layout.read_blob(layer)?;
+                let blob = self.put_blob(&layer.digest, &bytes)?;
+                let title = layer
+                    .annotations
+                    .get("org.opencontainers.image.title")
+                    .filter(|t| !t.contains('/') && !t.contains("..") && !t.is_empty())
+                    .ok_or_else(|| PackageError::Field {
+                        file: self.blob_path(&chosen.digest),
+                        field: "layers[].annotations.org.opencontainers.image.title".into(),
+                        problem: "a layer has no safe file name".into(),
+                    })?;
+                std::fs::copy(&blob, building.join(title)).map_err(io_err(&building))?;
+            }
+            std::fs::rename(&building, &final_dir).map_err(io_err(&final_dir))?;
+        }
+        let package = PolicyPackage::open(&final_dir)?;
+        package.verify_files()?;
+        Ok(Pulled {
+            package,
+            index_digest: index_desc.digest,
+            manifest_digest: chosen.digest.clone(),
+            target: chosen
+                .annotations
+                .get("vnd.reflex.target")
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+fn parse(root: &Path, e: serde_json::Error) -> PackageError {
+    PackageError::Parse {
+        file: root.to_path_buf(),
+        problem: e.to_string(),
+    }
+}
+
+/// The manifest for this host: an engine only for the exact arch, SM, TensorRT version and
+/// precision, else the portable ONNX model; never an engine built for another GPU.
+pub fn select_manifest<'a>(
+    index: &'a ImageIndex,
+    host: Option<&EngineHost<'_>>,
+) -> Option<&'a crate::oci::Descriptor> {
+    let arch = |a: &str| {
+        match a {
+            "aarch64" => "arm64",
+            "x86_64" => "amd64",
+            other => other,
+        }
+        .to_string()
+    };
+    let engine = host.and_then(|h| {
+        index.manifests.iter().find(|m| {
+            m.annotations.get("vnd.reflex.target").map(String::as_str) == Some("tensorrtepcontext")
+                && m.platform.as_ref().map(|p| p.architecture.clone()) == Some(arch(h.arch))
+                && m.annotations.get("vnd.reflex.gpu.sm").map(String::as_str) == Some(h.gpu_sm)
+                && m.annotations
+                    .get("vnd.reflex.tensorrt.version")
+                    .map(String::as_str)
+                    == Some(h.tensorrt_version)
+                && m.annotations
+                    .get("vnd.reflex.precision")
+                    .map(String::as_str)
+                    == Some(h.precision)
+        })
+    });
+    engine.or_else(|| {
+        index
+            .manifests
+            .iter()
+            .find(|m| m.annotations.get("vnd.reflex.target").map(String::as_str) == Some("onnx"))
+    })
+}
