@@ -43,6 +43,7 @@ mod manifest;
 pub mod oci;
 mod ort_backend;
 mod package;
+pub mod registry;
 pub mod store;
 
 use std::path::PathBuf;
@@ -96,4 +97,6 @@ pub enum PackageError {
     Golden(String),
     #[error("signature: {0}")]
     Signature(String),
+    #[error("registry: {0}")]
+    Registry(String),
 }

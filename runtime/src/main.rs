@@ -50,7 +50,11 @@ enum Cmd {
         #[arg(long)]
         out: String,
     },
-    /// Pull a policy artifact (`oci-layout:PATH:TAG`) into the local store: signature checked
+    /// Push an artifact from `oci-layout:PATH:TAG` to a registry `oci://host[:port]/repo:tag`
+    /// (with its signature referrer). HTTPS, or plain HTTP toward loopback only.
+    Push { source: String, destination: String },
+    /// Pull a policy artifact (`oci-layout:PATH:TAG` or `oci://host[:port]/repo:tag`) into the
+    /// local store: signature checked
     /// against --trusted-keys, the artifact for this host chosen, every digest checked, the
     /// package materialized atomically. Prints the package directory.
     Pull {
@@ -216,13 +220,32 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Push {
+            source,
+            destination,
+        } => {
+            let (root, tag) = layout_ref(&source)?;
+            let layout = reflex_models::oci::Layout::open(&root)?;
+            let digest = reflex_models::registry::push(&layout, &tag, &destination)?;
+            println!("pushed {source} to {destination} ({digest})");
+            Ok(())
+        }
         Cmd::Pull {
             reference,
             store,
             trusted_keys,
             allow_unsigned,
         } => {
-            let (root, tag) = layout_ref(&reference)?;
+            // A registry reference is fetched (digest-checked) into the store's layout cache first.
+            let (root, tag) = if reference.starts_with("oci://") {
+                let cache = store.join("cache");
+                let layout = reflex_models::oci::Layout::open_or_create(&cache)?;
+                let (_, _, tag) = reflex_models::registry::parse_ref(&reference)?;
+                reflex_models::registry::pull_into_layout(&reference, &layout, &tag)?;
+                (cache, tag)
+            } else {
+                layout_ref(&reference)?
+            };
             let layout = reflex_models::oci::Layout::open(&root)?;
             match (&trusted_keys, allow_unsigned) {
                 (Some(keys), _) => {

@@ -86,6 +86,9 @@ pub fn run_realtime(
 
     let stop = Arc::new(AtomicBool::new(false));
     let worker_beat = Arc::new(AtomicU64::new(rt::now_ns()));
+    // Set by the RT thread's watchdog when the worker went silent; the supervisor (robot thread
+    // here) replaces the worker only then, so the watchdog is the single judge of silence.
+    let worker_fault = Arc::new(AtomicBool::new(false));
     let start_ns = rt::now_ns();
     let end_ns = start_ns + (options.duration_s * 1e9) as u64;
 
@@ -147,6 +150,7 @@ pub fn run_realtime(
     let rt_thread = {
         let stop = stop.clone();
         let beat = worker_beat.clone();
+        let fault = worker_fault.clone();
         let rt_config = rt_config.clone();
         std::thread::Builder::new()
             .name("reflex-rt".into())
@@ -174,6 +178,9 @@ pub fn run_realtime(
                         estop[EstopSource::Internal.index()] =
                             EstopReport::Pressed(Monotonic::from_nanos(now));
                         watchdog_trips += 1;
+                        if worker_silent {
+                            fault.store(true, Ordering::Release);
+                        }
                     }
                     let inputs = SafetyInputs {
                         estop,
@@ -241,11 +248,12 @@ pub fn run_realtime(
         }
         // Supervisor: a worker that died or went silent past its deadline is replaced (the RT
         // thread's watchdog has already latched an internal E-stop for it).
-        let silent = now.saturating_sub(worker_beat.load(Ordering::Acquire)) > WORKER_DEADLINE_NS;
         let dead = workers.last().is_some_and(|w| w.is_finished());
-        if (silent || dead) && worker_restarts < 3 {
+        if (worker_fault.load(Ordering::Acquire) || dead) && worker_restarts < 3 {
             worker_restarts += 1;
+            // Fresh beat first, then clear the fault: the watchdog cannot re-raise it in between.
             worker_beat.store(now, Ordering::Release);
+            worker_fault.store(false, Ordering::Release);
             let backend = OrtBackend::load(package, backend_config)?;
             workers.push(spawn_worker(backend, worker_restarts)?);
         }
