@@ -58,7 +58,7 @@ pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_environment,
     ort_library_or_venv,
 };
-pub use package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage};
+pub use package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage, derive_package};
 
 /// Everything that can go wrong with a package or a backend. Messages start with what failed
 /// and name the file, field or input.

@@ -446,18 +446,53 @@ pub fn verify_signed(
         }
     }
     let sig_tag = format!("sha256-{}", desc.digest.trim_start_matches("sha256:"));
-    let sig_desc = layout.resolve(&sig_tag).map_err(|_| PackageError::Signature(format!("`{tag}` ({}) is unsigned: no signature referrer (tag {sig_tag}); sign it with `reflex sign`", desc.digest)))?;
+    let sig_desc = layout
+        .resolve(&sig_tag)
+        .map_err(|_| unsigned(tag, &desc.digest))?;
     let sig_manifest: ImageManifest = layout.read_json(&sig_desc)?;
-    if sig_manifest.subject.as_ref().map(|s| s.digest.as_str()) != Some(desc.digest.as_str()) {
+    let layer = signature_layer(tag, &desc.digest, &sig_manifest)?;
+    let sig_bytes = layout.read_blob(layer)?;
+    let key_id = check_signature(tag, &desc.digest, &sig_bytes, trusted_keys)?;
+    Ok(SignedArtifact {
+        index_digest: desc.digest,
+        key_id,
+        blobs_checked: blobs,
+    })
+}
+
+/// The error for an artifact without a signature referrer.
+pub fn unsigned(what: &str, digest: &str) -> PackageError {
+    PackageError::Signature(format!(
+        "`{what}` ({digest}) is unsigned: no signature referrer (tag sha256-{}); sign it with `reflex sign`",
+        digest.trim_start_matches("sha256:")
+    ))
+}
+
+/// The signature layer of a signature referrer whose subject must be `subject`.
+pub fn signature_layer<'a>(
+    what: &str,
+    subject: &str,
+    sig_manifest: &'a ImageManifest,
+) -> Result<&'a Descriptor, PackageError> {
+    if sig_manifest.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject) {
         return Err(PackageError::Signature(format!(
-            "the signature referrer of `{tag}` names another subject"
+            "the signature referrer of `{what}` names another subject"
         )));
     }
-    let layer = sig_manifest.layers.first().ok_or_else(|| {
+    sig_manifest.layers.first().ok_or_else(|| {
         PackageError::Signature("signature artifact without a signature layer".into())
-    })?;
-    let sig_bytes = layout.read_blob(layer)?;
-    let signature = Signature::from_slice(&sig_bytes)
+    })
+}
+
+/// Checks an ed25519 signature over `subject` (the index digest) against every `*.pub` key in
+/// `trusted_keys`; returns the id of the key that signed it.
+pub fn check_signature(
+    what: &str,
+    subject: &str,
+    sig_bytes: &[u8],
+    trusted_keys: &Path,
+) -> Result<String, PackageError> {
+    let signature = Signature::from_slice(sig_bytes)
         .map_err(|e| PackageError::Signature(format!("malformed signature: {e}")))?;
     let entries = std::fs::read_dir(trusted_keys).map_err(io_err(trusted_keys))?;
     let mut tried = 0;
@@ -472,17 +507,12 @@ pub fn verify_signed(
         let Ok(key) = VerifyingKey::from_bytes(&public) else {
             continue;
         };
-        if key.verify(desc.digest.as_bytes(), &signature).is_ok() {
-            return Ok(SignedArtifact {
-                index_digest: desc.digest,
-                key_id: key_id(&public),
-                blobs_checked: blobs,
-            });
+        if key.verify(subject.as_bytes(), &signature).is_ok() {
+            return Ok(key_id(&public));
         }
     }
     Err(PackageError::Signature(format!(
-        "`{tag}` ({}) is not signed by any of the {tried} trusted keys in {}",
-        desc.digest,
+        "`{what}` ({subject}) is not signed by any of the {tried} trusted keys in {}",
         trusted_keys.display()
     )))
 }

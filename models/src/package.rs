@@ -1,6 +1,7 @@
 //! A policy package directory: `policy.json` plus the files it lists.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -219,6 +220,90 @@ fn with_file(err: PackageError, path: &Path) -> PackageError {
         },
         other => other,
     }
+}
+
+/// Writes a copy of the package in `src` to `dst` with another `version` and, optionally, its
+/// ONNX model padded by `pad_bytes` of pseudo-random data in an unknown protobuf field (field
+/// 1000 of ModelProto, which ONNX Runtime skips): the model computes exactly the same outputs,
+/// but the artifact is as large as a real VLA. For transfer tests and benchmarks (a 500 MB
+/// package without a 500 MB file in the repository); `policy.json` digests are rewritten.
+pub fn derive_package(
+    src: &Path,
+    dst: &Path,
+    version: &str,
+    pad_bytes: u64,
+) -> Result<PolicyPackage, PackageError> {
+    let io = |file: &Path| {
+        let file = file.to_path_buf();
+        move |source| PackageError::Io { file, source }
+    };
+    let package = PolicyPackage::open(src)?;
+    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    let policy_path = src.join("policy.json");
+    let text = std::fs::read_to_string(&policy_path).map_err(io(&policy_path))?;
+    let mut policy: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PackageError::Parse {
+            file: policy_path.clone(),
+            problem: e.to_string(),
+        })?;
+    policy["version"] = version.into();
+    for entry in std::fs::read_dir(src).map_err(io(src))?.flatten() {
+        let name = entry.file_name();
+        if name != "policy.json" && entry.path().is_file() {
+            std::fs::copy(entry.path(), dst.join(&name)).map_err(io(&entry.path()))?;
+        }
+    }
+    if pad_bytes > 0 {
+        let targets = policy["targets"]
+            .as_array_mut()
+            .ok_or_else(|| PackageError::Field {
+                file: policy_path.clone(),
+                field: "targets".into(),
+                problem: "not a list".into(),
+            })?;
+        for target in targets.iter_mut().filter(|t| t["kind"] == "onnx") {
+            let file = dst.join(target["file"].as_str().unwrap_or_default());
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&file)
+                .map_err(io(&file))?;
+            // Key: field 1000, wire type 2 (length-delimited); then the varint length.
+            let mut head = Vec::new();
+            for mut v in [(1000u64 << 3) | 2, pad_bytes] {
+                while v >= 0x80 {
+                    head.push((v as u8) | 0x80);
+                    v >>= 7;
+                }
+                head.push(v as u8);
+            }
+            f.write_all(&head).map_err(io(&file))?;
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ pad_bytes;
+            let mut block = vec![0u8; 1 << 20];
+            let mut left = pad_bytes;
+            while left > 0 {
+                for word in block.chunks_exact_mut(8) {
+                    // xorshift64*: incompressible filler.
+                    state ^= state >> 12;
+                    state ^= state << 25;
+                    state ^= state >> 27;
+                    word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+                }
+                let n = left.min(block.len() as u64) as usize;
+                f.write_all(&block[..n]).map_err(io(&file))?;
+                left -= n as u64;
+            }
+            f.sync_all().map_err(io(&file))?;
+            target["sha256"] = sha256_file(&file).map_err(io(&file))?.into();
+        }
+    }
+    let out = dst.join("policy.json");
+    std::fs::write(
+        &out,
+        serde_json::to_vec_pretty(&policy).expect("serializable"),
+    )
+    .map_err(io(&out))?;
+    let _ = package;
+    PolicyPackage::open(dst)
 }
 
 #[cfg(test)]

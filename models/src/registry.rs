@@ -3,33 +3,72 @@
 //! referrer under the `sha256-<hex>` tag fallback), and pull one back into a local layout,
 //! checking every digest before anything is stored. Plain HTTP only for loopback registries.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use futures_util::StreamExt;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::PackageError;
 use crate::manifest::sha256_bytes;
 use crate::oci::{Descriptor, ImageIndex, ImageManifest, Layout};
+use crate::package::EngineHost;
+use crate::store::{Pulled, Store, choose_manifest};
 
 const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// `oci://host[:port]/repo:tag` → (registry, repository, tag).
-pub fn parse_ref(reference: &str) -> Result<(String, String, String), PackageError> {
+/// A parsed `oci://host[:port]/repository:tag` or `oci://host[:port]/repository@sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRef {
+    pub registry: String,
+    pub repo: String,
+    /// The tag (for a digest reference: the empty string).
+    pub tag: String,
+    pub digest: Option<String>,
+}
+
+impl RemoteRef {
+    fn reference(&self) -> Reference {
+        match &self.digest {
+            Some(d) => Reference::with_digest(self.registry.clone(), self.repo.clone(), d.clone()),
+            None => Reference::with_tag(self.registry.clone(), self.repo.clone(), self.tag.clone()),
+        }
+    }
+}
+
+/// Parses `oci://host[:port]/repository:tag` or `oci://host[:port]/repository@sha256:<hex>`.
+pub fn parse_ref(reference: &str) -> Result<RemoteRef, PackageError> {
     let bad = || {
         PackageError::Registry(format!(
-            "{reference:?}: expected oci://host[:port]/repository:tag"
+            "{reference:?}: expected oci://host[:port]/repository:tag or oci://host[:port]/repository@sha256:<64 hex>"
         ))
     };
     let rest = reference.strip_prefix("oci://").ok_or_else(bad)?;
     let (registry, path) = rest.split_once('/').ok_or_else(bad)?;
-    let (repo, tag) = path.rsplit_once(':').ok_or_else(bad)?;
-    if registry.is_empty() || repo.is_empty() || tag.is_empty() {
+    let (repo, tag, digest) = if let Some((repo, digest)) = path.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        (repo, "", Some(digest.to_string()))
+    } else {
+        let (repo, tag) = path.rsplit_once(':').ok_or_else(bad)?;
+        if tag.is_empty() || tag.contains('/') {
+            return Err(bad());
+        }
+        (repo, tag, None)
+    };
+    if registry.is_empty() || repo.is_empty() {
         return Err(bad());
     }
-    Ok((registry.into(), repo.into(), tag.into()))
+    Ok(RemoteRef {
+        registry: registry.into(),
+        repo: repo.into(),
+        tag: tag.into(),
+        digest,
+    })
 }
 
 fn is_loopback(registry: &str) -> bool {
@@ -37,17 +76,106 @@ fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host == "[::1]" || host.starts_with("127.")
 }
 
-fn client(registry: &str) -> Client {
-    // HTTPS by default; plain HTTP only toward this machine.
-    let protocol = if is_loopback(registry) {
+/// How to reach a registry: HTTPS (rustls) with an optional extra CA, credentials, and plain
+/// HTTP only toward loopback or when configured explicitly.
+#[derive(Clone)]
+pub struct RegistryOptions {
+    /// A PEM file of extra root certificates (a private registry's CA).
+    pub ca_file: Option<PathBuf>,
+    pub auth: RegistryAuth,
+    /// Plain HTTP toward a non-loopback registry (explicit opt-in; never the default).
+    pub plain_http: bool,
+    /// Test hook: pause a blob download for 2 s once this many bytes of it are written (after
+    /// writing `<store>/tmp/pull-paused`), so a test can kill the registry mid-pull.
+    #[doc(hidden)]
+    pub test_pause_after_bytes: Option<u64>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            auth: RegistryAuth::Anonymous,
+            plain_http: false,
+            test_pause_after_bytes: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("ca_file", &self.ca_file)
+            .field("auth", &self.auth) // oci-client's Debug hides secrets
+            .field("plain_http", &self.plain_http)
+            .finish()
+    }
+}
+
+impl RegistryOptions {
+    /// Credentials from the environment (never from the command line, where `ps` shows them):
+    /// `REFLEX_REGISTRY_USERNAME` + `REFLEX_REGISTRY_PASSWORD` (basic) or
+    /// `REFLEX_REGISTRY_TOKEN` (bearer).
+    pub fn with_env_auth(mut self) -> Result<Self, PackageError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.auth = match (
+            var("REFLEX_REGISTRY_USERNAME"),
+            var("REFLEX_REGISTRY_PASSWORD"),
+            var("REFLEX_REGISTRY_TOKEN"),
+        ) {
+            (Some(_), _, Some(_)) => {
+                return Err(PackageError::Registry(
+                    "set either REFLEX_REGISTRY_USERNAME/PASSWORD or REFLEX_REGISTRY_TOKEN, not both"
+                        .into(),
+                ));
+            }
+            (Some(u), Some(p), None) => RegistryAuth::Basic(u, p),
+            (Some(_), None, None) | (None, Some(_), None) => {
+                return Err(PackageError::Registry(
+                    "REFLEX_REGISTRY_USERNAME and REFLEX_REGISTRY_PASSWORD go together; set both"
+                        .into(),
+                ));
+            }
+            (None, _, Some(t)) => RegistryAuth::Bearer(t),
+            (None, None, None) => RegistryAuth::Anonymous,
+        };
+        Ok(self)
+    }
+}
+
+fn client(registry: &str, options: &RegistryOptions) -> Result<Client, PackageError> {
+    // HTTPS by default; plain HTTP only toward this machine or when asked explicitly.
+    let protocol = if is_loopback(registry) || options.plain_http {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https
     };
-    Client::new(ClientConfig {
+    let mut extra_root_certificates = Vec::new();
+    if let Some(ca) = &options.ca_file {
+        let data = std::fs::read(ca).map_err(|e| {
+            PackageError::Registry(format!(
+                "cannot read the registry CA file {}: {e}; give a PEM file of the CA that signed the registry's certificate",
+                ca.display()
+            ))
+        })?;
+        if !data.starts_with(b"-----BEGIN") {
+            return Err(PackageError::Registry(format!(
+                "{} is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+                ca.display()
+            )));
+        }
+        extra_root_certificates.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        });
+    }
+    Ok(Client::new(ClientConfig {
         protocol,
+        extra_root_certificates,
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        read_timeout: Some(std::time::Duration::from_secs(30)),
         ..ClientConfig::default()
-    })
+    }))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, PackageError> {
@@ -88,14 +216,31 @@ fn closure(
 
 /// Pushes `tag` of `layout` (and its signature referrer, if any) to `dest`
 /// (`oci://host[:port]/repo:tag`). Returns the pushed index digest.
-pub fn push(layout: &Layout, tag: &str, dest: &str) -> Result<String, PackageError> {
-    let (registry, repo, dest_tag) = parse_ref(dest)?;
+pub fn push(
+    layout: &Layout,
+    tag: &str,
+    dest: &str,
+    options: &RegistryOptions,
+) -> Result<String, PackageError> {
+    let RemoteRef {
+        registry,
+        repo,
+        tag: dest_tag,
+        digest,
+    } = parse_ref(dest)?;
+    if digest.is_some() {
+        return Err(PackageError::Registry(format!(
+            "{dest}: push to a tag (oci://host/repo:tag), not a digest"
+        )));
+    }
     let root = layout.resolve(tag)?;
     let sig_tag = format!("sha256-{}", root.digest.trim_start_matches("sha256:"));
     let signature = layout.resolve(&sig_tag).ok();
-    let client = client(&registry);
+    let client = client(&registry, options)?;
+    let auth = options.auth.clone();
     let rt = runtime()?;
     rt.block_on(async {
+        client.store_auth_if_needed(&registry, &auth).await;
         let mut roots = vec![(root.clone(), dest_tag.clone())];
         if let Some(sig) = signature {
             roots.push((sig, sig_tag.clone()));
@@ -135,115 +280,294 @@ pub fn push(layout: &Layout, tag: &str, dest: &str) -> Result<String, PackageErr
     })
 }
 
-/// Pulls `src` (`oci://host[:port]/repo:tag`) and its signature referrer into `layout` under
-/// `local_tag`; every manifest and blob is digest-checked before it is stored. Returns the
-/// index digest.
-pub fn pull_into_layout(
+/// How a pull establishes trust.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// A signature from a key in this directory (`*.pub`) is required.
+    Keys(&'a Path),
+    /// Development only: no signature check (the caller says so loudly).
+    AllowUnsigned,
+}
+
+/// What a registry pull did.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    pub pulled: Pulled,
+    /// The key that signed the index, when checked.
+    pub key_id: Option<String>,
+    /// Bytes received from the registry in this call (manifests, signature and blobs).
+    pub bytes_downloaded: u64,
+    /// Bytes of blobs a previous interrupted pull had already kept (resumed, not re-fetched).
+    pub bytes_resumed: u64,
+    /// Blobs fetched (not already in the store).
+    pub blobs_fetched: usize,
+}
+
+/// Pulls `src` (`oci://host[:port]/repo:tag` or `…/repo@sha256:…`) into `store`: the index
+/// (digest-checked), its signature (checked before any large blob is fetched), the manifest for
+/// this host, and that manifest's blobs, each streamed to `<store>/tmp/<hex>.partial`, resumed
+/// with an HTTP Range request after an interruption, digest-checked and only then renamed into
+/// place. Then the package is materialized atomically.
+pub fn pull_to_store(
     src: &str,
-    layout: &Layout,
-    local_tag: &str,
-) -> Result<String, PackageError> {
-    let (registry, repo, tag) = parse_ref(src)?;
-    let client = client(&registry);
+    store: &Store,
+    host: Option<&EngineHost<'_>>,
+    trust: Trust<'_>,
+    options: &RegistryOptions,
+) -> Result<PullReport, PackageError> {
+    let target = parse_ref(src)?;
+    let client = client(&target.registry, options)?;
+    let auth = options.auth.clone();
     let rt = runtime()?;
     rt.block_on(async {
-        let tagged = Reference::with_tag(registry.clone(), repo.clone(), tag.clone());
+        let mut report_bytes = 0u64;
+        let root_ref = target.reference();
         let (bytes, digest) = client
-            .pull_manifest_raw(
-                &tagged,
-                &RegistryAuth::Anonymous,
-                &[MEDIA_INDEX, MEDIA_MANIFEST],
-            )
+            .pull_manifest_raw(&root_ref, &auth, &[MEDIA_INDEX])
             .await
-            .map_err(|e| reg_err("pull", &tagged, e))?;
-        let root = store_checked(layout, MEDIA_INDEX, &bytes, &digest, &tagged)?;
+            .map_err(|e| reg_err("pull", &root_ref, e))?;
+        report_bytes += bytes.len() as u64;
+        let index_digest =
+            checked_digest(&bytes, Some(&digest), target.digest.as_deref(), &root_ref)?;
         let index: ImageIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| PackageError::Registry(format!("{tagged}: not an image index: {e}")))?;
-        fetch_manifests(&client, layout, &registry, &repo, &index.manifests).await?;
-        // The signature, through the referrers tag fallback (docker-registry 2.8 has no
-        // referrers API).
-        let sig_tag = format!("sha256-{}", root.digest.trim_start_matches("sha256:"));
-        let sig_ref = Reference::with_tag(registry.clone(), repo.clone(), sig_tag.clone());
-        if let Ok((bytes, digest)) = client
-            .pull_manifest_raw(&sig_ref, &RegistryAuth::Anonymous, &[MEDIA_MANIFEST])
+            .map_err(|e| PackageError::Registry(format!("{root_ref}: not an image index: {e}")))?;
+        if index.artifact_type.as_deref() != Some(crate::oci::ARTIFACT_TYPE) {
+            return Err(PackageError::Registry(format!(
+                "{root_ref} is not a Reflex policy (artifactType {:?}, expected {})",
+                index.artifact_type,
+                crate::oci::ARTIFACT_TYPE
+            )));
+        }
+        // Trust first: nothing large is fetched for an unsigned or wrongly signed artifact.
+        let key_id = match trust {
+            Trust::AllowUnsigned => None,
+            Trust::Keys(keys) => {
+                let sig_tag = format!("sha256-{}", index_digest.trim_start_matches("sha256:"));
+                let sig_ref =
+                    Reference::with_tag(target.registry.clone(), target.repo.clone(), sig_tag);
+                let (sig_bytes, sig_digest) = client
+                    .pull_manifest_raw(&sig_ref, &auth, &[MEDIA_MANIFEST])
+                    .await
+                    .map_err(|_| crate::oci::unsigned(src, &index_digest))?;
+                report_bytes += sig_bytes.len() as u64;
+                checked_digest(&sig_bytes, Some(&sig_digest), None, &sig_ref)?;
+                let sig_manifest: ImageManifest =
+                    serde_json::from_slice(&sig_bytes).map_err(|e| {
+                        PackageError::Signature(format!("{sig_ref}: not a signature manifest: {e}"))
+                    })?;
+                let layer = crate::oci::signature_layer(src, &index_digest, &sig_manifest)?;
+                if layer.size > 1024 {
+                    return Err(PackageError::Signature(format!(
+                        "{sig_ref}: a {}-byte signature layer is not an ed25519 signature",
+                        layer.size
+                    )));
+                }
+                let mut sig = Vec::new();
+                client
+                    .pull_blob(&sig_ref, &blob_layer(layer), &mut sig)
+                    .await
+                    .map_err(|e| reg_err("pull signature from", &sig_ref, e))?;
+                report_bytes += sig.len() as u64;
+                checked_digest(&sig, None, Some(&layer.digest), &sig_ref)?;
+                Some(crate::oci::check_signature(src, &index_digest, &sig, keys)?)
+            }
+        };
+        let chosen = choose_manifest(&index, host, Path::new(src), "manifests")?;
+        let manifest_ref = Reference::with_digest(
+            target.registry.clone(),
+            target.repo.clone(),
+            chosen.digest.clone(),
+        );
+        let (manifest_bytes, _) = client
+            .pull_manifest_raw(&manifest_ref, &auth, &[MEDIA_MANIFEST])
             .await
-        {
-            let desc = store_checked(layout, MEDIA_MANIFEST, &bytes, &digest, &sig_ref)?;
-            fetch_manifests(
+            .map_err(|e| reg_err("pull", &manifest_ref, e))?;
+        report_bytes += manifest_bytes.len() as u64;
+        // Checked against the digest the (signed) index names, not the registry's header.
+        checked_digest(&manifest_bytes, None, Some(&chosen.digest), &manifest_ref)?;
+        let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+            PackageError::Registry(format!("{manifest_ref}: not an image manifest: {e}"))
+        })?;
+        let (mut resumed, mut fetched) = (0u64, 0usize);
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            if store.blob_path(&blob.digest).exists() {
+                continue;
+            }
+            let (got, kept) = fetch_blob(
                 &client,
-                layout,
-                &registry,
-                &repo,
-                std::slice::from_ref(&desc),
+                &manifest_ref,
+                blob,
+                store,
+                options.test_pause_after_bytes,
             )
             .await?;
-            let mut tagged_desc = desc;
-            tagged_desc.artifact_type = Some(crate::oci::SIGNATURE_ARTIFACT_TYPE.into());
-            layout.tag(&sig_tag, &tagged_desc)?;
+            report_bytes += got;
+            resumed += kept;
+            fetched += 1;
         }
-        let mut tagged_root = root.clone();
-        tagged_root.artifact_type = index.artifact_type.clone();
-        layout.tag(local_tag, &tagged_root)?;
-        Ok(root.digest)
+        store.put_blob(&chosen.digest, &manifest_bytes)?;
+        store.put_blob(&index_digest, &bytes)?;
+        let package = store.materialize(&chosen.digest, &manifest)?;
+        Ok(PullReport {
+            pulled: Pulled {
+                package,
+                index_digest,
+                manifest_digest: chosen.digest.clone(),
+                target: chosen
+                    .annotations
+                    .get("vnd.reflex.target")
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            key_id,
+            bytes_downloaded: report_bytes,
+            bytes_resumed: resumed,
+            blobs_fetched: fetched,
+        })
     })
 }
 
-/// Stores manifest bytes after checking them against `digest` (the registry's answer).
-fn store_checked(
-    layout: &Layout,
-    media: &str,
+/// The digest of `bytes`, which must equal `header` (the registry's answer) and `expected`
+/// (what a parent or the reference names), when given.
+fn checked_digest(
     bytes: &[u8],
-    digest: &str,
+    header: Option<&str>,
+    expected: Option<&str>,
     r: &Reference,
-) -> Result<Descriptor, PackageError> {
+) -> Result<String, PackageError> {
     let actual = format!("sha256:{}", sha256_bytes(bytes));
-    if actual != digest {
-        return Err(PackageError::Digest {
-            file: PathBuf::from(r.to_string()),
-            expected: digest.trim_start_matches("sha256:").into(),
-            actual: actual.trim_start_matches("sha256:").into(),
-        });
-    }
-    layout.put_blob(media, bytes)
-}
-
-async fn fetch_manifests(
-    client: &Client,
-    layout: &Layout,
-    registry: &str,
-    repo: &str,
-    entries: &[Descriptor],
-) -> Result<(), PackageError> {
-    for entry in entries {
-        let r = Reference::with_digest(registry.into(), repo.into(), entry.digest.clone());
-        let bytes = if layout.read_blob(entry).is_ok() {
-            layout.read_blob(entry)?
-        } else {
-            let (bytes, _) = client
-                .pull_manifest_raw(&r, &RegistryAuth::Anonymous, &[MEDIA_MANIFEST])
-                .await
-                .map_err(|e| reg_err("pull", &r, e))?;
-            // Checked against the digest the parent names, not the registry's header.
-            store_checked(layout, MEDIA_MANIFEST, &bytes, &entry.digest, &r)?;
-            bytes.to_vec()
-        };
-        let manifest: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| PackageError::Registry(format!("{r}: not an image manifest: {e}")))?;
-        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            if layout.read_blob(blob).is_ok() {
-                continue;
-            }
-            let mut data = Vec::with_capacity(blob.size as usize);
-            let layer = blob_layer(blob);
-            client
-                .pull_blob(&r, &layer, &mut data)
-                .await
-                .map_err(|e| reg_err("pull blob from", &r, e))?;
-            let desc = store_checked(layout, &blob.media_type, &data, &blob.digest, &r)?;
-            debug_assert_eq!(desc.digest, blob.digest);
+    for want in [header, expected].into_iter().flatten() {
+        if want != actual {
+            return Err(PackageError::Digest {
+                file: PathBuf::from(r.to_string()),
+                expected: want.trim_start_matches("sha256:").into(),
+                actual: actual.trim_start_matches("sha256:").into(),
+            });
         }
     }
-    Ok(())
+    Ok(actual)
+}
+
+/// Streams one blob into `<store>/tmp/<hex>.partial`, resuming from what an earlier attempt
+/// kept (HTTP Range), hashing as it writes; renames it into the store only when the sha256
+/// matches. Returns (bytes received now, bytes kept from before).
+async fn fetch_blob(
+    client: &Client,
+    r: &Reference,
+    blob: &Descriptor,
+    store: &Store,
+    pause_after: Option<u64>,
+) -> Result<(u64, u64), PackageError> {
+    use sha2::Digest as _;
+    use std::io::{Read, Seek, Write};
+    let hex = blob.digest.trim_start_matches("sha256:");
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(PackageError::Registry(format!(
+            "{r}: `{}` is not a sha256 digest",
+            blob.digest
+        )));
+    }
+    let partial = store.root.join("tmp").join(format!("{hex}.partial"));
+    let io = |e: std::io::Error| PackageError::Io {
+        file: partial.clone(),
+        source: e,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&partial)
+        .map_err(io)?;
+    let mut kept = file.metadata().map_err(io)?.len();
+    if kept > blob.size {
+        kept = 0;
+    }
+    file.set_len(kept).map_err(io)?;
+    // Hash what an earlier attempt kept, then continue from there.
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    let mut left = kept;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = file.read(&mut buf[..want]).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let pause_after = pause_after.filter(|&n| n > kept && n < blob.size);
+    let mut received = 0u64;
+    let mut written = kept;
+    if written < blob.size {
+        let response = client
+            .pull_blob_stream_partial(r, &blob_layer(blob), kept, None)
+            .await
+            .map_err(|e| reg_err("pull blob from", r, e))?;
+        let mut stream = match response {
+            oci_client::client::BlobResponse::Partial(s) => s,
+            oci_client::client::BlobResponse::Full(s) => {
+                // The server ignored the range: start over.
+                written = 0;
+                hasher = sha2::Sha256::new();
+                file.set_len(0).map_err(io)?;
+                s
+            }
+        };
+        file.seek(std::io::SeekFrom::Start(written)).map_err(io)?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                PackageError::Registry(format!(
+                    "pulling {} from {r} was interrupted after {written} of {} bytes ({e}); the partial download is kept and the next pull resumes it",
+                    blob.digest, blob.size
+                ))
+            })?;
+            if written + chunk.len() as u64 > blob.size {
+                return Err(PackageError::Registry(format!(
+                    "{r}: blob {} is longer than the {} bytes its manifest names",
+                    blob.digest, blob.size
+                )));
+            }
+            writer.write_all(&chunk).map_err(io)?;
+            hasher.update(&chunk);
+            written += chunk.len() as u64;
+            received += chunk.len() as u64;
+            if let Some(n) = pause_after
+                && written >= n
+                && written - (chunk.len() as u64) < n
+            {
+                // Test hook: say where we are and pause, so a test can kill the registry here.
+                writer.flush().map_err(io)?;
+                let _ = std::fs::write(store.root.join("tmp/pull-paused"), written.to_string());
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+        writer.flush().map_err(io)?;
+    }
+    file.sync_all().map_err(io)?;
+    let actual: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if written != blob.size || actual != hex {
+        let _ = std::fs::remove_file(&partial);
+        return Err(PackageError::Digest {
+            file: PathBuf::from(format!("{r} blob {}", blob.digest)),
+            expected: hex.into(),
+            actual: format!("{actual} ({written} of {} bytes)", blob.size),
+        });
+    }
+    let dest = store.blob_path(&blob.digest);
+    std::fs::rename(&partial, &dest).map_err(|e| PackageError::Io {
+        file: dest.clone(),
+        source: e,
+    })?;
+    crate::store::sync_dir(&store.root.join("blobs/sha256"))?;
+    Ok((received, kept))
 }
 
 fn blob_layer(d: &Descriptor) -> oci_client::manifest::OciDescriptor {

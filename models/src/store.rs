@@ -74,6 +74,7 @@ impl Store {
             });
         }
         std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        sync_dir(&self.root.join("blobs/sha256"))?;
         Ok(dest)
     }
 
@@ -88,47 +89,17 @@ impl Store {
         let index_desc = layout.resolve(tag)?;
         let index: ImageIndex = serde_json::from_slice(&layout.read_blob(&index_desc)?)
             .map_err(|e| parse(&layout.root, e))?;
-        let chosen = select_manifest(&index, host).ok_or_else(|| PackageError::Field {
-            file: layout.root.join("index.json"),
-            field: tag.into(),
-            problem: format!(
-                "no artifact for this host: the index offers {:?} and none is the portable ONNX model or an engine for this GPU/TensorRT/precision",
-                index
-                    .manifests
-                    .iter()
-                    .map(|m| m.annotations.get("vnd.reflex.target").cloned().unwrap_or_default()
-                        + m.annotations.get("vnd.reflex.gpu.sm").map(|s| format!(" sm{s}")).unwrap_or_default().as_str())
-                    .collect::<Vec<_>>()
-            ),
-        })?;
+        let chosen = choose_manifest(&index, host, &layout.root.join("index.json"), tag)?;
         let manifest_bytes = layout.read_blob(chosen)?;
         let manifest: ImageManifest =
             serde_json::from_slice(&manifest_bytes).map_err(|e| parse(&layout.root, e))?;
         self.put_blob(&chosen.digest, &manifest_bytes)?;
-        let hex = chosen.digest.trim_start_matches("sha256:");
-        let final_dir = self.root.join("packages").join(hex);
-        if !final_dir.exists() {
-            let building = self.root.join("tmp").join(format!("{hex}.building"));
-            let _ = std::fs::remove_dir_all(&building);
-            std::fs::create_dir_all(&building).map_err(io_err(&building))?;
-            for layer in &manifest.layers {
-                let bytes = layout.read_blob(layer)?;
-                let blob = self.put_blob(&layer.digest, &bytes)?;
-                let title = layer
-                    .annotations
-                    .get("org.opencontainers.image.title")
-                    .filter(|t| !t.contains('/') && !t.contains("..") && !t.is_empty())
-                    .ok_or_else(|| PackageError::Field {
-                        file: self.blob_path(&chosen.digest),
-                        field: "layers[].annotations.org.opencontainers.image.title".into(),
-                        problem: "a layer has no safe file name".into(),
-                    })?;
-                std::fs::copy(&blob, building.join(title)).map_err(io_err(&building))?;
+        for layer in &manifest.layers {
+            if !self.blob_path(&layer.digest).exists() {
+                self.put_blob(&layer.digest, &layout.read_blob(layer)?)?;
             }
-            std::fs::rename(&building, &final_dir).map_err(io_err(&final_dir))?;
         }
-        let package = PolicyPackage::open(&final_dir)?;
-        package.verify_files()?;
+        let package = self.materialize(&chosen.digest, &manifest)?;
         Ok(Pulled {
             package,
             index_digest: index_desc.digest,
@@ -140,6 +111,51 @@ impl Store {
                 .unwrap_or_default(),
         })
     }
+
+    /// Builds `packages/<manifest hex>/` from stored (already digest-checked) blobs, in a
+    /// temporary directory renamed into place; hard links where the file system allows.
+    pub fn materialize(
+        &self,
+        manifest_digest: &str,
+        manifest: &ImageManifest,
+    ) -> Result<PolicyPackage, PackageError> {
+        let hex = manifest_digest.trim_start_matches("sha256:");
+        let final_dir = self.root.join("packages").join(hex);
+        if !final_dir.exists() {
+            let building = self.root.join("tmp").join(format!("{hex}.building"));
+            let _ = std::fs::remove_dir_all(&building);
+            std::fs::create_dir_all(&building).map_err(io_err(&building))?;
+            for layer in &manifest.layers {
+                let blob = self.blob_path(&layer.digest);
+                let title = layer
+                    .annotations
+                    .get("org.opencontainers.image.title")
+                    .filter(|t| !t.contains('/') && !t.contains("..") && !t.is_empty())
+                    .ok_or_else(|| PackageError::Field {
+                        file: self.blob_path(manifest_digest),
+                        field: "layers[].annotations.org.opencontainers.image.title".into(),
+                        problem: "a layer has no safe file name".into(),
+                    })?;
+                let to = building.join(title);
+                if std::fs::hard_link(&blob, &to).is_err() {
+                    std::fs::copy(&blob, &to).map_err(io_err(&blob))?;
+                }
+            }
+            sync_dir(&building)?;
+            std::fs::rename(&building, &final_dir).map_err(io_err(&final_dir))?;
+            sync_dir(&self.root.join("packages"))?;
+        }
+        let package = PolicyPackage::open(&final_dir)?;
+        package.verify_files()?;
+        Ok(package)
+    }
+}
+
+/// fsync a directory, so a rename inside it survives power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), PackageError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 fn parse(root: &Path, e: serde_json::Error) -> PackageError {
@@ -147,6 +163,43 @@ fn parse(root: &Path, e: serde_json::Error) -> PackageError {
         file: root.to_path_buf(),
         problem: e.to_string(),
     }
+}
+
+/// [`select_manifest`], or an error naming what the index offers and what this host needs.
+pub fn choose_manifest<'a>(
+    index: &'a ImageIndex,
+    host: Option<&EngineHost<'_>>,
+    file: &Path,
+    what: &str,
+) -> Result<&'a crate::oci::Descriptor, PackageError> {
+    select_manifest(index, host).ok_or_else(|| PackageError::Field {
+        file: file.to_path_buf(),
+        field: what.into(),
+        problem: format!(
+            "no artifact for this host ({}): the index offers {:?}; publish the portable ONNX target or an engine built for this GPU/TensorRT/precision",
+            host.map_or("no TensorRT".into(), |h| format!(
+                "{} sm{} TensorRT {} {}",
+                h.arch, h.gpu_sm, h.tensorrt_version, h.precision
+            )),
+            index
+                .manifests
+                .iter()
+                .map(|m| {
+                    let a = &m.annotations;
+                    [
+                        a.get("vnd.reflex.target").cloned().unwrap_or_default(),
+                        m.platform.as_ref().map(|p| p.architecture.clone()).unwrap_or_default(),
+                        a.get("vnd.reflex.gpu.sm").map(|s| format!("sm{s}")).unwrap_or_default(),
+                        a.get("vnd.reflex.tensorrt.version").cloned().unwrap_or_default(),
+                        a.get("vnd.reflex.precision").cloned().unwrap_or_default(),
+                    ]
+                    .join(" ")
+                    .trim()
+                    .to_string()
+                })
+                .collect::<Vec<_>>()
+        ),
+    })
 }
 
 /// The manifest for this host: an engine only for the exact arch, SM, TensorRT version and

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use reflex_models::PolicyPackage;
 use reflex_models::oci::{self, Layout};
-use reflex_models::registry;
+use reflex_models::registry::{self, PullReport, RegistryOptions, Trust};
 use reflex_models::store::Store;
 
 fn repo() -> PathBuf {
@@ -18,6 +18,20 @@ struct Registry {
     child: Child,
     port: u16,
     storage: PathBuf,
+}
+
+impl Registry {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a registry again on the same port and storage.
+fn restart_registry(dir: &Path, old: Registry) -> Registry {
+    let port = old.port;
+    drop(old);
+    spawn_registry(dir, port)
 }
 
 impl Drop for Registry {
@@ -39,6 +53,11 @@ fn start_registry(dir: &Path) -> Registry {
         .local_addr()
         .unwrap()
         .port();
+    spawn_registry(dir, port)
+}
+
+fn spawn_registry(dir: &Path, port: u16) -> Registry {
+    let bin = Path::new("/usr/bin/docker-registry");
     let storage = dir.join("registry-storage");
     std::fs::create_dir_all(&storage).unwrap();
     let config = dir.join("registry.yml");
@@ -77,18 +96,49 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
+/// Packs and signs `package` into a layout under `tag`; returns (layout, trusted keys dir).
+fn signed_layout_of(dir: &Path, package: &PolicyPackage, tag: &str) -> (Layout, PathBuf) {
+    let layout = Layout::open_or_create(&dir.join("build")).unwrap();
+    oci::pack(package, &layout, tag).unwrap();
+    let key = dir.join("release.key");
+    let trusted = dir.join("trusted");
+    if !key.exists() {
+        let (secret, public) = oci::keygen().unwrap();
+        std::fs::write(&key, secret).unwrap();
+        std::fs::create_dir_all(&trusted).unwrap();
+        std::fs::write(trusted.join("release.pub"), public).unwrap();
+    }
+    oci::sign(&layout, tag, &key).unwrap();
+    (layout, trusted)
+}
+
+fn demo() -> PolicyPackage {
+    PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla")).unwrap()
+}
+
 /// Packs and signs the demo policy into a layout; returns (layout, trusted keys dir).
 fn signed_layout(dir: &Path) -> (Layout, PathBuf) {
-    let package = PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla")).unwrap();
-    let layout = Layout::open_or_create(&dir.join("build")).unwrap();
-    oci::pack(&package, &layout, "0.1.0").unwrap();
-    let (secret, public) = oci::keygen().unwrap();
-    std::fs::write(dir.join("release.key"), secret).unwrap();
-    let trusted = dir.join("trusted");
-    std::fs::create_dir_all(&trusted).unwrap();
-    std::fs::write(trusted.join("release.pub"), public).unwrap();
-    oci::sign(&layout, "0.1.0", &dir.join("release.key")).unwrap();
-    (layout, trusted)
+    signed_layout_of(dir, &demo(), "0.1.0")
+}
+
+fn store_blobs(store: &Store) -> usize {
+    std::fs::read_dir(store.root.join("blobs/sha256"))
+        .unwrap()
+        .count()
+}
+
+fn pull(
+    dest: &str,
+    store: &Store,
+    trusted: &Path,
+) -> Result<PullReport, reflex_models::PackageError> {
+    registry::pull_to_store(
+        dest,
+        store,
+        None,
+        Trust::Keys(trusted),
+        &RegistryOptions::default(),
+    )
 }
 
 #[test]
@@ -97,25 +147,36 @@ fn push_pull_verify_through_a_real_registry() {
     let registry = start_registry(&dir);
     let (layout, trusted) = signed_layout(&dir);
     let dest = format!("oci://127.0.0.1:{}/reflex/demo-vla:stable", registry.port);
-    let pushed = registry::push(&layout, "0.1.0", &dest).unwrap();
-    // Pull into a fresh cache layout: same digests, signature found through the tag fallback.
-    let cache = Layout::open_or_create(&dir.join("cache")).unwrap();
-    let pulled = registry::pull_into_layout(&dest, &cache, "stable").unwrap();
-    assert_eq!(pulled, pushed);
-    let signed = oci::verify_signed(&cache, "stable", &trusted).unwrap();
-    assert_eq!(signed.index_digest, pushed);
+    let pushed = registry::push(&layout, "0.1.0", &dest, &RegistryOptions::default()).unwrap();
+    assert_eq!(pushed, layout.resolve("0.1.0").unwrap().digest);
     let store = Store::open(&dir.join("store")).unwrap();
-    let package = store.pull_layout(&cache, "stable", None).unwrap();
-    assert_eq!(package.package.verify_files().unwrap(), 2);
+    let report = pull(&dest, &store, &trusted).unwrap();
+    assert_eq!(report.pulled.index_digest, pushed);
+    assert!(report.key_id.is_some());
+    // config + policy.json + model + golden
+    assert_eq!(report.blobs_fetched, 4, "{report:?}");
+    assert_eq!(report.pulled.package.verify_files().unwrap(), 2);
+    // Again, by digest: nothing but manifests is fetched.
+    let by_digest = format!("oci://127.0.0.1:{}/reflex/demo-vla@{pushed}", registry.port);
+    let again = pull(&by_digest, &store, &trusted).unwrap();
+    assert_eq!(again.blobs_fetched, 0, "{again:?}");
+    assert_eq!(again.pulled.manifest_digest, report.pulled.manifest_digest);
+    // A digest reference that does not match what the registry serves is refused.
+    let wrong = format!(
+        "oci://127.0.0.1:{}/reflex/demo-vla@sha256:{}",
+        registry.port,
+        "0".repeat(64)
+    );
+    assert!(pull(&wrong, &store, &trusted).is_err());
 }
 
 #[test]
 fn a_tampered_blob_in_the_registry_is_refused() {
     let dir = scratch("tamper");
     let registry = start_registry(&dir);
-    let (layout, _) = signed_layout(&dir);
+    let (layout, trusted) = signed_layout(&dir);
     let dest = format!("oci://127.0.0.1:{}/reflex/demo-vla:stable", registry.port);
-    registry::push(&layout, "0.1.0", &dest).unwrap();
+    registry::push(&layout, "0.1.0", &dest, &RegistryOptions::default()).unwrap();
     // Corrupt the model blob in the registry's own storage.
     let hex =
         reflex_models::sha256_file(&repo().join("models/demo/reflex-demo-vla/model.onnx")).unwrap();
@@ -128,20 +189,181 @@ fn a_tampered_blob_in_the_registry_is_refused() {
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[20] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
-    let cache = Layout::open_or_create(&dir.join("cache")).unwrap();
-    let err = registry::pull_into_layout(&dest, &cache, "stable")
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("digest") || err.contains(&hex), "{err}");
+    let store = Store::open(&dir.join("store")).unwrap();
+    let err = pull(&dest, &store, &trusted).unwrap_err().to_string();
+    assert!(err.contains(&hex), "{err}");
     assert!(
-        !cache.root.join("blobs/sha256").join(&hex).exists(),
+        !store.blob_path(&format!("sha256:{hex}")).exists(),
         "the bad blob must not be stored"
+    );
+    assert!(
+        !store
+            .root
+            .join("tmp")
+            .join(format!("{hex}.partial"))
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_dir(store.root.join("packages"))
+            .unwrap()
+            .count(),
+        0,
+        "no package materialized"
     );
 }
 
 #[test]
+fn unsigned_and_wrongly_signed_artifacts_are_refused_before_any_blob_is_fetched() {
+    let dir = scratch("signature");
+    let registry = start_registry(&dir);
+    let (layout, trusted) = signed_layout(&dir);
+    let store = Store::open(&dir.join("store")).unwrap();
+    // Signed, but by a key this robot does not trust.
+    let other = dir.join("other-trusted");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("other.pub"), oci::keygen().unwrap().1).unwrap();
+    let dest = format!("oci://127.0.0.1:{}/reflex/demo-vla:stable", registry.port);
+    registry::push(&layout, "0.1.0", &dest, &RegistryOptions::default()).unwrap();
+    let err = pull(&dest, &store, &other).unwrap_err().to_string();
+    assert!(
+        err.contains("not signed by any of the 1 trusted keys"),
+        "{err}"
+    );
+    assert_eq!(store_blobs(&store), 0);
+    // Unsigned: a fresh layout packed without a signature.
+    let bare = Layout::open_or_create(&dir.join("bare")).unwrap();
+    let package = reflex_models::derive_package(
+        &repo().join("models/demo/reflex-demo-vla"),
+        &dir.join("v2"),
+        "0.2.0",
+        0,
+    )
+    .unwrap();
+    oci::pack(&package, &bare, "0.2.0").unwrap();
+    let unsigned = format!("oci://127.0.0.1:{}/reflex/demo-vla:unsigned", registry.port);
+    registry::push(&bare, "0.2.0", &unsigned, &RegistryOptions::default()).unwrap();
+    let err = pull(&unsigned, &store, &trusted).unwrap_err().to_string();
+    assert!(err.contains("is unsigned"), "{err}");
+    assert_eq!(store_blobs(&store), 0);
+    // The same artifact passes only when the caller explicitly accepts unsigned packages.
+    registry::pull_to_store(
+        &unsigned,
+        &store,
+        None,
+        Trust::AllowUnsigned,
+        &RegistryOptions::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_index_with_only_another_platforms_engine_is_a_clear_error() {
+    let dir = scratch("platform");
+    let registry = start_registry(&dir);
+    let (layout, trusted) = signed_layout(&dir);
+    // Re-label the only entry as an Orin (sm87) TensorRT engine: nothing for this host.
+    let root = layout.resolve("0.1.0").unwrap();
+    let mut index: oci::ImageIndex =
+        serde_json::from_slice(&layout.read_blob(&root).unwrap()).unwrap();
+    for m in &mut index.manifests {
+        m.annotations
+            .insert("vnd.reflex.target".into(), "tensorrtepcontext".into());
+        m.annotations
+            .insert("vnd.reflex.gpu.sm".into(), "87".into());
+        m.platform = Some(oci::Platform {
+            architecture: "arm64".into(),
+            os: "linux".into(),
+        });
+    }
+    let mut desc = layout
+        .put_blob(&root.media_type, &serde_json::to_vec(&index).unwrap())
+        .unwrap();
+    desc.artifact_type = root.artifact_type.clone();
+    layout.tag("jetson-only", &desc).unwrap();
+    oci::sign(&layout, "jetson-only", &dir.join("release.key")).unwrap();
+    let dest = format!(
+        "oci://127.0.0.1:{}/reflex/demo-vla:jetson-only",
+        registry.port
+    );
+    registry::push(&layout, "jetson-only", &dest, &RegistryOptions::default()).unwrap();
+    let store = Store::open(&dir.join("store")).unwrap();
+    let err = pull(&dest, &store, &trusted).unwrap_err().to_string();
+    assert!(err.contains("no artifact for this host"), "{err}");
+    assert!(err.contains("sm87"), "{err}");
+    assert_eq!(store_blobs(&store), 0);
+}
+
+#[test]
+fn a_pull_cut_by_a_registry_kill_resumes_where_it_stopped() {
+    let dir = scratch("resume");
+    let mut registry = start_registry(&dir);
+    // A 48 MiB model: the pull is cut at ~60% while the registry is killed.
+    const PAD: u64 = 48 << 20;
+    let package = reflex_models::derive_package(
+        &repo().join("models/demo/reflex-demo-vla"),
+        &dir.join("big"),
+        "0.3.0",
+        PAD,
+    )
+    .unwrap();
+    let (layout, trusted) = signed_layout_of(&dir, &package, "0.3.0");
+    let dest = format!("oci://127.0.0.1:{}/reflex/big:stable", registry.port);
+    registry::push(&layout, "0.3.0", &dest, &RegistryOptions::default()).unwrap();
+    let store = Store::open(&dir.join("store")).unwrap();
+    let cut = PAD * 6 / 10;
+    let options = RegistryOptions {
+        test_pause_after_bytes: Some(cut),
+        ..RegistryOptions::default()
+    };
+    let paused = store.root.join("tmp/pull-paused");
+    let first = std::thread::scope(|s| {
+        let puller = s.spawn(|| {
+            registry::pull_to_store(&dest, &store, None, Trust::Keys(&trusted), &options)
+        });
+        for _ in 0..600 {
+            if paused.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(paused.exists(), "the pull never reached the cut");
+        registry.kill();
+        puller.join().unwrap()
+    });
+    let err = first.unwrap_err().to_string();
+    assert!(
+        err.contains("interrupted") && err.contains("resumes"),
+        "{err}"
+    );
+    // Restart the registry on the same port and storage; pull again.
+    let registry = restart_registry(&dir, registry);
+    let _ = registry.port;
+    let second = pull(&dest, &store, &trusted).unwrap();
+    assert!(
+        second.bytes_resumed >= cut,
+        "resumed {} of a cut at {cut}: {second:?}",
+        second.bytes_resumed
+    );
+    assert!(
+        second.bytes_downloaded < PAD - cut + (1 << 20),
+        "fetched {} bytes again: it restarted instead of resuming",
+        second.bytes_downloaded
+    );
+    assert_eq!(second.pulled.package.verify_files().unwrap(), 2);
+}
+
+#[test]
 fn registry_references_are_parsed_with_clear_errors() {
-    assert!(registry::parse_ref("oci://registry.example.com/reflex/vla:stable").is_ok());
-    let err = registry::parse_ref("oci://nohost").unwrap_err().to_string();
-    assert!(err.contains("oci://host[:port]/repository:tag"), "{err}");
+    let r = registry::parse_ref("oci://registry.example.com/reflex/vla:stable").unwrap();
+    assert_eq!((r.repo.as_str(), r.tag.as_str()), ("reflex/vla", "stable"));
+    let d = format!("oci://127.0.0.1:5000/reflex/vla@sha256:{}", "a".repeat(64));
+    assert!(registry::parse_ref(&d).unwrap().digest.is_some());
+    for bad in [
+        "oci://nohost",
+        "registry.example.com/reflex/vla:stable",
+        "oci://h/reflex/vla@sha256:abc",
+    ] {
+        let err = registry::parse_ref(bad).unwrap_err().to_string();
+        assert!(err.contains("oci://host[:port]/repository:tag"), "{err}");
+    }
 }

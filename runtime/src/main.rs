@@ -52,7 +52,13 @@ enum Cmd {
     },
     /// Push an artifact from `oci-layout:PATH:TAG` to a registry `oci://host[:port]/repo:tag`
     /// (with its signature referrer). HTTPS, or plain HTTP toward loopback only.
-    Push { source: String, destination: String },
+    /// Credentials: REFLEX_REGISTRY_USERNAME/PASSWORD or REFLEX_REGISTRY_TOKEN.
+    Push {
+        source: String,
+        destination: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Pull a policy artifact (`oci-layout:PATH:TAG` or `oci://host[:port]/repo:tag`) into the
     /// local store: signature checked
     /// against --trusted-keys, the artifact for this host chosen, every digest checked, the
@@ -68,6 +74,8 @@ enum Cmd {
         /// Accept an unsigned artifact (development only; says so).
         #[arg(long)]
         allow_unsigned: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Make an ed25519 key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
     Keygen {
@@ -151,6 +159,32 @@ enum Cmd {
     },
 }
 
+/// How to reach a registry (credentials come from the environment: REFLEX_REGISTRY_USERNAME +
+/// REFLEX_REGISTRY_PASSWORD, or REFLEX_REGISTRY_TOKEN).
+#[derive(clap::Args, Debug)]
+struct RegistryArgs {
+    /// Extra CA certificate (PEM) for a registry with a private CA.
+    #[arg(long)]
+    registry_ca: Option<PathBuf>,
+    /// Plain HTTP toward a non-loopback registry (loopback is always plain HTTP).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> Result<reflex_models::registry::RegistryOptions> {
+        if self.plain_http {
+            eprintln!("reflex: warning: plain HTTP to the registry (--plain-http): no TLS");
+        }
+        Ok(reflex_models::registry::RegistryOptions {
+            ca_file: self.registry_ca.clone(),
+            plain_http: self.plain_http,
+            ..Default::default()
+        }
+        .with_env_auth()?)
+    }
+}
+
 fn main() {
     if let Err(err) = run(Cli::parse()) {
         eprintln!("reflex: error: {err:#}");
@@ -223,10 +257,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Push {
             source,
             destination,
+            registry,
         } => {
             let (root, tag) = layout_ref(&source)?;
             let layout = reflex_models::oci::Layout::open(&root)?;
-            let digest = reflex_models::registry::push(&layout, &tag, &destination)?;
+            let digest =
+                reflex_models::registry::push(&layout, &tag, &destination, &registry.options()?)?;
             println!("pushed {source} to {destination} ({digest})");
             Ok(())
         }
@@ -235,31 +271,65 @@ fn run(cli: Cli) -> Result<()> {
             store,
             trusted_keys,
             allow_unsigned,
+            registry,
         } => {
-            // A registry reference is fetched (digest-checked) into the store's layout cache first.
-            let (root, tag) = if reference.starts_with("oci://") {
-                let cache = store.join("cache");
-                let layout = reflex_models::oci::Layout::open_or_create(&cache)?;
-                let (_, _, tag) = reflex_models::registry::parse_ref(&reference)?;
-                reflex_models::registry::pull_into_layout(&reference, &layout, &tag)?;
-                (cache, tag)
-            } else {
-                layout_ref(&reference)?
-            };
-            let layout = reflex_models::oci::Layout::open(&root)?;
-            match (&trusted_keys, allow_unsigned) {
-                (Some(keys), _) => {
-                    let ok = reflex_models::oci::verify_signed(&layout, &tag, keys)?;
-                    println!("signature: ok, key {}", ok.key_id);
+            use reflex_models::registry::Trust;
+            let trust = match (&trusted_keys, allow_unsigned) {
+                (Some(keys), _) => Trust::Keys(keys),
+                (None, true) => {
+                    eprintln!(
+                        "reflex: warning: pulling {reference} WITHOUT a signature check (--allow-unsigned)"
+                    );
+                    Trust::AllowUnsigned
                 }
-                (None, true) => eprintln!(
-                    "reflex: warning: pulling {reference} WITHOUT a signature check (--allow-unsigned)"
-                ),
                 (None, false) => anyhow::bail!(
                     "pulling {reference} needs --trusted-keys DIR (or --allow-unsigned for development)"
                 ),
-            }
+            };
             let store = reflex_models::store::Store::open(&store)?;
+            if reference.starts_with("oci://") {
+                let t0 = std::time::Instant::now();
+                let report = reflex_models::registry::pull_to_store(
+                    &reference,
+                    &store,
+                    None,
+                    trust,
+                    &registry.options()?,
+                )?;
+                let secs = t0.elapsed().as_secs_f64();
+                if let Some(key) = &report.key_id {
+                    println!("signature: ok, key {key}");
+                }
+                let pulled = &report.pulled;
+                println!(
+                    "pulled {} {} ({} target, manifest {}) into {}",
+                    pulled.package.manifest.name,
+                    pulled.package.manifest.version,
+                    pulled.target,
+                    pulled.manifest_digest,
+                    pulled.package.dir.display()
+                );
+                println!(
+                    "{} blobs, {} bytes received{} in {secs:.2} s",
+                    report.blobs_fetched,
+                    report.bytes_downloaded,
+                    if report.bytes_resumed > 0 {
+                        format!(
+                            ", {} bytes resumed from an interrupted pull",
+                            report.bytes_resumed
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                return Ok(());
+            }
+            let (root, tag) = layout_ref(&reference)?;
+            let layout = reflex_models::oci::Layout::open(&root)?;
+            if let Trust::Keys(keys) = trust {
+                let ok = reflex_models::oci::verify_signed(&layout, &tag, keys)?;
+                println!("signature: ok, key {}", ok.key_id);
+            }
             let pulled = store.pull_layout(&layout, &tag, None)?;
             println!(
                 "pulled {} {} ({} target, manifest {}) into {}",
