@@ -37,6 +37,7 @@
 // One `unsafe` call, in device.rs (probing for the CUDA driver library), with its SAFETY note.
 #![deny(unsafe_code)]
 
+pub mod activation;
 mod backend;
 mod device;
 mod manifest;
@@ -45,6 +46,8 @@ mod ort_backend;
 mod package;
 pub mod registry;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::path::PathBuf;
 
@@ -52,7 +55,8 @@ pub use backend::{ActionChunk, BackendInfo, ImageData, Observation, PolicyBacken
 pub use device::{GpuDevice, GpuDiscovery, discover_gpus};
 pub use manifest::{
     ActionDim, Dtype, Golden, InputRole, InputSpec, MANIFEST_FILE, Normalization, PolicyManifest,
-    SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_file,
+    SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_bytes,
+    sha256_file,
 };
 pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_environment,

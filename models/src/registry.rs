@@ -348,7 +348,16 @@ pub fn pull_to_store(
                 let (sig_bytes, sig_digest) = client
                     .pull_manifest_raw(&sig_ref, &auth, &[MEDIA_MANIFEST])
                     .await
-                    .map_err(|_| crate::oci::unsigned(src, &index_digest))?;
+                    .map_err(|e| match e {
+                        // The registry answered: there is no signature under the fallback tag.
+                        oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)
+                        | oci_client::errors::OciDistributionError::RegistryError { .. }
+                        | oci_client::errors::OciDistributionError::ServerError {
+                            code: 404, ..
+                        } => crate::oci::unsigned(src, &index_digest),
+                        // It did not answer: try again later.
+                        other => reg_err("pull signature from", &sig_ref, other),
+                    })?;
                 report_bytes += sig_bytes.len() as u64;
                 checked_digest(&sig_bytes, Some(&sig_digest), None, &sig_ref)?;
                 let sig_manifest: ImageManifest =
@@ -425,6 +434,76 @@ pub fn pull_to_store(
             blobs_fetched: fetched,
         })
     })
+}
+
+/// The current digest of `src` (one HEAD request when the registry sends
+/// `Docker-Content-Digest`, as distribution does): what a robot polling a channel compares.
+pub fn head_digest(src: &str, options: &RegistryOptions) -> Result<String, PackageError> {
+    let target = parse_ref(src)?;
+    let client = client(&target.registry, options)?;
+    let r = target.reference();
+    runtime()?.block_on(async {
+        client
+            .fetch_manifest_digest(&r, &options.auth)
+            .await
+            .map_err(|e| reg_err("look up", &r, e))
+    })
+}
+
+/// The image index behind `src` (digest-checked) and its digest.
+pub fn fetch_index(
+    src: &str,
+    options: &RegistryOptions,
+) -> Result<(String, ImageIndex), PackageError> {
+    let target = parse_ref(src)?;
+    let client = client(&target.registry, options)?;
+    let r = target.reference();
+    runtime()?.block_on(async {
+        let (bytes, digest) = client
+            .pull_manifest_raw(&r, &options.auth, &[MEDIA_INDEX])
+            .await
+            .map_err(|e| reg_err("pull", &r, e))?;
+        let digest = checked_digest(&bytes, Some(&digest), target.digest.as_deref(), &r)?;
+        let index = serde_json::from_slice(&bytes)
+            .map_err(|e| PackageError::Registry(format!("{r}: not an image index: {e}")))?;
+        Ok((digest, index))
+    })
+}
+
+/// The index annotation with the share (0–100) of a fleet that should take this version.
+pub const ROLLOUT_ANNOTATION: &str = "vnd.reflex.rollout.percent";
+
+/// Whether `robot_id` is inside the rollout percentage annotated on `index` (no annotation:
+/// 100%). The cohort is a hash of the robot id, so the same robots go first every time and
+/// raising the percentage only adds robots.
+pub fn in_rollout(robot_id: &str, index: &ImageIndex) -> bool {
+    let percent: f64 = index
+        .annotations
+        .get(ROLLOUT_ANNOTATION)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(100.0);
+    robot_bucket(robot_id) < percent
+}
+
+/// A robot's place in [0, 100) for rollouts.
+pub fn robot_bucket(robot_id: &str) -> f64 {
+    let h = sha256_bytes(robot_id.as_bytes());
+    let n = u64::from_str_radix(&h[..12], 16).unwrap_or(0);
+    (n % 10_000) as f64 / 100.0
+}
+
+/// Whether an error is the registry being unreachable or failing (retry later), rather than
+/// the artifact being bad (refuse it).
+pub fn is_transient(e: &PackageError) -> bool {
+    match e {
+        PackageError::Registry(m) => {
+            !m.contains("not a Reflex policy")
+                && !m.contains("is longer than")
+                && !m.contains("not a sha256")
+        }
+        PackageError::Io { .. } => true,
+        _ => false,
+    }
 }
 
 /// The digest of `bytes`, which must equal `header` (the registry's answer) and `expected`

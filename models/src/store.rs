@@ -112,6 +112,55 @@ impl Store {
         })
     }
 
+    /// Deletes every package and blob not reachable from `keep` (manifest and index digests,
+    /// e.g. [`crate::activation::Activation::keep_set`]) and abandoned build directories.
+    /// Partial downloads stay (the next pull resumes them). Returns (packages, blobs) removed.
+    pub fn gc(&self, keep: &[String]) -> Result<(usize, usize), PackageError> {
+        let mut live: std::collections::BTreeSet<String> = keep
+            .iter()
+            .map(|d| d.trim_start_matches("sha256:").to_string())
+            .collect();
+        for digest in keep {
+            let Ok(bytes) = std::fs::read(self.blob_path(digest)) else {
+                continue;
+            };
+            if let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) {
+                for d in std::iter::once(&m.config).chain(&m.layers) {
+                    live.insert(d.digest.trim_start_matches("sha256:").to_string());
+                }
+            }
+        }
+        let mut removed = (0, 0);
+        let packages = self.root.join("packages");
+        for entry in std::fs::read_dir(&packages)
+            .map_err(io_err(&packages))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !live.contains(&name) {
+                std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                removed.0 += 1;
+            }
+        }
+        let blobs = self.root.join("blobs/sha256");
+        for entry in std::fs::read_dir(&blobs).map_err(io_err(&blobs))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !live.contains(&name) {
+                std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+                removed.1 += 1;
+            }
+        }
+        let tmp = self.root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".building") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        sync_dir(&packages)?;
+        sync_dir(&blobs)?;
+        Ok(removed)
+    }
+
     /// Builds `packages/<manifest hex>/` from stored (already digest-checked) blobs, in a
     /// temporary directory renamed into place; hard links where the file system allows.
     pub fn materialize(

@@ -2,91 +2,19 @@
 //! started here on 127.0.0.1 with its own storage and stopped by PID.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use reflex_models::PolicyPackage;
 use reflex_models::oci::{self, Layout};
 use reflex_models::registry::{self, PullReport, RegistryOptions, Trust};
 use reflex_models::store::Store;
+use reflex_models::testing::TestRegistry;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A registry process, killed by PID when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-}
-
-impl Registry {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a registry again on the same port and storage.
-fn restart_registry(dir: &Path, old: Registry) -> Registry {
-    let port = old.port;
-    drop(old);
-    spawn_registry(dir, port)
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry(dir: &Path) -> Registry {
-    let bin = Path::new("/usr/bin/docker-registry");
-    assert!(
-        bin.is_file(),
-        "{} missing: `bash scripts/test` installs Debian's docker-registry (apt-get install docker-registry)",
-        bin.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    spawn_registry(dir, port)
-}
-
-fn spawn_registry(dir: &Path, port: u16) -> Registry {
-    let bin = Path::new("/usr/bin/docker-registry");
-    let storage = dir.join("registry-storage");
-    std::fs::create_dir_all(&storage).unwrap();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .args(["serve", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let registry = Registry {
-        child,
-        port,
-        storage,
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return registry;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("docker-registry did not listen on 127.0.0.1:{port} within 5 s");
+fn start_registry(dir: &Path) -> TestRegistry {
+    TestRegistry::start(dir)
 }
 
 fn scratch(test: &str) -> PathBuf {
@@ -336,7 +264,7 @@ fn a_pull_cut_by_a_registry_kill_resumes_where_it_stopped() {
         "{err}"
     );
     // Restart the registry on the same port and storage; pull again.
-    let registry = restart_registry(&dir, registry);
+    let registry = registry.restart();
     let _ = registry.port;
     let second = pull(&dest, &store, &trusted).unwrap();
     assert!(
@@ -350,6 +278,8 @@ fn a_pull_cut_by_a_registry_kill_resumes_where_it_stopped() {
         second.bytes_downloaded
     );
     assert_eq!(second.pulled.package.verify_files().unwrap(), 2);
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub struct ReflexConfig {
     /// `[models]`: see `reflex_models::BackendConfig` (all keys optional).
     #[serde(default)]
     pub models: reflex_models::BackendConfig,
+    /// `[updates]`: the channel `reflex run` follows (see `crate::updates::UpdatesConfig`).
+    pub updates: Option<crate::updates::UpdatesConfig>,
 }
 
 impl ReflexConfig {
@@ -36,6 +38,9 @@ impl ReflexConfig {
         let config: ReflexConfig = toml::from_str(text)?;
         config.safety.validate()?;
         config.runtime.validate().map_err(anyhow::Error::msg)?;
+        if let Some(updates) = &config.updates {
+            updates.validate()?;
+        }
         Ok(config)
     }
 }

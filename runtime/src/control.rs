@@ -17,6 +17,8 @@ use crate::chunks::{ChunkQueue, NoAction, QueueConfig};
 pub struct ChunkMsg {
     pub t_obs_ns: u64,
     pub actions: Vec<f32>,
+    /// Which loaded model produced it (0 = the one the run started with; +1 per hot swap).
+    pub generation: u32,
 }
 
 /// The two queues between the inference worker and the loop: full chunks one way, empty
@@ -36,6 +38,7 @@ impl ChunkChannel {
             let _ = free.push(ChunkMsg {
                 t_obs_ns: 0,
                 actions: vec![0.0; len],
+                generation: 0,
             });
         }
         Self { ready, free }
@@ -103,6 +106,9 @@ pub struct LoopStats {
     /// to stop, never given a stale action.
     pub ticks_without_action: u64,
     pub chunks_merged: u64,
+    /// Generation of the model whose chunk was merged last, and when its first chunk was.
+    pub model_generation: u32,
+    pub generation_changed_ns: u64,
 }
 
 /// The loop state owned by the RT thread.
@@ -195,6 +201,10 @@ impl ControlLoop {
         while let Some(msg) = self.channel.ready.pop() {
             self.queue.merge(msg.t_obs_ns, &msg.actions, now_ns);
             self.stats.chunks_merged += 1;
+            if msg.generation != self.stats.model_generation {
+                self.stats.model_generation = msg.generation;
+                self.stats.generation_changed_ns = now_ns;
+            }
             // The free queue has room for every buffer: this cannot fail.
             let _ = self.channel.free.push(msg);
         }

@@ -50,3 +50,4 @@ pub mod report;
 pub mod rt;
 pub mod sim;
 pub mod simrun;
+pub mod updates;

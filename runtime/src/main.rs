@@ -152,6 +152,27 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// The runtime: the policy the store's activation record names (first boot: installed from
+    /// `[updates] channel`), the RT loop, and the model manager following the channel (signed
+    /// packages only, transactional hot-swap with a health window and automatic rollback).
+    /// The robot is the built-in simulator until the ROS 2 port lands. Prints a JSON summary.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Seconds to run (default: until killed).
+        #[arg(long)]
+        duration: Option<f64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// libonnxruntime.so.1.31.1 (default: [models] ort_library or $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+    },
+    /// The activation record of a store (after crash recovery), as JSON.
+    Status {
+        #[arg(long, default_value = "/var/lib/reflex/store")]
+        store: PathBuf,
+    },
     /// Validate a config file and print the safety config hash.
     CheckConfig {
         #[arg(long)]
@@ -520,6 +541,101 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Status { store } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reflex_runtime::updates::status(&store)?)?
+            );
+            Ok(())
+        }
+        Cmd::Run {
+            config,
+            duration,
+            seed,
+            ort_library,
+        } => {
+            use reflex_runtime::updates;
+            let duration = duration.unwrap_or(1e7);
+            anyhow::ensure!(
+                duration.is_finite() && duration > 0.0,
+                "--duration must be a positive number of seconds, got {duration}"
+            );
+            let path = config;
+            let config = ReflexConfig::load(&path)?;
+            let updates_config = config.updates.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: `reflex run` needs an [updates] section (channel, store, trusted_keys); see launch/reflex.example.toml, or run a package directory with `reflex sim --policy DIR`",
+                    path.display()
+                )
+            })?;
+            if updates_config.allow_unsigned {
+                eprintln!(
+                    "reflex: WARNING: updates.allow_unsigned = true: unsigned policies are accepted (development only)"
+                );
+            }
+            let mut backend = config.models.clone();
+            if ort_library.is_some() {
+                backend.ort_library = ort_library;
+            }
+            let (store, mut activation) = updates::open_store(&updates_config)?;
+            let active = match activation.active().cloned() {
+                Some(v) => v,
+                None => updates::first_install(&updates_config, &store, &mut activation, &backend)?,
+            };
+            let package = PolicyPackage::open(&active.dir)?;
+            package.verify_files()?;
+            eprintln!(
+                "reflex: running {} {} ({})",
+                active.name, active.version, active.index_digest
+            );
+            let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::new(
+                updates_config.swap_when,
+            ));
+            *port
+                .current_package
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((0, package.clone()));
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let updater = updates::Updater::new(
+                updates_config,
+                store,
+                activation,
+                backend.clone(),
+                port.clone(),
+                package.clone(),
+            );
+            let updater = {
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name("reflex-updates".into())
+                    .spawn(move || updater.run(&stop))?
+            };
+            let options = reflex_runtime::simrun::SimOptions {
+                duration_s: duration,
+                seed,
+                ..Default::default()
+            };
+            let result = reflex_runtime::realtime::run_realtime(
+                &config.safety,
+                &package,
+                &backend,
+                &config.runtime,
+                reflex_runtime::simrun::default_scenario(seed),
+                &options,
+                &port,
+            );
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let update_report = updater
+                .join()
+                .map_err(|_| anyhow::anyhow!("the model manager thread panicked"))?;
+            let (summary, report) = result?;
+            let mut value = serde_json::to_value(&summary)?;
+            value["lateness_p99_us"] = report.lateness_p99_us.into();
+            value["watchdog_trips"] = report.watchdog_trips.into();
+            value["updates"] = serde_json::to_value(&update_report)?;
+            println!("{}", serde_json::to_string(&value)?);
+            Ok(())
+        }
         Cmd::Sim {
             config,
             policy,
@@ -572,6 +688,7 @@ fn run(cli: Cli) -> Result<()> {
                     &rt_config,
                     scenario,
                     &options,
+                    &Default::default(),
                 )?;
                 if !report.grants.is_empty() {
                     eprintln!("reflex: rt thread: {}", report.grants);

@@ -11,7 +11,7 @@
 //! into an internal E-stop.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use reflex_models::{
@@ -41,6 +41,79 @@ struct CommandFrame {
     power_enabled: bool,
 }
 
+/// A model ready to take over: the inference worker takes it between two inferences (a chunk
+/// boundary). The RT thread never touches it.
+pub struct Candidate {
+    pub generation: u32,
+    pub backend: std::sync::Mutex<Option<OrtBackend>>,
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SwapPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwapPort")
+            .field("swap_when", &self.swap_when)
+            .field("loop_generation", &self.loop_generation)
+            .field("worker_generation", &self.worker_generation)
+            .field("ticks", &self.ticks)
+            .field("deadline_misses", &self.deadline_misses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When a candidate may be swapped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapWhen {
+    /// Between any two inferences.
+    #[default]
+    ChunkBoundary,
+    /// Only while the robot stands still (odometry below 1 cm/s and 0.01 rad/s).
+    Stationary,
+}
+
+/// What the loop and the worker publish for the model manager (atomics written without
+/// waiting; read by the updater thread), and the wait-free candidate slot (`arc-swap`).
+#[derive(Default)]
+pub struct SwapPort {
+    pub slot: arc_swap::ArcSwapOption<Candidate>,
+    pub swap_when: SwapWhen,
+    /// RT thread: generation of the last merged chunk and when its first chunk was merged.
+    pub loop_generation: AtomicU32,
+    pub generation_since_ns: AtomicU64,
+    pub ticks: AtomicU64,
+    /// RT thread: ticks whose verdict stopped or slowed the robot.
+    pub vetoed_ticks: AtomicU64,
+    pub deadline_misses: AtomicU64,
+    pub stationary: AtomicBool,
+    /// Worker: inferences run, chunks dropped for non-finite values, slowest inference since
+    /// the updater last reset it.
+    pub inferences: AtomicU64,
+    pub nonfinite_chunks: AtomicU64,
+    pub inference_max_ns: AtomicU64,
+    /// The generation the worker runs now.
+    pub worker_generation: AtomicU32,
+    /// The package of the generation handed over last (the updater sets it with the
+    /// candidate), so a restarted worker loads the model that was running, never an older one.
+    pub current_package: std::sync::Mutex<Option<(u32, PolicyPackage)>>,
+}
+
+impl SwapPort {
+    pub fn new(swap_when: SwapWhen) -> Self {
+        Self {
+            swap_when,
+            ..Self::default()
+        }
+    }
+}
+
 /// Extra numbers of a real-time run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RealtimeReport {
@@ -60,6 +133,7 @@ pub fn run_realtime(
     rt_config: &RtConfig,
     scenario: Scenario,
     options: &SimOptions,
+    port: &Arc<SwapPort>,
 ) -> Result<(SimSummary, RealtimeReport)> {
     rt_config.validate().map_err(anyhow::Error::msg)?;
     let manifest = package.manifest.clone();
@@ -105,10 +179,12 @@ pub fn run_realtime(
         let channel = channel.clone();
         let obs_out = obs_out.clone();
         let manifest = manifest.clone();
+        let port = port.clone();
         std::thread::Builder::new()
             .name(format!("reflex-infer-{generation}"))
             .spawn(move || -> Result<Vec<f64>> {
                 let mut backend = backend;
+                let mut model_generation = port.worker_generation.load(Ordering::Acquire);
                 let mut chunk = ActionChunk::for_manifest(&manifest);
                 let mut obs = Observation::for_manifest(&manifest);
                 let mut latencies_ms = Vec::with_capacity(4096);
@@ -128,12 +204,40 @@ pub fn run_realtime(
                         }
                         obs.clone_from(newest);
                     }
+                    // A chunk boundary: take a waiting candidate model, if the safe-point rule
+                    // allows it now. The old session is dropped here, off the RT thread.
+                    let may_swap = match port.swap_when {
+                        SwapWhen::ChunkBoundary => true,
+                        SwapWhen::Stationary => port.stationary.load(Ordering::Acquire),
+                    };
+                    if may_swap
+                        && port.slot.load().is_some()
+                        && let Some(candidate) = port.slot.swap(None)
+                        && let Some(next) = candidate
+                            .backend
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                    {
+                        backend = next;
+                        model_generation = candidate.generation;
+                        port.worker_generation
+                            .store(model_generation, Ordering::Release);
+                    }
                     let t0 = rt::now_ns();
                     backend.infer(&obs, &mut chunk)?;
-                    latencies_ms.push((rt::now_ns() - t0) as f64 * 1e-6);
-                    if let Some(mut msg) = channel.free.pop() {
+                    let took = rt::now_ns() - t0;
+                    latencies_ms.push(took as f64 * 1e-6);
+                    port.inferences.fetch_add(1, Ordering::Relaxed);
+                    port.inference_max_ns.fetch_max(took, Ordering::Relaxed);
+                    // Bad data never reaches the loop: a chunk with NaN/inf is dropped (the
+                    // loop then stops the robot when its actions run out).
+                    if chunk.actions.iter().any(|a| !a.is_finite()) {
+                        port.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(mut msg) = channel.free.pop() {
                         msg.t_obs_ns = chunk.t_obs_ns;
                         msg.actions.copy_from_slice(&chunk.actions);
+                        msg.generation = model_generation;
                         let _ = channel.ready.push(msg);
                     }
                     beat.store(rt::now_ns(), Ordering::Release);
@@ -151,6 +255,7 @@ pub fn run_realtime(
         let stop = stop.clone();
         let beat = worker_beat.clone();
         let fault = worker_fault.clone();
+        let port = port.clone();
         let rt_config = rt_config.clone();
         std::thread::Builder::new()
             .name("reflex-rt".into())
@@ -205,6 +310,23 @@ pub fn run_realtime(
                         base: verdict.command.base,
                         power_enabled: verdict.power_enabled,
                     });
+                    // For the model manager: plain atomic stores, never a wait.
+                    let gen_now = control.stats.model_generation;
+                    if port.loop_generation.load(Ordering::Relaxed) != gen_now {
+                        port.generation_since_ns
+                            .store(control.stats.generation_changed_ns, Ordering::Release);
+                        port.loop_generation.store(gen_now, Ordering::Release);
+                    }
+                    port.ticks.fetch_add(1, Ordering::Relaxed);
+                    if verdict.action >= reflex_safety::Action::Slow {
+                        port.vetoed_ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    port.deadline_misses.store(ticker.misses, Ordering::Relaxed);
+                    let v = sensors.odom;
+                    port.stationary.store(
+                        v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01,
+                        Ordering::Relaxed,
+                    );
                 }
                 (control, ticker, lateness, grants, watchdog_trips)
             })
@@ -254,7 +376,18 @@ pub fn run_realtime(
             // Fresh beat first, then clear the fault: the watchdog cannot re-raise it in between.
             worker_beat.store(now, Ordering::Release);
             worker_fault.store(false, Ordering::Release);
-            let backend = OrtBackend::load(package, backend_config)?;
+            let current = port
+                .current_package
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let backend = match &current {
+                Some((generation, p)) => {
+                    port.worker_generation.store(*generation, Ordering::Release);
+                    OrtBackend::load(p, backend_config)?
+                }
+                None => OrtBackend::load(package, backend_config)?,
+            };
             workers.push(spawn_worker(backend, worker_restarts)?);
         }
         step += 1;

@@ -20,6 +20,7 @@ fn realtime_run_keeps_its_deadlines_and_drives() {
         &config.runtime,
         default_scenario(1),
         &options,
+        &Default::default(),
     )
     .unwrap();
     assert!((380..=401).contains(&s.ticks), "{s:?}");
@@ -47,6 +48,7 @@ fn a_hung_inference_worker_trips_the_watchdog_and_is_replaced() {
         &config.runtime,
         default_scenario(1),
         &options,
+        &Default::default(),
     )
     .unwrap();
     // Actions age out 200 ms after the hang: the loop proposes a stop, never a stale action…

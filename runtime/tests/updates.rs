@@ -1,0 +1,377 @@
+//! The model manager end to end: the real `reflex run` binary following a channel on a real
+//! registry (Debian's docker-registry on 127.0.0.1, stopped by PID): hot swap while the loop
+//! runs, golden and health-window rollbacks, a tampered blob refused, and SIGKILL in every
+//! activation state leaving exactly one consistent version active.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{ort_library, repo};
+use reflex_models::oci::{self, Layout};
+use reflex_models::registry::{self, RegistryOptions};
+use reflex_models::testing::TestRegistry;
+use serde_json::Value;
+
+/// These tests measure deadline misses of a real-time loop: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Bench {
+    dir: PathBuf,
+    registry: TestRegistry,
+    layout: Layout,
+    config: PathBuf,
+    store: PathBuf,
+}
+
+impl Bench {
+    fn new(test: &str, health: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("reflex-updates-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = TestRegistry::start(&dir);
+        let layout = Layout::open_or_create(&dir.join("build")).unwrap();
+        let (secret, public) = oci::keygen().unwrap();
+        std::fs::write(dir.join("release.key"), secret).unwrap();
+        std::fs::create_dir_all(dir.join("trusted")).unwrap();
+        std::fs::write(dir.join("trusted/release.pub"), public).unwrap();
+        let store = dir.join("store");
+        let example = std::fs::read_to_string(repo().join("launch/reflex.example.toml")).unwrap();
+        let config = dir.join("reflex.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{example}\n[updates]\nchannel = \"{}\"\nstore = \"{}\"\ntrusted_keys = \"{}\"\nrobot_id = \"test-robot\"\npoll_interval_s = 0.2\nmax_backoff_s = 1.0\nhold_file = \"{}\"\n\n[updates.health]\n{health}\n",
+                registry.url("reflex/demo:stable"),
+                store.display(),
+                dir.join("trusted").display(),
+                dir.join("hold").display(),
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            registry,
+            layout,
+            config,
+            store,
+        }
+    }
+
+    /// Packs, signs and pushes the demo policy as `version` to `reflex/demo:stable`; `tweak`
+    /// may change the package directory first.
+    fn publish(&self, version: &str, tweak: impl FnOnce(&Path)) -> String {
+        let dir = self.dir.join("packages").join(version);
+        reflex_models::derive_package(
+            &repo().join("models/demo/reflex-demo-vla"),
+            &dir,
+            version,
+            0,
+        )
+        .unwrap();
+        tweak(&dir);
+        let package = reflex_models::PolicyPackage::open(&dir).unwrap();
+        oci::pack(&package, &self.layout, version).unwrap();
+        oci::sign(&self.layout, version, &self.dir.join("release.key")).unwrap();
+        registry::push(
+            &self.layout,
+            version,
+            &self.registry.url("reflex/demo:stable"),
+            &RegistryOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn reflex(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reflex"));
+        c.current_dir(repo()).env("ORT_DYLIB_PATH", ort_library());
+        c
+    }
+
+    fn run(&self, seconds: f64) -> Child {
+        self.reflex()
+            .args([
+                "run",
+                "--config",
+                self.config.to_str().unwrap(),
+                "--duration",
+            ])
+            .arg(seconds.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn status(&self) -> Value {
+        let out = self
+            .reflex()
+            .args(["status", "--store", self.store.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits for a run to end; its JSON summary (last stdout line) and the whole output.
+fn finish(child: Child) -> (Value, String) {
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {t}")),
+        t,
+    )
+}
+
+fn events(summary: &Value) -> Vec<Value> {
+    summary["updates"]["events"].as_array().unwrap().clone()
+}
+
+fn event<'a>(events: &'a [Value], kind: &str, version: &str) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["kind"] == kind && e["version"] == version)
+}
+
+fn active_version(status: &Value) -> String {
+    status["active"]["version"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+fn wait_for(what: &str, timeout_s: f64, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs_f64(timeout_s);
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_new_version_is_hot_swapped_while_the_loop_runs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = Bench::new("swap", "window_s = 1.0");
+    bench.publish("0.1.0", |_| {});
+    let child = bench.run(8.0);
+    // First boot installs 0.1.0; then 0.2.0 appears on the channel.
+    wait_for("0.1.0 committed", 30.0, || {
+        bench.store.join("activation.json").exists() && active_version(&bench.status()) == "0.1.0"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let v2 = bench.publish("0.2.0", |_| {});
+    let (summary, log) = finish(child);
+    let events = events(&summary);
+    let committed = event(&events, "committed", "0.2.0").unwrap_or_else(|| panic!("{log}"));
+    println!("{committed}");
+    assert_eq!(committed["index_digest"], v2.as_str());
+    // The new model's first action reached the loop within one chunk period (0.4 s) …
+    let first = committed["first_action_ms"].as_f64().unwrap();
+    assert!(first > 0.0 && first <= 400.0, "{committed}");
+    // … and the loop kept every deadline during the swap and the health window.
+    assert_eq!(committed["misses_during_swap"], 0, "{committed}");
+    assert_eq!(summary["collisions"], 0);
+    let status = bench.status();
+    assert_eq!(active_version(&status), "0.2.0", "{status}");
+    assert_eq!(status["previous"][0]["version"], "0.1.0", "{status}");
+    assert!(status["pending"].is_null());
+}
+
+#[test]
+fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The health window fails when an inference takes more than 0.001 ms (always).
+    let bench = Bench::new("rollback", "window_s = 1.0\nmax_inference_ms = 0.001");
+    bench.publish("0.1.0", |_| {});
+    let child = bench.run(14.0);
+    wait_for("0.1.0 committed", 30.0, || {
+        bench.store.join("activation.json").exists() && active_version(&bench.status()) == "0.1.0"
+    });
+    // 0.2.0: its golden pairs no longer match its model.
+    bench.publish("0.2.0", |dir| {
+        let golden = dir.join("golden.json");
+        let mut pairs: Value = serde_json::from_slice(&std::fs::read(&golden).unwrap()).unwrap();
+        let x = pairs[0]["outputs"]["actions"][0].as_f64().unwrap();
+        pairs[0]["outputs"]["actions"][0] = (x + 1.0).into();
+        std::fs::write(&golden, serde_json::to_vec(&pairs).unwrap()).unwrap();
+        let policy = dir.join("policy.json");
+        let mut p: Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+        p["golden"]["sha256"] = reflex_models::sha256_file(&golden).unwrap().into();
+        std::fs::write(&policy, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+    });
+    wait_for("0.2.0 rolled back", 20.0, || {
+        bench.status()["last_rollback"]["version"] == "0.2.0"
+    });
+    // 0.3.0: a good model, but this robot's health window fails it.
+    bench.publish("0.3.0", |_| {});
+    wait_for("0.3.0 rolled back", 20.0, || {
+        bench.status()["last_rollback"]["version"] == "0.3.0"
+    });
+    // 0.4.0: its model blob is corrupted in the registry's storage.
+    let model_hex = {
+        let dir = bench.dir.join("packages/0.4.0-src");
+        reflex_models::derive_package(
+            &repo().join("models/demo/reflex-demo-vla"),
+            &dir,
+            "0.4.0",
+            1024,
+        )
+        .unwrap();
+        reflex_models::sha256_file(&dir.join("model.onnx")).unwrap()
+    };
+    // An operator holds updates while the blob is corrupted, so the robot cannot see 0.4.0
+    // before the damage.
+    let hold = bench.dir.join("hold");
+    std::fs::write(&hold, "busy").unwrap();
+    let v4 = bench.publish("0.4.0", |dir| {
+        reflex_models::derive_package(
+            &repo().join("models/demo/reflex-demo-vla"),
+            dir,
+            "0.4.0",
+            1024,
+        )
+        .unwrap();
+    });
+    let data = bench
+        .registry
+        .storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&model_hex[..2])
+        .join(&model_hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    // A few polls (0.2 s each) see 0.4.0 and defer it.
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::remove_file(&hold).unwrap();
+    let (summary, log) = finish(child);
+    let events = events(&summary);
+    println!("{events:#?}");
+    let golden = event(&events, "rolled_back", "0.2.0").unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        golden["detail"].as_str().unwrap().contains("golden"),
+        "{golden}"
+    );
+    let health = event(&events, "rolled_back", "0.3.0").unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        health["detail"]
+            .as_str()
+            .unwrap()
+            .contains("health: inference took"),
+        "{health}"
+    );
+    assert!(
+        event(&events, "held", "").is_some_and(|e| e["index_digest"] == v4.as_str()),
+        "{log}"
+    );
+    let tampered = events
+        .iter()
+        .find(|e| e["kind"] == "refused" && e["index_digest"] == v4.as_str())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        tampered["detail"].as_str().unwrap().contains(&model_hex),
+        "{tampered}"
+    );
+    // 0.1.0 drove the whole time and is still the one active.
+    let status = bench.status();
+    assert_eq!(active_version(&status), "0.1.0", "{status}");
+    assert_eq!(summary["collisions"], 0);
+    assert!(
+        summary["chunks_merged"].as_u64().unwrap() > 100,
+        "{summary}"
+    );
+}
+
+#[test]
+fn sigkill_in_every_activation_state_leaves_exactly_one_consistent_version() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = Bench::new("sigkill", "window_s = 0.5");
+    bench.publish("1.0.0", |_| {});
+    let (summary, log) = finish(bench.run(1.5));
+    assert!(
+        summary["updates"]["events"].as_array().unwrap().is_empty(),
+        "{log}"
+    );
+    assert_eq!(active_version(&bench.status()), "1.0.0");
+    let mut expected = "1.0.0".to_string();
+    for (i, step) in [
+        "downloaded",
+        "verified",
+        "prepared",
+        "validated",
+        "swapped",
+        "health",
+        "committed",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let version = format!("1.0.{}", i + 1);
+        bench.publish(&version, |_| {});
+        let mut child = bench
+            .reflex()
+            .args(["run", "--config", bench.config.to_str().unwrap()])
+            .env("REFLEX_TEST_PAUSE_AT", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let want = format!("paused at {step}");
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains(&want) => break,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("{version}: never paused at {step}: {seen:#?}"),
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if step == "committed" {
+            expected = version.clone();
+        }
+        let status = bench.status();
+        assert_eq!(
+            active_version(&status),
+            expected,
+            "killed at {step}: {status}"
+        );
+        assert!(status["pending"].is_null(), "killed at {step}: {status}");
+        // The active package is complete: its files hash to policy.json's digests.
+        let dir = PathBuf::from(status["active"]["dir"].as_str().unwrap());
+        let package = reflex_models::PolicyPackage::open(&dir).unwrap();
+        assert_eq!(package.verify_files().unwrap(), 2);
+        assert_eq!(package.manifest.version, expected);
+    }
+}
