@@ -52,6 +52,8 @@ pub struct Platform {
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
     pub schema_version: u32,
+    // Optional in the image spec (skopeo's index.json has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub media_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -67,6 +69,8 @@ pub struct ImageManifest {
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
     pub schema_version: u32,
+    // Optional in the image spec (skopeo's index.json has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub media_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -302,7 +306,9 @@ pub fn pack(
             MEDIA_MANIFEST,
             &serde_json::to_vec(&manifest).expect("serializable"),
         )?;
-        desc.artifact_type = Some(ARTIFACT_TYPE.into());
+        // The entries of the index carry no `artifactType` (the manifests and the index do):
+        // skopeo 1.9 (Debian 12) re-serializes an index without descriptor fields it does not
+        // know, which makes `skopeo copy --preserve-digests` refuse the copy.
         desc.annotations = annotations;
         desc.platform = Some(Platform {
             // A portable ONNX model runs anywhere; engines name their arch.

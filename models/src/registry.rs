@@ -663,6 +663,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rollout_cohorts_are_stable_and_grow_with_the_percentage() {
+        let index = |percent: Option<&str>| ImageIndex {
+            schema_version: 2,
+            media_type: MEDIA_INDEX.into(),
+            artifact_type: None,
+            manifests: Vec::new(),
+            annotations: percent
+                .map(|p| [(ROLLOUT_ANNOTATION.to_string(), p.to_string())].into())
+                .unwrap_or_default(),
+        };
+        let robots: Vec<String> = (0..1000).map(|i| format!("robot-{i:04}")).collect();
+        let share = |p: Option<&str>| robots.iter().filter(|r| in_rollout(r, &index(p))).count();
+        assert_eq!(share(None), 1000);
+        assert_eq!(share(Some("0")), 0);
+        let ten = share(Some("10"));
+        assert!((60..=140).contains(&ten), "{ten} of 1000 at 10%");
+        // Raising the share only adds robots.
+        for r in &robots {
+            if in_rollout(r, &index(Some("10"))) {
+                assert!(in_rollout(r, &index(Some("50"))), "{r}");
+            }
+        }
+        assert_eq!(robot_bucket("robot-0001"), robot_bucket("robot-0001"));
+    }
+
+    #[test]
     fn plain_http_only_toward_loopback() {
         for host in [
             "127.0.0.1:5000",

@@ -82,7 +82,7 @@ impl TestRegistry {
     }
 
     /// Starts it again on the same port and storage.
-    pub fn restart(mut self) -> Self {
+    pub fn restart(&mut self) -> Self {
         self.kill();
         Self::spawn(&self.dir.clone(), self.port)
     }

@@ -215,3 +215,56 @@ fn the_platform_resolver_never_picks_an_engine_for_another_gpu() {
     assert!(select_manifest(&engines_only, Some(&thor)).is_none());
     assert!(select_manifest(&engines_only, None).is_none());
 }
+
+#[test]
+fn gc_keeps_the_active_and_previous_versions_and_removes_the_rest() {
+    use reflex_models::activation::{Activation, Version};
+    use reflex_models::store::Store;
+    let dir = scratch("gc");
+    let layout = Layout::open_or_create(&dir.join("build")).unwrap();
+    let store = Store::open(&dir.join("store")).unwrap();
+    let (mut activation, _) = Activation::open(&store, 1).unwrap();
+    let mut installed = Vec::new();
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        let package = reflex_models::derive_package(
+            &repo().join("models/demo/reflex-demo-vla"),
+            &dir.join(v),
+            v,
+            // A distinct model blob per version.
+            1 + installed.len() as u64,
+        )
+        .unwrap();
+        oci::pack(&package, &layout, v).unwrap();
+        let pulled = store.pull_layout(&layout, v, None).unwrap();
+        activation
+            .begin(Version {
+                name: pulled.package.manifest.name.clone(),
+                version: v.into(),
+                index_digest: pulled.index_digest.clone(),
+                manifest_digest: pulled.manifest_digest.clone(),
+                dir: pulled.package.dir.clone(),
+            })
+            .unwrap();
+        activation.commit().unwrap();
+        installed.push(pulled);
+        store.gc(&activation.keep_set()).unwrap();
+    }
+    // keep_previous = 1: 1.2.0 active, 1.1.0 previous, 1.0.0 collected.
+    assert!(!installed[0].package.dir.exists());
+    assert!(
+        !store
+            .blob_path(&format!(
+                "sha256:{}",
+                installed[0].package.manifest.targets[0].sha256
+            ))
+            .exists()
+    );
+    for kept in &installed[1..] {
+        assert_eq!(kept.package.verify_files().unwrap(), 2);
+    }
+    let record = activation.record();
+    assert_eq!(record.active.as_ref().unwrap().version, "1.2.0");
+    assert_eq!(record.previous.len(), 1);
+    assert_eq!(record.previous[0].version, "1.1.0");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

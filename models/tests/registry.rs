@@ -282,6 +282,75 @@ fn a_pull_cut_by_a_registry_kill_resumes_where_it_stopped() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Interop: what Reflex pushes, skopeo copies to an image layout and back with the same
+/// digests, and Reflex pulls the copy (signature included) as if it were the original.
+#[test]
+fn skopeo_copies_a_reflex_artifact_with_the_same_digests() {
+    let skopeo = Path::new("/usr/bin/skopeo");
+    assert!(
+        skopeo.is_file(),
+        "/usr/bin/skopeo missing: `bash scripts/test` installs it (apt-get install skopeo)"
+    );
+    let dir = scratch("skopeo");
+    let registry = start_registry(&dir);
+    let (layout, trusted) = signed_layout(&dir);
+    let pushed = registry::push(
+        &layout,
+        "0.1.0",
+        &registry.url("reflex/demo:stable"),
+        &RegistryOptions::default(),
+    )
+    .unwrap();
+    let sig_tag = format!("sha256-{}", pushed.trim_start_matches("sha256:"));
+    let copied = dir.join("skopeo-layout");
+    let copy = |from: String, to: String| {
+        let out = std::process::Command::new(skopeo)
+            .args([
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "-q",
+            ])
+            .arg(&from)
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy {from} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let docker = |repo_tag: &str| format!("docker://127.0.0.1:{}/{repo_tag}", registry.port);
+    for tag in ["stable", sig_tag.as_str()] {
+        copy(
+            docker(&format!("reflex/demo:{tag}")),
+            format!("oci:{}:{tag}", copied.display()),
+        );
+    }
+    // Same digest in skopeo's layout, and Reflex's own layout code reads it.
+    let out_layout = Layout::open(&copied).unwrap();
+    assert_eq!(out_layout.resolve("stable").unwrap().digest, pushed);
+    oci::verify_signed(&out_layout, "stable", &trusted).unwrap();
+    // And back to another repository: same digest, pulled and verified by Reflex.
+    for tag in ["stable", sig_tag.as_str()] {
+        copy(
+            format!("oci:{}:{tag}", copied.display()),
+            docker(&format!("reflex/copy:{tag}")),
+        );
+    }
+    let back = registry.url("reflex/copy:stable");
+    assert_eq!(
+        registry::head_digest(&back, &RegistryOptions::default()).unwrap(),
+        pushed
+    );
+    let store = Store::open(&dir.join("store")).unwrap();
+    let report = pull(&back, &store, &trusted).unwrap();
+    assert_eq!(report.pulled.index_digest, pushed);
+}
+
 #[test]
 fn registry_references_are_parsed_with_clear_errors() {
     let r = registry::parse_ref("oci://registry.example.com/reflex/vla:stable").unwrap();

@@ -375,3 +375,40 @@ fn sigkill_in_every_activation_state_leaves_exactly_one_consistent_version() {
         assert_eq!(package.manifest.version, expected);
     }
 }
+
+#[test]
+fn the_current_policy_keeps_running_while_the_registry_is_unreachable() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Bench::new("offline", "window_s = 0.5");
+    bench.publish("0.1.0", |_| {});
+    let child = bench.run(9.0);
+    wait_for("0.1.0 committed", 30.0, || {
+        bench.store.join("activation.json").exists() && active_version(&bench.status()) == "0.1.0"
+    });
+    bench.registry.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    // Back, with a new version on the channel: the robot notices after its backoff (≤ 1 s).
+    bench.registry = bench.registry.restart();
+    bench.publish("0.2.0", |_| {});
+    let (summary, log) = finish(child);
+    let events = events(&summary);
+    let offline = events
+        .iter()
+        .find(|e| e["kind"] == "unreachable")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        offline["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the current policy keeps running"),
+        "{offline}"
+    );
+    assert!(event(&events, "committed", "0.2.0").is_some(), "{log}");
+    // The loop drove on the whole time: chunks kept arriving, nothing was hit.
+    assert_eq!(summary["collisions"], 0);
+    assert_eq!(summary["watchdog_trips"], 0, "{summary}");
+    assert!(
+        summary["chunks_merged"].as_u64().unwrap() > 100,
+        "{summary}"
+    );
+}
