@@ -18,6 +18,7 @@
 
 pub mod infer;
 pub mod looping;
+pub mod updates;
 
 use reflex_safety::{
     Command, CommandSource, EstopReport, EstopSource, Monotonic, Safety, SafetyConfig,

@@ -214,6 +214,72 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if args.peek().is_some_and(|a| a == "pull" || a == "swap") {
+        let mode = args.next().unwrap_or_default();
+        let (mut mb, mut runs, mut seconds, mut json) = (512u64, 3usize, 30.0f64, None);
+        while let Some(arg) = args.next() {
+            let mut num = |name: &str| -> Result<f64> {
+                args.next()
+                    .with_context(|| format!("{name} needs a number"))?
+                    .parse()
+                    .with_context(|| format!("{name}: a number"))
+            };
+            match arg.as_str() {
+                "--mb" => mb = num("--mb")? as u64,
+                "--runs" => runs = num("--runs")? as usize,
+                "--seconds" => seconds = num("--seconds")?,
+                "--json" => json = Some(args.next().context("--json needs a file path")?),
+                other => anyhow::bail!(
+                    "unknown argument {other:?}; usage: reflex-bench pull [--mb 512] [--runs 3] [--json FILE] | swap [--seconds 30] [--json FILE]"
+                ),
+            }
+        }
+        let value = if mode == "pull" {
+            let work =
+                std::env::temp_dir().join(format!("reflex-pull-bench-{}", std::process::id()));
+            let result = reflex_benches::updates::pull_bench(&work, mb, runs.max(1))?;
+            for r in &result.runs {
+                println!(
+                    "pull run {}: {} bytes in {:.3} s = {:.0} MB/s (verified: signature, sha256 of every blob, fsync, rename)",
+                    r.run, r.bytes, r.seconds, r.mb_per_s
+                );
+            }
+            println!(
+                "median {:.0} MB/s; sha256 alone in memory {:.0} MB/s",
+                result.median_mb_per_s, result.sha256_mb_per_s
+            );
+            serde_json::to_value(&result)?
+        } else {
+            let mut rows = Vec::new();
+            for every in [0.0, 0.5] {
+                let row = reflex_benches::updates::swap_bench(seconds, every)?;
+                println!(
+                    "swaps {:>3}: ticks {} misses {} lateness p50/p99/p99.9/max {}/{}/{}/{} µs, tick p50/p99/p99.9/max {}/{}/{}/{:.1} µs, first action p50/max {:.1}/{:.1} ms",
+                    row.swaps,
+                    row.ticks,
+                    row.deadline_misses,
+                    row.lateness_p50_us,
+                    row.lateness_p99_us,
+                    row.lateness_p999_us,
+                    row.lateness_max_us,
+                    row.tick_p50_us,
+                    row.tick_p99_us,
+                    row.tick_p999_us,
+                    row.tick_max_us,
+                    row.first_action_p50_ms,
+                    row.first_action_max_ms
+                );
+                rows.push(row);
+            }
+            serde_json::to_value(&rows)?
+        };
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&value)?)
+                .with_context(|| format!("cannot write {path}"))?;
+            println!("wrote {path}");
+        }
+        return Ok(());
+    }
     let infer_mode = args.peek().is_some_and(|a| a == "infer");
     if infer_mode {
         args.next();

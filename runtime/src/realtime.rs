@@ -114,11 +114,48 @@ impl SwapPort {
     }
 }
 
+/// Hands `backend` (generation `generation`, built from `package`) to the inference worker
+/// through the port's slot and waits, off the RT thread, until the loop has merged its first
+/// chunk. Returns the time from hand-over to that merge, ms. Gives up (taking the candidate
+/// back) after 10 s or when `stop` is set.
+pub fn hand_over(
+    port: &SwapPort,
+    generation: u32,
+    backend: OrtBackend,
+    package: &PolicyPackage,
+    stop: &AtomicBool,
+) -> Result<f64> {
+    let t0 = rt::now_ns();
+    port.slot.store(Some(Arc::new(Candidate {
+        generation,
+        backend: std::sync::Mutex::new(Some(backend)),
+    })));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while port.loop_generation.load(Ordering::Acquire) != generation {
+        if stop.load(Ordering::Acquire) || std::time::Instant::now() > deadline {
+            port.slot.store(None);
+            anyhow::bail!(
+                "the new model's first action did not reach the loop within 10 s (swap_when = {:?})",
+                port.swap_when
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // From now on a restarted worker loads this model, never an older one.
+    *port
+        .current_package
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some((generation, package.clone()));
+    let since = port.generation_since_ns.load(Ordering::Acquire);
+    Ok(since.saturating_sub(t0) as f64 / 1e6)
+}
+
 /// Extra numbers of a real-time run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RealtimeReport {
     pub lateness_p50_us: f64,
     pub lateness_p99_us: f64,
+    pub lateness_p999_us: f64,
     pub lateness_max_us: f64,
     pub grants: String,
     pub watchdog_trips: u64,
@@ -418,6 +455,7 @@ pub fn run_realtime(
     summary.deadline_misses = rt_ticker.misses;
     summary.tick_p50_us = control.stats.tick_cost.quantile_us(0.5);
     summary.tick_p99_us = control.stats.tick_cost.quantile_us(0.99);
+    summary.tick_p999_us = control.stats.tick_cost.quantile_us(0.999);
     summary.tick_max_us = control.stats.tick_cost.max_ns as f64 / 1e3;
     summary.inference_p50_ms = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
     summary.actions_dropped_stale = control.queue.stats.actions_dropped_stale;
@@ -427,6 +465,7 @@ pub fn run_realtime(
     let report = RealtimeReport {
         lateness_p50_us: lateness.quantile_us(0.5),
         lateness_p99_us: lateness.quantile_us(0.99),
+        lateness_p999_us: lateness.quantile_us(0.999),
         lateness_max_us: lateness.max_ns as f64 / 1e3,
         grants: grants.summary(),
         watchdog_trips,

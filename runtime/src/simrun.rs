@@ -100,6 +100,7 @@ pub struct SimSummary {
     pub vetoes: std::collections::BTreeMap<String, u64>,
     pub tick_p50_us: f64,
     pub tick_p99_us: f64,
+    pub tick_p999_us: f64,
     pub tick_max_us: f64,
     pub inference_p50_ms: f64,
     pub actions_dropped_stale: u64,
@@ -124,6 +125,7 @@ pub fn empty_summary(scenario: &str, mode: &'static str) -> SimSummary {
         vetoes: Default::default(),
         tick_p50_us: 0.0,
         tick_p99_us: 0.0,
+        tick_p999_us: 0.0,
         tick_max_us: 0.0,
         inference_p50_ms: 0.0,
         actions_dropped_stale: 0,
@@ -299,6 +301,7 @@ pub fn run_lockstep(
     summary.ticks = control.stats.ticks;
     summary.tick_p50_us = control.stats.tick_cost.quantile_us(0.5);
     summary.tick_p99_us = control.stats.tick_cost.quantile_us(0.99);
+    summary.tick_p999_us = control.stats.tick_cost.quantile_us(0.999);
     summary.tick_max_us = control.stats.tick_cost.max_ns as f64 / 1e3;
     summary.inference_p50_ms = inference_ms
         .get(inference_ms.len() / 2)

@@ -22,7 +22,7 @@ use reflex_models::store::Store;
 use reflex_models::{BackendConfig, OrtBackend, PolicyBackend, PolicyPackage};
 use serde::{Deserialize, Serialize};
 
-use crate::realtime::{Candidate, SwapPort, SwapWhen};
+use crate::realtime::{SwapPort, SwapWhen};
 
 /// `[updates]`: where the policy comes from and how a new one is taken into service.
 #[derive(Debug, Clone, Deserialize)]
@@ -462,61 +462,36 @@ impl Updater {
         let generation = self.next_generation;
         self.next_generation += 1;
         let misses_before = self.port.deadline_misses.load(Ordering::Acquire);
-        let first_action_ms = self.hand_over(generation, backend, &package, stop)?;
-        self.activation.advance(Step::Swapped)?;
-        // Health window.
-        self.activation.advance(Step::Health)?;
-        let result = self.health_window(stop);
-        if let Err(e) = result {
-            // Put the previous version back before the record says rolled back.
-            if let Some(active) = self.activation.active().cloned() {
-                let previous = PolicyPackage::open(&active.dir)?;
-                let mut backend = OrtBackend::load(&previous, &self.backend_config)?;
-                backend.warm_up(1)?;
-                let generation = self.next_generation;
-                self.next_generation += 1;
-                self.hand_over(generation, backend, &previous, stop)?;
-                self.running = previous;
+        let swapped = crate::realtime::hand_over(&self.port, generation, backend, &package, stop)
+            .and_then(|first_action_ms| {
+                self.activation.advance(Step::Swapped)?;
+                // Health window.
+                self.activation.advance(Step::Health)?;
+                self.health_window(stop)?;
+                Ok(first_action_ms)
+            });
+        let first_action_ms = match swapped {
+            Ok(ms) => ms,
+            Err(e) => {
+                // If the worker runs the new model, put the previous version back before the
+                // record says rolled back.
+                if self.port.worker_generation.load(Ordering::Acquire) == generation
+                    && let Some(active) = self.activation.active().cloned()
+                {
+                    let previous = PolicyPackage::open(&active.dir)?;
+                    let mut backend = OrtBackend::load(&previous, &self.backend_config)?;
+                    backend.warm_up(1)?;
+                    let generation = self.next_generation;
+                    self.next_generation += 1;
+                    crate::realtime::hand_over(&self.port, generation, backend, &previous, stop)?;
+                    self.running = previous;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         self.running = package;
         let misses = self.port.deadline_misses.load(Ordering::Acquire) - misses_before;
         Ok((first_action_ms, misses))
-    }
-
-    /// Puts `backend` in the slot and waits (off the RT thread) until the loop merged its
-    /// first chunk. Returns the time that took, ms.
-    fn hand_over(
-        &mut self,
-        generation: u32,
-        backend: OrtBackend,
-        package: &PolicyPackage,
-        stop: &AtomicBool,
-    ) -> Result<f64> {
-        *self
-            .port
-            .current_package
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some((generation, package.clone()));
-        let t0 = crate::rt::now_ns();
-        self.port.slot.store(Some(Arc::new(Candidate {
-            generation,
-            backend: std::sync::Mutex::new(Some(backend)),
-        })));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.port.loop_generation.load(Ordering::Acquire) != generation {
-            if stop.load(Ordering::Acquire) || Instant::now() > deadline {
-                self.port.slot.store(None);
-                anyhow::bail!(
-                    "the new model's first action did not reach the loop within 10 s (swap_when = {:?})",
-                    self.port.swap_when
-                );
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let since = self.port.generation_since_ns.load(Ordering::Acquire);
-        Ok(since.saturating_sub(t0) as f64 / 1e6)
     }
 
     fn health_window(&mut self, stop: &AtomicBool) -> Result<()> {
