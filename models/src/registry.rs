@@ -144,8 +144,9 @@ impl RegistryOptions {
 }
 
 fn client(registry: &str, options: &RegistryOptions) -> Result<Client, PackageError> {
-    // HTTPS by default; plain HTTP only toward this machine or when asked explicitly.
-    let protocol = if is_loopback(registry) || options.plain_http {
+    // HTTPS by default; plain HTTP only toward this machine or when asked explicitly. A CA
+    // file means TLS, on loopback too.
+    let protocol = if (is_loopback(registry) && options.ca_file.is_none()) || options.plain_http {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https

@@ -13,6 +13,7 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub struct TestRegistry {
     child: Child,
     dir: PathBuf,
+    tls: Option<Tls>,
     pub port: u16,
     /// The registry's storage root (tests corrupt blobs under it).
     pub storage: PathBuf,
@@ -25,6 +26,23 @@ impl TestRegistry {
     /// When the binary is missing or the registry does not listen within 5 s (a test set-up
     /// failure, said plainly).
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    /// Starts a registry serving HTTPS with a certificate for 127.0.0.1 signed by a fresh test
+    /// CA (`<dir>/tls/ca.pem`), requiring HTTP basic auth for `user`:`password` (htpasswd,
+    /// bcrypt). Uses the `openssl` and `python3` command-line tools.
+    pub fn start_tls(dir: &Path, user: &str, password: &str) -> Self {
+        let tls = Tls::make(&dir.join("tls"), user, password);
+        Self::start_with(dir, Some(tls))
+    }
+
+    /// The test CA (PEM) of a TLS registry.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|t| t.dir.join("ca.pem"))
+    }
+
+    fn start_with(dir: &Path, tls: Option<Tls>) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).is_file(),
             "{REGISTRY_BIN} missing: `bash scripts/test` installs Debian's docker-registry (apt-get install docker-registry)"
@@ -33,18 +51,22 @@ impl TestRegistry {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        Self::spawn(dir, port)
+        Self::spawn(dir, port, tls)
     }
 
-    fn spawn(dir: &Path, port: u16) -> Self {
+    fn spawn(dir: &Path, port: u16, tls: Option<Tls>) -> Self {
         let storage = dir.join("registry-storage");
         std::fs::create_dir_all(&storage).expect("registry storage");
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                storage.display(),
+                tls.as_ref().map_or(String::new(), |t| format!(
+                    "  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: reflex-test\n    path: {0}/htpasswd\n",
+                    t.dir.display()
+                ))
             ),
         )
         .expect("registry config");
@@ -58,6 +80,7 @@ impl TestRegistry {
         let registry = Self {
             child,
             dir: dir.to_path_buf(),
+            tls,
             port,
             storage,
         };
@@ -84,12 +107,113 @@ impl TestRegistry {
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) -> Self {
         self.kill();
-        Self::spawn(&self.dir.clone(), self.port)
+        Self::spawn(&self.dir.clone(), self.port, self.tls.clone())
     }
 }
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and an htpasswd file.
+#[derive(Debug, Clone)]
+struct Tls {
+    dir: PathBuf,
+}
+
+impl Tls {
+    fn make(dir: &Path, user: &str, password: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("tls dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext file");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=reflex-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        let out = Command::new("python3")
+            .args([
+                "-W",
+                "ignore",
+                "-c",
+                "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+                password,
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "bcrypt: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            hash.starts_with("$2"),
+            "no bcrypt from python3's crypt: {hash}"
+        );
+        std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).expect("htpasswd");
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
 }

@@ -351,6 +351,69 @@ fn skopeo_copies_a_reflex_artifact_with_the_same_digests() {
     assert_eq!(report.pulled.index_digest, pushed);
 }
 
+/// HTTPS with a private CA and basic auth (htpasswd): what a robot uses against a private
+/// registry. Without the CA, with a wrong password, or without credentials: clear errors.
+#[test]
+fn https_with_a_private_ca_and_basic_auth() {
+    use oci_client::secrets::RegistryAuth;
+    let dir = scratch("tls");
+    let registry = TestRegistry::start_tls(&dir, "robot", "s3cret-pw");
+    let (layout, trusted) = signed_layout(&dir);
+    let url = registry.url("reflex/demo:stable");
+    let good = RegistryOptions {
+        ca_file: registry.ca_file(),
+        auth: RegistryAuth::Basic("robot".into(), "s3cret-pw".into()),
+        ..RegistryOptions::default()
+    };
+    let pushed = registry::push(&layout, "0.1.0", &url, &good).unwrap();
+    let store = Store::open(&dir.join("store")).unwrap();
+    let report = registry::pull_to_store(&url, &store, None, Trust::Keys(&trusted), &good).unwrap();
+    assert_eq!(report.pulled.index_digest, pushed);
+    // A CA that did not sign the registry's certificate (here: the server's own leaf
+    // certificate): refused by TLS, nothing trusted by accident.
+    let wrong_ca = RegistryOptions {
+        ca_file: Some(dir.join("tls/server.pem")),
+        ..good.clone()
+    };
+    let err = format!("{:?}", registry::head_digest(&url, &wrong_ca).unwrap_err());
+    println!("wrong CA: {err}");
+    assert!(
+        err.contains("certificate") || err.contains("Certificate"),
+        "{err}"
+    );
+    let no_pull = registry::pull_to_store(&url, &store, None, Trust::Keys(&trusted), &wrong_ca);
+    assert!(no_pull.is_err());
+    // Wrong password, and no credentials: unauthorized.
+    for auth in [
+        RegistryAuth::Basic("robot".into(), "wrong".into()),
+        RegistryAuth::Anonymous,
+    ] {
+        let bad = RegistryOptions {
+            auth,
+            ..good.clone()
+        };
+        let err = registry::pull_to_store(&url, &store, None, Trust::Keys(&trusted), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.to_lowercase().contains("not authorized") || err.contains("401"),
+            "{err}"
+        );
+    }
+    // A CA file that is not PEM: a clear error naming the file.
+    std::fs::write(dir.join("bad.pem"), "not a certificate").unwrap();
+    let err = registry::head_digest(
+        &url,
+        &RegistryOptions {
+            ca_file: Some(dir.join("bad.pem")),
+            ..good.clone()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bad.pem") && err.contains("PEM"), "{err}");
+}
+
 #[test]
 fn registry_references_are_parsed_with_clear_errors() {
     let r = registry::parse_ref("oci://registry.example.com/reflex/vla:stable").unwrap();
