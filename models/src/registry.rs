@@ -186,8 +186,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, PackageError> {
         .map_err(|e| PackageError::Registry(format!("cannot start the I/O runtime: {e}")))
 }
 
-fn reg_err(what: &str, reference: &Reference, e: impl std::fmt::Display) -> PackageError {
-    PackageError::Registry(format!("{what} {reference}: {e}"))
+/// The error with its whole cause chain (a TLS failure's reason sits three levels down).
+fn reg_err(what: &str, reference: &Reference, e: impl std::error::Error) -> PackageError {
+    let mut text = format!("{what} {reference}: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    PackageError::Registry(text)
 }
 
 /// Everything under `root` (an index or manifest): the manifests and blobs it references.
