@@ -416,6 +416,31 @@ pub fn sign(layout: &Layout, tag: &str, key_file: &Path) -> Result<Descriptor, P
     Ok(desc)
 }
 
+/// Annotates the index `tag` points at with the share of the fleet (0–100) that should take it
+/// (`vnd.reflex.rollout.percent`) and re-tags it. The index digest changes: sign afterwards.
+pub fn set_rollout(layout: &Layout, tag: &str, percent: f64) -> Result<Descriptor, PackageError> {
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(PackageError::Field {
+            file: layout.root.clone(),
+            field: "rollout percent".into(),
+            problem: format!("{percent} is outside 0-100; give e.g. 10 for a 10% canary"),
+        });
+    }
+    let root = layout.resolve(tag)?;
+    let mut index: ImageIndex = layout.read_json(&root)?;
+    index.annotations.insert(
+        crate::registry::ROLLOUT_ANNOTATION.into(),
+        percent.to_string(),
+    );
+    let mut desc = layout.put_blob(
+        &root.media_type,
+        &serde_json::to_vec(&index).expect("serializable"),
+    )?;
+    desc.artifact_type = root.artifact_type;
+    layout.tag(tag, &desc)?;
+    Ok(desc)
+}
+
 /// What `verify_signed` proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedArtifact {

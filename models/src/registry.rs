@@ -258,38 +258,94 @@ pub fn push(
             roots.push((sig, sig_tag.clone()));
         }
         for (root, tag) in roots {
-            let (manifests, blobs) = closure(layout, &root)?;
-            let repo_ref = Reference::with_tag(registry.clone(), repo.clone(), tag.clone());
-            for blob in &blobs {
-                let bytes = layout.read_blob(blob)?;
-                client
-                    .push_blob(&repo_ref, bytes, &blob.digest)
-                    .await
-                    .map_err(|e| reg_err("push blob to", &repo_ref, e))?;
-            }
-            // Child manifests by digest, then the root under its tag.
-            for m in manifests.iter().filter(|m| m.digest != root.digest) {
-                let r = Reference::with_digest(registry.clone(), repo.clone(), m.digest.clone());
-                let bytes = layout.read_blob(m)?;
-                client
-                    .push_manifest_raw(&r, bytes, MEDIA_MANIFEST.parse().expect("valid header"))
-                    .await
-                    .map_err(|e| reg_err("push manifest to", &r, e))?;
-            }
-            let bytes = layout.read_blob(&root)?;
-            client
-                .push_manifest_raw(
-                    &repo_ref,
-                    bytes,
-                    root.media_type
-                        .parse()
-                        .map_err(|e| PackageError::Registry(format!("media type: {e}")))?,
-                )
-                .await
-                .map_err(|e| reg_err("push manifest to", &repo_ref, e))?;
+            push_root(&client, layout, &root, &registry, &repo, &tag).await?;
         }
         Ok(root.digest.clone())
     })
+}
+
+/// Pushes `root` (an index or manifest in `layout`) and everything under it, under `tag`.
+async fn push_root(
+    client: &Client,
+    layout: &Layout,
+    root: &Descriptor,
+    registry: &str,
+    repo: &str,
+    tag: &str,
+) -> Result<(), PackageError> {
+    let (manifests, blobs) = closure(layout, root)?;
+    let repo_ref = Reference::with_tag(registry.into(), repo.into(), tag.into());
+    for blob in &blobs {
+        let bytes = layout.read_blob(blob)?;
+        client
+            .push_blob(&repo_ref, bytes, &blob.digest)
+            .await
+            .map_err(|e| reg_err("push blob to", &repo_ref, e))?;
+    }
+    // Child manifests by digest, then the root under its tag.
+    for m in manifests.iter().filter(|m| m.digest != root.digest) {
+        let r = Reference::with_digest(registry.into(), repo.into(), m.digest.clone());
+        let bytes = layout.read_blob(m)?;
+        client
+            .push_manifest_raw(&r, bytes, MEDIA_MANIFEST.parse().expect("valid header"))
+            .await
+            .map_err(|e| reg_err("push manifest to", &r, e))?;
+    }
+    let bytes = layout.read_blob(root)?;
+    client
+        .push_manifest_raw(
+            &repo_ref,
+            bytes,
+            root.media_type
+                .parse()
+                .map_err(|e| PackageError::Registry(format!("media type: {e}")))?,
+        )
+        .await
+        .map_err(|e| reg_err("push manifest to", &repo_ref, e))?;
+    Ok(())
+}
+
+/// Signs the artifact at `src` in place: its index digest (fetched and checked), signed with
+/// `key_file`, stored as a referrer under the `sha256-<hex>` tag of the same repository.
+/// Returns (index digest, signature manifest digest).
+pub fn sign_remote(
+    src: &str,
+    key_file: &Path,
+    options: &RegistryOptions,
+) -> Result<(String, String), PackageError> {
+    let target = parse_ref(src)?;
+    let (digest, bytes) = fetch_index_bytes(src, options)?;
+    let scratch = std::env::temp_dir().join(format!(
+        "reflex-sign-{}-{}",
+        std::process::id(),
+        digest.trim_start_matches("sha256:")
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let result = (|| {
+        let layout = Layout::open_or_create(&scratch)?;
+        let desc = layout.put_blob(MEDIA_INDEX, &bytes)?;
+        layout.tag("subject", &desc)?;
+        let sig = crate::oci::sign(&layout, "subject", key_file)?;
+        let sig_tag = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+        let client = client(&target.registry, options)?;
+        runtime()?.block_on(async {
+            client
+                .store_auth_if_needed(&target.registry, &options.auth)
+                .await;
+            push_root(
+                &client,
+                &layout,
+                &sig,
+                &target.registry,
+                &target.repo,
+                &sig_tag,
+            )
+            .await
+        })?;
+        Ok((digest.clone(), sig.digest))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 /// How a pull establishes trust.
@@ -467,6 +523,16 @@ pub fn fetch_index(
     src: &str,
     options: &RegistryOptions,
 ) -> Result<(String, ImageIndex), PackageError> {
+    let (digest, bytes) = fetch_index_bytes(src, options)?;
+    let index = serde_json::from_slice(&bytes)
+        .map_err(|e| PackageError::Registry(format!("{src}: not an image index: {e}")))?;
+    Ok((digest, index))
+}
+
+fn fetch_index_bytes(
+    src: &str,
+    options: &RegistryOptions,
+) -> Result<(String, Vec<u8>), PackageError> {
     let target = parse_ref(src)?;
     let client = client(&target.registry, options)?;
     let r = target.reference();
@@ -476,9 +542,7 @@ pub fn fetch_index(
             .await
             .map_err(|e| reg_err("pull", &r, e))?;
         let digest = checked_digest(&bytes, Some(&digest), target.digest.as_deref(), &r)?;
-        let index = serde_json::from_slice(&bytes)
-            .map_err(|e| PackageError::Registry(format!("{r}: not an image index: {e}")))?;
-        Ok((digest, index))
+        Ok((digest, bytes.to_vec()))
     })
 }
 

@@ -49,6 +49,10 @@ enum Cmd {
         /// Destination, `oci-layout:PATH:TAG`.
         #[arg(long)]
         out: String,
+        /// Share of the fleet (0-100, by robot-id hash) that takes this version, annotated on
+        /// the index (`vnd.reflex.rollout.percent`; absent = everyone). Sign after packing.
+        #[arg(long)]
+        rollout_percent: Option<f64>,
     },
     /// Push an artifact from `oci-layout:PATH:TAG` to a registry `oci://host[:port]/repo:tag`
     /// (with its signature referrer). HTTPS, or plain HTTP toward loopback only.
@@ -82,15 +86,19 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Sign the artifact REF (`oci-layout:PATH:TAG`) with a secret key from `reflex keygen`.
+    /// Sign the artifact REF (`oci-layout:PATH:TAG`, or `oci://host/repo:tag` in place in the
+    /// registry) with a secret key from `reflex keygen`.
     Sign {
         reference: String,
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Verify a policy package. A directory: schema, every file's sha256, the model's real
     /// inputs and outputs against policy.json, and the golden pairs within tolerance.
-    /// `oci-layout:PATH:TAG`: every blob's digest and a signature from a key in --trusted-keys.
+    /// `oci-layout:PATH:TAG` or `oci://…`: every blob's digest (for a registry: of this host's
+    /// artifact) and a signature from a key in --trusted-keys.
     Verify {
         /// The package directory (holding policy.json), or `oci-layout:PATH:TAG`.
         path: PathBuf,
@@ -106,6 +114,8 @@ enum Cmd {
         /// Fall back to the CPU (and say so) when the accelerator is missing.
         #[arg(long)]
         allow_cpu_fallback: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// What this host offers Reflex: ONNX Runtime, GPUs (CUDA driver, SM, memory).
     Preflight {
@@ -216,7 +226,7 @@ fn main() {
 /// `oci-layout:PATH:TAG` → (PATH, TAG).
 fn layout_ref(reference: &str) -> Result<(PathBuf, String)> {
     let rest = reference.strip_prefix("oci-layout:").with_context(|| {
-        format!("{reference:?}: this build handles `oci-layout:PATH:TAG` references (registries arrive with `reflex pull`/`push`)")
+        format!("{reference:?}: expected oci-layout:PATH:TAG or oci://host[:port]/repository:tag")
     })?;
     let (path, tag) = rest
         .rsplit_once(':')
@@ -264,11 +274,19 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Pack { dir, out } => {
+        Cmd::Pack {
+            dir,
+            out,
+            rollout_percent,
+        } => {
             let (root, tag) = layout_ref(&out)?;
             let package = PolicyPackage::open(&dir)?;
             let layout = reflex_models::oci::Layout::open_or_create(&root)?;
-            let desc = reflex_models::oci::pack(&package, &layout, &tag)?;
+            let mut desc = reflex_models::oci::pack(&package, &layout, &tag)?;
+            if let Some(percent) = rollout_percent {
+                desc = reflex_models::oci::set_rollout(&layout, &tag, percent)?;
+                println!("rollout: {percent}% of the fleet (by robot-id hash)");
+            }
             println!(
                 "packed {} {} as {out} ({})",
                 package.manifest.name, package.manifest.version, desc.digest
@@ -389,7 +407,17 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Sign { reference, key } => {
+        Cmd::Sign {
+            reference,
+            key,
+            registry,
+        } => {
+            if reference.starts_with("oci://") {
+                let (digest, sig) =
+                    reflex_models::registry::sign_remote(&reference, &key, &registry.options()?)?;
+                println!("signed {reference} ({digest}): signature {sig}");
+                return Ok(());
+            }
             let (root, tag) = layout_ref(&reference)?;
             let layout = reflex_models::oci::Layout::open(&root)?;
             let desc = reflex_models::oci::sign(&layout, &tag, &key)?;
@@ -402,6 +430,41 @@ fn run(cli: Cli) -> Result<()> {
             ort_library: _,
             accelerator: _,
             allow_cpu_fallback: _,
+            registry,
+        } if path.to_string_lossy().starts_with("oci://") => {
+            // A registry artifact: pulled into a scratch store (signature first, every digest
+            // checked), then removed.
+            let reference = path.to_string_lossy().to_string();
+            let trusted = trusted_keys.context(
+                "verifying an artifact needs --trusted-keys DIR (public keys from `reflex keygen`)",
+            )?;
+            let scratch =
+                std::env::temp_dir().join(format!("reflex-verify-{}", std::process::id()));
+            let store = reflex_models::store::Store::open(&scratch)?;
+            let result = reflex_models::registry::pull_to_store(
+                &reference,
+                &store,
+                None,
+                reflex_models::registry::Trust::Keys(&trusted),
+                &registry.options()?,
+            );
+            let _ = std::fs::remove_dir_all(&scratch);
+            let report = result?;
+            println!(
+                "verified {reference}: {} blobs match their digests, signed by key {} ({})",
+                report.blobs_fetched,
+                report.key_id.unwrap_or_default(),
+                report.pulled.index_digest
+            );
+            Ok(())
+        }
+        Cmd::Verify {
+            path,
+            trusted_keys,
+            ort_library: _,
+            accelerator: _,
+            allow_cpu_fallback: _,
+            registry: _,
         } if path.to_string_lossy().starts_with("oci-layout:") => {
             let reference = path.to_string_lossy().to_string();
             let (root, tag) = layout_ref(&reference)?;
@@ -422,6 +485,7 @@ fn run(cli: Cli) -> Result<()> {
             ort_library,
             accelerator,
             allow_cpu_fallback,
+            registry: _,
         } => {
             let accelerator = match accelerator.as_str() {
                 "cpu" => Accelerator::Cpu,

@@ -66,6 +66,16 @@ impl Bench {
     /// Packs, signs and pushes the demo policy as `version` to `reflex/demo:stable`; `tweak`
     /// may change the package directory first.
     fn publish(&self, version: &str, tweak: impl FnOnce(&Path)) -> String {
+        self.publish_share(version, tweak, None)
+    }
+
+    /// `publish` with a rollout percentage annotated on the index.
+    fn publish_share(
+        &self,
+        version: &str,
+        tweak: impl FnOnce(&Path),
+        share: Option<f64>,
+    ) -> String {
         let dir = self.dir.join("packages").join(version);
         reflex_models::derive_package(
             &repo().join("models/demo/reflex-demo-vla"),
@@ -77,6 +87,9 @@ impl Bench {
         tweak(&dir);
         let package = reflex_models::PolicyPackage::open(&dir).unwrap();
         oci::pack(&package, &self.layout, version).unwrap();
+        if let Some(percent) = share {
+            oci::set_rollout(&self.layout, version, percent).unwrap();
+        }
         oci::sign(&self.layout, version, &self.dir.join("release.key")).unwrap();
         registry::push(
             &self.layout,
@@ -411,4 +424,97 @@ fn the_current_policy_keeps_running_while_the_registry_is_unreachable() {
         summary["chunks_merged"].as_u64().unwrap() > 100,
         "{summary}"
     );
+}
+
+/// A release engineer's path with the CLI alone: keygen → pack → push → sign in the registry →
+/// verify → pull on the robot (unsigned or wrongly signed refused).
+#[test]
+fn the_cli_publishes_signs_verifies_and_pulls_through_a_registry() {
+    let dir = std::env::temp_dir().join(format!("reflex-updates-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("trusted")).unwrap();
+    let registry = TestRegistry::start(&dir);
+    let reflex = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    let layout = format!("oci-layout:{}:0.1.0", d("build"));
+    let url = registry.url("reflex/demo:stable");
+    for args in [
+        vec!["keygen", "--out", &d("release")],
+        vec!["pack", "models/demo/reflex-demo-vla", "--out", &layout],
+        vec!["push", &layout, &url],
+    ] {
+        let (ok, t) = reflex(&args);
+        assert!(ok, "{args:?}: {t}");
+    }
+    std::fs::copy(d("release.pub"), dir.join("trusted/release.pub")).unwrap();
+    // Unsigned in the registry: refused.
+    let pull = |store: &str| {
+        reflex(&[
+            "pull",
+            &url,
+            "--store",
+            &d(store),
+            "--trusted-keys",
+            &d("trusted"),
+        ])
+    };
+    let (ok, t) = pull("store-a");
+    assert!(!ok && t.contains("is unsigned"), "{t}");
+    // Signed in place, verified, pulled.
+    let (ok, t) = reflex(&["sign", &url, "--key", &d("release.key")]);
+    assert!(ok && t.contains("signed"), "{t}");
+    let (ok, t) = reflex(&["verify", &url, "--trusted-keys", &d("trusted")]);
+    assert!(ok && t.contains("signed by key"), "{t}");
+    let (ok, t) = pull("store-b");
+    assert!(
+        ok && t.contains("signature: ok") && t.contains("reflex-demo-vla 0.1.0"),
+        "{t}"
+    );
+    // Another key only: refused.
+    let (ok, t) = reflex(&["keygen", "--out", &d("other")]);
+    assert!(ok, "{t}");
+    std::fs::create_dir_all(dir.join("other-trusted")).unwrap();
+    std::fs::copy(d("other.pub"), dir.join("other-trusted/other.pub")).unwrap();
+    let (ok, t) = reflex(&["verify", &url, "--trusted-keys", &d("other-trusted")]);
+    assert!(!ok && t.contains("not signed by any"), "{t}");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Staged rollout by robot-id hash: a version annotated for a share that leaves this robot out
+/// is skipped (and stays skipped); raising the share past the robot's bucket brings it in.
+#[test]
+fn a_percentage_rollout_takes_only_the_robots_inside_the_share() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bench = Bench::new("rollout", "window_s = 0.5");
+    let bucket = registry::robot_bucket("test-robot");
+    bench.publish("0.1.0", |_| {});
+    let child = bench.run(7.0);
+    wait_for("0.1.0 committed", 30.0, || {
+        bench.store.join("activation.json").exists() && active_version(&bench.status()) == "0.1.0"
+    });
+    let outside = bench.publish_share("0.2.0", |_| {}, Some((bucket - 0.01).max(0.0)));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(active_version(&bench.status()), "0.1.0");
+    bench.publish_share("0.2.0-wider", |_| {}, Some((bucket + 0.01).min(100.0)));
+    let (summary, log) = finish(child);
+    let events = events(&summary);
+    let skipped = events
+        .iter()
+        .filter(|e| e["kind"] == "skipped")
+        .collect::<Vec<_>>();
+    assert_eq!(skipped.len(), 1, "skipped once, not every poll: {log}");
+    assert_eq!(skipped[0]["index_digest"], outside.as_str());
+    assert!(
+        event(&events, "committed", "0.2.0-wider").is_some(),
+        "{log}"
+    );
+    assert_eq!(active_version(&bench.status()), "0.2.0-wider");
 }
