@@ -486,16 +486,7 @@ pub fn pull_to_store(
         store.put_blob(&index_digest, &bytes)?;
         let package = store.materialize(&chosen.digest, &manifest)?;
         Ok(PullReport {
-            pulled: Pulled {
-                package,
-                index_digest,
-                manifest_digest: chosen.digest.clone(),
-                target: chosen
-                    .annotations
-                    .get("vnd.reflex.target")
-                    .cloned()
-                    .unwrap_or_default(),
-            },
+            pulled: Pulled::new(package, index_digest, chosen),
             key_id,
             bytes_downloaded: report_bytes,
             bytes_resumed: resumed,

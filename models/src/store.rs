@@ -21,6 +21,26 @@ pub struct Pulled {
     pub target: String,
 }
 
+impl Pulled {
+    /// `package`, materialized from the manifest `chosen` of the index `index_digest`.
+    pub fn new(
+        package: PolicyPackage,
+        index_digest: String,
+        chosen: &crate::oci::Descriptor,
+    ) -> Self {
+        Self {
+            package,
+            index_digest,
+            manifest_digest: chosen.digest.clone(),
+            target: chosen
+                .annotations
+                .get("vnd.reflex.target")
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The store directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -100,16 +120,7 @@ impl Store {
             }
         }
         let package = self.materialize(&chosen.digest, &manifest)?;
-        Ok(Pulled {
-            package,
-            index_digest: index_desc.digest,
-            manifest_digest: chosen.digest.clone(),
-            target: chosen
-                .annotations
-                .get("vnd.reflex.target")
-                .cloned()
-                .unwrap_or_default(),
-        })
+        Ok(Pulled::new(package, index_desc.digest, chosen))
     }
 
     /// Deletes every package and blob not reachable from `keep` (manifest and index digests,

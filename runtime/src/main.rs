@@ -224,6 +224,17 @@ fn main() {
 }
 
 /// `oci-layout:PATH:TAG` → (PATH, TAG).
+fn print_pulled(pulled: &reflex_models::store::Pulled) {
+    println!(
+        "pulled {} {} ({} target, manifest {}) into {}",
+        pulled.package.manifest.name,
+        pulled.package.manifest.version,
+        pulled.target,
+        pulled.manifest_digest,
+        pulled.package.dir.display()
+    );
+}
+
 fn layout_ref(reference: &str) -> Result<(PathBuf, String)> {
     let rest = reference.strip_prefix("oci-layout:").with_context(|| {
         format!("{reference:?}: expected oci-layout:PATH:TAG or oci://host[:port]/repository:tag")
@@ -339,15 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                 if let Some(key) = &report.key_id {
                     println!("signature: ok, key {key}");
                 }
-                let pulled = &report.pulled;
-                println!(
-                    "pulled {} {} ({} target, manifest {}) into {}",
-                    pulled.package.manifest.name,
-                    pulled.package.manifest.version,
-                    pulled.target,
-                    pulled.manifest_digest,
-                    pulled.package.dir.display()
-                );
+                print_pulled(&report.pulled);
                 println!(
                     "{} blobs, {} bytes received{} in {secs:.2} s",
                     report.blobs_fetched,
@@ -369,15 +372,7 @@ fn run(cli: Cli) -> Result<()> {
                 let ok = reflex_models::oci::verify_signed(&layout, &tag, keys)?;
                 println!("signature: ok, key {}", ok.key_id);
             }
-            let pulled = store.pull_layout(&layout, &tag, None)?;
-            println!(
-                "pulled {} {} ({} target, manifest {}) into {}",
-                pulled.package.manifest.name,
-                pulled.package.manifest.version,
-                pulled.target,
-                pulled.manifest_digest,
-                pulled.package.dir.display()
-            );
+            print_pulled(&store.pull_layout(&layout, &tag, None)?);
             Ok(())
         }
         Cmd::Keygen { out } => {
@@ -431,46 +426,37 @@ fn run(cli: Cli) -> Result<()> {
             accelerator: _,
             allow_cpu_fallback: _,
             registry,
-        } if path.to_string_lossy().starts_with("oci://") => {
-            // A registry artifact: pulled into a scratch store (signature first, every digest
-            // checked), then removed.
+        } if path.to_string_lossy().starts_with("oci://")
+            || path.to_string_lossy().starts_with("oci-layout:") =>
+        {
             let reference = path.to_string_lossy().to_string();
             let trusted = trusted_keys.context(
                 "verifying an artifact needs --trusted-keys DIR (public keys from `reflex keygen`)",
             )?;
-            let scratch =
-                std::env::temp_dir().join(format!("reflex-verify-{}", std::process::id()));
-            let store = reflex_models::store::Store::open(&scratch)?;
-            let result = reflex_models::registry::pull_to_store(
-                &reference,
-                &store,
-                None,
-                reflex_models::registry::Trust::Keys(&trusted),
-                &registry.options()?,
-            );
-            let _ = std::fs::remove_dir_all(&scratch);
-            let report = result?;
-            println!(
-                "verified {reference}: {} blobs match their digests, signed by key {} ({})",
-                report.blobs_fetched,
-                report.key_id.unwrap_or_default(),
-                report.pulled.index_digest
-            );
-            Ok(())
-        }
-        Cmd::Verify {
-            path,
-            trusted_keys,
-            ort_library: _,
-            accelerator: _,
-            allow_cpu_fallback: _,
-            registry: _,
-        } if path.to_string_lossy().starts_with("oci-layout:") => {
-            let reference = path.to_string_lossy().to_string();
+            if reference.starts_with("oci://") {
+                // A registry artifact: pulled into a scratch store (signature first, every
+                // digest checked), then removed.
+                let scratch =
+                    std::env::temp_dir().join(format!("reflex-verify-{}", std::process::id()));
+                let store = reflex_models::store::Store::open(&scratch)?;
+                let result = reflex_models::registry::pull_to_store(
+                    &reference,
+                    &store,
+                    None,
+                    reflex_models::registry::Trust::Keys(&trusted),
+                    &registry.options()?,
+                );
+                let _ = std::fs::remove_dir_all(&scratch);
+                let report = result?;
+                println!(
+                    "verified {reference}: {} blobs match their digests, signed by key {} ({})",
+                    report.blobs_fetched,
+                    report.key_id.unwrap_or_default(),
+                    report.pulled.index_digest
+                );
+                return Ok(());
+            }
             let (root, tag) = layout_ref(&reference)?;
-            let trusted = trusted_keys.context(
-                "verifying an artifact needs --trusted-keys DIR (public keys from `reflex keygen`)",
-            )?;
             let layout = reflex_models::oci::Layout::open(&root)?;
             let ok = reflex_models::oci::verify_signed(&layout, &tag, &trusted)?;
             println!(
