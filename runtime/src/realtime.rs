@@ -184,6 +184,12 @@ pub fn run_realtime(
 
     let mut robot = Robot::new(&config, &scenario, options.seed)?;
     let beams = robot.lidar.beams;
+    // Before the first tick, "stationary" is what the robot's odometry says at start.
+    let v = robot.plant.velocity;
+    port.stationary.store(
+        v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01,
+        Ordering::Release,
+    );
     let (mut sensor_in, mut sensor_out) = triple_buffer::triple_buffer(&SensorFrame {
         scan_stamp_ns: 0,
         ranges: vec![f32::INFINITY; beams],

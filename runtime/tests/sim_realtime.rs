@@ -61,3 +61,55 @@ fn a_hung_inference_worker_trips_the_watchdog_and_is_replaced() {
     assert!(report.worker_restarts >= 1, "{report:?}");
     assert!(s.vetoes.contains_key("estop_internal"), "{s:?}");
 }
+
+/// The `stationary` safe-point rule: a model handed over while the robot stands still is taken
+/// at the next chunk boundary; one handed over while it drives waits in the slot.
+#[test]
+fn the_stationary_rule_defers_a_swap_while_the_robot_moves() {
+    use reflex_runtime::realtime::{Candidate, SwapPort, SwapWhen};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let (config, package, backend) = setup();
+    let port = Arc::new(SwapPort::new(SwapWhen::Stationary));
+    let candidate = |generation| {
+        Some(Arc::new(Candidate {
+            generation,
+            backend: std::sync::Mutex::new(Some(
+                reflex_models::OrtBackend::load(&package, &backend).unwrap(),
+            )),
+        }))
+    };
+    // Before the start: the robot stands still.
+    port.slot.store(candidate(1));
+    let later = {
+        let port = port.clone();
+        let second = candidate(2);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let moving = !port.stationary.load(Ordering::Acquire);
+            port.slot.store(second);
+            moving
+        })
+    };
+    let options = SimOptions {
+        duration_s: 3.0,
+        ..SimOptions::default()
+    };
+    let (s, _) = run_realtime(
+        &config.safety,
+        &package,
+        &backend,
+        &config.runtime,
+        default_scenario(1),
+        &options,
+        &port,
+    )
+    .unwrap();
+    assert!(later.join().unwrap(), "the robot was moving at 1.5 s");
+    assert_eq!(port.loop_generation.load(Ordering::Acquire), 1, "{s:?}");
+    assert_eq!(port.worker_generation.load(Ordering::Acquire), 1);
+    assert!(
+        port.slot.load().as_ref().is_some_and(|c| c.generation == 2),
+        "the second model must still wait in the slot"
+    );
+}
