@@ -37,6 +37,24 @@ impl TestRegistry {
         Self::start_with(dir, Some(tls))
     }
 
+    /// Starts a registry (plain HTTP, loopback) that requires a bearer token (distribution's
+    /// token auth: an RS256 JWT whose `x5c` certificate chains to a test CA). Returns the
+    /// registry and a token granting pull and push on `repository`, made with `openssl` and
+    /// `python3`.
+    pub fn start_token(dir: &Path, repository: &str) -> (Self, String) {
+        let tls = Tls::make(&dir.join("tls"), "unused", "unused");
+        let token = tls.token(repository);
+        let mut registry = Self::start_with(dir, None);
+        // Restart with token auth (the config is written by spawn).
+        registry.kill();
+        let auth = format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:9/token\n    service: reflex-test\n    issuer: reflex-test-issuer\n    rootcertbundle: {}/ca.pem\n",
+            tls.dir.display()
+        );
+        let registry = Self::spawn_with(dir, registry.port, None, &auth);
+        (registry, token)
+    }
+
     /// The test CA (PEM) of a TLS registry.
     pub fn ca_file(&self) -> Option<PathBuf> {
         self.tls.as_ref().map(|t| t.dir.join("ca.pem"))
@@ -55,13 +73,17 @@ impl TestRegistry {
     }
 
     fn spawn(dir: &Path, port: u16, tls: Option<Tls>) -> Self {
+        Self::spawn_with(dir, port, tls, "")
+    }
+
+    fn spawn_with(dir: &Path, port: u16, tls: Option<Tls>, extra: &str) -> Self {
         let storage = dir.join("registry-storage");
         std::fs::create_dir_all(&storage).expect("registry storage");
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}{extra}",
                 storage.display(),
                 tls.as_ref().map_or(String::new(), |t| format!(
                     "  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: reflex-test\n    path: {0}/htpasswd\n",
@@ -215,5 +237,34 @@ impl Tls {
         Self {
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// An RS256 JWT signed by the CA key, with the CA certificate as its `x5c` chain.
+    fn token(&self, repository: &str) -> String {
+        let script = r#"
+import base64, json, subprocess, sys, time
+ca_dir, repo = sys.argv[1], sys.argv[2]
+def b64url(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+der = subprocess.run(["openssl", "x509", "-in", ca_dir + "/ca.pem", "-outform", "DER"], check=True, capture_output=True).stdout
+header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
+now = int(time.time())
+claims = {"iss": "reflex-test-issuer", "sub": "robot", "aud": "reflex-test", "exp": now + 3600, "nbf": now - 60, "iat": now, "jti": "reflex-test-" + str(now),
+          "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}]}
+signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", ca_dir + "/ca.key"], input=signing_input.encode(), check=True, capture_output=True).stdout
+print(signing_input + "." + b64url(sig))
+"#;
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(&self.dir)
+            .arg(repository)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }

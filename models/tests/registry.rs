@@ -414,6 +414,41 @@ fn https_with_a_private_ca_and_basic_auth() {
     assert!(err.contains("bad.pem") && err.contains("PEM"), "{err}");
 }
 
+/// A bearer token (what a token service or a CI system hands a robot), against distribution's
+/// token auth; a forged token and none at all are refused.
+#[test]
+fn bearer_token_auth() {
+    use oci_client::secrets::RegistryAuth;
+    let dir = scratch("bearer");
+    let (registry, token) = TestRegistry::start_token(&dir, "reflex/demo");
+    let (layout, trusted) = signed_layout(&dir);
+    let url = registry.url("reflex/demo:stable");
+    let good = RegistryOptions {
+        auth: RegistryAuth::Bearer(token.clone()),
+        ..RegistryOptions::default()
+    };
+    let pushed = registry::push(&layout, "0.1.0", &url, &good).unwrap();
+    let store = Store::open(&dir.join("store")).unwrap();
+    let report = registry::pull_to_store(&url, &store, None, Trust::Keys(&trusted), &good).unwrap();
+    assert_eq!(report.pulled.index_digest, pushed);
+    // One signature character changed (not the last: its low bits are padding).
+    let mut forged: Vec<char> = token.chars().collect();
+    let i = forged.len() - 20;
+    forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    for auth in [RegistryAuth::Bearer(forged), RegistryAuth::Anonymous] {
+        let bad = RegistryOptions {
+            auth,
+            ..RegistryOptions::default()
+        };
+        let err = registry::head_digest(&url, &bad).unwrap_err().to_string();
+        assert!(
+            err.to_lowercase().contains("not authorized") || err.contains("401"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn registry_references_are_parsed_with_clear_errors() {
     let r = registry::parse_ref("oci://registry.example.com/reflex/vla:stable").unwrap();
