@@ -45,6 +45,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod inspect;
+pub mod port;
 pub mod realtime;
 pub mod report;
 pub mod rt;

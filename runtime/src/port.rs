@@ -1,0 +1,415 @@
+//! The middleware-neutral ROS 2 port: topic names (remappable), QoS profiles, the ROS 2
+//! message types Reflex reads and writes (as serde structs whose CDR encoding is byte-equal to
+//! what ROS 2 sends: proven against PyPI `rosbags` golden files in `tests/cdr_golden.rs`), the
+//! E-stop semantics, and the diagnostics Reflex publishes. The adapters (`ros2` = r2r, `dds` =
+//! ros2-client) only move these messages; all ROS I/O runs off the RT thread.
+//!
+//! E-stop semantics: `/reflex/estop` (std_msgs/Bool, reliable + transient-local, so a latched
+//! press published before Reflex started is delivered on discovery): `true` = pressed, which
+//! latches in the safety layer; `false` = released, which does **not** reset. A reset is a
+//! separate, explicit request on `/reflex/estop_reset` (std_msgs/Empty; a std_srvs/Trigger
+//! service under `ros2`). Until the first E-stop message arrives the source is missing, and the
+//! safety layer holds the robot stopped (SAF-002).
+
+use serde::{Deserialize, Serialize};
+
+/// Topic names (all remappable in `[ros.topics]`; ROS `--ros-args -r` applies under `ros2`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub scan: String,
+    pub joint_states: String,
+    pub image: String,
+    pub instruction: String,
+    pub estop: String,
+    pub estop_reset: String,
+    pub cmd_vel: String,
+    pub diagnostics: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            scan: "/scan".into(),
+            joint_states: "/joint_states".into(),
+            image: "/camera/image_raw".into(),
+            instruction: "/reflex/instruction".into(),
+            estop: "/reflex/estop".into(),
+            estop_reset: "/reflex/estop_reset".into(),
+            cmd_vel: "/cmd_vel".into(),
+            diagnostics: "/diagnostics".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// Every name must be a valid ROS 2 topic name (letters, digits, `_`, `/`, optional `~`).
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, name) in [
+            ("scan", &self.scan),
+            ("joint_states", &self.joint_states),
+            ("image", &self.image),
+            ("instruction", &self.instruction),
+            ("estop", &self.estop),
+            ("estop_reset", &self.estop_reset),
+            ("cmd_vel", &self.cmd_vel),
+            ("diagnostics", &self.diagnostics),
+        ] {
+            let ok = !name.is_empty()
+                && !name.ends_with('/')
+                && !name.contains("//")
+                && name
+                    .trim_start_matches('~')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
+                && !name
+                    .trim_start_matches(['~', '/'])
+                    .starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err(format!(
+                    "ros.topics.{key} = {name:?} is not a ROS 2 topic name; fix: letters, digits, '_' and '/', e.g. \"/scan\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The DDS topic name ROS 2 uses on the wire: `rt` + the fully qualified name.
+    pub fn dds_name(namespace: &str, name: &str) -> String {
+        if name.starts_with('/') {
+            format!("rt{name}")
+        } else {
+            let ns = namespace.trim_end_matches('/');
+            format!("rt{ns}/{name}")
+        }
+    }
+}
+
+/// The QoS profiles Reflex uses (mapped by each adapter to its middleware's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Qos {
+    pub reliable: bool,
+    pub transient_local: bool,
+    pub depth: u32,
+}
+
+impl Qos {
+    /// `rmw_qos_profile_sensor_data`: best effort, volatile, keep last 5.
+    pub const SENSOR_DATA: Qos = Qos {
+        reliable: false,
+        transient_local: false,
+        depth: 5,
+    };
+    /// Commands and status: reliable, volatile, keep last 10 (ROS 2's default profile).
+    pub const DEFAULT: Qos = Qos {
+        reliable: true,
+        transient_local: false,
+        depth: 10,
+    };
+    /// The E-stop: reliable, transient-local, keep last 1 — a press published before Reflex
+    /// started is still delivered.
+    pub const LATCHED: Qos = Qos {
+        reliable: true,
+        transient_local: true,
+        depth: 1,
+    };
+}
+
+/// builtin_interfaces/msg/Time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time {
+    pub sec: i32,
+    pub nanosec: u32,
+}
+
+impl Time {
+    pub fn from_nanos(ns: u64) -> Self {
+        Self {
+            sec: (ns / 1_000_000_000) as i32,
+            nanosec: (ns % 1_000_000_000) as u32,
+        }
+    }
+
+    pub fn as_nanos(self) -> Option<u64> {
+        u64::try_from(self.sec)
+            .ok()
+            .map(|s| s * 1_000_000_000 + u64::from(self.nanosec))
+    }
+}
+
+/// std_msgs/msg/Header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub stamp: Time,
+    pub frame_id: String,
+}
+
+/// sensor_msgs/msg/LaserScan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LaserScan {
+    pub header: Header,
+    pub angle_min: f32,
+    pub angle_max: f32,
+    pub angle_increment: f32,
+    pub time_increment: f32,
+    pub scan_time: f32,
+    pub range_min: f32,
+    pub range_max: f32,
+    pub ranges: Vec<f32>,
+    pub intensities: Vec<f32>,
+}
+
+/// sensor_msgs/msg/JointState.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JointState {
+    pub header: Header,
+    pub name: Vec<String>,
+    pub position: Vec<f64>,
+    pub velocity: Vec<f64>,
+    pub effort: Vec<f64>,
+}
+
+/// sensor_msgs/msg/Image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub header: Header,
+    pub height: u32,
+    pub width: u32,
+    pub encoding: String,
+    pub is_bigendian: u8,
+    pub step: u32,
+    pub data: Vec<u8>,
+}
+
+/// std_msgs/msg/String.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StringMsg {
+    pub data: String,
+}
+
+/// std_msgs/msg/Bool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoolMsg {
+    pub data: bool,
+}
+
+/// std_msgs/msg/Empty (one placeholder byte on the wire, as rosidl generates it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {
+    pub structure_needs_at_least_one_member: u8,
+}
+
+/// geometry_msgs/msg/Vector3.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Vector3 {
+    pub x: f64,
+    pub y: f64,
+    pub z: f64,
+}
+
+/// geometry_msgs/msg/Twist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TwistMsg {
+    pub linear: Vector3,
+    pub angular: Vector3,
+}
+
+/// diagnostic_msgs/msg/KeyValue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// diagnostic_msgs/msg/DiagnosticStatus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosticStatus {
+    /// 0 OK, 1 WARN, 2 ERROR, 3 STALE.
+    pub level: u8,
+    pub name: String,
+    pub message: String,
+    pub hardware_id: String,
+    pub values: Vec<KeyValue>,
+}
+
+/// diagnostic_msgs/msg/DiagnosticArray.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosticArray {
+    pub header: Header,
+    pub status: Vec<DiagnosticStatus>,
+}
+
+/// The ROS 2 type names (`pkg/msg/Type`) and the DDS type names on the wire.
+pub mod type_names {
+    pub const LASER_SCAN: &str = "sensor_msgs/msg/LaserScan";
+    pub const JOINT_STATE: &str = "sensor_msgs/msg/JointState";
+    pub const IMAGE: &str = "sensor_msgs/msg/Image";
+    pub const STRING: &str = "std_msgs/msg/String";
+    pub const BOOL: &str = "std_msgs/msg/Bool";
+    pub const EMPTY: &str = "std_msgs/msg/Empty";
+    pub const TWIST: &str = "geometry_msgs/msg/Twist";
+    pub const DIAGNOSTIC_ARRAY: &str = "diagnostic_msgs/msg/DiagnosticArray";
+
+    /// `sensor_msgs/msg/LaserScan` → `sensor_msgs::msg::dds_::LaserScan_`.
+    pub fn dds(ros: &str) -> String {
+        let mut parts = ros.split('/');
+        let (pkg, kind, name) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        format!("{pkg}::{kind}::dds_::{name}_")
+    }
+}
+
+/// CDR (XCDR1, little endian) with the 4-byte encapsulation header, as ROS 2 puts it on the
+/// wire and in bags.
+pub mod cdr {
+    use serde::{Serialize, de::DeserializeOwned};
+
+    /// `CDR_LE` encapsulation.
+    pub const HEADER: [u8; 4] = [0x00, 0x01, 0x00, 0x00];
+
+    pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+        let mut out = HEADER.to_vec();
+        out.extend(
+            cdr_encoding::to_vec::<T, byteorder::LittleEndian>(value)
+                .map_err(|e| format!("CDR encode: {e}"))?,
+        );
+        Ok(out)
+    }
+
+    /// Decodes a message with its encapsulation header (little- or big-endian CDR).
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+        match bytes.get(..4) {
+            Some([0x00, 0x01, _, _]) => {
+                cdr_encoding::from_bytes::<T, byteorder::LittleEndian>(&bytes[4..])
+                    .map(|(v, _)| v)
+                    .map_err(|e| format!("CDR decode: {e}"))
+            }
+            Some([0x00, 0x00, _, _]) => {
+                cdr_encoding::from_bytes::<T, byteorder::BigEndian>(&bytes[4..])
+                    .map(|(v, _)| v)
+                    .map_err(|e| format!("CDR decode: {e}"))
+            }
+            _ => Err(format!(
+                "not plain CDR: encapsulation {:02x?}",
+                bytes.get(..4).unwrap_or(bytes)
+            )),
+        }
+    }
+}
+
+/// What the loop reports for `/diagnostics`.
+#[derive(Debug, Clone, Default)]
+pub struct LoopDiagnostics {
+    pub ticks: u64,
+    pub deadline_misses: u64,
+    pub tick_p99_us: f64,
+    pub model: String,
+    pub model_digest: String,
+    pub estop_latched: bool,
+    pub vetoes: Vec<(String, u64)>,
+}
+
+impl LoopDiagnostics {
+    /// One DiagnosticStatus named `reflex: control loop`: ERROR while the E-stop is latched,
+    /// WARN after deadline misses, else OK; values carry the numbers.
+    pub fn to_msg(&self, stamp_ns: u64, hardware_id: &str) -> DiagnosticArray {
+        let (level, message) = if self.estop_latched {
+            (2, "E-stop latched: robot stopped")
+        } else if self.deadline_misses > 0 {
+            (1, "deadline misses")
+        } else {
+            (0, "running")
+        };
+        let mut values = vec![
+            kv("ticks", self.ticks),
+            kv("deadline_misses", self.deadline_misses),
+            kv("tick_p99_us", self.tick_p99_us),
+            kv("model", &self.model),
+            kv("model_digest", &self.model_digest),
+            kv("estop_latched", self.estop_latched),
+        ];
+        values.extend(
+            self.vetoes
+                .iter()
+                .map(|(reason, n)| kv(&format!("vetoes.{reason}"), n)),
+        );
+        DiagnosticArray {
+            header: Header {
+                stamp: Time::from_nanos(stamp_ns),
+                frame_id: String::new(),
+            },
+            status: vec![DiagnosticStatus {
+                level,
+                name: "reflex: control loop".into(),
+                message: message.into(),
+                hardware_id: hardware_id.into(),
+                values,
+            }],
+        }
+    }
+}
+
+fn kv(key: &str, value: impl std::fmt::Display) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: value.to_string(),
+    }
+}
+
+/// The base command a verdict becomes on `/cmd_vel`.
+pub fn twist_of(base: reflex_safety::Twist) -> TwistMsg {
+    TwistMsg {
+        linear: Vector3 {
+            x: base.vx_mps,
+            y: base.vy_mps,
+            z: 0.0,
+        },
+        angular: Vector3 {
+            x: 0.0,
+            y: 0.0,
+            z: base.wz_radps,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_checked_and_mapped_to_dds() {
+        assert!(Topics::default().validate().is_ok());
+        let bad = Topics {
+            scan: "/scan topic".into(),
+            ..Topics::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("ros.topics.scan"), "{err}");
+        assert_eq!(Topics::dds_name("/", "/scan"), "rt/scan");
+        assert_eq!(Topics::dds_name("/robot1", "scan"), "rt/robot1/scan");
+        assert_eq!(
+            type_names::dds(type_names::LASER_SCAN),
+            "sensor_msgs::msg::dds_::LaserScan_"
+        );
+    }
+
+    #[test]
+    fn diagnostics_say_what_matters_first() {
+        let d = LoopDiagnostics {
+            estop_latched: true,
+            ..LoopDiagnostics::default()
+        };
+        let msg = d.to_msg(1_500_000_000, "robot-1");
+        assert_eq!(msg.status[0].level, 2);
+        assert_eq!(
+            msg.header.stamp,
+            Time {
+                sec: 1,
+                nanosec: 500_000_000
+            }
+        );
+    }
+}
