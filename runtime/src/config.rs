@@ -20,6 +20,33 @@ pub struct ReflexConfig {
     pub models: reflex_models::BackendConfig,
     /// `[updates]`: the channel `reflex run` follows (see `crate::updates::UpdatesConfig`).
     pub updates: Option<crate::updates::UpdatesConfig>,
+    /// `[ros]`: the ROS 2 port (node, topics, the E-stop source it feeds).
+    #[serde(default)]
+    pub ros: RosConfig,
+}
+
+/// `[ros]`: how Reflex appears in a ROS 2 graph. Every key can also be given as a ROS parameter
+/// of the same dotted name (`ros.topics.scan`, `safety.base.max_vx_mps`, …). `/reflex/estop`
+/// feeds the `ros_topic` E-stop source: list it in `[safety.estop] sources` on a ROS robot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RosConfig {
+    pub node_name: String,
+    pub namespace: String,
+    /// Use `/clock` instead of the host's clock for message stamps (simulation).
+    pub use_sim_time: bool,
+    pub topics: crate::port::Topics,
+}
+
+impl Default for RosConfig {
+    fn default() -> Self {
+        Self {
+            node_name: "reflex".into(),
+            namespace: "/".into(),
+            use_sim_time: false,
+            topics: crate::port::Topics::default(),
+        }
+    }
 }
 
 impl ReflexConfig {
@@ -34,15 +61,74 @@ impl ReflexConfig {
         Self::parse(&text).with_context(|| format!("config: {} is invalid", path.display()))
     }
 
+    /// Reads `path` with `overrides` applied: `(dotted.key, TOML value)` pairs, as ROS
+    /// parameters or `--set` give them. An unknown key is an error naming it.
+    pub fn load_with(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
+        if overrides.is_empty() {
+            return Self::load(path);
+        }
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "config: cannot read {}; pass an existing file with --config (see launch/reflex.example.toml)",
+                path.display()
+            )
+        })?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("config: {} is invalid", path.display()))?;
+        for (key, value) in overrides {
+            set_dotted(&mut table, key, value)
+                .with_context(|| format!("config: override {key} = {value}"))?;
+        }
+        let config: ReflexConfig = table
+            .try_into()
+            .with_context(|| format!("config: {} with overrides is invalid", path.display()))?;
+        config
+            .check()
+            .with_context(|| format!("config: {} is invalid", path.display()))?;
+        Ok(config)
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
         let config: ReflexConfig = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let config = self;
         config.safety.validate()?;
         config.runtime.validate().map_err(anyhow::Error::msg)?;
         if let Some(updates) = &config.updates {
             updates.validate()?;
         }
-        Ok(config)
+        config.ros.topics.validate().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            config.ros.namespace.starts_with('/'),
+            "ros.namespace = {:?}: must start with '/'; fix: e.g. \"/\" or \"/robot1\"",
+            config.ros.namespace
+        );
+        Ok(())
     }
+}
+
+/// Sets `a.b.c = value` (a TOML literal; a bare word is taken as a string) in `table`.
+fn set_dotted(table: &mut toml::Table, key: &str, value: &str) -> Result<()> {
+    let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").expect("just parsed"),
+        Err(_) => toml::Value::String(value.to_string()),
+    };
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).context("empty key")?;
+    let mut node = table;
+    for part in parts {
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{part} is not a table"))?;
+    }
+    node.insert(last.to_string(), parsed);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -72,6 +158,22 @@ mod tests {
             err.contains("/nonexistent/reflex.toml") && err.contains("--config"),
             "{err}"
         );
+        let err = format!(
+            "{:#}",
+            ReflexConfig::load_with(&path, &[("ros.topics.scann".into(), "\"/x\"".into())])
+                .unwrap_err()
+        );
+        assert!(err.contains("scann"), "{err}");
+        let ok = ReflexConfig::load_with(
+            &path,
+            &[
+                ("ros.topics.scan".into(), "/front/scan".into()),
+                ("safety.base.max_vx_mps".into(), "0.5".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.ros.topics.scan, "/front/scan");
+        assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
         let text = std::fs::read_to_string(&path).unwrap() + "\n[sfety]\n";
         let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
         assert!(err.contains("sfety"), "{err}");

@@ -177,6 +177,10 @@ enum Cmd {
         /// libonnxruntime.so.1.31.1 (default: [models] ort_library or $ORT_DYLIB_PATH).
         #[arg(long)]
         ort_library: Option<PathBuf>,
+        /// What ROS 2 launch appends (`--ros-args -r … --params-file …`): honoured by the ROS
+        /// adapters; this build has none, so it is refused with an explanation.
+        #[arg(long = "ros-args", num_args = 0.., allow_hyphen_values = true)]
+        ros_args: Option<Vec<String>>,
     },
     /// The activation record of a store (after crash recovery), as JSON.
     Status {
@@ -187,6 +191,10 @@ enum Cmd {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        /// Override a key: `--set ros.topics.scan=/front/scan` (a TOML value; a bare word is a
+        /// string). ROS parameters of the same dotted names do the same under the ROS adapters.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
 }
 
@@ -603,8 +611,13 @@ fn run(cli: Cli) -> Result<()> {
             duration,
             seed,
             ort_library,
+            ros_args,
         } => {
             use reflex_runtime::updates;
+            anyhow::ensure!(
+                ros_args.is_none(),
+                "started by ROS 2 launch (--ros-args), but this build of reflex has no ROS adapter: the ROS 2 port's adapters (features `ros2` = r2r, `dds` = ros2-client) are not built yet; `reflex run` drives the built-in simulator"
+            );
             let duration = duration.unwrap_or(1e7);
             anyhow::ensure!(
                 duration.is_finite() && duration > 0.0,
@@ -807,9 +820,17 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, overrides } => {
             let path = config.display().to_string();
-            let config = ReflexConfig::load(&config)?;
+            let overrides = overrides
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let config = ReflexConfig::load_with(&config, &overrides)?;
             let safety = reflex_safety::Safety::new(config.safety)?;
             println!("{path}: ok, safety config {}", safety.config_hash_hex());
             Ok(())

@@ -1,0 +1,49 @@
+"""Start `reflex run` as a ROS 2 node.
+
+    ros2 launch launch/reflex.launch.py config:=/etc/reflex/mobile_base.toml \
+        params_file:=/etc/reflex/mobile_base.yaml namespace:=/robot1 use_sim_time:=false
+
+Needs a `reflex` built with a ROS adapter (`--features ros2` with ROS sourced, or `--features
+dds`); see launch/README.md. Parameters are dotted Reflex config keys (launch/params/*.yaml).
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    config = LaunchConfiguration("config")
+    params_file = LaunchConfiguration("params_file")
+    namespace = LaunchConfiguration("namespace")
+    use_sim_time = LaunchConfiguration("use_sim_time")
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "config",
+                default_value="/etc/reflex/mobile_base.toml",
+                description="Reflex TOML config (launch/mobile_base.toml or launch/arm.toml)",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value="/etc/reflex/mobile_base.yaml",
+                description="ROS parameters: dotted Reflex config keys (launch/params/)",
+            ),
+            DeclareLaunchArgument("namespace", default_value=""),
+            DeclareLaunchArgument("use_sim_time", default_value="false"),
+            Node(
+                package="reflex",
+                executable="reflex",
+                name="reflex",
+                namespace=namespace,
+                arguments=["run", "--config", config],
+                parameters=[params_file, {"use_sim_time": use_sim_time}],
+                remappings=[
+                    ("/scan", "/scan"),
+                    ("/cmd_vel", "/cmd_vel"),
+                ],
+                output="screen",
+            ),
+        ]
+    )
