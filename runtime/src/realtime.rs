@@ -25,20 +25,156 @@ use crate::control::Histogram;
 use crate::rt::{self, RtConfig, Ticker};
 use crate::simrun::{Robot, Scenario, SimOptions, SimSummary};
 
-/// Sensors as the RT thread reads them.
+/// Sensors as the RT thread reads them (written by the robot I/O; stamps on the monotonic clock
+/// at reception, so a source that stops publishing goes stale).
 #[derive(Debug, Clone)]
-struct SensorFrame {
-    scan_stamp_ns: u64,
-    ranges: Vec<f32>,
-    odom_stamp_ns: u64,
-    odom: Twist,
+pub struct SensorFrame {
+    pub scan_stamp_ns: u64,
+    pub angle_min_rad: f32,
+    pub angle_increment_rad: f32,
+    pub range_min_m: f32,
+    pub range_max_m: f32,
+    /// Preallocated to the configured beam count; a scan fills a prefix (`len` = its beams).
+    pub ranges: Vec<f32>,
+    pub odom_stamp_ns: u64,
+    /// Measured base velocity, when the robot has odometry.
+    pub odom: Option<Twist>,
+    /// E-stop sources the robot I/O reports (hardware circuit, ROS topic, cloud); the RT thread
+    /// adds its own (watchdog, internal). `Unknown` until a source reports.
+    pub estop: [EstopReport; EstopSource::COUNT],
+    /// Explicit reset requests so far (SAF-002: the loop starts latched).
+    pub reset_seq: u64,
 }
 
-/// The command as the sim thread applies it.
+impl SensorFrame {
+    pub fn new(beams: usize) -> Self {
+        Self {
+            scan_stamp_ns: 0,
+            angle_min_rad: -std::f32::consts::PI,
+            angle_increment_rad: std::f32::consts::TAU / beams.max(1) as f32,
+            range_min_m: 0.05,
+            range_max_m: 30.0,
+            ranges: vec![f32::INFINITY; beams],
+            odom_stamp_ns: 0,
+            odom: None,
+            estop: [EstopReport::Unknown; EstopSource::COUNT],
+            reset_seq: 0,
+        }
+    }
+}
+
+/// The command the robot I/O applies.
 #[derive(Debug, Clone, Copy, Default)]
-struct CommandFrame {
-    base: Twist,
-    power_enabled: bool,
+pub struct CommandFrame {
+    pub base: Twist,
+    pub power_enabled: bool,
+}
+
+/// The robot the loop drives: the built-in simulator or a middleware adapter. Its `step` runs
+/// once per period on the robot thread (never the RT thread).
+pub trait RobotIo {
+    /// Beams to preallocate for scans.
+    fn beams(&self) -> usize;
+    /// Whether the robot stands still before the first tick.
+    fn stationary_at_start(&self) -> bool;
+    /// Applies `command`, then writes the newest sensors into `sensors`; writes a new camera
+    /// observation into `obs` and returns true when one is available.
+    fn step(
+        &mut self,
+        now_ns: u64,
+        command: &CommandFrame,
+        sensors: &mut SensorFrame,
+        obs: &mut Observation,
+    ) -> bool;
+    /// Adds what only this robot knows to the run's summary (collisions, goal, …).
+    fn finish(&self, _summary: &mut SimSummary) {}
+}
+
+/// The built-in simulator as a [`RobotIo`]: world and plant stepped at the loop rate, lidar at
+/// 25 Hz, camera at 20 Hz, odometry every step, a healthy hardware E-stop circuit, one reset.
+pub struct SimRobot {
+    robot: Robot,
+    start_ns: u64,
+    last_ns: u64,
+    step: u64,
+    scan_stamp: u64,
+    ranges: Vec<f32>,
+    inference_due: u64,
+}
+
+impl std::fmt::Debug for SimRobot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimRobot")
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimRobot {
+    pub fn new(robot: Robot) -> Self {
+        let beams = robot.lidar.beams;
+        Self {
+            robot,
+            start_ns: 0,
+            last_ns: 0,
+            step: 0,
+            scan_stamp: 0,
+            ranges: vec![f32::INFINITY; beams],
+            inference_due: 0,
+        }
+    }
+}
+
+impl RobotIo for SimRobot {
+    fn beams(&self) -> usize {
+        self.robot.lidar.beams
+    }
+
+    fn stationary_at_start(&self) -> bool {
+        let v = self.robot.plant.velocity;
+        v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01
+    }
+
+    fn step(
+        &mut self,
+        now: u64,
+        command: &CommandFrame,
+        frame: &mut SensorFrame,
+        obs: &mut Observation,
+    ) -> bool {
+        if self.step == 0 {
+            (self.start_ns, self.last_ns, self.inference_due) = (now, now, now);
+        }
+        let dt_s = (now - self.last_ns) as f64 * 1e-9;
+        self.last_ns = now;
+        let robot = &mut self.robot;
+        robot.world.step(dt_s);
+        let t_s = (now - self.start_ns) as f64 * 1e-9;
+        robot.actuate(command.base, command.power_enabled, dt_s, t_s);
+        // The lidar publishes at 25 Hz; odometry every step.
+        if self.step.is_multiple_of(4) {
+            robot.scan(&mut self.ranges);
+            self.scan_stamp = now;
+        }
+        self.step += 1;
+        frame.ranges.copy_from_slice(&self.ranges);
+        frame.scan_stamp_ns = self.scan_stamp;
+        frame.odom_stamp_ns = now;
+        frame.odom = Some(robot.plant.velocity);
+        frame.estop[EstopSource::Hardware.index()] = EstopReport::Clear(Monotonic::from_nanos(now));
+        frame.reset_seq = 1;
+        if now >= self.inference_due {
+            // The camera runs at 20 Hz; the worker takes the newest frame when it is free.
+            robot.observe(obs);
+            self.inference_due = now + 50_000_000;
+            return true;
+        }
+        false
+    }
+
+    fn finish(&self, summary: &mut SimSummary) {
+        self.robot.finish(summary);
+    }
 }
 
 /// A model ready to take over: the inference worker takes it between two inferences (a chunk
@@ -162,7 +298,7 @@ pub struct RealtimeReport {
     pub worker_restarts: u32,
 }
 
-/// Runs `scenario` in real time for `options.duration_s`.
+/// Runs `scenario` on the built-in simulator in real time for `options.duration_s`.
 pub fn run_realtime(
     safety_config: &SafetyConfig,
     package: &PolicyPackage,
@@ -171,6 +307,34 @@ pub fn run_realtime(
     scenario: Scenario,
     options: &SimOptions,
     port: &Arc<SwapPort>,
+) -> Result<(SimSummary, RealtimeReport)> {
+    let mut config = safety_config.clone();
+    config.control_period_ms = rt_config.period_ms;
+    let mut robot = SimRobot::new(Robot::new(&config, &scenario, options.seed)?);
+    run_robot(
+        safety_config,
+        package,
+        backend_config,
+        rt_config,
+        (scenario.name, &scenario.instruction),
+        options,
+        port,
+        &mut robot,
+    )
+}
+
+/// The loop in real time for `options.duration_s` on `robot`: RT thread, inference worker
+/// (with its supervisor) and this thread as the robot's I/O. `task` = (name, instruction).
+#[allow(clippy::too_many_arguments)]
+pub fn run_robot(
+    safety_config: &SafetyConfig,
+    package: &PolicyPackage,
+    backend_config: &BackendConfig,
+    rt_config: &RtConfig,
+    task: (&str, &str),
+    options: &SimOptions,
+    port: &Arc<SwapPort>,
+    robot: &mut dyn RobotIo,
 ) -> Result<(SimSummary, RealtimeReport)> {
     rt_config.validate().map_err(anyhow::Error::msg)?;
     let manifest = package.manifest.clone();
@@ -182,23 +346,14 @@ pub fn run_realtime(
     let mut backend = OrtBackend::load(package, backend_config)?;
     backend.warm_up(3)?;
 
-    let mut robot = Robot::new(&config, &scenario, options.seed)?;
-    let beams = robot.lidar.beams;
     // Before the first tick, "stationary" is what the robot's odometry says at start.
-    let v = robot.plant.velocity;
-    port.stationary.store(
-        v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01,
-        Ordering::Release,
-    );
-    let (mut sensor_in, mut sensor_out) = triple_buffer::triple_buffer(&SensorFrame {
-        scan_stamp_ns: 0,
-        ranges: vec![f32::INFINITY; beams],
-        odom_stamp_ns: 0,
-        odom: Twist::default(),
-    });
+    port.stationary
+        .store(robot.stationary_at_start(), Ordering::Release);
+    let (mut sensor_in, mut sensor_out) =
+        triple_buffer::triple_buffer(&SensorFrame::new(robot.beams()));
     let (mut command_in, mut command_out) = triple_buffer::triple_buffer(&CommandFrame::default());
     let mut obs = Observation::for_manifest(&manifest);
-    manifest.tokenize(&scenario.instruction, &mut obs.instruction);
+    manifest.tokenize(task.1, &mut obs.instruction);
     let (mut obs_in, obs_out) = triple_buffer::triple_buffer(&obs);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -315,8 +470,13 @@ pub fn run_realtime(
                     lateness.record(tick.lateness_ns());
                     let now = tick.woke_ns;
                     let sensors = sensor_out.read();
-                    let mut estop =
-                        [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT];
+                    // The robot's sources as it reported them; the loop's own ones are healthy
+                    // unless the watchdog says otherwise below.
+                    let mut estop = sensors.estop;
+                    estop[EstopSource::Watchdog.index()] =
+                        EstopReport::Clear(Monotonic::from_nanos(now));
+                    estop[EstopSource::Internal.index()] =
+                        EstopReport::Clear(Monotonic::from_nanos(now));
                     // Watchdog: N missed deadlines in a row, or a silent inference worker.
                     let worker_silent =
                         now.saturating_sub(beat.load(Ordering::Acquire)) > worker_deadline_ns;
@@ -332,19 +492,18 @@ pub fn run_realtime(
                     }
                     let inputs = SafetyInputs {
                         estop,
-                        reset_request_seq: 1,
-                        scan: Some(reflex_safety::Scan {
+                        reset_request_seq: sensors.reset_seq,
+                        scan: (sensors.scan_stamp_ns > 0).then_some(reflex_safety::Scan {
                             stamp: Monotonic::from_nanos(sensors.scan_stamp_ns),
-                            angle_min_rad: -std::f32::consts::PI,
-                            angle_increment_rad: std::f32::consts::TAU
-                                / sensors.ranges.len() as f32,
-                            range_min_m: 0.05,
-                            range_max_m: 30.0,
+                            angle_min_rad: sensors.angle_min_rad,
+                            angle_increment_rad: sensors.angle_increment_rad,
+                            range_min_m: sensors.range_min_m,
+                            range_max_m: sensors.range_max_m,
                             ranges_m: &sensors.ranges,
                         }),
-                        odometry: Some(Odometry {
+                        odometry: sensors.odom.map(|twist| Odometry {
                             stamp: Monotonic::from_nanos(sensors.odom_stamp_ns),
-                            twist: sensors.odom,
+                            twist,
                         }),
                         joint_state: None,
                     };
@@ -365,7 +524,8 @@ pub fn run_realtime(
                         port.vetoed_ticks.fetch_add(1, Ordering::Relaxed);
                     }
                     port.deadline_misses.store(ticker.misses, Ordering::Relaxed);
-                    let v = sensors.odom;
+                    // Without odometry, the last command stands in for the motion.
+                    let v = sensors.odom.unwrap_or(verdict.command.base);
                     port.stationary.store(
                         v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01,
                         Ordering::Relaxed,
@@ -376,40 +536,19 @@ pub fn run_realtime(
             .context("cannot start the RT thread")?
     };
 
-    // This thread is the robot: it moves at the loop's rate, publishes sensors and camera.
+    // This thread is the robot's I/O at the loop's rate: command out, sensors and camera in.
     let mut ticker = Ticker::new(period_ns, rt::OverrunPolicy::Skip, start_ns);
-    let mut scan_stamp = 0u64;
-    let mut ranges = vec![f32::INFINITY; beams];
-    let mut step = 0u64;
-    let mut last_ns = start_ns;
-    let mut inference_due = start_ns;
     while rt::now_ns() < end_ns {
         let tick = ticker.wait();
         let now = tick.woke_ns;
-        let dt_s = (now - last_ns) as f64 * 1e-9;
-        last_ns = now;
-        robot.world.step(dt_s);
         let command = *command_out.read();
-        let t_s = (now - start_ns) as f64 * 1e-9;
-        robot.actuate(command.base, command.power_enabled, dt_s, t_s);
-        // The lidar publishes at 25 Hz; odometry every step.
-        if step.is_multiple_of(4) {
-            robot.scan(&mut ranges);
-            scan_stamp = now;
-        }
         let frame = sensor_in.input_buffer_mut();
-        frame.ranges.copy_from_slice(&ranges);
-        frame.scan_stamp_ns = scan_stamp;
-        frame.odom_stamp_ns = now;
-        frame.odom = robot.plant.velocity;
+        let o = obs_in.input_buffer_mut();
+        let fresh = robot.step(now, &command, frame, o);
         sensor_in.publish();
-        if now >= inference_due {
-            // The camera runs at 20 Hz; the worker takes the newest frame when it is free.
-            let o = obs_in.input_buffer_mut();
-            robot.observe(o);
+        if fresh {
             o.t_obs_ns = now;
             obs_in.publish();
-            inference_due = now + 50_000_000;
         }
         // Supervisor: a worker that died or went silent past its deadline is replaced (the RT
         // thread's watchdog has already latched an internal E-stop for it).
@@ -433,7 +572,6 @@ pub fn run_realtime(
             };
             workers.push(spawn_worker(backend, worker_restarts)?);
         }
-        step += 1;
     }
     stop.store(true, Ordering::Release);
     let (control, rt_ticker, lateness, grants, watchdog_trips) = rt_thread
@@ -449,7 +587,7 @@ pub fn run_realtime(
     }
     latencies.sort_by(f64::total_cmp);
 
-    let mut summary = crate::simrun::empty_summary(scenario.name, "realtime");
+    let mut summary = crate::simrun::empty_summary(task.0, "realtime");
     let counts = control.safety.reason_counts();
     for reason in Reason::ALL {
         let n = counts[*reason as usize];
