@@ -43,6 +43,8 @@ pub mod arbiter;
 pub mod chunks;
 pub mod config;
 pub mod control;
+#[cfg(feature = "dds")]
+pub mod dds;
 pub mod demo;
 pub mod inspect;
 pub mod port;

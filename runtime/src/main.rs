@@ -177,8 +177,15 @@ enum Cmd {
         /// libonnxruntime.so.1.31.1 (default: [models] ort_library or $ORT_DYLIB_PATH).
         #[arg(long)]
         ort_library: Option<PathBuf>,
-        /// What ROS 2 launch appends (`--ros-args -r … --params-file …`): honoured by the ROS
-        /// adapters; this build has none, so it is refused with an explanation.
+        /// Run this package directory instead of following `[updates]` (no model manager).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The robot: `sim` (the built-in simulator) or `dds` (ROS 2 topics over a pure-Rust
+        /// DDS; build with `--features dds`).
+        #[arg(long, default_value = "sim")]
+        io: String,
+        /// What ROS 2 launch appends (`--ros-args -r … --params-file …`): for the r2r adapter,
+        /// which is not built yet, so it is refused with an explanation.
         #[arg(long = "ros-args", num_args = 0.., allow_hyphen_values = true)]
         ros_args: Option<Vec<String>>,
     },
@@ -232,6 +239,59 @@ fn main() {
 }
 
 /// `oci-layout:PATH:TAG` → (PATH, TAG).
+/// `reflex run --io dds`: the loop with ROS 2 topics over DDS as the robot.
+#[cfg(feature = "dds")]
+fn run_dds(
+    config: &ReflexConfig,
+    package: &PolicyPackage,
+    backend: &BackendConfig,
+    options: &reflex_runtime::simrun::SimOptions,
+    port: &std::sync::Arc<reflex_runtime::realtime::SwapPort>,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(
+    reflex_runtime::simrun::SimSummary,
+    reflex_runtime::realtime::RealtimeReport,
+)> {
+    let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
+    let mut robot =
+        reflex_runtime::dds::DdsRobot::new(&config.ros, beams, &package.manifest, port.clone())?;
+    eprintln!(
+        "reflex: ROS 2 node {} in {} on DDS domain {}",
+        config.ros.node_name,
+        config.ros.namespace,
+        std::env::var("ROS_DOMAIN_ID").unwrap_or_else(|_| "0".into())
+    );
+    let result = reflex_runtime::realtime::run_robot(
+        &config.safety,
+        package,
+        backend,
+        &config.runtime,
+        ("ros", ""),
+        options,
+        port,
+        &mut robot,
+    );
+    extra.insert("dds".into(), serde_json::to_value(&robot.stats)?);
+    result
+}
+
+#[cfg(not(feature = "dds"))]
+fn run_dds(
+    _: &ReflexConfig,
+    _: &PolicyPackage,
+    _: &BackendConfig,
+    _: &reflex_runtime::simrun::SimOptions,
+    _: &std::sync::Arc<reflex_runtime::realtime::SwapPort>,
+    _: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(
+    reflex_runtime::simrun::SimSummary,
+    reflex_runtime::realtime::RealtimeReport,
+)> {
+    anyhow::bail!(
+        "--io dds: this reflex was built without the `dds` feature; build it with `cargo build --release --features reflex-runtime/dds`"
+    )
+}
+
 fn print_pulled(pulled: &reflex_models::store::Pulled) {
     println!(
         "pulled {} {} ({} target, manifest {}) into {}",
@@ -611,12 +671,14 @@ fn run(cli: Cli) -> Result<()> {
             duration,
             seed,
             ort_library,
+            policy,
+            io,
             ros_args,
         } => {
             use reflex_runtime::updates;
             anyhow::ensure!(
                 ros_args.is_none(),
-                "started by ROS 2 launch (--ros-args), but this build of reflex has no ROS adapter: the ROS 2 port's adapters (features `ros2` = r2r, `dds` = ros2-client) are not built yet; `reflex run` drives the built-in simulator"
+                "started by ROS 2 launch (--ros-args): that needs the r2r adapter (feature `ros2`), which is not built yet; the `dds` adapter (`--io dds`) takes its node name, namespace and topics from [ros] in the config"
             );
             let duration = duration.unwrap_or(1e7);
             anyhow::ensure!(
@@ -625,77 +687,105 @@ fn run(cli: Cli) -> Result<()> {
             );
             let path = config;
             let config = ReflexConfig::load(&path)?;
-            let updates_config = config.updates.clone().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: `reflex run` needs an [updates] section (channel, store, trusted_keys); see launch/reflex.example.toml, or run a package directory with `reflex sim --policy DIR`",
-                    path.display()
-                )
-            })?;
-            if updates_config.allow_unsigned {
-                eprintln!(
-                    "reflex: WARNING: updates.allow_unsigned = true: unsigned policies are accepted (development only)"
-                );
-            }
             let mut backend = config.models.clone();
             if ort_library.is_some() {
                 backend.ort_library = ort_library;
             }
-            let (store, mut activation) = updates::open_store(&updates_config)?;
-            let active = match activation.active().cloned() {
-                Some(v) => v,
-                None => updates::first_install(&updates_config, &store, &mut activation, &backend)?,
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // The policy: a package directory (no updates), or the store's active version with
+            // the model manager following [updates] channel.
+            let (package, port, updater) = if let Some(dir) = policy {
+                let package = PolicyPackage::open(&dir)?;
+                package.verify_files()?;
+                eprintln!(
+                    "reflex: running {} {} from {} (no updates)",
+                    package.manifest.name,
+                    package.manifest.version,
+                    dir.display()
+                );
+                let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::default());
+                (package, port, None)
+            } else {
+                let updates_config = config.updates.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: `reflex run` needs an [updates] section (channel, store, trusted_keys; see docs/registry.md) or --policy DIR",
+                        path.display()
+                    )
+                })?;
+                if updates_config.allow_unsigned {
+                    eprintln!(
+                        "reflex: WARNING: updates.allow_unsigned = true: unsigned policies are accepted (development only)"
+                    );
+                }
+                let (store, mut activation) = updates::open_store(&updates_config)?;
+                let active = match activation.active().cloned() {
+                    Some(v) => v,
+                    None => {
+                        updates::first_install(&updates_config, &store, &mut activation, &backend)?
+                    }
+                };
+                let package = PolicyPackage::open(&active.dir)?;
+                package.verify_files()?;
+                eprintln!(
+                    "reflex: running {} {} ({})",
+                    active.name, active.version, active.index_digest
+                );
+                let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::new(
+                    updates_config.swap_when,
+                ));
+                let updater = updates::Updater::new(
+                    updates_config,
+                    store,
+                    activation,
+                    backend.clone(),
+                    port.clone(),
+                    package.clone(),
+                );
+                let stop = stop.clone();
+                let handle = std::thread::Builder::new()
+                    .name("reflex-updates".into())
+                    .spawn(move || updater.run(&stop))?;
+                (package, port, Some(handle))
             };
-            let package = PolicyPackage::open(&active.dir)?;
-            package.verify_files()?;
-            eprintln!(
-                "reflex: running {} {} ({})",
-                active.name, active.version, active.index_digest
-            );
-            let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::new(
-                updates_config.swap_when,
-            ));
             *port
                 .current_package
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some((0, package.clone()));
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let updater = updates::Updater::new(
-                updates_config,
-                store,
-                activation,
-                backend.clone(),
-                port.clone(),
-                package.clone(),
-            );
-            let updater = {
-                let stop = stop.clone();
-                std::thread::Builder::new()
-                    .name("reflex-updates".into())
-                    .spawn(move || updater.run(&stop))?
-            };
             let options = reflex_runtime::simrun::SimOptions {
                 duration_s: duration,
                 seed,
                 ..Default::default()
             };
-            let result = reflex_runtime::realtime::run_realtime(
-                &config.safety,
-                &package,
-                &backend,
-                &config.runtime,
-                reflex_runtime::simrun::default_scenario(seed),
-                &options,
-                &port,
-            );
+            let mut extra = serde_json::Map::new();
+            let result = match io.as_str() {
+                "sim" => reflex_runtime::realtime::run_realtime(
+                    &config.safety,
+                    &package,
+                    &backend,
+                    &config.runtime,
+                    reflex_runtime::simrun::default_scenario(seed),
+                    &options,
+                    &port,
+                ),
+                "dds" => run_dds(&config, &package, &backend, &options, &port, &mut extra),
+                other => Err(anyhow::anyhow!("--io {other:?}: use sim or dds")),
+            };
             stop.store(true, std::sync::atomic::Ordering::Release);
-            let update_report = updater
-                .join()
-                .map_err(|_| anyhow::anyhow!("the model manager thread panicked"))?;
+            let update_report = match updater {
+                Some(h) => Some(
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("the model manager thread panicked"))?,
+                ),
+                None => None,
+            };
             let (summary, report) = result?;
             let mut value = serde_json::to_value(&summary)?;
             value["lateness_p99_us"] = report.lateness_p99_us.into();
             value["watchdog_trips"] = report.watchdog_trips.into();
             value["updates"] = serde_json::to_value(&update_report)?;
+            for (k, v) in extra {
+                value[k] = v;
+            }
             println!("{}", serde_json::to_string(&value)?);
             Ok(())
         }
