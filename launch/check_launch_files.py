@@ -90,9 +90,9 @@ def check_launch_py(path, topics):
     if node is None or ast.literal_eval(node["executable"]) != "reflex":
         fail(f"{path}: no Node(executable='reflex')")
     arguments = node["arguments"]
-    first = [ast.literal_eval(e) for e in arguments.elts[:2]]
-    if first != ["run", "--config"]:
-        fail(f"{path}: the node must run `reflex run --config CONFIG`, not {first}")
+    first = [ast.literal_eval(e) for e in arguments.elts[:4]]
+    if first != ["run", "--io", "ros2", "--config"]:
+        fail(f"{path}: the node must run `reflex run --io ros2 --config CONFIG`, not {first}")
     params = {}
     for p in node["parameters"].elts:
         if isinstance(p, ast.Dict):
@@ -114,8 +114,8 @@ def check_launch_xml(path, topics):
     node = root.find("node")
     if node is None or node.get("exec") != "reflex":
         fail(f"{path}: no <node exec='reflex'>")
-    if not node.get("args", "").startswith("run --config "):
-        fail(f"{path}: the node must run `reflex run --config CONFIG`")
+    if not node.get("args", "").startswith("run --io ros2 --config "):
+        fail(f"{path}: the node must run `reflex run --io ros2 --config CONFIG`")
     params = {}
     for p in node.findall("param"):
         if p.get("name"):

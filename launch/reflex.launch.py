@@ -3,8 +3,8 @@
     ros2 launch launch/reflex.launch.py config:=/etc/reflex/mobile_base.toml \
         params_file:=/etc/reflex/mobile_base.yaml namespace:=/robot1 use_sim_time:=false
 
-Needs a `reflex` built with a ROS adapter (`--features ros2` with ROS sourced, or `--features
-dds`); see launch/README.md. Parameters are dotted Reflex config keys (launch/params/*.yaml).
+Needs a `reflex` built with `--features ros2` (r2r) on a machine with ROS 2 sourced; see
+launch/README.md. Parameters are dotted Reflex config keys (launch/params/*.yaml).
 """
 
 from launch import LaunchDescription
@@ -37,7 +37,7 @@ def generate_launch_description():
                 executable="reflex",
                 name="reflex",
                 namespace=namespace,
-                arguments=["run", "--config", config],
+                arguments=["run", "--io", "ros2", "--config", config],
                 parameters=[params_file, {"use_sim_time": use_sim_time}],
                 remappings=[
                     ("/scan", "/scan"),

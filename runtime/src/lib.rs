@@ -50,6 +50,8 @@ pub mod inspect;
 pub mod port;
 pub mod realtime;
 pub mod report;
+#[cfg(feature = "ros2")]
+pub mod ros2;
 pub mod rt;
 pub mod sim;
 pub mod simrun;

@@ -180,12 +180,12 @@ enum Cmd {
         /// Run this package directory instead of following `[updates]` (no model manager).
         #[arg(long)]
         policy: Option<PathBuf>,
-        /// The robot: `sim` (the built-in simulator) or `dds` (ROS 2 topics over a pure-Rust
-        /// DDS; build with `--features dds`).
+        /// The robot: `sim` (the built-in simulator), `dds` (ROS 2 topics over a pure-Rust DDS;
+        /// build with `--features dds`) or `ros2` (rcl via r2r; `--features ros2`, ROS sourced).
         #[arg(long, default_value = "sim")]
         io: String,
-        /// What ROS 2 launch appends (`--ros-args -r … --params-file …`): for the r2r adapter,
-        /// which is not built yet, so it is refused with an explanation.
+        /// What ROS 2 launch appends (`--ros-args -r … --params-file …`): read by rcl under
+        /// `--io ros2`; refused otherwise.
         #[arg(long = "ros-args", num_args = 0.., allow_hyphen_values = true)]
         ros_args: Option<Vec<String>>,
     },
@@ -239,6 +239,88 @@ fn main() {
 }
 
 /// `oci-layout:PATH:TAG` → (PATH, TAG).
+#[cfg(feature = "ros2")]
+type Ros2Node = Option<r2r::Node>;
+#[cfg(not(feature = "ros2"))]
+type Ros2Node = ();
+
+/// The config of `reflex run`; with `--io ros2`, the rcl node too, whose parameters override
+/// config keys of the same dotted names.
+#[cfg(feature = "ros2")]
+fn load_run_config(path: &std::path::Path, io: &str) -> Result<(ReflexConfig, Ros2Node)> {
+    let base = ReflexConfig::load(path)?;
+    if io != "ros2" {
+        return Ok((base, None));
+    }
+    let (node, overrides) = reflex_runtime::ros2::node_and_overrides(&base.ros)?;
+    Ok((ReflexConfig::load_with(path, &overrides)?, Some(node)))
+}
+
+#[cfg(not(feature = "ros2"))]
+fn load_run_config(path: &std::path::Path, io: &str) -> Result<(ReflexConfig, Ros2Node)> {
+    anyhow::ensure!(
+        io != "ros2",
+        "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release --features reflex-runtime/ros2` (see launch/README.md)"
+    );
+    Ok((ReflexConfig::load(path)?, ()))
+}
+
+/// `reflex run --io ros2`: the loop with ROS 2 topics over rcl (r2r) as the robot.
+#[cfg(feature = "ros2")]
+fn run_ros2(
+    node: Ros2Node,
+    config: &ReflexConfig,
+    package: &PolicyPackage,
+    backend: &BackendConfig,
+    options: &reflex_runtime::simrun::SimOptions,
+    port: &std::sync::Arc<reflex_runtime::realtime::SwapPort>,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(
+    reflex_runtime::simrun::SimSummary,
+    reflex_runtime::realtime::RealtimeReport,
+)> {
+    let node = node.context("internal: the ROS 2 node was not created")?;
+    let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
+    let mut robot = reflex_runtime::ros2::Ros2Robot::new(
+        node,
+        &config.ros,
+        beams,
+        &package.manifest,
+        port.clone(),
+    )?;
+    let result = reflex_runtime::realtime::run_robot(
+        &config.safety,
+        package,
+        backend,
+        &config.runtime,
+        ("ros", ""),
+        options,
+        port,
+        &mut robot,
+    );
+    extra.insert("ros2".into(), serde_json::to_value(&robot.state.stats)?);
+    result
+}
+
+#[cfg(not(feature = "ros2"))]
+#[allow(clippy::too_many_arguments)]
+fn run_ros2(
+    _: Ros2Node,
+    _: &ReflexConfig,
+    _: &PolicyPackage,
+    _: &BackendConfig,
+    _: &reflex_runtime::simrun::SimOptions,
+    _: &std::sync::Arc<reflex_runtime::realtime::SwapPort>,
+    _: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(
+    reflex_runtime::simrun::SimSummary,
+    reflex_runtime::realtime::RealtimeReport,
+)> {
+    anyhow::bail!(
+        "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release --features reflex-runtime/ros2` (see launch/README.md)"
+    )
+}
+
 /// `reflex run --io dds`: the loop with ROS 2 topics over DDS as the robot.
 #[cfg(feature = "dds")]
 fn run_dds(
@@ -271,7 +353,7 @@ fn run_dds(
         port,
         &mut robot,
     );
-    extra.insert("dds".into(), serde_json::to_value(&robot.stats)?);
+    extra.insert("dds".into(), serde_json::to_value(&robot.state.stats)?);
     result
 }
 
@@ -676,9 +758,10 @@ fn run(cli: Cli) -> Result<()> {
             ros_args,
         } => {
             use reflex_runtime::updates;
+            // rcl reads --ros-args itself (the r2r adapter); clap only lets them through.
             anyhow::ensure!(
-                ros_args.is_none(),
-                "started by ROS 2 launch (--ros-args): that needs the r2r adapter (feature `ros2`), which is not built yet; the `dds` adapter (`--io dds`) takes its node name, namespace and topics from [ros] in the config"
+                ros_args.is_none() || io == "ros2",
+                "--ros-args (from ROS 2 launch) are read by the r2r adapter: use `--io ros2` in a build with `--features ros2` and ROS 2 sourced; the `dds` adapter takes its node name, namespace and topics from [ros] in the config"
             );
             let duration = duration.unwrap_or(1e7);
             anyhow::ensure!(
@@ -686,7 +769,8 @@ fn run(cli: Cli) -> Result<()> {
                 "--duration must be a positive number of seconds, got {duration}"
             );
             let path = config;
-            let config = ReflexConfig::load(&path)?;
+            // Under ROS 2 (r2r) the node's parameters override config keys of the same names.
+            let (config, ros2_node) = load_run_config(&path, &io)?;
             let mut backend = config.models.clone();
             if ort_library.is_some() {
                 backend.ort_library = ort_library;
@@ -768,7 +852,10 @@ fn run(cli: Cli) -> Result<()> {
                     &port,
                 ),
                 "dds" => run_dds(&config, &package, &backend, &options, &port, &mut extra),
-                other => Err(anyhow::anyhow!("--io {other:?}: use sim or dds")),
+                "ros2" => run_ros2(
+                    ros2_node, &config, &package, &backend, &options, &port, &mut extra,
+                ),
+                other => Err(anyhow::anyhow!("--io {other:?}: use sim, dds or ros2")),
             };
             stop.store(true, std::sync::atomic::Ordering::Release);
             let update_report = match updater {

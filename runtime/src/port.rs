@@ -300,6 +300,199 @@ pub mod cdr {
     }
 }
 
+/// Counters of what an adapter received and refused.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PortStats {
+    pub scans: u64,
+    pub scans_refused: u64,
+    pub images: u64,
+    pub images_refused: u64,
+    pub estop_messages: u64,
+    pub resets: u64,
+    pub instructions: u64,
+    pub commands_published: u64,
+}
+
+/// The adapter-independent half of a ROS robot: turns port messages into the loop's sensor
+/// frame and the policy's observation (on the robot-I/O thread), so `dds` and `ros2` behave
+/// identically. Scans and the E-stop are stamped on reception (monotonic clock).
+#[derive(Debug)]
+pub struct PortState {
+    manifest: reflex_models::PolicyManifest,
+    beams: usize,
+    scan_stamp_ns: u64,
+    geometry: [f32; 4],
+    ranges: Vec<f32>,
+    estop: reflex_safety::EstopReport,
+    reset_seq: u64,
+    tokens: Vec<i64>,
+    last_command: reflex_safety::Twist,
+    image_fresh: bool,
+    pub stats: PortStats,
+}
+
+impl PortState {
+    pub fn new(manifest: &reflex_models::PolicyManifest, beams: usize) -> Self {
+        let tokens_len = manifest
+            .input(reflex_models::InputRole::InstructionTokens)
+            .map_or(0, |i| i.shape.iter().product::<i64>() as usize);
+        Self {
+            manifest: manifest.clone(),
+            beams,
+            scan_stamp_ns: 0,
+            geometry: [0.0; 4],
+            ranges: Vec::with_capacity(beams),
+            estop: reflex_safety::EstopReport::Unknown,
+            reset_seq: 0,
+            tokens: vec![0; tokens_len],
+            last_command: reflex_safety::Twist::default(),
+            image_fresh: false,
+            stats: PortStats::default(),
+        }
+    }
+
+    /// A scan; malformed or larger than the configured beams → refused (the last good one
+    /// ages until the safety layer stops the robot).
+    pub fn on_scan(&mut self, scan: &LaserScan, now_ns: u64) {
+        let ok = !scan.ranges.is_empty()
+            && scan.ranges.len() <= self.beams
+            && scan.angle_increment.is_finite()
+            && scan.angle_increment != 0.0
+            && scan.angle_min.is_finite()
+            && scan.range_max > scan.range_min;
+        if !ok {
+            self.stats.scans_refused += 1;
+            return;
+        }
+        self.stats.scans += 1;
+        self.ranges.clear();
+        self.ranges.extend_from_slice(&scan.ranges);
+        self.geometry = [
+            scan.angle_min,
+            scan.angle_increment,
+            scan.range_min,
+            scan.range_max,
+        ];
+        self.scan_stamp_ns = now_ns;
+    }
+
+    /// `/reflex/estop`: true = pressed (latches), false = released (does not reset).
+    pub fn on_estop(&mut self, pressed: bool, now_ns: u64) {
+        self.stats.estop_messages += 1;
+        let at = reflex_safety::Monotonic::from_nanos(now_ns);
+        self.estop = if pressed {
+            reflex_safety::EstopReport::Pressed(at)
+        } else {
+            reflex_safety::EstopReport::Clear(at)
+        };
+    }
+
+    /// `/reflex/estop_reset` (or the Trigger service): one explicit reset request.
+    pub fn on_reset(&mut self) {
+        self.stats.resets += 1;
+        self.reset_seq += 1;
+    }
+
+    pub fn on_instruction(&mut self, text: &str) {
+        self.stats.instructions += 1;
+        self.manifest.tokenize(text, &mut self.tokens);
+    }
+
+    /// A camera frame into the observation being built (`obs`); see [`write_image`].
+    pub fn on_image(&mut self, img: &Image, obs: &mut reflex_models::Observation) {
+        let written = match obs.image.as_mut() {
+            Some(reflex_models::ImageData::U8(dst)) => write_image(img, dst, &self.manifest),
+            _ => false,
+        };
+        if written {
+            self.image_fresh = true;
+            self.stats.images += 1;
+        } else {
+            self.stats.images_refused += 1;
+        }
+    }
+
+    /// The command to publish on `/cmd_vel`: zero whenever the verdict removed drive power.
+    pub fn command(&mut self, base: reflex_safety::Twist, power_enabled: bool) -> TwistMsg {
+        let base = if power_enabled {
+            base
+        } else {
+            reflex_safety::Twist::default()
+        };
+        self.last_command = base;
+        twist_of(base)
+    }
+
+    /// Writes the whole sensor frame (the triple buffer hands out older buffers) and, when a
+    /// new image arrived since the last call, completes the observation; returns whether it did.
+    pub fn finish_step(
+        &mut self,
+        frame: &mut crate::realtime::SensorFrame,
+        obs: &mut reflex_models::Observation,
+    ) -> bool {
+        use reflex_safety::{EstopReport, EstopSource};
+        let [angle_min, increment, range_min, range_max] = self.geometry;
+        frame.scan_stamp_ns = self.scan_stamp_ns;
+        frame.angle_min_rad = angle_min;
+        frame.angle_increment_rad = increment;
+        frame.range_min_m = range_min;
+        frame.range_max_m = range_max;
+        frame.ranges.clear();
+        frame.ranges.extend_from_slice(&self.ranges);
+        frame.odom = None;
+        frame.estop = [EstopReport::Unknown; EstopSource::COUNT];
+        frame.estop[EstopSource::RosTopic.index()] = self.estop;
+        frame.reset_seq = self.reset_seq;
+        let fresh = std::mem::take(&mut self.image_fresh);
+        if fresh {
+            // This port has no odometry input: the last command stands in for the state.
+            let c = self.last_command;
+            for (s, v) in
+                obs.state
+                    .iter_mut()
+                    .zip([c.vx_mps as f32, c.vy_mps as f32, c.wz_radps as f32])
+            {
+                *s = v;
+            }
+            obs.instruction.copy_from_slice(&self.tokens);
+        }
+        fresh
+    }
+
+    pub fn manifest(&self) -> &reflex_models::PolicyManifest {
+        &self.manifest
+    }
+}
+
+/// rgb8/bgr8 `img` → the policy's NCHW uint8 input (nearest neighbour). False when the image
+/// is malformed or in another encoding (nothing is written then).
+pub fn write_image(img: &Image, dst: &mut [u8], manifest: &reflex_models::PolicyManifest) -> bool {
+    let Some(spec) = manifest.input(reflex_models::InputRole::Image) else {
+        return false;
+    };
+    let (h, w) = (spec.shape[2] as usize, spec.shape[3] as usize);
+    let (ih, iw, step) = (img.height as usize, img.width as usize, img.step as usize);
+    let bgr = match img.encoding.as_str() {
+        "rgb8" => false,
+        "bgr8" => true,
+        _ => return false,
+    };
+    if ih == 0 || iw == 0 || step < iw * 3 || img.data.len() < step * ih || dst.len() != 3 * h * w {
+        return false;
+    }
+    for y in 0..h {
+        let sy = y * ih / h;
+        for x in 0..w {
+            let sx = x * iw / w;
+            let px = &img.data[sy * step + sx * 3..sy * step + sx * 3 + 3];
+            for c in 0..3 {
+                dst[c * h * w + y * w + x] = px[if bgr { 2 - c } else { c }];
+            }
+        }
+    }
+    true
+}
+
 /// What the loop reports for `/diagnostics`.
 #[derive(Debug, Clone, Default)]
 pub struct LoopDiagnostics {
@@ -313,6 +506,27 @@ pub struct LoopDiagnostics {
 }
 
 impl LoopDiagnostics {
+    /// From the loop's published atomics.
+    pub fn from_port(
+        port: &crate::realtime::SwapPort,
+        manifest: &reflex_models::PolicyManifest,
+        estop_latched: bool,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        Self {
+            ticks: port.ticks.load(Ordering::Relaxed),
+            deadline_misses: port.deadline_misses.load(Ordering::Relaxed),
+            tick_p99_us: 0.0,
+            model: format!("{} {}", manifest.name, manifest.version),
+            model_digest: String::new(),
+            estop_latched,
+            vetoes: vec![(
+                "ticks_slowed_or_stopped".into(),
+                port.vetoed_ticks.load(Ordering::Relaxed),
+            )],
+        }
+    }
+
     /// One DiagnosticStatus named `reflex: control loop`: ERROR while the E-stop is latched,
     /// WARN after deadline misses, else OK; values carry the numbers.
     pub fn to_msg(&self, stamp_ns: u64, hardware_id: &str) -> DiagnosticArray {
@@ -350,6 +564,15 @@ impl LoopDiagnostics {
             }],
         }
     }
+}
+
+/// Header stamps of what Reflex publishes: the wall clock (ROS time without `use_sim_time`).
+/// Reflex's own timing never uses message stamps: inputs are stamped on reception with the
+/// monotonic clock, so a jump of the wall clock cannot make stale data look fresh.
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn kv(key: &str, value: impl std::fmt::Display) -> KeyValue {

@@ -37,6 +37,7 @@ fn reflex_on_dds_obeys_ros_topics_from_cyclone_dds() {
     println!("{text}");
     assert_eq!(code, 0, "{text}");
     for check in [
+        "PASS Reflex appears in the ROS graph as a node",
         "PASS E-stop latched before start keeps the robot stopped",
         "PASS clear path => motion",
         "PASS obstacle 0.05 m ahead => stop",

@@ -117,6 +117,27 @@ class Twist(IdlStruct, typename="geometry_msgs::msg::dds_::Twist_"):
     angular: Vector3 = field(default_factory=Vector3)
 
 
+@dataclass
+class Gid(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
+    data: t.array[t.uint8, 24]  # Humble's 24-byte GID (the `dds` feature's default wire format)
+
+
+@dataclass
+class NodeEntitiesInfo(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
+    node_namespace: str
+    node_name: str
+    reader_gid_seq: t.sequence[Gid]
+    writer_gid_seq: t.sequence[Gid]
+
+
+@dataclass
+class ParticipantEntitiesInfo(
+    IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"
+):
+    gid: Gid
+    node_entities_info_seq: t.sequence[NodeEntitiesInfo]
+
+
 SENSOR = Qos(Policy.Reliability.BestEffort, Policy.Durability.Volatile, Policy.History.KeepLast(5))
 RELIABLE = Qos(
     Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)),
@@ -152,6 +173,16 @@ class Robot:
             self.dp, Topic(self.dp, "rt/reflex/estop_reset", Empty), qos=RELIABLE
         )
         self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", Twist), qos=RELIABLE)
+        # How `ros2 node list` finds nodes: rmw_dds_common's discovery topic.
+        self.graph_r = DataReader(
+            self.dp,
+            Topic(self.dp, "ros_discovery_info", ParticipantEntitiesInfo),
+            qos=Qos(
+                Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)),
+                Policy.Durability.TransientLocal,
+                Policy.History.KeepLast(1),
+            ),
+        )
         self.wall_m = None  # distance of a wall ahead, or None for a clear path
         self.scans_on = True
         self.stop = threading.Event()
@@ -249,6 +280,13 @@ def main():
     # An E-stop pressed before Reflex starts (transient-local: Reflex gets it on discovery).
     robot.estop_w.write(Bool(data=True))
     robot.start()
+    failures = []
+
+    def check(name, ok):
+        print(("PASS " if ok else "FAIL ") + name)
+        if not ok:
+            failures.append(name)
+
     proc = subprocess.Popen(
         [
             a.reflex,
@@ -267,12 +305,6 @@ def main():
         stderr=subprocess.PIPE,
         text=True,
     )
-    failures = []
-
-    def check(name, ok):
-        print(("PASS " if ok else "FAIL ") + name)
-        if not ok:
-            failures.append(name)
 
     try:
         # Reflex is up once it publishes /cmd_vel.
@@ -283,6 +315,15 @@ def main():
             proc.kill()
             out, err = proc.communicate()
             sys.exit(f"reflex never published /cmd_vel:\n{err[-2000:]}")
+        nodes = set()
+        t0 = time.monotonic()
+        while "/reflex" not in nodes and time.monotonic() - t0 < 5:
+            for info in robot.graph_r.take(20):
+                if isinstance(info, ParticipantEntitiesInfo):
+                    for n in info.node_entities_info_seq:
+                        nodes.add(n.node_namespace.rstrip("/") + "/" + n.node_name)
+            time.sleep(0.05)
+        check(f"Reflex appears in the ROS graph as a node ({sorted(nodes)})", "/reflex" in nodes)
         robot.instr_w.write(String(data="go to the red marker"))
         robot.reset_w.write(Empty())  # a reset while pressed must not release
         time.sleep(2.0)
