@@ -3,7 +3,8 @@
 //! the DDS ROS 2 ships). It only moves the port's messages (`crate::port`) between DDS and the
 //! loop's slots, on the robot-I/O thread; the RT thread never touches DDS.
 //!
-//! Inputs: `/scan` (sensor data QoS) → the scan slot, stamped on reception (a publisher that
+//! Inputs: `/joint_states` (matched by name to `[safety.arm] joints`) → the safety layer's
+//! joint state; `/scan` (sensor data QoS) → the scan slot, stamped on reception (a publisher that
 //! stops makes the scan go stale and the safety layer stops the robot); `/reflex/estop`
 //! (reliable, transient-local) → the `ros_topic` E-stop source (`Unknown` until the first
 //! message: the robot stays stopped); `/reflex/estop_reset` → explicit reset requests;
@@ -26,8 +27,8 @@ use ros2_client::{
 use crate::config::RosConfig;
 use crate::port::wall_clock_ns;
 use crate::port::{
-    BoolMsg, DiagnosticArray, Empty, Image, LaserScan, LoopDiagnostics, PortState, Qos, StringMsg,
-    TwistMsg,
+    BoolMsg, DiagnosticArray, Empty, Image, JointState, LaserScan, LoopDiagnostics, PortState, Qos,
+    StringMsg, TwistMsg,
 };
 use crate::realtime::{CommandFrame, RobotIo, SensorFrame, SwapPort};
 use crate::simrun::SimSummary;
@@ -52,6 +53,7 @@ fn profile(q: Qos) -> QosProfile {
 pub struct DdsRobot {
     _node: Node,
     scan: Subscription<LaserScan>,
+    joint_states: Subscription<JointState>,
     image: Subscription<Image>,
     instruction: Subscription<StringMsg>,
     estop: Subscription<BoolMsg>,
@@ -79,6 +81,7 @@ impl DdsRobot {
     pub fn new(
         ros: &RosConfig,
         max_beams: usize,
+        joint_names: Vec<String>,
         manifest: &PolicyManifest,
         port: Arc<SwapPort>,
     ) -> Result<Self> {
@@ -111,6 +114,12 @@ impl DdsRobot {
         }
         let scan_t = topic!(&t.scan, "sensor_msgs", "LaserScan", Qos::SENSOR_DATA);
         let image_t = topic!(&t.image, "sensor_msgs", "Image", Qos::SENSOR_DATA);
+        let joints_t = topic!(
+            &t.joint_states,
+            "sensor_msgs",
+            "JointState",
+            Qos::SENSOR_DATA
+        );
         let instr_t = topic!(&t.instruction, "std_msgs", "String", Qos::DEFAULT);
         let estop_t = topic!(&t.estop, "std_msgs", "Bool", Qos::LATCHED);
         let reset_t = topic!(&t.estop_reset, "std_msgs", "Empty", Qos::DEFAULT);
@@ -125,6 +134,9 @@ impl DdsRobot {
         let scan = node
             .create_subscription(&scan_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.scan)))?;
+        let joint_states = node
+            .create_subscription(&joints_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.joint_states)))?;
         let image = node
             .create_subscription(&image_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.image)))?;
@@ -146,6 +158,7 @@ impl DdsRobot {
         Ok(Self {
             _node: node,
             scan,
+            joint_states,
             image,
             instruction,
             estop,
@@ -156,7 +169,7 @@ impl DdsRobot {
             hardware_id: format!("{}{}", ros.namespace.trim_end_matches('/'), ros.node_name),
             beams: max_beams,
             next_diagnostics_ns: 0,
-            state: PortState::new(manifest, max_beams),
+            state: PortState::new(manifest, max_beams, joint_names),
         })
     }
 }
@@ -186,6 +199,9 @@ impl RobotIo for DdsRobot {
         while let Ok(Some((scan, _))) = self.scan.take() {
             self.state.on_scan(&scan, now);
         }
+        while let Ok(Some((js, _))) = self.joint_states.take() {
+            self.state.on_joint_state(&js, now);
+        }
         while let Ok(Some((b, _))) = self.estop.take() {
             self.state.on_estop(b.data, now);
         }
@@ -201,11 +217,7 @@ impl RobotIo for DdsRobot {
         let fresh = self.state.finish_step(frame, obs);
         if now >= self.next_diagnostics_ns {
             self.next_diagnostics_ns = now + 1_000_000_000;
-            let d = LoopDiagnostics::from_port(
-                &self.port,
-                self.state.manifest(),
-                !command.power_enabled,
-            );
+            let d = LoopDiagnostics::from_port(&self.port, &self.state, !command.power_enabled);
             let _ = self
                 .diagnostics
                 .publish(d.to_msg(wall_clock_ns(), &self.hardware_id));

@@ -239,6 +239,17 @@ fn main() {
 }
 
 /// `oci-layout:PATH:TAG` → (PATH, TAG).
+/// `[safety.arm] joints` names, in the safety layer's order.
+#[cfg(any(feature = "dds", feature = "ros2"))]
+fn joint_names(config: &ReflexConfig) -> Vec<String> {
+    config
+        .safety
+        .arm
+        .as_ref()
+        .map(|a| a.joints.iter().map(|j| j.name.clone()).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(feature = "ros2")]
 type Ros2Node = Option<r2r::Node>;
 #[cfg(not(feature = "ros2"))]
@@ -285,9 +296,11 @@ fn run_ros2(
         node,
         &config.ros,
         beams,
+        joint_names(config),
         &package.manifest,
         port.clone(),
     )?;
+    robot.state.model_digest = package.model_digest().to_string();
     let result = reflex_runtime::realtime::run_robot(
         &config.safety,
         package,
@@ -335,8 +348,14 @@ fn run_dds(
     reflex_runtime::realtime::RealtimeReport,
 )> {
     let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
-    let mut robot =
-        reflex_runtime::dds::DdsRobot::new(&config.ros, beams, &package.manifest, port.clone())?;
+    let mut robot = reflex_runtime::dds::DdsRobot::new(
+        &config.ros,
+        beams,
+        joint_names(config),
+        &package.manifest,
+        port.clone(),
+    )?;
+    robot.state.model_digest = package.model_digest().to_string();
     eprintln!(
         "reflex: ROS 2 node {} in {} on DDS domain {}",
         config.ros.node_name,

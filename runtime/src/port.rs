@@ -310,6 +310,8 @@ pub struct PortStats {
     pub estop_messages: u64,
     pub resets: u64,
     pub instructions: u64,
+    pub joint_states: u64,
+    pub joint_states_refused: u64,
     pub commands_published: u64,
 }
 
@@ -328,11 +330,22 @@ pub struct PortState {
     tokens: Vec<i64>,
     last_command: reflex_safety::Twist,
     image_fresh: bool,
+    /// `[safety.arm] joints` names, in the safety layer's order.
+    joint_names: Vec<String>,
+    joint_stamp_ns: u64,
+    joint_positions: Vec<f64>,
+    joint_velocities: Vec<f64>,
+    /// The running model's digest, for `/diagnostics`.
+    pub model_digest: String,
     pub stats: PortStats,
 }
 
 impl PortState {
-    pub fn new(manifest: &reflex_models::PolicyManifest, beams: usize) -> Self {
+    pub fn new(
+        manifest: &reflex_models::PolicyManifest,
+        beams: usize,
+        joint_names: Vec<String>,
+    ) -> Self {
         let tokens_len = manifest
             .input(reflex_models::InputRole::InstructionTokens)
             .map_or(0, |i| i.shape.iter().product::<i64>() as usize);
@@ -347,8 +360,46 @@ impl PortState {
             tokens: vec![0; tokens_len],
             last_command: reflex_safety::Twist::default(),
             image_fresh: false,
+            joint_positions: vec![0.0; joint_names.len()],
+            joint_velocities: vec![0.0; joint_names.len()],
+            joint_names,
+            joint_stamp_ns: 0,
+            model_digest: String::new(),
             stats: PortStats::default(),
         }
+    }
+
+    /// `/joint_states`, matched by name to the configured joints; a message missing one of them
+    /// (or with non-finite values) is refused, so the joint state ages and the arm stops.
+    /// Velocities may be absent (then zero, as REP says for unknown).
+    pub fn on_joint_state(&mut self, js: &JointState, now_ns: u64) {
+        if self.joint_names.is_empty() {
+            return;
+        }
+        let mut positions = [0.0f64; 16];
+        let mut velocities = [0.0f64; 16];
+        for (i, name) in self.joint_names.iter().enumerate().take(16) {
+            let Some(k) = js.name.iter().position(|n| n == name) else {
+                self.stats.joint_states_refused += 1;
+                return;
+            };
+            let (Some(&p), v) = (js.position.get(k), js.velocity.get(k).copied()) else {
+                self.stats.joint_states_refused += 1;
+                return;
+            };
+            let v = v.unwrap_or(0.0);
+            if !p.is_finite() || !v.is_finite() {
+                self.stats.joint_states_refused += 1;
+                return;
+            }
+            positions[i] = p;
+            velocities[i] = v;
+        }
+        let n = self.joint_names.len().min(16);
+        self.joint_positions[..n].copy_from_slice(&positions[..n]);
+        self.joint_velocities[..n].copy_from_slice(&velocities[..n]);
+        self.joint_stamp_ns = now_ns;
+        self.stats.joint_states += 1;
     }
 
     /// A scan; malformed or larger than the configured beams → refused (the last good one
@@ -443,6 +494,13 @@ impl PortState {
         frame.estop = [EstopReport::Unknown; EstopSource::COUNT];
         frame.estop[EstopSource::RosTopic.index()] = self.estop;
         frame.reset_seq = self.reset_seq;
+        frame.joint_stamp_ns = self.joint_stamp_ns;
+        if frame.joint_positions.len() == self.joint_positions.len() {
+            frame.joint_positions.copy_from_slice(&self.joint_positions);
+            frame
+                .joint_velocities
+                .copy_from_slice(&self.joint_velocities);
+        }
         let fresh = std::mem::take(&mut self.image_fresh);
         if fresh {
             // This port has no odometry input: the last command stands in for the state.
@@ -506,19 +564,20 @@ pub struct LoopDiagnostics {
 }
 
 impl LoopDiagnostics {
-    /// From the loop's published atomics.
+    /// From the loop's published atomics and the adapter's state.
     pub fn from_port(
         port: &crate::realtime::SwapPort,
-        manifest: &reflex_models::PolicyManifest,
+        state: &PortState,
         estop_latched: bool,
     ) -> Self {
+        let manifest = state.manifest();
         use std::sync::atomic::Ordering;
         Self {
             ticks: port.ticks.load(Ordering::Relaxed),
             deadline_misses: port.deadline_misses.load(Ordering::Relaxed),
             tick_p99_us: 0.0,
             model: format!("{} {}", manifest.name, manifest.version),
-            model_digest: String::new(),
+            model_digest: state.model_digest.clone(),
             estop_latched,
             vetoes: vec![(
                 "ticks_slowed_or_stopped".into(),
@@ -617,6 +676,65 @@ mod tests {
             type_names::dds(type_names::LASER_SCAN),
             "sensor_msgs::msg::dds_::LaserScan_"
         );
+    }
+
+    fn demo_manifest() -> reflex_models::PolicyManifest {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo/reflex-demo-vla");
+        reflex_models::PolicyPackage::open(&dir).unwrap().manifest
+    }
+
+    #[test]
+    fn joint_states_are_matched_by_name_and_incomplete_ones_refused() {
+        let mut st = PortState::new(&demo_manifest(), 8, vec!["elbow".into(), "shoulder".into()]);
+        let js = |names: &[&str], pos: &[f64]| JointState {
+            name: names.iter().map(|s| s.to_string()).collect(),
+            position: pos.to_vec(),
+            ..JointState::default()
+        };
+        st.on_joint_state(&js(&["shoulder", "elbow"], &[0.5, -1.0]), 7);
+        assert_eq!(st.joint_positions, [-1.0, 0.5]);
+        assert_eq!(st.joint_stamp_ns, 7);
+        st.on_joint_state(&js(&["shoulder"], &[0.1]), 9);
+        st.on_joint_state(&js(&["shoulder", "elbow"], &[f64::NAN, 0.0]), 9);
+        assert_eq!(st.stats.joint_states_refused, 2);
+        assert_eq!(
+            st.joint_stamp_ns, 7,
+            "refused messages leave the state to age"
+        );
+    }
+
+    #[test]
+    fn scans_that_do_not_fit_are_refused_and_images_convert_to_nchw() {
+        let m = demo_manifest();
+        let mut st = PortState::new(&m, 4, vec![]);
+        let scan = |n: usize| LaserScan {
+            angle_increment: 0.1,
+            range_max: 30.0,
+            ranges: vec![1.0; n],
+            ..LaserScan::default()
+        };
+        st.on_scan(&scan(5), 3);
+        assert_eq!((st.stats.scans_refused, st.scan_stamp_ns), (1, 0));
+        st.on_scan(&scan(4), 3);
+        assert_eq!((st.stats.scans, st.scan_stamp_ns), (1, 3));
+        // A 2×2 bgr8 image, top-left pixel blue: NCHW rgb with nearest-neighbour scaling.
+        let img = Image {
+            height: 2,
+            width: 2,
+            encoding: "bgr8".into(),
+            step: 6,
+            data: vec![255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Image::default()
+        };
+        let mut dst = vec![7u8; 3 * 96 * 96];
+        assert!(write_image(&img, &mut dst, &m));
+        assert_eq!((dst[0], dst[96 * 96], dst[2 * 96 * 96]), (0, 0, 255));
+        let mono = Image {
+            encoding: "mono8".into(),
+            ..img
+        };
+        assert!(!write_image(&mono, &mut dst, &m));
     }
 
     #[test]

@@ -44,11 +44,18 @@ pub struct SensorFrame {
     pub estop: [EstopReport; EstopSource::COUNT],
     /// Explicit reset requests so far (SAF-002: the loop starts latched).
     pub reset_seq: u64,
+    /// Joint states in `[safety.arm] joints` order (empty without an arm); stamped on reception.
+    pub joint_stamp_ns: u64,
+    pub joint_positions: Vec<f64>,
+    pub joint_velocities: Vec<f64>,
 }
 
 impl SensorFrame {
-    pub fn new(beams: usize) -> Self {
+    pub fn new(beams: usize, joints: usize) -> Self {
         Self {
+            joint_stamp_ns: 0,
+            joint_positions: vec![0.0; joints],
+            joint_velocities: vec![0.0; joints],
             scan_stamp_ns: 0,
             angle_min_rad: -std::f32::consts::PI,
             angle_increment_rad: std::f32::consts::TAU / beams.max(1) as f32,
@@ -349,8 +356,9 @@ pub fn run_robot(
     // Before the first tick, "stationary" is what the robot's odometry says at start.
     port.stationary
         .store(robot.stationary_at_start(), Ordering::Release);
+    let joints = config.arm.as_ref().map_or(0, |a| a.joints.len());
     let (mut sensor_in, mut sensor_out) =
-        triple_buffer::triple_buffer(&SensorFrame::new(robot.beams()));
+        triple_buffer::triple_buffer(&SensorFrame::new(robot.beams(), joints));
     let (mut command_in, mut command_out) = triple_buffer::triple_buffer(&CommandFrame::default());
     let mut obs = Observation::for_manifest(&manifest);
     manifest.tokenize(task.1, &mut obs.instruction);
@@ -505,7 +513,13 @@ pub fn run_robot(
                             stamp: Monotonic::from_nanos(sensors.odom_stamp_ns),
                             twist,
                         }),
-                        joint_state: None,
+                        joint_state: (sensors.joint_stamp_ns > 0
+                            && !sensors.joint_positions.is_empty())
+                        .then_some(reflex_safety::JointState {
+                            stamp: Monotonic::from_nanos(sensors.joint_stamp_ns),
+                            positions: &sensors.joint_positions,
+                            velocities: &sensors.joint_velocities,
+                        }),
                     };
                     let verdict = control.tick(now, &inputs, &clock);
                     command_in.write(CommandFrame {

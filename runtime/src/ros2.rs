@@ -89,6 +89,7 @@ fn toml_value(v: &r2r::ParameterValue) -> Option<String> {
 pub struct Ros2Robot {
     node: r2r::Node,
     scan: Sub<r2r::sensor_msgs::msg::LaserScan>,
+    joint_states: Sub<r2r::sensor_msgs::msg::JointState>,
     image: Sub<r2r::sensor_msgs::msg::Image>,
     instruction: Sub<r2r::std_msgs::msg::String>,
     estop: Sub<r2r::std_msgs::msg::Bool>,
@@ -118,6 +119,7 @@ impl Ros2Robot {
         mut node: r2r::Node,
         ros: &RosConfig,
         max_beams: usize,
+        joint_names: Vec<String>,
         manifest: &PolicyManifest,
         port: Arc<SwapPort>,
     ) -> Result<Self> {
@@ -132,6 +134,8 @@ impl Ros2Robot {
         }
         let scan: Sub<r2r::sensor_msgs::msg::LaserScan> = sub!(&t.scan, Qos::SENSOR_DATA);
         let image: Sub<r2r::sensor_msgs::msg::Image> = sub!(&t.image, Qos::SENSOR_DATA);
+        let joint_states: Sub<r2r::sensor_msgs::msg::JointState> =
+            sub!(&t.joint_states, Qos::SENSOR_DATA);
         let instruction: Sub<r2r::std_msgs::msg::String> = sub!(&t.instruction, Qos::DEFAULT);
         let estop: Sub<r2r::std_msgs::msg::Bool> = sub!(&t.estop, Qos::LATCHED);
         let estop_reset: Sub<r2r::std_msgs::msg::Empty> = sub!(&t.estop_reset, Qos::DEFAULT);
@@ -152,6 +156,7 @@ impl Ros2Robot {
         Ok(Self {
             node,
             scan,
+            joint_states,
             image,
             instruction,
             estop,
@@ -164,7 +169,7 @@ impl Ros2Robot {
             hardware_id: format!("{}{}", ros.namespace.trim_end_matches('/'), ros.node_name),
             beams: max_beams,
             next_diagnostics_ns: 0,
-            state: PortState::new(manifest, max_beams),
+            state: PortState::new(manifest, max_beams, joint_names),
         })
     }
 }
@@ -236,6 +241,16 @@ impl RobotIo for Ros2Robot {
             };
             state.on_scan(&scan, now);
         });
+        drain(&mut self.joint_states, |j| {
+            let js = port::JointState {
+                header: header(&j.header),
+                name: j.name,
+                position: j.position,
+                velocity: j.velocity,
+                effort: j.effort,
+            };
+            state.on_joint_state(&js, now);
+        });
         drain(&mut self.estop, |b| state.on_estop(b.data, now));
         drain(&mut self.estop_reset, |_| state.on_reset());
         #[cfg(not(feature = "ros2-doc-only"))]
@@ -262,12 +277,8 @@ impl RobotIo for Ros2Robot {
         let fresh = self.state.finish_step(frame, obs);
         if now >= self.next_diagnostics_ns {
             self.next_diagnostics_ns = now + 1_000_000_000;
-            let d = LoopDiagnostics::from_port(
-                &self.port,
-                self.state.manifest(),
-                !command.power_enabled,
-            )
-            .to_msg(wall_clock_ns(), &self.hardware_id);
+            let d = LoopDiagnostics::from_port(&self.port, &self.state, !command.power_enabled)
+                .to_msg(wall_clock_ns(), &self.hardware_id);
             let msg = r2r::diagnostic_msgs::msg::DiagnosticArray {
                 header: r2r::std_msgs::msg::Header {
                     stamp: r2r::builtin_interfaces::msg::Time {
