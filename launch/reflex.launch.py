@@ -32,8 +32,9 @@ def generate_launch_description():
             ),
             DeclareLaunchArgument("namespace", default_value=""),
             DeclareLaunchArgument("use_sim_time", default_value="false"),
+            # No ament package: `reflex` is found on PATH (/usr/local/bin), as launch_ros does
+            # when `package` is omitted.
             Node(
-                package="reflex",
                 executable="reflex",
                 name="reflex",
                 namespace=namespace,

@@ -42,7 +42,8 @@ fn reflex_on_dds_obeys_ros_topics_from_cyclone_dds() {
         "PASS clear path => motion",
         "PASS obstacle 0.05 m ahead => stop",
         "PASS E-stop topic => stop",
-        "PASS scan publisher silent => stop",
+        "PASS motion on scans from the lidar process",
+        "PASS scan publisher killed => stop",
     ] {
         assert!(text.contains(check), "{check}: {text}");
     }

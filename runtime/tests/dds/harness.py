@@ -9,7 +9,7 @@ The harness is the whole robot: it publishes /scan, /camera/image_raw, /reflex/i
 
 Checks: an E-stop latched before Reflex starts keeps it stopped; after release + reset a clear
 path gives motion; an obstacle ahead gives a stop; the E-stop topic gives a stop; a scan
-publisher that goes silent gives a stop within the configured scan max age (+ braking).
+publisher process that is SIGKILLed gives a stop within the configured scan max age (+ braking).
 `--wrong-scan-type` is the negative control: scans published under a wrong type name never
 reach Reflex, so the motion check must fail (exit 3).
 """
@@ -269,11 +269,25 @@ class Robot:
         return None
 
 
+def scan_publisher(domain):
+    """A lidar as its own process: clear scans at 25 Hz until killed."""
+    robot = Robot(domain)
+    robot.threads = [threading.Thread(target=robot._scans, daemon=True)]
+    robot.start()
+    while True:
+        time.sleep(1)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reflex", required=True)
+    ap.add_argument("--reflex")
     ap.add_argument("--wrong-scan-type", action="store_true")
+    ap.add_argument("--scan-publisher", type=int, metavar="DOMAIN")
     a = ap.parse_args()
+    if a.scan_publisher is not None:
+        return scan_publisher(a.scan_publisher)
+    if not a.reflex:
+        ap.error("--reflex is required")
     domain = random.randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     robot = Robot(domain, a.wrong_scan_type)
@@ -354,12 +368,23 @@ def main():
         dt = robot.wait_for("motion after reset", lambda vx: vx > 0.05, 5.0)
         check("release + reset => motion", dt is not None)
 
-        # Scan publisher goes silent: stale after max_age, then braking at 1.5 m/s² from ≤ 0.6 m/s.
+        # The scan publisher is a separate process: it takes over /scan, then it is SIGKILLed.
+        # Stale after max_age, then braking at 1.5 m/s² from ≤ 0.6 m/s.
         robot.scans_on = False
+        lidar = subprocess.Popen(
+            [sys.executable, __file__, "--scan-publisher", str(domain)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        dt = robot.wait_for("motion on the separate lidar process", lambda vx: vx > 0.05, 10.0)
+        check("motion on scans from the lidar process", dt is not None)
+        time.sleep(0.5)
+        lidar.send_signal(signal.SIGKILL)
+        lidar.wait()
         limit = SCAN_MAX_AGE_S + 0.6 / 1.5 + 0.2
-        dt = robot.wait_for("stop after the scans stop", lambda vx: abs(vx) < 1e-6, 3.0)
+        dt = robot.wait_for("stop after the lidar process is killed", lambda vx: abs(vx) < 1e-6, 3.0)
         check(
-            f"scan publisher silent => stop within {limit:.2f} s ({dt and round(dt, 2)} s)",
+            f"scan publisher killed => stop within {limit:.2f} s ({dt and round(dt, 2)} s)",
             dt is not None and dt <= limit,
         )
     finally:
