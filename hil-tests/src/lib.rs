@@ -3,8 +3,10 @@
 //!
 //! Today: randomized pedestrian/obstacle encounters in closed loop with the built-in simulator
 //! ([`reflex_runtime::sim::Lockstep`]), including an adversarial policy that drives straight at
-//! obstacles at full speed. Scenario files, fault injection and the hardware mode arrive with
-//! the HIL issue.
+//! obstacles at full speed, and scenarios as data ([`scenario`], `hil-tests/scenarios/*.toml`:
+//! world, scripted policy, E-stop / lidar fault events, assertions) on the safety layer. The
+//! policy-in-the-loop faults (inference hangs, camera loss, cloud link, clock jumps, CPU hogs),
+//! the 10,000-encounter campaign, reports and the hardware mode are still to come (issue 7).
 //!
 //! # Guarantees checked
 //! - No collision in which the robot was moving toward the obstacle.
@@ -18,6 +20,8 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+pub mod scenario;
 
 use reflex_runtime::sim::{Lockstep, Obstacle, Rng, Shape, World};
 use reflex_safety::{SafetyConfig, Twist};

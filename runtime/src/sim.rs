@@ -518,6 +518,8 @@ pub struct Lockstep {
     pub hardware_pressed: bool,
     /// While true the lidar driver is frozen: no new scans arrive.
     pub lidar_frozen: bool,
+    /// While true the lidar returns NaN on every beam (a failing sensor that still publishes).
+    pub lidar_nan: bool,
     pub reset_request_seq: u64,
     ticks: u64,
     ranges: Vec<f32>,
@@ -577,6 +579,7 @@ impl Lockstep {
             scan_every_ticks: 4,
             hardware_pressed: false,
             lidar_frozen: false,
+            lidar_nan: false,
             reset_request_seq: 0,
             ticks: 0,
             ranges: vec![f32::INFINITY; beams],
@@ -599,6 +602,9 @@ impl Lockstep {
                 &mut self.rng,
                 &mut self.ranges,
             );
+            if self.lidar_nan {
+                self.ranges.fill(f32::NAN);
+            }
             self.scan_stamp = self.now;
         }
         self.ticks += 1;

@@ -1,0 +1,370 @@
+//! Scenarios as data (`hil-tests/scenarios/*.toml`): a world, the robot's safety config, a
+//! scripted policy, a timeline of events and assertions, run in lockstep with the built-in
+//! simulator and the real safety layer.
+//!
+//! ```toml
+//! name = "estop_stops_within_category_1_time"
+//! covers = ["SAF-001"]
+//! duration_s = 6.0
+//! [policy]
+//! kind = "straight"          # drive straight ahead at speed_mps (an adversarial policy: > limit)
+//! speed_mps = 1.5
+//! [[obstacles]]              # circles (pedestrians, boxes) and walls
+//! kind = "wall"
+//! from = [8.0, -1.5]
+//! to = [8.0, 1.5]
+//! [[events]]
+//! at_s = 3.0
+//! kind = "estop_pressed"     # estop_released, reset, lidar_freeze, lidar_resume, lidar_nan,
+//!                            # lidar_ok, policy_stops, policy_resumes
+//! [[assert]]
+//! kind = "stopped_within"    # no_collision, min_clearance, vetoed, never_faster_than, moved
+//! after = "estop_pressed"
+//! ms = 800
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use reflex_runtime::sim::{Lockstep, Obstacle, World};
+use reflex_safety::{Reason, SafetyConfig, Twist};
+use serde::Deserialize;
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Safety requirements this scenario exercises (SAF-001 …).
+    #[serde(default)]
+    pub covers: Vec<String>,
+    pub duration_s: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_beams")]
+    pub beams: usize,
+    pub policy: Policy,
+    #[serde(default)]
+    pub obstacles: Vec<ObstacleSpec>,
+    #[serde(default)]
+    pub events: Vec<EventSpec>,
+    #[serde(rename = "assert")]
+    pub assertions: Vec<Assertion>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_beams() -> usize {
+    720
+}
+
+/// The scripted policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum Policy {
+    /// Straight ahead at `speed_mps` (above the limit = adversarial), turning at `wz_radps`.
+    Straight {
+        speed_mps: f64,
+        #[serde(default)]
+        wz_radps: f64,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum ObstacleSpec {
+    Wall {
+        from: [f64; 2],
+        to: [f64; 2],
+    },
+    Circle {
+        name: String,
+        center: [f64; 2],
+        radius_m: f64,
+        #[serde(default)]
+        velocity_mps: [f64; 2],
+        /// Present from..until (s); default: always.
+        #[serde(default)]
+        active_s: Option<[f64; 2]>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    EstopPressed,
+    EstopReleased,
+    Reset,
+    LidarFreeze,
+    LidarResume,
+    LidarNan,
+    LidarOk,
+    PolicyStops,
+    PolicyResumes,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    pub at_s: f64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum Assertion {
+    /// The footprint never touched anything while moving.
+    NoCollision,
+    /// Speed ≤ 1 cm/s within `ms` of the first event of kind `after`, and until the next event.
+    StoppedWithin { after: EventKind, ms: f64 },
+    /// The footprint kept at least `m` from every obstacle.
+    MinClearance { m: f64 },
+    /// The safety layer reported `reason` on at least one tick.
+    Vetoed { reason: String },
+    /// The base never went faster than `mps`.
+    NeverFasterThan { mps: f64 },
+    /// The robot travelled at least `m` (the scenario was not a robot standing still).
+    Moved { m: f64 },
+}
+
+/// What a run produced, for reports and assertions.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub ticks: u64,
+    pub collisions: u64,
+    pub min_clearance_m: f64,
+    pub max_speed_mps: f64,
+    pub travelled_m: f64,
+    pub reasons: BTreeMap<String, u64>,
+    /// (time s, speed m/s) per tick.
+    pub speeds: Vec<(f64, f64)>,
+}
+
+/// One assertion's outcome.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub assertion: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read scenario {}", path.display()))?;
+        let s: Scenario = toml::from_str(&text)
+            .with_context(|| format!("scenario {} is invalid", path.display()))?;
+        anyhow::ensure!(
+            s.duration_s.is_finite() && s.duration_s > 0.0 && s.duration_s <= 600.0,
+            "{}: duration_s must be in (0, 600]",
+            path.display()
+        );
+        anyhow::ensure!(
+            !s.assertions.is_empty(),
+            "{}: a scenario needs at least one [[assert]]",
+            path.display()
+        );
+        Ok(s)
+    }
+
+    fn world(&self) -> World {
+        let obstacles = self
+            .obstacles
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match o {
+                ObstacleSpec::Wall { from, to } => Obstacle::wall(&format!("wall {i}"), *from, *to),
+                ObstacleSpec::Circle {
+                    name,
+                    center,
+                    radius_m,
+                    velocity_mps,
+                    active_s,
+                } => Obstacle::circle(
+                    name,
+                    *center,
+                    *radius_m,
+                    *velocity_mps,
+                    active_s.map_or((0.0, f64::INFINITY), |[a, b]| (a, b)),
+                ),
+            })
+            .collect();
+        World {
+            obstacles,
+            time_s: 0.0,
+        }
+    }
+
+    /// Runs the scenario in lockstep under `config`, with a drive exactly as strong as the
+    /// config claims.
+    pub fn run(&self, config: &SafetyConfig) -> Result<RunReport> {
+        self.run_with_brakes(config, None)
+    }
+
+    /// [`Self::run`] with the real brakes at `plant_brake_mps2` instead of what the config
+    /// claims (to prove that assertions catch a robot whose config lies about its brakes).
+    pub fn run_with_brakes(
+        &self,
+        config: &SafetyConfig,
+        plant_brake_mps2: Option<f64>,
+    ) -> Result<RunReport> {
+        let mut sim = Lockstep::new(config.clone(), self.world(), self.beams, self.seed)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(b) = plant_brake_mps2 {
+            sim.plant.brake[0] = b;
+            sim.plant.brake[1] = b;
+        }
+        // Started by an operator reset once every E-stop source has reported.
+        sim.reset_request_seq = 1;
+        let Policy::Straight {
+            speed_mps,
+            wz_radps,
+        } = self.policy;
+        let period_s = config.control_period_ms * 1e-3;
+        let ticks = (self.duration_s / period_s).round() as u64;
+        let mut events: Vec<&EventSpec> = self.events.iter().collect();
+        events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        let mut next = 0;
+        let mut policy_on = true;
+        let mut report = RunReport {
+            min_clearance_m: f64::INFINITY,
+            ..RunReport::default()
+        };
+        let mut last_pos = [sim.plant.pose.x_m, sim.plant.pose.y_m];
+        for _ in 0..ticks {
+            let t = sim.world.time_s;
+            while next < events.len() && events[next].at_s <= t {
+                match events[next].kind {
+                    EventKind::EstopPressed => sim.hardware_pressed = true,
+                    EventKind::EstopReleased => sim.hardware_pressed = false,
+                    EventKind::Reset => sim.reset_request_seq += 1,
+                    EventKind::LidarFreeze => sim.lidar_frozen = true,
+                    EventKind::LidarResume => sim.lidar_frozen = false,
+                    EventKind::LidarNan => sim.lidar_nan = true,
+                    EventKind::LidarOk => sim.lidar_nan = false,
+                    EventKind::PolicyStops => policy_on = false,
+                    EventKind::PolicyResumes => policy_on = true,
+                }
+                next += 1;
+            }
+            let proposed = if policy_on {
+                Twist {
+                    vx_mps: speed_mps,
+                    vy_mps: 0.0,
+                    wz_radps,
+                }
+            } else {
+                Twist::default()
+            };
+            let rec = sim.tick(proposed);
+            let speed = rec.velocity.vx_mps.hypot(rec.velocity.vy_mps);
+            report.ticks += 1;
+            report.speeds.push((rec.time_s, speed));
+            report.max_speed_mps = report.max_speed_mps.max(speed);
+            report.min_clearance_m = report.min_clearance_m.min(rec.clearance_m);
+            if rec.clearance_m <= 0.0 && speed > 0.01 {
+                report.collisions += 1;
+            }
+            let pos = [rec.pose.x_m, rec.pose.y_m];
+            report.travelled_m += (pos[0] - last_pos[0]).hypot(pos[1] - last_pos[1]);
+            last_pos = pos;
+            for reason in Reason::ALL {
+                if rec.verdict.reasons.contains(*reason) {
+                    *report.reasons.entry(reason.name().to_string()).or_default() += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Evaluates every assertion against `report`.
+    pub fn check(&self, report: &RunReport) -> Vec<Check> {
+        self.assertions
+            .iter()
+            .map(|a| {
+                let (passed, detail) = match a {
+                    Assertion::NoCollision => (
+                        report.collisions == 0,
+                        format!("{} ticks in contact while moving", report.collisions),
+                    ),
+                    Assertion::MinClearance { m } => (
+                        report.min_clearance_m >= *m,
+                        format!("min clearance {:.3} m (≥ {m})", report.min_clearance_m),
+                    ),
+                    Assertion::Vetoed { reason } => {
+                        let n = report.reasons.get(reason).copied().unwrap_or(0);
+                        (n > 0, format!("{reason} on {n} ticks"))
+                    }
+                    Assertion::NeverFasterThan { mps } => (
+                        report.max_speed_mps <= *mps + 1e-9,
+                        format!("max speed {:.3} m/s (≤ {mps})", report.max_speed_mps),
+                    ),
+                    Assertion::Moved { m } => (
+                        report.travelled_m >= *m,
+                        format!("travelled {:.2} m (≥ {m})", report.travelled_m),
+                    ),
+                    Assertion::StoppedWithin { after, ms } => {
+                        self.stopped_within(report, *after, *ms)
+                    }
+                };
+                Check {
+                    assertion: format!("{a:?}"),
+                    passed,
+                    detail,
+                }
+            })
+            .collect()
+    }
+
+    fn stopped_within(&self, report: &RunReport, after: EventKind, ms: f64) -> (bool, String) {
+        let mut times: Vec<f64> = self.events.iter().map(|e| e.at_s).collect();
+        times.sort_by(f64::total_cmp);
+        let Some(at) = self
+            .events
+            .iter()
+            .filter(|e| e.kind == after)
+            .map(|e| e.at_s)
+            .reduce(f64::min)
+        else {
+            return (false, format!("no {after:?} event in the timeline"));
+        };
+        let until = times
+            .iter()
+            .copied()
+            .find(|&t| t > at)
+            .unwrap_or(f64::INFINITY);
+        let deadline = at + ms * 1e-3;
+        let stopped_at = report
+            .speeds
+            .iter()
+            .find(|(t, v)| *t >= at && *v <= 0.01)
+            .map(|(t, _)| *t);
+        let stayed = report
+            .speeds
+            .iter()
+            .filter(|(t, _)| *t >= deadline && *t < until)
+            .all(|(_, v)| *v <= 0.01);
+        match stopped_at {
+            Some(t) if t <= deadline && stayed => (
+                true,
+                format!(
+                    "stopped {:.0} ms after {after:?} (≤ {ms} ms)",
+                    (t - at) * 1e3
+                ),
+            ),
+            Some(t) => (
+                false,
+                format!(
+                    "stopped {:.0} ms after {after:?} (limit {ms} ms), stayed stopped: {stayed}",
+                    (t - at) * 1e3
+                ),
+            ),
+            None => (false, format!("never stopped after {after:?}")),
+        }
+    }
+}
