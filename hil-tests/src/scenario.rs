@@ -46,6 +46,9 @@ pub struct Scenario {
     pub seed: u64,
     #[serde(default = "default_beams")]
     pub beams: usize,
+    /// The operator resets once at start (default true); false = the robot must stay latched.
+    #[serde(default = "default_true")]
+    pub reset_at_start: bool,
     pub policy: Policy,
     #[serde(default)]
     pub obstacles: Vec<ObstacleSpec>,
@@ -57,6 +60,10 @@ pub struct Scenario {
 
 fn default_seed() -> u64 {
     1
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_beams() -> usize {
@@ -220,7 +227,7 @@ impl Scenario {
             sim.plant.brake[1] = b;
         }
         // Started by an operator reset once every E-stop source has reported.
-        sim.reset_request_seq = 1;
+        sim.reset_request_seq = u64::from(self.reset_at_start);
         let Policy::Straight {
             speed_mps,
             wz_radps,

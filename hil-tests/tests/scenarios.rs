@@ -35,7 +35,7 @@ fn every_scenario_passes_its_assertions() {
     assert!(files.len() >= 6, "{files:?}");
     let mut failures = Vec::new();
     println!(
-        "{:<28} {:<7} {:>6} {:>9} {:>9}  covers",
+        "{:<32} {:<7} {:>6} {:>9} {:>9}  covers",
         "scenario", "result", "ticks", "min_clr_m", "max_v"
     );
     for file in &files {
@@ -44,7 +44,7 @@ fn every_scenario_passes_its_assertions() {
         let checks = s.check(&report);
         let ok = checks.iter().all(|c| c.passed);
         println!(
-            "{:<28} {:<7} {:>6} {:>9.3} {:>9.3}  {}",
+            "{:<32} {:<7} {:>6} {:>9.3} {:>9.3}  {}",
             s.name,
             if ok { "pass" } else { "FAIL" },
             report.ticks,
@@ -113,4 +113,20 @@ fn the_assertions_can_fail() {
         .unwrap();
     let report = estop.run(&config).unwrap();
     assert!(estop.check(&report).iter().all(|c| !c.passed));
+}
+
+#[test]
+fn scenarios_are_deterministic() {
+    // SAF-009 at system level: the same scenario gives bit-identical speeds.
+    let config = demo_safety_config();
+    let s = load("pedestrian_crossing");
+    let a = s.run(&config).unwrap();
+    let b = s.run(&config).unwrap();
+    assert_eq!(a.speeds.len(), b.speeds.len());
+    assert!(
+        a.speeds
+            .iter()
+            .zip(&b.speeds)
+            .all(|(x, y)| x.0.to_bits() == y.0.to_bits() && x.1.to_bits() == y.1.to_bits())
+    );
 }
