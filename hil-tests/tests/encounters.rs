@@ -1,12 +1,17 @@
-//! A CI-sized sample of randomized encounters: zero collisions while moving toward an obstacle.
-//! (The 10,000-encounter campaign is the HIL issue's; this sample is its smoke test.)
+//! Randomized encounters: zero collisions while moving toward an obstacle. CI runs 300; the full
+//! campaign is `REFLEX_ENCOUNTERS=10000 cargo test --release -p reflex-hil --test encounters --
+//! --nocapture` (hil-tests/README.md).
 
 use reflex_hil::{demo_safety_config, run_encounter, run_encounter_with_plant_brake};
 
 #[test]
 fn randomized_encounters_never_collide_while_moving() {
     let config = demo_safety_config();
-    let outcomes: Vec<_> = (0..300).map(|seed| run_encounter(&config, seed)).collect();
+    let n: u64 = std::env::var("REFLEX_ENCOUNTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let outcomes: Vec<_> = (0..n).map(|seed| run_encounter(&config, seed)).collect();
     let collisions: Vec<_> = outcomes
         .iter()
         .filter(|o| o.collided_while_moving)
@@ -16,15 +21,17 @@ fn randomized_encounters_never_collide_while_moving() {
     clearances.sort_by(f64::total_cmp);
     let p = |q: f64| clearances[((clearances.len() - 1) as f64 * q) as usize];
     println!(
-        "min clearance over {} encounters: min {:.3} m, p5 {:.3} m, median {:.3} m",
+        "min clearance over {} encounters: min {:.3} m, p1 {:.3} m, p5 {:.3} m, median {:.3} m, p95 {:.3} m",
         clearances.len(),
         p(0.0),
+        p(0.01),
         p(0.05),
-        p(0.5)
+        p(0.5),
+        p(0.95)
     );
     // The robot really drove: most encounters covered real distance toward the obstacle.
     let moved = outcomes.iter().filter(|o| o.travelled_m > 0.5).count();
-    assert!(moved > 250, "{moved}");
+    assert!(moved as u64 > n * 5 / 6, "{moved} of {n}");
 }
 
 #[test]
