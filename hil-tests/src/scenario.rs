@@ -150,6 +150,8 @@ pub struct RunReport {
     pub reasons: BTreeMap<String, u64>,
     /// (time s, speed m/s) per tick.
     pub speeds: Vec<(f64, f64)>,
+    /// Every tick, for the report folder.
+    pub ticks_log: Vec<reflex_runtime::simrun::SimTick>,
 }
 
 /// One assertion's outcome.
@@ -269,6 +271,15 @@ impl Scenario {
                 Twist::default()
             };
             let rec = sim.tick(proposed);
+            report.ticks_log.push(reflex_runtime::simrun::SimTick {
+                time_s: rec.time_s,
+                pose: rec.pose,
+                velocity: rec.velocity,
+                command: rec.verdict.command.base,
+                action: rec.verdict.action,
+                reasons: rec.verdict.reasons,
+                clearance_m: rec.clearance_m,
+            });
             let speed = rec.velocity.vx_mps.hypot(rec.velocity.vy_mps);
             report.ticks += 1;
             report.speeds.push((rec.time_s, speed));
@@ -287,6 +298,26 @@ impl Scenario {
             }
         }
         Ok(report)
+    }
+
+    /// Writes the run's report folder: `ticks.csv` (per tick), `trajectory.svg` (path, obstacles,
+    /// where safety slowed or stopped the robot) and `checks.txt` (each assertion's result).
+    pub fn write_report(&self, dir: &Path, report: &RunReport, checks: &[Check]) -> Result<()> {
+        reflex_runtime::report::write(dir, &self.world(), &report.ticks_log)?;
+        let mut text = format!(
+            "scenario {}\n{}\ncovers {:?}\n\n",
+            self.name, self.description, self.covers
+        );
+        for c in checks {
+            text.push_str(&format!(
+                "{} {} — {}\n",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.assertion,
+                c.detail
+            ));
+        }
+        let path = dir.join("checks.txt");
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Evaluates every assertion against `report`.

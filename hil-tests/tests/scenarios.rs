@@ -34,6 +34,8 @@ fn every_scenario_passes_its_assertions() {
     let files = scenario_files();
     assert!(files.len() >= 6, "{files:?}");
     let mut failures = Vec::new();
+    // REFLEX_SCENARIO_REPORTS=DIR writes a report folder per scenario.
+    let reports = std::env::var_os("REFLEX_SCENARIO_REPORTS").map(PathBuf::from);
     println!(
         "{:<32} {:<7} {:>6} {:>9} {:>9}  covers",
         "scenario", "result", "ticks", "min_clr_m", "max_v"
@@ -42,6 +44,10 @@ fn every_scenario_passes_its_assertions() {
         let s = Scenario::load(file).unwrap();
         let report = s.run(&config).unwrap();
         let checks = s.check(&report);
+        if let Some(dir) = &reports {
+            s.write_report(&dir.join(&s.name), &report, &checks)
+                .unwrap();
+        }
         let ok = checks.iter().all(|c| c.passed);
         println!(
             "{:<32} {:<7} {:>6} {:>9.3} {:>9.3}  {}",
@@ -129,4 +135,22 @@ fn scenarios_are_deterministic() {
             .zip(&b.speeds)
             .all(|(x, y)| x.0.to_bits() == y.0.to_bits() && x.1.to_bits() == y.1.to_bits())
     );
+}
+
+#[test]
+fn a_scenario_writes_its_report_folder() {
+    let config = demo_safety_config();
+    let s = load("estop_category_1");
+    let report = s.run(&config).unwrap();
+    let checks = s.check(&report);
+    let dir = std::env::temp_dir().join(format!("reflex-hil-report-{}", std::process::id()));
+    s.write_report(&dir, &report, &checks).unwrap();
+    let csv = std::fs::read_to_string(dir.join("ticks.csv")).unwrap();
+    assert_eq!(csv.lines().count(), report.ticks_log.len() + 1);
+    assert!(csv.contains("estop_latched"));
+    let svg = std::fs::read_to_string(dir.join("trajectory.svg")).unwrap();
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"));
+    let text = std::fs::read_to_string(dir.join("checks.txt")).unwrap();
+    assert!(text.contains("PASS StoppedWithin"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
