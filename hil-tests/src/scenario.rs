@@ -80,6 +80,10 @@ pub enum Policy {
         #[serde(default)]
         wz_radps: f64,
     },
+    /// The demo VLA policy (models/demo/reflex-demo-vla) on ONNX Runtime through the real
+    /// control loop (anytime inference, chunk queue, safety), told `instruction`; `goal` names
+    /// the marker obstacle that counts as reached.
+    Vla { instruction: String, goal: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +92,13 @@ pub enum ObstacleSpec {
     Wall {
         from: [f64; 2],
         to: [f64; 2],
+    },
+    /// A coloured goal marker the camera sees (`colour` = "red" or "blue").
+    Marker {
+        name: String,
+        center: [f64; 2],
+        radius_m: f64,
+        colour: String,
     },
     Circle {
         name: String,
@@ -113,6 +124,12 @@ pub enum EventKind {
     LidarOk,
     PolicyStops,
     PolicyResumes,
+    /// VLA runs: the inference worker hangs / comes back.
+    InferenceHang,
+    InferenceResume,
+    /// VLA runs: camera frames stop / resume.
+    CameraStops,
+    CameraResumes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +154,8 @@ pub enum Assertion {
     NeverFasterThan { mps: f64 },
     /// The robot travelled at least `m` (the scenario was not a robot standing still).
     Moved { m: f64 },
+    /// VLA runs: the goal marker was reached within `s` seconds.
+    GoalReached { s: f64 },
 }
 
 /// What a run produced, for reports and assertions.
@@ -152,6 +171,8 @@ pub struct RunReport {
     pub speeds: Vec<(f64, f64)>,
     /// Every tick, for the report folder.
     pub ticks_log: Vec<reflex_runtime::simrun::SimTick>,
+    /// VLA runs: when the goal was reached (s).
+    pub goal_reached_s: Option<f64>,
 }
 
 /// One assertion's outcome.
@@ -188,6 +209,21 @@ impl Scenario {
             .enumerate()
             .map(|(i, o)| match o {
                 ObstacleSpec::Wall { from, to } => Obstacle::wall(&format!("wall {i}"), *from, *to),
+                ObstacleSpec::Marker {
+                    name,
+                    center,
+                    radius_m,
+                    colour,
+                } => Obstacle::marker(
+                    name,
+                    *center,
+                    *radius_m,
+                    if colour == "blue" {
+                        reflex_runtime::sim::MARKER_BLUE
+                    } else {
+                        reflex_runtime::sim::MARKER_RED
+                    },
+                ),
                 ObstacleSpec::Circle {
                     name,
                     center,
@@ -222,6 +258,9 @@ impl Scenario {
         config: &SafetyConfig,
         plant_brake_mps2: Option<f64>,
     ) -> Result<RunReport> {
+        if let Policy::Vla { instruction, goal } = &self.policy {
+            return self.run_vla(config, instruction, goal);
+        }
         let mut sim = Lockstep::new(config.clone(), self.world(), self.beams, self.seed)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(b) = plant_brake_mps2 {
@@ -233,7 +272,10 @@ impl Scenario {
         let Policy::Straight {
             speed_mps,
             wz_radps,
-        } = self.policy;
+        } = self.policy
+        else {
+            unreachable!("VLA runs return above");
+        };
         let period_s = config.control_period_ms * 1e-3;
         let ticks = (self.duration_s / period_s).round() as u64;
         let mut events: Vec<&EventSpec> = self.events.iter().collect();
@@ -258,6 +300,14 @@ impl Scenario {
                     EventKind::LidarOk => sim.lidar_nan = false,
                     EventKind::PolicyStops => policy_on = false,
                     EventKind::PolicyResumes => policy_on = true,
+                    EventKind::InferenceHang
+                    | EventKind::InferenceResume
+                    | EventKind::CameraStops
+                    | EventKind::CameraResumes => anyhow::bail!(
+                        "{}: {:?} needs the VLA policy (policy.kind = \"vla\")",
+                        self.name,
+                        events[next].kind
+                    ),
                 }
                 next += 1;
             }
@@ -297,6 +347,98 @@ impl Scenario {
                 }
             }
         }
+        Ok(report)
+    }
+
+    /// The scripted faults in force at `t_s` (replaying the timeline).
+    fn faults_at(&self, t_s: f64) -> reflex_runtime::simrun::Faults {
+        let mut f = reflex_runtime::simrun::Faults::default();
+        let mut events: Vec<&EventSpec> = self.events.iter().filter(|e| e.at_s <= t_s).collect();
+        events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        for e in events {
+            match e.kind {
+                EventKind::EstopPressed => f.estop_pressed = true,
+                EventKind::EstopReleased => f.estop_pressed = false,
+                EventKind::Reset => f.resets += 1,
+                EventKind::LidarFreeze => f.lidar_frozen = true,
+                EventKind::LidarResume => f.lidar_frozen = false,
+                EventKind::InferenceHang => f.inference_hung = true,
+                EventKind::InferenceResume => f.inference_hung = false,
+                EventKind::CameraStops => f.camera_stopped = true,
+                EventKind::CameraResumes => f.camera_stopped = false,
+                EventKind::LidarNan
+                | EventKind::LidarOk
+                | EventKind::PolicyStops
+                | EventKind::PolicyResumes => {}
+            }
+        }
+        f
+    }
+
+    /// The VLA through the real control loop in lockstep (`reflex sim`'s runner) with the
+    /// timeline's faults.
+    fn run_vla(&self, config: &SafetyConfig, instruction: &str, goal: &str) -> Result<RunReport> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let package =
+            reflex_models::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?;
+        let backend = reflex_models::BackendConfig {
+            ort_library: Some(reflex_models::ort_library_or_venv(&repo)),
+            ..reflex_models::BackendConfig::default()
+        };
+        let world = self.world();
+        let goal = world
+            .obstacles
+            .iter()
+            .position(|o| o.name == goal)
+            .with_context(|| format!("{}: policy.goal {goal:?} names no obstacle", self.name))?;
+        let scenario = reflex_runtime::simrun::Scenario {
+            name: self.name.clone(),
+            world,
+            instruction: instruction.into(),
+            goal,
+            goal_clearance_m: 0.6,
+        };
+        let options = reflex_runtime::simrun::SimOptions {
+            duration_s: self.duration_s,
+            period_ms: config.control_period_ms,
+            seed: self.seed,
+            ..Default::default()
+        };
+        let mut report = RunReport {
+            min_clearance_m: f64::INFINITY,
+            ..RunReport::default()
+        };
+        let mut last: Option<[f64; 2]> = None;
+        let summary = reflex_runtime::simrun::run_lockstep_with_faults(
+            config,
+            &package,
+            &backend,
+            scenario,
+            &options,
+            &|t| self.faults_at(t),
+            &mut |t| {
+                let speed = t.velocity.vx_mps.hypot(t.velocity.vy_mps);
+                report.ticks += 1;
+                report.speeds.push((t.time_s, speed));
+                report.max_speed_mps = report.max_speed_mps.max(speed);
+                report.min_clearance_m = report.min_clearance_m.min(t.clearance_m);
+                if t.clearance_m <= 0.0 && speed > 0.01 {
+                    report.collisions += 1;
+                }
+                let pos = [t.pose.x_m, t.pose.y_m];
+                if let Some(p) = last {
+                    report.travelled_m += (pos[0] - p[0]).hypot(pos[1] - p[1]);
+                }
+                last = Some(pos);
+                for reason in Reason::ALL {
+                    if t.reasons.contains(*reason) {
+                        *report.reasons.entry(reason.name().to_string()).or_default() += 1;
+                    }
+                }
+                report.ticks_log.push(*t);
+            },
+        )?;
+        report.goal_reached_s = summary.goal_reached_s;
         Ok(report)
     }
 
@@ -349,6 +491,10 @@ impl Scenario {
                     Assertion::StoppedWithin { after, ms } => {
                         self.stopped_within(report, *after, *ms)
                     }
+                    Assertion::GoalReached { s } => match report.goal_reached_s {
+                        Some(t) => (t <= *s, format!("goal reached at {t:.1} s (≤ {s})")),
+                        None => (false, "goal not reached".into()),
+                    },
                 };
                 Check {
                     assertion: format!("{a:?}"),

@@ -323,7 +323,7 @@ pub fn run_realtime(
         package,
         backend_config,
         rt_config,
-        (scenario.name, &scenario.instruction),
+        (&scenario.name, &scenario.instruction),
         options,
         port,
         &mut robot,

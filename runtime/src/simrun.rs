@@ -18,7 +18,7 @@ use crate::sim::{MARKER_BLUE, MARKER_RED, Obstacle, Plant, Pose, Rng, SimCamera,
 /// A scenario: world, goal and instruction.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    pub name: &'static str,
+    pub name: String,
     pub world: World,
     pub instruction: String,
     /// Index of the goal marker in `world.obstacles`.
@@ -49,7 +49,7 @@ pub fn default_scenario(seed: u64) -> Scenario {
         time_s: 0.0,
     };
     Scenario {
-        name: "default",
+        name: "default".into(),
         world,
         instruction: "go to the red marker".into(),
         goal: 0,
@@ -194,6 +194,21 @@ pub fn base_axes(package: &PolicyPackage) -> Vec<BaseAxis> {
         .collect()
 }
 
+/// Faults injected into a lockstep run at a given time (HIL scenarios).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The inference worker hangs: no chunk is produced.
+    pub inference_hung: bool,
+    /// The camera stops: no new observation reaches the policy.
+    pub camera_stopped: bool,
+    /// The lidar driver freezes: no new scans.
+    pub lidar_frozen: bool,
+    /// The hardware E-stop is pressed.
+    pub estop_pressed: bool,
+    /// Operator resets requested so far (beyond the one at start).
+    pub resets: u64,
+}
+
 /// Runs `scenario` in lockstep; `on_tick` sees every tick.
 pub fn run_lockstep(
     safety_config: &SafetyConfig,
@@ -201,6 +216,27 @@ pub fn run_lockstep(
     backend_config: &BackendConfig,
     scenario: Scenario,
     options: &SimOptions,
+    on_tick: &mut dyn FnMut(&SimTick),
+) -> Result<SimSummary> {
+    run_lockstep_with_faults(
+        safety_config,
+        package,
+        backend_config,
+        scenario,
+        options,
+        &|_| Faults::default(),
+        on_tick,
+    )
+}
+
+/// [`run_lockstep`] with `faults(t_s)` applied at every tick.
+pub fn run_lockstep_with_faults(
+    safety_config: &SafetyConfig,
+    package: &PolicyPackage,
+    backend_config: &BackendConfig,
+    scenario: Scenario,
+    options: &SimOptions,
+    faults: &dyn Fn(f64) -> Faults,
     on_tick: &mut dyn FnMut(&SimTick),
 ) -> Result<SimSummary> {
     let mut backend = OrtBackend::load(package, backend_config)?;
@@ -222,19 +258,22 @@ pub fn run_lockstep(
     let mut inference_ms = Vec::new();
     let start_ns = 1_000_000_000u64;
     let ticks = (options.duration_s * 1e9 / period_ns as f64).round() as u64;
-    let mut summary = empty_summary(scenario.name, "lockstep");
+    let mut summary = empty_summary(&scenario.name, "lockstep");
     let wall = std::time::Instant::now();
     let clock = move || wall.elapsed().as_nanos() as u64;
     for tick in 0..ticks {
         let now = start_ns + (tick + 1) * period_ns;
         let t_s = (tick + 1) as f64 * period_ns as f64 * 1e-9;
         robot.world.step(period_ns as f64 * 1e-9);
-        if tick.is_multiple_of(4) {
+        let fault = faults(t_s);
+        if tick.is_multiple_of(4) && !fault.lidar_frozen {
             robot.scan(&mut ranges);
             scan_stamp = now;
         }
         // Anytime inference: the chunk computed from this observation arrives `latency` later.
-        let alive = options.kill_inference_at_s.is_none_or(|k| t_s < k);
+        let alive = options.kill_inference_at_s.is_none_or(|k| t_s < k)
+            && !fault.inference_hung
+            && !fault.camera_stopped;
         if alive && pending.is_none() {
             robot.observe(&mut obs);
             obs.t_obs_ns = now;
@@ -245,6 +284,7 @@ pub fn run_lockstep(
         }
         if let Some(arrival) = pending
             && arrival <= now
+            && !fault.inference_hung
         {
             if let Some(mut msg) = channel.free.pop() {
                 msg.t_obs_ns = chunk.t_obs_ns;
@@ -253,11 +293,14 @@ pub fn run_lockstep(
             }
             pending = None;
         }
-        let estop = [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT];
+        let mut estop = [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT];
+        if fault.estop_pressed {
+            estop[EstopSource::Hardware.index()] = EstopReport::Pressed(Monotonic::from_nanos(now));
+        }
         let inputs = SafetyInputs {
             estop,
-            // The operator's start at t = 0.
-            reset_request_seq: 1,
+            // The operator's start at t = 0, then any scripted resets.
+            reset_request_seq: 1 + fault.resets,
             scan: Some(robot.lidar_scan(scan_stamp, &ranges)),
             odometry: Some(Odometry {
                 stamp: Monotonic::from_nanos(now),
