@@ -46,6 +46,10 @@ pub struct Scenario {
     pub seed: u64,
     #[serde(default = "default_beams")]
     pub beams: usize,
+    /// `lockstep` (default: faster than real time, deterministic) or `realtime` (VLA only: the
+    /// RT thread, inference worker and robot threads on the real clock; deadline misses count).
+    #[serde(default)]
+    pub mode: Mode,
     /// The operator resets once at start (default true); false = the robot must stay latched.
     #[serde(default = "default_true")]
     pub reset_at_start: bool,
@@ -68,6 +72,14 @@ fn default_true() -> bool {
 
 fn default_beams() -> usize {
     720
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Lockstep,
+    Realtime,
 }
 
 /// The scripted policy.
@@ -130,6 +142,8 @@ pub enum EventKind {
     /// VLA runs: camera frames stop / resume.
     CameraStops,
     CameraResumes,
+    /// Real-time runs: a busy thread per CPU (normal priority) from here to the end.
+    CpuHogStarts,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +170,8 @@ pub enum Assertion {
     Moved { m: f64 },
     /// VLA runs: the goal marker was reached within `s` seconds.
     GoalReached { s: f64 },
+    /// Real-time runs: the RT loop missed no deadline.
+    NoDeadlineMisses,
 }
 
 /// What a run produced, for reports and assertions.
@@ -173,6 +189,8 @@ pub struct RunReport {
     pub ticks_log: Vec<reflex_runtime::simrun::SimTick>,
     /// VLA runs: when the goal was reached (s).
     pub goal_reached_s: Option<f64>,
+    /// Real-time runs: deadline misses of the RT loop (lockstep: none can happen).
+    pub deadline_misses: u64,
 }
 
 /// One assertion's outcome.
@@ -181,6 +199,27 @@ pub struct Check {
     pub assertion: String,
     pub passed: bool,
     pub detail: String,
+}
+
+/// An empty scenario, for replaying a timeline.
+fn placeholder() -> Scenario {
+    Scenario {
+        name: String::new(),
+        description: String::new(),
+        covers: Vec::new(),
+        duration_s: 1.0,
+        seed: 1,
+        beams: 720,
+        mode: Mode::Lockstep,
+        reset_at_start: true,
+        policy: Policy::Straight {
+            speed_mps: 0.0,
+            wz_radps: 0.0,
+        },
+        obstacles: Vec::new(),
+        events: Vec::new(),
+        assertions: Vec::new(),
+    }
 }
 
 impl Scenario {
@@ -303,7 +342,8 @@ impl Scenario {
                     EventKind::InferenceHang
                     | EventKind::InferenceResume
                     | EventKind::CameraStops
-                    | EventKind::CameraResumes => anyhow::bail!(
+                    | EventKind::CameraResumes
+                    | EventKind::CpuHogStarts => anyhow::bail!(
                         "{}: {:?} needs the VLA policy (policy.kind = \"vla\")",
                         self.name,
                         events[next].kind
@@ -369,7 +409,8 @@ impl Scenario {
                 EventKind::LidarNan
                 | EventKind::LidarOk
                 | EventKind::PolicyStops
-                | EventKind::PolicyResumes => {}
+                | EventKind::PolicyResumes
+                | EventKind::CpuHogStarts => {}
             }
         }
         f
@@ -404,6 +445,9 @@ impl Scenario {
             seed: self.seed,
             ..Default::default()
         };
+        if self.mode == Mode::Realtime {
+            return self.run_vla_realtime(config, &package, &backend, scenario, options);
+        }
         let mut report = RunReport {
             min_clearance_m: f64::INFINITY,
             ..RunReport::default()
@@ -439,6 +483,112 @@ impl Scenario {
             },
         )?;
         report.goal_reached_s = summary.goal_reached_s;
+        Ok(report)
+    }
+
+    /// The VLA scenario on real threads and the real clock (`reflex sim --realtime`'s runner),
+    /// the simulated robot applying the timeline's faults.
+    fn run_vla_realtime(
+        &self,
+        config: &SafetyConfig,
+        package: &reflex_models::PolicyPackage,
+        backend: &reflex_models::BackendConfig,
+        scenario: reflex_runtime::simrun::Scenario,
+        mut options: reflex_runtime::simrun::SimOptions,
+    ) -> Result<RunReport> {
+        use reflex_runtime::realtime::{SimRobot, SwapPort, run_robot};
+        // The worker hang of the real-time runner (a worker that stops producing, alive).
+        options.kill_inference_at_s = self
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::InferenceHang)
+            .map(|e| e.at_s)
+            .reduce(f64::min);
+        let mut rt_config = reflex_runtime::rt::RtConfig {
+            period_ms: config.control_period_ms,
+            fifo_priority: Some(80),
+            lock_memory: true,
+            ..reflex_runtime::rt::RtConfig::default()
+        };
+        rt_config.cpu_dma_latency_us = Some(0);
+        let events = self.events.clone();
+        let faults = move |t: f64| {
+            let s = Scenario {
+                events: events.clone(),
+                ..placeholder()
+            };
+            s.faults_at(t)
+        };
+        let robot = reflex_runtime::simrun::Robot::new(config, &scenario, self.seed)?;
+        let mut robot = SimRobot::new(robot).with_faults(Box::new(faults));
+        // CPU hogs: one busy thread per CPU from the event on, normal priority.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hogs: Vec<_> = self
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::CpuHogStarts)
+            .take(1)
+            .flat_map(|e| {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let at = std::time::Instant::now() + std::time::Duration::from_secs_f64(e.at_s);
+                (0..cpus).map(move |_| at)
+            })
+            .map(|at| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while std::time::Instant::now() < at {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for i in 0..10_000u64 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let port = std::sync::Arc::new(SwapPort::default());
+        let result = run_robot(
+            config,
+            package,
+            backend,
+            &rt_config,
+            (&self.name, &scenario.instruction),
+            &options,
+            &port,
+            &mut robot,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hogs {
+            let _ = h.join();
+        }
+        let (summary, rt) = result?;
+        let mut report = RunReport {
+            min_clearance_m: f64::INFINITY,
+            deadline_misses: summary.deadline_misses,
+            goal_reached_s: summary.goal_reached_s,
+            ..RunReport::default()
+        };
+        report.reasons = summary.vetoes.clone().into_iter().collect();
+        let _ = rt;
+        let mut last: Option<f64> = None;
+        for &(t, speed, clearance) in robot.trace.as_deref().unwrap_or_default() {
+            report.ticks += 1;
+            report.speeds.push((t, speed));
+            report.max_speed_mps = report.max_speed_mps.max(speed);
+            report.min_clearance_m = report.min_clearance_m.min(clearance);
+            if clearance <= 0.0 && speed > 0.01 {
+                report.collisions += 1;
+            }
+            if let Some(prev) = last {
+                report.travelled_m += speed * (t - prev);
+            }
+            last = Some(t);
+        }
         Ok(report)
     }
 
@@ -495,6 +645,14 @@ impl Scenario {
                         Some(t) => (t <= *s, format!("goal reached at {t:.1} s (≤ {s})")),
                         None => (false, "goal not reached".into()),
                     },
+                    Assertion::NoDeadlineMisses => (
+                        self.mode == Mode::Realtime && report.deadline_misses == 0,
+                        if self.mode == Mode::Realtime {
+                            format!("{} deadline misses", report.deadline_misses)
+                        } else {
+                            "only meaningful with mode = \"realtime\"".into()
+                        },
+                    ),
                 };
                 Check {
                     assertion: format!("{a:?}"),

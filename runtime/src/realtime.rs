@@ -107,6 +107,9 @@ pub struct SimRobot {
     scan_stamp: u64,
     ranges: Vec<f32>,
     inference_due: u64,
+    faults: Option<Box<dyn Fn(f64) -> crate::simrun::Faults>>,
+    /// (time s, speed m/s, clearance m) per step, when tracing (HIL scenarios).
+    pub trace: Option<Vec<(f64, f64, f64)>>,
 }
 
 impl std::fmt::Debug for SimRobot {
@@ -128,7 +131,17 @@ impl SimRobot {
             scan_stamp: 0,
             ranges: vec![f32::INFINITY; beams],
             inference_due: 0,
+            faults: None,
+            trace: None,
         }
+    }
+
+    /// Applies `faults(t_s)` every step (frozen lidar, stopped camera, E-stop, resets) and
+    /// records a per-step trace (HIL scenarios in real time).
+    pub fn with_faults(mut self, faults: Box<dyn Fn(f64) -> crate::simrun::Faults>) -> Self {
+        self.faults = Some(faults);
+        self.trace = Some(Vec::new());
+        self
     }
 }
 
@@ -157,9 +170,14 @@ impl RobotIo for SimRobot {
         let robot = &mut self.robot;
         robot.world.step(dt_s);
         let t_s = (now - self.start_ns) as f64 * 1e-9;
-        robot.actuate(command.base, command.power_enabled, dt_s, t_s);
+        let fault = self.faults.as_ref().map(|f| f(t_s)).unwrap_or_default();
+        let clearance = robot.actuate(command.base, command.power_enabled, dt_s, t_s);
+        if let Some(trace) = self.trace.as_mut() {
+            let v = robot.plant.velocity;
+            trace.push((t_s, v.vx_mps.hypot(v.vy_mps), clearance));
+        }
         // The lidar publishes at 25 Hz; odometry every step.
-        if self.step.is_multiple_of(4) {
+        if self.step.is_multiple_of(4) && !fault.lidar_frozen {
             robot.scan(&mut self.ranges);
             self.scan_stamp = now;
         }
@@ -168,9 +186,13 @@ impl RobotIo for SimRobot {
         frame.scan_stamp_ns = self.scan_stamp;
         frame.odom_stamp_ns = now;
         frame.odom = Some(robot.plant.velocity);
-        frame.estop[EstopSource::Hardware.index()] = EstopReport::Clear(Monotonic::from_nanos(now));
-        frame.reset_seq = 1;
-        if now >= self.inference_due {
+        frame.estop[EstopSource::Hardware.index()] = if fault.estop_pressed {
+            EstopReport::Pressed(Monotonic::from_nanos(now))
+        } else {
+            EstopReport::Clear(Monotonic::from_nanos(now))
+        };
+        frame.reset_seq = 1 + fault.resets;
+        if now >= self.inference_due && !fault.camera_stopped {
             // The camera runs at 20 Hz; the worker takes the newest frame when it is free.
             robot.observe(obs);
             self.inference_due = now + 50_000_000;
@@ -405,6 +427,9 @@ pub fn run_robot(
                         let newest = slot.read();
                         if newest.t_obs_ns == obs.t_obs_ns {
                             drop(slot);
+                            // Waiting for input is not hanging: the loop's action aging, not the
+                            // watchdog, handles a camera that stopped.
+                            beat.store(rt::now_ns(), Ordering::Release);
                             std::thread::sleep(std::time::Duration::from_micros(500));
                             continue;
                         }
