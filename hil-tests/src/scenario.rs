@@ -144,6 +144,8 @@ pub enum EventKind {
     CameraResumes,
     /// Real-time runs: a busy thread per CPU (normal priority) from here to the end.
     CpuHogStarts,
+    /// Real-time runs: the inference worker thread crashes (the supervisor must replace it).
+    InferenceCrash,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +174,10 @@ pub enum Assertion {
     GoalReached { s: f64 },
     /// Real-time runs: the RT loop missed no deadline.
     NoDeadlineMisses,
+    /// The robot travelled at least `m` after the first event of kind `after` (it recovered).
+    MovedAfter { after: EventKind, m: f64 },
+    /// Real-time runs: the supervisor replaced at least `min` inference workers.
+    WorkerRestarts { min: u32 },
 }
 
 /// What a run produced, for reports and assertions.
@@ -191,6 +197,8 @@ pub struct RunReport {
     pub goal_reached_s: Option<f64>,
     /// Real-time runs: deadline misses of the RT loop (lockstep: none can happen).
     pub deadline_misses: u64,
+    /// Real-time runs: inference workers the supervisor replaced.
+    pub worker_restarts: u32,
 }
 
 /// One assertion's outcome.
@@ -343,7 +351,8 @@ impl Scenario {
                     | EventKind::InferenceResume
                     | EventKind::CameraStops
                     | EventKind::CameraResumes
-                    | EventKind::CpuHogStarts => anyhow::bail!(
+                    | EventKind::CpuHogStarts
+                    | EventKind::InferenceCrash => anyhow::bail!(
                         "{}: {:?} needs the VLA policy (policy.kind = \"vla\")",
                         self.name,
                         events[next].kind
@@ -410,7 +419,8 @@ impl Scenario {
                 | EventKind::LidarOk
                 | EventKind::PolicyStops
                 | EventKind::PolicyResumes
-                | EventKind::CpuHogStarts => {}
+                | EventKind::CpuHogStarts
+                | EventKind::InferenceCrash => {}
             }
         }
         f
@@ -447,6 +457,17 @@ impl Scenario {
         };
         if self.mode == Mode::Realtime {
             return self.run_vla_realtime(config, &package, &backend, scenario, options);
+        }
+        if let Some(e) = self
+            .events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::CpuHogStarts | EventKind::InferenceCrash))
+        {
+            anyhow::bail!(
+                "{}: {:?} needs mode = \"realtime\" (threads that can hog or crash)",
+                self.name,
+                e.kind
+            );
         }
         let mut report = RunReport {
             min_clearance_m: f64::INFINITY,
@@ -502,6 +523,12 @@ impl Scenario {
             .events
             .iter()
             .filter(|e| e.kind == EventKind::InferenceHang)
+            .map(|e| e.at_s)
+            .reduce(f64::min);
+        options.crash_inference_at_s = self
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::InferenceCrash)
             .map(|e| e.at_s)
             .reduce(f64::min);
         let mut rt_config = reflex_runtime::rt::RtConfig {
@@ -574,7 +601,7 @@ impl Scenario {
             ..RunReport::default()
         };
         report.reasons = summary.vetoes.clone().into_iter().collect();
-        let _ = rt;
+        report.worker_restarts = rt.worker_restarts;
         let mut last: Option<f64> = None;
         for &(t, speed, clearance) in robot.trace.as_deref().unwrap_or_default() {
             report.ticks += 1;
@@ -645,6 +672,29 @@ impl Scenario {
                         Some(t) => (t <= *s, format!("goal reached at {t:.1} s (≤ {s})")),
                         None => (false, "goal not reached".into()),
                     },
+                    Assertion::MovedAfter { after, m } => {
+                        let at = self
+                            .events
+                            .iter()
+                            .filter(|e| e.kind == *after)
+                            .map(|e| e.at_s)
+                            .reduce(f64::min)
+                            .unwrap_or(f64::INFINITY);
+                        let d: f64 = report
+                            .speeds
+                            .windows(2)
+                            .filter(|w| w[0].0 >= at)
+                            .map(|w| w[1].1 * (w[1].0 - w[0].0))
+                            .sum();
+                        (
+                            d >= *m,
+                            format!("travelled {d:.2} m after {after:?} (≥ {m})"),
+                        )
+                    }
+                    Assertion::WorkerRestarts { min } => (
+                        report.worker_restarts >= *min,
+                        format!("{} workers replaced (≥ {min})", report.worker_restarts),
+                    ),
                     Assertion::NoDeadlineMisses => (
                         self.mode == Mode::Realtime && report.deadline_misses == 0,
                         if self.mode == Mode::Realtime {

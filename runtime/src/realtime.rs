@@ -401,6 +401,9 @@ pub fn run_robot(
     let kill_at = options
         .kill_inference_at_s
         .map(|s| start_ns + (s * 1e9) as u64);
+    let crash_at = options
+        .crash_inference_at_s
+        .map(|s| start_ns + (s * 1e9) as u64);
     let spawn_worker = |backend: OrtBackend, generation: u32| {
         let stop = stop.clone();
         let beat = worker_beat.clone();
@@ -417,6 +420,9 @@ pub fn run_robot(
                 let mut obs = Observation::for_manifest(&manifest);
                 let mut latencies_ms = Vec::with_capacity(4096);
                 while !stop.load(Ordering::Acquire) {
+                    if generation == 0 && crash_at.is_some_and(|k| rt::now_ns() >= k) {
+                        anyhow::bail!("simulated inference worker crash (test hook)");
+                    }
                     if generation == 0 && kill_at.is_some_and(|k| rt::now_ns() >= k) {
                         // Simulated hang: alive, silent, holding nothing.
                         std::thread::sleep(std::time::Duration::from_millis(5));

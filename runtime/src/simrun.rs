@@ -70,6 +70,9 @@ pub struct SimOptions {
     pub strategy: MergeStrategy,
     /// Stop feeding chunks after this many seconds (a dead inference worker), for tests.
     pub kill_inference_at_s: Option<f64>,
+    /// Real-time runs: the first inference worker crashes (its thread ends with an error) at
+    /// this time; the supervisor must replace it. For tests.
+    pub crash_inference_at_s: Option<f64>,
 }
 
 impl Default for SimOptions {
@@ -82,6 +85,7 @@ impl Default for SimOptions {
             max_action_age_ms: 200.0,
             strategy: MergeStrategy::Crossfade,
             kill_inference_at_s: None,
+            crash_inference_at_s: None,
         }
     }
 }
