@@ -28,7 +28,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use reflex_runtime::sim::{Lockstep, Obstacle, World};
-use reflex_safety::{Reason, SafetyConfig, Twist};
+use reflex_safety::{SafetyConfig, Twist};
 use serde::Deserialize;
 
 /// One scenario file.
@@ -201,6 +201,34 @@ pub struct RunReport {
     pub worker_restarts: u32,
 }
 
+impl RunReport {
+    fn new() -> Self {
+        Self {
+            min_clearance_m: f64::INFINITY,
+            ..Self::default()
+        }
+    }
+
+    /// Accounts one tick: speed, clearance, contact while moving, distance, reasons.
+    fn record(&mut self, t: &reflex_runtime::simrun::SimTick) {
+        let speed = t.velocity.vx_mps.hypot(t.velocity.vy_mps);
+        self.ticks += 1;
+        self.max_speed_mps = self.max_speed_mps.max(speed);
+        self.min_clearance_m = self.min_clearance_m.min(t.clearance_m);
+        if t.clearance_m <= 0.0 && speed > 0.01 {
+            self.collisions += 1;
+        }
+        if let Some(last) = self.ticks_log.last() {
+            self.travelled_m += (t.pose.x_m - last.pose.x_m).hypot(t.pose.y_m - last.pose.y_m);
+        }
+        self.speeds.push((t.time_s, speed));
+        for reason in t.reasons.iter() {
+            *self.reasons.entry(reason.name().to_string()).or_default() += 1;
+        }
+        self.ticks_log.push(*t);
+    }
+}
+
 /// One assertion's outcome.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -329,11 +357,7 @@ impl Scenario {
         events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         let mut next = 0;
         let mut policy_on = true;
-        let mut report = RunReport {
-            min_clearance_m: f64::INFINITY,
-            ..RunReport::default()
-        };
-        let mut last_pos = [sim.plant.pose.x_m, sim.plant.pose.y_m];
+        let mut report = RunReport::new();
         for _ in 0..ticks {
             let t = sim.world.time_s;
             while next < events.len() && events[next].at_s <= t {
@@ -370,7 +394,7 @@ impl Scenario {
                 Twist::default()
             };
             let rec = sim.tick(proposed);
-            report.ticks_log.push(reflex_runtime::simrun::SimTick {
+            report.record(&reflex_runtime::simrun::SimTick {
                 time_s: rec.time_s,
                 pose: rec.pose,
                 velocity: rec.velocity,
@@ -379,22 +403,6 @@ impl Scenario {
                 reasons: rec.verdict.reasons,
                 clearance_m: rec.clearance_m,
             });
-            let speed = rec.velocity.vx_mps.hypot(rec.velocity.vy_mps);
-            report.ticks += 1;
-            report.speeds.push((rec.time_s, speed));
-            report.max_speed_mps = report.max_speed_mps.max(speed);
-            report.min_clearance_m = report.min_clearance_m.min(rec.clearance_m);
-            if rec.clearance_m <= 0.0 && speed > 0.01 {
-                report.collisions += 1;
-            }
-            let pos = [rec.pose.x_m, rec.pose.y_m];
-            report.travelled_m += (pos[0] - last_pos[0]).hypot(pos[1] - last_pos[1]);
-            last_pos = pos;
-            for reason in Reason::ALL {
-                if rec.verdict.reasons.contains(*reason) {
-                    *report.reasons.entry(reason.name().to_string()).or_default() += 1;
-                }
-            }
         }
         Ok(report)
     }
@@ -469,11 +477,7 @@ impl Scenario {
                 e.kind
             );
         }
-        let mut report = RunReport {
-            min_clearance_m: f64::INFINITY,
-            ..RunReport::default()
-        };
-        let mut last: Option<[f64; 2]> = None;
+        let mut report = RunReport::new();
         let summary = reflex_runtime::simrun::run_lockstep_with_faults(
             config,
             &package,
@@ -481,27 +485,7 @@ impl Scenario {
             scenario,
             &options,
             &|t| self.faults_at(t),
-            &mut |t| {
-                let speed = t.velocity.vx_mps.hypot(t.velocity.vy_mps);
-                report.ticks += 1;
-                report.speeds.push((t.time_s, speed));
-                report.max_speed_mps = report.max_speed_mps.max(speed);
-                report.min_clearance_m = report.min_clearance_m.min(t.clearance_m);
-                if t.clearance_m <= 0.0 && speed > 0.01 {
-                    report.collisions += 1;
-                }
-                let pos = [t.pose.x_m, t.pose.y_m];
-                if let Some(p) = last {
-                    report.travelled_m += (pos[0] - p[0]).hypot(pos[1] - p[1]);
-                }
-                last = Some(pos);
-                for reason in Reason::ALL {
-                    if t.reasons.contains(*reason) {
-                        *report.reasons.entry(reason.name().to_string()).or_default() += 1;
-                    }
-                }
-                report.ticks_log.push(*t);
-            },
+            &mut |t| report.record(t),
         )?;
         report.goal_reached_s = summary.goal_reached_s;
         Ok(report)
