@@ -239,6 +239,31 @@ fn main() {
 }
 
 /// `oci-layout:PATH:TAG` → (PATH, TAG).
+/// The loop in real time with a ROS adapter as the robot (the task comes from the topics).
+#[cfg(any(feature = "dds", feature = "ros2"))]
+fn drive_ros(
+    config: &ReflexConfig,
+    package: &PolicyPackage,
+    backend: &BackendConfig,
+    options: &reflex_runtime::simrun::SimOptions,
+    port: &std::sync::Arc<reflex_runtime::realtime::SwapPort>,
+    robot: &mut dyn reflex_runtime::realtime::RobotIo,
+) -> Result<(
+    reflex_runtime::simrun::SimSummary,
+    reflex_runtime::realtime::RealtimeReport,
+)> {
+    reflex_runtime::realtime::run_robot(
+        &config.safety,
+        package,
+        backend,
+        &config.runtime,
+        ("ros", ""),
+        options,
+        port,
+        robot,
+    )
+}
+
 /// `[safety.arm] joints` names, in the safety layer's order.
 #[cfg(any(feature = "dds", feature = "ros2"))]
 fn joint_names(config: &ReflexConfig) -> Vec<String> {
@@ -301,16 +326,7 @@ fn run_ros2(
         port.clone(),
     )?;
     robot.state.model_digest = package.model_digest().to_string();
-    let result = reflex_runtime::realtime::run_robot(
-        &config.safety,
-        package,
-        backend,
-        &config.runtime,
-        ("ros", ""),
-        options,
-        port,
-        &mut robot,
-    );
+    let result = drive_ros(config, package, backend, options, port, &mut robot);
     extra.insert("ros2".into(), serde_json::to_value(&robot.state.stats)?);
     result
 }
@@ -362,16 +378,7 @@ fn run_dds(
         config.ros.namespace,
         std::env::var("ROS_DOMAIN_ID").unwrap_or_else(|_| "0".into())
     );
-    let result = reflex_runtime::realtime::run_robot(
-        &config.safety,
-        package,
-        backend,
-        &config.runtime,
-        ("ros", ""),
-        options,
-        port,
-        &mut robot,
-    );
+    let result = drive_ros(config, package, backend, options, port, &mut robot);
     extra.insert("dds".into(), serde_json::to_value(&robot.state.stats)?);
     result
 }

@@ -70,6 +70,11 @@ impl SensorFrame {
     }
 }
 
+/// Below 1 cm/s and 0.01 rad/s: the `stationary` swap rule's notion of standing still.
+pub fn is_stationary(v: Twist) -> bool {
+    v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01
+}
+
 /// The command the robot I/O applies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommandFrame {
@@ -151,8 +156,7 @@ impl RobotIo for SimRobot {
     }
 
     fn stationary_at_start(&self) -> bool {
-        let v = self.robot.plant.velocity;
-        v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01
+        is_stationary(self.robot.plant.velocity)
     }
 
     fn step(
@@ -571,10 +575,7 @@ pub fn run_robot(
                     port.deadline_misses.store(ticker.misses, Ordering::Relaxed);
                     // Without odometry, the last command stands in for the motion.
                     let v = sensors.odom.unwrap_or(verdict.command.base);
-                    port.stationary.store(
-                        v.vx_mps.hypot(v.vy_mps) < 0.01 && v.wz_radps.abs() < 0.01,
-                        Ordering::Relaxed,
-                    );
+                    port.stationary.store(is_stationary(v), Ordering::Relaxed);
                 }
                 (control, ticker, lateness, grants, watchdog_trips)
             })
