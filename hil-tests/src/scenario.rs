@@ -44,8 +44,20 @@ pub struct Scenario {
     pub duration_s: f64,
     #[serde(default = "default_seed")]
     pub seed: u64,
-    #[serde(default = "default_beams")]
-    pub beams: usize,
+    /// Overrides merged over the demo robot's config (`launch/reflex.example.toml`), e.g.
+    /// `[robot.safety.base] kind = "differential"`: kinematics, limits, footprint, zones, ages.
+    #[serde(default)]
+    pub robot: toml::Table,
+    /// The simulated lidar: beams, rate, noise, dropouts, latency, lost messages.
+    #[serde(default)]
+    pub lidar: LidarModel,
+    /// A scripted remote (cloud) policy streaming commands over a link with latency, through
+    /// the real arbiter; `cloud_link_drops` / `cloud_stop` events act on it.
+    #[serde(default)]
+    pub cloud: Option<CloudStream>,
+    /// `[arbitration]` (default: operator > cloud > local policy, cloud commands ≤ 300 ms old).
+    #[serde(default)]
+    pub arbitration: reflex_runtime::arbiter::ArbiterConfig,
     /// `lockstep` (default: faster than real time, deterministic) or `realtime` (VLA only: the
     /// RT thread, inference worker and robot threads on the real clock; deadline misses count).
     #[serde(default)]
@@ -70,8 +82,54 @@ fn default_true() -> bool {
     true
 }
 
-fn default_beams() -> usize {
-    720
+/// `[lidar]`: the simulated scanner (360°, at the configured mount).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LidarModel {
+    pub beams: usize,
+    /// Scan period (ms), a multiple of the control period.
+    pub period_ms: f64,
+    /// Range noise, standard deviation (m).
+    pub noise_std_m: f64,
+    /// Probability that a beam returns NaN.
+    pub dropout: f64,
+    /// Capture-to-reception latency (ms): the data is that old when Reflex stamps it.
+    pub latency_ms: f64,
+    /// Probability that a whole scan message is lost.
+    pub scan_loss: f64,
+}
+
+impl Default for LidarModel {
+    fn default() -> Self {
+        Self {
+            beams: 720,
+            period_ms: 40.0,
+            noise_std_m: 0.01,
+            dropout: 0.002,
+            latency_ms: 0.0,
+            scan_loss: 0.0,
+        }
+    }
+}
+
+/// `[cloud]`: a remote policy sending `speed_mps` (and `vy_mps`, `wz_radps`) at `rate_hz`;
+/// each command reaches the robot `latency_ms` after it was produced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudStream {
+    pub speed_mps: f64,
+    #[serde(default)]
+    pub vy_mps: f64,
+    #[serde(default)]
+    pub wz_radps: f64,
+    #[serde(default = "default_cloud_rate")]
+    pub rate_hz: f64,
+    #[serde(default)]
+    pub latency_ms: f64,
+}
+
+fn default_cloud_rate() -> f64 {
+    10.0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -89,6 +147,9 @@ pub enum Policy {
     /// Straight ahead at `speed_mps` (above the limit = adversarial), turning at `wz_radps`.
     Straight {
         speed_mps: f64,
+        /// Sideways (holonomic bases).
+        #[serde(default)]
+        vy_mps: f64,
         #[serde(default)]
         wz_radps: f64,
     },
@@ -146,6 +207,14 @@ pub enum EventKind {
     CpuHogStarts,
     /// Real-time runs: the inference worker thread crashes (the supervisor must replace it).
     InferenceCrash,
+    /// The cloud link drops (commands in flight are lost, none arrive) / comes back.
+    CloudLinkDrops,
+    CloudLinkRestores,
+    /// The cloud asks the robot to stop (held until `cloud_go`).
+    CloudStop,
+    CloudGo,
+    /// The robot's wall clock (message header stamps) jumps by `jump_s` (NTP step, RTC fault).
+    WallClockJump,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +222,9 @@ pub enum EventKind {
 pub struct EventSpec {
     pub at_s: f64,
     pub kind: EventKind,
+    /// `wall_clock_jump` only: seconds, negative = backwards.
+    #[serde(default)]
+    pub jump_s: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +250,10 @@ pub enum Assertion {
     MovedAfter { after: EventKind, m: f64 },
     /// Real-time runs: the supervisor replaced at least `min` inference workers.
     WorkerRestarts { min: u32 },
+    /// SAF-010: `Safety::evaluate` allocated nothing during the run (counting allocator).
+    NoAllocations,
+    /// SAF-010: the safety layer's own veto counters equal the reasons seen on every tick.
+    VetoesCounted,
 }
 
 /// What a run produced, for reports and assertions.
@@ -199,6 +275,10 @@ pub struct RunReport {
     pub deadline_misses: u64,
     /// Real-time runs: inference workers the supervisor replaced.
     pub worker_restarts: u32,
+    /// Scripted lockstep runs: allocations inside `Safety::evaluate` (None: not counted).
+    pub evaluate_allocations: Option<u64>,
+    /// Scripted lockstep runs: the safety layer's own counters at the end, by reason name.
+    pub counted_reasons: BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -237,6 +317,71 @@ pub struct Check {
     pub detail: String,
 }
 
+/// The scripted cloud policy's link: commands produced every `1/rate_hz`, delivered to the
+/// arbiter's inbox `latency_ms` later while the link is up.
+#[derive(Debug)]
+struct CloudLink {
+    up: bool,
+    stop: bool,
+    seq: u64,
+    next_send_ns: u64,
+    in_flight: std::collections::VecDeque<(u64, reflex_runtime::arbiter::CloudCommand)>,
+}
+
+impl Default for CloudLink {
+    fn default() -> Self {
+        Self {
+            up: true,
+            stop: false,
+            seq: 0,
+            next_send_ns: 0,
+            in_flight: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl CloudLink {
+    fn step(&mut self, s: &CloudStream, now_ns: u64, inboxes: &reflex_runtime::arbiter::Inboxes) {
+        if !self.up {
+            return;
+        }
+        if now_ns >= self.next_send_ns {
+            self.seq += 1;
+            self.in_flight.push_back((
+                now_ns + (s.latency_ms * 1e6) as u64,
+                reflex_runtime::arbiter::CloudCommand {
+                    seq: self.seq,
+                    t_ns: now_ns,
+                    base: Twist {
+                        vx_mps: s.speed_mps,
+                        vy_mps: s.vy_mps,
+                        wz_radps: s.wz_radps,
+                    },
+                    stop: self.stop,
+                },
+            ));
+            self.next_send_ns = now_ns + (1e9 / s.rate_hz.max(0.1)) as u64;
+        }
+        while self.in_flight.front().is_some_and(|(at, _)| *at <= now_ns) {
+            let (_, c) = self.in_flight.pop_front().expect("checked");
+            // A full inbox drops the command (the loop never blocks).
+            let _ = inboxes.cloud.push(c);
+        }
+    }
+}
+
+/// Deep-merges `over` into `base` (tables recursively, everything else replaced).
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// An empty scenario, for replaying a timeline.
 fn placeholder() -> Scenario {
     Scenario {
@@ -245,11 +390,15 @@ fn placeholder() -> Scenario {
         covers: Vec::new(),
         duration_s: 1.0,
         seed: 1,
-        beams: 720,
+        robot: toml::Table::new(),
+        lidar: LidarModel::default(),
+        cloud: None,
+        arbitration: Default::default(),
         mode: Mode::Lockstep,
         reset_at_start: true,
         policy: Policy::Straight {
             speed_mps: 0.0,
+            vy_mps: 0.0,
             wz_radps: 0.0,
         },
         obstacles: Vec::new(),
@@ -336,27 +485,46 @@ impl Scenario {
         if let Policy::Vla { instruction, goal } = &self.policy {
             return self.run_vla(config, instruction, goal);
         }
-        let mut sim = Lockstep::new(config.clone(), self.world(), self.beams, self.seed)
+        let period_s = config.control_period_ms * 1e-3;
+        let mut sim = Lockstep::new(config.clone(), self.world(), self.lidar.beams, self.seed)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(b) = plant_brake_mps2 {
             sim.plant.brake[0] = b;
             sim.plant.brake[1] = b;
         }
+        self.apply_lidar_model(&mut sim, period_s)?;
+        // Scans travel as sensor_msgs/LaserScan through CDR and the ROS port, as on a robot.
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let manifest =
+            reflex_models::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?.manifest;
+        let max_beams = config
+            .lidar
+            .as_ref()
+            .map_or(self.lidar.beams, |l| l.max_beams);
+        sim.port = Some(Box::new(reflex_runtime::port::PortState::new(
+            &manifest,
+            max_beams,
+            Vec::new(),
+        )));
+        sim.alloc_counter = crate::alloc::counter();
         // Started by an operator reset once every E-stop source has reported.
         sim.reset_request_seq = u64::from(self.reset_at_start);
         let Policy::Straight {
             speed_mps,
+            vy_mps,
             wz_radps,
         } = self.policy
         else {
             unreachable!("VLA runs return above");
         };
-        let period_s = config.control_period_ms * 1e-3;
         let ticks = (self.duration_s / period_s).round() as u64;
         let mut events: Vec<&EventSpec> = self.events.iter().collect();
         events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         let mut next = 0;
         let mut policy_on = true;
+        let inboxes = reflex_runtime::arbiter::Inboxes::default();
+        let mut arbiter = reflex_runtime::arbiter::Arbiter::new(&self.arbitration, inboxes.clone());
+        let mut cloud = CloudLink::default();
         let mut report = RunReport::new();
         for _ in 0..ticks {
             let t = sim.world.time_s;
@@ -371,6 +539,17 @@ impl Scenario {
                     EventKind::LidarOk => sim.lidar_nan = false,
                     EventKind::PolicyStops => policy_on = false,
                     EventKind::PolicyResumes => policy_on = true,
+                    EventKind::CloudLinkDrops => {
+                        cloud.up = false;
+                        cloud.in_flight.clear();
+                    }
+                    EventKind::CloudLinkRestores => cloud.up = true,
+                    EventKind::CloudStop => cloud.stop = true,
+                    EventKind::CloudGo => cloud.stop = false,
+                    EventKind::WallClockJump => {
+                        let jumped = sim.wall_clock_ns as f64 + events[next].jump_s * 1e9;
+                        sim.wall_clock_ns = jumped.max(0.0) as u64;
+                    }
                     EventKind::InferenceHang
                     | EventKind::InferenceResume
                     | EventKind::CameraStops
@@ -384,16 +563,30 @@ impl Scenario {
                 }
                 next += 1;
             }
-            let proposed = if policy_on {
+            let local = if policy_on {
                 Twist {
                     vx_mps: speed_mps,
-                    vy_mps: 0.0,
+                    vy_mps,
                     wz_radps,
                 }
             } else {
                 Twist::default()
             };
-            let rec = sim.tick(proposed);
+            let rec = sim.tick_with(|now| {
+                if let Some(stream) = &self.cloud {
+                    cloud.step(stream, now.as_nanos(), &inboxes);
+                }
+                arbiter.arbitrate(
+                    now.as_nanos(),
+                    reflex_safety::Command::base(
+                        reflex_safety::CommandSource::LocalPolicy,
+                        now,
+                        local.vx_mps,
+                        local.vy_mps,
+                        local.wz_radps,
+                    ),
+                )
+            });
             report.record(&reflex_runtime::simrun::SimTick {
                 time_s: rec.time_s,
                 pose: rec.pose,
@@ -404,7 +597,57 @@ impl Scenario {
                 clearance_m: rec.clearance_m,
             });
         }
+        report.evaluate_allocations = sim.alloc_counter.map(|_| sim.evaluate_allocations);
+        report.counted_reasons = reflex_safety::Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    sim.safety.reason_counts()[*r as usize],
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
         Ok(report)
+    }
+
+    /// The demo robot's config (`launch/reflex.example.toml`) with `[robot]` merged over it.
+    pub fn safety_config(&self) -> Result<SafetyConfig> {
+        let mut table: toml::Table = toml::from_str(crate::DEMO_CONFIG)?;
+        merge(&mut table, &self.robot);
+        Ok(reflex_runtime::config::ReflexConfig::from_table(table)
+            .with_context(|| format!("{}: [robot] makes the config invalid", self.name))?
+            .safety)
+    }
+
+    fn apply_lidar_model(&self, sim: &mut Lockstep, period_s: f64) -> Result<()> {
+        let l = &self.lidar;
+        let every = (l.period_ms * 1e-3 / period_s).round();
+        anyhow::ensure!(
+            every >= 1.0 && ((every * period_s) - l.period_ms * 1e-3).abs() < 1e-9,
+            "{}: lidar.period_ms = {} must be a multiple of the control period ({} ms)",
+            self.name,
+            l.period_ms,
+            period_s * 1e3
+        );
+        for (key, v, hi) in [
+            ("noise_std_m", l.noise_std_m, 1.0),
+            ("dropout", l.dropout, 1.0),
+            ("scan_loss", l.scan_loss, 1.0),
+            ("latency_ms", l.latency_ms, 10_000.0),
+        ] {
+            anyhow::ensure!(
+                v.is_finite() && (0.0..=hi).contains(&v),
+                "{}: lidar.{key} = {v} must be in [0, {hi}]",
+                self.name
+            );
+        }
+        sim.scan_every_ticks = every as u64;
+        sim.lidar.noise_std_m = l.noise_std_m;
+        sim.lidar.dropout = l.dropout;
+        sim.scan_loss = l.scan_loss;
+        sim.lidar_latency_ns = (l.latency_ms * 1e6) as u64;
+        Ok(())
     }
 
     /// The scripted faults in force at `t_s` (replaying the timeline).
@@ -428,7 +671,12 @@ impl Scenario {
                 | EventKind::PolicyStops
                 | EventKind::PolicyResumes
                 | EventKind::CpuHogStarts
-                | EventKind::InferenceCrash => {}
+                | EventKind::InferenceCrash
+                | EventKind::CloudLinkDrops
+                | EventKind::CloudLinkRestores
+                | EventKind::CloudStop
+                | EventKind::CloudGo
+                | EventKind::WallClockJump => {}
             }
         }
         f
@@ -437,6 +685,31 @@ impl Scenario {
     /// The VLA through the real control loop in lockstep (`reflex sim`'s runner) with the
     /// timeline's faults.
     fn run_vla(&self, config: &SafetyConfig, instruction: &str, goal: &str) -> Result<RunReport> {
+        if let Some(e) = self.events.iter().find(|e| {
+            matches!(
+                e.kind,
+                EventKind::CloudLinkDrops
+                    | EventKind::CloudLinkRestores
+                    | EventKind::CloudStop
+                    | EventKind::CloudGo
+                    | EventKind::WallClockJump
+                    | EventKind::LidarNan
+                    | EventKind::LidarOk
+                    | EventKind::PolicyStops
+                    | EventKind::PolicyResumes
+            )
+        }) {
+            anyhow::bail!(
+                "{}: {:?} is for scripted-policy scenarios (policy.kind = \"straight\")",
+                self.name,
+                e.kind
+            );
+        }
+        anyhow::ensure!(
+            self.cloud.is_none(),
+            "{}: [cloud] is for scripted-policy scenarios (policy.kind = \"straight\")",
+            self.name
+        );
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let package =
             reflex_models::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?;
@@ -679,6 +952,38 @@ impl Scenario {
                         report.worker_restarts >= *min,
                         format!("{} workers replaced (≥ {min})", report.worker_restarts),
                     ),
+                    Assertion::NoAllocations => match report.evaluate_allocations {
+                        Some(n) => (n == 0, format!("{n} allocations inside Safety::evaluate")),
+                        None => (
+                            false,
+                            "allocations not counted: register reflex_hil::alloc::Counting as the \
+                             test binary's #[global_allocator] (scripted lockstep runs only)"
+                                .into(),
+                        ),
+                    },
+                    Assertion::VetoesCounted => {
+                        let differ: Vec<String> = report
+                            .reasons
+                            .iter()
+                            .filter(|(r, n)| report.counted_reasons.get(*r) != Some(n))
+                            .map(|(r, n)| {
+                                format!(
+                                    "{r}: {n} ticks, counter {}",
+                                    report.counted_reasons.get(r).copied().unwrap_or(0)
+                                )
+                            })
+                            .collect();
+                        (
+                            !report.reasons.is_empty()
+                                && differ.is_empty()
+                                && report.counted_reasons.len() == report.reasons.len(),
+                            if differ.is_empty() {
+                                format!("{} reasons, every tick counted", report.reasons.len())
+                            } else {
+                                differ.join("; ")
+                            },
+                        )
+                    }
                     Assertion::NoDeadlineMisses => (
                         self.mode == Mode::Realtime && report.deadline_misses == 0,
                         if self.mode == Mode::Realtime {

@@ -2,7 +2,7 @@
 //! campaign is `REFLEX_ENCOUNTERS=10000 cargo test --release -p reflex-hil --test encounters --
 //! --nocapture` (hil-tests/README.md).
 
-use reflex_hil::{demo_safety_config, run_encounter, run_encounter_with_plant_brake};
+use reflex_hil::{Perturbation, demo_safety_config, run_encounter, run_encounter_with_plant_brake};
 
 #[test]
 fn randomized_encounters_never_collide_while_moving() {
@@ -17,18 +17,51 @@ fn randomized_encounters_never_collide_while_moving() {
         .filter(|o| o.collided_while_moving)
         .collect();
     assert!(collisions.is_empty(), "collisions: {collisions:?}");
-    let mut clearances: Vec<f64> = outcomes.iter().map(|o| o.min_clearance_m).collect();
-    clearances.sort_by(f64::total_cmp);
-    let p = |q: f64| clearances[((clearances.len() - 1) as f64 * q) as usize];
     println!(
-        "min clearance over {} encounters: min {:.3} m, p1 {:.3} m, p5 {:.3} m, median {:.3} m, p95 {:.3} m",
-        clearances.len(),
-        p(0.0),
-        p(0.01),
-        p(0.05),
-        p(0.5),
-        p(0.95)
+        "{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "policy", "runs", "collisions", "walked_in", "min_m", "p1_m", "p5_m", "median_m", "p95_m"
     );
+    let mut kinds: Vec<Option<Perturbation>> =
+        Perturbation::ALL.iter().copied().map(Some).collect();
+    kinds.push(None);
+    for kind in kinds {
+        let mut clearances: Vec<f64> = outcomes
+            .iter()
+            .filter(|o| kind.is_none_or(|k| o.perturbation == k))
+            .map(|o| o.min_clearance_m)
+            .collect();
+        if clearances.is_empty() {
+            continue;
+        }
+        clearances.sort_by(f64::total_cmp);
+        let p = |q: f64| clearances[((clearances.len() - 1) as f64 * q) as usize];
+        let hits = outcomes
+            .iter()
+            .filter(|o| kind.is_none_or(|k| o.perturbation == k) && o.collided_while_moving)
+            .count();
+        // Contacts in which the robot was not moving toward the obstacle (a pedestrian walking
+        // into a stopped or receding robot).
+        let walked_in = outcomes
+            .iter()
+            .filter(|o| {
+                kind.is_none_or(|k| o.perturbation == k)
+                    && o.min_clearance_m <= 0.0
+                    && !o.collided_while_moving
+            })
+            .count();
+        println!(
+            "{:<14} {:>6} {:>10} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            kind.map_or("all".to_string(), |k| format!("{k:?}")),
+            clearances.len(),
+            hits,
+            walked_in,
+            p(0.0),
+            p(0.01),
+            p(0.05),
+            p(0.5),
+            p(0.95)
+        );
+    }
     // The robot really drove: most encounters covered real distance toward the obstacle.
     let moved = outcomes.iter().filter(|o| o.travelled_m > 0.5).count();
     assert!(moved as u64 > n * 5 / 6, "{moved} of {n}");

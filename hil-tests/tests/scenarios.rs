@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use reflex_hil::demo_safety_config;
 use reflex_hil::scenario::Scenario;
 
+// SAF-010 in scenarios: allocations inside `Safety::evaluate` are counted.
+#[global_allocator]
+static ALLOC: reflex_hil::alloc::Counting = reflex_hil::alloc::Counting;
+
 fn scenario_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -30,9 +34,8 @@ fn load(name: &str) -> Scenario {
 
 #[test]
 fn every_scenario_passes_its_assertions() {
-    let config = demo_safety_config();
     let files = scenario_files();
-    assert!(files.len() >= 6, "{files:?}");
+    assert!(files.len() >= 20, "{files:?}");
     let mut failures = Vec::new();
     // REFLEX_SCENARIO_REPORTS=DIR writes a report folder per scenario.
     let reports = std::env::var_os("REFLEX_SCENARIO_REPORTS").map(PathBuf::from);
@@ -42,7 +45,7 @@ fn every_scenario_passes_its_assertions() {
     );
     for file in &files {
         let s = Scenario::load(file).unwrap();
-        let report = s.run(&config).unwrap();
+        let report = s.run(&s.safety_config().unwrap()).unwrap();
         let checks = s.check(&report);
         if let Some(dir) = &reports {
             s.write_report(&dir.join(&s.name), &report, &checks)
@@ -119,6 +122,34 @@ fn the_assertions_can_fail() {
         .unwrap();
     let report = estop.run(&config).unwrap();
     assert!(estop.check(&report).iter().all(|c| !c.passed));
+    // no_allocations / vetoes_counted: one allocation inside evaluate, one veto not counted.
+    let busy = load("saf_010_every_veto_counted_no_allocations");
+    let mut report = busy.run(&busy.safety_config().unwrap()).unwrap();
+    assert_eq!(report.evaluate_allocations, Some(0));
+    report.evaluate_allocations = Some(1);
+    let (reason, n) = report.counted_reasons.pop_last().unwrap();
+    report.counted_reasons.insert(reason, n - 1);
+    let failed: Vec<_> = busy
+        .check(&report)
+        .into_iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.assertion)
+        .collect();
+    assert_eq!(failed, ["NoAllocations", "VetoesCounted"]);
+    // stopped_within after a cloud link drop: a local policy that keeps driving when the
+    // cloud goes away (the robot then legitimately does not stop, and the check says so).
+    let mut drop = load("cloud_link_drops");
+    drop.policy = reflex_hil::scenario::Policy::Straight {
+        speed_mps: 0.3,
+        vy_mps: 0.0,
+        wz_radps: 0.0,
+    };
+    let report = drop.run(&config).unwrap();
+    assert!(
+        drop.check(&report)
+            .iter()
+            .any(|c| !c.passed && c.assertion.starts_with("StoppedWithin")),
+    );
 }
 
 #[test]

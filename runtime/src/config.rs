@@ -94,6 +94,14 @@ impl ReflexConfig {
         Ok(config)
     }
 
+    /// [`Self::parse`] for an already parsed TOML table (e.g. a base config with a scenario's
+    /// overrides merged in).
+    pub fn from_table(table: toml::Table) -> Result<Self> {
+        let config: ReflexConfig = table.try_into()?;
+        config.check()?;
+        Ok(config)
+    }
+
     fn check(&self) -> Result<()> {
         let config = self;
         config.safety.validate()?;

@@ -427,6 +427,11 @@ impl PortState {
         self.scan_stamp_ns = now_ns;
     }
 
+    /// The latest accepted scan: its reception stamp (monotonic ns) and ranges.
+    pub fn latest_scan(&self) -> (u64, &[f32]) {
+        (self.scan_stamp_ns, &self.ranges)
+    }
+
     /// `/reflex/estop`: true = pressed (latches), false = released (does not reset).
     pub fn on_estop(&mut self, pressed: bool, now_ns: u64) {
         self.stats.estop_messages += 1;

@@ -521,9 +521,25 @@ pub struct Lockstep {
     /// While true the lidar returns NaN on every beam (a failing sensor that still publishes).
     pub lidar_nan: bool,
     pub reset_request_seq: u64,
+    /// Capture-to-delivery latency of a scan (the data is this old when it arrives; Reflex
+    /// stamps it on reception, as on a robot), ns.
+    pub lidar_latency_ns: u64,
+    /// Probability that a whole scan message is lost.
+    pub scan_loss: f64,
+    /// When set, every scan travels as a `sensor_msgs/LaserScan` through CDR and the ROS port
+    /// ([`crate::port::PortState`]), its header stamped by the robot's wall clock.
+    pub port: Option<Box<crate::port::PortState>>,
+    /// The robot's wall clock (ns since the epoch) for message headers; scenarios jump it.
+    pub wall_clock_ns: u64,
+    /// Reads this thread's allocation count (a counting global allocator in the test binary);
+    /// when set, allocations inside `Safety::evaluate` are added to `evaluate_allocations`.
+    pub alloc_counter: Option<fn() -> u64>,
+    pub evaluate_allocations: u64,
     ticks: u64,
     ranges: Vec<f32>,
     scan_stamp: reflex_safety::Monotonic,
+    /// Scans captured but not yet delivered: (deliver at, ranges).
+    in_flight: std::collections::VecDeque<(reflex_safety::Monotonic, Vec<f32>)>,
 }
 
 /// What one lockstep tick did.
@@ -581,31 +597,63 @@ impl Lockstep {
             lidar_frozen: false,
             lidar_nan: false,
             reset_request_seq: 0,
+            lidar_latency_ns: 0,
+            scan_loss: 0.0,
+            port: None,
+            wall_clock_ns: 1_767_225_600_000_000_000, // 2026-01-01T00:00:00Z
+            alloc_counter: None,
+            evaluate_allocations: 0,
             ticks: 0,
             ranges: vec![f32::INFINITY; beams],
             scan_stamp: reflex_safety::Monotonic::default(),
+            in_flight: std::collections::VecDeque::new(),
         })
     }
 
     /// One control period: sense, evaluate `proposed` from the local policy, actuate.
     pub fn tick(&mut self, proposed: Twist) -> TickRecord {
-        use reflex_safety::{
-            Command, CommandSource, EstopReport, EstopSource, Odometry, SafetyInputs, Scan,
-        };
+        self.tick_with(|now| {
+            reflex_safety::Command::base(
+                reflex_safety::CommandSource::LocalPolicy,
+                now,
+                proposed.vx_mps,
+                proposed.vy_mps,
+                proposed.wz_radps,
+            )
+        })
+    }
+
+    /// One control period with the command `command(now)` builds (any source and stamp, e.g.
+    /// the arbiter's choice).
+    pub fn tick_with(
+        &mut self,
+        command: impl FnOnce(reflex_safety::Monotonic) -> reflex_safety::Command,
+    ) -> TickRecord {
+        use reflex_safety::{EstopReport, EstopSource, Odometry, SafetyInputs, Scan};
         let dt_s = self.period_ns as f64 * 1e-9;
         self.now = self.now.add_nanos(self.period_ns);
+        self.wall_clock_ns = self.wall_clock_ns.wrapping_add(self.period_ns);
         self.world.step(dt_s);
         if self.ticks.is_multiple_of(self.scan_every_ticks) && !self.lidar_frozen {
-            self.lidar.scan(
-                &self.world,
-                &self.plant.pose,
-                &mut self.rng,
-                &mut self.ranges,
-            );
+            let mut ranges = vec![0.0f32; self.lidar.beams];
+            self.lidar
+                .scan(&self.world, &self.plant.pose, &mut self.rng, &mut ranges);
             if self.lidar_nan {
-                self.ranges.fill(f32::NAN);
+                ranges.fill(f32::NAN);
             }
-            self.scan_stamp = self.now;
+            let lost = self.scan_loss > 0.0 && self.rng.uniform() < self.scan_loss;
+            if !lost {
+                self.in_flight
+                    .push_back((self.now.add_nanos(self.lidar_latency_ns), ranges));
+            }
+        }
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(at, _)| *at <= self.now)
+        {
+            let (_, ranges) = self.in_flight.pop_front().expect("checked");
+            self.deliver_scan(ranges);
         }
         self.ticks += 1;
         let mut estop = [EstopReport::Clear(self.now); EstopSource::COUNT];
@@ -629,14 +677,13 @@ impl Lockstep {
             }),
             joint_state: None,
         };
-        let command = Command::base(
-            CommandSource::LocalPolicy,
-            self.now,
-            proposed.vx_mps,
-            proposed.vy_mps,
-            proposed.wz_radps,
-        );
+        let command = command(self.now);
+        let proposed = command.base;
+        let before = self.alloc_counter.map(|f| f());
         let verdict = self.safety.evaluate(&inputs, &command, self.now);
+        if let (Some(f), Some(before)) = (self.alloc_counter, before) {
+            self.evaluate_allocations += f() - before;
+        }
         self.plant
             .step(verdict.command.base, verdict.power_enabled, dt_s);
         let pose = self.plant.pose;
@@ -649,6 +696,42 @@ impl Lockstep {
             proposed,
             verdict,
             clearance_m: self.world.clearance(&world_footprint),
+        }
+    }
+
+    /// A scan arriving now: straight into the safety inputs, or as a ROS message through CDR
+    /// and the port (stamped on reception by the port, whatever its header says).
+    fn deliver_scan(&mut self, ranges: Vec<f32>) {
+        let Some(port) = self.port.as_mut() else {
+            self.ranges.copy_from_slice(&ranges);
+            self.scan_stamp = self.now;
+            return;
+        };
+        let msg = crate::port::LaserScan {
+            header: crate::port::Header {
+                stamp: crate::port::Time::from_nanos(self.wall_clock_ns),
+                frame_id: "laser".into(),
+            },
+            angle_min: self.lidar.angle_min_rad,
+            angle_max: self.lidar.angle_min_rad
+                + self.lidar.angle_increment_rad * (ranges.len() as f32 - 1.0),
+            angle_increment: self.lidar.angle_increment_rad,
+            time_increment: 0.0,
+            scan_time: (self.period_ns * self.scan_every_ticks) as f32 * 1e-9,
+            range_min: self.lidar.range_min_m,
+            range_max: self.lidar.range_max_m,
+            ranges,
+            intensities: Vec::new(),
+        };
+        let wire = crate::port::cdr::encode(&msg).expect("a LaserScan always encodes");
+        match crate::port::cdr::decode::<crate::port::LaserScan>(&wire) {
+            Ok(scan) => port.on_scan(&scan, self.now.as_nanos()),
+            Err(_) => return,
+        }
+        let (stamp_ns, ranges) = port.latest_scan();
+        if ranges.len() == self.ranges.len() {
+            self.ranges.copy_from_slice(ranges);
+            self.scan_stamp = reflex_safety::Monotonic::from_nanos(stamp_ns);
         }
     }
 

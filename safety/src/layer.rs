@@ -355,7 +355,11 @@ impl Safety {
         };
         let (mut clearance_m, mut protective_depth_m) = (f32::INFINITY, 0.0);
         if self.base.is_some() {
-            let (ramped, target) = self.limit_base(proposed.base, dt_s, &mut reasons);
+            let measured = inputs
+                .odometry
+                .map(|o| o.twist)
+                .filter(|t| t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite());
+            let (ramped, target) = self.limit_base(proposed.base, measured, dt_s, &mut reasons);
             command.base = ramped;
             let target_speed_xy = target.vx_mps.hypot(target.vy_mps);
             (clearance_m, protective_depth_m) = self.proximity(
@@ -481,9 +485,18 @@ impl Safety {
         Some(state)
     }
 
-    /// SAF-006 for the base: kinematics, per-axis velocity, then acceleration ramps. Returns
-    /// (ramped output, velocity-limited target).
-    fn limit_base(&self, proposed: Twist, dt_s: f64, reasons: &mut Reasons) -> (Twist, Twist) {
+    /// SAF-006 for the base: kinematics, per-axis velocity, then acceleration ramps. A reversal
+    /// is commanded only from standstill: while odometry (`measured`) still moves the other
+    /// way, the axis is commanded to zero so the drive brakes (drives ramp a reversed setpoint
+    /// at their acceleration limit, not their brake limit). Returns (ramped output,
+    /// velocity-limited target).
+    fn limit_base(
+        &self,
+        proposed: Twist,
+        measured: Option<Twist>,
+        dt_s: f64,
+        reasons: &mut Reasons,
+    ) -> (Twist, Twist) {
         let Some(base) = &self.base else {
             return (Twist::default(), Twist::default());
         };
@@ -497,12 +510,20 @@ impl Safety {
             self.previous.base.vy_mps,
             self.previous.base.wz_radps,
         ];
+        let measured = measured.map(|t| [t.vx_mps, t.vy_mps, t.wz_radps]);
         let mut target = [0.0; 3];
         for axis in 0..3 {
-            let clamped = v[axis].clamp(-base.max_v[axis], base.max_v[axis]);
+            let mut clamped = v[axis].clamp(-base.max_v[axis], base.max_v[axis]);
             target[axis] = clamped;
             if clamped != v[axis] {
                 reasons.insert(Reason::VelocityLimit);
+            }
+            if let Some(m) = measured
+                && m[axis] * clamped < 0.0
+                && m[axis].abs() > REVERSAL_STANDSTILL
+            {
+                clamped = 0.0;
+                reasons.insert(Reason::AccelLimit);
             }
             let ramped = ramp(
                 previous[axis],
@@ -555,9 +576,17 @@ impl Safety {
         }
         let radius = f64::from(base.footprint.circumradius_m);
         let s = speed_xy + speed_wz * radius;
-        let depth = s * base.reaction_s + s * s / (2.0 * base.brake[0]) + base.margin_m;
+        // The scan in use is already this old: everything in it may have moved (a lost scan
+        // or two widens every zone; the configured reaction time covers the rest).
+        let scan_age_s = inputs
+            .scan
+            .as_ref()
+            .and_then(|scan| now.age_of(scan.stamp))
+            .map_or(0.0, |ns| ns as f64 * 1e-9);
+        let reaction_s = base.reaction_s + scan_age_s;
+        let depth = s * reaction_s + s * s / (2.0 * base.brake[0]) + base.margin_m;
         let mut clearance = f32::INFINITY;
-        let stop_time_s = base.reaction_s + s / base.brake[0];
+        let stop_time_s = reaction_s + s / base.brake[0];
         let intrusion_m = base.intrusion_speed_mps * stop_time_s;
         // Nothing farther than this from the origin can be in any zone this tick.
         let relevant_m = radius + depth + base.slowdown_depth_m + base.hysteresis_m + intrusion_m;
@@ -630,7 +659,7 @@ impl Safety {
             let same_side = self.rotation_hold.is_some_and(|h| h.direction[0] == sign);
             let (invalid, beams) = base.lidar.invalid_fraction_inputs();
             let slack = base.margin_m + if same_side { base.hysteresis_m } else { 0.0 };
-            let angle = speed_wz * base.reaction_s
+            let angle = speed_wz * reaction_s
                 + speed_wz * speed_wz / (2.0 * base.brake[2])
                 + slack / radius;
             let mut blocked = None;
@@ -750,17 +779,24 @@ fn release_pending(hold: &mut Option<Hold>, now: Monotonic, delay_ns: u64) -> bo
     }
 }
 
+/// Below this measured speed (m/s, rad/s) an axis counts as standing still for a reversal.
+const REVERSAL_STANDSTILL: f64 = 0.02;
+
 /// Moves `value` toward zero by at most `step`.
 fn toward_zero(value: f64, step: f64) -> f64 {
     value - value.clamp(-step, step)
 }
 
 /// Moves `from` toward `to`: by at most `brake_step` when slowing down on the same side of
-/// zero, `accel_step` when speeding up, the smaller of both across a sign change.
+/// zero, `accel_step` when speeding up; across a sign change, to standstill first.
 fn ramp(from: f64, to: f64, accel_step: f64, brake_step: f64) -> f64 {
-    let step = if from * to < 0.0 {
-        accel_step.min(brake_step)
-    } else if to.abs() <= from.abs() {
+    if from * to < 0.0 {
+        // A reversal brakes to standstill first (at the brake limit, as any slowing down),
+        // then accelerates the other way from the next tick: the motion still heading where
+        // it was going ends as fast as the drive allows.
+        return toward_zero(from, brake_step);
+    }
+    let step = if to.abs() <= from.abs() {
         brake_step
     } else {
         accel_step

@@ -29,7 +29,7 @@
 //! | `lidar.base_from_lidar` | `{ x_m, y_m, yaw_rad }` | — | lidar pose in the base frame |
 //! | `lidar.max_beams` | usize | — | buffer size; longer scans are invalid |
 //! | `lidar.max_age_ms` | f64, ms | — | scan staleness limit |
-//! | `lidar.reaction_time_ms`, `lidar.margin_m` | f64 | — | `t_r` and margin (> 0) of the stopping distance |
+//! | `lidar.reaction_time_ms`, `lidar.margin_m` | f64 | — | `t_r` and margin (> 0) of the stopping distance; the age of the scan in use is added to `t_r` |
 //! | `lidar.slowdown_depth_m` | f64, m | — | slow-down zone depth beyond the protective zone |
 //! | `lidar.min_points` | 1..=16 | — | points needed to trigger a zone |
 //! | `lidar.hysteresis_m`, `lidar.release_delay_ms` | f64 | — | release only when clear by this much, for this long |

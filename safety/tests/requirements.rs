@@ -515,6 +515,54 @@ fn saf_006_base_velocity_and_acceleration_limits() {
 }
 
 #[test]
+fn saf_006_a_reversal_brakes_to_measured_standstill_first() {
+    // Without odometry: straight to zero at the brake limit (2 m/s², not the 10 m/s² ramp).
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.5);
+    let v = rig.drive(-0.5, 0.0, 0.0);
+    assert!(close(v.command.base.vx_mps, 0.48), "{v:?}");
+    // With odometry: no reversed setpoint while the base still moves forward (a drive ramps a
+    // reversed setpoint at its acceleration limit, not its brake).
+    let mut rig = Rig::started(config());
+    moving(&mut rig, 0.5);
+    let v = rig.drive_for(30, 0.0, 0.0, 0.0);
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    for (measured, reverses) in [(0.3, false), (0.0, true)] {
+        rig.w.now = rig.w.now.add_nanos(PERIOD_NS);
+        rig.w.release(EstopSource::Hardware);
+        let mut inputs = rig.w.inputs();
+        inputs.odometry = Some(Odometry {
+            stamp: rig.w.now,
+            twist: Twist {
+                vx_mps: measured,
+                ..Twist::default()
+            },
+        });
+        let cmd = Command::base(CommandSource::LocalPolicy, rig.w.now, -0.5, 0.0, 0.0);
+        let v = rig.safety.evaluate(&inputs, &cmd, rig.w.now);
+        assert_eq!(v.command.base.vx_mps < 0.0, reverses, "{measured}: {v:?}");
+    }
+}
+
+#[test]
+fn saf_003_an_old_scan_widens_the_protective_zone() {
+    // At 1 m/s the zone is 1·0.05 + 1/(2·2) + 0.05 = 0.35 m past the front (0.3 m): a wall
+    // at 0.70 m is outside it with a fresh scan, inside once the scan is 90 ms old.
+    for (age_ms, blocked) in [(0u64, false), (90, true)] {
+        let mut rig = Rig::started(config());
+        moving(&mut rig, 1.0);
+        rig.wall(0.0, 0.70, 30);
+        rig.scan_age_ns = age_ms * 1_000_000;
+        let v = rig.drive(1.0, 0.0, 0.0);
+        assert_eq!(
+            v.reasons.contains(Reason::ProtectiveZone),
+            blocked,
+            "{age_ms} ms: {v:?}"
+        );
+    }
+}
+
+#[test]
 fn saf_006_differential_base_never_moves_sideways() {
     let mut cfg = config();
     let base = cfg.base.as_mut().unwrap();
