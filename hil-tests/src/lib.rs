@@ -6,7 +6,8 @@
 //! obstacles at full speed, and scenarios as data ([`scenario`], `hil-tests/scenarios/*.toml`:
 //! world, scripted policy, E-stop / lidar fault events, assertions) on the safety layer. The
 //! policy-in-the-loop faults (inference hangs, camera loss, CPU hogs) run the demo VLA; cloud
-//! link and wall-clock faults, the campaign and reports are here; the hardware mode is to come.
+//! link and wall-clock faults, the campaign and reports are here, and [`hardware`] runs the same
+//! scenario files on a robot through the ROS 2 port (`reflex-hil hardware`).
 //!
 //! # Guarantees checked
 //! - No collision in which the robot was moving toward the obstacle.
@@ -24,6 +25,7 @@
 // The counting allocator is the only unsafe code (forwarding to `System`).
 #[allow(unsafe_code)]
 pub mod alloc;
+pub mod hardware;
 pub mod scenario;
 
 /// The demo robot's config file (`launch/reflex.example.toml`).

@@ -289,6 +289,27 @@ impl RunReport {
         }
     }
 
+    /// A report from a real-time trace: (time s, speed m/s, clearance m) per tick; a tick in
+    /// contact while moving (> 1 cm/s) counts as a collision.
+    pub fn from_trace(trace: impl Iterator<Item = (f64, f64, f64)>) -> Self {
+        let mut report = Self::new();
+        let mut last: Option<f64> = None;
+        for (t, speed, clearance) in trace {
+            report.ticks += 1;
+            report.speeds.push((t, speed));
+            report.max_speed_mps = report.max_speed_mps.max(speed);
+            report.min_clearance_m = report.min_clearance_m.min(clearance);
+            if clearance <= 0.0 && speed > 0.01 {
+                report.collisions += 1;
+            }
+            if let Some(prev) = last {
+                report.travelled_m += speed * (t - prev);
+            }
+            last = Some(t);
+        }
+        report
+    }
+
     /// Accounts one tick: speed, clearance, contact while moving, distance, reasons.
     fn record(&mut self, t: &reflex_runtime::simrun::SimTick) {
         let speed = t.velocity.vx_mps.hypot(t.velocity.vy_mps);
@@ -315,6 +336,57 @@ pub struct Check {
     pub assertion: String,
     pub passed: bool,
     pub detail: String,
+}
+
+/// `cpu_hog_starts`: one busy thread per CPU (normal priority) from the event on, until dropped.
+#[derive(Debug)]
+pub struct CpuHog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHog {
+    pub fn start(scenario: &Scenario) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = scenario
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::CpuHogStarts)
+            .take(1)
+            .flat_map(|e| {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let at = std::time::Instant::now() + std::time::Duration::from_secs_f64(e.at_s);
+                (0..cpus).map(move |_| at)
+            })
+            .map(|at| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while std::time::Instant::now() < at {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for i in 0..10_000u64 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 /// The scripted cloud policy's link: commands produced every `1/rate_hz`, delivered to the
@@ -805,36 +877,7 @@ impl Scenario {
         };
         let robot = reflex_runtime::simrun::Robot::new(config, &scenario, self.seed)?;
         let mut robot = SimRobot::new(robot).with_faults(Box::new(faults));
-        // CPU hogs: one busy thread per CPU from the event on, normal priority.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let hogs: Vec<_> = self
-            .events
-            .iter()
-            .filter(|e| e.kind == EventKind::CpuHogStarts)
-            .take(1)
-            .flat_map(|e| {
-                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let at = std::time::Instant::now() + std::time::Duration::from_secs_f64(e.at_s);
-                (0..cpus).map(move |_| at)
-            })
-            .map(|at| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while std::time::Instant::now() < at {
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            return;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    let mut x = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        for i in 0..10_000u64 {
-                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-                        }
-                    }
-                })
-            })
-            .collect();
+        let hog = CpuHog::start(self);
         let port = std::sync::Arc::new(SwapPort::default());
         let result = run_robot(
             config,
@@ -846,33 +889,14 @@ impl Scenario {
             &port,
             &mut robot,
         );
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for h in hogs {
-            let _ = h.join();
-        }
+        drop(hog);
         let (summary, rt) = result?;
-        let mut report = RunReport {
-            min_clearance_m: f64::INFINITY,
-            deadline_misses: summary.deadline_misses,
-            goal_reached_s: summary.goal_reached_s,
-            ..RunReport::default()
-        };
-        report.reasons = summary.vetoes.clone().into_iter().collect();
+        let mut report =
+            RunReport::from_trace(robot.trace.as_deref().unwrap_or_default().iter().copied());
+        report.deadline_misses = summary.deadline_misses;
+        report.goal_reached_s = summary.goal_reached_s;
+        report.reasons = rt.reasons.clone();
         report.worker_restarts = rt.worker_restarts;
-        let mut last: Option<f64> = None;
-        for &(t, speed, clearance) in robot.trace.as_deref().unwrap_or_default() {
-            report.ticks += 1;
-            report.speeds.push((t, speed));
-            report.max_speed_mps = report.max_speed_mps.max(speed);
-            report.min_clearance_m = report.min_clearance_m.min(clearance);
-            if clearance <= 0.0 && speed > 0.01 {
-                report.collisions += 1;
-            }
-            if let Some(prev) = last {
-                report.travelled_m += speed * (t - prev);
-            }
-            last = Some(t);
-        }
         Ok(report)
     }
 

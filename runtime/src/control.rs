@@ -148,6 +148,12 @@ impl ControlLoop {
         }
     }
 
+    /// Arbitrates with commands from `inboxes` (cloud, operator) under the default priority.
+    pub fn with_inboxes(mut self, inboxes: Inboxes) -> Self {
+        self.arbiter = Arbiter::new(&ArbiterConfig::default(), inboxes);
+        self
+    }
+
     /// The policy's proposal for `now`: the queued action mapped onto the base axes, stamped
     /// with its observation time; or a stop proposal when there is no usable action.
     fn policy_command(&mut self, now_ns: u64) -> Command {

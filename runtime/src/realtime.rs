@@ -329,6 +329,8 @@ pub struct RealtimeReport {
     pub grants: String,
     pub watchdog_trips: u64,
     pub worker_restarts: u32,
+    /// Ticks per reason, every reason the safety layer gave (clamps too), by name.
+    pub reasons: std::collections::BTreeMap<String, u64>,
 }
 
 /// Runs `scenario` on the built-in simulator in real time for `options.duration_s`.
@@ -660,6 +662,11 @@ pub fn run_robot(
         grants: grants.summary(),
         watchdog_trips,
         worker_restarts,
+        reasons: Reason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), counts[*r as usize]))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
     };
     Ok((summary, report))
 }

@@ -73,6 +73,9 @@ pub struct SimOptions {
     /// Real-time runs: the first inference worker crashes (its thread ends with an error) at
     /// this time; the supervisor must replace it. For tests.
     pub crash_inference_at_s: Option<f64>,
+    /// The arbiter's inboxes (cloud, operator), when something outside the loop feeds them
+    /// (the HIL hardware runner's scripted policy, the cloud link).
+    pub inboxes: Option<crate::arbiter::Inboxes>,
 }
 
 impl Default for SimOptions {
@@ -86,6 +89,7 @@ impl Default for SimOptions {
             strategy: MergeStrategy::Crossfade,
             kill_inference_at_s: None,
             crash_inference_at_s: None,
+            inboxes: None,
         }
     }
 }
@@ -167,7 +171,7 @@ pub fn control_loop(
     channel: ChunkChannel,
 ) -> Result<ControlLoop> {
     let m = &package.manifest;
-    Ok(ControlLoop::new(
+    let control = ControlLoop::new(
         reflex_safety::Safety::new(config.clone())?,
         QueueConfig {
             dims: m.action_space.len(),
@@ -180,7 +184,11 @@ pub fn control_loop(
         },
         &base_axes(package),
         channel,
-    ))
+    );
+    Ok(match &options.inboxes {
+        Some(inboxes) => control.with_inboxes(inboxes.clone()),
+        None => control,
+    })
 }
 
 /// Base axes driven by the policy's action dimensions.
