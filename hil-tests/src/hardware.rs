@@ -102,28 +102,7 @@ impl<'a> HardwareRobot<'a> {
         inboxes: Inboxes,
         out: Box<dyn Write + Send + 'a>,
     ) -> Result<Self> {
-        if let Some(e) = scenario.events.iter().find(|e| {
-            matches!(
-                e.kind,
-                EventKind::WallClockJump
-                    | EventKind::CloudLinkDrops
-                    | EventKind::CloudLinkRestores
-                    | EventKind::CloudStop
-                    | EventKind::CloudGo
-            )
-        }) {
-            anyhow::bail!(
-                "{}: {:?} cannot be made on a robot by this runner (it needs the simulator); \
-                 run this scenario with `reflex-hil run`",
-                scenario.name,
-                e.kind
-            );
-        }
-        anyhow::ensure!(
-            scenario.cloud.is_none(),
-            "{}: [cloud] is a simulated remote policy; run this scenario with `reflex-hil run`",
-            scenario.name
-        );
+        check_supported(scenario)?;
         let base = config
             .base
             .as_ref()
@@ -273,6 +252,33 @@ impl<'a> HardwareRobot<'a> {
         }
         best
     }
+}
+
+/// Refuses what this runner cannot make happen on a robot, naming it.
+pub fn check_supported(scenario: &Scenario) -> Result<()> {
+    if let Some(e) = scenario.events.iter().find(|e| {
+        matches!(
+            e.kind,
+            EventKind::WallClockJump
+                | EventKind::CloudLinkDrops
+                | EventKind::CloudLinkRestores
+                | EventKind::CloudStop
+                | EventKind::CloudGo
+        )
+    }) {
+        anyhow::bail!(
+            "{}: {:?} cannot be made on a robot by this runner (it needs the simulator); \
+             run this scenario with `reflex-hil run`",
+            scenario.name,
+            e.kind
+        );
+    }
+    anyhow::ensure!(
+        scenario.cloud.is_none(),
+        "{}: [cloud] is a simulated remote policy; run this scenario with `reflex-hil run`",
+        scenario.name
+    );
+    Ok(())
 }
 
 fn kind_name(kind: EventKind) -> String {

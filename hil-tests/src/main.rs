@@ -118,6 +118,7 @@ fn real_main() -> Result<()> {
             report,
         } => {
             let s = Scenario::load(&scenario)?;
+            reflex_hil::hardware::check_supported(&s)?;
             let config = reflex_runtime::config::ReflexConfig::load(&config)?;
             let package_dir = policy.unwrap_or_else(|| repo().join("models/demo/reflex-demo-vla"));
             let package = reflex_models::PolicyPackage::open(&package_dir)?;
