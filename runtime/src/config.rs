@@ -23,6 +23,9 @@ pub struct ReflexConfig {
     /// `[ros]`: the ROS 2 port (node, topics, the E-stop source it feeds).
     #[serde(default)]
     pub ros: RosConfig,
+    /// `[telemetry]`: the metrics endpoint (see `crate::telemetry::TelemetryConfig`).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `[ros]`: how Reflex appears in a ROS 2 graph. Every key can also be given as a ROS parameter
@@ -110,6 +113,7 @@ impl ReflexConfig {
             updates.validate()?;
         }
         config.ros.topics.validate().map_err(anyhow::Error::msg)?;
+        config.telemetry.bind_addr()?;
         anyhow::ensure!(
             config.ros.namespace.starts_with('/'),
             "ros.namespace = {:?}: must start with '/'; fix: e.g. \"/\" or \"/robot1\"",

@@ -123,6 +123,9 @@ pub struct ControlLoop {
     /// Last tick time (ns), read by the watchdog.
     pub heartbeat_ns: Arc<AtomicU64>,
     pub last_no_action: Option<NoAction>,
+    /// What the metrics endpoint shows (relaxed atomic stores only).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    action_age_ns: u64,
 }
 
 impl ControlLoop {
@@ -145,7 +148,15 @@ impl ControlLoop {
             stats: LoopStats::default(),
             heartbeat_ns: Arc::new(AtomicU64::new(0)),
             last_no_action: None,
+            telemetry: Arc::default(),
+            action_age_ns: 0,
         }
+    }
+
+    /// Publishes metrics into `telemetry` (shared with the metrics endpoint).
+    pub fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Arbitrates with commands from `inboxes` (cloud, operator) under the default priority.
@@ -171,6 +182,7 @@ impl ControlLoop {
                     }
                 }
                 self.last_no_action = None;
+                self.action_age_ns = obs_ns.map_or(0, |o| now_ns.saturating_sub(o));
                 Command::base(
                     CommandSource::LocalPolicy,
                     Monotonic::from_nanos(obs_ns.unwrap_or(now_ns)),
@@ -183,6 +195,7 @@ impl ControlLoop {
                 // Decay to a controlled stop: propose zero; the safety layer ramps it down.
                 self.stats.ticks_without_action += 1;
                 self.last_no_action = Some(why);
+                self.action_age_ns = 0;
                 Command::base(
                     CommandSource::LocalPolicy,
                     Monotonic::from_nanos(now_ns),
@@ -223,8 +236,23 @@ impl ControlLoop {
             .evaluate(inputs, &proposed, Monotonic::from_nanos(now_ns));
         // 6-7. Timing and watchdog heartbeat.
         self.stats.ticks += 1;
-        self.stats.tick_cost.record(clock().saturating_sub(start));
+        let cost = clock().saturating_sub(start);
+        self.stats.tick_cost.record(cost);
         self.heartbeat_ns.store(now_ns, Ordering::Release);
+        // Metrics: relaxed stores and adds, no allocation.
+        let t = &*self.telemetry;
+        t.ticks.fetch_add(1, Ordering::Relaxed);
+        t.tick_duration.record(cost);
+        for reason in verdict.reasons.iter() {
+            t.reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        t.estop_latched
+            .store(self.safety.is_latched(), Ordering::Relaxed);
+        t.action_age_ns.store(self.action_age_ns, Ordering::Relaxed);
+        t.chunks_merged
+            .store(self.stats.chunks_merged, Ordering::Relaxed);
+        t.ticks_without_action
+            .store(self.stats.ticks_without_action, Ordering::Relaxed);
         verdict
     }
 }

@@ -55,4 +55,5 @@ pub mod ros2;
 pub mod rt;
 pub mod sim;
 pub mod simrun;
+pub mod telemetry;
 pub mod updates;

@@ -161,6 +161,9 @@ enum Cmd {
         /// Also write ticks.csv and trajectory.svg into this directory (lockstep runs).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (overrides [telemetry] metrics_bind).
+        #[arg(long)]
+        metrics_bind: Option<String>,
     },
     /// The runtime: the policy the store's activation record names (first boot: installed from
     /// `[updates] channel`), the RT loop, and the model manager following the channel (signed
@@ -188,6 +191,9 @@ enum Cmd {
         /// `--io ros2`; refused otherwise.
         #[arg(long = "ros-args", num_args = 0.., allow_hyphen_values = true)]
         ros_args: Option<Vec<String>>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (overrides [telemetry] metrics_bind).
+        #[arg(long)]
+        metrics_bind: Option<String>,
     },
     /// The activation record of a store (after crash recovery), as JSON.
     Status {
@@ -262,6 +268,31 @@ fn drive_ros(
         port,
         robot,
     )
+}
+
+/// The metrics shared by the loop, worker and model manager, and the endpoint serving them
+/// (`--metrics-bind` over `[telemetry] metrics_bind`; none when neither is set).
+fn start_metrics(
+    config: &ReflexConfig,
+    cli_bind: Option<String>,
+) -> Result<(
+    std::sync::Arc<reflex_runtime::telemetry::Telemetry>,
+    Option<reflex_runtime::telemetry::MetricsServer>,
+)> {
+    let mut t = config.telemetry.clone();
+    if cli_bind.is_some() {
+        t.metrics_bind = cli_bind;
+    }
+    let telemetry = std::sync::Arc::new(reflex_runtime::telemetry::Telemetry::default());
+    let server = match t.bind_addr()? {
+        Some(addr) => {
+            let server = reflex_runtime::telemetry::MetricsServer::start(addr, telemetry.clone())?;
+            eprintln!("reflex: metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    Ok((telemetry, server))
 }
 
 /// `[safety.arm] joints` names, in the safety layer's order.
@@ -782,6 +813,7 @@ fn run(cli: Cli) -> Result<()> {
             policy,
             io,
             ros_args,
+            metrics_bind,
         } => {
             use reflex_runtime::updates;
             // rcl reads --ros-args itself (the r2r adapter); clap only lets them through.
@@ -797,6 +829,7 @@ fn run(cli: Cli) -> Result<()> {
             let path = config;
             // Under ROS 2 (r2r) the node's parameters override config keys of the same names.
             let (config, ros2_node) = load_run_config(&path, &io)?;
+            let (telemetry, _metrics) = start_metrics(&config, metrics_bind)?;
             let mut backend = config.models.clone();
             if ort_library.is_some() {
                 backend.ort_library = ort_library;
@@ -813,7 +846,10 @@ fn run(cli: Cli) -> Result<()> {
                     package.manifest.version,
                     dir.display()
                 );
-                let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::default());
+                let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort {
+                    telemetry: telemetry.clone(),
+                    ..Default::default()
+                });
                 (package, port, None)
             } else {
                 let updates_config = config.updates.clone().ok_or_else(|| {
@@ -840,9 +876,11 @@ fn run(cli: Cli) -> Result<()> {
                     "reflex: running {} {} ({})",
                     active.name, active.version, active.index_digest
                 );
-                let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::new(
-                    updates_config.swap_when,
-                ));
+                let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort {
+                    swap_when: updates_config.swap_when,
+                    telemetry: telemetry.clone(),
+                    ..Default::default()
+                });
                 let updater = updates::Updater::new(
                     updates_config,
                     store,
@@ -861,9 +899,11 @@ fn run(cli: Cli) -> Result<()> {
                 .current_package
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some((0, package.clone()));
+            telemetry.set_model(&package, 0);
             let options = reflex_runtime::simrun::SimOptions {
                 duration_s: duration,
                 seed,
+                telemetry: Some(telemetry.clone()),
                 ..Default::default()
             };
             let mut extra = serde_json::Map::new();
@@ -913,6 +953,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             realtime,
             report,
+            metrics_bind,
         } => {
             anyhow::ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 3600.0,
@@ -929,10 +970,13 @@ fn run(cli: Cli) -> Result<()> {
             if ort_library.is_some() {
                 backend.ort_library = ort_library;
             }
+            let (telemetry, _metrics) = start_metrics(&config, metrics_bind)?;
+            telemetry.set_model(&package, 0);
             let options = reflex_runtime::simrun::SimOptions {
                 duration_s: duration,
                 period_ms,
                 seed,
+                telemetry: Some(telemetry.clone()),
                 ..Default::default()
             };
             anyhow::ensure!(
@@ -954,7 +998,10 @@ fn run(cli: Cli) -> Result<()> {
                     &rt_config,
                     scenario,
                     &options,
-                    &Default::default(),
+                    &std::sync::Arc::new(reflex_runtime::realtime::SwapPort {
+                        telemetry: telemetry.clone(),
+                        ..Default::default()
+                    }),
                 )?;
                 if !report.grants.is_empty() {
                     eprintln!("reflex: rt thread: {}", report.grants);

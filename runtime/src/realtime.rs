@@ -272,6 +272,8 @@ pub struct SwapPort {
     /// The package of the generation handed over last (the updater sets it with the
     /// candidate), so a restarted worker loads the model that was running, never an older one.
     pub current_package: std::sync::Mutex<Option<(u32, PolicyPackage)>>,
+    /// Metrics (model info on hand-over, registry link state from the model manager).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl SwapPort {
@@ -315,6 +317,7 @@ pub fn hand_over(
         .current_package
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some((generation, package.clone()));
+    port.telemetry.set_model(package, generation);
     let since = port.generation_since_ns.load(Ordering::Acquire);
     Ok(since.saturating_sub(t0) as f64 / 1e6)
 }
@@ -410,7 +413,9 @@ pub fn run_robot(
     let crash_at = options
         .crash_inference_at_s
         .map(|s| start_ns + (s * 1e9) as u64);
+    let telemetry = control.telemetry.clone();
     let spawn_worker = |backend: OrtBackend, generation: u32| {
+        let telemetry = telemetry.clone();
         let stop = stop.clone();
         let beat = worker_beat.clone();
         let channel = channel.clone();
@@ -473,6 +478,7 @@ pub fn run_robot(
                     latencies_ms.push(took as f64 * 1e-6);
                     port.inferences.fetch_add(1, Ordering::Relaxed);
                     port.inference_max_ns.fetch_max(took, Ordering::Relaxed);
+                    telemetry.inference.record(took);
                     // Bad data never reaches the loop: a chunk with NaN/inf is dropped (the
                     // loop then stops the robot when its actions run out).
                     if chunk.actions.iter().any(|a| !a.is_finite()) {
@@ -513,6 +519,7 @@ pub fn run_robot(
                 while !stop.load(Ordering::Acquire) {
                     let tick = ticker.wait();
                     lateness.record(tick.lateness_ns());
+                    control.telemetry.tick_lateness.record(tick.lateness_ns());
                     let now = tick.woke_ns;
                     let sensors = sensor_out.read();
                     // The robot's sources as it reported them; the loop's own ones are healthy
@@ -531,6 +538,10 @@ pub fn run_robot(
                         estop[EstopSource::Internal.index()] =
                             EstopReport::Pressed(Monotonic::from_nanos(now));
                         watchdog_trips += 1;
+                        control
+                            .telemetry
+                            .watchdog_trips
+                            .fetch_add(1, Ordering::Relaxed);
                         if worker_silent {
                             fault.store(true, Ordering::Release);
                         }
@@ -575,6 +586,10 @@ pub fn run_robot(
                         port.vetoed_ticks.fetch_add(1, Ordering::Relaxed);
                     }
                     port.deadline_misses.store(ticker.misses, Ordering::Relaxed);
+                    control
+                        .telemetry
+                        .deadline_misses
+                        .store(ticker.misses, Ordering::Relaxed);
                     // Without odometry, the last command stands in for the motion.
                     let v = sensors.odom.unwrap_or(verdict.command.base);
                     port.stationary.store(is_stationary(v), Ordering::Relaxed);
@@ -603,6 +618,7 @@ pub fn run_robot(
         let dead = workers.last().is_some_and(|w| w.is_finished());
         if (worker_fault.load(Ordering::Acquire) || dead) && worker_restarts < 3 {
             worker_restarts += 1;
+            telemetry.worker_restarts.fetch_add(1, Ordering::Relaxed);
             // Fresh beat first, then clear the fault: the watchdog cannot re-raise it in between.
             worker_beat.store(now, Ordering::Release);
             worker_fault.store(false, Ordering::Release);

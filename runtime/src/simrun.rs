@@ -76,6 +76,8 @@ pub struct SimOptions {
     /// The arbiter's inboxes (cloud, operator), when something outside the loop feeds them
     /// (the HIL hardware runner's scripted policy, the cloud link).
     pub inboxes: Option<crate::arbiter::Inboxes>,
+    /// Where the loop and the inference worker publish metrics (None: a private one).
+    pub telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Default for SimOptions {
@@ -90,6 +92,7 @@ impl Default for SimOptions {
             kill_inference_at_s: None,
             crash_inference_at_s: None,
             inboxes: None,
+            telemetry: None,
         }
     }
 }
@@ -185,6 +188,10 @@ pub fn control_loop(
         &base_axes(package),
         channel,
     );
+    let control = match &options.telemetry {
+        Some(t) => control.with_telemetry(t.clone()),
+        None => control,
+    };
     Ok(match &options.inboxes {
         Some(inboxes) => control.with_inboxes(inboxes.clone()),
         None => control,

@@ -325,11 +325,19 @@ impl Updater {
         while !stop.load(Ordering::Acquire) {
             let wait = match self.poll_once(&options, stop) {
                 Ok(()) => {
+                    self.port
+                        .telemetry
+                        .registry_link
+                        .store(1, Ordering::Relaxed);
                     reachable = true;
                     backoff = self.config.poll_interval_s;
                     self.config.poll_interval_s
                 }
                 Err(e) => {
+                    self.port
+                        .telemetry
+                        .registry_link
+                        .store(0, Ordering::Relaxed);
                     if reachable {
                         self.event(
                             "unreachable",
