@@ -26,6 +26,8 @@ pub struct ReflexConfig {
     /// `[telemetry]`: the metrics endpoint (see `crate::telemetry::TelemetryConfig`).
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// `[recorder]`: the flight recorder (see `crate::recorder::RecorderConfig`); absent = off.
+    pub recorder: Option<crate::recorder::RecorderConfig>,
 }
 
 /// `[ros]`: how Reflex appears in a ROS 2 graph. Every key can also be given as a ROS parameter
@@ -114,6 +116,9 @@ impl ReflexConfig {
         }
         config.ros.topics.validate().map_err(anyhow::Error::msg)?;
         config.telemetry.bind_addr()?;
+        if let Some(r) = &config.recorder {
+            r.validate()?;
+        }
         anyhow::ensure!(
             config.ros.namespace.starts_with('/'),
             "ros.namespace = {:?}: must start with '/'; fix: e.g. \"/\" or \"/robot1\"",

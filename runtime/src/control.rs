@@ -126,6 +126,8 @@ pub struct ControlLoop {
     /// What the metrics endpoint shows (relaxed atomic stores only).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     action_age_ns: u64,
+    /// The flight recorder's RT end, when recording.
+    pub recorder: Option<crate::recorder::RecorderTap>,
 }
 
 impl ControlLoop {
@@ -150,6 +152,7 @@ impl ControlLoop {
             last_no_action: None,
             telemetry: Arc::default(),
             action_age_ns: 0,
+            recorder: None,
         }
     }
 
@@ -231,9 +234,14 @@ impl ControlLoop {
         let local = self.policy_command(now_ns);
         let proposed = self.arbiter.arbitrate(now_ns, local);
         // 4. Safety, always last.
+        let state_before = self.recorder.as_ref().map(|_| self.safety.state());
         let verdict = self
             .safety
             .evaluate(inputs, &proposed, Monotonic::from_nanos(now_ns));
+        // 5. The flight recorder copies what the layer saw and said (preallocated, wait-free).
+        if let (Some(tap), Some(state)) = (self.recorder.as_mut(), state_before) {
+            tap.record(now_ns, inputs, &proposed, &state, &verdict);
+        }
         // 6-7. Timing and watchdog heartbeat.
         self.stats.ticks += 1;
         let cost = clock().saturating_sub(start);

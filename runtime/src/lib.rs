@@ -49,6 +49,8 @@ pub mod demo;
 pub mod inspect;
 pub mod port;
 pub mod realtime;
+pub mod recorder;
+pub mod replay;
 pub mod report;
 #[cfg(feature = "ros2")]
 pub mod ros2;

@@ -164,7 +164,17 @@ enum Cmd {
         /// Serve Prometheus metrics at http://ADDR/metrics (overrides [telemetry] metrics_bind).
         #[arg(long)]
         metrics_bind: Option<String>,
+        /// Flight recordings into DIR/queue (overrides [recorder] dir; defaults for the rest).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// What freezes a recording (repeatable; overrides [recorder] triggers): a safety
+        /// reason name, deadline_miss, inference_fault or operator_mark.
+        #[arg(long = "record-trigger")]
+        record_triggers: Vec<String>,
     },
+    /// Re-runs a flight recording's inputs through the safety layer (from the recording's own
+    /// config and state) and reports whether every verdict is bit-identical. Exit 1 if not.
+    Replay { file: PathBuf },
     /// The runtime: the policy the store's activation record names (first boot: installed from
     /// `[updates] channel`), the RT loop, and the model manager following the channel (signed
     /// packages only, transactional hot-swap with a health window and automatic rollback).
@@ -268,6 +278,55 @@ fn drive_ros(
         port,
         robot,
     )
+}
+
+/// Writes a pending flight recording and stops the recorder thread when the run ends.
+struct FinishRecorder(Option<std::sync::Arc<reflex_runtime::recorder::Recorder>>);
+
+impl Drop for FinishRecorder {
+    fn drop(&mut self) {
+        if let Some(r) = &self.0
+            && let Err(e) = r.finish()
+        {
+            eprintln!("reflex: flight recorder: {e:#}");
+        }
+    }
+}
+
+/// The flight recorder of `[recorder]` (None: not recording).
+fn start_recorder(
+    config: Option<reflex_runtime::recorder::RecorderConfig>,
+    package: &PolicyPackage,
+    period_ms: f64,
+    max_beams: usize,
+    telemetry: &std::sync::Arc<reflex_runtime::telemetry::Telemetry>,
+) -> Result<Option<std::sync::Arc<reflex_runtime::recorder::Recorder>>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let meta = reflex_runtime::recorder::RecordingMeta {
+        robot_id: config.robot_id.clone(),
+        model_name: package.manifest.name.clone(),
+        model_version: package.manifest.version.clone(),
+        model_digest: package.model_digest().to_string(),
+        wall_minus_mono_ns: i128::from(reflex_runtime::port::wall_clock_ns())
+            - i128::from(reflex_runtime::rt::now_ns()),
+        ..Default::default()
+    };
+    eprintln!(
+        "reflex: flight recorder: {} (window {} s + {} s, triggers {})",
+        config.dir.join("queue").display(),
+        config.window_s,
+        config.post_s,
+        config.triggers.join(",")
+    );
+    Ok(Some(reflex_runtime::recorder::Recorder::start(
+        config,
+        meta,
+        period_ms,
+        max_beams,
+        telemetry.clone(),
+    )?))
 }
 
 /// The metrics shared by the loop, worker and model manager, and the endpoint serving them
@@ -798,6 +857,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Replay { file } => {
+            let report = reflex_runtime::replay::replay(&file)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.identical {
+                eprintln!(
+                    "reflex replay: {} of {} ticks differ; first: {}",
+                    report.mismatches,
+                    report.ticks,
+                    report.first_mismatch.as_deref().unwrap_or("")
+                );
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Status { store } => {
             println!(
                 "{}",
@@ -900,12 +973,22 @@ fn run(cli: Cli) -> Result<()> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some((0, package.clone()));
             telemetry.set_model(&package, 0);
+            let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
+            let recorder = start_recorder(
+                config.recorder.clone(),
+                &package,
+                config.runtime.period_ms,
+                beams,
+                &telemetry,
+            )?;
             let options = reflex_runtime::simrun::SimOptions {
                 duration_s: duration,
                 seed,
                 telemetry: Some(telemetry.clone()),
+                recorder: recorder.clone(),
                 ..Default::default()
             };
+            let _finish = FinishRecorder(recorder);
             let mut extra = serde_json::Map::new();
             let result = match io.as_str() {
                 "sim" => reflex_runtime::realtime::run_realtime(
@@ -954,6 +1037,8 @@ fn run(cli: Cli) -> Result<()> {
             realtime,
             report,
             metrics_bind,
+            record,
+            record_triggers,
         } => {
             anyhow::ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 3600.0,
@@ -972,13 +1057,32 @@ fn run(cli: Cli) -> Result<()> {
             }
             let (telemetry, _metrics) = start_metrics(&config, metrics_bind)?;
             telemetry.set_model(&package, 0);
+            let mut recorder_config = config.recorder.clone();
+            if let Some(dir) = record {
+                let mut r = recorder_config.unwrap_or(toml::from_str(&format!(
+                    "dir = {:?}",
+                    dir.display().to_string()
+                ))?);
+                r.dir = dir;
+                recorder_config = Some(r);
+            }
+            if !record_triggers.is_empty() {
+                let r = recorder_config.as_mut().ok_or_else(|| {
+                    anyhow::anyhow!("--record-trigger needs --record DIR or a [recorder] section")
+                })?;
+                r.triggers = record_triggers;
+            }
+            let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
+            let recorder = start_recorder(recorder_config, &package, period_ms, beams, &telemetry)?;
             let options = reflex_runtime::simrun::SimOptions {
                 duration_s: duration,
                 period_ms,
                 seed,
                 telemetry: Some(telemetry.clone()),
+                recorder: recorder.clone(),
                 ..Default::default()
             };
+            let _finish = FinishRecorder(recorder);
             anyhow::ensure!(
                 scenario == "default",
                 "--scenario {scenario:?}: the built-in scenario is `default`; scenario files arrive with the HIL scenario suite"

@@ -517,8 +517,14 @@ pub fn run_robot(
                 let mut watchdog_trips = 0u64;
                 let clock = rt::now_ns;
                 while !stop.load(Ordering::Acquire) {
+                    let misses_before = ticker.misses;
                     let tick = ticker.wait();
                     lateness.record(tick.lateness_ns());
+                    if ticker.misses != misses_before
+                        && let Some(tap) = control.recorder.as_mut()
+                    {
+                        tap.flags |= crate::recorder::FLAG_DEADLINE_MISS;
+                    }
                     control.telemetry.tick_lateness.record(tick.lateness_ns());
                     let now = tick.woke_ns;
                     let sensors = sensor_out.read();
@@ -544,6 +550,9 @@ pub fn run_robot(
                             .fetch_add(1, Ordering::Relaxed);
                         if worker_silent {
                             fault.store(true, Ordering::Release);
+                            if let Some(tap) = control.recorder.as_mut() {
+                                tap.flags |= crate::recorder::FLAG_INFERENCE_FAULT;
+                            }
                         }
                     }
                     let inputs = SafetyInputs {

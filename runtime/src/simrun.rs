@@ -78,6 +78,8 @@ pub struct SimOptions {
     pub inboxes: Option<crate::arbiter::Inboxes>,
     /// Where the loop and the inference worker publish metrics (None: a private one).
     pub telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
+    /// The flight recorder the loop feeds (its RT tap is taken by the control loop).
+    pub recorder: Option<std::sync::Arc<crate::recorder::Recorder>>,
 }
 
 impl Default for SimOptions {
@@ -93,6 +95,7 @@ impl Default for SimOptions {
             crash_inference_at_s: None,
             inboxes: None,
             telemetry: None,
+            recorder: None,
         }
     }
 }
@@ -188,10 +191,13 @@ pub fn control_loop(
         &base_axes(package),
         channel,
     );
-    let control = match &options.telemetry {
+    let mut control = match &options.telemetry {
         Some(t) => control.with_telemetry(t.clone()),
         None => control,
     };
+    if let Some(recorder) = &options.recorder {
+        control.recorder = Some(recorder.tap(&control.safety)?);
+    }
     Ok(match &options.inboxes {
         Some(inboxes) => control.with_inboxes(inboxes.clone()),
         None => control,

@@ -102,7 +102,42 @@ fn fake_clock() -> u64 {
 
 #[test]
 fn ten_thousand_steady_ticks_do_not_allocate() {
+    let (control, channel) = control();
+    steady_ticks_do_not_allocate(control, channel);
+}
+
+#[test]
+fn ten_thousand_ticks_feeding_metrics_and_the_flight_recorder_do_not_allocate() {
     let (mut control, channel) = control();
+    let dir = std::env::temp_dir().join(format!("reflex-tick-rec-{}", std::process::id()));
+    let telemetry = std::sync::Arc::new(reflex_runtime::telemetry::Telemetry::default());
+    let recorder = reflex_runtime::recorder::Recorder::start(
+        toml::from_str(&format!(
+            "dir = {:?}\ntriggers = [\"slowdown_zone\"]",
+            dir.display().to_string()
+        ))
+        .unwrap(),
+        reflex_runtime::recorder::RecordingMeta {
+            robot_id: "tick-test".into(),
+            ..Default::default()
+        },
+        10.0,
+        BEAMS,
+        telemetry.clone(),
+    )
+    .unwrap();
+    control.recorder = Some(recorder.tap(&control.safety).unwrap());
+    control = control.with_telemetry(telemetry.clone());
+    steady_ticks_do_not_allocate(control, channel);
+    recorder.finish().unwrap();
+    assert!(telemetry.ticks.load(Ordering::Relaxed) >= 10_000);
+    // The obstacles of the run froze recordings (off the RT thread).
+    let files = reflex_runtime::recorder::queued(&dir.join("queue")).unwrap();
+    assert!(!files.is_empty(), "no recording written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn steady_ticks_do_not_allocate(mut control: ControlLoop, channel: ChunkChannel) {
     let mut ranges = vec![f32::INFINITY; BEAMS];
     let mut now = 1_000_000_000u64;
     // Warm up (first merges, scan geometry cache).

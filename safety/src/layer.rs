@@ -40,11 +40,11 @@ struct Base {
 }
 
 /// A triggered protective zone: which way it blocks and since when it has looked clear.
-#[derive(Debug, Clone, Copy)]
-struct Hold {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hold {
     /// Blocked direction: unit translation (x, y), or (sign of wz, 0) for rotation.
-    direction: [f64; 2],
-    clear_since: Option<Monotonic>,
+    pub(crate) direction: [f64; 2],
+    pub(crate) clear_since: Option<Monotonic>,
 }
 
 /// The deterministic safety layer. Built once from a validated config that it then owns:
@@ -172,6 +172,29 @@ impl Safety {
 
     pub fn is_latched(&self) -> bool {
         self.latched
+    }
+
+    /// What changes from tick to tick (for flight recordings); no allocation.
+    pub fn state(&self) -> crate::wire::SafetyState {
+        crate::wire::SafetyState {
+            latched: self.latched,
+            last_reset_seq: self.last_reset_seq,
+            last_now: self.last_now,
+            previous: self.previous,
+            translation_hold: self.translation_hold,
+            rotation_hold: self.rotation_hold,
+        }
+    }
+
+    /// Puts the layer back into a recorded `state` (replay). The config is untouched (SAF-008):
+    /// a state never loosens a limit; it is only what the layer itself computed earlier.
+    pub fn restore(&mut self, state: &crate::wire::SafetyState) {
+        self.latched = state.latched;
+        self.last_reset_seq = state.last_reset_seq;
+        self.last_now = state.last_now;
+        self.previous = state.previous;
+        self.translation_hold = state.translation_hold;
+        self.rotation_hold = state.rotation_hold;
     }
 
     /// How many verdicts carried each reason, indexed by `Reason as usize`.

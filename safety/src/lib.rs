@@ -114,6 +114,7 @@ mod config;
 mod layer;
 mod lidar;
 mod types;
+pub mod wire;
 
 pub use config::{
     ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
