@@ -917,7 +917,33 @@ impl Scenario {
             ));
         }
         let path = dir.join("checks.txt");
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        // The MCAP of the run, with the scenario and every check's outcome as metadata.
+        let mut meta = BTreeMap::new();
+        meta.insert("scenario".to_string(), self.name.clone());
+        meta.insert("description".to_string(), self.description.clone());
+        meta.insert("covers".to_string(), self.covers.join(","));
+        meta.insert(
+            "result".to_string(),
+            if checks.iter().all(|c| c.passed) {
+                "pass"
+            } else {
+                "FAIL"
+            }
+            .to_string(),
+        );
+        for (i, c) in checks.iter().enumerate() {
+            meta.insert(
+                format!("check_{i:02}"),
+                format!(
+                    "{} {} — {}",
+                    if c.passed { "PASS" } else { "FAIL" },
+                    c.assertion,
+                    c.detail
+                ),
+            );
+        }
+        reflex_runtime::report::write_mcap(&dir.join("run.mcap"), meta, &report.ticks_log)
     }
 
     /// Evaluates every assertion against `report`.

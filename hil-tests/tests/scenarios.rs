@@ -183,5 +183,36 @@ fn a_scenario_writes_its_report_folder() {
     assert!(svg.starts_with("<svg") || svg.contains("<svg"));
     let text = std::fs::read_to_string(dir.join("checks.txt")).unwrap();
     assert!(text.contains("PASS StoppedWithin"), "{text}");
+    // The MCAP of the run reads in PyPI mcap: every tick, the poses, the checks as metadata.
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, json\nfrom mcap.reader import make_reader\n\
+             r = make_reader(open(sys.argv[1], 'rb'))\n\
+             n = {}\n\
+             for s, c, m in r.iter_messages():\n    n[c.topic] = n.get(c.topic, 0) + 1\n    json.loads(m.data)\n\
+             md = {m.name: dict(m.metadata) for m in r.iter_metadata()}\n\
+             print(json.dumps({'n': n, 'md': md}))",
+        ])
+        .arg(dir.join("run.mcap"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n"]["/sim/ticks"], report.ticks_log.len(), "{v}");
+    assert_eq!(v["n"]["/sim/robot_pose"], report.ticks_log.len(), "{v}");
+    assert_eq!(v["md"]["run"]["scenario"], "estop_category_1", "{v}");
+    assert!(
+        v["md"]["run"]["check_00"]
+            .as_str()
+            .unwrap()
+            .starts_with("PASS"),
+        "{v}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,5 +1,6 @@
-//! `reflex sim --report DIR`: the per-tick CSV and an SVG plot of the run (walls, markers,
-//! people, the robot's path, where the safety layer slowed or stopped it).
+//! `reflex sim --report DIR`: the per-tick CSV, an SVG plot of the run (walls, markers,
+//! people, the robot's path, where the safety layer slowed or stopped it) and an MCAP file of
+//! the ticks and poses for Foxglove.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,7 +11,78 @@ use reflex_safety::Action;
 use crate::sim::{Shape, World};
 use crate::simrun::SimTick;
 
-/// Writes `ticks.csv` and `trajectory.svg` into `dir` (created if needed).
+/// `foxglove.PoseInFrame` (JSON): Foxglove's 3D panel draws the robot's path from it.
+const POSE_SCHEMA: &str = r#"{"type":"object","properties":{"timestamp":{"type":"object","properties":{"sec":{"type":"integer"},"nsec":{"type":"integer"}}},"frame_id":{"type":"string"},"pose":{"type":"object","properties":{"position":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"},"z":{"type":"number"}}},"orientation":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"},"z":{"type":"number"},"w":{"type":"number"}}}}}}}"#;
+const SIM_TICK_SCHEMA: &str = r#"{"type":"object","title":"reflex sim tick","properties":{"time_s":{"type":"number"},"x_m":{"type":"number"},"y_m":{"type":"number"},"yaw_rad":{"type":"number"},"speed_mps":{"type":"number"},"command":{"type":"object"},"action":{"type":"string"},"reasons":{"type":"array","items":{"type":"string"}},"clearance_m":{"type":"number"}}}"#;
+
+/// Writes `path`: an MCAP (zstd) with `/sim/ticks` (JSON per tick: pose, speed, command,
+/// action, reasons, clearance), `/sim/robot_pose` (`foxglove.PoseInFrame`) and metadata
+/// `run` = `meta`. Opens in Foxglove and PyPI `mcap`.
+pub fn write_mcap(
+    path: &Path,
+    meta: std::collections::BTreeMap<String, String>,
+    ticks: &[SimTick],
+) -> Result<()> {
+    let num = |v: f64| {
+        serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    };
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = mcap::WriteOptions::new()
+            .compression(Some(mcap::Compression::Zstd))
+            .chunk_size(Some(256 * 1024))
+            .library(concat!("reflex ", env!("CARGO_PKG_VERSION")))
+            .create(&mut buf)?;
+        let none = std::collections::BTreeMap::new();
+        let tick_schema =
+            w.add_schema("reflex.SimTick", "jsonschema", SIM_TICK_SCHEMA.as_bytes())?;
+        let tick_ch = w.add_channel(tick_schema, "/sim/ticks", "json", &none)?;
+        let pose_schema =
+            w.add_schema("foxglove.PoseInFrame", "jsonschema", POSE_SCHEMA.as_bytes())?;
+        let pose_ch = w.add_channel(pose_schema, "/sim/robot_pose", "json", &none)?;
+        for (seq, t) in ticks.iter().enumerate() {
+            let ns = (t.time_s * 1e9).round() as u64;
+            let header = |channel_id| mcap::records::MessageHeader {
+                channel_id,
+                sequence: seq as u32,
+                log_time: ns,
+                publish_time: ns,
+            };
+            let reasons: Vec<&str> = t.reasons.iter().map(|r| r.name()).collect();
+            let tick = serde_json::json!({
+                "time_s": num(t.time_s),
+                "x_m": num(t.pose.x_m),
+                "y_m": num(t.pose.y_m),
+                "yaw_rad": num(t.pose.yaw_rad),
+                "speed_mps": num(t.velocity.vx_mps.hypot(t.velocity.vy_mps)),
+                "command": {"vx": num(t.command.vx_mps), "vy": num(t.command.vy_mps), "wz": num(t.command.wz_radps)},
+                "action": t.action.name(),
+                "reasons": reasons,
+                "clearance_m": num(t.clearance_m.min(99.0)),
+            });
+            w.write_to_known_channel(&header(tick_ch), &serde_json::to_vec(&tick)?)?;
+            let (s, c) = (t.pose.yaw_rad / 2.0).sin_cos();
+            let pose = serde_json::json!({
+                "timestamp": {"sec": ns / 1_000_000_000, "nsec": ns % 1_000_000_000},
+                "frame_id": "world",
+                "pose": {
+                    "position": {"x": num(t.pose.x_m), "y": num(t.pose.y_m), "z": 0.0},
+                    "orientation": {"x": 0.0, "y": 0.0, "z": num(s), "w": num(c)},
+                },
+            });
+            w.write_to_known_channel(&header(pose_ch), &serde_json::to_vec(&pose)?)?;
+        }
+        w.write_metadata(&mcap::records::Metadata {
+            name: "run".into(),
+            metadata: meta,
+        })?;
+        w.finish()?;
+    }
+    std::fs::write(path, buf.into_inner())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `ticks.csv`, `trajectory.svg` and `run.mcap` into `dir` (created if needed).
 pub fn write(dir: &Path, world: &World, ticks: &[SimTick]) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create report dir {}", dir.display()))?;
@@ -42,7 +114,9 @@ pub fn write(dir: &Path, world: &World, ticks: &[SimTick]) -> Result<()> {
     let svg_path = dir.join("trajectory.svg");
     std::fs::write(&svg_path, svg(world, ticks))
         .with_context(|| format!("cannot write {}", svg_path.display()))?;
-    Ok(())
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("source".to_string(), "reflex sim".to_string());
+    write_mcap(&dir.join("run.mcap"), meta, ticks)
 }
 
 fn svg(world: &World, ticks: &[SimTick]) -> String {
