@@ -59,3 +59,4 @@ pub mod sim;
 pub mod simrun;
 pub mod telemetry;
 pub mod updates;
+pub mod upload;

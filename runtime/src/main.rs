@@ -172,6 +172,12 @@ enum Cmd {
         #[arg(long = "record-trigger")]
         record_triggers: Vec<String>,
     },
+    /// Uploads the queued flight recordings of `[recorder]` to `[recorder.upload]` once, oldest
+    /// first (what `reflex run` does continuously), and prints what it did as JSON.
+    Upload {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Re-runs a flight recording's inputs through the safety layer (from the recording's own
     /// config and state) and reports whether every verdict is bit-identical. Exit 1 if not.
     Replay { file: PathBuf },
@@ -278,6 +284,37 @@ fn drive_ros(
         port,
         robot,
     )
+}
+
+/// `[recorder]` and its `[recorder.upload]`, or an error naming what is missing.
+fn upload_config(
+    config: &ReflexConfig,
+) -> Result<(
+    &reflex_runtime::recorder::RecorderConfig,
+    &reflex_runtime::upload::UploadConfig,
+)> {
+    let rec = config.recorder.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("the config has no [recorder] section (dir, …); nothing to upload")
+    })?;
+    let up = rec.upload.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("the config has no [recorder.upload] section (bucket, endpoint, …)")
+    })?;
+    Ok((rec, up))
+}
+
+/// Stops a background thread when dropped.
+struct StopOnDrop(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(h) = self.1.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Writes a pending flight recording and stops the recorder thread when the run ends.
@@ -857,6 +894,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Upload { config } => {
+            let config = ReflexConfig::load(&config)?;
+            let (rec, up) = upload_config(&config)?;
+            let uploader = reflex_runtime::upload::Uploader::new(
+                up,
+                &rec.robot_id,
+                &rec.dir.join("queue"),
+                Default::default(),
+            )?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(uploader.drain())?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Cmd::Replay { file } => {
             let report = reflex_runtime::replay::replay(&file)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -989,6 +1042,24 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let _finish = FinishRecorder(recorder);
+            let _uploader = match config
+                .recorder
+                .as_ref()
+                .and_then(|r| r.upload.as_ref().map(|u| (r, u)))
+            {
+                Some((rec, up)) => {
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let handle = reflex_runtime::upload::Uploader::new(
+                        up,
+                        &rec.robot_id,
+                        &rec.dir.join("queue"),
+                        telemetry.clone(),
+                    )?
+                    .spawn(stop.clone())?;
+                    Some(StopOnDrop(stop, Some(handle)))
+                }
+                None => None,
+            };
             let mut extra = serde_json::Map::new();
             let result = match io.as_str() {
                 "sim" => reflex_runtime::realtime::run_realtime(

@@ -51,6 +51,9 @@ pub struct RecorderConfig {
     /// This robot's name in recordings and object keys.
     #[serde(default = "default_robot_id")]
     pub robot_id: String,
+    /// `[recorder.upload]`: where finished recordings go (see `crate::upload`); unset = kept.
+    #[serde(default)]
+    pub upload: Option<crate::upload::UploadConfig>,
 }
 
 fn default_window() -> f64 {
@@ -108,6 +111,9 @@ impl RecorderConfig {
             "recorder.robot_id = {:?}: use letters, digits, '-', '_' or '.' (it names files and object keys)",
             self.robot_id
         );
+        if let Some(u) = &self.upload {
+            u.validate()?;
+        }
         for t in &self.triggers {
             let known = Reason::ALL.iter().any(|r| r.name() == t)
                 || ["deadline_miss", "inference_fault", "operator_mark"].contains(&t.as_str());
