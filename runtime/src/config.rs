@@ -28,6 +28,8 @@ pub struct ReflexConfig {
     pub telemetry: crate::telemetry::TelemetryConfig,
     /// `[recorder]`: the flight recorder (see `crate::recorder::RecorderConfig`); absent = off.
     pub recorder: Option<crate::recorder::RecorderConfig>,
+    /// `[cloud]`: a remote policy server (openpi protocol) as a command source; absent = off.
+    pub cloud: Option<crate::cloud::CloudConfig>,
 }
 
 /// `[ros]`: how Reflex appears in a ROS 2 graph. Every key can also be given as a ROS parameter
@@ -118,6 +120,9 @@ impl ReflexConfig {
         config.telemetry.bind_addr()?;
         if let Some(r) = &config.recorder {
             r.validate()?;
+        }
+        if let Some(c) = &config.cloud {
+            c.validate()?;
         }
         anyhow::ensure!(
             config.ros.namespace.starts_with('/'),

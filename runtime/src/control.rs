@@ -109,6 +109,8 @@ pub struct LoopStats {
     /// Generation of the model whose chunk was merged last, and when its first chunk was.
     pub model_generation: u32,
     pub generation_changed_ns: u64,
+    /// Ticks on which the arbiter chose a cloud command.
+    pub cloud_ticks: u64,
 }
 
 /// The loop state owned by the RT thread.
@@ -233,6 +235,9 @@ impl ControlLoop {
         // 2-3. The action for now, then arbitration with cloud and operator commands.
         let local = self.policy_command(now_ns);
         let proposed = self.arbiter.arbitrate(now_ns, local);
+        if proposed.source == reflex_safety::CommandSource::Cloud {
+            self.stats.cloud_ticks += 1;
+        }
         // 4. Safety, always last.
         let state_before = self.recorder.as_ref().map(|_| self.safety.state());
         let verdict = self

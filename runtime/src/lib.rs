@@ -41,6 +41,7 @@
 
 pub mod arbiter;
 pub mod chunks;
+pub mod cloud;
 pub mod config;
 pub mod control;
 #[cfg(feature = "dds")]

@@ -171,6 +171,13 @@ enum Cmd {
         /// reason name, deadline_miss, inference_fault or operator_mark.
         #[arg(long = "record-trigger")]
         record_triggers: Vec<String>,
+        /// A cloud policy server (openpi protocol, wss:// or loopback ws://) as a command
+        /// source (overrides [cloud] url; real-time runs only).
+        #[arg(long)]
+        cloud_url: Option<String>,
+        /// CA certificate (PEM) of the cloud policy server (overrides [cloud] ca_file).
+        #[arg(long)]
+        cloud_ca: Option<PathBuf>,
     },
     /// Uploads the queued flight recordings of `[recorder]` to `[recorder.upload]` once, oldest
     /// first (what `reflex run` does continuously), and prints what it did as JSON.
@@ -1039,6 +1046,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 telemetry: Some(telemetry.clone()),
                 recorder: recorder.clone(),
+                cloud: config.cloud.clone(),
                 ..Default::default()
             };
             let _finish = FinishRecorder(recorder);
@@ -1089,6 +1097,8 @@ fn run(cli: Cli) -> Result<()> {
             let mut value = serde_json::to_value(&summary)?;
             value["lateness_p99_us"] = report.lateness_p99_us.into();
             value["watchdog_trips"] = report.watchdog_trips.into();
+            value["cloud"] = report.cloud.clone().unwrap_or_default();
+            value["cloud_ticks"] = report.cloud_ticks.into();
             value["updates"] = serde_json::to_value(&update_report)?;
             for (k, v) in extra {
                 value[k] = v;
@@ -1110,6 +1120,8 @@ fn run(cli: Cli) -> Result<()> {
             metrics_bind,
             record,
             record_triggers,
+            cloud_url,
+            cloud_ca,
         } => {
             anyhow::ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 3600.0,
@@ -1145,12 +1157,29 @@ fn run(cli: Cli) -> Result<()> {
             }
             let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
             let recorder = start_recorder(recorder_config, &package, period_ms, beams, &telemetry)?;
+            let mut cloud = config.cloud.clone();
+            if let Some(url) = cloud_url {
+                let mut c = cloud.unwrap_or(toml::from_str(&format!("url = {url:?}"))?);
+                c.url = url;
+                cloud = Some(c);
+            }
+            if let Some(ca) = cloud_ca {
+                cloud
+                    .as_mut()
+                    .ok_or_else(|| anyhow::anyhow!("--cloud-ca needs --cloud-url or [cloud]"))?
+                    .ca_file = Some(ca);
+            }
+            anyhow::ensure!(
+                cloud.is_none() || realtime,
+                "a cloud policy link runs on the real clock: add --realtime"
+            );
             let options = reflex_runtime::simrun::SimOptions {
                 duration_s: duration,
                 period_ms,
                 seed,
                 telemetry: Some(telemetry.clone()),
                 recorder: recorder.clone(),
+                cloud,
                 ..Default::default()
             };
             let _finish = FinishRecorder(recorder);
@@ -1188,6 +1217,8 @@ fn run(cli: Cli) -> Result<()> {
                     value["lateness_max_us"] = report.lateness_max_us.into();
                     value["watchdog_trips"] = report.watchdog_trips.into();
                     value["worker_restarts"] = report.worker_restarts.into();
+                    value["cloud"] = report.cloud.clone().unwrap_or_default();
+                    value["cloud_ticks"] = report.cloud_ticks.into();
                     println!("{}", serde_json::to_string(&value)?);
                 } else {
                     println!("{}", serde_json::to_string_pretty(&summary)?);

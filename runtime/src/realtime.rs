@@ -334,6 +334,10 @@ pub struct RealtimeReport {
     pub worker_restarts: u32,
     /// Ticks per reason, every reason the safety layer gave (clamps too), by name.
     pub reasons: std::collections::BTreeMap<String, u64>,
+    /// The cloud link's counters, when one ran.
+    pub cloud: Option<serde_json::Value>,
+    /// Ticks on which the arbiter chose a cloud command.
+    pub cloud_ticks: u64,
 }
 
 /// Runs `scenario` on the built-in simulator in real time for `options.duration_s`.
@@ -375,6 +379,33 @@ pub fn run_robot(
     robot: &mut dyn RobotIo,
 ) -> Result<(SimSummary, RealtimeReport)> {
     rt_config.validate().map_err(anyhow::Error::msg)?;
+    // The cloud link feeds the arbiter's cloud inbox; metrics are shared with it.
+    let mut options = options.clone();
+    let telemetry = options
+        .telemetry
+        .get_or_insert_with(Default::default)
+        .clone();
+    let cloud_link = match options.cloud.clone() {
+        Some(cfg) => {
+            let inboxes = options
+                .inboxes
+                .get_or_insert_with(crate::arbiter::Inboxes::default)
+                .clone();
+            Some(crate::cloud::CloudLink::start(
+                cfg,
+                crate::simrun::base_axes(package),
+                task.1.to_string(),
+                inboxes.cloud,
+                telemetry.clone(),
+            )?)
+        }
+        None => None,
+    };
+    let options = &options;
+    let image_shape = package
+        .manifest
+        .input(reflex_models::InputRole::Image)
+        .map(|i| i.shape.clone());
     let manifest = package.manifest.clone();
     let period_ns = rt_config.period_ns();
     let mut config = safety_config.clone();
@@ -620,6 +651,20 @@ pub fn run_robot(
         sensor_in.publish();
         if fresh {
             o.t_obs_ns = now;
+            if let Some(link) = &cloud_link {
+                let image = match (&o.image, &image_shape) {
+                    (Some(reflex_models::ImageData::U8(d)), Some(shape)) => {
+                        Some((d.clone(), shape.clone()))
+                    }
+                    _ => None,
+                };
+                *link.observation.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(crate::cloud::CloudObservation {
+                        t_obs_ns: now,
+                        state: o.state.clone(),
+                        image,
+                    });
+            }
             obs_in.publish();
         }
         // Supervisor: a worker that died or went silent past its deadline is replaced (the RT
@@ -692,6 +737,9 @@ pub fn run_robot(
             .map(|r| (r.name().to_string(), counts[*r as usize]))
             .filter(|(_, n)| *n > 0)
             .collect(),
+        cloud: cloud_link.as_ref().map(|l| l.stats.snapshot()),
+        cloud_ticks: control.stats.cloud_ticks,
     };
+    drop(cloud_link);
     Ok((summary, report))
 }

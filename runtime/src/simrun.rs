@@ -80,6 +80,8 @@ pub struct SimOptions {
     pub telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
     /// The flight recorder the loop feeds (its RT tap is taken by the control loop).
     pub recorder: Option<std::sync::Arc<crate::recorder::Recorder>>,
+    /// Real-time runs: the cloud policy link to start (`[cloud]`).
+    pub cloud: Option<crate::cloud::CloudConfig>,
 }
 
 impl Default for SimOptions {
@@ -96,6 +98,7 @@ impl Default for SimOptions {
             inboxes: None,
             telemetry: None,
             recorder: None,
+            cloud: None,
         }
     }
 }

@@ -1,0 +1,139 @@
+//! The cloud policy link against an openpi-protocol server (`tests/cloud/server.py`: PyPI
+//! `websockets` + `openpi_client.msgpack_numpy`, TLS from a test CA, an API key) started here
+//! on 127.0.0.1 and stopped by PID, with `reflex sim --realtime` as the robot: cloud actions
+//! drive through the arbiter and safety; a wrong key, slow answers, malformed frames, a flood
+//! and a dropped link never reach the actuators and never cost a deadline.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    port: u16,
+    ca: String,
+}
+
+impl Server {
+    fn start(mode: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("reflex-cloud-{mode}-{}", std::process::id()));
+        let mut child = Command::new(common::repo().join(".venv/bin/python"))
+            .arg(common::repo().join("runtime/tests/cloud/server.py"))
+            .args([
+                "--dir",
+                &dir.display().to_string(),
+                "--api-key",
+                "test-key",
+                "--mode",
+                mode,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut parts = line.split_whitespace();
+        assert_eq!(parts.next(), Some("READY"), "{line}");
+        let port = parts.next().unwrap().parse().unwrap();
+        let ca = parts.next().unwrap().to_string();
+        Server { child, port, ca }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `reflex sim --realtime` for `seconds` with the cloud link; the JSON summary.
+fn run(server: &Server, key: &str, seconds: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .current_dir(common::repo())
+        .args(["sim", "--realtime", "--json", "--duration", seconds])
+        .args(["--cloud-url", &format!("wss://127.0.0.1:{}", server.port)])
+        .args(["--cloud-ca", &server.ca])
+        .env("ORT_DYLIB_PATH", common::ort_library())
+        .env("REFLEX_CLOUD_API_KEY", key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v["cloud"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key}: {v}"))
+}
+
+#[test]
+fn cloud_actions_drive_through_arbitration_and_safety() {
+    let server = Server::start("normal");
+    let v = run(&server, "test-key", "5");
+    assert!(n(&v, "commands") >= 30, "{v}");
+    assert!(v["cloud_ticks"].as_u64().unwrap() >= 350, "{v}");
+    assert_eq!(v["deadline_misses"], 0, "{v}");
+    assert_eq!(v["collisions"], 0, "{v}");
+    // Driven at the cloud's 0.3 m/s (the demo policy alone heads elsewhere, faster).
+    let x = v["final_pose"][0].as_f64().unwrap();
+    assert!((1.0..=1.6).contains(&x), "{v}");
+    // A wrong API key: refused (401), nothing from the cloud; the local policy drives.
+    let v = run(&server, "wrong-key", "3");
+    assert!(
+        n(&v, "connect_failures") >= 1 && n(&v, "commands") == 0,
+        "{v}"
+    );
+    assert_eq!(v["cloud_ticks"], 0, "{v}");
+}
+
+#[test]
+fn late_malformed_and_flooding_answers_never_drive() {
+    let server = Server::start("slow");
+    let v = run(&server, "test-key", "4");
+    assert!(n(&v, "dropped_late") >= 3 && n(&v, "commands") == 0, "{v}");
+    assert_eq!(v["cloud_ticks"], 0, "{v}");
+    drop(server);
+
+    let server = Server::start("malformed");
+    let v = run(&server, "test-key", "4");
+    assert!(n(&v, "dropped_malformed") >= 10, "{v}");
+    assert!(n(&v, "server_errors") >= 3, "{v}");
+    assert!(n(&v, "commands") >= 3, "the good answers still count: {v}");
+    assert_eq!(v["deadline_misses"], 0, "{v}");
+    drop(server);
+
+    let server = Server::start("flood");
+    let v = run(&server, "test-key", "4");
+    assert!(n(&v, "dropped_unsolicited") >= 1000, "{v}");
+    assert!(n(&v, "commands") >= 20, "{v}");
+    assert_eq!(
+        v["deadline_misses"], 0,
+        "a flood must not cost a deadline: {v}"
+    );
+    println!(
+        "flood: {} unsolicited frames dropped, lateness p99 {} µs, max {} µs",
+        n(&v, "dropped_unsolicited"),
+        v["lateness_p99_us"],
+        v["lateness_max_us"]
+    );
+}
+
+#[test]
+fn a_dropped_link_is_reconnected() {
+    let server = Server::start("drop");
+    let v = run(&server, "test-key", "6");
+    assert!(n(&v, "connects") >= 2, "{v}");
+    assert!(n(&v, "commands") >= 25, "{v}");
+    assert_eq!(v["deadline_misses"], 0, "{v}");
+}
