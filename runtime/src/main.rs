@@ -187,7 +187,16 @@ enum Cmd {
     },
     /// Re-runs a flight recording's inputs through the safety layer (from the recording's own
     /// config and state) and reports whether every verdict is bit-identical. Exit 1 if not.
-    Replay { file: PathBuf },
+    Replay {
+        file: PathBuf,
+        /// The policy package of the recording (its model digest must match): the recorded
+        /// observations are re-run through it and each chunk compared bit for bit.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// libonnxruntime.so.1.31.1 (default: $ORT_DYLIB_PATH).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+    },
     /// The runtime: the policy the store's activation record names (first boot: installed from
     /// `[updates] channel`), the RT loop, and the model manager following the channel (signed
     /// packages only, transactional hot-swap with a health window and automatic rollback).
@@ -364,13 +373,29 @@ fn start_recorder(
         config.post_s,
         config.triggers.join(",")
     );
-    Ok(Some(reflex_runtime::recorder::Recorder::start(
+    let recorder = reflex_runtime::recorder::Recorder::start(
         config,
         meta,
         period_ms,
         max_beams,
         telemetry.clone(),
-    )?))
+    )?;
+    // SIGUSR1 = operator mark (trigger `operator_mark`).
+    reflex_runtime::rt::install_mark_signal();
+    let weak = std::sync::Arc::downgrade(&recorder);
+    std::thread::Builder::new()
+        .name("reflex-mark".into())
+        .spawn(move || {
+            while let Some(r) = weak.upgrade() {
+                if reflex_runtime::rt::take_mark() {
+                    eprintln!("reflex: operator mark (SIGUSR1)");
+                    r.mark();
+                }
+                drop(r);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })?;
+    Ok(Some(recorder))
 }
 
 /// The metrics shared by the loop, worker and model manager, and the endpoint serving them
@@ -917,8 +942,18 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Cmd::Replay { file } => {
-            let report = reflex_runtime::replay::replay(&file)?;
+        Cmd::Replay {
+            file,
+            policy,
+            ort_library,
+        } => {
+            let package = policy.as_deref().map(PolicyPackage::open).transpose()?;
+            let backend = reflex_models::BackendConfig {
+                ort_library,
+                ..Default::default()
+            };
+            let report =
+                reflex_runtime::replay::replay(&file, package.as_ref().map(|p| (p, &backend)))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.identical {
                 eprintln!(

@@ -445,8 +445,10 @@ pub fn run_robot(
         .crash_inference_at_s
         .map(|s| start_ns + (s * 1e9) as u64);
     let telemetry = control.telemetry.clone();
+    let inference_tap = options.recorder.as_ref().map(|r| r.inference_tap());
     let spawn_worker = |backend: OrtBackend, generation: u32| {
         let telemetry = telemetry.clone();
+        let inference_tap = inference_tap.clone();
         let stop = stop.clone();
         let beat = worker_beat.clone();
         let channel = channel.clone();
@@ -512,6 +514,9 @@ pub fn run_robot(
                     telemetry.inference.record(took);
                     // Bad data never reaches the loop: a chunk with NaN/inf is dropped (the
                     // loop then stops the robot when its actions run out).
+                    if let Some(tap) = &inference_tap {
+                        tap.record(model_generation, &obs, &chunk.actions);
+                    }
                     if chunk.actions.iter().any(|a| !a.is_finite()) {
                         port.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
                     } else if let Some(mut msg) = channel.free.pop() {

@@ -161,6 +161,37 @@ pub struct ScanRecord {
     pub ranges: Vec<f32>,
 }
 
+/// One inference, as the inference worker ran it (recorded off the RT thread): the observation
+/// it saw and the chunk it produced, so `reflex replay --policy` can re-run the policy.
+#[derive(Debug, Clone)]
+pub struct InferenceRecord {
+    pub t_obs_ns: u64,
+    pub model_generation: u32,
+    pub observation: reflex_models::Observation,
+    pub chunk: Vec<f32>,
+}
+
+/// The inference worker's end (non-RT: it may clone; a full queue drops the record).
+#[derive(Debug, Clone)]
+pub struct InferenceTap {
+    queue: Arc<ArrayQueue<InferenceRecord>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl InferenceTap {
+    pub fn record(&self, generation: u32, obs: &reflex_models::Observation, chunk: &[f32]) {
+        let r = InferenceRecord {
+            t_obs_ns: obs.t_obs_ns,
+            model_generation: generation,
+            observation: obs.clone(),
+            chunk: chunk.to_vec(),
+        };
+        if self.queue.push(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The RT loop's end: copies into preallocated records; never allocates or blocks.
 #[derive(Debug)]
 pub struct RecorderTap {
@@ -252,6 +283,8 @@ pub struct RecordingMeta {
     pub safety_config_json: Vec<u8>,
     /// Wall clock (ns since the epoch) at monotonic time 0 of this run, for header stamps.
     pub wall_minus_mono_ns: i128,
+    /// Generation of the model that `model_digest` names (hot swaps count up).
+    pub model_generation: u32,
 }
 
 /// The recorder: the tap's queues plus the thread that keeps the ring and writes files.
@@ -264,6 +297,7 @@ pub struct Recorder {
     dropped: Arc<AtomicU64>,
     mark: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    inferences: Arc<ArrayQueue<InferenceRecord>>,
     tap_taken: AtomicBool,
     meta: Arc<std::sync::Mutex<RecordingMeta>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
@@ -316,6 +350,7 @@ impl Recorder {
             dropped: Arc::new(AtomicU64::new(0)),
             mark: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
+            inferences: Arc::new(ArrayQueue::new(256)),
             tap_taken: AtomicBool::new(false),
             meta: Arc::new(std::sync::Mutex::new(meta)),
             thread: std::sync::Mutex::new(None),
@@ -329,6 +364,8 @@ impl Recorder {
             dropped: rec.dropped.clone(),
             mark: rec.mark.clone(),
             stop: rec.stop.clone(),
+            inference_queue: rec.inferences.clone(),
+            inference_ring: VecDeque::new(),
             telemetry,
             ring: VecDeque::new(),
             scans: VecDeque::new(),
@@ -364,6 +401,14 @@ impl Recorder {
             last_scan_stamp: 0,
             flags: 0,
         })
+    }
+
+    /// The inference worker's end.
+    pub fn inference_tap(&self) -> InferenceTap {
+        InferenceTap {
+            queue: self.inferences.clone(),
+            dropped: self.dropped.clone(),
+        }
     }
 
     /// An operator's mark: freezes the current window (trigger `operator_mark`).
@@ -404,6 +449,8 @@ struct Worker {
     dropped: Arc<AtomicU64>,
     mark: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    inference_queue: Arc<ArrayQueue<InferenceRecord>>,
+    inference_ring: VecDeque<InferenceRecord>,
     telemetry: Arc<Telemetry>,
     ring: VecDeque<TickRecord>,
     scans: VecDeque<ScanRecord>,
@@ -419,6 +466,10 @@ impl Worker {
             let mut progressed = false;
             while let Some(s) = self.scans_ready.pop() {
                 self.scans.push_back(s);
+                progressed = true;
+            }
+            while let Some(i) = self.inference_queue.pop() {
+                self.inference_ring.push_back(i);
                 progressed = true;
             }
             while let Some(t) = self.ticks.pop() {
@@ -498,6 +549,13 @@ impl Worker {
         while self.ring.front().is_some_and(|t| t.now_ns < from) {
             self.ring.pop_front();
         }
+        while self
+            .inference_ring
+            .front()
+            .is_some_and(|i| i.t_obs_ns < from.saturating_sub(1_000_000_000))
+        {
+            self.inference_ring.pop_front();
+        }
         let scan_from = from.saturating_sub(1_000_000_000);
         while self.scans.front().is_some_and(|s| s.stamp_ns < scan_from) {
             let s = self.scans.pop_front().expect("checked");
@@ -526,7 +584,28 @@ impl Worker {
             .iter()
             .filter(|s| s.stamp_ns >= first_scan.min(from) && s.stamp_ns <= p.until_ns)
             .collect();
-        let meta = self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let inferences: Vec<&InferenceRecord> = self
+            .inference_ring
+            .iter()
+            .filter(|i| {
+                i.t_obs_ns >= from.saturating_sub(1_000_000_000) && i.t_obs_ns <= p.until_ns
+            })
+            .collect();
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        {
+            // The model running now (a hot swap may have changed it since the start).
+            let m = self
+                .telemetry
+                .model
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !m.digest.is_empty() {
+                meta.model_digest = m.digest.clone();
+                meta.model_name = m.name.clone();
+                meta.model_version = m.version.clone();
+                meta.model_generation = m.generation;
+            }
+        }
         let wall_ms = crate::port::wall_clock_ns() / 1_000_000;
         let name = format!("{}-{}-{}.mcap", meta.robot_id, wall_ms, p.reason);
         let tmp = self.config.dir.join("tmp").join(format!("{name}.partial"));
@@ -535,6 +614,7 @@ impl Worker {
             &p,
             &ticks,
             &scans,
+            &inferences,
             self.dropped.load(Ordering::Relaxed),
         )?;
         self.make_room(bytes.len() as u64)?;
@@ -658,11 +738,126 @@ fn finite(v: f64) -> serde_json::Value {
     serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
+/// Encoding of `/reflex/inference` messages.
+pub const INFERENCE_ENCODING: &str = "reflex-inference/1";
+
+/// One `/reflex/inference` message: generation, observation (state, tokens, image) and chunk.
+pub fn encode_inference(i: &InferenceRecord) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u64(i.t_obs_ns);
+    w.u32(i.model_generation);
+    let o = &i.observation;
+    w.u32(o.state.len() as u32);
+    for v in &o.state {
+        w.f32(*v);
+    }
+    w.u32(o.instruction.len() as u32);
+    for v in &o.instruction {
+        w.u64(*v as u64);
+    }
+    match &o.image {
+        Some(reflex_models::ImageData::U8(d)) => {
+            w.u8(1);
+            w.u32(d.len() as u32);
+            w.0.extend_from_slice(d);
+        }
+        Some(reflex_models::ImageData::F32(d)) => {
+            w.u8(2);
+            w.u32(d.len() as u32);
+            for v in d {
+                w.f32(*v);
+            }
+        }
+        None => w.u8(0),
+    }
+    w.u32(i.chunk.len() as u32);
+    for v in &i.chunk {
+        w.f32(*v);
+    }
+    w.0
+}
+
+/// Reads what [`encode_inference`] wrote.
+pub fn decode_inference(data: &[u8]) -> Option<InferenceRecord> {
+    let mut r = reflex_safety::wire::Reader(data);
+    let t_obs_ns = r.u64()?;
+    let model_generation = r.u32()?;
+    let n = r.u32()? as usize;
+    let state = (0..n).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
+    let n = r.u32()? as usize;
+    let instruction = (0..n)
+        .map(|_| r.u64().map(|v| v as i64))
+        .collect::<Option<Vec<_>>>()?;
+    let image = match r.u8()? {
+        0 => None,
+        1 => {
+            let n = r.u32()? as usize;
+            let (head, rest) = r.0.split_at_checked(n)?;
+            r.0 = rest;
+            Some(reflex_models::ImageData::U8(head.to_vec()))
+        }
+        2 => {
+            let n = r.u32()? as usize;
+            Some(reflex_models::ImageData::F32(
+                (0..n).map(|_| r.f32()).collect::<Option<Vec<_>>>()?,
+            ))
+        }
+        _ => return None,
+    };
+    let n = r.u32()? as usize;
+    let chunk = (0..n).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
+    Some(InferenceRecord {
+        t_obs_ns,
+        model_generation,
+        observation: reflex_models::Observation {
+            t_obs_ns,
+            image,
+            state,
+            instruction,
+        },
+        chunk,
+    })
+}
+
+/// `sensor_msgs/msg/Image` (`ros2msg`).
+const IMAGE_MSG: &str = "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\nuint8[] data\n================================================================================\nMSG: std_msgs/Header\nbuiltin_interfaces/Time stamp\nstring frame_id\n================================================================================\nMSG: builtin_interfaces/Time\nint32 sec\nuint32 nanosec\n";
+
+/// The policy's u8 NCHW (1×3×H×W) image as an rgb8 `sensor_msgs/Image`, for Foxglove.
+fn camera_image(i: &InferenceRecord, wall_ns: u64) -> Option<crate::port::Image> {
+    let Some(reflex_models::ImageData::U8(d)) = &i.observation.image else {
+        return None;
+    };
+    let plane = d.len() / 3;
+    let side = (plane as f64).sqrt() as usize;
+    if side * side != plane || plane == 0 {
+        return None;
+    }
+    let mut data = vec![0u8; d.len()];
+    for p in 0..plane {
+        for c in 0..3 {
+            data[p * 3 + c] = d[c * plane + p];
+        }
+    }
+    Some(crate::port::Image {
+        header: crate::port::Header {
+            stamp: crate::port::Time::from_nanos(wall_ns),
+            frame_id: "camera".into(),
+        },
+        height: side as u32,
+        width: side as u32,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: (side * 3) as u32,
+        data,
+    })
+}
+
 fn write_mcap(
     meta: &RecordingMeta,
     p: &Pending,
     ticks: &[&TickRecord],
     scans: &[&ScanRecord],
+    inferences: &[&InferenceRecord],
     dropped: u64,
 ) -> Result<Vec<u8>> {
     let mut buf = std::io::Cursor::new(Vec::new());
@@ -683,6 +878,10 @@ fn write_mcap(
         let tick_schema = w.add_schema("reflex.Tick", "jsonschema", TICK_SCHEMA.as_bytes())?;
         let tick_ch = w.add_channel(tick_schema, "/reflex/ticks", "json", &no_meta)?;
         let io_ch = w.add_channel(0, "/reflex/safety_io", SAFETY_IO_ENCODING, &no_meta)?;
+        let inf_ch = w.add_channel(0, "/reflex/inference", INFERENCE_ENCODING, &no_meta)?;
+        let image_schema =
+            w.add_schema("sensor_msgs/msg/Image", "ros2msg", IMAGE_MSG.as_bytes())?;
+        let image_ch = w.add_channel(image_schema, "/camera/image", "cdr", &no_meta)?;
         let wall = |mono: u64| (i128::from(mono) + meta.wall_minus_mono_ns).max(0) as u64;
         for (seq, s) in scans.iter().enumerate() {
             let msg = crate::port::LaserScan {
@@ -751,6 +950,19 @@ fn write_mcap(
             w.write_to_known_channel(&header(tick_ch), &serde_json::to_vec(&json)?)?;
             w.write_to_known_channel(&header(io_ch), &encode_safety_io(t))?;
         }
+        for (seq, i) in inferences.iter().enumerate() {
+            let header = |channel_id| mcap::records::MessageHeader {
+                channel_id,
+                sequence: seq as u32,
+                log_time: i.t_obs_ns,
+                publish_time: i.t_obs_ns,
+            };
+            w.write_to_known_channel(&header(inf_ch), &encode_inference(i))?;
+            if let Some(img) = camera_image(i, wall(i.t_obs_ns)) {
+                let data = crate::port::cdr::encode(&img).map_err(anyhow::Error::msg)?;
+                w.write_to_known_channel(&header(image_ch), &data)?;
+            }
+        }
         w.attach(&mcap::Attachment {
             log_time: ticks[0].now_ns,
             create_time: ticks[0].now_ns,
@@ -763,6 +975,7 @@ fn write_mcap(
         m.insert("model_name".into(), meta.model_name.clone());
         m.insert("model_version".into(), meta.model_version.clone());
         m.insert("model_digest".into(), meta.model_digest.clone());
+        m.insert("model_generation".into(), meta.model_generation.to_string());
         m.insert("config_hash".into(), meta.config_hash.clone());
         m.insert("reason".into(), p.reason.clone());
         m.insert("also".into(), p.also.join(","));

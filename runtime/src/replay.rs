@@ -3,7 +3,8 @@
 //! and reports whether every verdict (command bits, action, reasons, drive power) and every
 //! intermediate state is bit-identical to what the robot computed.
 //!
-//! The policy is not re-run: recordings hold the proposals, not the camera observations.
+//! With `--policy DIR` whose model digest is the recording's, the recorded observations are
+//! also re-run through the policy and each chunk compared bit for bit.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,7 +26,10 @@ pub struct ReplayReport {
     pub identical: bool,
     pub mismatches: u64,
     pub first_mismatch: Option<String>,
-    pub policy: &'static str,
+    /// What happened to the policy: replayed, or why not.
+    pub policy: String,
+    pub policy_inferences: u64,
+    pub policy_identical: Option<bool>,
 }
 
 struct ScanData {
@@ -45,7 +49,11 @@ fn state_bits(s: &SafetyState) -> Vec<u8> {
     w.0
 }
 
-pub fn replay(path: &Path) -> Result<ReplayReport> {
+/// Replays `path`; with `policy` (a package and a backend config) also the inferences.
+pub fn replay(
+    path: &Path,
+    policy: Option<(&reflex_models::PolicyPackage, &reflex_models::BackendConfig)>,
+) -> Result<ReplayReport> {
     let buf = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let bad = |what: &str| {
         anyhow::anyhow!(
@@ -86,6 +94,7 @@ pub fn replay(path: &Path) -> Result<ReplayReport> {
     );
     let mut scans: HashMap<u64, ScanData> = HashMap::new();
     let mut io: Vec<(u64, u32, Vec<u8>)> = Vec::new();
+    let mut inferences = Vec::new();
     for message in mcap::MessageStream::new(&buf)? {
         let m = message?;
         match m.channel.topic.as_str() {
@@ -115,6 +124,12 @@ pub fn replay(path: &Path) -> Result<ReplayReport> {
                 );
                 io.push((m.log_time, m.sequence, m.data.into_owned()));
             }
+            "/reflex/inference" => {
+                inferences.push(
+                    crate::recorder::decode_inference(&m.data)
+                        .ok_or_else(|| bad("an inference record is corrupt"))?,
+                );
+            }
             _ => {}
         }
     }
@@ -134,7 +149,61 @@ pub fn replay(path: &Path) -> Result<ReplayReport> {
         identical: true,
         mismatches: 0,
         first_mismatch: None,
-        policy: "not replayed: recordings hold the policy's proposals, not its camera observations",
+        policy: String::new(),
+        policy_inferences: 0,
+        policy_identical: None,
+    };
+    let digest = meta.get("model_digest").cloned().unwrap_or_default();
+    let generation: u32 = meta
+        .get("model_generation")
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
+    report.policy = match policy {
+        None => format!(
+            "not replayed: pass --policy DIR with the package whose model digest is {digest}"
+        ),
+        Some((package, _)) if package.model_digest() != digest => format!(
+            "not replayed: {} has model digest {}, the recording {digest}",
+            package.dir.display(),
+            package.model_digest()
+        ),
+        Some((package, backend)) => {
+            use reflex_models::PolicyBackend;
+            let mut ort = reflex_models::OrtBackend::load(package, backend)?;
+            let mut chunk = reflex_models::ActionChunk::for_manifest(&package.manifest);
+            let mut identical = true;
+            for i in inferences
+                .iter()
+                .filter(|i| i.model_generation == generation)
+            {
+                ort.infer(&i.observation, &mut chunk)?;
+                report.policy_inferences += 1;
+                let same = chunk.actions.len() == i.chunk.len()
+                    && chunk
+                        .actions
+                        .iter()
+                        .zip(&i.chunk)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                if !same && identical {
+                    identical = false;
+                    if report.first_mismatch.is_none() {
+                        report.first_mismatch = Some(format!(
+                            "policy: the chunk for the observation at {} ns differs",
+                            i.t_obs_ns
+                        ));
+                    }
+                }
+            }
+            report.policy_identical = Some(identical);
+            if !identical {
+                report.identical = false;
+            }
+            format!(
+                "replayed {} inferences of {} on ONNX Runtime",
+                report.policy_inferences,
+                package.dir.display()
+            )
+        }
     };
     for (i, (t, _, data)) in io.iter().enumerate() {
         let mut r = Reader(data);

@@ -448,3 +448,27 @@ impl HostRt {
         out
     }
 }
+
+static MARK_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_mark_signal(_: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    MARK_REQUESTED.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Makes SIGUSR1 an operator mark (`systemctl kill -s USR1 reflex` or `kill -USR1 <pid>`):
+/// [`take_mark`] then returns true once per signal.
+pub fn install_mark_signal() {
+    // SAFETY: the handler only stores to a static atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            on_mark_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// Whether an operator mark arrived since the last call.
+pub fn take_mark() -> bool {
+    MARK_REQUESTED.swap(false, std::sync::atomic::Ordering::AcqRel)
+}

@@ -275,6 +275,7 @@ pub fn run_lockstep_with_faults(
     config.control_period_ms = options.period_ms;
     let channel = chunk_channel(package);
     let mut control = control_loop(&config, package, options, channel.clone())?;
+    let inference_tap = options.recorder.as_ref().map(|r| r.inference_tap());
     let mut robot = Robot::new(&config, &scenario, options.seed)?;
     let mut ranges = vec![f32::INFINITY; robot.lidar.beams];
     let mut scan_stamp = 0u64;
@@ -308,6 +309,9 @@ pub fn run_lockstep_with_faults(
             let t0 = std::time::Instant::now();
             backend.infer(&obs, &mut chunk)?;
             inference_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            if let Some(tap) = &inference_tap {
+                tap.record(0, &obs, &chunk.actions);
+            }
             pending = Some(now + latency_ns);
         }
         if let Some(arrival) = pending

@@ -93,6 +93,15 @@ fn sim_recordings_open_in_pypi_mcap_and_replay_bit_for_bit() {
         let ch = &s["channels"];
         assert!(ch["/scan"].as_u64().unwrap() > 50, "{s}");
         assert_eq!(ch["/reflex/ticks"], ch["/reflex/safety_io"], "{s}");
+        // The camera as the policy saw it (downsampled to the policy's 96×96), with every
+        // inference's observation and chunk.
+        assert!(ch["/camera/image"].as_u64().unwrap() > 20, "{s}");
+        assert_eq!(ch["/camera/image"], ch["/reflex/inference"], "{s}");
+        assert_eq!(
+            s["image"],
+            serde_json::json!([96, 96, "rgb8", 96 * 96 * 3]),
+            "{s}"
+        );
         assert!(
             s["reasons"]
                 .as_array()
@@ -109,14 +118,25 @@ fn sim_recordings_open_in_pypi_mcap_and_replay_bit_for_bit() {
         assert_eq!(meta["config_hash"], hash.as_str());
         assert_eq!(meta["robot_id"], "robot");
         assert_eq!(s["attachments"], serde_json::json!(["safety_config.json"]));
-        let (code, out, err) = reflex(&["replay", &f]);
+        let (code, out, err) = reflex(&["replay", &f, "--policy", "models/demo/reflex-demo-vla"]);
         assert_eq!(code, 0, "{out}{err}");
         let r: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(r["identical"], true, "{r}");
         assert_eq!(r["ticks"], ch["/reflex/ticks"], "{r}");
+        assert_eq!(r["policy_identical"], true, "{r}");
+        assert_eq!(r["policy_inferences"], ch["/reflex/inference"], "{r}");
     }
-    // An altered file: a flipped verdict is found; a changed config is refused by its hash.
+    // A package with another model digest is not used to replay the policy.
     let f = files[0].display().to_string();
+    let (code, out, _) = reflex(&["replay", &f, "--policy", "models/demo/tiny-mlp"]);
+    assert_eq!(code, 0);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        r["policy"].as_str().unwrap().starts_with("not replayed"),
+        "{r}"
+    );
+    assert_eq!(r["policy_identical"], serde_json::Value::Null, "{r}");
+    // An altered file: a flipped verdict is found; a changed config is refused by its hash.
     let flipped = dir.join("flipped.mcap").display().to_string();
     assert!(python(&["flip", &f, &flipped, "100"]).0);
     let (code, _, err) = reflex(&["replay", &flipped]);
@@ -190,5 +210,61 @@ fn a_bad_recorder_config_names_the_key() {
         err.contains("recorder.triggers") && err.contains("protective_zoen"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigusr1_is_an_operator_mark() {
+    use std::io::BufRead;
+    let dir = tempdir("mark");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("reflex.toml");
+    let base = std::fs::read_to_string(common::repo().join("launch/reflex.example.toml")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\n[recorder]\ndir = {:?}\nwindow_s = 2.0\npost_s = 0.5\ntriggers = [\"operator_mark\"]\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .current_dir(common::repo())
+        .args([
+            "run",
+            "--io",
+            "sim",
+            "--policy",
+            "models/demo/reflex-demo-vla",
+            "--duration",
+            "6",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .env("ORT_DYLIB_PATH", common::ort_library())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("flight recorder:") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:#?}");
+    let files = recordings(&dir);
+    assert_eq!(files.len(), 1, "{rest:#?}");
+    let (ok, text) = python(&["summary", &files[0].display().to_string()]);
+    assert!(ok, "{text}");
+    let s: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(s["metadata"]["reflex"]["reason"], "operator_mark", "{s}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

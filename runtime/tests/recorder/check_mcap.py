@@ -21,14 +21,19 @@ def summary(path):
         out = {"profile": header.profile, "channels": {}, "scan_beams": None, "ticks_json": 0}
         first_tick = last_tick = None
         reasons = set()
-        for schema, channel, message, decoded in reader.iter_decoded_messages(topics=["/scan"]):
+        for schema, channel, message, decoded in reader.iter_decoded_messages(
+            topics=["/scan", "/camera/image"]
+        ):
             out["channels"].setdefault(channel.topic, 0)
             out["channels"][channel.topic] += 1
-            out["scan_beams"] = len(decoded.ranges)
-            out["scan_schema"] = schema.name
-            out["scan_frame"] = decoded.header.frame_id
+            if channel.topic == "/scan":
+                out["scan_beams"] = len(decoded.ranges)
+                out["scan_schema"] = schema.name
+                out["scan_frame"] = decoded.header.frame_id
+            else:
+                out["image"] = [decoded.width, decoded.height, decoded.encoding, len(decoded.data)]
         for schema, channel, message in reader.iter_messages(
-            topics=["/reflex/ticks", "/reflex/safety_io"]
+            topics=["/reflex/ticks", "/reflex/safety_io", "/reflex/inference"]
         ):
             out["channels"].setdefault(channel.topic, 0)
             out["channels"][channel.topic] += 1
