@@ -203,3 +203,78 @@ fn recordings_reach_s3_once_and_stay_queued_until_they_do() {
     drop(moto);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn reflex_run_uploads_its_recordings_while_driving() {
+    use std::io::BufRead;
+    let moto = Moto::start();
+    let keys = s3(&["setup", &moto.endpoint, "fleet"]);
+    let (key, secret) = (
+        keys["key"].as_str().unwrap(),
+        keys["secret"].as_str().unwrap(),
+    );
+    let dir = std::env::temp_dir().join(format!("reflex-upload-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("reflex.toml");
+    let base = std::fs::read_to_string(common::repo().join("launch/reflex.example.toml")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\n[recorder]\ndir = {:?}\nrobot_id = \"r2\"\nwindow_s = 2.0\npost_s = 0.5\ntriggers = [\"operator_mark\"]\n[recorder.upload]\nbucket = \"fleet\"\nendpoint = {:?}\n",
+            dir.join("rec").display().to_string(),
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .current_dir(common::repo())
+        .args([
+            "run",
+            "--io",
+            "sim",
+            "--policy",
+            "models/demo/reflex-demo-vla",
+            "--duration",
+            "8",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .env("ORT_DYLIB_PATH", common::ort_library())
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("flight recorder:") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Command::new("kill")
+            .args(["-USR1", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:#?}");
+    let listed = s3(&["list", &moto.endpoint, "fleet", key, secret]);
+    let objects = listed["objects"].as_object().unwrap();
+    assert_eq!(objects.len(), 1, "{listed} {rest:#?}");
+    assert!(
+        objects
+            .keys()
+            .all(|k| k.starts_with("recordings/r2/r2-") && k.ends_with("-operator_mark.mcap"))
+    );
+    assert!(
+        queued(&dir).is_empty(),
+        "uploaded recordings leave the queue"
+    );
+    drop(moto);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
