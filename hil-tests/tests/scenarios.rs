@@ -136,6 +136,25 @@ fn the_assertions_can_fail() {
         .map(|c| c.assertion)
         .collect();
     assert_eq!(failed, ["NoAllocations", "VetoesCounted"]);
+    // no_deadline_misses: one miss fails the check, unless the VM's host took the CPU for at
+    // least that period (the hypervisor's steal counter), which the detail then says.
+    let rt = load("realtime_inference_worker_crash");
+    let verdict = |steal_ms: f64| {
+        let report = reflex_hil::scenario::RunReport {
+            deadline_misses: 1,
+            period_ms: 10.0,
+            host_steal_ms: Some(steal_ms),
+            ..Default::default()
+        };
+        rt.check(&report)
+            .into_iter()
+            .find(|c| c.assertion == "NoDeadlineMisses")
+            .unwrap()
+    };
+    assert!(!verdict(0.0).passed);
+    assert!(!verdict(4.0).passed);
+    let host = verdict(10.0);
+    assert!(host.passed && host.detail.contains("stole"), "{host:?}");
     // stopped_within after a cloud link drop: a local policy that keeps driving when the
     // cloud goes away (the robot then legitimately does not stop, and the check says so).
     let mut drop = load("cloud_link_drops");

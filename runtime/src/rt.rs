@@ -399,6 +399,18 @@ fn rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
     (conv(limit.rlim_cur), conv(limit.rlim_max))
 }
 
+/// CPU time the hypervisor has taken from this VM's CPUs so far (the `steal` column of
+/// /proc/stat, all CPUs), in ms; None where the kernel does not report it. On a VM a miss while
+/// the host held the vCPU is not the loop's doing; bare metal (a Jetson) reports 0.
+pub fn host_steal_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let steal: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| steal as f64 * 1000.0 / hz as f64)
+}
+
 /// Probes this host (no lasting change: the SCHED_FIFO try runs on a scratch thread).
 pub fn host_report() -> HostRt {
     let fifo_allowed = std::thread::spawn(|| {
