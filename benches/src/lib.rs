@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod infer;
 pub mod looping;
 pub mod updates;

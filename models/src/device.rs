@@ -1,6 +1,15 @@
 //! GPU discovery for preflight: cudarc behind the `cuda` feature, guarded so a host without an
 //! NVIDIA driver gets a plain answer, never a panic.
 
+/// The CUDA this build's cudarc was generated for (None: built without CUDA).
+pub const CUDA_BUILT: Option<&str> = if cfg!(feature = "cuda-13000") {
+    Some("13.0")
+} else if cfg!(feature = "cuda") {
+    Some("12.6")
+} else {
+    None
+};
+
 /// One CUDA device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GpuDevice {
@@ -29,13 +38,13 @@ pub enum GpuDiscovery {
 }
 
 /// Lists CUDA devices, or says why there are none.
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "gpu"))]
 pub fn discover_gpus() -> GpuDiscovery {
     GpuDiscovery::NotBuilt
 }
 
 /// Lists CUDA devices, or says why there are none.
-#[cfg(feature = "cuda")]
+#[cfg(feature = "gpu")]
 pub fn discover_gpus() -> GpuDiscovery {
     use cudarc::driver::CudaContext;
     // SAFETY: only tries to dlopen libcuda (via libloading) and drops the handle; the library's
@@ -82,7 +91,7 @@ mod tests {
     fn this_host_has_no_gpu_and_says_so() {
         // The CI host has no NVIDIA driver: the answer is plain, not a panic.
         let found = discover_gpus();
-        if cfg!(feature = "cuda") {
+        if cfg!(feature = "gpu") {
             assert!(
                 matches!(
                     found,

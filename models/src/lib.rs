@@ -34,8 +34,18 @@
 //! # Ok::<(), reflex_models::PackageError>(())
 //! ```
 
-// One `unsafe` call, in device.rs (probing for the CUDA driver library), with its SAFETY note.
+// Two `unsafe` blocks, each with its SAFETY note: device.rs (probing for the CUDA driver
+// library) and `ort_build` (listing ONNX Runtime's execution providers through its C API).
 #![deny(unsafe_code)]
+
+#[cfg(all(feature = "gpu", not(any(feature = "cuda", feature = "cuda-13000"))))]
+compile_error!(
+    "reflex-models: a GPU build needs a CUDA version: add `cuda` (CUDA 12.6, JetPack 6 / Orin) or `cuda-13000` (CUDA 13.0, JetPack 7 / Thor), or build with `--features jetpack6` / `--features jetpack7`"
+);
+#[cfg(all(feature = "cuda", feature = "cuda-13000"))]
+compile_error!(
+    "reflex-models: `cuda` (CUDA 12.6, JetPack 6) and `cuda-13000` (CUDA 13.0, JetPack 7) exclude each other: choose the JetPack of the robot (`jetpack6` or `jetpack7`)"
+);
 
 pub mod activation;
 mod backend;
@@ -52,15 +62,15 @@ pub mod testing;
 use std::path::PathBuf;
 
 pub use backend::{ActionChunk, BackendInfo, ImageData, Observation, PolicyBackend};
-pub use device::{GpuDevice, GpuDiscovery, discover_gpus};
+pub use device::{CUDA_BUILT, GpuDevice, GpuDiscovery, discover_gpus};
 pub use manifest::{
     ActionDim, Dtype, Golden, InputRole, InputSpec, MANIFEST_FILE, Normalization, PolicyManifest,
     SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_bytes,
     sha256_file,
 };
 pub use ort_backend::{
-    Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_environment,
-    ort_library_or_venv,
+    Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_build,
+    ort_environment, ort_library_or_venv,
 };
 pub use package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage, derive_package};
 

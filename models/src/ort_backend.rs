@@ -164,6 +164,54 @@ pub fn load_onnx_runtime(configured: Option<&Path>) -> Result<&'static Path, Pac
     Ok(path)
 }
 
+/// What the loaded ONNX Runtime offers: its build string and the execution providers it was
+/// compiled with (`TensorrtExecutionProvider`, `CUDAExecutionProvider`, …, always
+/// `CPUExecutionProvider` last). Call after [`load_onnx_runtime`] succeeded.
+pub fn ort_build() -> Result<(String, Vec<String>), PackageError> {
+    if ENVIRONMENT.get().is_none() {
+        return Err(runtime_error(
+            "ONNX Runtime is not loaded yet; load it first (--ort-library or ORT_DYLIB_PATH)"
+                .into(),
+        ));
+    }
+    let info = ort::info().to_string();
+    let api = ort::api();
+    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: ORT's documented call: it fills `list` with `n` NUL-terminated strings that stay
+    // valid until ReleaseAvailableProviders, which is called below with the same pointer and
+    // count; a non-null status is an error object, released after reading it.
+    #[allow(unsafe_code)]
+    let providers = unsafe {
+        let status = (api.GetAvailableProviders)(&mut list, &mut n);
+        if !status.0.is_null() {
+            let message = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0))
+                .to_string_lossy()
+                .into_owned();
+            (api.ReleaseStatus)(status.0);
+            return Err(runtime_error(format!(
+                "GetAvailableProviders failed: {message}"
+            )));
+        }
+        let mut names = Vec::with_capacity(n.max(0) as usize);
+        for i in 0..n.max(0) as usize {
+            names.push(
+                std::ffi::CStr::from_ptr(*list.add(i))
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        if !list.is_null() {
+            let status = (api.ReleaseAvailableProviders)(list, n);
+            if !status.0.is_null() {
+                (api.ReleaseStatus)(status.0);
+            }
+        }
+        names
+    };
+    Ok((info, providers))
+}
+
 /// The process's ONNX Runtime environment, once `load_onnx_runtime` has succeeded (for tools
 /// and benchmarks that build a bare session next to Reflex's).
 pub fn ort_environment() -> Option<&'static Environment> {
@@ -448,7 +496,7 @@ fn register_accelerator(builder: Builder, config: &BackendConfig) -> Registered 
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "gpu")]
 fn register_cuda(builder: Builder) -> Registered {
     let ep = ort::ep::CUDA::default().build().error_on_failure();
     match builder.with_execution_providers([ep]) {
@@ -462,11 +510,11 @@ fn register_cuda(builder: Builder) -> Registered {
     }
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "gpu"))]
 fn register_cuda(builder: Builder) -> Registered {
     (
         builder,
-        Err("accelerator `cuda` requested but this reflex was built without the `cuda` feature; rebuild with `--features cuda` or set accelerator = \"cpu\"".into()),
+        Err("accelerator `cuda` requested but this reflex was built without the `cuda` feature; rebuild with `--features jetpack6` (Orin) or `--features jetpack7` (Thor), or set accelerator = \"cpu\"".into()),
     )
 }
 
@@ -505,7 +553,7 @@ fn register_tensorrt(builder: Builder, config: &BackendConfig) -> Registered {
 fn register_tensorrt(builder: Builder, _config: &BackendConfig) -> Registered {
     (
         builder,
-        Err("accelerator `tensorrt` requested but this reflex was built without the `tensorrt` feature; rebuild with `--features tensorrt` or set accelerator = \"cpu\"".into()),
+        Err("accelerator `tensorrt` requested but this reflex was built without the `tensorrt` feature; rebuild with `--features jetpack6` (Orin) or `--features jetpack7` (Thor), or set accelerator = \"cpu\"".into()),
     )
 }
 

@@ -85,6 +85,9 @@ pub struct RegistryOptions {
     pub auth: RegistryAuth,
     /// Plain HTTP toward a non-loopback registry (explicit opt-in; never the default).
     pub plain_http: bool,
+    /// HTTP User-Agent (`reflex/0.1.0 robot/<id>` from the model manager), so a registry's
+    /// access log tells robots apart; None: oci-client's default.
+    pub user_agent: Option<String>,
     /// Test hook: pause a blob download for 2 s once this many bytes of it are written (after
     /// writing `<store>/tmp/pull-paused`), so a test can kill the registry mid-pull.
     #[doc(hidden)]
@@ -97,6 +100,7 @@ impl Default for RegistryOptions {
             ca_file: None,
             auth: RegistryAuth::Anonymous,
             plain_http: false,
+            user_agent: None,
             test_pause_after_bytes: None,
         }
     }
@@ -108,6 +112,7 @@ impl std::fmt::Debug for RegistryOptions {
             .field("ca_file", &self.ca_file)
             .field("auth", &self.auth) // oci-client's Debug hides secrets
             .field("plain_http", &self.plain_http)
+            .field("user_agent", &self.user_agent)
             .finish()
     }
 }
@@ -170,13 +175,31 @@ fn client(registry: &str, options: &RegistryOptions) -> Result<Client, PackageEr
             data,
         });
     }
+    let mut config = ClientConfig::default();
+    if let Some(agent) = &options.user_agent {
+        config.user_agent = interned(agent);
+    }
     Ok(Client::new(ClientConfig {
         protocol,
         extra_root_certificates,
         connect_timeout: Some(std::time::Duration::from_secs(10)),
         read_timeout: Some(std::time::Duration::from_secs(30)),
-        ..ClientConfig::default()
+        ..config
     }))
+}
+
+/// oci-client wants a `&'static str` user agent: one leaked copy per distinct string (a
+/// process has one robot id, a fleet simulation a few hundred).
+fn interned(agent: &str) -> &'static str {
+    static AGENTS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut agents = AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = agents.get(agent) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(agent.to_string().into_boxed_str());
+    agents.insert(leaked);
+    leaked
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, PackageError> {
@@ -253,28 +276,43 @@ pub fn push(
     let rt = runtime()?;
     rt.block_on(async {
         client.store_auth_if_needed(&registry, &auth).await;
-        let mut roots = vec![(root.clone(), dest_tag.clone())];
+        // The tag moves last: everything under the version by digest, then its signature, then
+        // the tag. A robot polling meanwhile sees the old version or a complete, signed new one
+        // (never a tag whose signature is not there yet, which it would refuse).
+        push_root(&client, layout, &root, &registry, &repo, None).await?;
         if let Some(sig) = signature {
-            roots.push((sig, sig_tag.clone()));
+            push_root(&client, layout, &sig, &registry, &repo, Some(&sig_tag)).await?;
         }
-        for (root, tag) in roots {
-            push_root(&client, layout, &root, &registry, &repo, &tag).await?;
-        }
+        let tagged = Reference::with_tag(registry.clone(), repo.clone(), dest_tag.clone());
+        client
+            .push_manifest_raw(
+                &tagged,
+                layout.read_blob(&root)?,
+                root.media_type
+                    .parse()
+                    .map_err(|e| PackageError::Registry(format!("media type: {e}")))?,
+            )
+            .await
+            .map_err(|e| reg_err("push manifest to", &tagged, e))?;
         Ok(root.digest.clone())
     })
 }
 
-/// Pushes `root` (an index or manifest in `layout`) and everything under it, under `tag`.
+/// Pushes `root` (an index or manifest in `layout`) and everything under it, under `tag` (by
+/// digest when `tag` is None).
 async fn push_root(
     client: &Client,
     layout: &Layout,
     root: &Descriptor,
     registry: &str,
     repo: &str,
-    tag: &str,
+    tag: Option<&str>,
 ) -> Result<(), PackageError> {
     let (manifests, blobs) = closure(layout, root)?;
-    let repo_ref = Reference::with_tag(registry.into(), repo.into(), tag.into());
+    let repo_ref = match tag {
+        Some(tag) => Reference::with_tag(registry.into(), repo.into(), tag.into()),
+        None => Reference::with_digest(registry.into(), repo.into(), root.digest.clone()),
+    };
     for blob in &blobs {
         let bytes = layout.read_blob(blob)?;
         client
@@ -338,7 +376,7 @@ pub fn sign_remote(
                 &sig,
                 &target.registry,
                 &target.repo,
-                &sig_tag,
+                Some(&sig_tag),
             )
             .await
         })?;

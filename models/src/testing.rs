@@ -60,6 +60,26 @@ impl TestRegistry {
         self.tls.as_ref().map(|t| t.dir.join("ca.pem"))
     }
 
+    /// Like [`TestRegistry::start`], with distribution's JSON request log (one line per
+    /// response: method, URI, status, bytes written, user agent, time) in
+    /// `<dir>/registry.log`, for benchmarks that count what a fleet asks of the registry.
+    pub fn start_logged(dir: &Path) -> Self {
+        assert!(
+            Path::new(REGISTRY_BIN).is_file(),
+            "{REGISTRY_BIN} missing: `bash scripts/test` installs Debian's docker-registry (apt-get install docker-registry)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        Self::spawn_logged(dir, port, None, "", true)
+    }
+
+    /// The request log of [`TestRegistry::start_logged`].
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("registry.log")
+    }
+
     fn start_with(dir: &Path, tls: Option<Tls>) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).is_file(),
@@ -77,13 +97,18 @@ impl TestRegistry {
     }
 
     fn spawn_with(dir: &Path, port: u16, tls: Option<Tls>, extra: &str) -> Self {
+        Self::spawn_logged(dir, port, tls, extra, false)
+    }
+
+    fn spawn_logged(dir: &Path, port: u16, tls: Option<Tls>, extra: &str, logged: bool) -> Self {
         let storage = dir.join("registry-storage");
         std::fs::create_dir_all(&storage).expect("registry storage");
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}{extra}",
+                "version: 0.1\nlog:\n  level: {}\n  formatter: json\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}{extra}",
+                if logged { "info" } else { "error" },
                 storage.display(),
                 tls.as_ref().map_or(String::new(), |t| format!(
                     "  tls:\n    certificate: {0}/server.pem\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: reflex-test\n    path: {0}/htpasswd\n",
@@ -92,11 +117,18 @@ impl TestRegistry {
             ),
         )
         .expect("registry config");
+        let (out, err) = if logged {
+            let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
+            let log2 = log.try_clone().expect("registry log");
+            (Stdio::from(log), Stdio::from(log2))
+        } else {
+            (Stdio::null(), Stdio::null())
+        };
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("start docker-registry");
         let registry = Self {

@@ -464,3 +464,52 @@ fn registry_references_are_parsed_with_clear_errors() {
         assert!(err.contains("oci://host[:port]/repository:tag"), "{err}");
     }
 }
+
+/// The tag moves last: a robot polling during a push sees the old version or a complete,
+/// signed new one — never the new tag before its signature (which it would refuse for good).
+/// Read from the registry's own request log: the PUT of the destination tag comes after the
+/// PUT of the signature's `sha256-<hex>` tag and of every blob.
+#[test]
+fn push_moves_the_tag_only_after_the_signature_and_blobs() {
+    let dir = scratch("tag-last");
+    let registry = TestRegistry::start_logged(&dir.join("registry"));
+    let (layout, _trusted) = signed_layout(&dir);
+    let digest = registry::push(
+        &layout,
+        "0.1.0",
+        &registry.url("reflex/demo:stable"),
+        &RegistryOptions::default(),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = std::fs::read_to_string(registry.log_file()).unwrap();
+    let puts: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["http.request.method"] == "PUT"
+                && v["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("response completed"))
+        })
+        .map(|v| v["http.request.uri"].as_str().unwrap_or("").to_string())
+        .collect();
+    let at = |suffix: &str| {
+        puts.iter()
+            .position(|u| u.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no PUT …{suffix} in {puts:#?}"))
+    };
+    let tag = at("/manifests/stable");
+    let signature = at(&format!(
+        "/manifests/sha256-{}",
+        digest.trim_start_matches("sha256:")
+    ));
+    let last_blob = puts
+        .iter()
+        .rposition(|u| u.contains("/blobs/uploads/"))
+        .unwrap();
+    assert!(signature < tag && last_blob < tag, "{puts:#?}");
+    assert_eq!(tag, puts.len() - 1, "the tag is the last write: {puts:#?}");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

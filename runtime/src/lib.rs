@@ -48,6 +48,7 @@ pub mod control;
 pub mod dds;
 pub mod demo;
 pub mod inspect;
+pub mod jetson;
 pub mod port;
 pub mod realtime;
 pub mod recorder;

@@ -114,6 +114,11 @@ enum Cmd {
         /// Fall back to the CPU (and say so) when the accelerator is missing.
         #[arg(long)]
         allow_cpu_fallback: bool,
+        /// Take `[models]` (accelerator, engine cache, precision) from this robot config: on a
+        /// Jetson with `accelerator = "tensorrt"` this builds the TensorRT engine into the same
+        /// cache `reflex run` loads it from (engine warm-up).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -125,6 +130,11 @@ enum Cmd {
         /// libonnxruntime.so.1.31.1 to try (default: $ORT_DYLIB_PATH).
         #[arg(long)]
         ort_library: Option<PathBuf>,
+        /// Read the Jetson files (/etc/nv_tegra_release, /proc/device-tree/model, libnvinfer)
+        /// and tools (nvpmodel, jetson_clocks) under this directory instead of / (a mounted
+        /// image, or captured outputs in tests).
+        #[arg(long, default_value = "/")]
+        jetson_root: PathBuf,
     },
     /// Closed loop on the built-in simulator: the demo policy (ONNX Runtime), the action-chunk
     /// queue and the safety layer drive a robot to the goal the instruction names, past a
@@ -760,6 +770,7 @@ fn run(cli: Cli) -> Result<()> {
             ort_library: _,
             accelerator: _,
             allow_cpu_fallback: _,
+            config: _,
             registry,
         } if path.to_string_lossy().starts_with("oci://")
             || path.to_string_lossy().starts_with("oci-layout:") =>
@@ -806,6 +817,7 @@ fn run(cli: Cli) -> Result<()> {
             ort_library,
             accelerator,
             allow_cpu_fallback,
+            config,
             registry: _,
         } => {
             let accelerator = match accelerator.as_str() {
@@ -821,12 +833,28 @@ fn run(cli: Cli) -> Result<()> {
             );
             let files = package.verify_files()?;
             println!("files: {files} sha256 ok");
-            let config = BackendConfig {
-                ort_library,
-                accelerator,
-                allow_cpu_fallback,
-                ..BackendConfig::default()
+            let config = match config {
+                Some(path) => {
+                    let mut models = host_backend(ReflexConfig::load(&path)?.models);
+                    if ort_library.is_some() {
+                        models.ort_library = ort_library;
+                    }
+                    models.allow_cpu_fallback |= allow_cpu_fallback;
+                    models
+                }
+                None => BackendConfig {
+                    ort_library,
+                    accelerator,
+                    allow_cpu_fallback,
+                    ..BackendConfig::default()
+                },
             };
+            if config.accelerator == Accelerator::Tensorrt {
+                println!(
+                    "tensorrt: engine cache {} (the first load builds the engine: minutes on a Jetson)",
+                    config.engine_cache_dir.display()
+                );
+            }
             let mut backend = OrtBackend::load(&package, &config)?;
             let info = backend.describe();
             if info.provider.starts_with("cpu (fallback") {
@@ -844,14 +872,28 @@ fn run(cli: Cli) -> Result<()> {
             println!("verified: {}", path.display());
             Ok(())
         }
-        Cmd::Preflight { json, ort_library } => {
+        Cmd::Preflight {
+            json,
+            ort_library,
+            jetson_root,
+        } => {
             let ort = match reflex_models::load_onnx_runtime(ort_library.as_deref()) {
                 Ok(path) => Ok(path.display().to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            let ort_build = match &ort {
+                Ok(_) => reflex_models::ort_build().ok(),
+                Err(_) => None,
+            };
             let gpus = reflex_models::discover_gpus();
             let host = reflex_runtime::rt::host_report();
             let advice = host.advice();
+            let jetson = reflex_runtime::jetson::probe(&jetson_root);
+            let jetson_advice = jetson.advice(&reflex_runtime::jetson::GpuSide {
+                cuda_built: reflex_models::CUDA_BUILT,
+                gpu_found: matches!(&gpus, reflex_models::GpuDiscovery::Devices { devices } if !devices.is_empty()),
+                ort_providers: ort_build.as_ref().map(|(_, p)| p.as_slice()),
+            });
             if json {
                 let value = serde_json::json!({
                     "realtime": {
@@ -865,10 +907,19 @@ fn run(cli: Cli) -> Result<()> {
                         "advice": advice,
                     },
                     "onnxruntime": match &ort {
-                        Ok(path) => serde_json::json!({"status": "loaded", "path": path}),
+                        Ok(path) => serde_json::json!({
+                            "status": "loaded",
+                            "path": path,
+                            "version": ort_version(std::path::Path::new(path)),
+                            "build": ort_build.as_ref().map(|(b, _)| b),
+                            "providers": ort_build.as_ref().map(|(_, p)| p),
+                        }),
                         Err(e) => serde_json::json!({"status": "unavailable", "error": e}),
                     },
                     "gpu": gpus,
+                    "cuda_built": reflex_models::CUDA_BUILT,
+                    "jetson": jetson,
+                    "jetson_advice": jetson_advice,
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
@@ -878,12 +929,20 @@ fn run(cli: Cli) -> Result<()> {
                     std::env::consts::OS
                 );
                 match &ort {
-                    Ok(path) => println!("onnxruntime: loaded {path}"),
+                    Ok(path) => println!(
+                        "onnxruntime: loaded {path} (version {})",
+                        ort_version(std::path::Path::new(path)).unwrap_or_else(|| "unknown".into())
+                    ),
                     Err(e) => println!("onnxruntime: unavailable: {e}"),
                 }
+                if let Some((build, providers)) = &ort_build {
+                    println!("onnxruntime build: {}", build.trim());
+                    println!("onnxruntime providers: {}", providers.join(", "));
+                }
+                print_jetson(&jetson);
                 match &gpus {
                     reflex_models::GpuDiscovery::NotBuilt => println!(
-                        "gpu: not checked: this reflex was built without the `cuda` feature (rebuild with --features cuda on a Jetson)"
+                        "gpu: not checked: this reflex was built without CUDA (on a Jetson: --features jetpack6 for Orin, jetpack7 for Thor)"
                     ),
                     reflex_models::GpuDiscovery::NoDriver => println!(
                         "gpu: none: no CUDA driver (libcuda.so) on this host; policies run on the CPU"
@@ -920,7 +979,7 @@ fn run(cli: Cli) -> Result<()> {
                     if host.preempt_rt { "yes" } else { "no" },
                     host.kernel
                 );
-                for line in &advice {
+                for line in jetson_advice.iter().chain(&advice) {
                     println!("  to do: {line}");
                 }
             }
@@ -998,7 +1057,7 @@ fn run(cli: Cli) -> Result<()> {
             // Under ROS 2 (r2r) the node's parameters override config keys of the same names.
             let (config, ros2_node) = load_run_config(&path, &io)?;
             let (telemetry, _metrics) = start_metrics(&config, metrics_bind)?;
-            let mut backend = config.models.clone();
+            let mut backend = host_backend(config.models.clone());
             if ort_library.is_some() {
                 backend.ort_library = ort_library;
             }
@@ -1169,7 +1228,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = ReflexConfig::load(&config)?;
             let package = PolicyPackage::open(&policy)?;
             package.verify_files()?;
-            let mut backend = config.models.clone();
+            let mut backend = host_backend(config.models.clone());
             if ort_library.is_some() {
                 backend.ort_library = ort_library;
             }
@@ -1327,4 +1386,67 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The Jetson part of `reflex preflight`'s text output.
+fn print_jetson(j: &reflex_runtime::jetson::JetsonReport) {
+    if !j.is_jetson {
+        println!(
+            "jetson: not a Jetson (no {}); the L4T, power mode and clock checks apply on Jetson modules only",
+            j.root.join("etc/nv_tegra_release").display()
+        );
+        return;
+    }
+    println!(
+        "jetson: {}, L4T {} (JetPack {})",
+        j.model.as_deref().unwrap_or("unknown module"),
+        j.l4t.as_ref().map_or("?", |r| r.version.as_str()),
+        j.l4t
+            .as_ref()
+            .and_then(|r| r.jetpack.as_deref())
+            .unwrap_or("?")
+    );
+    match &j.power_mode {
+        Some(m) => println!(
+            "power mode: {} ({})",
+            m.name,
+            m.id.map_or("?".into(), |i| i.to_string())
+        ),
+        None => println!("power mode: unknown"),
+    }
+    match &j.clocks {
+        Some(c) => println!(
+            "clocks: {}",
+            if c.locked {
+                "locked (jetson_clocks)"
+            } else {
+                "not locked (DVFS)"
+            }
+        ),
+        None => println!("clocks: unknown"),
+    }
+    println!("tensorrt: {}", j.tensorrt.as_deref().unwrap_or("not found"));
+    for note in &j.notes {
+        println!("  note: {note}");
+    }
+}
+
+/// ONNX Runtime's version from its library's file name (`libonnxruntime.so.1.31.1`), following
+/// symlinks (`libonnxruntime.so` → the versioned file, as onnxruntime-gpu builds install it).
+fn ort_version(path: &std::path::Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = real.file_name()?.to_str()?;
+    let v = name.split_once(".so.")?.1;
+    (v.split('.').all(|p| p.parse::<u32>().is_ok())).then(|| v.to_string())
+}
+
+/// `[models]` with the host's TensorRT version filled in when the config leaves it unset, so the
+/// engine cache key (`sm87/trt10.3/fp16`) names the TensorRT that builds and loads the engines.
+fn host_backend(mut models: BackendConfig) -> BackendConfig {
+    if models.tensorrt_version.is_none()
+        && let Some(v) = reflex_runtime::jetson::tensorrt_version(std::path::Path::new("/"))
+    {
+        models.tensorrt_version = Some(v.split('.').take(2).collect::<Vec<_>>().join("."));
+    }
+    models
 }

@@ -161,6 +161,11 @@ impl UpdatesConfig {
         Ok(RegistryOptions {
             ca_file: self.registry_ca.clone(),
             plain_http: self.plain_http,
+            user_agent: Some(format!(
+                "reflex/{} robot/{}",
+                env!("CARGO_PKG_VERSION"),
+                self.robot_id
+            )),
             ..Default::default()
         }
         .with_env_auth()?)

@@ -178,7 +178,7 @@ fn preflight_reports_onnxruntime_and_gpus_plainly() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["onnxruntime"]["status"], "loaded");
     let gpu = v["gpu"]["status"].as_str().unwrap().to_string();
-    let expected = if !cfg!(feature = "cuda") {
+    let expected = if reflex_models::CUDA_BUILT.is_none() {
         "not_built"
     } else if std::path::Path::new("/proc/driver/nvidia").exists() {
         "devices"
@@ -198,6 +198,118 @@ fn preflight_reports_onnxruntime_and_gpus_plainly() {
         text(&out).contains("onnxruntime: unavailable") && text(&out).contains("ORT_DYLIB_PATH"),
         "{}",
         text(&out)
+    );
+}
+
+/// `reflex preflight --jetson-root` on captured Jetson files and tool outputs
+/// (tests/fixtures/jetson): an AGX Orin on JetPack 6.2 in 50 W with DVFS clocks, and an AGX Thor on
+/// JetPack 7.0 in MAXN with locked clocks; this host itself is not a Jetson and says so.
+#[test]
+fn preflight_reads_a_jetson_and_says_what_to_change() {
+    let lib = ort_library();
+    let fixture = |name: &str| {
+        let root = repo().join("runtime/tests/fixtures/jetson").join(name);
+        let out = reflex(&[
+            "preflight",
+            "--json",
+            "--ort-library",
+            lib.to_str().unwrap(),
+            "--jetson-root",
+            root.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v
+    };
+    let v = fixture("orin-jp62");
+    let j = &v["jetson"];
+    assert_eq!(j["is_jetson"], true, "{j}");
+    assert_eq!(j["model"], "NVIDIA Jetson AGX Orin Developer Kit");
+    assert_eq!(j["l4t"]["version"], "36.4.3");
+    assert_eq!(j["l4t"]["jetpack"], "6.2");
+    assert_eq!(j["power_mode"]["name"], "MODE_50W");
+    assert_eq!(j["power_mode"]["id"], 3);
+    assert_eq!(j["clocks"]["locked"], false);
+    assert_eq!(j["clocks"]["cpus"].as_array().unwrap().len(), 12);
+    assert_eq!(j["tensorrt"], "10.3.0");
+    // The PyPI CPU build of ONNX Runtime: its real provider list, without TensorRT.
+    let providers = v["onnxruntime"]["providers"].as_array().unwrap();
+    assert!(providers.iter().any(|p| p == "CPUExecutionProvider"), "{v}");
+    assert_eq!(v["onnxruntime"]["version"], "1.31.1", "{v}");
+    assert!(
+        v["onnxruntime"]["build"]
+            .as_str()
+            .unwrap()
+            .starts_with("ORT Build Info"),
+        "{v}"
+    );
+    let advice: Vec<String> = v["jetson_advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let has = |s: &str| advice.iter().any(|a| a.contains(s));
+    assert!(
+        has("power mode is MODE_50W") && has("nvpmodel -m 0"),
+        "{advice:?}"
+    );
+    assert!(
+        has("clocks are not locked") && has("sudo jetson_clocks"),
+        "{advice:?}"
+    );
+    assert!(
+        has("12 of 12 CPUs scale") && has("GPU 306–828 MHz"),
+        "{advice:?}"
+    );
+    assert!(has("no TensorrtExecutionProvider"), "{advice:?}");
+    if reflex_models::CUDA_BUILT.is_none() {
+        assert!(has("--features jetpack6"), "{advice:?}");
+    }
+
+    let v = fixture("thor-jp70");
+    let j = &v["jetson"];
+    assert_eq!(j["l4t"]["version"], "38.2.0");
+    assert_eq!(j["l4t"]["jetpack"], "7.0");
+    assert_eq!(j["power_mode"]["name"], "MAXN");
+    assert_eq!(j["clocks"]["locked"], true);
+    assert_eq!(j["tensorrt"], "10.13.3");
+    let advice = v["jetson_advice"].to_string();
+    assert!(
+        !advice.contains("power mode") && !advice.contains("not locked"),
+        "{advice}"
+    );
+    if reflex_models::CUDA_BUILT.is_none() {
+        assert!(advice.contains("--features jetpack7"), "{advice}");
+    }
+
+    // This host: not a Jetson, said plainly, no Jetson advice.
+    let out = reflex(&["preflight", "--ort-library", lib.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    if !std::path::Path::new("/etc/nv_tegra_release").exists() {
+        assert!(
+            text(&out).contains("jetson: not a Jetson (no /etc/nv_tegra_release)"),
+            "{}",
+            text(&out)
+        );
+    }
+    // A text run on the Orin fixture lists what to change.
+    let root = repo().join("runtime/tests/fixtures/jetson/orin-jp62");
+    let out = reflex(&[
+        "preflight",
+        "--ort-library",
+        lib.to_str().unwrap(),
+        "--jetson-root",
+        root.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(
+        t.contains("jetson: NVIDIA Jetson AGX Orin Developer Kit, L4T 36.4.3 (JetPack 6.2)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("clocks: not locked (DVFS)") && t.contains("to do: clocks are not locked"),
+        "{t}"
     );
 }
 
