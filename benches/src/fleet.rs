@@ -204,6 +204,8 @@ pub struct FleetResult {
     pub robots_inconsistent_at_end: usize,
     /// Version samples: (seconds, robots on none/1/2/3).
     pub timeline: Vec<(f64, [usize; 4])>,
+    /// Tag moves: (seconds on the timeline, what).
+    pub publishes: Vec<(f64, String)>,
     /// Polls the managers made, per robot (mean).
     pub polls_per_robot: f64,
 }
@@ -561,6 +563,8 @@ pub fn fleet_bench(o: &FleetOptions) -> Result<FleetResult> {
 
     // v2 to canary; every canary robot commits it (its health window passed).
     let rollout_from = unix_now();
+    let mut publishes = Vec::new();
+    publishes.push((t0.elapsed().as_secs_f64(), "v2 → canary".to_string()));
     let t_v2 = Instant::now();
     registry::push(&layout, "2.0.0", &canary, &opts)?;
     let p = phase(
@@ -571,6 +575,7 @@ pub fn fleet_bench(o: &FleetOptions) -> Result<FleetResult> {
     )?;
     phases.push(p);
     // Move stable.
+    publishes.push((t0.elapsed().as_secs_f64(), "v2 → stable".to_string()));
     let t_stable = Instant::now();
     registry::push(&layout, "2.0.0", &stable, &opts)?;
     let p = phase(
@@ -589,6 +594,7 @@ pub fn fleet_bench(o: &FleetOptions) -> Result<FleetResult> {
     });
     // Bad v3 on canary: it drives, fails its health window, rolls back; v2 runs again.
     let v3_index = layout.resolve("3.0.0")?.digest;
+    publishes.push((t0.elapsed().as_secs_f64(), "v3 → canary".to_string()));
     let t_v3 = Instant::now();
     registry::push(&layout, "3.0.0", &canary, &opts)?;
     let p = phase(
@@ -700,21 +706,31 @@ pub fn fleet_bench(o: &FleetOptions) -> Result<FleetResult> {
         robots_with_foreign_model,
         robots_inconsistent_at_end,
         timeline,
+        publishes,
         polls_per_robot: polls as f64 / robots.len() as f64,
     })
 }
 
-/// An SVG of robots on each version over time.
+/// An SVG of robots on each version over time, with the tag moves marked.
 pub fn timeline_svg(result: &FleetResult) -> String {
-    let (w, h, left, bottom) = (900.0, 360.0, 60.0, 40.0);
+    let (w, h, left, right, top, bottom) = (900.0, 380.0, 50.0, 130.0, 30.0, 45.0);
     let t_max = result.timeline.last().map_or(1.0, |t| t.0).max(1.0);
     let n = result.robots.max(1) as f64;
-    let x = |t: f64| left + (w - left - 20.0) * t / t_max;
-    let y = |k: f64| (h - bottom) - (h - bottom - 20.0) * k / n;
+    let x = |t: f64| left + (w - left - right) * t / t_max;
+    let y = |k: f64| (h - bottom) - (h - bottom - top) * k / n;
     let colours = ["#999999", "#1f77b4", "#2ca02c", "#d62728"];
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n"
     );
+    for (t, what) in &result.publishes {
+        svg += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{top}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#bbbbbb\" stroke-dasharray=\"4,3\"/>\n<text x=\"{2:.1}\" y=\"{3}\" fill=\"#555555\">{what}</text>\n",
+            x(*t),
+            h - bottom,
+            x(*t) + 3.0,
+            top - 8.0
+        );
+    }
     for (v, colour) in colours.iter().enumerate().skip(1) {
         let points: Vec<String> = result
             .timeline
@@ -727,22 +743,23 @@ pub fn timeline_svg(result: &FleetResult) -> String {
         );
         svg += &format!(
             "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">v{v} ({})</text>\n",
-            w - 150.0,
-            30.0 + 16.0 * v as f64,
+            w - right + 15.0,
+            top + 20.0 * v as f64,
             VERSIONS[v]
         );
     }
     svg += &format!(
-        "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"20\" x2=\"{left}\" y2=\"{0}\" stroke=\"black\"/>\n",
+        "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{0}\" stroke=\"black\"/>\n",
         h - bottom,
-        w - 20.0
+        w - right
     );
     svg += &format!(
-        "<text x=\"{}\" y=\"{}\">time since the fleet started (s), 0–{t_max:.0}</text>\n<text x=\"5\" y=\"15\">robots running each version (of {})</text>\n<text x=\"{}\" y=\"{}\">{}</text>\n<text x=\"5\" y=\"{}\">0</text>\n",
-        left + 200.0,
-        h - 10.0,
+        "<text x=\"{left}\" y=\"{}\">time since the fleet started (s): 0 … {t_max:.0}; {} robots ({} canary), poll {} s, health window {} s</text>\n<text x=\"5\" y=\"{}\">{}</text>\n<text x=\"5\" y=\"{}\">0</text>\n<text x=\"5\" y=\"14\">robots running each version</text>\n",
+        h - 15.0,
         result.robots,
-        5.0,
+        result.canary_robots,
+        result.poll_interval_s,
+        result.health_window_s,
         y(n) + 4.0,
         result.robots,
         h - bottom
