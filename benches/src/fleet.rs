@@ -96,17 +96,9 @@ impl Body {
                 while !stop.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(100));
                     // Chunk boundary: take a waiting candidate, as the inference worker does.
-                    if port.slot.load().is_some()
-                        && let Some(candidate) = port.slot.swap(None)
-                        && let Some(next) = candidate
-                            .backend
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                    {
+                    if let Some((g, next)) = port.take_candidate() {
                         backend = next;
-                        generation = candidate.generation;
-                        port.worker_generation.store(generation, Ordering::Release);
+                        generation = g;
                         let v = version_of(&backend);
                         running.store(v, Ordering::Release);
                         if v == 0 {

@@ -64,15 +64,7 @@ impl TestRegistry {
     /// response: method, URI, status, bytes written, user agent, time) in
     /// `<dir>/registry.log`, for benchmarks that count what a fleet asks of the registry.
     pub fn start_logged(dir: &Path) -> Self {
-        assert!(
-            Path::new(REGISTRY_BIN).is_file(),
-            "{REGISTRY_BIN} missing: `bash scripts/test` installs Debian's docker-registry (apt-get install docker-registry)"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        Self::spawn_logged(dir, port, None, "", true)
+        Self::spawn_logged(dir, free_port(), None, "", true)
     }
 
     /// The request log of [`TestRegistry::start_logged`].
@@ -81,15 +73,7 @@ impl TestRegistry {
     }
 
     fn start_with(dir: &Path, tls: Option<Tls>) -> Self {
-        assert!(
-            Path::new(REGISTRY_BIN).is_file(),
-            "{REGISTRY_BIN} missing: `bash scripts/test` installs Debian's docker-registry (apt-get install docker-registry)"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        Self::spawn(dir, port, tls)
+        Self::spawn(dir, free_port(), tls)
     }
 
     fn spawn(dir: &Path, port: u16, tls: Option<Tls>) -> Self {
@@ -101,6 +85,10 @@ impl TestRegistry {
     }
 
     fn spawn_logged(dir: &Path, port: u16, tls: Option<Tls>, extra: &str, logged: bool) -> Self {
+        assert!(
+            Path::new(REGISTRY_BIN).is_file(),
+            "{REGISTRY_BIN} missing: `bash scripts/test` installs Debian's docker-registry (apt-get install docker-registry)"
+        );
         let storage = dir.join("registry-storage");
         std::fs::create_dir_all(&storage).expect("registry storage");
         let config = dir.join("registry.yml");
@@ -163,6 +151,14 @@ impl TestRegistry {
         self.kill();
         Self::spawn(&self.dir.clone(), self.port, self.tls.clone())
     }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 impl Drop for TestRegistry {

@@ -283,6 +283,23 @@ impl SwapPort {
             ..Self::default()
         }
     }
+
+    /// The inference worker's side of a hand-over, at a chunk boundary: takes the waiting
+    /// candidate model, if any, and records its generation as the one the worker runs.
+    pub fn take_candidate(&self) -> Option<(u32, OrtBackend)> {
+        if self.slot.load().is_none() {
+            return None;
+        }
+        let candidate = self.slot.swap(None)?;
+        let next = candidate
+            .backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        self.worker_generation
+            .store(candidate.generation, Ordering::Release);
+        Some((candidate.generation, next))
+    }
 }
 
 /// Hands `backend` (generation `generation`, built from `package`) to the inference worker
@@ -491,19 +508,9 @@ pub fn run_robot(
                         SwapWhen::ChunkBoundary => true,
                         SwapWhen::Stationary => port.stationary.load(Ordering::Acquire),
                     };
-                    if may_swap
-                        && port.slot.load().is_some()
-                        && let Some(candidate) = port.slot.swap(None)
-                        && let Some(next) = candidate
-                            .backend
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                    {
+                    if may_swap && let Some((generation, next)) = port.take_candidate() {
                         backend = next;
-                        model_generation = candidate.generation;
-                        port.worker_generation
-                            .store(model_generation, Ordering::Release);
+                        model_generation = generation;
                     }
                     let t0 = rt::now_ns();
                     backend.infer(&obs, &mut chunk)?;
