@@ -49,8 +49,43 @@ struct LoopRow {
     hog: bool,
     grants: String,
     deadline_misses: u64,
+    /// Hypervisor steal during the run (ms), from /proc/stat: time this VM's CPUs did not run.
+    host_steal_ms: f64,
     lateness: Tail,
     tick_cost: Tail,
+    /// The whole sample as a histogram: `[bin start in µs, count]` for every non-empty 1 µs bin.
+    lateness_hist_us: Vec<(u64, u64)>,
+    /// `[bin start in ns, count]` for every non-empty 100 ns bin.
+    tick_cost_hist_100ns: Vec<(u64, u64)>,
+}
+
+/// `[bin start, count]` of the non-empty bins of width `bin` over sorted `samples`, in units of
+/// `bin`'s unit (`samples / unit`).
+fn sparse_hist(sorted: &[u64], bin: u64, unit: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &s in sorted {
+        let start = s / bin * bin / unit;
+        match out.last_mut() {
+            Some((b, n)) if *b == start => *n += 1,
+            _ => out.push((start, 1)),
+        }
+    }
+    out
+}
+
+/// A busy loop pinned to `cpu` until `stop`: the "CPU hog" of the loop benches.
+fn hog(cpu: usize, stop: &AtomicBool) -> u64 {
+    let _pin = rt::apply(&RtConfig {
+        cpu: Some(cpu),
+        ..RtConfig::default()
+    });
+    let mut x = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+    }
+    x
 }
 
 /// The control loop (no inference) on absolute deadlines for `seconds`, optionally with a CPU
@@ -62,20 +97,9 @@ fn loop_bench(period_ms: f64, seconds: f64, hog: bool) -> Result<LoopRow> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hog_thread = hog.then(|| {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            let _pin = rt::apply(&RtConfig {
-                cpu: Some(0),
-                ..RtConfig::default()
-            });
-            let mut x = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for i in 0..10_000u64 {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
-                }
-            }
-            x
-        })
+        std::thread::spawn(move || self::hog(0, &stop))
     });
+    let steal_before = rt::host_steal_ms();
     let period_ns = (period_ms * 1e6).round() as u64;
     let n = (seconds * 1e3 / period_ms).round() as usize;
     let rt_thread = std::thread::spawn(move || {
@@ -107,14 +131,21 @@ fn loop_bench(period_ms: f64, seconds: f64, hog: bool) -> Result<LoopRow> {
     if let Some(h) = hog_thread {
         let _ = h.join();
     }
+    let host_steal_ms = rt::host_steal_ms()
+        .zip(steal_before)
+        .map_or(0.0, |(after, before)| (after - before).max(0.0));
+    let (lateness_tail, cost_tail) = (Tail::of(&mut lateness), Tail::of(&mut cost));
     Ok(LoopRow {
         period_ms,
         seconds,
         hog,
         grants,
         deadline_misses: misses,
-        lateness: Tail::of(&mut lateness),
-        tick_cost: Tail::of(&mut cost),
+        host_steal_ms,
+        lateness: lateness_tail,
+        tick_cost: cost_tail,
+        lateness_hist_us: sparse_hist(&lateness, 1_000, 1_000),
+        tick_cost_hist_100ns: sparse_hist(&cost, 100, 1),
     })
 }
 
@@ -155,11 +186,46 @@ fn infer(calls: usize, json: Option<String>) -> Result<()> {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "hog") {
+        // The same CPU hog as `loop --hog on`, as its own process (for cyclictest and the Python
+        // peer): pinned to `--cpu` (default 0) until killed.
+        args.next();
+        let cpu = match (args.next().as_deref(), args.next()) {
+            (None, _) => 0,
+            (Some("--cpu"), Some(n)) => n.parse().context("--cpu: a CPU number, e.g. 0")?,
+            (other, _) => {
+                anyhow::bail!("unknown argument {other:?}; usage: reflex-bench hog [--cpu N]")
+            }
+        };
+        hog(cpu, &AtomicBool::new(false));
+        return Ok(());
+    }
     if args.peek().is_some_and(|a| a == "loop") {
         args.next();
         let (mut seconds, mut json) = (60.0f64, None);
+        let (mut periods, mut hogs) = (vec![10.0, 1.0], vec![false, true]);
         while let Some(arg) = args.next() {
             match arg.as_str() {
+                "--period-ms" => {
+                    let p: f64 = args
+                        .next()
+                        .context("--period-ms needs a number")?
+                        .parse()
+                        .context("--period-ms: a number of ms, e.g. 10")?;
+                    anyhow::ensure!(
+                        (0.1..=1000.0).contains(&p),
+                        "--period-ms {p}: use 0.1 to 1000 ms"
+                    );
+                    periods = vec![p];
+                }
+                "--hog" => {
+                    hogs = match args.next().as_deref() {
+                        Some("on") => vec![true],
+                        Some("off") => vec![false],
+                        Some("both") => vec![false, true],
+                        other => anyhow::bail!("--hog {other:?}: use on, off or both"),
+                    }
+                }
                 "--seconds" => {
                     seconds = args
                         .next()
@@ -169,7 +235,7 @@ fn main() -> Result<()> {
                 }
                 "--json" => json = Some(args.next().context("--json needs a file path")?),
                 other => anyhow::bail!(
-                    "unknown argument {other:?}; usage: reflex-bench loop [--seconds S] [--json FILE]"
+                    "unknown argument {other:?}; usage: reflex-bench loop [--seconds S] [--period-ms P] [--hog on|off|both] [--json FILE]"
                 ),
             }
         }
@@ -187,8 +253,8 @@ fn main() -> Result<()> {
             "tick_p99",
             "tick_max"
         );
-        for period_ms in [10.0, 1.0] {
-            for hog in [false, true] {
+        for &period_ms in &periods {
+            for &hog in &hogs {
                 let row = loop_bench(period_ms, seconds, hog)?;
                 println!(
                     "{:>9} {:>5} {:>7} {:>10} {:>10} {:>10} {:>10}   {:>8} {:>8} {:>8}   (ns; {})",
@@ -254,8 +320,10 @@ fn main() -> Result<()> {
             for every in [0.0, 0.5] {
                 let row = reflex_benches::updates::swap_bench(seconds, every)?;
                 println!(
-                    "swaps {:>3}: ticks {} misses {} lateness p50/p99/p99.9/max {}/{}/{}/{} µs, tick p50/p99/p99.9/max {}/{}/{}/{:.1} µs, first action p50/max {:.1}/{:.1} ms",
+                    "swaps {:>3} (loop saw {}, costliest swap tick {:.1} µs): ticks {} misses {} lateness p50/p99/p99.9/max {}/{}/{}/{} µs, tick p50/p99/p99.9/max {}/{}/{}/{:.1} µs, first action p50/max {:.1}/{:.1} ms",
                     row.swaps,
+                    row.swap_ticks,
+                    row.swap_tick_max_us,
                     row.ticks,
                     row.deadline_misses,
                     row.lateness_p50_us,

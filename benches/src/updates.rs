@@ -116,6 +116,12 @@ pub struct SwapRow {
     pub tick_p99_us: f64,
     pub tick_p999_us: f64,
     pub tick_max_us: f64,
+    /// Ticks that merged a new model's first chunk (one per swap the loop saw) and the costliest
+    /// of them: the pause a hot swap puts into the loop (µs).
+    pub swap_ticks: u64,
+    pub swap_tick_max_us: f64,
+    /// Ticks with no usable policy action (the robot was told to stop): a swap must not add any.
+    pub ticks_without_action: u64,
     /// Hand-over to the loop merging the new model's first chunk, ms (median, max).
     pub first_action_p50_ms: f64,
     pub first_action_max_ms: f64,
@@ -195,6 +201,9 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
         tick_p99_us: summary.tick_p99_us,
         tick_p999_us: summary.tick_p999_us,
         tick_max_us: summary.tick_max_us,
+        swap_ticks: report.swap_ticks,
+        swap_tick_max_us: report.swap_tick_max_us,
+        ticks_without_action: summary.ticks_without_action,
         first_action_p50_ms: firsts.get(firsts.len() / 2).copied().unwrap_or(0.0),
         first_action_max_ms: firsts.last().copied().unwrap_or(0.0),
     })

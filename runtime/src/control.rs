@@ -111,6 +111,10 @@ pub struct LoopStats {
     pub generation_changed_ns: u64,
     /// Ticks on which the arbiter chose a cloud command.
     pub cloud_ticks: u64,
+    /// Hot swaps seen by the loop (ticks that merged a new model's first chunk), and the
+    /// costliest of those ticks (ns): the pause a swap puts into the loop.
+    pub swap_ticks: u64,
+    pub swap_tick_max_ns: u64,
 }
 
 /// The loop state owned by the RT thread.
@@ -221,6 +225,7 @@ impl ControlLoop {
         clock: &dyn Fn() -> u64,
     ) -> Verdict {
         let start = clock();
+        let mut swapped = false;
         // 1. Chunks that arrived since the last tick, oldest first; buffers go back.
         while let Some(msg) = self.channel.ready.pop() {
             self.queue.merge(msg.t_obs_ns, &msg.actions, now_ns);
@@ -228,6 +233,7 @@ impl ControlLoop {
             if msg.generation != self.stats.model_generation {
                 self.stats.model_generation = msg.generation;
                 self.stats.generation_changed_ns = now_ns;
+                swapped = true;
             }
             // The free queue has room for every buffer: this cannot fail.
             let _ = self.channel.free.push(msg);
@@ -251,6 +257,10 @@ impl ControlLoop {
         self.stats.ticks += 1;
         let cost = clock().saturating_sub(start);
         self.stats.tick_cost.record(cost);
+        if swapped {
+            self.stats.swap_ticks += 1;
+            self.stats.swap_tick_max_ns = self.stats.swap_tick_max_ns.max(cost);
+        }
         self.heartbeat_ns.store(now_ns, Ordering::Release);
         // Metrics: relaxed stores and adds, no allocation.
         let t = &*self.telemetry;

@@ -355,6 +355,9 @@ pub struct RealtimeReport {
     pub cloud: Option<serde_json::Value>,
     /// Ticks on which the arbiter chose a cloud command.
     pub cloud_ticks: u64,
+    /// Hot swaps the loop merged, and the costliest swap tick (µs).
+    pub swap_ticks: u64,
+    pub swap_tick_max_us: f64,
 }
 
 /// Runs `scenario` on the built-in simulator in real time for `options.duration_s`.
@@ -751,6 +754,8 @@ pub fn run_robot(
             .collect(),
         cloud: cloud_link.as_ref().map(|l| l.stats.snapshot()),
         cloud_ticks: control.stats.cloud_ticks,
+        swap_ticks: control.stats.swap_ticks,
+        swap_tick_max_us: control.stats.swap_tick_max_ns as f64 / 1e3,
     };
     drop(cloud_link);
     Ok((summary, report))
