@@ -92,6 +92,8 @@ def step_machine(_a):
         "virtualization": sh("systemd-detect-virt") or "unknown",
         "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
         "cpu_governor": sh("cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "n/a (no cpufreq)",
+        "cpuidle": (sh("cat /sys/devices/system/cpu/cpuidle/current_driver") or "none")
+                   + (f", guest_halt_poll_ns={v}" if (v := sh("cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null")) else ""),
         "isolated_cpus": sh("cat /sys/devices/system/cpu/isolated") or "none",
         "cyclictest": sh("cyclictest --help 2>&1 | head -1"),
         "rustc": sh("rustc --version"),
@@ -151,6 +153,13 @@ def quantile_hist(hist, q):
     return hist[-1][0] if hist else None
 
 
+def steal_ms():
+    """Hypervisor steal so far (ms, all CPUs), from /proc/stat — as rt::host_steal_ms reads it."""
+    with open("/proc/stat") as f:
+        cpu = f.readline().split()
+    return int(cpu[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def step_loop(a):
     seconds = 5 if a.quick else 60
     reflex, cyc, peer = [], [], []
@@ -160,11 +169,16 @@ def step_loop(a):
              "--hog", "on" if hog else "off", "--json", tmp])
         reflex += json.loads(tmp.read_text())
         with Hog(hog):
+            before = steal_ms()
             cyc.append(cyclictest(period_ms, seconds, hog))
+            cyc[-1]["host_steal_ms"] = steal_ms() - before
         with Hog(hog):
+            before = steal_ms()
             run([PY, HERE / "peer_loop.py", "--period-ms", period_ms, "--seconds", seconds,
                  *(["--hog"] if hog else []), "--json", tmp])
+            stolen = steal_ms() - before
         peer.append(json.loads(tmp.read_text()))
+        peer[-1]["host_steal_ms"] = stolen
         tmp.unlink()
     save("loop_reflex.json", reflex)
     save("loop_cyclictest.json", cyc)
@@ -206,7 +220,8 @@ def summarize():
     for r, c, p in zip(reflex, cyc, peer):
         assert (r["period_ms"], r["hog"]) == (c["period_ms"], c["hog"]) == (p["period_ms"], p["hog"])
         row = {"period_ms": r["period_ms"], "hog": r["hog"], "seconds": r["seconds"],
-               "host_steal_ms": r.get("host_steal_ms")}
+               "host_steal_ms": {"reflex": r.get("host_steal_ms"), "cyclictest": c.get("host_steal_ms"),
+                                 "python": p.get("host_steal_ms")}}
         for who, lat, misses in [
             ("reflex", {q: us(r["lateness"][f"{q}_ns"]) for q, _ in QS}, r["deadline_misses"]),
             ("cyclictest", c["lateness_us"], c["deadline_misses"]),
@@ -285,7 +300,7 @@ def markdown(s):
     m = s["machine"]
     out = [f"Machine: {m['cpu']}, {m['cpus_online']} CPUs, {m['memory_gib']} GiB; virtualization: "
            f"{m['virtualization']} (systemd-detect-virt); kernel {m['kernel']} ({m['preempt']}), {m['os']}; "
-           f"CPU governor: {m['cpu_governor']}; isolated CPUs: {m['isolated_cpus']}; {m['rustc']}; "
+           f"CPU governor: {m['cpu_governor']}; cpuidle: {m.get('cpuidle', '?')}; isolated CPUs: {m['isolated_cpus']}; {m['rustc']}; "
            f"Python {m['python']}, onnxruntime {m['onnxruntime']}; run {m['date']}.", "",
            "| loop | who | lateness p50 / p99 / p99.9 / max (µs) | misses | tick p50 / p99 (µs) |",
            "|---|---|---|---|---|"]
@@ -297,6 +312,15 @@ def markdown(s):
             tick = " / ".join(str(x["tick_us"][q]) for q in ("p50", "p99")) if "tick_us" in x else "—"
             name = {"reflex": "Reflex", "cyclictest": "cyclictest", "python": "Python peer"}[who]
             out.append(f"| {label} | {name} | {lat} | {x['deadline_misses']} | {tick} |")
+    out += ["", "| loop | lateness p99.9: Reflex / cyclictest | lateness p99: Python / Reflex | "
+            "tick p50: Python / Reflex | tick p99: Python / Reflex | host steal (ms): Reflex / cyclictest / Python runs |",
+            "|---|---|---|---|---|---|"]
+    for r in s["loops"]:
+        label = f"{'100 Hz' if r['period_ms'] == 10 else '1 kHz'}, {'CPU hog' if r['hog'] else 'idle'}"
+        out.append(f"| {label} | {r['p999_reflex_over_cyclictest']}× | {r['lateness_p99_python_over_reflex']}× | "
+                   f"{r['tick_p50_python_over_reflex']}× | {r['tick_p99_python_over_reflex']}× | "
+                   + " / ".join("?" if r["host_steal_ms"][w] is None else f"{r['host_steal_ms'][w]:.0f}"
+                                for w in ("reflex", "cyclictest", "python")) + " |")
     out += ["", "| target | measured | limit | met |", "|---|---|---|---|"]
     for t in s["targets"]:
         verdict = "yes" if t["met"] else f"**no**, {t['measured'] / t['limit']:.2f}× the limit" if t["limit"] else "**no**"

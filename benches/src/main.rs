@@ -93,8 +93,11 @@ fn hog(cpu: usize, stop: &AtomicBool) -> u64 {
 fn loop_bench(period_ms: f64, seconds: f64, hog: bool) -> Result<LoopRow> {
     let mut bench = LoopBench::new()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = spawn_feeder(bench.channel.clone(), stop.clone());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // As `reflex run` does: the feeder (standing in for the inference worker) keeps off the RT
+    // CPU; the RT thread pins itself to it below, the hog to CPU 0.
+    rt::keep_off_cpu(cpus - 1).map_err(anyhow::Error::msg)?;
+    let feeder = spawn_feeder(bench.channel.clone(), stop.clone());
     let hog_thread = hog.then(|| {
         let stop = stop.clone();
         std::thread::spawn(move || self::hog(0, &stop))
@@ -366,7 +369,7 @@ fn main() -> Result<()> {
             "--json" => json = Some(args.next().context("--json needs a file path")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: reflex-bench [--calls N] [--json FILE]\n  times Safety::evaluate per call over 360/1081/2048-beam scans"
+                    "usage: reflex-bench [--calls N] [--json FILE]\n  times Safety::evaluate per call over 360/720/1081/1440/2048-beam scans"
                 );
                 return Ok(());
             }
@@ -382,7 +385,7 @@ fn main() -> Result<()> {
         "{:<18} {:>5} {:>20} {:>9} {:>9} {:>9} {:>9}",
         "bench", "beams", "case", "p50_ns", "p99_ns", "p99.9_ns", "max_ns"
     );
-    for beams in [360usize, 1081, 2048] {
+    for beams in [360usize, 720, 1081, 1440, 2048] {
         for case in ScanCase::ALL {
             let mut bench = SafetyBench::new(beams, case);
             for _ in 0..1_000 {

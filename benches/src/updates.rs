@@ -130,7 +130,14 @@ pub struct SwapRow {
 /// The real-time loop on the built-in simulator for `seconds`, swapping between the demo policy
 /// and a copy of it every `every_s` (0: never). Same config as `reflex sim --realtime`.
 pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
-    let config = ReflexConfig::load(&repo().join("launch/reflex.example.toml"))?;
+    let mut config = ReflexConfig::load(&repo().join("launch/reflex.example.toml"))?;
+    // As a production config does: the RT thread on its own CPU (the last), and everything else
+    // — here the swapper standing in for the model manager — kept off it, as `reflex run` does.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus > 1 {
+        config.runtime.cpu = Some(cpus - 1);
+    }
+    let off_rt_cpu = config.runtime.cpu;
     let a = PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla"))?;
     let b_dir = std::env::temp_dir().join(format!("reflex-swap-bench-{}", std::process::id()));
     let b = reflex_models::derive_package(&a.dir, &b_dir, "0.2.0", 0)?;
@@ -144,6 +151,9 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
         let (port, stop, backend) = (port.clone(), stop.clone(), backend.clone());
         let packages = [a.clone(), b.clone()];
         std::thread::spawn(move || -> Result<Vec<f64>> {
+            if let Some(cpu) = off_rt_cpu {
+                reflex_runtime::rt::keep_off_cpu(cpu).map_err(anyhow::Error::msg)?;
+            }
             let mut firsts = Vec::new();
             let mut generation = 0u32;
             std::thread::sleep(Duration::from_secs(1));

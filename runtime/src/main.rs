@@ -1056,6 +1056,12 @@ fn run(cli: Cli) -> Result<()> {
             let path = config;
             // Under ROS 2 (r2r) the node's parameters override config keys of the same names.
             let (config, ros2_node) = load_run_config(&path, &io)?;
+            // Before any thread starts: all but the RT thread keep off its CPU (inherited).
+            if let Some(cpu) = config.runtime.cpu
+                && let Err(e) = reflex_runtime::rt::keep_off_cpu(cpu)
+            {
+                eprintln!("reflex: cannot keep the other threads off RT CPU {cpu}: {e}");
+            }
             let (telemetry, _metrics) = start_metrics(&config, metrics_bind)?;
             let mut backend = host_backend(config.models.clone());
             if ort_library.is_some() {

@@ -399,6 +399,12 @@ pub fn run_robot(
     robot: &mut dyn RobotIo,
 ) -> Result<(SimSummary, RealtimeReport)> {
     rt_config.validate().map_err(anyhow::Error::msg)?;
+    // This thread (the robot I/O) and everything it starts keep off the RT CPU.
+    if let Some(cpu) = rt_config.cpu
+        && let Err(e) = rt::keep_off_cpu(cpu)
+    {
+        eprintln!("reflex: cannot keep the other threads off RT CPU {cpu}: {e}");
+    }
     // The cloud link feeds the arbiter's cloud inbox; metrics are shared with it.
     let mut options = options.clone();
     let telemetry = options

@@ -32,7 +32,9 @@ pub struct RtConfig {
     /// mlockall(MCL_CURRENT | MCL_FUTURE) so no page fault stalls the loop.
     #[serde(default)]
     pub lock_memory: bool,
-    /// Pin the RT thread to this CPU.
+    /// Pin the RT thread to this CPU. Every other thread of the loop (inference worker, robot
+    /// I/O, model manager, recorder, uploader, metrics, ONNX Runtime's pools) then keeps off it
+    /// (`keep_off_cpu`), so their caches and run queue never compete with the RT thread's.
     #[serde(default)]
     pub cpu: Option<usize>,
     /// Hold /dev/cpu_dma_latency at this many µs (0 = no C-states) while running.
@@ -321,6 +323,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keep_off_cpu_removes_only_that_cpu_and_is_inherited() {
+        std::thread::spawn(|| {
+            let all = keep_off_cpu(usize::MAX / 2).expect("getaffinity");
+            if all.len() < 2 {
+                // One CPU: nothing to keep off; the call must leave it alone.
+                assert_eq!(keep_off_cpu(all[0]).unwrap(), all);
+                return;
+            }
+            let left = keep_off_cpu(all[0]).unwrap();
+            assert_eq!(left, all[1..].to_vec());
+            let child = std::thread::spawn(|| keep_off_cpu(usize::MAX / 2).unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(child, left, "a thread started afterwards inherits the set");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn overruns_skip_to_the_grid_and_are_counted() {
         let mut t = Ticker::new(10, OverrunPolicy::Skip, 0);
         assert_eq!(t.next_deadline(5), (10, 0));
@@ -397,6 +419,35 @@ fn rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
         }
     };
     (conv(limit.rlim_cur), conv(limit.rlim_max))
+}
+
+/// Moves the calling thread off `cpu`: its affinity becomes its current set minus `cpu`.
+/// Threads it starts afterwards inherit that set. Does nothing when `cpu` is the only CPU left
+/// (a single-core host) or not in the set. Returns the CPUs the thread may now use.
+pub fn keep_off_cpu(cpu: usize) -> Result<Vec<usize>, String> {
+    // SAFETY: `set` is a zeroed cpu_set_t owned by this frame; pid 0 is the calling thread; the
+    // CPU_* macros bounds-check against the set size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut set) != 0 {
+            return Err(os_error());
+        }
+        let allowed = |set: &libc::cpu_set_t| {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, set))
+                .collect::<Vec<_>>()
+        };
+        let before = allowed(&set);
+        if !before.contains(&cpu) || before.len() < 2 {
+            return Ok(before);
+        }
+        libc::CPU_CLR(cpu, &mut set);
+        if libc::sched_setaffinity(0, size, &set) != 0 {
+            return Err(os_error());
+        }
+        Ok(allowed(&set))
+    }
 }
 
 /// CPU time the hypervisor has taken from this VM's CPUs so far (the `steal` column of
