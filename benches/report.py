@@ -270,9 +270,14 @@ def summarize():
     ratio = round(rust_tiny["p50_ns"] / py_tiny["p50_ns"], 2)
     targets.append(target("Rust inference ≤ 0.7× Python per call (tiny MLP, p50)", ratio, 0.7, ratio <= 0.7, "×",
                           f"{us(rust_tiny['p50_ns'])} µs vs {us(py_tiny['p50_ns'])} µs"))
-    targets.append(target("hot-swap pause ≤ normal p99.9 tick", swaps["swap_tick_max_us"], no_swap["tick_p999_us"],
-                          swaps["swap_tick_max_us"] <= no_swap["tick_p999_us"] and swaps["ticks_without_action"] <= no_swap["ticks_without_action"],
-                          "µs", f"costliest of {swaps['swap_ticks']} swap ticks; ticks without an action {swaps['ticks_without_action']} (no swaps: {no_swap['ticks_without_action']})"))
+    # "Normal" = the p99.9 of the same run's other ticks (same host conditions); the run without
+    # swaps is shown next to it.
+    normal = swaps.get("tick_p999_without_swaps_us", no_swap["tick_p999_us"])
+    targets.append(target("hot-swap pause ≤ normal p99.9 tick", swaps["swap_tick_max_us"], normal,
+                          swaps["swap_tick_max_us"] <= normal and swaps["ticks_without_action"] <= no_swap["ticks_without_action"],
+                          "µs", f"costliest of {swaps['swap_ticks']} swap ticks vs the p99.9 of the same run's other "
+                          f"ticks; run without swaps: p99.9 {no_swap['tick_p999_us']} µs, max {no_swap['tick_max_us']} µs; "
+                          f"ticks without an action {swaps['ticks_without_action']} (no swaps: {no_swap['ticks_without_action']})"))
     targets.append(target("verified pull ≥ 300 MB/s (median)", round(pull["median_mb_per_s"]), 300,
                           pull["median_mb_per_s"] >= 300, "MB/s"))
     targets.append(target(f"RSS flat within 2 MB over the {soak['seconds'] / 60:.0f}-minute soak",

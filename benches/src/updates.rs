@@ -120,6 +120,9 @@ pub struct SwapRow {
     /// of them: the pause a hot swap puts into the loop (µs).
     pub swap_ticks: u64,
     pub swap_tick_max_us: f64,
+    /// p99.9 tick of this run without its swap ticks (µs; 1 µs buckets, upper edge): the normal
+    /// tick under the same host conditions.
+    pub tick_p999_without_swaps_us: f64,
     /// Ticks with no usable policy action (the robot was told to stop): a swap must not add any.
     pub ticks_without_action: u64,
     /// Hand-over to the loop merging the new model's first chunk, ms (median, max).
@@ -213,6 +216,7 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
         tick_max_us: summary.tick_max_us,
         swap_ticks: report.swap_ticks,
         swap_tick_max_us: report.swap_tick_max_us,
+        tick_p999_without_swaps_us: report.tick_p999_without_swaps_us,
         ticks_without_action: summary.ticks_without_action,
         first_action_p50_ms: firsts.get(firsts.len() / 2).copied().unwrap_or(0.0),
         first_action_max_ms: firsts.last().copied().unwrap_or(0.0),

@@ -71,6 +71,17 @@ impl Histogram {
         self.max_ns = self.max_ns.max(ns);
     }
 
+    /// This histogram without the samples of `other` (recorded into a histogram of the same
+    /// shape from a subset of these samples).
+    pub fn without(&self, other: &Histogram) -> Histogram {
+        let mut out = self.clone();
+        for (b, &n) in out.buckets.iter_mut().zip(&other.buckets) {
+            *b = b.saturating_sub(n);
+        }
+        out.count = out.count.saturating_sub(other.count);
+        out
+    }
+
     /// Upper edge (µs) of the bucket holding quantile `q`.
     pub fn quantile_us(&self, q: f64) -> f64 {
         if self.count == 0 {
@@ -111,10 +122,9 @@ pub struct LoopStats {
     pub generation_changed_ns: u64,
     /// Ticks on which the arbiter chose a cloud command.
     pub cloud_ticks: u64,
-    /// Hot swaps seen by the loop (ticks that merged a new model's first chunk), and the
-    /// costliest of those ticks (ns): the pause a swap puts into the loop.
-    pub swap_ticks: u64,
-    pub swap_tick_max_ns: u64,
+    /// Cost of the ticks that merged a new model's first chunk (one per hot swap the loop saw):
+    /// the pause a swap puts into the loop. Also counted in `tick_cost`.
+    pub swap_tick_cost: Histogram,
 }
 
 /// The loop state owned by the RT thread.
@@ -258,8 +268,7 @@ impl ControlLoop {
         let cost = clock().saturating_sub(start);
         self.stats.tick_cost.record(cost);
         if swapped {
-            self.stats.swap_ticks += 1;
-            self.stats.swap_tick_max_ns = self.stats.swap_tick_max_ns.max(cost);
+            self.stats.swap_tick_cost.record(cost);
         }
         self.heartbeat_ns.store(now_ns, Ordering::Release);
         // Metrics: relaxed stores and adds, no allocation.
@@ -283,6 +292,23 @@ impl ControlLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_without_removes_exactly_the_subset() {
+        let (mut all, mut swaps) = (Histogram::default(), Histogram::default());
+        for us in 1..=999u64 {
+            all.record(us * 1_000 - 1);
+        }
+        // Three slow ticks were swap ticks: without them the p99.9 is an ordinary tick.
+        for ns in [50_000_000u64, 40_000_000, 30_000_000] {
+            all.record(ns);
+            swaps.record(ns);
+        }
+        assert_eq!(all.quantile_us(0.999), 20_000.0);
+        let rest = all.without(&swaps);
+        assert_eq!(rest.count, 999);
+        assert_eq!(rest.quantile_us(0.999), 999.0);
+    }
 
     #[test]
     fn histogram_quantiles() {

@@ -355,9 +355,11 @@ pub struct RealtimeReport {
     pub cloud: Option<serde_json::Value>,
     /// Ticks on which the arbiter chose a cloud command.
     pub cloud_ticks: u64,
-    /// Hot swaps the loop merged, and the costliest swap tick (µs).
+    /// Hot swaps the loop merged, the costliest swap tick (µs), and the p99.9 tick of the same
+    /// run without the swap ticks (µs): what a swap tick is compared with.
     pub swap_ticks: u64,
     pub swap_tick_max_us: f64,
+    pub tick_p999_without_swaps_us: f64,
 }
 
 /// Runs `scenario` on the built-in simulator in real time for `options.duration_s`.
@@ -760,8 +762,13 @@ pub fn run_robot(
             .collect(),
         cloud: cloud_link.as_ref().map(|l| l.stats.snapshot()),
         cloud_ticks: control.stats.cloud_ticks,
-        swap_ticks: control.stats.swap_ticks,
-        swap_tick_max_us: control.stats.swap_tick_max_ns as f64 / 1e3,
+        swap_ticks: control.stats.swap_tick_cost.count,
+        swap_tick_max_us: control.stats.swap_tick_cost.max_ns as f64 / 1e3,
+        tick_p999_without_swaps_us: control
+            .stats
+            .tick_cost
+            .without(&control.stats.swap_tick_cost)
+            .quantile_us(0.999),
     };
     drop(cloud_link);
     Ok((summary, report))
