@@ -1313,6 +1313,7 @@ fn run(cli: Cli) -> Result<()> {
                 if json {
                     let mut value = serde_json::to_value(&summary)?;
                     value["lateness_p50_us"] = report.lateness_p50_us.into();
+                    value["lateness_p95_us"] = report.lateness_p95_us.into();
                     value["lateness_p99_us"] = report.lateness_p99_us.into();
                     value["lateness_max_us"] = report.lateness_max_us.into();
                     value["watchdog_trips"] = report.watchdog_trips.into();

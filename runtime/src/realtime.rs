@@ -343,6 +343,7 @@ pub fn hand_over(
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RealtimeReport {
     pub lateness_p50_us: f64,
+    pub lateness_p95_us: f64,
     pub lateness_p99_us: f64,
     pub lateness_p999_us: f64,
     pub lateness_max_us: f64,
@@ -749,6 +750,7 @@ pub fn run_robot(
     robot.finish(&mut summary);
     let report = RealtimeReport {
         lateness_p50_us: lateness.quantile_us(0.5),
+        lateness_p95_us: lateness.quantile_us(0.95),
         lateness_p99_us: lateness.quantile_us(0.99),
         lateness_p999_us: lateness.quantile_us(0.999),
         lateness_max_us: lateness.max_ns as f64 / 1e3,
