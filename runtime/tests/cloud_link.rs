@@ -11,7 +11,7 @@
 //! frame every ~16), which lifts p95 lateness or the tick cost. Late ticks from the host are
 //! reported, not failed: on this CI VM `cyclictest -p 80 -i 10000` alone sees the host stall
 //! 4–10 ms now and then (10,238 µs max in the 45 s these tests ran, while Reflex's loop saw
-//! 143 µs; a fresh-clone run on 2026-11-23 saw ≥ 4 such stalls in one 40 s test, p99 lateness
+//! 143 µs; a fresh-clone run on 2026-11-23 saw ≥ 4 such stalls in one 4 s run, p99 lateness
 //! 4.5 ms with tick p99 109 µs), so deadline misses are measured where they belong, side by
 //! side with cyclictest in the benches/ harness.
 
