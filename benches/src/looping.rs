@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 use reflex_runtime::chunks::{MergeStrategy, QueueConfig};
 use reflex_runtime::config::ReflexConfig;
-use reflex_runtime::control::{BaseAxis, ChunkChannel, ControlLoop};
+use reflex_runtime::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan, Verdict};
 
 pub const BEAMS: usize = 720;
@@ -18,7 +18,7 @@ pub const BEAMS: usize = 720;
 #[derive(Debug)]
 pub struct LoopBench {
     pub control: ControlLoop,
-    pub channel: ChunkChannel,
+    pub channel: ChunkSender,
     pub ranges: Vec<f32>,
 }
 
@@ -26,7 +26,7 @@ impl LoopBench {
     pub fn new() -> Result<Self> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/reflex.example.toml");
         let config = ReflexConfig::load(&path)?;
-        let channel = ChunkChannel::new(4, 20 * 3);
+        let (channel, chunk_rx) = chunk_channel(4, 20 * 3);
         let control = ControlLoop::new(
             Safety::new(config.safety)?,
             QueueConfig {
@@ -39,7 +39,7 @@ impl LoopBench {
                 max_action_age_ns: 200_000_000,
             },
             &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
-            channel.clone(),
+            chunk_rx,
         );
         // A 6 m × 8 m room around the robot.
         let ranges = (0..BEAMS)
@@ -56,14 +56,12 @@ impl LoopBench {
     }
 
     /// Pushes a constant chunk observed at `t_obs_ns` (what the inference worker does).
-    pub fn feed(channel: &ChunkChannel, t_obs_ns: u64) {
-        if let Some(mut msg) = channel.free.pop() {
-            msg.t_obs_ns = t_obs_ns;
-            for step in msg.actions.chunks_mut(3) {
-                step.copy_from_slice(&[0.5, 0.0, 0.1]);
-            }
-            let _ = channel.ready.push(msg);
+    pub fn feed(channel: &ChunkSender, t_obs_ns: u64) {
+        let mut actions = [0.0f32; 20 * 3];
+        for step in actions.chunks_mut(3) {
+            step.copy_from_slice(&[0.5, 0.0, 0.1]);
         }
+        let _ = channel.try_send(t_obs_ns, &actions, 0);
     }
 
     pub fn tick(&mut self, now_ns: u64, clock: &dyn Fn() -> u64) -> Verdict {
@@ -86,7 +84,7 @@ impl LoopBench {
 }
 
 /// A feeder thread that pushes a chunk every 50 ms until `stop`.
-pub fn spawn_feeder(channel: ChunkChannel, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+pub fn spawn_feeder(channel: ChunkSender, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Acquire) {
             LoopBench::feed(

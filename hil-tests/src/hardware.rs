@@ -373,7 +373,7 @@ impl RobotIo for HardwareRobot<'_> {
             let _ = self
                 .inboxes
                 .operator
-                .push(OperatorCommand { t_ns: now_ns, base });
+                .try_send(OperatorCommand { t_ns: now_ns, base });
         }
         let fresh = self.inner.step(now_ns, command, frame, obs);
         if self.lidar_frozen {

@@ -441,7 +441,7 @@ impl CloudLink {
         while self.in_flight.front().is_some_and(|(at, _)| *at <= now_ns) {
             let (_, c) = self.in_flight.pop_front().expect("checked");
             // A full inbox drops the command (the loop never blocks).
-            let _ = inboxes.cloud.push(c);
+            let _ = inboxes.cloud.try_send(c);
         }
     }
 }
@@ -599,7 +599,8 @@ impl Scenario {
         let mut next = 0;
         let mut policy_on = true;
         let inboxes = reflex_runtime::arbiter::Inboxes::default();
-        let mut arbiter = reflex_runtime::arbiter::Arbiter::new(&self.arbitration, inboxes.clone());
+        let mut arbiter = reflex_runtime::arbiter::Arbiter::new(&self.arbitration, &inboxes)
+            .map_err(anyhow::Error::msg)?;
         let mut cloud = CloudLink::default();
         let mut report = RunReport::new();
         for _ in 0..ticks {

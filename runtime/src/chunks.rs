@@ -42,6 +42,72 @@ pub struct QueueStats {
     pub last_delay_steps: u64,
 }
 
+/// `[chunks]`: how the loop executes a policy's action chunks. Every key is optional.
+///
+/// | key | type | default | meaning |
+/// |---|---|---|---|
+/// | `strategy` | `latest`/`crossfade`/`ensemble` | `crossfade` | how a new chunk joins the queue |
+/// | `crossfade_steps` | usize, policy steps | 5 | blend length of `crossfade` (1..=1000) |
+/// | `ensemble_decay` | f32 | 0.5 | weight of older predictions per merge, `ensemble` (0, 1] |
+/// | `max_action_age_ms` | f64, ms | 200 | an action whose observation is older is not executed: the loop proposes a stop (0, 10000] |
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunksConfig {
+    pub strategy: MergeStrategy,
+    pub crossfade_steps: usize,
+    pub ensemble_decay: f32,
+    pub max_action_age_ms: f64,
+}
+
+impl Default for ChunksConfig {
+    fn default() -> Self {
+        Self {
+            strategy: MergeStrategy::Crossfade,
+            crossfade_steps: 5,
+            ensemble_decay: 0.5,
+            max_action_age_ms: 200.0,
+        }
+    }
+}
+
+impl ChunksConfig {
+    /// Stage-2 checks; the error names the key and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let age = self.max_action_age_ms;
+        if !(age.is_finite() && age > 0.0 && age <= 10_000.0) {
+            return Err(format!(
+                "chunks.max_action_age_ms = {age}: must be in (0, 10000] ms; fix: the oldest observation an executed action may come from, e.g. 200"
+            ));
+        }
+        if !(1..=1000).contains(&self.crossfade_steps) {
+            return Err(format!(
+                "chunks.crossfade_steps = {}: must be in 1..=1000 policy steps; fix: e.g. 5",
+                self.crossfade_steps
+            ));
+        }
+        let d = self.ensemble_decay;
+        if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+            return Err(format!(
+                "chunks.ensemble_decay = {d}: must be in (0, 1]; fix: e.g. 0.5"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The queue for a policy of `dims` action dimensions, `horizon` steps `step_ns` apart.
+    pub fn queue(&self, dims: usize, horizon: usize, step_ns: u64) -> QueueConfig {
+        QueueConfig {
+            dims,
+            horizon,
+            step_ns,
+            strategy: self.strategy,
+            crossfade_steps: self.crossfade_steps,
+            ensemble_decay: self.ensemble_decay,
+            max_action_age_ns: (self.max_action_age_ms * 1e6).round() as u64,
+        }
+    }
+}
+
 /// Queue configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueConfig {

@@ -131,7 +131,7 @@ impl CloudLink {
         config: CloudConfig,
         axes: Vec<BaseAxis>,
         prompt: String,
-        inbox: Arc<crossbeam_queue::ArrayQueue<CloudCommand>>,
+        inbox: Arc<crate::arbiter::Inbox<CloudCommand>>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
         config.validate()?;
@@ -219,7 +219,7 @@ struct Worker {
     api_key: Option<String>,
     axes: Vec<BaseAxis>,
     prompt: String,
-    inbox: Arc<crossbeam_queue::ArrayQueue<CloudCommand>>,
+    inbox: Arc<crate::arbiter::Inbox<CloudCommand>>,
     telemetry: Arc<Telemetry>,
     stats: Arc<CloudStats>,
     observation: Arc<Mutex<Option<CloudObservation>>>,
@@ -419,7 +419,7 @@ impl Worker {
             base,
             stop: false,
         };
-        if self.inbox.push(c).is_err() {
+        if !self.inbox.try_send(c) {
             self.stats
                 .dropped_inbox_full
                 .fetch_add(1, Ordering::Relaxed);

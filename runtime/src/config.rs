@@ -30,6 +30,54 @@ pub struct ReflexConfig {
     pub recorder: Option<crate::recorder::RecorderConfig>,
     /// `[cloud]`: a remote policy server (openpi protocol) as a command source; absent = off.
     pub cloud: Option<crate::cloud::CloudConfig>,
+    /// `[chunks]`: merge strategy and action age limit (see `crate::chunks::ChunksConfig`).
+    #[serde(default)]
+    pub chunks: crate::chunks::ChunksConfig,
+    /// `[arbitration]`: command source priority and freshness (see
+    /// `crate::arbiter::ArbiterConfig`).
+    #[serde(default)]
+    pub arbitration: crate::arbiter::ArbiterConfig,
+    /// `[robot]`: how `reflex run` reaches the robot (`io`); `--io` overrides it. Absent and no
+    /// `--io`: `reflex run` refuses to start (it never drives the simulator by default).
+    pub robot: Option<RobotConfig>,
+}
+
+/// `[robot]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    /// `dds` (ROS 2 topics over a pure-Rust DDS), `ros2` (rcl via r2r) or `sim` (the built-in
+    /// simulator: development only).
+    pub io: RobotIo,
+}
+
+/// How `reflex run` reaches the robot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RobotIo {
+    Dds,
+    Ros2,
+    Sim,
+}
+
+impl RobotIo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dds => "dds",
+            Self::Ros2 => "ros2",
+            Self::Sim => "sim",
+        }
+    }
+
+    /// `--io NAME`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "dds" => Ok(Self::Dds),
+            "ros2" => Ok(Self::Ros2),
+            "sim" => Ok(Self::Sim),
+            other => anyhow::bail!("--io {other:?}: use dds, ros2 or sim"),
+        }
+    }
 }
 
 /// `[ros]`: how Reflex appears in a ROS 2 graph. Every key can also be given as a ROS parameter
@@ -113,6 +161,8 @@ impl ReflexConfig {
         let config = self;
         config.safety.validate()?;
         config.runtime.validate().map_err(anyhow::Error::msg)?;
+        config.chunks.validate().map_err(anyhow::Error::msg)?;
+        config.arbitration.validate().map_err(anyhow::Error::msg)?;
         if let Some(updates) = &config.updates {
             updates.validate()?;
         }
@@ -196,6 +246,35 @@ mod tests {
         .unwrap();
         assert_eq!(ok.ros.topics.scan, "/front/scan");
         assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
+        for (section, key) in [
+            (
+                "[chunks]\nmax_action_age_ms = -5.0",
+                "chunks.max_action_age_ms",
+            ),
+            ("[chunks]\ncrossfade_steps = 0", "chunks.crossfade_steps"),
+            ("[arbitration]\npriority = []", "arbitration.priority"),
+            (
+                "[arbitration]\npriority = [\"cloud\", \"cloud\"]",
+                "arbitration.priority",
+            ),
+            (
+                "[arbitration]\ncloud_max_age_ms = nan",
+                "arbitration.cloud_max_age_ms",
+            ),
+        ] {
+            let text = std::fs::read_to_string(&path).unwrap() + "\n" + section + "\n";
+            let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
+            assert!(
+                err.contains(key) && err.contains("fix:"),
+                "{section}: {err}"
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap()
+            + "\n[chunks]\nmax_action_age_ms = 50.0\nstrategy = \"ensemble\"\n[robot]\nio = \"dds\"\n";
+        let ok = ReflexConfig::parse(&text).unwrap();
+        assert_eq!(ok.chunks.max_action_age_ms, 50.0);
+        assert_eq!(ok.chunks.strategy, crate::chunks::MergeStrategy::Ensemble);
+        assert_eq!(ok.robot.map(|r| r.io), Some(RobotIo::Dds));
         let text = std::fs::read_to_string(&path).unwrap() + "\n[sfety]\n";
         let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
         assert!(err.contains("sfety"), "{err}");

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_queue::ArrayQueue;
 use reflex_safety::{Command, CommandSource, Monotonic, Safety, SafetyInputs, Twist, Verdict};
 
 use crate::arbiter::{Arbiter, ArbiterConfig, Inboxes};
 use crate::chunks::{ChunkQueue, NoAction, QueueConfig};
 
 /// A chunk handed from the inference worker to the loop. The buffer is recycled through the
-/// free queue, so neither side allocates after start-up.
+/// free ring, so neither side allocates after start-up.
 #[derive(Debug)]
 pub struct ChunkMsg {
     pub t_obs_ns: u64,
@@ -21,28 +20,60 @@ pub struct ChunkMsg {
     pub generation: u32,
 }
 
-/// The two queues between the inference worker and the loop: full chunks one way, empty
-/// buffers back. Bounded; a full queue drops (and counts), never blocks.
+/// The worker side of the chunk hop: takes an empty buffer from the free ring, fills it, pushes
+/// it into the ready ring. Cloneable for worker restarts: the mutex is only ever taken by
+/// inference workers (one at a time), never by the RT thread.
 #[derive(Debug, Clone)]
-pub struct ChunkChannel {
-    pub ready: Arc<ArrayQueue<ChunkMsg>>,
-    pub free: Arc<ArrayQueue<ChunkMsg>>,
+pub struct ChunkSender {
+    rings: Arc<std::sync::Mutex<(rtrb::Consumer<ChunkMsg>, rtrb::Producer<ChunkMsg>)>>,
 }
 
-impl ChunkChannel {
-    /// `buffers` preallocated buffers of `len` actions.
-    pub fn new(buffers: usize, len: usize) -> Self {
-        let ready = Arc::new(ArrayQueue::new(buffers));
-        let free = Arc::new(ArrayQueue::new(buffers));
-        for _ in 0..buffers {
-            let _ = free.push(ChunkMsg {
-                t_obs_ns: 0,
-                actions: vec![0.0; len],
-                generation: 0,
-            });
-        }
-        Self { ready, free }
+impl ChunkSender {
+    /// Copies `actions` into a recycled buffer and sends it. Returns false, dropping the chunk,
+    /// when no buffer is free (the loop has not merged the earlier ones yet): never waits.
+    pub fn try_send(&self, t_obs_ns: u64, actions: &[f32], generation: u32) -> bool {
+        let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let (free, ready) = &mut *rings;
+        let Ok(mut msg) = free.pop() else {
+            return false;
+        };
+        msg.t_obs_ns = t_obs_ns;
+        msg.actions.copy_from_slice(actions);
+        msg.generation = generation;
+        // `ready` holds every buffer there is: a popped buffer always fits.
+        ready.push(msg).is_ok()
     }
+}
+
+/// The RT side of the chunk hop (one owner, no lock): arrived chunks out, empty buffers back.
+#[derive(Debug)]
+pub struct ChunkReceiver {
+    ready: rtrb::Consumer<ChunkMsg>,
+    free: rtrb::Producer<ChunkMsg>,
+}
+
+/// The hop between the inference worker and the loop: two wait-free SPSC rings (`rtrb`), full
+/// chunks one way and `buffers` preallocated buffers of `len` actions back. Bounded; with no
+/// free buffer the worker drops its chunk (never blocks), and the loop never waits.
+pub fn chunk_channel(buffers: usize, len: usize) -> (ChunkSender, ChunkReceiver) {
+    let (mut free_tx, free_rx) = rtrb::RingBuffer::new(buffers);
+    let (ready_tx, ready_rx) = rtrb::RingBuffer::new(buffers);
+    for _ in 0..buffers {
+        let _ = free_tx.push(ChunkMsg {
+            t_obs_ns: 0,
+            actions: vec![0.0; len],
+            generation: 0,
+        });
+    }
+    (
+        ChunkSender {
+            rings: Arc::new(std::sync::Mutex::new((free_rx, ready_tx))),
+        },
+        ChunkReceiver {
+            ready: ready_rx,
+            free: free_tx,
+        },
+    )
 }
 
 /// Per-tick cost histogram: 1 µs buckets up to 20 ms, plus the maximum. Fixed size.
@@ -134,7 +165,7 @@ pub struct ControlLoop {
     pub queue: ChunkQueue,
     pub arbiter: Arbiter,
     axes: [BaseAxis; 8],
-    channel: ChunkChannel,
+    channel: ChunkReceiver,
     pub stats: LoopStats,
     /// Last tick time (ns), read by the watchdog.
     pub heartbeat_ns: Arc<AtomicU64>,
@@ -151,7 +182,7 @@ impl ControlLoop {
         safety: Safety,
         queue: QueueConfig,
         axes: &[BaseAxis],
-        channel: ChunkChannel,
+        channel: ChunkReceiver,
     ) -> Self {
         let mut map = [BaseAxis::Ignored; 8];
         for (slot, axis) in map.iter_mut().zip(axes) {
@@ -160,7 +191,7 @@ impl ControlLoop {
         Self {
             safety,
             queue: ChunkQueue::new(queue),
-            arbiter: Arbiter::new(&ArbiterConfig::default(), Inboxes::default()),
+            arbiter: Arbiter::without_inboxes(&ArbiterConfig::default()),
             axes: map,
             channel,
             stats: LoopStats::default(),
@@ -178,10 +209,18 @@ impl ControlLoop {
         self
     }
 
-    /// Arbitrates with commands from `inboxes` (cloud, operator) under the default priority.
-    pub fn with_inboxes(mut self, inboxes: Inboxes) -> Self {
-        self.arbiter = Arbiter::new(&ArbiterConfig::default(), inboxes);
-        self
+    /// Arbitrates under `config` (`[arbitration]`), with commands from `inboxes` (cloud,
+    /// operator) when given. Fails when another loop already reads those inboxes.
+    pub fn with_arbiter(
+        mut self,
+        config: &ArbiterConfig,
+        inboxes: Option<&Inboxes>,
+    ) -> Result<Self, &'static str> {
+        self.arbiter = match inboxes {
+            Some(inboxes) => Arbiter::new(config, inboxes)?,
+            None => Arbiter::without_inboxes(config),
+        };
+        Ok(self)
     }
 
     /// The policy's proposal for `now`: the queued action mapped onto the base axes, stamped
@@ -237,7 +276,7 @@ impl ControlLoop {
         let start = clock();
         let mut swapped = false;
         // 1. Chunks that arrived since the last tick, oldest first; buffers go back.
-        while let Some(msg) = self.channel.ready.pop() {
+        while let Ok(msg) = self.channel.ready.pop() {
             self.queue.merge(msg.t_obs_ns, &msg.actions, now_ns);
             self.stats.chunks_merged += 1;
             if msg.generation != self.stats.model_generation {
@@ -245,7 +284,7 @@ impl ControlLoop {
                 self.stats.generation_changed_ns = now_ns;
                 swapped = true;
             }
-            // The free queue has room for every buffer: this cannot fail.
+            // The free ring has room for every buffer: this cannot fail.
             let _ = self.channel.free.push(msg);
         }
         // 2-3. The action for now, then arbitration with cloud and operator commands.

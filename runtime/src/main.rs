@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use reflex_models::{Accelerator, BackendConfig, OrtBackend, PolicyBackend, PolicyPackage};
-use reflex_runtime::{config::ReflexConfig, demo, inspect};
+use reflex_runtime::config::{ReflexConfig, RobotIo};
+use reflex_runtime::{demo, inspect};
 
 /// Reflex: a learned policy beside a real-time loop, behind a safety layer that can always veto.
 #[derive(Debug, Parser)]
@@ -138,7 +139,8 @@ enum Cmd {
     },
     /// Closed loop on the built-in simulator: the demo policy (ONNX Runtime), the action-chunk
     /// queue and the safety layer drive a robot to the goal the instruction names, past a
-    /// pedestrian. Lockstep (faster than real time) in this build.
+    /// pedestrian. Lockstep (deterministic, faster than real time) by default; `--realtime` runs
+    /// the production thread topology (RT thread, inference worker, supervisor) on the real clock.
     Sim {
         /// The Reflex TOML config.
         #[arg(long, default_value = "launch/reflex.example.toml")]
@@ -210,7 +212,8 @@ enum Cmd {
     /// The runtime: the policy the store's activation record names (first boot: installed from
     /// `[updates] channel`), the RT loop, and the model manager following the channel (signed
     /// packages only, transactional hot-swap with a health window and automatic rollback).
-    /// The robot is the built-in simulator until the ROS 2 port lands. Prints a JSON summary.
+    /// The robot I/O must be named (`--io` or `[robot] io`): `reflex run` never falls back to
+    /// the simulator. Prints a JSON summary.
     Run {
         #[arg(long)]
         config: PathBuf,
@@ -225,10 +228,11 @@ enum Cmd {
         /// Run this package directory instead of following `[updates]` (no model manager).
         #[arg(long)]
         policy: Option<PathBuf>,
-        /// The robot: `sim` (the built-in simulator), `dds` (ROS 2 topics over a pure-Rust DDS;
-        /// build with `--features dds`) or `ros2` (rcl via r2r; `--features ros2`, ROS sourced).
-        #[arg(long, default_value = "sim")]
-        io: String,
+        /// The robot: `dds` (ROS 2 topics over a pure-Rust DDS; build with `--features dds`),
+        /// `ros2` (rcl via r2r; `--features ros2`, ROS sourced) or `sim` (the built-in simulator,
+        /// development only). Overrides `[robot] io`; one of the two is required.
+        #[arg(long)]
+        io: Option<String>,
         /// What ROS 2 launch appends (`--ros-args -r … --params-file …`): read by rcl under
         /// `--io ros2`; refused otherwise.
         #[arg(long = "ros-args", num_args = 0.., allow_hyphen_values = true)]
@@ -449,28 +453,34 @@ type Ros2Node = Option<r2r::Node>;
 #[cfg(not(feature = "ros2"))]
 type Ros2Node = ();
 
-/// The config of `reflex run`; with `--io ros2`, the rcl node too, whose parameters override
-/// config keys of the same dotted names.
+/// The config of `reflex run` and its robot I/O (`--io`, else `[robot] io`); under `ros2` the
+/// rcl node too, whose parameters override config keys of the same dotted names.
 #[cfg(feature = "ros2")]
-fn load_run_config(path: &std::path::Path, io: &str) -> Result<(ReflexConfig, Ros2Node)> {
+fn load_run_config(
+    path: &std::path::Path,
+    io: Option<RobotIo>,
+) -> Result<(ReflexConfig, Option<RobotIo>, Ros2Node)> {
     let base = ReflexConfig::load(path)?;
-    if io != "ros2" {
-        return Ok((base, None));
+    let io = io.or(base.robot.map(|r| r.io));
+    if io != Some(RobotIo::Ros2) {
+        return Ok((base, io, None));
     }
     let (node, overrides) = reflex_runtime::ros2::node_and_overrides(&base.ros)?;
-    Ok((ReflexConfig::load_with(path, &overrides)?, Some(node)))
+    Ok((ReflexConfig::load_with(path, &overrides)?, io, Some(node)))
 }
-
 #[cfg(not(feature = "ros2"))]
-fn load_run_config(path: &std::path::Path, io: &str) -> Result<(ReflexConfig, Ros2Node)> {
+fn load_run_config(
+    path: &std::path::Path,
+    io: Option<RobotIo>,
+) -> Result<(ReflexConfig, Option<RobotIo>, Ros2Node)> {
+    let config = ReflexConfig::load(path)?;
+    let io = io.or(config.robot.map(|r| r.io));
     anyhow::ensure!(
-        io != "ros2",
+        io != Some(RobotIo::Ros2),
         "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release --features reflex-runtime/ros2` (see launch/README.md)"
     );
-    Ok((ReflexConfig::load(path)?, ()))
+    Ok((config, io, ()))
 }
-
-/// `reflex run --io ros2`: the loop with ROS 2 topics over rcl (r2r) as the robot.
 #[cfg(feature = "ros2")]
 fn run_ros2(
     node: Ros2Node,
@@ -1043,9 +1053,16 @@ fn run(cli: Cli) -> Result<()> {
             metrics_bind,
         } => {
             use reflex_runtime::updates;
+            // The robot I/O is explicit: --io, else [robot] io. A robot never silently drives a
+            // simulated plant (the first version's systemd unit did).
+            let io = match &io {
+                Some(name) => Some(RobotIo::parse(name)?),
+                None => None,
+            };
+            let path = config;
             // rcl reads --ros-args itself (the r2r adapter); clap only lets them through.
             anyhow::ensure!(
-                ros_args.is_none() || io == "ros2",
+                ros_args.is_none() || io == Some(RobotIo::Ros2),
                 "--ros-args (from ROS 2 launch) are read by the r2r adapter: use `--io ros2` in a build with `--features ros2` and ROS 2 sourced; the `dds` adapter takes its node name, namespace and topics from [ros] in the config"
             );
             let duration = duration.unwrap_or(1e7);
@@ -1053,9 +1070,22 @@ fn run(cli: Cli) -> Result<()> {
                 duration.is_finite() && duration > 0.0,
                 "--duration must be a positive number of seconds, got {duration}"
             );
-            let path = config;
             // Under ROS 2 (r2r) the node's parameters override config keys of the same names.
-            let (config, ros2_node) = load_run_config(&path, &io)?;
+            let (config, io, ros2_node) = load_run_config(&path, io)?;
+            let io = io.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no robot I/O: pass --io dds|ros2|sim or set [robot] io = \"dds\" (or \"ros2\") in the config; `reflex run` never drives the simulator unless told to",
+                    path.display()
+                )
+            })?;
+            if io == RobotIo::Sim {
+                eprintln!("reflex: driving the built-in simulator (--io sim), not a robot");
+            }
+            // Before anything starts: an adapter this build lacks is refused now.
+            anyhow::ensure!(
+                io != RobotIo::Dds || cfg!(feature = "dds"),
+                "--io dds: this reflex was built without the `dds` feature; build it with `cargo build --release --features reflex-runtime/dds`"
+            );
             // Before any thread starts: all but the RT thread keep off its CPU (inherited).
             if let Some(cpu) = config.runtime.cpu
                 && let Err(e) = reflex_runtime::rt::keep_off_cpu(cpu)
@@ -1147,6 +1177,8 @@ fn run(cli: Cli) -> Result<()> {
                 telemetry: Some(telemetry.clone()),
                 recorder: recorder.clone(),
                 cloud: config.cloud.clone(),
+                chunks: config.chunks,
+                arbitration: config.arbitration.clone(),
                 ..Default::default()
             };
             let _finish = FinishRecorder(recorder);
@@ -1169,8 +1201,8 @@ fn run(cli: Cli) -> Result<()> {
                 None => None,
             };
             let mut extra = serde_json::Map::new();
-            let result = match io.as_str() {
-                "sim" => reflex_runtime::realtime::run_realtime(
+            let result = match io {
+                RobotIo::Sim => reflex_runtime::realtime::run_realtime(
                     &config.safety,
                     &package,
                     &backend,
@@ -1179,11 +1211,10 @@ fn run(cli: Cli) -> Result<()> {
                     &options,
                     &port,
                 ),
-                "dds" => run_dds(&config, &package, &backend, &options, &port, &mut extra),
-                "ros2" => run_ros2(
+                RobotIo::Dds => run_dds(&config, &package, &backend, &options, &port, &mut extra),
+                RobotIo::Ros2 => run_ros2(
                     ros2_node, &config, &package, &backend, &options, &port, &mut extra,
                 ),
-                other => Err(anyhow::anyhow!("--io {other:?}: use sim, dds or ros2")),
             };
             stop.store(true, std::sync::atomic::Ordering::Release);
             let update_report = match updater {
@@ -1280,6 +1311,8 @@ fn run(cli: Cli) -> Result<()> {
                 telemetry: Some(telemetry.clone()),
                 recorder: recorder.clone(),
                 cloud,
+                chunks: config.chunks,
+                arbitration: config.arbitration.clone(),
                 ..Default::default()
             };
             let _finish = FinishRecorder(recorder);

@@ -4,7 +4,7 @@
 //!  sim thread (the "robot", 100 Hz) ── sensors ─► triple buffer ─► RT thread (ControlLoop::tick
 //!     ▲   └─ camera + state ─► triple buffer ─► inference worker      on absolute deadlines)
 //!     └──────────── command ◄─ triple buffer ◄───────────────────────────┘
-//!                  inference worker ─► ChunkChannel (bounded, recycled buffers) ─► RT thread
+//!                  inference worker ─► chunk rings (SPSC, recycled buffers) ─► RT thread
 //! ```
 //! The RT thread never blocks, locks or allocates after start-up; the watchdog (on the RT
 //! thread) turns N deadline misses in a row, or an inference worker silent past its deadline,
@@ -439,8 +439,8 @@ pub fn run_robot(
     let period_ns = rt_config.period_ns();
     let mut config = safety_config.clone();
     config.control_period_ms = rt_config.period_ms;
-    let channel = crate::simrun::chunk_channel(package);
-    let control = crate::simrun::control_loop(&config, package, options, channel.clone())?;
+    let (chunk_tx, chunk_rx) = crate::simrun::chunk_channel(package);
+    let control = crate::simrun::control_loop(&config, package, options, chunk_rx)?;
     let mut backend = OrtBackend::load(package, backend_config)?;
     backend.warm_up(3)?;
 
@@ -480,7 +480,7 @@ pub fn run_robot(
         let inference_tap = inference_tap.clone();
         let stop = stop.clone();
         let beat = worker_beat.clone();
-        let channel = channel.clone();
+        let chunk_tx = chunk_tx.clone();
         let obs_out = obs_out.clone();
         let manifest = manifest.clone();
         let port = port.clone();
@@ -538,11 +538,9 @@ pub fn run_robot(
                     }
                     if chunk.actions.iter().any(|a| !a.is_finite()) {
                         port.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
-                    } else if let Some(mut msg) = channel.free.pop() {
-                        msg.t_obs_ns = chunk.t_obs_ns;
-                        msg.actions.copy_from_slice(&chunk.actions);
-                        msg.generation = model_generation;
-                        let _ = channel.ready.push(msg);
+                    } else {
+                        // No free buffer (the loop is behind): dropped, never waited for.
+                        let _ = chunk_tx.try_send(chunk.t_obs_ns, &chunk.actions, model_generation);
                     }
                     beat.store(rt::now_ns(), Ordering::Release);
                 }

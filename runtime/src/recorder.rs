@@ -192,12 +192,16 @@ impl InferenceTap {
     }
 }
 
-/// The RT loop's end: copies into preallocated records; never allocates or blocks.
+/// The RT loop's end: copies into preallocated records; never allocates, locks or blocks. Its
+/// three hops are wait-free SPSC rings (`rtrb`): ticks and filled scan buffers to the recorder
+/// thread, empty scan buffers back.
 #[derive(Debug)]
 pub struct RecorderTap {
-    ticks: Arc<ArrayQueue<TickRecord>>,
-    scans_free: Arc<ArrayQueue<ScanRecord>>,
-    scans_ready: Arc<ArrayQueue<ScanRecord>>,
+    ticks: rtrb::Producer<TickRecord>,
+    scans_free: rtrb::Consumer<ScanRecord>,
+    scans_ready: rtrb::Producer<ScanRecord>,
+    /// A buffer the loop could not use (a scan longer than configured), kept for the next scan.
+    spare: Option<ScanRecord>,
     dropped: Arc<AtomicU64>,
     last_scan_stamp: u64,
     /// Set by the loop for the next record (deadline miss, inference fault).
@@ -218,7 +222,7 @@ impl RecorderTap {
             && scan.stamp.as_nanos() != self.last_scan_stamp
         {
             self.last_scan_stamp = scan.stamp.as_nanos();
-            match self.scans_free.pop() {
+            match self.spare.take().or_else(|| self.scans_free.pop().ok()) {
                 Some(mut buf) if buf.ranges.capacity() >= scan.ranges_m.len() => {
                     buf.stamp_ns = scan.stamp.as_nanos();
                     buf.angle_min_rad = scan.angle_min_rad;
@@ -233,7 +237,7 @@ impl RecorderTap {
                 }
                 Some(buf) => {
                     // Longer than configured: the layer refused it anyway; keep the buffer.
-                    let _ = self.scans_free.push(buf);
+                    self.spare = Some(buf);
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {
@@ -291,16 +295,23 @@ pub struct RecordingMeta {
 #[derive(Debug)]
 pub struct Recorder {
     config: RecorderConfig,
-    ticks: Arc<ArrayQueue<TickRecord>>,
-    scans_free: Arc<ArrayQueue<ScanRecord>>,
-    scans_ready: Arc<ArrayQueue<ScanRecord>>,
+    /// The RT ends of the tap's rings until the loop takes them.
+    tap_ends: std::sync::Mutex<Option<TapEnds>>,
     dropped: Arc<AtomicU64>,
     mark: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Inference records: several workers over a run (a restarted one takes over), none of them
+    /// the RT thread, so a bounded MPMC queue.
     inferences: Arc<ArrayQueue<InferenceRecord>>,
-    tap_taken: AtomicBool,
     meta: Arc<std::sync::Mutex<RecordingMeta>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
+}
+
+#[derive(Debug)]
+struct TapEnds {
+    ticks: rtrb::Producer<TickRecord>,
+    scans_free: rtrb::Consumer<ScanRecord>,
+    scans_ready: rtrb::Producer<ScanRecord>,
 }
 
 impl Recorder {
@@ -331,9 +342,11 @@ impl Recorder {
         let ticks_cap = ((2000.0 / period_ms) as usize).max(256) * 4;
         // The ring holds window + post (+1 s of older scans) at up to 50 Hz, plus 2 s in flight.
         let scans_cap = (((config.window_s + config.post_s + 3.0) * 50.0) as usize).max(64);
-        let scans_free = Arc::new(ArrayQueue::new(scans_cap));
+        let (ticks_tx, ticks_rx) = rtrb::RingBuffer::new(ticks_cap);
+        let (scans_ready_tx, scans_ready_rx) = rtrb::RingBuffer::new(scans_cap);
+        let (mut scans_free_tx, scans_free_rx) = rtrb::RingBuffer::new(scans_cap);
         for _ in 0..scans_cap {
-            let _ = scans_free.push(ScanRecord {
+            let _ = scans_free_tx.push(ScanRecord {
                 stamp_ns: 0,
                 angle_min_rad: 0.0,
                 angle_increment_rad: 0.0,
@@ -344,23 +357,24 @@ impl Recorder {
         }
         let rec = Arc::new(Self {
             config: config.clone(),
-            ticks: Arc::new(ArrayQueue::new(ticks_cap)),
-            scans_free,
-            scans_ready: Arc::new(ArrayQueue::new(scans_cap)),
+            tap_ends: std::sync::Mutex::new(Some(TapEnds {
+                ticks: ticks_tx,
+                scans_free: scans_free_rx,
+                scans_ready: scans_ready_tx,
+            })),
             dropped: Arc::new(AtomicU64::new(0)),
             mark: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             inferences: Arc::new(ArrayQueue::new(256)),
-            tap_taken: AtomicBool::new(false),
             meta: Arc::new(std::sync::Mutex::new(meta)),
             thread: std::sync::Mutex::new(None),
         });
         let worker = Worker {
             config,
             meta: rec.meta.clone(),
-            ticks: rec.ticks.clone(),
-            scans_free: rec.scans_free.clone(),
-            scans_ready: rec.scans_ready.clone(),
+            ticks: ticks_rx,
+            scans_free: scans_free_tx,
+            scans_ready: scans_ready_rx,
             dropped: rec.dropped.clone(),
             mark: rec.mark.clone(),
             stop: rec.stop.clone(),
@@ -384,19 +398,22 @@ impl Recorder {
     /// The RT loop's end (one per recorder), for the loop whose layer is `safety` (its exact
     /// config is attached to every recording).
     pub fn tap(&self, safety: &reflex_safety::Safety) -> Result<RecorderTap> {
-        anyhow::ensure!(
-            !self.tap_taken.swap(true, Ordering::AcqRel),
-            "the recorder has one RT tap; it is taken"
-        );
+        let ends = self
+            .tap_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .context("the recorder has one RT tap; it is taken")?;
         {
             let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
             meta.config_hash = safety.config_hash_hex();
             meta.safety_config_json = serde_json::to_vec(safety.config())?;
         }
         Ok(RecorderTap {
-            ticks: self.ticks.clone(),
-            scans_free: self.scans_free.clone(),
-            scans_ready: self.scans_ready.clone(),
+            ticks: ends.ticks,
+            scans_free: ends.scans_free,
+            scans_ready: ends.scans_ready,
+            spare: None,
             dropped: self.dropped.clone(),
             last_scan_stamp: 0,
             flags: 0,
@@ -443,9 +460,9 @@ struct Pending {
 struct Worker {
     config: RecorderConfig,
     meta: Arc<std::sync::Mutex<RecordingMeta>>,
-    ticks: Arc<ArrayQueue<TickRecord>>,
-    scans_free: Arc<ArrayQueue<ScanRecord>>,
-    scans_ready: Arc<ArrayQueue<ScanRecord>>,
+    ticks: rtrb::Consumer<TickRecord>,
+    scans_free: rtrb::Producer<ScanRecord>,
+    scans_ready: rtrb::Consumer<ScanRecord>,
     dropped: Arc<AtomicU64>,
     mark: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -464,7 +481,7 @@ impl Worker {
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             let mut progressed = false;
-            while let Some(s) = self.scans_ready.pop() {
+            while let Ok(s) = self.scans_ready.pop() {
                 self.scans.push_back(s);
                 progressed = true;
             }
@@ -472,7 +489,7 @@ impl Worker {
                 self.inference_ring.push_back(i);
                 progressed = true;
             }
-            while let Some(t) = self.ticks.pop() {
+            while let Ok(t) = self.ticks.pop() {
                 self.on_tick(t)?;
                 progressed = true;
             }

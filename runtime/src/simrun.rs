@@ -11,8 +11,8 @@ use reflex_safety::{
 };
 use serde::Serialize;
 
-use crate::chunks::{MergeStrategy, QueueConfig};
-use crate::control::{BaseAxis, ChunkChannel, ControlLoop};
+use crate::chunks::ChunksConfig;
+use crate::control::{BaseAxis, ChunkReceiver, ChunkSender, ControlLoop};
 use crate::sim::{MARKER_BLUE, MARKER_RED, Obstacle, Plant, Pose, Rng, SimCamera, SimLidar, World};
 
 /// A scenario: world, goal and instruction.
@@ -66,8 +66,10 @@ pub struct SimOptions {
     /// Simulated inference latency in lockstep mode (the chunk arrives this long after its
     /// observation), ms.
     pub inference_latency_ms: f64,
-    pub max_action_age_ms: f64,
-    pub strategy: MergeStrategy,
+    /// `[chunks]` of the config the run uses.
+    pub chunks: ChunksConfig,
+    /// `[arbitration]` of the config the run uses.
+    pub arbitration: crate::arbiter::ArbiterConfig,
     /// Stop feeding chunks after this many seconds (a dead inference worker), for tests.
     pub kill_inference_at_s: Option<f64>,
     /// Real-time runs: the first inference worker crashes (its thread ends with an error) at
@@ -91,8 +93,8 @@ impl Default for SimOptions {
             period_ms: 10.0,
             seed: 1,
             inference_latency_ms: 40.0,
-            max_action_age_ms: 200.0,
-            strategy: MergeStrategy::Crossfade,
+            chunks: ChunksConfig::default(),
+            arbitration: Default::default(),
             kill_inference_at_s: None,
             crash_inference_at_s: None,
             inboxes: None,
@@ -166,31 +168,27 @@ pub struct SimTick {
 }
 
 /// The chunk hand-off for `package`'s chunk size.
-pub fn chunk_channel(package: &PolicyPackage) -> ChunkChannel {
+pub fn chunk_channel(package: &PolicyPackage) -> (ChunkSender, ChunkReceiver) {
     let m = &package.manifest;
-    ChunkChannel::new(4, m.horizon_steps() * m.action_space.len())
+    crate::control::chunk_channel(4, m.horizon_steps() * m.action_space.len())
 }
 
-/// The control loop for `package` under `config` (queue timing from the policy, strategy and
-/// action age from `options`).
+/// The control loop for `package` under `config` (queue timing from the policy, `[chunks]` and
+/// `[arbitration]` from `options`).
 pub fn control_loop(
     config: &SafetyConfig,
     package: &PolicyPackage,
     options: &SimOptions,
-    channel: ChunkChannel,
+    channel: ChunkReceiver,
 ) -> Result<ControlLoop> {
     let m = &package.manifest;
     let control = ControlLoop::new(
         reflex_safety::Safety::new(config.clone())?,
-        QueueConfig {
-            dims: m.action_space.len(),
-            horizon: m.horizon_steps(),
-            step_ns: (1e9 / m.control_rate_hz).round() as u64,
-            strategy: options.strategy,
-            crossfade_steps: 5,
-            ensemble_decay: 0.5,
-            max_action_age_ns: (options.max_action_age_ms * 1e6).round() as u64,
-        },
+        options.chunks.queue(
+            m.action_space.len(),
+            m.horizon_steps(),
+            (1e9 / m.control_rate_hz).round() as u64,
+        ),
         &base_axes(package),
         channel,
     );
@@ -201,10 +199,9 @@ pub fn control_loop(
     if let Some(recorder) = &options.recorder {
         control.recorder = Some(recorder.tap(&control.safety)?);
     }
-    Ok(match &options.inboxes {
-        Some(inboxes) => control.with_inboxes(inboxes.clone()),
-        None => control,
-    })
+    control
+        .with_arbiter(&options.arbitration, options.inboxes.as_ref())
+        .map_err(anyhow::Error::msg)
 }
 
 /// Base axes driven by the policy's action dimensions.
@@ -273,8 +270,8 @@ pub fn run_lockstep_with_faults(
     let period_ns = (options.period_ms * 1e6).round() as u64;
     let mut config = safety_config.clone();
     config.control_period_ms = options.period_ms;
-    let channel = chunk_channel(package);
-    let mut control = control_loop(&config, package, options, channel.clone())?;
+    let (chunk_tx, chunk_rx) = chunk_channel(package);
+    let mut control = control_loop(&config, package, options, chunk_rx)?;
     let inference_tap = options.recorder.as_ref().map(|r| r.inference_tap());
     let mut robot = Robot::new(&config, &scenario, options.seed)?;
     let mut ranges = vec![f32::INFINITY; robot.lidar.beams];
@@ -318,11 +315,8 @@ pub fn run_lockstep_with_faults(
             && arrival <= now
             && !fault.inference_hung
         {
-            if let Some(mut msg) = channel.free.pop() {
-                msg.t_obs_ns = chunk.t_obs_ns;
-                msg.actions.copy_from_slice(&chunk.actions);
-                let _ = channel.ready.push(msg);
-            }
+            // No free buffer: the chunk is dropped, as in a real run.
+            let _ = chunk_tx.try_send(chunk.t_obs_ns, &chunk.actions, 0);
             pending = None;
         }
         let mut estop = [EstopReport::Clear(Monotonic::from_nanos(now)); EstopSource::COUNT];

@@ -403,3 +403,72 @@ fn pack_keygen_sign_verify_an_artifact() {
     let out = reflex(&["keygen", "--out", prefix.to_str().unwrap()]);
     assert!(!out.status.success() && text(&out).contains("never overwritten"));
 }
+
+#[test]
+fn run_refuses_to_start_without_an_explicit_robot_io() {
+    // No --io and no [robot] io: refused before anything starts (it used to drive the simulator).
+    for config in ["launch/mobile_base.toml", "launch/arm.toml"] {
+        let out = reflex(&[
+            "run",
+            "--config",
+            config,
+            "--policy",
+            "models/demo/reflex-demo-vla",
+            "--duration",
+            "1",
+        ]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{config}: {t}");
+        assert!(
+            t.contains("no robot I/O") && t.contains("--io") && t.contains("[robot] io"),
+            "{config}: {t}"
+        );
+        assert!(!t.contains("\"ticks\""), "{config}: it ran: {t}");
+    }
+    let out = reflex(&[
+        "run",
+        "--config",
+        "launch/mobile_base.toml",
+        "--io",
+        "simulator",
+    ]);
+    assert!(text(&out).contains("--io \"simulator\": use dds, ros2 or sim"));
+}
+
+#[test]
+fn the_systemd_unit_names_a_robot_io_and_never_the_simulator() {
+    // launch/reflex.service exactly as shipped: its ExecStart, with the config path pointed at
+    // this checkout. This build has no `dds` feature, so it must stop with that error (the dds
+    // interop test drives a Cyclone DDS robot with the same arguments in a `dds` build).
+    let unit = std::fs::read_to_string(repo().join("launch/reflex.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart in reflex.service");
+    let mut args: Vec<String> = exec.split_whitespace().skip(1).map(String::from).collect();
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{exec}");
+    let io = args
+        .iter()
+        .position(|a| a == "--io")
+        .expect("--io in ExecStart");
+    assert!(
+        matches!(args[io + 1].as_str(), "dds" | "ros2"),
+        "the unit drives {:?}",
+        args[io + 1]
+    );
+    let c = args.iter().position(|a| a == "--config").unwrap();
+    let shipped = std::path::Path::new(&args[c + 1])
+        .file_name()
+        .unwrap()
+        .to_owned();
+    args[c + 1] = repo()
+        .join("launch")
+        .join(shipped)
+        .to_string_lossy()
+        .into_owned();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = reflex(&refs);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("built without the `dds` feature"), "{t}");
+}

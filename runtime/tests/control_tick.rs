@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use reflex_runtime::chunks::{MergeStrategy, QueueConfig};
 use reflex_runtime::config::ReflexConfig;
-use reflex_runtime::control::{BaseAxis, ChunkChannel, ControlLoop};
+use reflex_runtime::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan};
 
 struct Counting;
@@ -49,10 +49,10 @@ static GLOBAL: Counting = Counting;
 const PERIOD: u64 = 10_000_000;
 const BEAMS: usize = 720;
 
-fn control() -> (ControlLoop, ChunkChannel) {
+fn control() -> (ControlLoop, ChunkSender) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/reflex.example.toml");
     let config = ReflexConfig::load(&path).unwrap();
-    let channel = ChunkChannel::new(4, 20 * 3);
+    let (channel, chunk_rx) = chunk_channel(4, 20 * 3);
     let control = ControlLoop::new(
         Safety::new(config.safety).unwrap(),
         QueueConfig {
@@ -65,18 +65,17 @@ fn control() -> (ControlLoop, ChunkChannel) {
             max_action_age_ns: 200_000_000,
         },
         &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
-        channel.clone(),
+        chunk_rx,
     );
     (control, channel)
 }
 
-fn send_chunk(channel: &ChunkChannel, t_obs_ns: u64, vx: f32) {
-    let mut msg = channel.free.pop().expect("a free buffer");
-    msg.t_obs_ns = t_obs_ns;
-    for step in msg.actions.chunks_mut(3) {
+fn send_chunk(channel: &ChunkSender, t_obs_ns: u64, vx: f32) {
+    let mut actions = [0.0f32; 20 * 3];
+    for step in actions.chunks_mut(3) {
         step.copy_from_slice(&[vx, 0.0, 0.0]);
     }
-    channel.ready.push(msg).expect("room");
+    assert!(channel.try_send(t_obs_ns, &actions, 0), "a free buffer");
 }
 
 fn inputs(now: u64, ranges: &[f32]) -> SafetyInputs<'_> {
@@ -137,7 +136,7 @@ fn ten_thousand_ticks_feeding_metrics_and_the_flight_recorder_do_not_allocate() 
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn steady_ticks_do_not_allocate(mut control: ControlLoop, channel: ChunkChannel) {
+fn steady_ticks_do_not_allocate(mut control: ControlLoop, channel: ChunkSender) {
     let mut ranges = vec![f32::INFINITY; BEAMS];
     let mut now = 1_000_000_000u64;
     // Warm up (first merges, scan geometry cache).

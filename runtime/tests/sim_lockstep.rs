@@ -66,3 +66,33 @@ fn a_dead_inference_worker_stops_the_robot_within_the_action_age_limit() {
     // Then the safety layer brakes it to zero (1.5 m/s² from ≤ 0.6 m/s: < 0.5 s).
     assert!(moving_after < 12.0 + 0.21 + 0.5, "{moving_after}");
 }
+
+#[test]
+fn the_configs_max_action_age_bounds_what_runs_after_inference_dies() {
+    // `[chunks] max_action_age_ms` from the config, not a simulator default: 80 ms here.
+    let (_, package, backend) = setup();
+    let text = std::fs::read_to_string(common::repo().join("launch/reflex.example.toml")).unwrap()
+        + "\n[chunks]\nmax_action_age_ms = 80.0\n";
+    let config = reflex_runtime::config::ReflexConfig::parse(&text).unwrap();
+    let options = SimOptions {
+        duration_s: 13.0,
+        kill_inference_at_s: Some(12.0),
+        chunks: config.chunks,
+        arbitration: config.arbitration.clone(),
+        ..SimOptions::default()
+    };
+    let s = run_lockstep(
+        &config.safety,
+        &package,
+        &backend,
+        default_scenario(3),
+        &options,
+        &mut |_| {},
+    )
+    .unwrap();
+    let stopped = s
+        .stopped_after_kill_s
+        .expect("the loop must stop proposing motion");
+    // 80 ms + one tick; the 200 ms default would fail this.
+    assert!(stopped <= 0.08 + 0.01 + 1e-9, "{stopped}");
+}

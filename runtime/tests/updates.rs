@@ -110,6 +110,8 @@ impl Bench {
         self.reflex()
             .args([
                 "run",
+                "--io",
+                "sim",
                 "--config",
                 self.config.to_str().unwrap(),
                 "--duration",
@@ -344,7 +346,13 @@ fn sigkill_in_every_activation_state_leaves_exactly_one_consistent_version() {
         bench.publish(&version, |_| {});
         let mut child = bench
             .reflex()
-            .args(["run", "--config", bench.config.to_str().unwrap()])
+            .args([
+                "run",
+                "--io",
+                "sim",
+                "--config",
+                bench.config.to_str().unwrap(),
+            ])
             .env("REFLEX_TEST_PAUSE_AT", step)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
