@@ -6,7 +6,7 @@
   the schema does not have (ROS's own `use_sim_time` maps to `ros.use_sim_time`);
 - reflex.launch.py (parsed with `ast`) and reflex.launch.xml (ElementTree) declare the same
   arguments, start `reflex run --config …`, set only parameters that exist, and remap only
-  topics Reflex has (defaults read from runtime/src/port.rs).
+  topics Reflex has (defaults read from runtime/ros/src/port.rs).
 
     .venv/bin/python launch/check_launch_files.py --reflex target/debug/reflex
     ... --inject-bad-key   # negative control: must fail
@@ -69,7 +69,7 @@ def check_config(reflex, config, params):
 
 
 def reflex_topics():
-    src = (REPO / "runtime/src/port.rs").read_text()
+    src = (REPO / "runtime/ros/src/port.rs").read_text()
     block = src[src.index("impl Default for Topics") :]
     block = block[: block.index("\n}\n")]
     return set(re.findall(r'"(/[^"]+)"\.into\(\)', block))
@@ -135,7 +135,7 @@ def main():
     a = ap.parse_args()
     topics = reflex_topics()
     if len(topics) < 8:
-        fail(f"could not read the topic defaults from runtime/src/port.rs: {topics}")
+        fail(f"could not read the topic defaults from runtime/ros/src/port.rs: {topics}")
     checked = 0
     for params_file in sorted((LAUNCH / "params").glob("*.yaml")):
         config = LAUNCH / f"{params_file.stem}.toml"

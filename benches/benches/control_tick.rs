@@ -26,7 +26,7 @@ fn control_tick(c: &mut Criterion) {
 fn control_tick_recording(c: &mut Criterion) {
     let mut bench = LoopBench::new().expect("example config");
     let dir = std::env::temp_dir().join(format!("reflex-bench-rec-{}", std::process::id()));
-    let recorder = reflex_runtime::recorder::Recorder::start(
+    let recorder = reflex_telemetry::recorder::Recorder::start(
         toml::from_str(&format!(
             "dir = {:?}\ntriggers = []",
             dir.display().to_string()

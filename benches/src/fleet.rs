@@ -20,14 +20,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use reflex_models::oci::{self, Layout};
-use reflex_models::registry::{self, RegistryOptions};
-use reflex_models::testing::TestRegistry;
-use reflex_models::{
-    ActionChunk, BackendConfig, Observation, OrtBackend, PolicyBackend, PolicyPackage,
-};
-use reflex_runtime::realtime::{SwapPort, SwapWhen};
-use reflex_runtime::updates::{self, Updater, UpdatesConfig};
+use reflex_policy::{BackendConfig, OrtBackend, PolicyBackend, PolicyPackage};
+use reflex_registry::oci::{self, Layout};
+use reflex_registry::registry::{self, RegistryOptions};
+use reflex_registry::testing::TestRegistry;
+use reflex_runner::swap::{SwapPort, SwapWhen};
+use reflex_runner::updates::{self, Updater, UpdatesConfig};
 use serde::Serialize;
 
 fn repo() -> PathBuf {
@@ -66,7 +64,7 @@ impl Body {
     fn spawn(
         port: Arc<SwapPort>,
         backend: OrtBackend,
-        manifest: reflex_models::PolicyManifest,
+        manifest: reflex_policy::PolicyManifest,
         digests: Arc<BTreeMap<String, u8>>,
         stop: Arc<AtomicBool>,
     ) -> Result<(Self, std::thread::JoinHandle<Result<()>>)> {
@@ -80,14 +78,14 @@ impl Body {
             .name("fleet-body".into())
             .stack_size(256 << 10)
             .spawn(move || -> Result<()> {
-                let mut backend = backend;
+                let mut backend: Box<dyn PolicyBackend> = Box::new(backend);
                 let mut generation = 0u32;
-                let mut obs = Observation::for_manifest(&manifest);
-                let mut chunk = ActionChunk::for_manifest(&manifest);
-                let version_of = |b: &OrtBackend| -> u8 {
+                let mut obs = manifest.observation();
+                let mut chunk = manifest.action_chunk();
+                let version_of = |b: &dyn PolicyBackend| -> u8 {
                     *digests.get(&b.describe().model_digest).unwrap_or(&0)
                 };
-                let v = version_of(&backend);
+                let v = version_of(&*backend);
                 running.store(v, Ordering::Release);
                 if v == 0 {
                     foreign.store(true, Ordering::Release);
@@ -99,7 +97,7 @@ impl Body {
                     if let Some((g, next)) = port.take_candidate() {
                         backend = next;
                         generation = g;
-                        let v = version_of(&backend);
+                        let v = version_of(&*backend);
                         running.store(v, Ordering::Release);
                         if v == 0 {
                             foreign.store(true, Ordering::Release);
@@ -111,22 +109,27 @@ impl Body {
                         *s = 0.1 + 0.01 * i as f32;
                     }
                     obs.state[0] = if k % 2 == 1 { 1.0 } else { 12.0 };
-                    obs.t_obs_ns = reflex_runtime::rt::now_ns();
+                    obs.t_obs_ns = reflex_rt::ticker::now_ns();
                     let t0 = Instant::now();
                     // The backend refuses a NaN/inf output (an error): like a non-finite chunk,
                     // it never reaches the loop, and the health window counts it.
                     let ok = backend.infer(&obs, &mut chunk).is_ok();
                     let took = t0.elapsed().as_nanos() as u64;
-                    port.inferences.fetch_add(1, Ordering::Relaxed);
-                    port.inference_max_ns.fetch_max(took, Ordering::Relaxed);
-                    port.ticks.fetch_add(1, Ordering::Relaxed);
+                    port.status.inferences.fetch_add(1, Ordering::Relaxed);
+                    port.status
+                        .inference_max_ns
+                        .fetch_max(took, Ordering::Relaxed);
+                    port.status.ticks.fetch_add(1, Ordering::Relaxed);
                     if !ok || chunk.actions.iter().any(|a| !a.is_finite()) {
                         // Dropped: it never reaches the loop.
-                        port.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
-                    } else if port.loop_generation.load(Ordering::Acquire) != generation {
-                        port.generation_since_ns
-                            .store(reflex_runtime::rt::now_ns(), Ordering::Release);
-                        port.loop_generation.store(generation, Ordering::Release);
+                        port.status.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
+                    } else if port.status.loop_generation.load(Ordering::Acquire) != generation {
+                        port.status
+                            .generation_since_ns
+                            .store(reflex_rt::ticker::now_ns(), Ordering::Release);
+                        port.status
+                            .loop_generation
+                            .store(generation, Ordering::Release);
                     }
                 }
                 Ok(())
@@ -352,14 +355,14 @@ pub fn fleet_bench(o: &FleetOptions) -> Result<FleetResult> {
         ort_library: Some(crate::infer::ort_library()?),
         ..BackendConfig::default()
     };
-    reflex_models::load_onnx_runtime(backend.ort_library.as_deref())?;
+    reflex_policy::load_onnx_runtime(backend.ort_library.as_deref())?;
 
     // Three signed versions in one layout: v1, v2 (good), v3 (the trap).
     let tiny = repo().join("models/demo/tiny-mlp");
-    let v1 = reflex_models::derive_package(&tiny, &o.work.join("v1"), "1.0.0", o.model_pad_bytes)?;
+    let v1 = reflex_policy::derive_package(&tiny, &o.work.join("v1"), "1.0.0", o.model_pad_bytes)?;
     let v2 =
-        reflex_models::derive_package(&tiny, &o.work.join("v2"), "2.0.0", o.model_pad_bytes + 1)?;
-    let v3 = reflex_models::derive_package(
+        reflex_policy::derive_package(&tiny, &o.work.join("v2"), "2.0.0", o.model_pad_bytes + 1)?;
+    let v3 = reflex_policy::derive_package(
         &o.trap_package,
         &o.work.join("v3"),
         "3.0.0",

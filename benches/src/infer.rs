@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ort::session::Session;
 use ort::value::TensorRef;
-use reflex_models::{
-    ActionChunk, BackendConfig, ImageData, InputRole, Observation, OrtBackend, PolicyBackend,
-    PolicyPackage,
+use reflex_policy::{
+    ActionChunk, BackendConfig, ImageData, InputRole, Observation, OrtBackend, PolicyPackage,
 };
 
 /// The demo packages, relative to the repository.
@@ -31,7 +30,7 @@ pub fn ort_library() -> Result<PathBuf> {
         path.is_file(),
         "ONNX Runtime not found at {}; {}",
         path.display(),
-        reflex_models::ORT_SETUP_HINT
+        reflex_policy::ORT_SETUP_HINT
     );
     Ok(path)
 }
@@ -57,14 +56,14 @@ impl InferBench {
             ..BackendConfig::default()
         };
         let backend = OrtBackend::load(&package, &config)?;
-        let env = reflex_models::ort_environment().context("ONNX Runtime loaded")?;
+        let env = reflex_policy::ort_environment().context("ONNX Runtime loaded")?;
         let bare = Session::builder(env)?
             .with_intra_threads(1)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_inter_threads(1)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .commit_from_file(package.onnx_path())?;
-        let mut obs = Observation::for_manifest(&package.manifest);
+        let mut obs = package.manifest.observation();
         if let Some(ImageData::U8(img)) = obs.image.as_mut() {
             for (i, p) in img.iter_mut().enumerate() {
                 *p = (i * 31 % 251) as u8;
@@ -76,7 +75,7 @@ impl InferBench {
         for (i, s) in obs.state.iter_mut().enumerate() {
             *s = 0.1 * i as f32;
         }
-        let chunk = ActionChunk::for_manifest(&package.manifest);
+        let chunk = package.manifest.action_chunk();
         let state_normalized = obs.state.clone();
         Ok(Self {
             name,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
-use reflex_runtime::chunks::{MergeStrategy, QueueConfig};
-use reflex_runtime::config::ReflexConfig;
-use reflex_runtime::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
+use reflex_rt::chunks::{MergeStrategy, QueueConfig};
+use reflex_rt::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
+use reflex_runner::config::ReflexConfig;
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan, Verdict};
 
 pub const BEAMS: usize = 720;
@@ -89,7 +89,7 @@ pub fn spawn_feeder(channel: ChunkSender, stop: Arc<AtomicBool>) -> std::thread:
         while !stop.load(Ordering::Acquire) {
             LoopBench::feed(
                 &channel,
-                reflex_runtime::rt::now_ns().saturating_sub(30_000_000),
+                reflex_rt::ticker::now_ns().saturating_sub(30_000_000),
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

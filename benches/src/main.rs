@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use reflex_benches::infer::{InferBench, MODELS};
 use reflex_benches::looping::{LoopBench, spawn_feeder};
 use reflex_benches::{SafetyBench, ScanCase, Tail};
-use reflex_runtime::rt::{self, OverrunPolicy, RtConfig, Ticker};
+use reflex_rt::ticker::{self as rt, OverrunPolicy, RtConfig, Ticker};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use reflex_models::oci::{self, Layout};
-use reflex_models::registry::{self, RegistryOptions, Trust};
-use reflex_models::store::Store;
-use reflex_models::testing::TestRegistry;
-use reflex_models::{BackendConfig, OrtBackend, PolicyBackend, PolicyPackage};
-use reflex_runtime::config::ReflexConfig;
-use reflex_runtime::realtime::{SwapPort, SwapWhen, hand_over, run_realtime};
-use reflex_runtime::simrun::{SimOptions, default_scenario};
+use reflex_policy::{BackendConfig, OrtBackend, PolicyPackage};
+use reflex_registry::oci::{self, Layout};
+use reflex_registry::registry::{self, RegistryOptions, Trust};
+use reflex_registry::store::Store;
+use reflex_registry::testing::TestRegistry;
+use reflex_runner::config::ReflexConfig;
+use reflex_runner::swap::{SwapPort, SwapWhen, hand_over};
+use reflex_sim::lockstep::{SimOptions, default_scenario};
+use reflex_sim::run_realtime;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -47,7 +48,7 @@ pub fn pull_bench(work: &Path, mb: u64, runs: usize) -> Result<PullResult> {
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
     let registry = TestRegistry::start(work);
-    let package = reflex_models::derive_package(
+    let package = reflex_policy::derive_package(
         &repo().join("models/demo/reflex-demo-vla"),
         &work.join("package"),
         "9.0.0",
@@ -65,7 +66,7 @@ pub fn pull_bench(work: &Path, mb: u64, runs: usize) -> Result<PullResult> {
     let sha256_mb_per_s = {
         let bytes = std::fs::read(package.onnx_path())?;
         let t = Instant::now();
-        std::hint::black_box(reflex_models::sha256_bytes(&bytes));
+        std::hint::black_box(reflex_policy::sha256_bytes(&bytes));
         bytes.len() as f64 / 1e6 / t.elapsed().as_secs_f64()
     };
     let mut rows = Vec::new();
@@ -143,7 +144,7 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
     let off_rt_cpu = config.runtime.cpu;
     let a = PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla"))?;
     let b_dir = std::env::temp_dir().join(format!("reflex-swap-bench-{}", std::process::id()));
-    let b = reflex_models::derive_package(&a.dir, &b_dir, "0.2.0", 0)?;
+    let b = reflex_policy::derive_package(&a.dir, &b_dir, "0.2.0", 0)?;
     let backend = BackendConfig {
         ort_library: Some(crate::infer::ort_library()?),
         ..BackendConfig::default()
@@ -155,7 +156,7 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
         let packages = [a.clone(), b.clone()];
         std::thread::spawn(move || -> Result<Vec<f64>> {
             if let Some(cpu) = off_rt_cpu {
-                reflex_runtime::rt::keep_off_cpu(cpu).map_err(anyhow::Error::msg)?;
+                reflex_rt::ticker::keep_off_cpu(cpu).map_err(anyhow::Error::msg)?;
             }
             let mut firsts = Vec::new();
             let mut generation = 0u32;
@@ -166,7 +167,7 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
                 let package = &packages[generation as usize % 2];
                 let mut model = OrtBackend::load(package, &backend)?;
                 model.warm_up(3)?;
-                match hand_over(&port, generation, model, package, &stop) {
+                match hand_over(&port, generation, Box::new(model), package, &stop) {
                     Ok(ms) => firsts.push(ms),
                     Err(_) if stop.load(Ordering::Acquire) => break,
                     Err(e) => return Err(e),
@@ -204,20 +205,20 @@ pub fn swap_bench(seconds: f64, every_s: f64) -> Result<SwapRow> {
     Ok(SwapRow {
         swaps: firsts.len(),
         seconds,
-        ticks: summary.ticks,
-        deadline_misses: summary.deadline_misses,
+        ticks: summary.run.ticks,
+        deadline_misses: summary.run.deadline_misses,
         lateness_p50_us: report.lateness_p50_us,
         lateness_p99_us: report.lateness_p99_us,
         lateness_p999_us: report.lateness_p999_us,
         lateness_max_us: report.lateness_max_us,
-        tick_p50_us: summary.tick_p50_us,
-        tick_p99_us: summary.tick_p99_us,
-        tick_p999_us: summary.tick_p999_us,
-        tick_max_us: summary.tick_max_us,
+        tick_p50_us: summary.run.tick_p50_us,
+        tick_p99_us: summary.run.tick_p99_us,
+        tick_p999_us: summary.run.tick_p999_us,
+        tick_max_us: summary.run.tick_max_us,
         swap_ticks: report.swap_ticks,
         swap_tick_max_us: report.swap_tick_max_us,
         tick_p999_without_swaps_us: report.tick_p999_without_swaps_us,
-        ticks_without_action: summary.ticks_without_action,
+        ticks_without_action: summary.run.ticks_without_action,
         first_action_p50_ms: firsts.get(firsts.len() / 2).copied().unwrap_or(0.0),
         first_action_max_ms: firsts.last().copied().unwrap_or(0.0),
     })

@@ -22,11 +22,12 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use reflex_models::Observation;
-use reflex_runtime::arbiter::{Inboxes, OperatorCommand};
-use reflex_runtime::realtime::{CommandFrame, RobotIo, SensorFrame, SwapPort};
-use reflex_runtime::sim::Pose;
+use reflex_core::{CommandFrame, RobotIo, SensorFrame};
+use reflex_policy::Observation;
+use reflex_rt::arbiter::{Inboxes, OperatorCommand};
+use reflex_runner::swap::SwapPort;
 use reflex_safety::{EstopReport, SafetyConfig, Twist};
+use reflex_sim::world::Pose;
 
 use crate::scenario::{EventKind, EventSpec, ObstacleSpec, Policy, RunReport, Scenario};
 
@@ -178,7 +179,7 @@ impl<'a> HardwareRobot<'a> {
             lidar_nan: false,
             camera_stopped: false,
             held: None,
-            footprint: reflex_runtime::sim::footprint_polygon(base),
+            footprint: reflex_sim::world::footprint_polygon(base),
             mount,
             was_pressed: false,
             last_reset_seq: 0,
@@ -415,7 +416,7 @@ impl RobotIo for HardwareRobot<'_> {
         }
         let speed_mps = match frame.odom {
             Some(v) => v.vx_mps.hypot(v.vy_mps),
-            None if command.power_enabled => command.base.vx_mps.hypot(command.base.vy_mps),
+            None if command.drive_enabled => command.base.vx_mps.hypot(command.base.vy_mps),
             None => 0.0,
         };
         self.trace.push(HardwareTick {
@@ -425,10 +426,6 @@ impl RobotIo for HardwareRobot<'_> {
             estop_pressed: pressed,
         });
         fresh && !self.camera_stopped
-    }
-
-    fn finish(&self, summary: &mut reflex_runtime::simrun::SimSummary) {
-        self.inner.finish(summary);
     }
 }
 
@@ -456,7 +453,7 @@ pub fn options(
     scenario: &Scenario,
     period_ms: f64,
     inboxes: &Inboxes,
-) -> reflex_runtime::simrun::SimOptions {
+) -> reflex_sim::lockstep::SimOptions {
     let first = |kind: EventKind| {
         scenario
             .events
@@ -465,7 +462,7 @@ pub fn options(
             .map(|e| e.at_s)
             .reduce(f64::min)
     };
-    reflex_runtime::simrun::SimOptions {
+    reflex_sim::lockstep::SimOptions {
         duration_s: scenario.duration_s,
         period_ms,
         seed: scenario.seed,
@@ -480,9 +477,9 @@ pub fn options(
 /// (events at their observed times) to check it against.
 pub fn run(
     scenario: &Scenario,
-    config: &reflex_runtime::config::ReflexConfig,
-    package: &reflex_models::PolicyPackage,
-    backend: &reflex_models::BackendConfig,
+    config: &reflex_runner::config::ReflexConfig,
+    package: &reflex_policy::PolicyPackage,
+    backend: &reflex_policy::BackendConfig,
     robot: &mut dyn RobotIo,
     out: Box<dyn Write + Send + '_>,
     wait_for_setup: &mut dyn FnMut() -> Result<()>,
@@ -495,7 +492,7 @@ pub fn run(
     hw.say("START");
     let port = Arc::new(SwapPort::default());
     let hog = crate::scenario::CpuHog::start(scenario);
-    let result = reflex_runtime::realtime::run_robot(
+    let result = reflex_sim::run_with_faults(
         &config.safety,
         package,
         backend,

@@ -2,7 +2,7 @@
 //! real robot tomorrow.
 //!
 //! Today: randomized pedestrian/obstacle encounters in closed loop with the built-in simulator
-//! ([`reflex_runtime::sim::Lockstep`]), including an adversarial policy that drives straight at
+//! ([`reflex_sim::world::Lockstep`]), including an adversarial policy that drives straight at
 //! obstacles at full speed, and scenarios as data ([`scenario`], `hil-tests/scenarios/*.toml`:
 //! world, scripted policy, E-stop / lidar fault events, assertions) on the safety layer. The
 //! policy-in-the-loop faults (inference hangs, camera loss, CPU hogs) run the demo VLA; cloud
@@ -31,12 +31,12 @@ pub mod scenario;
 /// The demo robot's config file (`launch/reflex.example.toml`).
 pub const DEMO_CONFIG: &str = include_str!("../../launch/reflex.example.toml");
 
-use reflex_runtime::sim::{Lockstep, Obstacle, Rng, Shape, World};
 use reflex_safety::{SafetyConfig, Twist};
+use reflex_sim::world::{Lockstep, Obstacle, Rng, Shape, World};
 
 /// The demo robot's safety config (launch/reflex.example.toml).
 pub fn demo_safety_config() -> SafetyConfig {
-    reflex_runtime::config::ReflexConfig::parse(DEMO_CONFIG)
+    reflex_runner::config::ReflexConfig::parse(DEMO_CONFIG)
         .expect("launch/reflex.example.toml is valid")
         .safety
 }
@@ -228,7 +228,7 @@ const TOWARD_MPS: f64 = 0.01;
 /// moving away), from the base's body velocity and rotation.
 fn approach_speed(
     footprint_world: &[[f64; 2]],
-    record: &reflex_runtime::sim::TickRecord,
+    record: &reflex_sim::world::TickRecord,
     obstacle: [f64; 2],
 ) -> f64 {
     let n = footprint_world.len();

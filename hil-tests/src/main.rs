@@ -119,15 +119,15 @@ fn real_main() -> Result<()> {
         } => {
             let s = Scenario::load(&scenario)?;
             reflex_hil::hardware::check_supported(&s)?;
-            let config = reflex_runtime::config::ReflexConfig::load(&config)?;
+            let config = reflex_runner::config::ReflexConfig::load(&config)?;
             let package_dir = policy.unwrap_or_else(|| repo().join("models/demo/reflex-demo-vla"));
-            let package = reflex_models::PolicyPackage::open(&package_dir)?;
-            let backend = reflex_models::BackendConfig {
+            let package = reflex_policy::PolicyPackage::open(&package_dir)?;
+            let backend = reflex_policy::BackendConfig {
                 ort_library: config
                     .models
                     .ort_library
                     .clone()
-                    .or_else(|| Some(reflex_models::ort_library_or_venv(&repo()))),
+                    .or_else(|| Some(reflex_policy::ort_library_or_venv(&repo()))),
                 ..config.models.clone()
             };
             let mut wait: Box<dyn FnMut() -> Result<()>> = match operator.as_str() {
@@ -192,9 +192,9 @@ fn print_failures(checks: &[Check]) {
 #[allow(unused_variables)]
 fn robot(
     io: &str,
-    config: &reflex_runtime::config::ReflexConfig,
-    package: &reflex_models::PolicyPackage,
-) -> Result<Box<dyn reflex_runtime::realtime::RobotIo>> {
+    config: &reflex_runner::config::ReflexConfig,
+    package: &reflex_policy::PolicyPackage,
+) -> Result<Box<dyn reflex_core::RobotIo>> {
     let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
     let joints: Vec<String> = config
         .safety
@@ -202,15 +202,15 @@ fn robot(
         .as_ref()
         .map(|a| a.joints.iter().map(|j| j.name.clone()).collect())
         .unwrap_or_default();
-    let port = std::sync::Arc::new(reflex_runtime::realtime::SwapPort::default());
+    let status = std::sync::Arc::new(reflex_core::LoopStatus::default());
     match io {
         #[cfg(feature = "dds")]
-        "dds" => Ok(Box::new(reflex_runtime::dds::DdsRobot::new(
+        "dds" => Ok(Box::new(reflex_ros::dds::DdsRobot::new(
             &config.ros,
             beams,
             joints,
             &package.manifest,
-            port,
+            status,
         )?)),
         #[cfg(not(feature = "dds"))]
         "dds" => anyhow::bail!(
@@ -219,14 +219,14 @@ fn robot(
         ),
         #[cfg(feature = "ros2")]
         "ros2" => {
-            let (node, _) = reflex_runtime::ros2::node_and_overrides(&config.ros)?;
-            Ok(Box::new(reflex_runtime::ros2::Ros2Robot::new(
+            let (node, _) = reflex_ros::ros2::node_and_overrides(&config.ros)?;
+            Ok(Box::new(reflex_ros::ros2::Ros2Robot::new(
                 node,
                 &config.ros,
                 beams,
                 joints,
                 &package.manifest,
-                port,
+                status,
             )?))
         }
         #[cfg(not(feature = "ros2"))]

@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use reflex_runtime::sim::{Lockstep, Obstacle, World};
 use reflex_safety::{SafetyConfig, Twist};
+use reflex_sim::world::{Lockstep, Obstacle, World};
 use serde::Deserialize;
 
 /// One scenario file.
@@ -57,7 +57,7 @@ pub struct Scenario {
     pub cloud: Option<CloudStream>,
     /// `[arbitration]` (default: operator > cloud > local policy, cloud commands ≤ 300 ms old).
     #[serde(default)]
-    pub arbitration: reflex_runtime::arbiter::ArbiterConfig,
+    pub arbitration: reflex_rt::arbiter::ArbiterConfig,
     /// `lockstep` (default: faster than real time, deterministic) or `realtime` (VLA only: the
     /// RT thread, inference worker and robot threads on the real clock; deadline misses count).
     #[serde(default)]
@@ -268,7 +268,7 @@ pub struct RunReport {
     /// (time s, speed m/s) per tick.
     pub speeds: Vec<(f64, f64)>,
     /// Every tick, for the report folder.
-    pub ticks_log: Vec<reflex_runtime::simrun::SimTick>,
+    pub ticks_log: Vec<reflex_sim::lockstep::SimTick>,
     /// VLA runs: when the goal was reached (s).
     pub goal_reached_s: Option<f64>,
     /// Real-time runs: deadline misses of the RT loop (lockstep: none can happen).
@@ -315,7 +315,7 @@ impl RunReport {
     }
 
     /// Accounts one tick: speed, clearance, contact while moving, distance, reasons.
-    fn record(&mut self, t: &reflex_runtime::simrun::SimTick) {
+    fn record(&mut self, t: &reflex_sim::lockstep::SimTick) {
         let speed = t.velocity.vx_mps.hypot(t.velocity.vy_mps);
         self.ticks += 1;
         self.max_speed_mps = self.max_speed_mps.max(speed);
@@ -401,7 +401,7 @@ struct CloudLink {
     stop: bool,
     seq: u64,
     next_send_ns: u64,
-    in_flight: std::collections::VecDeque<(u64, reflex_runtime::arbiter::CloudCommand)>,
+    in_flight: std::collections::VecDeque<(u64, reflex_rt::arbiter::CloudCommand)>,
 }
 
 impl Default for CloudLink {
@@ -417,7 +417,7 @@ impl Default for CloudLink {
 }
 
 impl CloudLink {
-    fn step(&mut self, s: &CloudStream, now_ns: u64, inboxes: &reflex_runtime::arbiter::Inboxes) {
+    fn step(&mut self, s: &CloudStream, now_ns: u64, inboxes: &reflex_rt::arbiter::Inboxes) {
         if !self.up {
             return;
         }
@@ -425,7 +425,7 @@ impl CloudLink {
             self.seq += 1;
             self.in_flight.push_back((
                 now_ns + (s.latency_ms * 1e6) as u64,
-                reflex_runtime::arbiter::CloudCommand {
+                reflex_rt::arbiter::CloudCommand {
                     seq: self.seq,
                     t_ns: now_ns,
                     base: Twist {
@@ -519,9 +519,9 @@ impl Scenario {
                     *center,
                     *radius_m,
                     if colour == "blue" {
-                        reflex_runtime::sim::MARKER_BLUE
+                        reflex_sim::world::MARKER_BLUE
                     } else {
-                        reflex_runtime::sim::MARKER_RED
+                        reflex_sim::world::MARKER_RED
                     },
                 ),
                 ObstacleSpec::Circle {
@@ -572,12 +572,12 @@ impl Scenario {
         // Scans travel as sensor_msgs/LaserScan through CDR and the ROS port, as on a robot.
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let manifest =
-            reflex_models::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?.manifest;
+            reflex_policy::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?.manifest;
         let max_beams = config
             .lidar
             .as_ref()
             .map_or(self.lidar.beams, |l| l.max_beams);
-        sim.port = Some(Box::new(reflex_runtime::port::PortState::new(
+        sim.port = Some(Box::new(reflex_ros::port::PortState::new(
             &manifest,
             max_beams,
             Vec::new(),
@@ -598,8 +598,8 @@ impl Scenario {
         events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         let mut next = 0;
         let mut policy_on = true;
-        let inboxes = reflex_runtime::arbiter::Inboxes::default();
-        let mut arbiter = reflex_runtime::arbiter::Arbiter::new(&self.arbitration, &inboxes)
+        let inboxes = reflex_rt::arbiter::Inboxes::default();
+        let mut arbiter = reflex_rt::arbiter::Arbiter::new(&self.arbitration, &inboxes)
             .map_err(anyhow::Error::msg)?;
         let mut cloud = CloudLink::default();
         let mut report = RunReport::new();
@@ -664,7 +664,7 @@ impl Scenario {
                     ),
                 )
             });
-            report.record(&reflex_runtime::simrun::SimTick {
+            report.record(&reflex_sim::lockstep::SimTick {
                 time_s: rec.time_s,
                 pose: rec.pose,
                 velocity: rec.velocity,
@@ -692,7 +692,7 @@ impl Scenario {
     pub fn safety_config(&self) -> Result<SafetyConfig> {
         let mut table: toml::Table = toml::from_str(crate::DEMO_CONFIG)?;
         merge(&mut table, &self.robot);
-        Ok(reflex_runtime::config::ReflexConfig::from_table(table)
+        Ok(reflex_runner::config::ReflexConfig::from_table(table)
             .with_context(|| format!("{}: [robot] makes the config invalid", self.name))?
             .safety)
     }
@@ -728,8 +728,8 @@ impl Scenario {
     }
 
     /// The scripted faults in force at `t_s` (replaying the timeline).
-    fn faults_at(&self, t_s: f64) -> reflex_runtime::simrun::Faults {
-        let mut f = reflex_runtime::simrun::Faults::default();
+    fn faults_at(&self, t_s: f64) -> reflex_sim::lockstep::Faults {
+        let mut f = reflex_sim::lockstep::Faults::default();
         let mut events: Vec<&EventSpec> = self.events.iter().filter(|e| e.at_s <= t_s).collect();
         events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         for e in events {
@@ -789,10 +789,10 @@ impl Scenario {
         );
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let package =
-            reflex_models::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?;
-        let backend = reflex_models::BackendConfig {
-            ort_library: Some(reflex_models::ort_library_or_venv(&repo)),
-            ..reflex_models::BackendConfig::default()
+            reflex_policy::PolicyPackage::open(&repo.join("models/demo/reflex-demo-vla"))?;
+        let backend = reflex_policy::BackendConfig {
+            ort_library: Some(reflex_policy::ort_library_or_venv(&repo)),
+            ..reflex_policy::BackendConfig::default()
         };
         let world = self.world();
         let goal = world
@@ -800,14 +800,14 @@ impl Scenario {
             .iter()
             .position(|o| o.name == goal)
             .with_context(|| format!("{}: policy.goal {goal:?} names no obstacle", self.name))?;
-        let scenario = reflex_runtime::simrun::Scenario {
+        let scenario = reflex_sim::lockstep::Scenario {
             name: self.name.clone(),
             world,
             instruction: instruction.into(),
             goal,
             goal_clearance_m: 0.6,
         };
-        let options = reflex_runtime::simrun::SimOptions {
+        let options = reflex_sim::lockstep::SimOptions {
             duration_s: self.duration_s,
             period_ms: config.control_period_ms,
             seed: self.seed,
@@ -828,7 +828,7 @@ impl Scenario {
             );
         }
         let mut report = RunReport::new();
-        let summary = reflex_runtime::simrun::run_lockstep_with_faults(
+        let summary = reflex_sim::lockstep::run_lockstep_with_faults(
             config,
             &package,
             &backend,
@@ -846,12 +846,13 @@ impl Scenario {
     fn run_vla_realtime(
         &self,
         config: &SafetyConfig,
-        package: &reflex_models::PolicyPackage,
-        backend: &reflex_models::BackendConfig,
-        scenario: reflex_runtime::simrun::Scenario,
-        mut options: reflex_runtime::simrun::SimOptions,
+        package: &reflex_policy::PolicyPackage,
+        backend: &reflex_policy::BackendConfig,
+        scenario: reflex_sim::lockstep::Scenario,
+        mut options: reflex_sim::lockstep::SimOptions,
     ) -> Result<RunReport> {
-        use reflex_runtime::realtime::{SimRobot, SwapPort, run_robot};
+        use reflex_runner::swap::SwapPort;
+        use reflex_sim::{SimRobot, run_sim_robot};
         // The worker hang of the real-time runner (a worker that stops producing, alive).
         options.kill_inference_at_s = self
             .events
@@ -865,11 +866,11 @@ impl Scenario {
             .filter(|e| e.kind == EventKind::InferenceCrash)
             .map(|e| e.at_s)
             .reduce(f64::min);
-        let mut rt_config = reflex_runtime::rt::RtConfig {
+        let mut rt_config = reflex_rt::ticker::RtConfig {
             period_ms: config.control_period_ms,
             fifo_priority: Some(80),
             lock_memory: true,
-            ..reflex_runtime::rt::RtConfig::default()
+            ..reflex_rt::ticker::RtConfig::default()
         };
         rt_config.cpu_dma_latency_us = Some(0);
         let events = self.events.clone();
@@ -880,12 +881,12 @@ impl Scenario {
             };
             s.faults_at(t)
         };
-        let robot = reflex_runtime::simrun::Robot::new(config, &scenario, self.seed)?;
+        let robot = reflex_sim::lockstep::Robot::new(config, &scenario, self.seed)?;
         let mut robot = SimRobot::new(robot).with_faults(Box::new(faults));
-        let steal_before = reflex_runtime::rt::host_steal_ms();
+        let steal_before = reflex_rt::ticker::host_steal_ms();
         let hog = CpuHog::start(self);
         let port = std::sync::Arc::new(SwapPort::default());
-        let result = run_robot(
+        let result = run_sim_robot(
             config,
             package,
             backend,
@@ -899,9 +900,9 @@ impl Scenario {
         let (summary, rt) = result?;
         let mut report =
             RunReport::from_trace(robot.trace.as_deref().unwrap_or_default().iter().copied());
-        report.deadline_misses = summary.deadline_misses;
+        report.deadline_misses = summary.run.deadline_misses;
         report.host_steal_ms = steal_before
-            .zip(reflex_runtime::rt::host_steal_ms())
+            .zip(reflex_rt::ticker::host_steal_ms())
             .map(|(a, b)| b - a);
         report.period_ms = config.control_period_ms;
         report.goal_reached_s = summary.goal_reached_s;
@@ -913,7 +914,7 @@ impl Scenario {
     /// Writes the run's report folder: `ticks.csv` (per tick), `trajectory.svg` (path, obstacles,
     /// where safety slowed or stopped the robot) and `checks.txt` (each assertion's result).
     pub fn write_report(&self, dir: &Path, report: &RunReport, checks: &[Check]) -> Result<()> {
-        reflex_runtime::report::write(dir, &self.world(), &report.ticks_log)?;
+        reflex_sim::report::write(dir, &self.world(), &report.ticks_log)?;
         let mut text = format!(
             "scenario {}\n{}\ncovers {:?}\n\n",
             self.name, self.description, self.covers
@@ -953,7 +954,7 @@ impl Scenario {
                 ),
             );
         }
-        reflex_runtime::report::write_mcap(&dir.join("run.mcap"), meta, &report.ticks_log)
+        reflex_sim::report::write_mcap(&dir.join("run.mcap"), meta, &report.ticks_log)
     }
 
     /// Evaluates every assertion against `report`.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use reflex_models::{InputRole, PolicyPackage, Stats};
+use reflex_policy::{InputRole, PolicyPackage, Stats};
 
 fn stats(s: &Stats) -> String {
     match (&s.mean, &s.std, &s.min, &s.max) {

@@ -320,7 +320,7 @@ pub fn probe(root: &Path) -> JetsonReport {
 /// What the GPU side of this build and host offers, for [`JetsonReport::advice`].
 #[derive(Debug)]
 pub struct GpuSide<'a> {
-    /// `reflex_models::CUDA_BUILT`.
+    /// `reflex_policy::CUDA_BUILT`.
     pub cuda_built: Option<&'a str>,
     /// A CUDA device was found (cudarc).
     pub gpu_found: bool,

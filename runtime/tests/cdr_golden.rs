@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use reflex_runtime::port::*;
+use reflex_ros::port::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -178,7 +178,7 @@ fn preflight_reports_onnxruntime_and_gpus_plainly() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["onnxruntime"]["status"], "loaded");
     let gpu = v["gpu"]["status"].as_str().unwrap().to_string();
-    let expected = if reflex_models::CUDA_BUILT.is_none() {
+    let expected = if reflex_policy::CUDA_BUILT.is_none() {
         "not_built"
     } else if std::path::Path::new("/proc/driver/nvidia").exists() {
         "devices"
@@ -263,7 +263,7 @@ fn preflight_reads_a_jetson_and_says_what_to_change() {
         "{advice:?}"
     );
     assert!(has("no TensorrtExecutionProvider"), "{advice:?}");
-    if reflex_models::CUDA_BUILT.is_none() {
+    if reflex_policy::CUDA_BUILT.is_none() {
         assert!(has("--features jetpack6"), "{advice:?}");
     }
 
@@ -279,7 +279,7 @@ fn preflight_reads_a_jetson_and_says_what_to_change() {
         !advice.contains("power mode") && !advice.contains("not locked"),
         "{advice}"
     );
-    if reflex_models::CUDA_BUILT.is_none() {
+    if reflex_policy::CUDA_BUILT.is_none() {
         assert!(advice.contains("--features jetpack7"), "{advice}");
     }
 

@@ -7,9 +7,9 @@ use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reflex_runtime::chunks::{MergeStrategy, QueueConfig};
-use reflex_runtime::config::ReflexConfig;
-use reflex_runtime::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
+use reflex_rt::chunks::{MergeStrategy, QueueConfig};
+use reflex_rt::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
+use reflex_runner::config::ReflexConfig;
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan};
 
 struct Counting;
@@ -109,14 +109,14 @@ fn ten_thousand_steady_ticks_do_not_allocate() {
 fn ten_thousand_ticks_feeding_metrics_and_the_flight_recorder_do_not_allocate() {
     let (mut control, channel) = control();
     let dir = std::env::temp_dir().join(format!("reflex-tick-rec-{}", std::process::id()));
-    let telemetry = std::sync::Arc::new(reflex_runtime::telemetry::Telemetry::default());
-    let recorder = reflex_runtime::recorder::Recorder::start(
+    let telemetry = std::sync::Arc::new(reflex_core::metrics::Telemetry::default());
+    let recorder = reflex_telemetry::recorder::Recorder::start(
         toml::from_str(&format!(
             "dir = {:?}\ntriggers = [\"slowdown_zone\"]",
             dir.display().to_string()
         ))
         .unwrap(),
-        reflex_runtime::recorder::RecordingMeta {
+        reflex_telemetry::recorder::RecordingMeta {
             robot_id: "tick-test".into(),
             ..Default::default()
         },
@@ -131,7 +131,7 @@ fn ten_thousand_ticks_feeding_metrics_and_the_flight_recorder_do_not_allocate() 
     recorder.finish().unwrap();
     assert!(telemetry.ticks.load(Ordering::Relaxed) >= 10_000);
     // The obstacles of the run froze recordings (off the RT thread).
-    let files = reflex_runtime::recorder::queued(&dir.join("queue")).unwrap();
+    let files = reflex_telemetry::upload::queued(&dir.join("queue")).unwrap();
     assert!(!files.is_empty(), "no recording written");
     std::fs::remove_dir_all(&dir).unwrap();
 }

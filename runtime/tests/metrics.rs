@@ -95,7 +95,7 @@ fn metrics_scraped_while_the_simulator_runs() {
         value(&second, series);
     }
     let digest =
-        reflex_models::PolicyPackage::open(&common::repo().join("models/demo/reflex-demo-vla"))
+        reflex_policy::PolicyPackage::open(&common::repo().join("models/demo/reflex-demo-vla"))
             .unwrap()
             .model_digest()
             .to_string();

@@ -45,7 +45,7 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 fn recordings(dir: &Path) -> Vec<PathBuf> {
-    reflex_runtime::recorder::queued(&dir.join("queue"))
+    reflex_telemetry::upload::queued(&dir.join("queue"))
         .unwrap()
         .into_iter()
         .map(|(p, _)| p)
@@ -72,7 +72,7 @@ fn sim_recordings_open_in_pypi_mcap_and_replay_bit_for_bit() {
     // Only finished files are queued; nothing half-written is left.
     assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
     let digest =
-        reflex_models::PolicyPackage::open(&common::repo().join("models/demo/reflex-demo-vla"))
+        reflex_policy::PolicyPackage::open(&common::repo().join("models/demo/reflex-demo-vla"))
             .unwrap()
             .model_digest()
             .to_string();
@@ -181,7 +181,7 @@ fn the_disk_budget_drops_the_oldest_recording() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("dropped the oldest recording"), "{err}");
-    let files = reflex_runtime::recorder::queued(&dir.join("queue")).unwrap();
+    let files = reflex_telemetry::upload::queued(&dir.join("queue")).unwrap();
     let total: u64 = files.iter().map(|(_, n)| n).sum();
     assert!(!files.is_empty() && total <= 400_000, "{files:?}");
     assert!(files.iter().all(|(p, _)| {

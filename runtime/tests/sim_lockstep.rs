@@ -4,7 +4,7 @@
 mod common;
 
 use common::setup;
-use reflex_runtime::simrun::{SimOptions, default_scenario, run_lockstep};
+use reflex_sim::lockstep::{SimOptions, default_scenario, run_lockstep};
 
 #[test]
 fn the_demo_policy_reaches_the_goal_in_at_least_9_of_10_seeds() {
@@ -27,7 +27,7 @@ fn the_demo_policy_reaches_the_goal_in_at_least_9_of_10_seeds() {
         .unwrap();
         assert_eq!(s.collisions, 0, "seed {seed}: {s:?}");
         assert!(
-            s.vetoes.values().sum::<u64>() > 0,
+            s.run.vetoes.values().sum::<u64>() > 0,
             "seed {seed}: the pedestrian must cause vetoes"
         );
         reached += u32::from(s.goal_reached);
@@ -62,7 +62,7 @@ fn a_dead_inference_worker_stops_the_robot_within_the_action_age_limit() {
         .expect("the loop must stop proposing motion");
     // max_action_age_ms (200) + one tick (10 ms).
     assert!(stopped <= 0.2 + 0.01 + 1e-9, "{stopped}");
-    assert!(s.actions_dropped_stale > 0 || s.ticks_without_action > 0);
+    assert!(s.run.actions_dropped_stale > 0 || s.run.ticks_without_action > 0);
     // Then the safety layer brakes it to zero (1.5 m/s² from ≤ 0.6 m/s: < 0.5 s).
     assert!(moving_after < 12.0 + 0.21 + 0.5, "{moving_after}");
 }
@@ -73,7 +73,7 @@ fn the_configs_max_action_age_bounds_what_runs_after_inference_dies() {
     let (_, package, backend) = setup();
     let text = std::fs::read_to_string(common::repo().join("launch/reflex.example.toml")).unwrap()
         + "\n[chunks]\nmax_action_age_ms = 80.0\n";
-    let config = reflex_runtime::config::ReflexConfig::parse(&text).unwrap();
+    let config = reflex_runner::config::ReflexConfig::parse(&text).unwrap();
     let options = SimOptions {
         duration_s: 13.0,
         kill_inference_at_s: Some(12.0),

@@ -3,8 +3,8 @@
 mod common;
 
 use common::setup;
-use reflex_runtime::realtime::run_realtime;
-use reflex_runtime::simrun::{SimOptions, default_scenario};
+use reflex_sim::lockstep::{SimOptions, default_scenario};
+use reflex_sim::run_realtime;
 
 #[test]
 fn realtime_run_keeps_its_deadlines_and_drives() {
@@ -23,9 +23,9 @@ fn realtime_run_keeps_its_deadlines_and_drives() {
         &Default::default(),
     )
     .unwrap();
-    assert!((380..=401).contains(&s.ticks), "{s:?}");
+    assert!((380..=401).contains(&s.run.ticks), "{s:?}");
     assert_eq!(s.collisions, 0);
-    assert!(s.chunks_merged > 20, "{s:?}");
+    assert!(s.run.chunks_merged > 20, "{s:?}");
     assert!(s.final_pose[0] > 0.2, "the robot moved: {s:?}");
     assert_eq!(report.watchdog_trips, 0, "{report:?}");
     // Deadline misses at 10 ms are reported, not asserted here (a loaded CI host); the
@@ -53,20 +53,20 @@ fn a_hung_inference_worker_trips_the_watchdog_and_is_replaced() {
     .unwrap();
     // Actions age out 200 ms after the hang: the loop proposes a stop, never a stale action…
     assert!(
-        s.ticks_without_action > 0 || s.actions_dropped_stale > 0,
+        s.run.ticks_without_action > 0 || s.run.actions_dropped_stale > 0,
         "{s:?}"
     );
     // …and 500 ms of silence trips the watchdog (internal E-stop) and brings a new worker.
     assert!(report.watchdog_trips > 0, "{report:?}");
     assert!(report.worker_restarts >= 1, "{report:?}");
-    assert!(s.vetoes.contains_key("estop_internal"), "{s:?}");
+    assert!(s.run.vetoes.contains_key("estop_internal"), "{s:?}");
 }
 
 /// The `stationary` safe-point rule: a model handed over while the robot stands still is taken
 /// at the next chunk boundary; one handed over while it drives waits in the slot.
 #[test]
 fn the_stationary_rule_defers_a_swap_while_the_robot_moves() {
-    use reflex_runtime::realtime::{Candidate, SwapPort, SwapWhen};
+    use reflex_runner::swap::{Candidate, SwapPort, SwapWhen};
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
     let (config, package, backend) = setup();
@@ -74,9 +74,9 @@ fn the_stationary_rule_defers_a_swap_while_the_robot_moves() {
     let candidate = |generation| {
         Some(Arc::new(Candidate {
             generation,
-            backend: std::sync::Mutex::new(Some(
-                reflex_models::OrtBackend::load(&package, &backend).unwrap(),
-            )),
+            backend: std::sync::Mutex::new(Some(Box::new(
+                reflex_policy::OrtBackend::load(&package, &backend).unwrap(),
+            ))),
         }))
     };
     // Before the start: the robot stands still.
@@ -86,7 +86,7 @@ fn the_stationary_rule_defers_a_swap_while_the_robot_moves() {
         let second = candidate(2);
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(1500));
-            let moving = !port.stationary.load(Ordering::Acquire);
+            let moving = !port.status.stationary.load(Ordering::Acquire);
             port.slot.store(second);
             moving
         })
@@ -106,8 +106,12 @@ fn the_stationary_rule_defers_a_swap_while_the_robot_moves() {
     )
     .unwrap();
     assert!(later.join().unwrap(), "the robot was moving at 1.5 s");
-    assert_eq!(port.loop_generation.load(Ordering::Acquire), 1, "{s:?}");
-    assert_eq!(port.worker_generation.load(Ordering::Acquire), 1);
+    assert_eq!(
+        port.status.loop_generation.load(Ordering::Acquire),
+        1,
+        "{s:?}"
+    );
+    assert_eq!(port.status.worker_generation.load(Ordering::Acquire), 1);
     assert!(
         port.slot.load().as_ref().is_some_and(|c| c.generation == 2),
         "the second model must still wait in the slot"

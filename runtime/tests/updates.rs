@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{ort_library, repo};
-use reflex_models::oci::{self, Layout};
-use reflex_models::registry::{self, RegistryOptions};
-use reflex_models::testing::TestRegistry;
+use reflex_registry::oci::{self, Layout};
+use reflex_registry::registry::{self, RegistryOptions};
+use reflex_registry::testing::TestRegistry;
 use serde_json::Value;
 
 /// These tests measure deadline misses of a real-time loop: one at a time.
@@ -77,7 +77,7 @@ impl Bench {
         share: Option<f64>,
     ) -> String {
         let dir = self.dir.join("packages").join(version);
-        reflex_models::derive_package(
+        reflex_policy::derive_package(
             &repo().join("models/demo/reflex-demo-vla"),
             &dir,
             version,
@@ -85,7 +85,7 @@ impl Bench {
         )
         .unwrap();
         tweak(&dir);
-        let package = reflex_models::PolicyPackage::open(&dir).unwrap();
+        let package = reflex_policy::PolicyPackage::open(&dir).unwrap();
         oci::pack(&package, &self.layout, version).unwrap();
         if let Some(percent) = share {
             oci::set_rollout(&self.layout, version, percent).unwrap();
@@ -231,7 +231,7 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
         std::fs::write(&golden, serde_json::to_vec(&pairs).unwrap()).unwrap();
         let policy = dir.join("policy.json");
         let mut p: Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
-        p["golden"]["sha256"] = reflex_models::sha256_file(&golden).unwrap().into();
+        p["golden"]["sha256"] = reflex_policy::sha256_file(&golden).unwrap().into();
         std::fs::write(&policy, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
     });
     wait_for("0.2.0 rolled back", 20.0, || {
@@ -245,21 +245,21 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
     // 0.4.0: its model blob is corrupted in the registry's storage.
     let model_hex = {
         let dir = bench.dir.join("packages/0.4.0-src");
-        reflex_models::derive_package(
+        reflex_policy::derive_package(
             &repo().join("models/demo/reflex-demo-vla"),
             &dir,
             "0.4.0",
             1024,
         )
         .unwrap();
-        reflex_models::sha256_file(&dir.join("model.onnx")).unwrap()
+        reflex_policy::sha256_file(&dir.join("model.onnx")).unwrap()
     };
     // An operator holds updates while the blob is corrupted, so the robot cannot see 0.4.0
     // before the damage.
     let hold = bench.dir.join("hold");
     std::fs::write(&hold, "busy").unwrap();
     let v4 = bench.publish("0.4.0", |dir| {
-        reflex_models::derive_package(
+        reflex_policy::derive_package(
             &repo().join("models/demo/reflex-demo-vla"),
             dir,
             "0.4.0",
@@ -391,7 +391,7 @@ fn sigkill_in_every_activation_state_leaves_exactly_one_consistent_version() {
         assert!(status["pending"].is_null(), "killed at {step}: {status}");
         // The active package is complete: its files hash to policy.json's digests.
         let dir = PathBuf::from(status["active"]["dir"].as_str().unwrap());
-        let package = reflex_models::PolicyPackage::open(&dir).unwrap();
+        let package = reflex_policy::PolicyPackage::open(&dir).unwrap();
         assert_eq!(package.verify_files().unwrap(), 2);
         assert_eq!(package.manifest.version, expected);
     }

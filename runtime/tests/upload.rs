@@ -84,7 +84,7 @@ fn reflex(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 fn queued(dir: &Path) -> Vec<PathBuf> {
-    reflex_runtime::recorder::queued(&dir.join("rec/queue"))
+    reflex_telemetry::upload::queued(&dir.join("rec/queue"))
         .unwrap()
         .into_iter()
         .map(|(p, _)| p)

@@ -9,6 +9,7 @@ use crate::types::{
     Command, CommandSource, EstopReport, EstopSource, JointState, MAX_JOINTS, Monotonic, Reason,
     Reasons, SafetyInputs, StopCategory, Twist, Verdict,
 };
+use crate::wire::Hold;
 
 /// Below this speed (m/s or rad/s) a motion component counts as not commanded.
 const MOTION_EPS: f64 = 1e-9;
@@ -37,14 +38,6 @@ struct Base {
     intrusion_speed_mps: f64,
     min_points: u32,
     scan_max_age_ns: u64,
-}
-
-/// A triggered protective zone: which way it blocks and since when it has looked clear.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Hold {
-    /// Blocked direction: unit translation (x, y), or (sign of wz, 0) for rotation.
-    pub(crate) direction: [f64; 2],
-    pub(crate) clear_since: Option<Monotonic>,
 }
 
 /// The deterministic safety layer. Built once from a validated config that it then owns:

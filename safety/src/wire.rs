@@ -2,10 +2,18 @@
 //! flight recordings that replay bit for bit (`reflex replay`). Floats travel as their bits,
 //! NaN payloads included. Encoding happens off the RT thread (the loop only copies values).
 
-use crate::layer::Hold;
 use crate::{
     Command, CommandSource, EstopReport, EstopSource, JointTarget, MAX_JOINTS, Monotonic, Twist,
 };
+
+/// A triggered protective zone: which way it blocks and since when it has looked clear. Part of
+/// the layer's state, so it lives with [`SafetyState`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hold {
+    /// Blocked direction: unit translation (x, y), or (sign of wz, 0) for rotation.
+    pub(crate) direction: [f64; 2],
+    pub(crate) clear_since: Option<Monotonic>,
+}
 
 /// Appends little-endian values.
 #[derive(Debug, Default)]

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use reflex_models::{BackendConfig, PolicyPackage};
-use reflex_runtime::config::ReflexConfig;
+use reflex_policy::{BackendConfig, PolicyPackage};
+use reflex_runner::config::ReflexConfig;
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -12,7 +12,7 @@ pub fn repo() -> PathBuf {
 
 /// The ONNX Runtime library scripts/test installs; a clear failure when it is missing.
 pub fn ort_library() -> PathBuf {
-    let path = reflex_models::ort_library_or_venv(&repo());
+    let path = reflex_policy::ort_library_or_venv(&repo());
     assert!(
         path.is_file(),
         "ONNX Runtime not found at {}: run `bash scripts/test`",

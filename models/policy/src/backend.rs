@@ -1,0 +1,42 @@
+//! The backend interface lives in `reflex-core` (the RT crate and the simulator use it without
+//! ONNX Runtime); here: buffers shaped from a manifest, and the package's model info.
+
+use crate::Dtype;
+use crate::manifest::{InputRole, PolicyManifest};
+use reflex_core::{ActionChunk, ImageData, Observation};
+
+impl PolicyManifest {
+    /// A zeroed observation with the shapes and dtypes of this manifest's inputs.
+    pub fn observation(&self) -> Observation {
+        let len = |role| {
+            self.input(role)
+                .map_or(0, |i| i.shape.iter().product::<i64>() as usize)
+        };
+        Observation {
+            t_obs_ns: 0,
+            image: self.input(InputRole::Image).map(|i| match i.dtype {
+                Dtype::Uint8 => ImageData::U8(vec![0; len(InputRole::Image)]),
+                _ => ImageData::F32(vec![0.0; len(InputRole::Image)]),
+            }),
+            state: vec![0.0; len(InputRole::State)],
+            instruction: vec![0; len(InputRole::InstructionTokens)],
+        }
+    }
+
+    /// A zeroed action chunk of this manifest's horizon × action dimensions.
+    pub fn action_chunk(&self) -> ActionChunk {
+        ActionChunk::new(self.horizon_steps(), self.action_space.len())
+    }
+}
+
+impl crate::PolicyPackage {
+    /// What the metrics endpoint says about this package when it runs as `generation`.
+    pub fn model_info(&self, generation: u32) -> reflex_core::metrics::ModelInfo {
+        reflex_core::metrics::ModelInfo {
+            name: self.manifest.name.clone(),
+            version: self.manifest.version.clone(),
+            digest: self.model_digest().to_string(),
+            generation,
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Policy packages and the ONNX Runtime backend against the real library from the PyPI wheel
+//! (`ORT_DYLIB_PATH`, set by scripts/test; falls back to the repo's .venv).
+
+use std::path::{Path, PathBuf};
+
+use reflex_policy::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn config() -> BackendConfig {
+    let path = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            repo().join(
+                ".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
+            )
+        });
+    assert!(
+        path.is_file(),
+        "ONNX Runtime not found at {}: run `bash scripts/test` (it runs scripts/setup-python) or set ORT_DYLIB_PATH",
+        path.display()
+    );
+    BackendConfig {
+        ort_library: Some(path),
+        ..BackendConfig::default()
+    }
+}
+
+fn demo() -> PolicyPackage {
+    PolicyPackage::open(&repo().join("models/demo/reflex-demo-vla")).unwrap()
+}
+
+/// A scratch copy of a demo package that a test may break.
+fn scratch(name: &str, test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("reflex-models-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["policy.json", "golden.json", "model.onnx"] {
+        std::fs::copy(repo().join("models/demo").join(name).join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("policy.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+fn red_blob_at(column: i32, colour: [u8; 3]) -> Vec<u8> {
+    let mut img = vec![90u8; 3 * 96 * 96];
+    for y in 0..96i32 {
+        for x in 0..96i32 {
+            if (y - 48).pow(2) + (x - column).pow(2) <= 100 {
+                for (c, value) in colour.iter().enumerate() {
+                    img[c * 96 * 96 + (y * 96 + x) as usize] = *value;
+                }
+            }
+        }
+    }
+    img
+}
+
+#[test]
+fn demo_package_verifies_and_reproduces_its_golden_pairs() {
+    for name in ["reflex-demo-vla", "tiny-mlp"] {
+        let package = PolicyPackage::open(&repo().join("models/demo").join(name)).unwrap();
+        assert_eq!(package.verify_files().unwrap(), 2);
+        let mut backend = OrtBackend::load(&package, &config()).unwrap();
+        let report = backend
+            .check_golden(&package.golden_pairs().unwrap())
+            .unwrap();
+        assert!(
+            report.pairs >= 3 && report.max_abs_error <= 1e-4,
+            "{name}: {report:?}"
+        );
+        assert_eq!(backend.describe().provider, "cpu");
+    }
+}
+
+#[test]
+fn the_instruction_selects_the_goal_and_the_image_steers() {
+    let package = demo();
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    backend.warm_up(2).unwrap();
+    let mut obs = package.manifest.observation();
+    let mut chunk = package.manifest.action_chunk();
+    assert_eq!((chunk.horizon, chunk.dims), (20, 3));
+    // A red marker on the left, asked for red: turn left (wz > 0) and drive.
+    obs.image = Some(ImageData::U8(red_blob_at(20, [220, 30, 30])));
+    package
+        .manifest
+        .tokenize("Go to the RED marker.", &mut obs.instruction);
+    obs.t_obs_ns = 42;
+    backend.infer(&obs, &mut chunk).unwrap();
+    let last = chunk.step(19);
+    assert!(last[2] > 0.3 && last[0] > 0.05, "{last:?}");
+    assert_eq!(chunk.t_obs_ns, 42);
+    assert_eq!(chunk.model_digest, package.model_digest());
+    // The same picture, asked for blue: not visible, so rotate in place to search.
+    package
+        .manifest
+        .tokenize("go to the blue marker", &mut obs.instruction);
+    backend.infer(&obs, &mut chunk).unwrap();
+    let last = chunk.step(19);
+    assert!(
+        last[0].abs() < 0.01 && (last[2] - 0.4).abs() < 0.01,
+        "{last:?}"
+    );
+    // A blue marker on the right, asked for blue: turn right.
+    obs.image = Some(ImageData::U8(red_blob_at(76, [30, 40, 220])));
+    backend.infer(&obs, &mut chunk).unwrap();
+    assert!(chunk.step(19)[2] < -0.3, "{:?}", chunk.step(19));
+    // The chunk starts at the measured velocity (state, physical units) and blends in.
+    obs.state = vec![0.5, 0.0, 0.0];
+    backend.infer(&obs, &mut chunk).unwrap();
+    assert!((chunk.step(0)[0] - (0.5 + 0.2 * (chunk.step(19)[0] - 0.5))).abs() < 1e-4);
+}
+
+#[test]
+fn a_tampered_file_is_refused_by_digest() {
+    let dir = scratch("tiny-mlp", "tampered");
+    let mut bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(dir.join("model.onnx"), &bytes).unwrap();
+    let package = PolicyPackage::open(&dir).unwrap();
+    let err = package.verify_files().unwrap_err().to_string();
+    assert!(
+        err.contains("digest mismatch") && err.contains("model.onnx"),
+        "{err}"
+    );
+    let err = OrtBackend::load(&package, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn a_truncated_model_is_a_clear_error() {
+    let dir = scratch("tiny-mlp", "truncated");
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    std::fs::write(dir.join("model.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    let digest = sha256_file(&dir.join("model.onnx")).unwrap();
+    edit_manifest(&dir, |v| v["targets"][0]["sha256"] = digest.into());
+    let package = PolicyPackage::open(&dir).unwrap();
+    package.verify_files().unwrap();
+    let err = OrtBackend::load(&package, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.onnx") && err.contains("not a loadable ONNX model"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schema_invalid_manifests_name_the_file_and_field() {
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "unknown",
+            Box::new(|v| v["colour"] = "red".into()),
+            "unknown field `colour`",
+        ),
+        (
+            "version",
+            Box::new(|v| v["version"] = "one".into()),
+            "field `version`",
+        ),
+        (
+            "schema",
+            Box::new(|v| v["schema_version"] = 2.into()),
+            "field `schema_version`",
+        ),
+        (
+            "shape",
+            Box::new(|v| v["outputs"][0]["shape"] = serde_json::json!([1, 10, 3])),
+            "field `outputs[0].shape`",
+        ),
+        (
+            "stats",
+            Box::new(|v| v["normalization"]["state"]["std"] = serde_json::json!([1.0])),
+            "field `normalization.state.std`",
+        ),
+        (
+            "nostats",
+            Box::new(|v| v["normalization"]["action"] = serde_json::json!({})),
+            "missing normalization statistics",
+        ),
+        (
+            "axis",
+            Box::new(|v| v["action_space"][1]["drives"] = "base_vz".into()),
+            "field `action_space[1].drives`",
+        ),
+        (
+            "escape",
+            Box::new(|v| v["targets"][0]["file"] = "../model.onnx".into()),
+            "field `targets[0].file`",
+        ),
+        (
+            "dtype",
+            Box::new(|v| v["inputs"][0]["dtype"] = "int64".into()),
+            "field `inputs[0].dtype`",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = scratch("reflex-demo-vla", &format!("schema-{name}"));
+        edit_manifest(&dir, edit);
+        let err = PolicyPackage::open(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("policy.json") && err.contains(expected),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn manifest_and_model_disagreeing_is_refused_at_load() {
+    // Consistent manifest (H = 20 steps), but it claims an input shape the model does not have.
+    let dir = scratch("reflex-demo-vla", "mismatch");
+    edit_manifest(&dir, |v| {
+        v["inputs"][1]["shape"] = serde_json::json!([1, 4])
+    });
+    edit_manifest(
+        &dir,
+        |v| {
+            v["normalization"]["state"] =
+                serde_json::json!({"mean": [0.0, 0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0, 1.0]})
+        },
+    );
+    let package = PolicyPackage::open(&dir).unwrap();
+    let err = OrtBackend::load(&package, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("inputs `state`") && err.contains("[1, 4]") && err.contains("[1, 3]"),
+        "{err}"
+    );
+    // Renamed input.
+    let dir = scratch("reflex-demo-vla", "renamed");
+    edit_manifest(&dir, |v| v["inputs"][2]["name"] = "prompt".into());
+    let package = PolicyPackage::open(&dir).unwrap();
+    let err = OrtBackend::load(&package, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`instruction`") && err.contains("does not declare"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_observations_at_run_time_are_errors_not_crashes() {
+    let package = demo();
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    let mut chunk = package.manifest.action_chunk();
+    let before = chunk.clone();
+    let mut obs = package.manifest.observation();
+    obs.image = Some(ImageData::F32(vec![0.0; 3 * 96 * 96]));
+    let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
+    assert!(
+        err.contains("input `image`") && err.contains("wrong dtype"),
+        "{err}"
+    );
+    let mut obs = package.manifest.observation();
+    obs.image = Some(ImageData::U8(vec![0; 10]));
+    let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
+    assert!(
+        err.contains("input `image`") && err.contains("27648"),
+        "{err}"
+    );
+    let mut obs = package.manifest.observation();
+    obs.state.push(1.0);
+    assert!(backend.infer(&obs, &mut chunk).is_err());
+    assert_eq!(
+        chunk, before,
+        "a failed inference leaves the chunk untouched"
+    );
+}
+
+#[test]
+fn a_nan_output_is_refused() {
+    // NaN state in ⇒ NaN actions out (the chunk blends from the state): refused.
+    let package = demo();
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    let mut obs = package.manifest.observation();
+    obs.state[0] = f32::NAN;
+    let mut chunk = package.manifest.action_chunk();
+    let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
+    assert!(err.contains("NaN"), "{err}");
+}
+
+#[test]
+fn golden_mismatch_fails_loudly() {
+    let dir = scratch("tiny-mlp", "golden");
+    let path = dir.join("golden.json");
+    let mut pairs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    pairs[1]["outputs"]["actions"][7] = 123.0.into();
+    std::fs::write(&path, serde_json::to_string(&pairs).unwrap()).unwrap();
+    let digest = sha256_file(&path).unwrap();
+    edit_manifest(&dir, |v| v["golden"]["sha256"] = digest.into());
+    let package = PolicyPackage::open(&dir).unwrap();
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    let err = backend
+        .check_golden(&package.golden_pairs().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pair 1") && err.contains("`actions`[7]") && err.contains("expected 123"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_accelerator_is_an_error_unless_fallback_is_allowed() {
+    let package = demo();
+    for accelerator in [Accelerator::Cuda, Accelerator::Tensorrt] {
+        let strict = BackendConfig {
+            accelerator,
+            ..config()
+        };
+        let err = OrtBackend::load(&package, &strict).unwrap_err().to_string();
+        let name = if accelerator == Accelerator::Cuda {
+            "`cuda`"
+        } else {
+            "`tensorrt`"
+        };
+        assert!(
+            err.contains(name) && (err.contains("feature") || err.contains("cannot start")),
+            "{err}"
+        );
+        let fallback = BackendConfig {
+            accelerator,
+            allow_cpu_fallback: true,
+            ..config()
+        };
+        let backend = OrtBackend::load(&package, &fallback).unwrap();
+        let provider = backend.describe().provider;
+        assert!(
+            provider.starts_with("cpu (fallback allowed by config:") && provider.contains(name),
+            "{provider}"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The `dds` ROS 2 adapter (feature `dds`): a pure-Rust DDS node (ros2-client / RustDDS) that
+//! needs no ROS installation and talks to ROS 2 nodes on the wire (tested against Cyclone DDS,
+//! the DDS ROS 2 ships). It only moves the port's messages (`crate::port`) between DDS and the
+//! loop's slots, on the robot-I/O thread; the RT thread never touches DDS.
+//!
+//! Inputs: `/joint_states` (matched by name to `[safety.arm] joints`) → the safety layer's
+//! joint state; `/scan` (sensor data QoS) → the scan slot, stamped on reception (a publisher that
+//! stops makes the scan go stale and the safety layer stops the robot); `/reflex/estop`
+//! (reliable, transient-local) → the `ros_topic` E-stop source (`Unknown` until the first
+//! message: the robot stays stopped); `/reflex/estop_reset` → explicit reset requests;
+//! `/camera/image_raw` (rgb8/bgr8, any size, nearest-neighbour to the policy's input) and
+//! `/reflex/instruction` → the policy's observation (state = the last command sent: this port
+//! has no odometry input). Outputs: `/cmd_vel` every period (zero when the verdict removed
+//! drive power), `/diagnostics` at 1 Hz.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use reflex_policy::{Observation, PolicyManifest};
+use ros2_client::dds::rustdds::DomainParticipant;
+use ros2_client::qos::{Durability, History, WhenFull};
+use ros2_client::{
+    Context, MessageTypeName, Name, Node, NodeName, NodeOptions, Publisher, QosProfile,
+    Subscription,
+};
+
+use crate::RosConfig;
+use crate::port::wall_clock_ns;
+use crate::port::{
+    BoolMsg, DiagnosticArray, Empty, Image, JointState, LaserScan, LoopDiagnostics, PortState, Qos,
+    StringMsg, TwistMsg,
+};
+use reflex_core::{CommandFrame, LoopStatus, RobotIo, SensorFrame};
+
+fn profile(q: Qos) -> QosProfile {
+    let p = QosProfile::subscription_default().history(History::KeepLast {
+        depth: q.depth as usize,
+    });
+    let p = if q.reliable {
+        p.reliability_reliable(WhenFull::DEFAULT)
+    } else {
+        p.reliability_best_effort()
+    };
+    p.durability(if q.transient_local {
+        Durability::TransientLocal
+    } else {
+        Durability::Volatile
+    })
+}
+
+/// The robot, as seen through ROS 2 topics over DDS.
+pub struct DdsRobot {
+    _node: Node,
+    scan: Subscription<LaserScan>,
+    joint_states: Subscription<JointState>,
+    image: Subscription<Image>,
+    instruction: Subscription<StringMsg>,
+    estop: Subscription<BoolMsg>,
+    estop_reset: Subscription<Empty>,
+    cmd_vel: Publisher<TwistMsg>,
+    diagnostics: Publisher<DiagnosticArray>,
+    status: Arc<LoopStatus>,
+    hardware_id: String,
+    beams: usize,
+    next_diagnostics_ns: u64,
+    pub state: PortState,
+}
+
+impl std::fmt::Debug for DdsRobot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DdsRobot")
+            .field("stats", &self.state.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DdsRobot {
+    /// Joins DDS domain `$ROS_DOMAIN_ID` (default 0) as the node `ros.node_name` in
+    /// `ros.namespace`, with the port's topics and QoS.
+    pub fn new(
+        ros: &RosConfig,
+        max_beams: usize,
+        joint_names: Vec<String>,
+        manifest: &PolicyManifest,
+        status: Arc<LoopStatus>,
+    ) -> Result<Self> {
+        let domain: u16 = match std::env::var("ROS_DOMAIN_ID") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .with_context(|| format!("ROS_DOMAIN_ID={v:?}: expected a number 0-232"))?,
+            _ => 0,
+        };
+        let participant = DomainParticipant::new(domain)
+            .with_context(|| format!("cannot join DDS domain {domain}"))?;
+        let context = Context::from_domain_participant(participant)
+            .context("cannot create the ROS 2 context")?;
+        let mut node = context
+            .new_node(
+                NodeName::new(&ros.namespace, &ros.node_name)
+                    .map_err(|e| anyhow::anyhow!("ros.node_name / ros.namespace: {e:?}"))?,
+                NodeOptions::new(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot create the ROS 2 node: {e:?}"))?;
+        let t = &ros.topics;
+        macro_rules! topic {
+            ($name:expr, $pkg:expr, $ty:expr, $qos:expr) => {{
+                let name = Name::parse($name)
+                    .or_else(|_| Name::new(&ros.namespace, $name))
+                    .map_err(|e| anyhow::anyhow!("topic {:?}: {e:?}", $name))?;
+                node.create_topic(&name, MessageTypeName::new($pkg, $ty), &profile($qos))
+                    .map_err(|e| anyhow::anyhow!("topic {:?}: {e:?}", $name))?
+            }};
+        }
+        let scan_t = topic!(&t.scan, "sensor_msgs", "LaserScan", Qos::SENSOR_DATA);
+        let image_t = topic!(&t.image, "sensor_msgs", "Image", Qos::SENSOR_DATA);
+        let joints_t = topic!(
+            &t.joint_states,
+            "sensor_msgs",
+            "JointState",
+            Qos::SENSOR_DATA
+        );
+        let instr_t = topic!(&t.instruction, "std_msgs", "String", Qos::DEFAULT);
+        let estop_t = topic!(&t.estop, "std_msgs", "Bool", Qos::LATCHED);
+        let reset_t = topic!(&t.estop_reset, "std_msgs", "Empty", Qos::DEFAULT);
+        let cmd_t = topic!(&t.cmd_vel, "geometry_msgs", "Twist", Qos::DEFAULT);
+        let diag_t = topic!(
+            &t.diagnostics,
+            "diagnostic_msgs",
+            "DiagnosticArray",
+            Qos::DEFAULT
+        );
+        let sub_err = |what: &str| format!("cannot subscribe to {what}");
+        let scan = node
+            .create_subscription(&scan_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.scan)))?;
+        let joint_states = node
+            .create_subscription(&joints_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.joint_states)))?;
+        let image = node
+            .create_subscription(&image_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.image)))?;
+        let instruction = node
+            .create_subscription(&instr_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.instruction)))?;
+        let estop = node
+            .create_subscription(&estop_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.estop)))?;
+        let estop_reset = node
+            .create_subscription(&reset_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.estop_reset)))?;
+        let cmd_vel = node
+            .create_publisher(&cmd_t, None)
+            .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", t.cmd_vel))?;
+        let diagnostics = node
+            .create_publisher(&diag_t, None)
+            .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", t.diagnostics))?;
+        Ok(Self {
+            _node: node,
+            scan,
+            joint_states,
+            image,
+            instruction,
+            estop,
+            estop_reset,
+            cmd_vel,
+            diagnostics,
+            status,
+            hardware_id: format!("{}{}", ros.namespace.trim_end_matches('/'), ros.node_name),
+            beams: max_beams,
+            next_diagnostics_ns: 0,
+            state: PortState::new(manifest, max_beams, joint_names),
+        })
+    }
+}
+
+impl RobotIo for DdsRobot {
+    fn beams(&self) -> usize {
+        self.beams
+    }
+
+    fn stationary_at_start(&self) -> bool {
+        // Unknown without odometry; Reflex has commanded nothing yet.
+        true
+    }
+
+    fn step(
+        &mut self,
+        now: u64,
+        command: &CommandFrame,
+        frame: &mut SensorFrame,
+        obs: &mut Observation,
+    ) -> bool {
+        // Command out first.
+        let twist = self.state.command(command.base, command.drive_enabled);
+        if self.cmd_vel.publish(twist).is_ok() {
+            self.state.stats.commands_published += 1;
+        }
+        while let Ok(Some((scan, _))) = self.scan.take() {
+            self.state.on_scan(&scan, now);
+        }
+        while let Ok(Some((js, _))) = self.joint_states.take() {
+            self.state.on_joint_state(&js, now);
+        }
+        while let Ok(Some((b, _))) = self.estop.take() {
+            self.state.on_estop(b.data, now);
+        }
+        while let Ok(Some(_)) = self.estop_reset.take() {
+            self.state.on_reset();
+        }
+        while let Ok(Some((s, _))) = self.instruction.take() {
+            self.state.on_instruction(&s.data);
+        }
+        while let Ok(Some((img, _))) = self.image.take() {
+            self.state.on_image(&img, obs);
+        }
+        let fresh = self.state.finish_step(frame, obs);
+        if now >= self.next_diagnostics_ns {
+            self.next_diagnostics_ns = now + 1_000_000_000;
+            let d = LoopDiagnostics::from_port(&self.status, &self.state, !command.drive_enabled);
+            let _ = self
+                .diagnostics
+                .publish(d.to_msg(wall_clock_ns(), &self.hardware_id));
+        }
+        fresh
+    }
+}

@@ -1,0 +1,761 @@
+//! The middleware-neutral ROS 2 port: topic names (remappable), QoS profiles, the ROS 2
+//! message types Reflex reads and writes (as serde structs whose CDR encoding is byte-equal to
+//! what ROS 2 sends: proven against PyPI `rosbags` golden files in `tests/cdr_golden.rs`), the
+//! E-stop semantics, and the diagnostics Reflex publishes. The adapters (`ros2` = r2r, `dds` =
+//! ros2-client) only move these messages; all ROS I/O runs off the RT thread.
+//!
+//! E-stop semantics: `/reflex/estop` (std_msgs/Bool, reliable + transient-local, so a latched
+//! press published before Reflex started is delivered on discovery): `true` = pressed, which
+//! latches in the safety layer; `false` = released, which does **not** reset. A reset is a
+//! separate, explicit request on `/reflex/estop_reset` (std_msgs/Empty; a std_srvs/Trigger
+//! service under `ros2`). Until the first E-stop message arrives the source is missing, and the
+//! safety layer holds the robot stopped (SAF-002).
+
+use serde::{Deserialize, Serialize};
+
+/// Topic names (all remappable in `[ros.topics]`; ROS `--ros-args -r` applies under `ros2`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub scan: String,
+    pub joint_states: String,
+    pub image: String,
+    pub instruction: String,
+    pub estop: String,
+    pub estop_reset: String,
+    pub cmd_vel: String,
+    pub diagnostics: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            scan: "/scan".into(),
+            joint_states: "/joint_states".into(),
+            image: "/camera/image_raw".into(),
+            instruction: "/reflex/instruction".into(),
+            estop: "/reflex/estop".into(),
+            estop_reset: "/reflex/estop_reset".into(),
+            cmd_vel: "/cmd_vel".into(),
+            diagnostics: "/diagnostics".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// Every name must be a valid ROS 2 topic name (letters, digits, `_`, `/`, optional `~`).
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, name) in [
+            ("scan", &self.scan),
+            ("joint_states", &self.joint_states),
+            ("image", &self.image),
+            ("instruction", &self.instruction),
+            ("estop", &self.estop),
+            ("estop_reset", &self.estop_reset),
+            ("cmd_vel", &self.cmd_vel),
+            ("diagnostics", &self.diagnostics),
+        ] {
+            let ok = !name.is_empty()
+                && !name.ends_with('/')
+                && !name.contains("//")
+                && name
+                    .trim_start_matches('~')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
+                && !name
+                    .trim_start_matches(['~', '/'])
+                    .starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                return Err(format!(
+                    "ros.topics.{key} = {name:?} is not a ROS 2 topic name; fix: letters, digits, '_' and '/', e.g. \"/scan\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The DDS topic name ROS 2 uses on the wire: `rt` + the fully qualified name.
+    pub fn dds_name(namespace: &str, name: &str) -> String {
+        if name.starts_with('/') {
+            format!("rt{name}")
+        } else {
+            let ns = namespace.trim_end_matches('/');
+            format!("rt{ns}/{name}")
+        }
+    }
+}
+
+/// The QoS profiles Reflex uses (mapped by each adapter to its middleware's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Qos {
+    pub reliable: bool,
+    pub transient_local: bool,
+    pub depth: u32,
+}
+
+impl Qos {
+    /// `rmw_qos_profile_sensor_data`: best effort, volatile, keep last 5.
+    pub const SENSOR_DATA: Qos = Qos {
+        reliable: false,
+        transient_local: false,
+        depth: 5,
+    };
+    /// Commands and status: reliable, volatile, keep last 10 (ROS 2's default profile).
+    pub const DEFAULT: Qos = Qos {
+        reliable: true,
+        transient_local: false,
+        depth: 10,
+    };
+    /// The E-stop: reliable, transient-local, keep last 1 — a press published before Reflex
+    /// started is still delivered.
+    pub const LATCHED: Qos = Qos {
+        reliable: true,
+        transient_local: true,
+        depth: 1,
+    };
+}
+
+/// builtin_interfaces/msg/Time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time {
+    pub sec: i32,
+    pub nanosec: u32,
+}
+
+impl Time {
+    pub fn from_nanos(ns: u64) -> Self {
+        Self {
+            sec: (ns / 1_000_000_000) as i32,
+            nanosec: (ns % 1_000_000_000) as u32,
+        }
+    }
+
+    pub fn as_nanos(self) -> Option<u64> {
+        u64::try_from(self.sec)
+            .ok()
+            .map(|s| s * 1_000_000_000 + u64::from(self.nanosec))
+    }
+}
+
+/// std_msgs/msg/Header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub stamp: Time,
+    pub frame_id: String,
+}
+
+/// sensor_msgs/msg/LaserScan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LaserScan {
+    pub header: Header,
+    pub angle_min: f32,
+    pub angle_max: f32,
+    pub angle_increment: f32,
+    pub time_increment: f32,
+    pub scan_time: f32,
+    pub range_min: f32,
+    pub range_max: f32,
+    pub ranges: Vec<f32>,
+    pub intensities: Vec<f32>,
+}
+
+/// sensor_msgs/msg/JointState.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JointState {
+    pub header: Header,
+    pub name: Vec<String>,
+    pub position: Vec<f64>,
+    pub velocity: Vec<f64>,
+    pub effort: Vec<f64>,
+}
+
+/// sensor_msgs/msg/Image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub header: Header,
+    pub height: u32,
+    pub width: u32,
+    pub encoding: String,
+    pub is_bigendian: u8,
+    pub step: u32,
+    pub data: Vec<u8>,
+}
+
+/// std_msgs/msg/String.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StringMsg {
+    pub data: String,
+}
+
+/// std_msgs/msg/Bool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoolMsg {
+    pub data: bool,
+}
+
+/// std_msgs/msg/Empty (one placeholder byte on the wire, as rosidl generates it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {
+    pub structure_needs_at_least_one_member: u8,
+}
+
+/// geometry_msgs/msg/Vector3.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Vector3 {
+    pub x: f64,
+    pub y: f64,
+    pub z: f64,
+}
+
+/// geometry_msgs/msg/Twist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TwistMsg {
+    pub linear: Vector3,
+    pub angular: Vector3,
+}
+
+/// diagnostic_msgs/msg/KeyValue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// diagnostic_msgs/msg/DiagnosticStatus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosticStatus {
+    /// 0 OK, 1 WARN, 2 ERROR, 3 STALE.
+    pub level: u8,
+    pub name: String,
+    pub message: String,
+    pub hardware_id: String,
+    pub values: Vec<KeyValue>,
+}
+
+/// diagnostic_msgs/msg/DiagnosticArray.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosticArray {
+    pub header: Header,
+    pub status: Vec<DiagnosticStatus>,
+}
+
+/// The ROS 2 type names (`pkg/msg/Type`) and the DDS type names on the wire.
+pub mod type_names {
+    pub const LASER_SCAN: &str = "sensor_msgs/msg/LaserScan";
+    pub const JOINT_STATE: &str = "sensor_msgs/msg/JointState";
+    pub const IMAGE: &str = "sensor_msgs/msg/Image";
+    pub const STRING: &str = "std_msgs/msg/String";
+    pub const BOOL: &str = "std_msgs/msg/Bool";
+    pub const EMPTY: &str = "std_msgs/msg/Empty";
+    pub const TWIST: &str = "geometry_msgs/msg/Twist";
+    pub const DIAGNOSTIC_ARRAY: &str = "diagnostic_msgs/msg/DiagnosticArray";
+
+    /// `sensor_msgs/msg/LaserScan` → `sensor_msgs::msg::dds_::LaserScan_`.
+    pub fn dds(ros: &str) -> String {
+        let mut parts = ros.split('/');
+        let (pkg, kind, name) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        format!("{pkg}::{kind}::dds_::{name}_")
+    }
+}
+
+/// CDR (XCDR1, little endian) with the 4-byte encapsulation header, as ROS 2 puts it on the
+/// wire and in bags.
+pub mod cdr {
+    use serde::{Serialize, de::DeserializeOwned};
+
+    /// `CDR_LE` encapsulation.
+    pub const HEADER: [u8; 4] = [0x00, 0x01, 0x00, 0x00];
+
+    pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+        let mut out = HEADER.to_vec();
+        out.extend(
+            cdr_encoding::to_vec::<T, byteorder::LittleEndian>(value)
+                .map_err(|e| format!("CDR encode: {e}"))?,
+        );
+        Ok(out)
+    }
+
+    /// Decodes a message with its encapsulation header (little- or big-endian CDR).
+    pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+        match bytes.get(..4) {
+            Some([0x00, 0x01, _, _]) => {
+                cdr_encoding::from_bytes::<T, byteorder::LittleEndian>(&bytes[4..])
+                    .map(|(v, _)| v)
+                    .map_err(|e| format!("CDR decode: {e}"))
+            }
+            Some([0x00, 0x00, _, _]) => {
+                cdr_encoding::from_bytes::<T, byteorder::BigEndian>(&bytes[4..])
+                    .map(|(v, _)| v)
+                    .map_err(|e| format!("CDR decode: {e}"))
+            }
+            _ => Err(format!(
+                "not plain CDR: encapsulation {:02x?}",
+                bytes.get(..4).unwrap_or(bytes)
+            )),
+        }
+    }
+}
+
+/// Counters of what an adapter received and refused.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PortStats {
+    pub scans: u64,
+    pub scans_refused: u64,
+    pub images: u64,
+    pub images_refused: u64,
+    pub estop_messages: u64,
+    pub resets: u64,
+    pub instructions: u64,
+    pub joint_states: u64,
+    pub joint_states_refused: u64,
+    pub commands_published: u64,
+}
+
+/// The adapter-independent half of a ROS robot: turns port messages into the loop's sensor
+/// frame and the policy's observation (on the robot-I/O thread), so `dds` and `ros2` behave
+/// identically. Scans and the E-stop are stamped on reception (monotonic clock).
+#[derive(Debug)]
+pub struct PortState {
+    manifest: reflex_policy::PolicyManifest,
+    beams: usize,
+    scan_stamp_ns: u64,
+    geometry: [f32; 4],
+    ranges: Vec<f32>,
+    estop: reflex_safety::EstopReport,
+    reset_seq: u64,
+    tokens: Vec<i64>,
+    last_command: reflex_safety::Twist,
+    image_fresh: bool,
+    /// `[safety.arm] joints` names, in the safety layer's order.
+    joint_names: Vec<String>,
+    joint_stamp_ns: u64,
+    joint_positions: Vec<f64>,
+    joint_velocities: Vec<f64>,
+    /// The running model's digest, for `/diagnostics`.
+    pub model_digest: String,
+    pub stats: PortStats,
+}
+
+impl PortState {
+    pub fn new(
+        manifest: &reflex_policy::PolicyManifest,
+        beams: usize,
+        joint_names: Vec<String>,
+    ) -> Self {
+        let tokens_len = manifest
+            .input(reflex_policy::InputRole::InstructionTokens)
+            .map_or(0, |i| i.shape.iter().product::<i64>() as usize);
+        Self {
+            manifest: manifest.clone(),
+            beams,
+            scan_stamp_ns: 0,
+            geometry: [0.0; 4],
+            ranges: Vec::with_capacity(beams),
+            estop: reflex_safety::EstopReport::Unknown,
+            reset_seq: 0,
+            tokens: vec![0; tokens_len],
+            last_command: reflex_safety::Twist::default(),
+            image_fresh: false,
+            joint_positions: vec![0.0; joint_names.len()],
+            joint_velocities: vec![0.0; joint_names.len()],
+            joint_names,
+            joint_stamp_ns: 0,
+            model_digest: String::new(),
+            stats: PortStats::default(),
+        }
+    }
+
+    /// `/joint_states`, matched by name to the configured joints; a message missing one of them
+    /// (or with non-finite values) is refused, so the joint state ages and the arm stops.
+    /// Velocities may be absent (then zero, as REP says for unknown).
+    pub fn on_joint_state(&mut self, js: &JointState, now_ns: u64) {
+        if self.joint_names.is_empty() {
+            return;
+        }
+        let mut positions = [0.0f64; 16];
+        let mut velocities = [0.0f64; 16];
+        for (i, name) in self.joint_names.iter().enumerate().take(16) {
+            let Some(k) = js.name.iter().position(|n| n == name) else {
+                self.stats.joint_states_refused += 1;
+                return;
+            };
+            let (Some(&p), v) = (js.position.get(k), js.velocity.get(k).copied()) else {
+                self.stats.joint_states_refused += 1;
+                return;
+            };
+            let v = v.unwrap_or(0.0);
+            if !p.is_finite() || !v.is_finite() {
+                self.stats.joint_states_refused += 1;
+                return;
+            }
+            positions[i] = p;
+            velocities[i] = v;
+        }
+        let n = self.joint_names.len().min(16);
+        self.joint_positions[..n].copy_from_slice(&positions[..n]);
+        self.joint_velocities[..n].copy_from_slice(&velocities[..n]);
+        self.joint_stamp_ns = now_ns;
+        self.stats.joint_states += 1;
+    }
+
+    /// A scan; malformed or larger than the configured beams → refused (the last good one
+    /// ages until the safety layer stops the robot).
+    pub fn on_scan(&mut self, scan: &LaserScan, now_ns: u64) {
+        let ok = !scan.ranges.is_empty()
+            && scan.ranges.len() <= self.beams
+            && scan.angle_increment.is_finite()
+            && scan.angle_increment != 0.0
+            && scan.angle_min.is_finite()
+            && scan.range_max > scan.range_min;
+        if !ok {
+            self.stats.scans_refused += 1;
+            return;
+        }
+        self.stats.scans += 1;
+        self.ranges.clear();
+        self.ranges.extend_from_slice(&scan.ranges);
+        self.geometry = [
+            scan.angle_min,
+            scan.angle_increment,
+            scan.range_min,
+            scan.range_max,
+        ];
+        self.scan_stamp_ns = now_ns;
+    }
+
+    /// The latest accepted scan: its reception stamp (monotonic ns) and ranges.
+    pub fn latest_scan(&self) -> (u64, &[f32]) {
+        (self.scan_stamp_ns, &self.ranges)
+    }
+
+    /// `/reflex/estop`: true = pressed (latches), false = released (does not reset).
+    pub fn on_estop(&mut self, pressed: bool, now_ns: u64) {
+        self.stats.estop_messages += 1;
+        let at = reflex_safety::Monotonic::from_nanos(now_ns);
+        self.estop = if pressed {
+            reflex_safety::EstopReport::Pressed(at)
+        } else {
+            reflex_safety::EstopReport::Clear(at)
+        };
+    }
+
+    /// `/reflex/estop_reset` (or the Trigger service): one explicit reset request.
+    pub fn on_reset(&mut self) {
+        self.stats.resets += 1;
+        self.reset_seq += 1;
+    }
+
+    pub fn on_instruction(&mut self, text: &str) {
+        self.stats.instructions += 1;
+        self.manifest.tokenize(text, &mut self.tokens);
+    }
+
+    /// A camera frame into the observation being built (`obs`); see [`write_image`].
+    pub fn on_image(&mut self, img: &Image, obs: &mut reflex_policy::Observation) {
+        let written = match obs.image.as_mut() {
+            Some(reflex_policy::ImageData::U8(dst)) => write_image(img, dst, &self.manifest),
+            _ => false,
+        };
+        if written {
+            self.image_fresh = true;
+            self.stats.images += 1;
+        } else {
+            self.stats.images_refused += 1;
+        }
+    }
+
+    /// The command to publish on `/cmd_vel`: zero whenever the verdict removed drive power.
+    pub fn command(&mut self, base: reflex_safety::Twist, power_enabled: bool) -> TwistMsg {
+        let base = if power_enabled {
+            base
+        } else {
+            reflex_safety::Twist::default()
+        };
+        self.last_command = base;
+        twist_of(base)
+    }
+
+    /// Writes the whole sensor frame (the triple buffer hands out older buffers) and, when a
+    /// new image arrived since the last call, completes the observation; returns whether it did.
+    pub fn finish_step(
+        &mut self,
+        frame: &mut reflex_core::SensorFrame,
+        obs: &mut reflex_policy::Observation,
+    ) -> bool {
+        use reflex_safety::{EstopReport, EstopSource};
+        let [angle_min, increment, range_min, range_max] = self.geometry;
+        frame.scan_stamp_ns = self.scan_stamp_ns;
+        frame.angle_min_rad = angle_min;
+        frame.angle_increment_rad = increment;
+        frame.range_min_m = range_min;
+        frame.range_max_m = range_max;
+        frame.ranges.clear();
+        frame.ranges.extend_from_slice(&self.ranges);
+        frame.odom = None;
+        frame.estop = [EstopReport::Unknown; EstopSource::COUNT];
+        frame.estop[EstopSource::RosTopic.index()] = self.estop;
+        frame.reset_seq = self.reset_seq;
+        frame.joint_stamp_ns = self.joint_stamp_ns;
+        if frame.joint_positions.len() == self.joint_positions.len() {
+            frame.joint_positions.copy_from_slice(&self.joint_positions);
+            frame
+                .joint_velocities
+                .copy_from_slice(&self.joint_velocities);
+        }
+        let fresh = std::mem::take(&mut self.image_fresh);
+        if fresh {
+            // This port has no odometry input: the last command stands in for the state.
+            let c = self.last_command;
+            for (s, v) in
+                obs.state
+                    .iter_mut()
+                    .zip([c.vx_mps as f32, c.vy_mps as f32, c.wz_radps as f32])
+            {
+                *s = v;
+            }
+            obs.instruction.copy_from_slice(&self.tokens);
+        }
+        fresh
+    }
+
+    pub fn manifest(&self) -> &reflex_policy::PolicyManifest {
+        &self.manifest
+    }
+}
+
+/// rgb8/bgr8 `img` → the policy's NCHW uint8 input (nearest neighbour). False when the image
+/// is malformed or in another encoding (nothing is written then).
+pub fn write_image(img: &Image, dst: &mut [u8], manifest: &reflex_policy::PolicyManifest) -> bool {
+    let Some(spec) = manifest.input(reflex_policy::InputRole::Image) else {
+        return false;
+    };
+    let (h, w) = (spec.shape[2] as usize, spec.shape[3] as usize);
+    let (ih, iw, step) = (img.height as usize, img.width as usize, img.step as usize);
+    let bgr = match img.encoding.as_str() {
+        "rgb8" => false,
+        "bgr8" => true,
+        _ => return false,
+    };
+    if ih == 0 || iw == 0 || step < iw * 3 || img.data.len() < step * ih || dst.len() != 3 * h * w {
+        return false;
+    }
+    for y in 0..h {
+        let sy = y * ih / h;
+        for x in 0..w {
+            let sx = x * iw / w;
+            let px = &img.data[sy * step + sx * 3..sy * step + sx * 3 + 3];
+            for c in 0..3 {
+                dst[c * h * w + y * w + x] = px[if bgr { 2 - c } else { c }];
+            }
+        }
+    }
+    true
+}
+
+/// What the loop reports for `/diagnostics`.
+#[derive(Debug, Clone, Default)]
+pub struct LoopDiagnostics {
+    pub ticks: u64,
+    pub deadline_misses: u64,
+    pub tick_p99_us: f64,
+    pub model: String,
+    pub model_digest: String,
+    pub estop_latched: bool,
+    pub vetoes: Vec<(String, u64)>,
+}
+
+impl LoopDiagnostics {
+    /// From the loop's published atomics and the adapter's state.
+    pub fn from_port(
+        status: &reflex_core::LoopStatus,
+        state: &PortState,
+        estop_latched: bool,
+    ) -> Self {
+        let manifest = state.manifest();
+        use std::sync::atomic::Ordering;
+        Self {
+            ticks: status.ticks.load(Ordering::Relaxed),
+            deadline_misses: status.deadline_misses.load(Ordering::Relaxed),
+            tick_p99_us: 0.0,
+            model: format!("{} {}", manifest.name, manifest.version),
+            model_digest: state.model_digest.clone(),
+            estop_latched,
+            vetoes: vec![(
+                "ticks_slowed_or_stopped".into(),
+                status.vetoed_ticks.load(Ordering::Relaxed),
+            )],
+        }
+    }
+
+    /// One DiagnosticStatus named `reflex: control loop`: ERROR while the E-stop is latched,
+    /// WARN after deadline misses, else OK; values carry the numbers.
+    pub fn to_msg(&self, stamp_ns: u64, hardware_id: &str) -> DiagnosticArray {
+        let (level, message) = if self.estop_latched {
+            (2, "E-stop latched: robot stopped")
+        } else if self.deadline_misses > 0 {
+            (1, "deadline misses")
+        } else {
+            (0, "running")
+        };
+        let mut values = vec![
+            kv("ticks", self.ticks),
+            kv("deadline_misses", self.deadline_misses),
+            kv("tick_p99_us", self.tick_p99_us),
+            kv("model", &self.model),
+            kv("model_digest", &self.model_digest),
+            kv("estop_latched", self.estop_latched),
+        ];
+        values.extend(
+            self.vetoes
+                .iter()
+                .map(|(reason, n)| kv(&format!("vetoes.{reason}"), n)),
+        );
+        DiagnosticArray {
+            header: Header {
+                stamp: Time::from_nanos(stamp_ns),
+                frame_id: String::new(),
+            },
+            status: vec![DiagnosticStatus {
+                level,
+                name: "reflex: control loop".into(),
+                message: message.into(),
+                hardware_id: hardware_id.into(),
+                values,
+            }],
+        }
+    }
+}
+
+/// Header stamps of what Reflex publishes: the wall clock (ROS time without `use_sim_time`).
+/// Reflex's own timing never uses message stamps: inputs are stamped on reception with the
+/// monotonic clock, so a jump of the wall clock cannot make stale data look fresh.
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn kv(key: &str, value: impl std::fmt::Display) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: value.to_string(),
+    }
+}
+
+/// The base command a verdict becomes on `/cmd_vel`.
+pub fn twist_of(base: reflex_safety::Twist) -> TwistMsg {
+    TwistMsg {
+        linear: Vector3 {
+            x: base.vx_mps,
+            y: base.vy_mps,
+            z: 0.0,
+        },
+        angular: Vector3 {
+            x: 0.0,
+            y: 0.0,
+            z: base.wz_radps,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_checked_and_mapped_to_dds() {
+        assert!(Topics::default().validate().is_ok());
+        let bad = Topics {
+            scan: "/scan topic".into(),
+            ..Topics::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("ros.topics.scan"), "{err}");
+        assert_eq!(Topics::dds_name("/", "/scan"), "rt/scan");
+        assert_eq!(Topics::dds_name("/robot1", "scan"), "rt/robot1/scan");
+        assert_eq!(
+            type_names::dds(type_names::LASER_SCAN),
+            "sensor_msgs::msg::dds_::LaserScan_"
+        );
+    }
+
+    fn demo_manifest() -> reflex_policy::PolicyManifest {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/demo/reflex-demo-vla");
+        reflex_policy::PolicyPackage::open(&dir).unwrap().manifest
+    }
+
+    #[test]
+    fn joint_states_are_matched_by_name_and_incomplete_ones_refused() {
+        let mut st = PortState::new(&demo_manifest(), 8, vec!["elbow".into(), "shoulder".into()]);
+        let js = |names: &[&str], pos: &[f64]| JointState {
+            name: names.iter().map(|s| s.to_string()).collect(),
+            position: pos.to_vec(),
+            ..JointState::default()
+        };
+        st.on_joint_state(&js(&["shoulder", "elbow"], &[0.5, -1.0]), 7);
+        assert_eq!(st.joint_positions, [-1.0, 0.5]);
+        assert_eq!(st.joint_stamp_ns, 7);
+        st.on_joint_state(&js(&["shoulder"], &[0.1]), 9);
+        st.on_joint_state(&js(&["shoulder", "elbow"], &[f64::NAN, 0.0]), 9);
+        assert_eq!(st.stats.joint_states_refused, 2);
+        assert_eq!(
+            st.joint_stamp_ns, 7,
+            "refused messages leave the state to age"
+        );
+    }
+
+    #[test]
+    fn scans_that_do_not_fit_are_refused_and_images_convert_to_nchw() {
+        let m = demo_manifest();
+        let mut st = PortState::new(&m, 4, vec![]);
+        let scan = |n: usize| LaserScan {
+            angle_increment: 0.1,
+            range_max: 30.0,
+            ranges: vec![1.0; n],
+            ..LaserScan::default()
+        };
+        st.on_scan(&scan(5), 3);
+        assert_eq!((st.stats.scans_refused, st.scan_stamp_ns), (1, 0));
+        st.on_scan(&scan(4), 3);
+        assert_eq!((st.stats.scans, st.scan_stamp_ns), (1, 3));
+        // A 2×2 bgr8 image, top-left pixel blue: NCHW rgb with nearest-neighbour scaling.
+        let img = Image {
+            height: 2,
+            width: 2,
+            encoding: "bgr8".into(),
+            step: 6,
+            data: vec![255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Image::default()
+        };
+        let mut dst = vec![7u8; 3 * 96 * 96];
+        assert!(write_image(&img, &mut dst, &m));
+        assert_eq!((dst[0], dst[96 * 96], dst[2 * 96 * 96]), (0, 0, 255));
+        let mono = Image {
+            encoding: "mono8".into(),
+            ..img
+        };
+        assert!(!write_image(&mono, &mut dst, &m));
+    }
+
+    #[test]
+    fn diagnostics_say_what_matters_first() {
+        let d = LoopDiagnostics {
+            estop_latched: true,
+            ..LoopDiagnostics::default()
+        };
+        let msg = d.to_msg(1_500_000_000, "robot-1");
+        assert_eq!(msg.status[0].level, 2);
+        assert_eq!(
+            msg.header.stamp,
+            Time {
+                sec: 1,
+                nanosec: 500_000_000
+            }
+        );
+    }
+}

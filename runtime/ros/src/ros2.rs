@@ -1,0 +1,313 @@
+//! The `ros2` ROS 2 adapter (feature `ros2`): an rcl node through r2r 0.9.7, for a Jetson with
+//! ROS 2 Humble or Jazzy sourced. rcl itself reads `--ros-args` from the process arguments
+//! (remapping `-r`, `__node`/`__ns`, `-p`, `--params-file`) and `ROS_DOMAIN_ID` /
+//! `RMW_IMPLEMENTATION` from the environment; the node's parameters become config overrides of
+//! the same dotted names (`use_sim_time` → `ros.use_sim_time`). Messages are converted to the
+//! port's types and handled by the same `PortState` as the `dds` adapter, on the robot-I/O
+//! thread. E-stop reset: `/reflex/estop_reset` and the std_srvs/Trigger service
+//! `~/reset_estop`.
+//!
+//! **Not built or run here:** Debian 12 has no ROS 2. CI type-checks and lints this module with
+//! r2r's `doc-only` bindings (feature `ros2-doc-only`), which cannot link and have no std_srvs,
+//! so the Trigger service is compiled only in real `ros2` builds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use futures_util::{FutureExt, Stream, StreamExt};
+use r2r::QosProfile;
+use reflex_policy::{Observation, PolicyManifest};
+
+use crate::RosConfig;
+use crate::port::wall_clock_ns;
+use crate::port::{self, LoopDiagnostics, PortState, Qos};
+use reflex_core::{CommandFrame, LoopStatus, RobotIo, SensorFrame};
+
+type Sub<T> = Box<dyn Stream<Item = T> + Unpin>;
+
+fn profile(q: Qos) -> QosProfile {
+    let p = QosProfile::default().keep_last(q.depth as usize);
+    let p = if q.reliable {
+        p.reliable()
+    } else {
+        p.best_effort()
+    };
+    if q.transient_local {
+        p.transient_local()
+    } else {
+        p.volatile()
+    }
+}
+
+/// Creates the rcl node (name and namespace from `[ros]`, overridable with `--ros-args -r
+/// __node:=… -r __ns:=…`) and returns the config overrides its parameters carry, as
+/// `(dotted key, TOML value)` for `reflex_runner::config::ReflexConfig::load_with`.
+pub fn node_and_overrides(ros: &RosConfig) -> Result<(r2r::Node, Vec<(String, String)>)> {
+    let ctx = r2r::Context::create().context("cannot initialize rcl (is ROS 2 sourced?)")?;
+    let node = r2r::Node::create(ctx, &ros.node_name, &ros.namespace)
+        .context("cannot create the ROS 2 node")?;
+    let mut overrides = Vec::new();
+    {
+        let params = node
+            .params
+            .lock()
+            .map_err(|_| anyhow::anyhow!("parameters poisoned"))?;
+        for (name, p) in params.iter() {
+            let key = if name == "use_sim_time" {
+                "ros.use_sim_time".to_string()
+            } else {
+                name.clone()
+            };
+            if let Some(value) = toml_value(&p.value) {
+                overrides.push((key, value));
+            }
+        }
+    }
+    Ok((node, overrides))
+}
+
+fn toml_value(v: &r2r::ParameterValue) -> Option<String> {
+    use r2r::ParameterValue as P;
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+    Some(match v {
+        P::NotSet => return None,
+        P::Bool(b) => b.to_string(),
+        P::Integer(i) => i.to_string(),
+        P::Double(d) => format!("{d:?}"),
+        P::String(s) => quote(s),
+        P::BoolArray(a) => list(a.iter().map(|b| b.to_string()).collect()),
+        P::ByteArray(a) => list(a.iter().map(|b| b.to_string()).collect()),
+        P::IntegerArray(a) => list(a.iter().map(|i| i.to_string()).collect()),
+        P::DoubleArray(a) => list(a.iter().map(|d| format!("{d:?}")).collect()),
+        P::StringArray(a) => list(a.iter().map(|s| quote(s)).collect()),
+    })
+}
+
+/// The robot, as seen through ROS 2 topics over rcl.
+pub struct Ros2Robot {
+    node: r2r::Node,
+    scan: Sub<r2r::sensor_msgs::msg::LaserScan>,
+    joint_states: Sub<r2r::sensor_msgs::msg::JointState>,
+    image: Sub<r2r::sensor_msgs::msg::Image>,
+    instruction: Sub<r2r::std_msgs::msg::String>,
+    estop: Sub<r2r::std_msgs::msg::Bool>,
+    estop_reset: Sub<r2r::std_msgs::msg::Empty>,
+    #[cfg(not(feature = "ros2-doc-only"))]
+    reset_service:
+        Box<dyn Stream<Item = r2r::ServiceRequest<r2r::std_srvs::srv::Trigger::Service>> + Unpin>,
+    cmd_vel: r2r::Publisher<r2r::geometry_msgs::msg::Twist>,
+    diagnostics: r2r::Publisher<r2r::diagnostic_msgs::msg::DiagnosticArray>,
+    status: Arc<LoopStatus>,
+    hardware_id: String,
+    beams: usize,
+    next_diagnostics_ns: u64,
+    pub state: PortState,
+}
+
+impl std::fmt::Debug for Ros2Robot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ros2Robot")
+            .field("stats", &self.state.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ros2Robot {
+    pub fn new(
+        mut node: r2r::Node,
+        ros: &RosConfig,
+        max_beams: usize,
+        joint_names: Vec<String>,
+        manifest: &PolicyManifest,
+        status: Arc<LoopStatus>,
+    ) -> Result<Self> {
+        let t = &ros.topics;
+        macro_rules! sub {
+            ($topic:expr, $qos:expr) => {
+                Box::new(
+                    node.subscribe($topic, profile($qos))
+                        .with_context(|| format!("cannot subscribe to {}", $topic))?,
+                )
+            };
+        }
+        let scan: Sub<r2r::sensor_msgs::msg::LaserScan> = sub!(&t.scan, Qos::SENSOR_DATA);
+        let image: Sub<r2r::sensor_msgs::msg::Image> = sub!(&t.image, Qos::SENSOR_DATA);
+        let joint_states: Sub<r2r::sensor_msgs::msg::JointState> =
+            sub!(&t.joint_states, Qos::SENSOR_DATA);
+        let instruction: Sub<r2r::std_msgs::msg::String> = sub!(&t.instruction, Qos::DEFAULT);
+        let estop: Sub<r2r::std_msgs::msg::Bool> = sub!(&t.estop, Qos::LATCHED);
+        let estop_reset: Sub<r2r::std_msgs::msg::Empty> = sub!(&t.estop_reset, Qos::DEFAULT);
+        #[cfg(not(feature = "ros2-doc-only"))]
+        let reset_service = Box::new(
+            node.create_service::<r2r::std_srvs::srv::Trigger::Service>(
+                "~/reset_estop",
+                QosProfile::services_default(),
+            )
+            .context("cannot create the ~/reset_estop service")?,
+        );
+        let cmd_vel = node
+            .create_publisher(&t.cmd_vel, profile(Qos::DEFAULT))
+            .with_context(|| format!("cannot publish {}", t.cmd_vel))?;
+        let diagnostics = node
+            .create_publisher(&t.diagnostics, profile(Qos::DEFAULT))
+            .with_context(|| format!("cannot publish {}", t.diagnostics))?;
+        Ok(Self {
+            node,
+            scan,
+            joint_states,
+            image,
+            instruction,
+            estop,
+            estop_reset,
+            #[cfg(not(feature = "ros2-doc-only"))]
+            reset_service,
+            cmd_vel,
+            diagnostics,
+            status,
+            hardware_id: format!("{}{}", ros.namespace.trim_end_matches('/'), ros.node_name),
+            beams: max_beams,
+            next_diagnostics_ns: 0,
+            state: PortState::new(manifest, max_beams, joint_names),
+        })
+    }
+}
+
+/// Everything `stream` has ready now, without waiting.
+fn drain<T>(stream: &mut Sub<T>, mut f: impl FnMut(T)) {
+    while let Some(Some(item)) = stream.next().now_or_never() {
+        f(item);
+    }
+}
+
+fn header(h: &r2r::std_msgs::msg::Header) -> port::Header {
+    port::Header {
+        stamp: port::Time {
+            sec: h.stamp.sec,
+            nanosec: h.stamp.nanosec,
+        },
+        frame_id: h.frame_id.clone(),
+    }
+}
+
+impl RobotIo for Ros2Robot {
+    fn beams(&self) -> usize {
+        self.beams
+    }
+
+    fn stationary_at_start(&self) -> bool {
+        true
+    }
+
+    fn step(
+        &mut self,
+        now: u64,
+        command: &CommandFrame,
+        frame: &mut SensorFrame,
+        obs: &mut Observation,
+    ) -> bool {
+        let twist = self.state.command(command.base, command.drive_enabled);
+        let msg = r2r::geometry_msgs::msg::Twist {
+            linear: r2r::geometry_msgs::msg::Vector3 {
+                x: twist.linear.x,
+                y: twist.linear.y,
+                z: twist.linear.z,
+            },
+            angular: r2r::geometry_msgs::msg::Vector3 {
+                x: twist.angular.x,
+                y: twist.angular.y,
+                z: twist.angular.z,
+            },
+        };
+        if self.cmd_vel.publish(&msg).is_ok() {
+            self.state.stats.commands_published += 1;
+        }
+        // Let rcl move messages into the streams, without blocking.
+        self.node.spin_once(Duration::ZERO);
+        let state = &mut self.state;
+        drain(&mut self.scan, |s| {
+            let scan = port::LaserScan {
+                header: header(&s.header),
+                angle_min: s.angle_min,
+                angle_max: s.angle_max,
+                angle_increment: s.angle_increment,
+                time_increment: s.time_increment,
+                scan_time: s.scan_time,
+                range_min: s.range_min,
+                range_max: s.range_max,
+                ranges: s.ranges,
+                intensities: s.intensities,
+            };
+            state.on_scan(&scan, now);
+        });
+        drain(&mut self.joint_states, |j| {
+            let js = port::JointState {
+                header: header(&j.header),
+                name: j.name,
+                position: j.position,
+                velocity: j.velocity,
+                effort: j.effort,
+            };
+            state.on_joint_state(&js, now);
+        });
+        drain(&mut self.estop, |b| state.on_estop(b.data, now));
+        drain(&mut self.estop_reset, |_| state.on_reset());
+        #[cfg(not(feature = "ros2-doc-only"))]
+        while let Some(Some(req)) = self.reset_service.next().now_or_never() {
+            state.on_reset();
+            let _ = req.respond(r2r::std_srvs::srv::Trigger::Response {
+                success: true,
+                message: "reset requested: honoured once every E-stop source is clear".into(),
+            });
+        }
+        drain(&mut self.instruction, |s| state.on_instruction(&s.data));
+        drain(&mut self.image, |i| {
+            let img = port::Image {
+                header: header(&i.header),
+                height: i.height,
+                width: i.width,
+                encoding: i.encoding,
+                is_bigendian: i.is_bigendian,
+                step: i.step,
+                data: i.data,
+            };
+            state.on_image(&img, obs);
+        });
+        let fresh = self.state.finish_step(frame, obs);
+        if now >= self.next_diagnostics_ns {
+            self.next_diagnostics_ns = now + 1_000_000_000;
+            let d = LoopDiagnostics::from_port(&self.status, &self.state, !command.drive_enabled)
+                .to_msg(wall_clock_ns(), &self.hardware_id);
+            let msg = r2r::diagnostic_msgs::msg::DiagnosticArray {
+                header: r2r::std_msgs::msg::Header {
+                    stamp: r2r::builtin_interfaces::msg::Time {
+                        sec: d.header.stamp.sec,
+                        nanosec: d.header.stamp.nanosec,
+                    },
+                    frame_id: d.header.frame_id,
+                },
+                status: d
+                    .status
+                    .into_iter()
+                    .map(|s| r2r::diagnostic_msgs::msg::DiagnosticStatus {
+                        level: s.level,
+                        name: s.name,
+                        message: s.message,
+                        hardware_id: s.hardware_id,
+                        values: s
+                            .values
+                            .into_iter()
+                            .map(|kv| r2r::diagnostic_msgs::msg::KeyValue {
+                                key: kv.key,
+                                value: kv.value,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            let _ = self.diagnostics.publish(&msg);
+        }
+        fresh
+    }
+}

@@ -1,0 +1,261 @@
+//! The one TOML config file of `reflex`, parsed (stage 1) then validated (stage 2) with errors
+//! that name the file, the key and the fix.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The whole config file. Later sections (runtime, models, ports) join this struct.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReflexConfig {
+    /// `[safety]`: see `reflex_safety::SafetyConfig`.
+    pub safety: reflex_safety::SafetyConfig,
+    /// `[runtime]`: the RT thread (period, SCHED_FIFO, mlockall, affinity, overruns).
+    #[serde(default)]
+    pub runtime: reflex_rt::ticker::RtConfig,
+    /// `[models]`: see `reflex_policy::BackendConfig` (all keys optional).
+    #[serde(default)]
+    pub models: reflex_policy::BackendConfig,
+    /// `[updates]`: the channel `reflex run` follows (see `crate::updates::UpdatesConfig`).
+    pub updates: Option<crate::updates::UpdatesConfig>,
+    /// `[ros]`: the ROS 2 port (node, topics, the E-stop source it feeds).
+    #[serde(default)]
+    pub ros: reflex_ros::RosConfig,
+    /// `[telemetry]`: the metrics endpoint (see `reflex_telemetry::metrics::TelemetryConfig`).
+    #[serde(default)]
+    pub telemetry: reflex_telemetry::metrics::TelemetryConfig,
+    /// `[recorder]`: the flight recorder (see `reflex_telemetry::recorder::RecorderConfig`); absent = off.
+    pub recorder: Option<reflex_telemetry::recorder::RecorderConfig>,
+    /// `[cloud]`: a remote policy server (openpi protocol) as a command source; absent = off.
+    pub cloud: Option<reflex_cloud::CloudConfig>,
+    /// `[chunks]`: merge strategy and action age limit (see `reflex_rt::chunks::ChunksConfig`).
+    #[serde(default)]
+    pub chunks: reflex_rt::chunks::ChunksConfig,
+    /// `[arbitration]`: command source priority and freshness (see
+    /// `reflex_rt::arbiter::ArbiterConfig`).
+    #[serde(default)]
+    pub arbitration: reflex_rt::arbiter::ArbiterConfig,
+    /// `[robot]`: how `reflex run` reaches the robot (`io`); `--io` overrides it. Absent and no
+    /// `--io`: `reflex run` refuses to start (it never drives the simulator by default).
+    pub robot: Option<RobotConfig>,
+}
+
+/// `[robot]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    /// `dds` (ROS 2 topics over a pure-Rust DDS), `ros2` (rcl via r2r) or `sim` (the built-in
+    /// simulator: development only).
+    pub io: RobotIo,
+}
+
+/// How `reflex run` reaches the robot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RobotIo {
+    Dds,
+    Ros2,
+    Sim,
+}
+
+impl RobotIo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dds => "dds",
+            Self::Ros2 => "ros2",
+            Self::Sim => "sim",
+        }
+    }
+
+    /// `--io NAME`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "dds" => Ok(Self::Dds),
+            "ros2" => Ok(Self::Ros2),
+            "sim" => Ok(Self::Sim),
+            other => anyhow::bail!("--io {other:?}: use dds, ros2 or sim"),
+        }
+    }
+}
+
+impl ReflexConfig {
+    /// Reads and checks `path`. A safety config the safety layer would refuse is refused here.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "config: cannot read {}; pass an existing file with --config (see launch/reflex.example.toml)",
+                path.display()
+            )
+        })?;
+        Self::parse(&text).with_context(|| format!("config: {} is invalid", path.display()))
+    }
+
+    /// Reads `path` with `overrides` applied: `(dotted.key, TOML value)` pairs, as ROS
+    /// parameters or `--set` give them. An unknown key is an error naming it.
+    pub fn load_with(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
+        if overrides.is_empty() {
+            return Self::load(path);
+        }
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "config: cannot read {}; pass an existing file with --config (see launch/reflex.example.toml)",
+                path.display()
+            )
+        })?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("config: {} is invalid", path.display()))?;
+        for (key, value) in overrides {
+            set_dotted(&mut table, key, value)
+                .with_context(|| format!("config: override {key} = {value}"))?;
+        }
+        let config: ReflexConfig = table
+            .try_into()
+            .with_context(|| format!("config: {} with overrides is invalid", path.display()))?;
+        config
+            .check()
+            .with_context(|| format!("config: {} is invalid", path.display()))?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: ReflexConfig = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// [`Self::parse`] for an already parsed TOML table (e.g. a base config with a scenario's
+    /// overrides merged in).
+    pub fn from_table(table: toml::Table) -> Result<Self> {
+        let config: ReflexConfig = table.try_into()?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let config = self;
+        config.safety.validate()?;
+        config.runtime.validate().map_err(anyhow::Error::msg)?;
+        config.chunks.validate().map_err(anyhow::Error::msg)?;
+        config.arbitration.validate().map_err(anyhow::Error::msg)?;
+        if let Some(updates) = &config.updates {
+            updates.validate()?;
+        }
+        config.ros.topics.validate().map_err(anyhow::Error::msg)?;
+        config.telemetry.bind_addr()?;
+        if let Some(r) = &config.recorder {
+            r.validate()?;
+        }
+        if let Some(c) = &config.cloud {
+            c.validate()?;
+        }
+        anyhow::ensure!(
+            config.ros.namespace.starts_with('/'),
+            "ros.namespace = {:?}: must start with '/'; fix: e.g. \"/\" or \"/robot1\"",
+            config.ros.namespace
+        );
+        Ok(())
+    }
+}
+
+/// Sets `a.b.c = value` (a TOML literal; a bare word is taken as a string) in `table`.
+fn set_dotted(table: &mut toml::Table, key: &str, value: &str) -> Result<()> {
+    let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").expect("just parsed"),
+        Err(_) => toml::Value::String(value.to_string()),
+    };
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).context("empty key")?;
+    let mut node = table;
+    for part in parts {
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{part} is not a table"))?;
+    }
+    node.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../launch/reflex.example.toml");
+        ReflexConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../launch/reflex.example.toml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("brake_decel_mps2 = 1.5", "brake_decel_mps2 = -1.5");
+        let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
+        assert!(err.contains("safety.base.brake_decel_mps2"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+        let err = format!(
+            "{:#}",
+            ReflexConfig::load(Path::new("/nonexistent/reflex.toml")).unwrap_err()
+        );
+        assert!(
+            err.contains("/nonexistent/reflex.toml") && err.contains("--config"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            ReflexConfig::load_with(&path, &[("ros.topics.scann".into(), "\"/x\"".into())])
+                .unwrap_err()
+        );
+        assert!(err.contains("scann"), "{err}");
+        let ok = ReflexConfig::load_with(
+            &path,
+            &[
+                ("ros.topics.scan".into(), "/front/scan".into()),
+                ("safety.base.max_vx_mps".into(), "0.5".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.ros.topics.scan, "/front/scan");
+        assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
+        for (section, key) in [
+            (
+                "[chunks]\nmax_action_age_ms = -5.0",
+                "chunks.max_action_age_ms",
+            ),
+            ("[chunks]\ncrossfade_steps = 0", "chunks.crossfade_steps"),
+            ("[arbitration]\npriority = []", "arbitration.priority"),
+            (
+                "[arbitration]\npriority = [\"cloud\", \"cloud\"]",
+                "arbitration.priority",
+            ),
+            (
+                "[arbitration]\ncloud_max_age_ms = nan",
+                "arbitration.cloud_max_age_ms",
+            ),
+        ] {
+            let text = std::fs::read_to_string(&path).unwrap() + "\n" + section + "\n";
+            let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
+            assert!(
+                err.contains(key) && err.contains("fix:"),
+                "{section}: {err}"
+            );
+        }
+        let text = std::fs::read_to_string(&path).unwrap()
+            + "\n[chunks]\nmax_action_age_ms = 50.0\nstrategy = \"ensemble\"\n[robot]\nio = \"dds\"\n";
+        let ok = ReflexConfig::parse(&text).unwrap();
+        assert_eq!(ok.chunks.max_action_age_ms, 50.0);
+        assert_eq!(
+            ok.chunks.strategy,
+            reflex_rt::chunks::MergeStrategy::Ensemble
+        );
+        assert_eq!(ok.robot.map(|r| r.io), Some(RobotIo::Dds));
+        let text = std::fs::read_to_string(&path).unwrap() + "\n[sfety]\n";
+        let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
+        assert!(err.contains("sfety"), "{err}");
+    }
+}

@@ -1,0 +1,44 @@
+//! The built-in simulator, for development, tests and demos — never production: only the CLI
+//! (`reflex sim`, `reflex safety-demo`, `reflex run --io sim`), hil-tests and benches depend on
+//! this crate (`reflex-cli/tests/dependencies.rs` checks that `reflex-runner` and the crates
+//! below it never do).
+//!
+//! - [`world`]: a planar world of circles (people, posts) and segments (walls), a base whose
+//!   drive tracks velocity commands within its own limits, a ray-cast lidar with noise and
+//!   dropouts, a camera that renders coloured markers. Deterministic for a seed.
+//! - [`lockstep`]: scenarios, the lockstep runner (the production control loop, simulated
+//!   inference latency, faster than real time), [`SimSummary`].
+//! - [`SimRobot`]: the simulator as a `reflex_core::RobotIo`; [`realtime`] drives it through the
+//!   production runner on real threads, with injected worker faults (crash, hang) as a backend
+//!   wrapper.
+//! - [`demo`]: `reflex safety-demo`; [`report`]: `--report` folders (CSV, SVG, MCAP).
+//!
+//! # Guarantees
+//! - Deterministic in lockstep: the same seed, config and policy give the same ticks.
+//! - The simulator only overrides what a run's config says (`[chunks]`, `[arbitration]`,
+//!   `[runtime] period_ms`); it never loosens `[safety]`.
+//!
+//! # Config keys
+//! None of its own; [`SimOptions`] carries the run's `[chunks]` and `[arbitration]`.
+//!
+//! # Example
+//! ```
+//! let scenario = reflex_sim::default_scenario(1);
+//! assert_eq!(scenario.instruction, "go to the red marker");
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod demo;
+pub mod lockstep;
+pub mod realtime;
+pub mod report;
+mod sim_robot;
+pub mod world;
+
+pub use lockstep::{
+    Faults, Robot, Scenario, SimOptions, SimSummary, SimTick, default_scenario, run_lockstep,
+    run_lockstep_with_faults,
+};
+pub use realtime::{run_realtime, run_sim_robot, run_with_faults};
+pub use sim_robot::SimRobot;
