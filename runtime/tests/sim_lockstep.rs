@@ -71,9 +71,11 @@ fn a_dead_inference_worker_stops_the_robot_within_the_action_age_limit() {
 fn the_configs_max_action_age_bounds_what_runs_after_inference_dies() {
     // `[chunks] max_action_age_ms` from the config, not a simulator default: 80 ms here.
     let (_, package, backend) = setup();
-    let text = std::fs::read_to_string(common::repo().join("launch/reflex.example.toml")).unwrap()
-        + "\n[chunks]\nmax_action_age_ms = 80.0\n";
-    let config = reflex_runner::config::ReflexConfig::parse(&text).unwrap();
+    let config = reflex_runner::config::ReflexConfig::load_with(
+        &common::repo().join("launch/reflex.example.toml"),
+        &[("chunks.max_action_age_ms".into(), "80.0".into())],
+    )
+    .unwrap();
     let options = SimOptions {
         duration_s: 13.0,
         kill_inference_at_s: Some(12.0),

@@ -9,6 +9,30 @@
 //! (text frames) are dropped and counted, never queued: the inbox holds 8 commands and a full
 //! one drops the newest. A lost link is retried with backoff while the last cloud command ages
 //! out in the arbiter (the local policy, or a stop, takes over).
+//!
+//! # Guarantees
+//! - The cloud is one more command source, never a privileged one: its commands pass the same
+//!   arbitration and the same safety layer; a cloud stop request wins and holds until a newer
+//!   cloud command lifts it.
+//! - Nothing here runs on the RT thread; the only hop into it is the arbiter's SPSC inbox.
+//! - TLS with the public roots (plus `ca_file`); plain `ws://` only toward loopback. The API key
+//!   comes from the environment, never from the config file.
+//!
+//! # Config keys
+//! `[cloud]` ([`CloudConfig`], absent = off): `url` (`wss://…`), `ca_file` (unset),
+//! `api_key_env` (`REFLEX_CLOUD_API_KEY`), `timeout_ms` (300 ms, in [10, 5000]: a later answer
+//! is dropped), `rate_hz` (10, in [0.5, 100] requests per second), `max_frame_bytes` (1 MiB; a
+//! bigger frame closes the link).
+//!
+//! # Example
+//! ```
+//! let c: reflex_cloud::CloudConfig =
+//!     serde_json::from_str(r#"{"url": "ws://10.0.0.5:8000"}"#).unwrap();
+//! let err = format!("{:#}", c.validate().unwrap_err());
+//! assert!(err.contains("cloud.url"), "plain ws:// is for loopback only: {err}");
+//! ```
+
+#![forbid(unsafe_code)]
 
 use std::io::ErrorKind;
 use std::net::{TcpStream, ToSocketAddrs};

@@ -222,32 +222,43 @@ mod tests {
         .unwrap();
         assert_eq!(ok.ros.topics.scan, "/front/scan");
         assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
-        for (section, key) in [
+        for (key, value, named) in [
             (
-                "[chunks]\nmax_action_age_ms = -5.0",
+                "chunks.max_action_age_ms",
+                "-5.0",
                 "chunks.max_action_age_ms",
             ),
-            ("[chunks]\ncrossfade_steps = 0", "chunks.crossfade_steps"),
-            ("[arbitration]\npriority = []", "arbitration.priority"),
+            ("chunks.crossfade_steps", "0", "chunks.crossfade_steps"),
+            ("arbitration.priority", "[]", "arbitration.priority"),
             (
-                "[arbitration]\npriority = [\"cloud\", \"cloud\"]",
+                "arbitration.priority",
+                "[\"cloud\", \"cloud\"]",
                 "arbitration.priority",
             ),
             (
-                "[arbitration]\ncloud_max_age_ms = nan",
+                "arbitration.cloud_max_age_ms",
+                "nan",
                 "arbitration.cloud_max_age_ms",
             ),
         ] {
-            let text = std::fs::read_to_string(&path).unwrap() + "\n" + section + "\n";
-            let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
+            let err = format!(
+                "{:#}",
+                ReflexConfig::load_with(&path, &[(key.into(), value.into())]).unwrap_err()
+            );
             assert!(
-                err.contains(key) && err.contains("fix:"),
-                "{section}: {err}"
+                err.contains(named) && err.contains("fix:"),
+                "{key} = {value}: {err}"
             );
         }
-        let text = std::fs::read_to_string(&path).unwrap()
-            + "\n[chunks]\nmax_action_age_ms = 50.0\nstrategy = \"ensemble\"\n[robot]\nio = \"dds\"\n";
-        let ok = ReflexConfig::parse(&text).unwrap();
+        let ok = ReflexConfig::load_with(
+            &path,
+            &[
+                ("chunks.max_action_age_ms".into(), "50.0".into()),
+                ("chunks.strategy".into(), "ensemble".into()),
+                ("robot.io".into(), "dds".into()),
+            ],
+        )
+        .unwrap();
         assert_eq!(ok.chunks.max_action_age_ms, 50.0);
         assert_eq!(
             ok.chunks.strategy,
