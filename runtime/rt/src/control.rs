@@ -1,6 +1,7 @@
 //! The control loop's tick: merge arrived chunks → action for now → arbitrate → safety (always
-//! last) → actuator slot → timing → watchdog. Everything is preallocated in `new`; `tick` does
-//! not allocate, lock or block (proven by tests/control_no_alloc.rs).
+//! last) → recorder tap → timing and heartbeat (the watchdog and the command out are the RT
+//! thread's, `crate::rt_thread`). Everything is preallocated in `new`; `tick` does not
+//! allocate, lock or block (proven by `runtime/tests/control_tick.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,14 +12,14 @@
 //! - After start-up the RT thread does not allocate, lock or block: every hop into or out of it
 //!   is a preallocated wait-free SPSC ring (`rtrb`: chunks and their buffers, cloud and operator
 //!   inboxes, recorder tap) or a triple buffer (sensors, commands), with an explicit full policy
-//!   (drop and count, never grow or wait). `reflex-cli/tests/control_tick.rs` counts
+//!   (drop and count, never grow or wait). `runtime/tests/control_tick.rs` counts
 //!   allocations over 10,000 ticks.
 //! - An overrun skips to the next period (counted), never catches up; N misses in a row or an
 //!   inference worker silent past [`rt_thread::WORKER_DEADLINE_NS`] latch an internal E-stop.
 //! - No action older than `[chunks] max_action_age_ms` is executed: a dry or stale queue
 //!   proposes a stop, which the safety layer ramps down.
 //! - Dependencies: `reflex-safety`, `reflex-core`, `libc`, `rtrb`, `triple_buffer`, `serde`
-//!   (config structs). No ONNX Runtime, ROS, tokio or simulator: `reflex-cli/tests/dependencies.rs`
+//!   (config structs). No ONNX Runtime, ROS, tokio or simulator: `runtime/tests/architecture.rs`
 //!   fails if `cargo tree` ever shows one.
 //!
 //! # Config keys

@@ -48,19 +48,19 @@ pub struct ReflexConfig {
 pub struct RobotConfig {
     /// `dds` (ROS 2 topics over a pure-Rust DDS), `ros2` (rcl via r2r) or `sim` (the built-in
     /// simulator: development only).
-    pub io: RobotIo,
+    pub io: RobotIoKind,
 }
 
 /// How `reflex run` reaches the robot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RobotIo {
+pub enum RobotIoKind {
     Dds,
     Ros2,
     Sim,
 }
 
-impl RobotIo {
+impl RobotIoKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Dds => "dds",
@@ -138,6 +138,17 @@ impl ReflexConfig {
         config.safety.validate()?;
         config.runtime.validate().map_err(anyhow::Error::msg)?;
         config.chunks.validate().map_err(anyhow::Error::msg)?;
+        // The loop decays to a stop before the safety layer's staleness veto would fire.
+        let (age, limit) = (
+            config.chunks.max_action_age_ms,
+            config.safety.commands.local_policy_max_age_ms,
+        );
+        anyhow::ensure!(
+            age <= limit,
+            "chunks.max_action_age_ms = {age} is above safety.commands.local_policy_max_age_ms = {limit}: \
+             the safety layer would veto those actions as stale instead of the loop decaying to a \
+             stop; fix: chunks.max_action_age_ms <= {limit}"
+        );
         config.arbitration.validate().map_err(anyhow::Error::msg)?;
         if let Some(updates) = &config.updates {
             updates.validate()?;
@@ -264,7 +275,7 @@ mod tests {
             ok.chunks.strategy,
             reflex_rt::chunks::MergeStrategy::Ensemble
         );
-        assert_eq!(ok.robot.map(|r| r.io), Some(RobotIo::Dds));
+        assert_eq!(ok.robot.map(|r| r.io), Some(RobotIoKind::Dds));
         let text = std::fs::read_to_string(&path).unwrap() + "\n[sfety]\n";
         let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
         assert!(err.contains("sfety"), "{err}");

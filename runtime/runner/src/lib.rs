@@ -12,7 +12,7 @@
 //!
 //! # Guarantees
 //! - Production code only: nothing here imports the simulator (`reflex-sim` depends on this
-//!   crate, never the reverse; `reflex-cli/tests/dependencies.rs` checks it).
+//!   crate, never the reverse; `runtime/tests/architecture.rs` checks it).
 //! - Every knob a run uses comes from [`config::ReflexConfig`]; an invalid value is refused at
 //!   start with an error naming the key and the fix.
 //! - A worker stuck inside `infer` is abandoned at shutdown, never joined forever.

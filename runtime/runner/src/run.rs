@@ -409,14 +409,23 @@ pub fn run_robot(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            let backend = match &current {
+            let loaded = match &current {
                 Some((generation, p)) => {
                     port.status
                         .worker_generation
                         .store(*generation, Ordering::Release);
-                    loader(p)?
+                    loader(p)
                 }
-                None => loader(package)?,
+                None => loader(package),
+            };
+            let backend = match loaded {
+                Ok(b) => b,
+                Err(e) => {
+                    // No replacement: stop the RT thread too (never leave it ticking detached).
+                    stop.store(true, Ordering::Release);
+                    let _ = rt_thread.join();
+                    return Err(e.context("the supervisor could not reload the policy"));
+                }
             };
             workers.push(spawn_worker(backend, worker_restarts)?);
         }

@@ -1,6 +1,6 @@
 //! The built-in simulator, for development, tests and demos — never production: only the CLI
 //! (`reflex sim`, `reflex safety-demo`, `reflex run --io sim`), hil-tests and benches depend on
-//! this crate (`reflex-cli/tests/dependencies.rs` checks that `reflex-runner` and the crates
+//! this crate (`runtime/tests/architecture.rs` checks that `reflex-runner` and the crates
 //! below it never do).
 //!
 //! - [`world`]: a planar world of circles (people, posts) and segments (walls), a base whose

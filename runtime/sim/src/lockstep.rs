@@ -100,6 +100,21 @@ impl SimOptions {
             cloud: self.cloud.clone(),
         }
     }
+
+    /// The simulator's options for a production run's `options` (`reflex run --io sim`).
+    pub fn from_run(options: &RunOptions, seed: u64) -> Self {
+        Self {
+            duration_s: options.duration_s,
+            seed,
+            chunks: options.chunks,
+            arbitration: options.arbitration.clone(),
+            inboxes: options.inboxes.clone(),
+            telemetry: options.telemetry.clone(),
+            recorder: options.recorder.clone(),
+            cloud: options.cloud.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for SimOptions {

@@ -84,25 +84,26 @@ pub fn run_with_faults(
     robot: &mut dyn RobotIo,
 ) -> Result<(LoopSummary, RealtimeReport)> {
     let ort = ort_loader(backend_config);
-    let start_ns = reflex_core::clock::now_ns();
-    let at = |s: Option<f64>| s.map(|s| start_ns + (s * 1e9) as u64);
-    let (crash_at, hang_at) = (
-        at(options.crash_inference_at_s),
-        at(options.kill_inference_at_s),
+    let ns = |s: f64| (s * 1e9) as u64;
+    let (crash_after_ns, hang_after_ns) = (
+        options.crash_inference_at_s.map(ns),
+        options.kill_inference_at_s.map(ns),
     );
-    let hang_until = start_ns + ((options.duration_s + 1.0) * 1e9) as u64;
+    // The hang ends a little after the run (the runner waits 2 s for a busy worker at shutdown).
+    let hang_for_ns = ns(options.duration_s + 0.5);
     let first = std::cell::Cell::new(true);
     // The first worker's backend carries the faults; the supervisor's replacements do not.
     let loader = |p: &PolicyPackage| -> Result<Box<dyn PolicyBackend>> {
         let backend = ort(p)?;
-        if !first.replace(false) || (crash_at.is_none() && hang_at.is_none()) {
+        if !first.replace(false) || (crash_after_ns.is_none() && hang_after_ns.is_none()) {
             return Ok(backend);
         }
         Ok(Box::new(FaultyBackend {
             inner: backend,
-            crash_at,
-            hang_at,
-            hang_until,
+            start_ns: None,
+            crash_after_ns,
+            hang_after_ns,
+            hang_for_ns,
         }))
     };
     run_robot(
@@ -117,14 +118,18 @@ pub fn run_with_faults(
     )
 }
 
-/// A policy backend that fails the way HIL scenarios need: from `crash_at` its `infer` returns
-/// an error (the worker thread ends; the supervisor must replace it), from `hang_at` it blocks
-/// (alive, silent: the watchdog must trip) until `hang_until`, then errors. Monotonic ns.
+/// A policy backend that fails the way HIL scenarios need, on the run's clock (which starts at
+/// its first inference, when the robot I/O's first observation arrives — model load and
+/// warm-up are not counted, as the old in-worker hooks did not count them): `crash_after_ns`
+/// into the run its `infer` returns an error (the worker thread ends; the supervisor must
+/// replace it); `hang_after_ns` into the run it blocks (alive, silent: the watchdog must trip)
+/// until `hang_for_ns` into the run (just past its end), then errors.
 struct FaultyBackend {
     inner: Box<dyn PolicyBackend>,
-    crash_at: Option<u64>,
-    hang_at: Option<u64>,
-    hang_until: u64,
+    start_ns: Option<u64>,
+    crash_after_ns: Option<u64>,
+    hang_after_ns: Option<u64>,
+    hang_for_ns: u64,
 }
 
 impl PolicyBackend for FaultyBackend {
@@ -138,11 +143,13 @@ impl PolicyBackend for FaultyBackend {
 
     fn infer(&mut self, obs: &Observation, out: &mut ActionChunk) -> Result<(), BackendError> {
         let now = reflex_core::clock::now_ns();
-        if self.crash_at.is_some_and(|t| now >= t) {
+        let start = *self.start_ns.get_or_insert(now);
+        let since = now - start;
+        if self.crash_after_ns.is_some_and(|t| since >= t) {
             return Err("simulated inference worker crash (injected fault)".into());
         }
-        if self.hang_at.is_some_and(|t| now >= t) {
-            while reflex_core::clock::now_ns() < self.hang_until {
+        if self.hang_after_ns.is_some_and(|t| since >= t) {
+            while reflex_core::clock::now_ns() < start + self.hang_for_ns {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             return Err("simulated inference hang ended (injected fault)".into());

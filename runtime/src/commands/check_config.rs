@@ -1,4 +1,4 @@
-//! `reflex check-config`: Validate a config file and print the safety config hash.
+//! `reflex check-config`: validate a config file (with `--set` overrides) and print the safety config hash.
 
 use std::path::PathBuf;
 

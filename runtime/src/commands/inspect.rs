@@ -1,4 +1,4 @@
-//! `reflex inspect`: Print everything a policy package declares: inputs, outputs, action space and units,
+//! `reflex inspect`: everything a policy package declares, as text or JSON.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `reflex keygen`: Make an ed25519 key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+//! `reflex keygen`: an ed25519 key pair for signing policy artifacts.
 
 use std::path::PathBuf;
 

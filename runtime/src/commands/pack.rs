@@ -1,4 +1,4 @@
-//! `reflex pack`: Pack a policy package directory into an OCI 1.1 artifact: `--out oci-layout:PATH:TAG`.
+//! `reflex pack`: a package directory as an OCI 1.1 artifact in an OCI layout.
 
 use std::path::PathBuf;
 

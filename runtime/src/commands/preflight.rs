@@ -1,4 +1,4 @@
-//! `reflex preflight`: What this host offers Reflex: ONNX Runtime, GPUs (CUDA driver, SM, memory).
+//! `reflex preflight`: what this host offers Reflex (ONNX Runtime, GPUs, RT grants, Jetson).
 
 use std::path::PathBuf;
 

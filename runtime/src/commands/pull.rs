@@ -1,4 +1,4 @@
-//! `reflex pull`: Pull a policy artifact (`oci-layout:PATH:TAG` or `oci://host[:port]/repo:tag`) into the
+//! `reflex pull`: a signed artifact into the local store, every digest checked.
 
 use std::path::PathBuf;
 

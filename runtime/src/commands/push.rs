@@ -1,4 +1,4 @@
-//! `reflex push`: Push an artifact from `oci-layout:PATH:TAG` to a registry `oci://host[:port]/repo:tag`
+//! `reflex push`: an artifact and its signature from an OCI layout to a registry.
 
 use super::{RegistryArgs, layout_ref};
 use anyhow::Result;

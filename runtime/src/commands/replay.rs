@@ -1,4 +1,4 @@
-//! `reflex replay`: Re-runs a flight recording's inputs through the safety layer (from the recording's own
+//! `reflex replay`: a flight recording through the safety layer (and the policy) again, bit for bit.
 
 use std::path::PathBuf;
 

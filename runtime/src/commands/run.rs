@@ -1,11 +1,11 @@
-//! `reflex run`: The runtime: the policy the store's activation record names (first boot: installed from
+//! `reflex run`: the runtime on a robot — the active policy, the RT loop, the model manager.
 
 use std::path::PathBuf;
 
 use super::{FinishRecorder, StopOnDrop, host_backend, start_metrics, start_recorder};
 use anyhow::Result;
 use reflex_policy::{BackendConfig, PolicyPackage};
-use reflex_runner::config::{ReflexConfig, RobotIo};
+use reflex_runner::config::{ReflexConfig, RobotIoKind};
 use reflex_runner::run::{LoopSummary, RealtimeReport, RunOptions};
 
 /// The runtime: the policy the store's activation record names (first boot: installed from
@@ -57,15 +57,10 @@ pub fn exec(args: Args) -> Result<()> {
     // The robot I/O is explicit: --io, else [robot] io. A robot never silently drives a
     // simulated plant (the first version's systemd unit did).
     let io = match &io {
-        Some(name) => Some(RobotIo::parse(name)?),
+        Some(name) => Some(RobotIoKind::parse(name)?),
         None => None,
     };
     let path = config;
-    // rcl reads --ros-args itself (the r2r adapter); clap only lets them through.
-    anyhow::ensure!(
-        ros_args.is_none() || io == Some(RobotIo::Ros2),
-        "--ros-args (from ROS 2 launch) are read by the r2r adapter: use `--io ros2` in a build with `--features ros2` and ROS 2 sourced; the `dds` adapter takes its node name, namespace and topics from [ros] in the config"
-    );
     let duration = duration.unwrap_or(1e7);
     anyhow::ensure!(
         duration.is_finite() && duration > 0.0,
@@ -79,14 +74,16 @@ pub fn exec(args: Args) -> Result<()> {
             path.display()
         )
     })?;
-    if io == RobotIo::Sim {
+    // rcl reads --ros-args itself (the r2r adapter); clap only lets them through.
+    anyhow::ensure!(
+        ros_args.is_none() || io == RobotIoKind::Ros2,
+        "--ros-args (from ROS 2 launch) are read by the r2r adapter: use `--io ros2` (or `[robot] io = \"ros2\"`) in a build with `--features ros2` and ROS 2 sourced; the `dds` adapter takes its node name, namespace and topics from [ros] in the config"
+    );
+    if io == RobotIoKind::Sim {
         eprintln!("reflex: driving the built-in simulator (--io sim), not a robot");
     }
     // Before anything starts: an adapter this build lacks is refused now.
-    anyhow::ensure!(
-        io != RobotIo::Dds || cfg!(feature = "dds"),
-        "--io dds: this reflex was built without the `dds` feature; build it with `cargo build --release --features reflex-runtime/dds`"
-    );
+    anyhow::ensure!(io != RobotIoKind::Dds || cfg!(feature = "dds"), NO_DDS);
     // Before any thread starts: all but the RT thread keep off its CPU (inherited).
     if let Some(cpu) = config.runtime.cpu
         && let Err(e) = reflex_rt::ticker::keep_off_cpu(cpu)
@@ -205,29 +202,20 @@ pub fn exec(args: Args) -> Result<()> {
         Ok((serde_json::to_value(&s)?, r))
     };
     let result = match io {
-        RobotIo::Sim => reflex_sim::run_realtime(
+        RobotIoKind::Sim => reflex_sim::run_realtime(
             &config.safety,
             &package,
             &backend,
             &config.runtime,
             reflex_sim::default_scenario(seed),
-            &reflex_sim::SimOptions {
-                duration_s: options.duration_s,
-                seed,
-                telemetry: options.telemetry.clone(),
-                recorder: options.recorder.clone(),
-                cloud: options.cloud.clone(),
-                chunks: options.chunks,
-                arbitration: options.arbitration.clone(),
-                ..Default::default()
-            },
+            &reflex_sim::SimOptions::from_run(&options, seed),
             &port,
         )
         .and_then(|(s, r)| Ok((serde_json::to_value(&s)?, r))),
-        RobotIo::Dds => {
+        RobotIoKind::Dds => {
             run_dds(&config, &package, &backend, &options, &port, &mut extra).and_then(as_json)
         }
-        RobotIo::Ros2 => run_ros2(
+        RobotIoKind::Ros2 => run_ros2(
             ros2_node, &config, &package, &backend, &options, &port, &mut extra,
         )
         .and_then(as_json),
@@ -252,6 +240,11 @@ pub fn exec(args: Args) -> Result<()> {
     println!("{}", serde_json::to_string(&value)?);
     Ok(())
 }
+
+/// What `--io dds` says in a build without the `dds` feature.
+const NO_DDS: &str = "--io dds: this reflex was built without the `dds` feature; build it with `cargo build --release -p reflex-cli --features dds` (see launch/README.md)";
+/// What `--io ros2` says in a build without the `ros2` feature.
+const NO_ROS2: &str = "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release -p reflex-cli --features ros2` (see launch/README.md)";
 
 /// The loop in real time with a ROS adapter as the robot (the task comes from the topics).
 #[cfg(any(feature = "dds", feature = "ros2"))]
@@ -296,11 +289,11 @@ type Ros2Node = ();
 #[cfg(feature = "ros2")]
 fn load_run_config(
     path: &std::path::Path,
-    io: Option<RobotIo>,
-) -> Result<(ReflexConfig, Option<RobotIo>, Ros2Node)> {
+    io: Option<RobotIoKind>,
+) -> Result<(ReflexConfig, Option<RobotIoKind>, Ros2Node)> {
     let base = ReflexConfig::load(path)?;
     let io = io.or(base.robot.map(|r| r.io));
-    if io != Some(RobotIo::Ros2) {
+    if io != Some(RobotIoKind::Ros2) {
         return Ok((base, io, None));
     }
     let (node, overrides) = reflex_ros::ros2::node_and_overrides(&base.ros)?;
@@ -309,14 +302,11 @@ fn load_run_config(
 #[cfg(not(feature = "ros2"))]
 fn load_run_config(
     path: &std::path::Path,
-    io: Option<RobotIo>,
-) -> Result<(ReflexConfig, Option<RobotIo>, Ros2Node)> {
+    io: Option<RobotIoKind>,
+) -> Result<(ReflexConfig, Option<RobotIoKind>, Ros2Node)> {
     let config = ReflexConfig::load(path)?;
     let io = io.or(config.robot.map(|r| r.io));
-    anyhow::ensure!(
-        io != Some(RobotIo::Ros2),
-        "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release --features reflex-runtime/ros2` (see launch/README.md)"
-    );
+    anyhow::ensure!(io != Some(RobotIoKind::Ros2), NO_ROS2);
     Ok((config, io, ()))
 }
 
@@ -358,9 +348,7 @@ fn run_ros2(
     _: &std::sync::Arc<reflex_runner::swap::SwapPort>,
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<(LoopSummary, RealtimeReport)> {
-    anyhow::bail!(
-        "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release --features reflex-runtime/ros2` (see launch/README.md)"
-    )
+    anyhow::bail!(NO_ROS2)
 }
 
 /// `reflex run --io dds`: the loop with ROS 2 topics over DDS as the robot.
@@ -402,7 +390,5 @@ fn run_dds(
     _: &std::sync::Arc<reflex_runner::swap::SwapPort>,
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<(LoopSummary, RealtimeReport)> {
-    anyhow::bail!(
-        "--io dds: this reflex was built without the `dds` feature; build it with `cargo build --release --features reflex-runtime/dds`"
-    )
+    anyhow::bail!(NO_DDS)
 }

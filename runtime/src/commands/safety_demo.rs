@@ -1,4 +1,4 @@
-//! `reflex safety-demo`: Drive the built-in simulator's robot with an adversarial policy through a scripted day
+//! `reflex safety-demo`: the safety layer against an adversarial policy on the simulator.
 
 use std::path::PathBuf;
 

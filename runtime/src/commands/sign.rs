@@ -1,4 +1,4 @@
-//! `reflex sign`: Sign the artifact REF (`oci-layout:PATH:TAG`, or `oci://host/repo:tag` in place in the
+//! `reflex sign`: a release signature for an artifact, as a referrer.
 
 use std::path::PathBuf;
 

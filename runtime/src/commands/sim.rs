@@ -1,4 +1,4 @@
-//! `reflex sim`: Closed loop on the built-in simulator: the demo policy (ONNX Runtime), the action-chunk
+//! `reflex sim`: the demo policy and the production loop on the built-in simulator.
 
 use std::path::PathBuf;
 

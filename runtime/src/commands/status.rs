@@ -1,4 +1,4 @@
-//! `reflex status`: The activation record of a store (after crash recovery), as JSON.
+//! `reflex status`: a store's activation record, as JSON.
 
 use std::path::PathBuf;
 

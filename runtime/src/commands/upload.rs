@@ -1,4 +1,4 @@
-//! `reflex upload`: Uploads the queued flight recordings of `[recorder]` to `[recorder.upload]` once, oldest
+//! `reflex upload`: the queued flight recordings to `[recorder.upload]`, once.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `reflex verify`: Verify a policy package. A directory: schema, every file's sha256, the model's real
+//! `reflex verify`: a package directory (files, model I/O, golden pairs) or an artifact (digests, signature).
 
 use std::path::PathBuf;
 
