@@ -136,7 +136,55 @@ fn ten_thousand_ticks_feeding_metrics_and_the_flight_recorder_do_not_allocate() 
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn steady_ticks_do_not_allocate(mut control: ControlLoop, channel: ChunkSender) {
+#[test]
+fn ten_thousand_ticks_reading_the_cloud_and_operator_inboxes_do_not_allocate() {
+    let (control, channel) = control();
+    let inboxes = reflex_rt::arbiter::Inboxes::default();
+    let control = control
+        .with_arbiter(
+            &reflex_rt::arbiter::ArbiterConfig::default(),
+            Some(&inboxes),
+        )
+        .unwrap();
+    let mut seq = 0;
+    let mut send = |now: u64| {
+        // The cloud link's and a teleop's commands, off the RT thread; the tick pops them.
+        seq += 1;
+        let base = reflex_safety::Twist {
+            vx_mps: 0.2,
+            ..Default::default()
+        };
+        let cloud = reflex_rt::arbiter::CloudCommand {
+            seq,
+            t_ns: now,
+            base,
+            stop: false,
+        };
+        assert!(inboxes.cloud.try_send(cloud));
+        if seq % 8 == 0 {
+            let op = reflex_rt::arbiter::OperatorCommand { t_ns: now, base };
+            assert!(inboxes.operator.try_send(op));
+        }
+    };
+    let control = steady_ticks_with(control, channel, &mut send);
+    assert!(
+        control.stats.cloud_ticks > 1_000,
+        "{:?}",
+        control.stats.cloud_ticks
+    );
+}
+
+fn steady_ticks_do_not_allocate(control: ControlLoop, channel: ChunkSender) {
+    steady_ticks_with(control, channel, &mut |_| {});
+}
+
+/// 10,000 counted ticks; `between(now)` runs every 5th tick with counting off (what other
+/// threads do). Returns the loop after the checks.
+fn steady_ticks_with(
+    mut control: ControlLoop,
+    channel: ChunkSender,
+    between: &mut dyn FnMut(u64),
+) -> ControlLoop {
     let mut ranges = vec![f32::INFINITY; BEAMS];
     let mut now = 1_000_000_000u64;
     // Warm up (first merges, scan geometry cache).
@@ -155,6 +203,7 @@ fn steady_ticks_do_not_allocate(mut control: ControlLoop, channel: ChunkSender) 
         if i % 5 == 0 {
             COUNTING.with(|c| c.set(false));
             send_chunk(&channel, now - 30_000_000, 0.5);
+            between(now);
             COUNTING.with(|c| c.set(true));
         }
         // Obstacles come and go in front of the robot.
@@ -176,6 +225,7 @@ fn steady_ticks_do_not_allocate(mut control: ControlLoop, channel: ChunkSender) 
         "{moving} {:?}",
         control.stats.chunks_merged
     );
+    control
 }
 
 #[test]
