@@ -53,6 +53,27 @@
 //!     local_policy_max_age_ms = 200.0
 //!     cloud_max_age_ms = 300.0
 //!     operator_max_age_ms = 200.0
+//!     [base]
+//!     kind = "differential"
+//!     max_vx_mps = 1.0
+//!     max_wz_radps = 1.5
+//!     max_accel_x_mps2 = 100.0
+//!     max_accel_wz_radps2 = 100.0
+//!     brake_decel_mps2 = 1.5
+//!     brake_decel_wz_radps2 = 3.0
+//!     footprint_radius_m = 0.3
+//!     [lidar]
+//!     base_from_lidar = { x_m = 0.0, y_m = 0.0, yaw_rad = 0.0 }
+//!     max_beams = 360
+//!     max_age_ms = 100.0
+//!     reaction_time_ms = 50.0
+//!     margin_m = 0.05
+//!     slowdown_depth_m = 0.5
+//!     min_points = 2
+//!     hysteresis_m = 0.05
+//!     release_delay_ms = 200.0
+//!     max_invalid_fraction = 0.2
+//!     intrusion_speed_mps = 1.6
 //! "#).unwrap();
 //! let (chunks, rx) = chunk_channel(4, 20 * 3);
 //! let mut control = ControlLoop::new(
