@@ -244,6 +244,7 @@ pub fn exec(args: Args) -> Result<()> {
 /// What `--io dds` says in a build without the `dds` feature.
 const NO_DDS: &str = "--io dds: this reflex was built without the `dds` feature; build it with `cargo build --release -p reflex-cli --features dds` (see launch/README.md)";
 /// What `--io ros2` says in a build without the `ros2` feature.
+#[cfg(not(feature = "ros2"))]
 const NO_ROS2: &str = "--io ros2: this reflex was built without the `ros2` feature; on a machine with ROS 2 Humble or Jazzy sourced, build it with `cargo build --release -p reflex-cli --features ros2` (see launch/README.md)";
 
 /// The loop in real time with a ROS adapter as the robot (the task comes from the topics).
