@@ -159,6 +159,9 @@ fn sim_recordings_open_in_pypi_mcap_and_replay_bit_for_bit() {
 
 #[test]
 fn the_disk_budget_drops_the_oldest_recording() {
+    // A 250 kB budget: any two of the run's recordings exceed it. (At 400 kB it took four, and a
+    // lockstep run outpaces the recorder thread ~100×: on a busy host its tap dropped ticks, so
+    // fewer triggers fired and no recording had to go — a CI flake, not a recorder bug.)
     let dir = tempdir("budget");
     let config = dir.join("reflex.toml");
     std::fs::create_dir_all(&dir).unwrap();
@@ -166,7 +169,7 @@ fn the_disk_budget_drops_the_oldest_recording() {
     std::fs::write(
         &config,
         format!(
-            "{base}\n[recorder]\ndir = {:?}\nwindow_s = 3.0\npost_s = 0.5\ntriggers = [\"slowdown_zone\", \"accel_limit\"]\nmax_disk_mb = 0.4\nrobot_id = \"budget-test\"\n",
+            "{base}\n[recorder]\ndir = {:?}\nwindow_s = 3.0\npost_s = 0.5\ntriggers = [\"slowdown_zone\", \"accel_limit\"]\nmax_disk_mb = 0.25\nrobot_id = \"budget-test\"\n",
             dir.display().to_string()
         ),
     )
@@ -183,7 +186,7 @@ fn the_disk_budget_drops_the_oldest_recording() {
     assert!(err.contains("dropped the oldest recording"), "{err}");
     let files = reflex_telemetry::upload::queued(&dir.join("queue")).unwrap();
     let total: u64 = files.iter().map(|(_, n)| n).sum();
-    assert!(!files.is_empty() && total <= 400_000, "{files:?}");
+    assert!(!files.is_empty() && total <= 250_000, "{files:?}");
     assert!(files.iter().all(|(p, _)| {
         p.file_name()
             .unwrap()
