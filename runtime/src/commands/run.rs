@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 use super::{FinishRecorder, StopOnDrop, host_backend, start_metrics, start_recorder};
 use anyhow::Result;
-use reflex_policy::{BackendConfig, PolicyPackage};
+#[cfg(any(feature = "dds", feature = "ros2"))]
+use reflex_policy::BackendConfig;
+use reflex_policy::PolicyPackage;
 use reflex_runner::config::{ReflexConfig, RobotIoKind};
-use reflex_runner::run::{LoopSummary, RealtimeReport, RunOptions};
+use reflex_runner::run::RunOptions;
+#[cfg(any(feature = "dds", feature = "ros2"))]
+use reflex_runner::run::{LoopSummary, RealtimeReport};
 
 /// The runtime: the policy the store's activation record names (first boot: installed from
 /// `[updates] channel`), the RT loop, and the model manager following the channel (signed
@@ -68,6 +72,8 @@ pub fn exec(args: Args) -> Result<()> {
     );
     // Under ROS 2 (r2r) the node's parameters override config keys of the same names.
     let (config, io, ros2_node) = load_run_config(&path, io)?;
+    #[cfg(not(feature = "ros2"))]
+    let () = ros2_node;
     let io = io.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: no robot I/O: pass --io dds|ros2|sim or set [robot] io = \"dds\" (or \"ros2\") in the config; `reflex run` never drives the simulator unless told to",
@@ -195,12 +201,15 @@ pub fn exec(args: Args) -> Result<()> {
         }
         None => None,
     };
+    #[allow(unused_mut)] // filled by the ROS adapters only
     let mut extra = serde_json::Map::new();
     // The summary: what the loop did; with `--io sim` also what the simulator saw
     // (collisions, goal), never for a robot.
-    let as_json = |(s, r): (_, RealtimeReport)| -> Result<(serde_json::Value, RealtimeReport)> {
-        Ok((serde_json::to_value(&s)?, r))
-    };
+    #[cfg(any(feature = "dds", feature = "ros2"))]
+    let as_json =
+        |(s, r): (LoopSummary, RealtimeReport)| -> Result<(serde_json::Value, RealtimeReport)> {
+            Ok((serde_json::to_value(&s)?, r))
+        };
     let result = match io {
         RobotIoKind::Sim => reflex_sim::run_realtime(
             &config.safety,
@@ -212,13 +221,20 @@ pub fn exec(args: Args) -> Result<()> {
             &port,
         )
         .and_then(|(s, r)| Ok((serde_json::to_value(&s)?, r))),
+        #[cfg(feature = "dds")]
         RobotIoKind::Dds => {
             run_dds(&config, &package, &backend, &options, &port, &mut extra).and_then(as_json)
         }
+        #[cfg(feature = "ros2")]
         RobotIoKind::Ros2 => run_ros2(
             ros2_node, &config, &package, &backend, &options, &port, &mut extra,
         )
         .and_then(as_json),
+        // Refused before anything started (the early checks); kept for the match.
+        #[cfg(not(feature = "dds"))]
+        RobotIoKind::Dds => Err(anyhow::anyhow!(NO_DDS)),
+        #[cfg(not(feature = "ros2"))]
+        RobotIoKind::Ros2 => Err(anyhow::anyhow!(NO_ROS2)),
     };
     stop.store(true, std::sync::atomic::Ordering::Release);
     let update_report = match updater {
@@ -338,20 +354,6 @@ fn run_ros2(
     result
 }
 
-#[cfg(not(feature = "ros2"))]
-#[allow(clippy::too_many_arguments)]
-fn run_ros2(
-    _: Ros2Node,
-    _: &ReflexConfig,
-    _: &PolicyPackage,
-    _: &BackendConfig,
-    _: &RunOptions,
-    _: &std::sync::Arc<reflex_runner::swap::SwapPort>,
-    _: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(LoopSummary, RealtimeReport)> {
-    anyhow::bail!(NO_ROS2)
-}
-
 /// `reflex run --io dds`: the loop with ROS 2 topics over DDS as the robot.
 #[cfg(feature = "dds")]
 fn run_dds(
@@ -380,16 +382,4 @@ fn run_dds(
     let result = drive_ros(config, package, backend, options, port, &mut robot);
     extra.insert("dds".into(), serde_json::to_value(&robot.state.stats)?);
     result
-}
-
-#[cfg(not(feature = "dds"))]
-fn run_dds(
-    _: &ReflexConfig,
-    _: &PolicyPackage,
-    _: &BackendConfig,
-    _: &RunOptions,
-    _: &std::sync::Arc<reflex_runner::swap::SwapPort>,
-    _: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(LoopSummary, RealtimeReport)> {
-    anyhow::bail!(NO_DDS)
 }
