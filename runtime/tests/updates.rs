@@ -42,6 +42,14 @@ impl Bench {
         std::fs::write(dir.join("trusted/release.pub"), public).unwrap();
         let store = dir.join("store");
         let example = std::fs::read_to_string(repo().join("launch/reflex.example.toml")).unwrap();
+        // These tests are about updates, not the E-stop circuit. The simulated robot's I/O
+        // thread stamps the hardware E-stop heartbeat; on a 2-core CI host, restarting the
+        // registry and pushing a package once starved it past the shipped 100 ms, the E-stop
+        // latched (as it must), every tick was stopped and the new version's health check
+        // rolled it back. Heartbeat staleness is proven in safety/tests and the sim fault tests.
+        let heartbeat = r#"{ name = "hardware", max_age_ms = 100.0 }"#;
+        assert!(example.contains(heartbeat), "the example config changed: {heartbeat}");
+        let example = example.replace(heartbeat, r#"{ name = "hardware", max_age_ms = 2000.0 }"#);
         let config = dir.join("reflex.toml");
         std::fs::write(
             &config,

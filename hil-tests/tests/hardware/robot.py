@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""A robot and its people for `reflex-hil hardware --io dds`, on PyPI `cyclonedds` (the DDS
-ROS 2 ships) with the ROS 2 IDL types: the hardware mode end to end without hardware.
+"""A robot and its people for `reflex-hil hardware`: the hardware mode end to end without
+hardware. The robot is made of PyPI `cyclonedds` with the ROS 2 IDL types (`--peer cyclonedds`,
+for `--io dds`), or of rclpy nodes of ROS 2 Jazzy on Fast DDS (`--peer rclpy`, run with the
+Python of .ros2/venv and .ros2/env.sh sourced; for `--io ros2` or `--io dds`).
 
 The robot: a holonomic base that follows /cmd_vel (100 Hz integration), a 360-beam lidar at
 25 Hz ray-cast against the scenario's walls and posts (its set-up), the E-stop topic (latched,
 released at start). The people: read the runner's PROMPT lines and do what they say after a
 human reaction time (press/release the E-stop on /reflex/estop, reset on /reflex/estop_reset).
 
-    robot.py --reflex-hil target/debug/reflex-hil --scenario S.toml --config C.toml [--ignore KIND]
+    robot.py --reflex-hil target/debug/reflex-hil --scenario S.toml --config C.toml \
+        [--peer cyclonedds|rclpy] [--io dds|ros2] [--ignore KIND]
 
 `--ignore EstopPressed` plays a person who does not press the E-stop when asked (the
 negative control: the runner must then report a failed check and exit 1). Exit: the runner's.
@@ -25,22 +28,6 @@ import tomllib
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-sys.path.insert(0, str(REPO / "runtime/tests/dds"))
-
-from harness import (  # noqa: E402  (the ROS 2 IDL types and QoS of the dds interop test)
-    LATCHED,
-    RELIABLE,
-    SENSOR,
-    Bool,
-    Empty,
-    Header,
-    LaserScan,
-    Twist,
-)
-from cyclonedds.domain import DomainParticipant  # noqa: E402
-from cyclonedds.pub import DataWriter  # noqa: E402
-from cyclonedds.sub import DataReader  # noqa: E402
-from cyclonedds.topic import Topic  # noqa: E402
 
 BEAMS = 360
 REACTION_S = 0.15  # a person's reaction to a prompt
@@ -80,15 +67,11 @@ class World:
 
 
 class Robot:
-    def __init__(self, domain, world):
-        self.dp = DomainParticipant(domain)
+    """The plant (follows the last /cmd_vel) and the lidar (ray-cast at 25 Hz); the middleware
+    is a subclass's: write_scan(ranges), take_cmds() -> [(vx, vy, wz)], estop(b), reset()."""
+
+    def __init__(self, world):
         self.world = world
-        self.scan_w = DataWriter(self.dp, Topic(self.dp, "rt/scan", LaserScan), qos=SENSOR)
-        self.estop_w = DataWriter(self.dp, Topic(self.dp, "rt/reflex/estop", Bool), qos=LATCHED)
-        self.reset_w = DataWriter(
-            self.dp, Topic(self.dp, "rt/reflex/estop_reset", Empty), qos=RELIABLE
-        )
-        self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", Twist), qos=RELIABLE)
         self.pose = [0.0, 0.0, 0.0]
         self.cmd = (0.0, 0.0, 0.0)
         self.lock = threading.Lock()
@@ -101,9 +84,8 @@ class Robot:
     def _plant(self):
         last = time.monotonic()
         while not self.stop.is_set():
-            for s in self.cmd_r.take(100):
-                if isinstance(s, Twist):
-                    self.cmd = (s.linear.x, s.linear.y, s.angular.z)
+            for cmd in self.take_cmds():
+                self.cmd = cmd
             now = time.monotonic()
             dt, last = now - last, now
             vx, vy, wz = self.cmd
@@ -123,21 +105,114 @@ class Robot:
                 a = yaw - math.pi + i * inc
                 r = self.world.raycast(x, y, math.cos(a), math.sin(a))
                 ranges.append(r + random.gauss(0.0, 0.005) if r < 30.0 else math.inf)
-            self.scan_w.write(
-                LaserScan(
-                    header=Header(frame_id="laser"),
-                    angle_min=-math.pi,
-                    angle_max=math.pi - inc,
-                    angle_increment=inc,
-                    time_increment=0.0,
-                    scan_time=0.04,
-                    range_min=0.05,
-                    range_max=30.0,
-                    ranges=ranges,
-                    intensities=[],
-                )
-            )
+            self.write_scan(ranges)
             time.sleep(0.04)
+
+
+class CycloneRobot(Robot):
+    def __init__(self, domain, world):
+        super().__init__(world)
+        sys.path.insert(0, str(REPO / "runtime/tests/dds"))
+        # The ROS 2 IDL types and QoS of the dds interop test.
+        import harness as h
+        from cyclonedds.domain import DomainParticipant
+        from cyclonedds.pub import DataWriter
+        from cyclonedds.sub import DataReader
+        from cyclonedds.topic import Topic
+
+        self.h = h
+        self.dp = DomainParticipant(domain)
+        self.scan_w = DataWriter(self.dp, Topic(self.dp, "rt/scan", h.LaserScan), qos=h.SENSOR)
+        self.estop_w = DataWriter(self.dp, Topic(self.dp, "rt/reflex/estop", h.Bool), qos=h.LATCHED)
+        self.reset_w = DataWriter(
+            self.dp, Topic(self.dp, "rt/reflex/estop_reset", h.Empty), qos=h.RELIABLE
+        )
+        self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", h.Twist), qos=h.RELIABLE)
+
+    def take_cmds(self):
+        return [
+            (s.linear.x, s.linear.y, s.angular.z)
+            for s in self.cmd_r.take(100)
+            if isinstance(s, self.h.Twist)
+        ]
+
+    def write_scan(self, ranges):
+        inc = 2 * math.pi / BEAMS
+        self.scan_w.write(
+            self.h.LaserScan(
+                header=self.h.Header(frame_id="laser"),
+                angle_min=-math.pi,
+                angle_max=math.pi - inc,
+                angle_increment=inc,
+                time_increment=0.0,
+                scan_time=0.04,
+                range_min=0.05,
+                range_max=30.0,
+                ranges=ranges,
+                intensities=[],
+            )
+        )
+
+    def estop(self, pressed):
+        self.estop_w.write(self.h.Bool(data=pressed))
+
+    def reset(self):
+        self.reset_w.write(self.h.Empty())
+
+
+class RclpyRobot(Robot):
+    def __init__(self, world):
+        super().__init__(world)
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import qos_profile_sensor_data
+        from geometry_msgs.msg import Twist
+        from sensor_msgs.msg import LaserScan
+        from std_msgs.msg import Bool, Empty
+
+        rclpy.init()
+        self.msgs = (LaserScan, Bool, Empty)
+        n = self.node = rclpy.create_node("hil_robot")
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.scan_p = n.create_publisher(LaserScan, "/scan", qos_profile_sensor_data)
+        self.estop_p = n.create_publisher(Bool, "/reflex/estop", latched)
+        self.reset_p = n.create_publisher(Empty, "/reflex/estop_reset", reliable)
+        self.cmds = []
+        n.create_subscription(
+            Twist,
+            "/cmd_vel",
+            lambda m: self.cmds.append((m.linear.x, m.linear.y, m.angular.z)),
+            reliable,
+        )
+        executor = SingleThreadedExecutor()
+        executor.add_node(n)
+        threading.Thread(target=executor.spin, daemon=True).start()
+
+    def take_cmds(self):
+        cmds, self.cmds = self.cmds, []
+        return cmds
+
+    def write_scan(self, ranges):
+        inc = 2 * math.pi / BEAMS
+        m = self.msgs[0]()
+        m.header.frame_id = "laser"
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.angle_min, m.angle_max, m.angle_increment = -math.pi, math.pi - inc, inc
+        m.scan_time, m.range_min, m.range_max = 0.04, 0.05, 30.0
+        m.ranges = ranges
+        self.scan_p.publish(m)
+
+    def estop(self, pressed):
+        self.estop_p.publish(self.msgs[1](data=pressed))
+
+    def reset(self):
+        self.reset_p.publish(self.msgs[2]())
 
 
 def main():
@@ -146,15 +221,20 @@ def main():
     ap.add_argument("--scenario", required=True)
     ap.add_argument("--config", required=True)
     ap.add_argument("--ignore", action="append", default=[])
+    ap.add_argument("--peer", choices=["cyclonedds", "rclpy"], default="cyclonedds")
+    ap.add_argument("--io", choices=["dds", "ros2"], default="dds")
     a = ap.parse_args()
     scenario = tomllib.loads(pathlib.Path(a.scenario).read_text())
-    domain = random.randint(1, 200)
-    robot = Robot(domain, World(scenario))
-    robot.estop_w.write(Bool(data=False))  # released; the runner prompts the reset
+    domain = random.randint(1, 100)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    world = World(scenario)
+    robot = CycloneRobot(domain, world) if a.peer == "cyclonedds" else RclpyRobot(world)
+    robot.estop(False)  # released; the runner prompts the reset
     robot.start()
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    env = dict(os.environ)
     proc = subprocess.Popen(
-        [a.reflex_hil, "hardware", a.scenario, "--io", "dds", "--config", a.config,
+        [a.reflex_hil, "hardware", a.scenario, "--io", a.io, "--config", a.config,
          "--operator", "auto"],
         env=env,
         stdout=subprocess.PIPE,
@@ -167,14 +247,14 @@ def main():
             # The start-up reset: pressed again until the robot drives (as a person would,
             # while the robot's E-stop state is still being discovered).
             for _ in range(4):
-                robot.reset_w.write(Empty())
+                robot.reset()
                 time.sleep(0.5)
         elif "EstopPressed" in line:
-            robot.estop_w.write(Bool(data=True))
+            robot.estop(True)
         elif "EstopReleased" in line:
-            robot.estop_w.write(Bool(data=False))
+            robot.estop(False)
         elif line.startswith("Reset"):
-            robot.reset_w.write(Empty())
+            robot.reset()
 
     for line in proc.stdout:
         print(line, end="", flush=True)

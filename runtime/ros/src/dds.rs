@@ -165,7 +165,8 @@ impl DdsRobot {
             cmd_vel,
             diagnostics,
             status,
-            hardware_id: format!("{}{}", ros.namespace.trim_end_matches('/'), ros.node_name),
+            // The node's fully qualified name, as rcl reports it under `ros2`.
+            hardware_id: format!("{}/{}", ros.namespace.trim_end_matches('/'), ros.node_name),
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names),

@@ -5,13 +5,20 @@
 //! the same dotted names (`use_sim_time` → `ros.use_sim_time`). Messages are converted to the
 //! port's types and handled by the same `PortState` as the `dds` adapter, on the robot-I/O
 //! thread. E-stop reset: `/reflex/estop_reset` and the std_srvs/Trigger service
-//! `~/reset_estop`.
+//! `~/reset_estop`. The node serves ROS 2's parameter services (`~/get_parameters`,
+//! `~/list_parameters`, …), so `ros2 param get` and rclpy see the values it started with; a
+//! parameter set while running is not applied (the config is read once, at start) and says so
+//! on stderr.
 //!
-//! **Not built or run here:** Debian 12 has no ROS 2. CI type-checks and lints this module with
-//! r2r's `doc-only` bindings (feature `ros2-doc-only`), which cannot link and have no std_srvs,
-//! so the Trigger service is compiled only in real `ros2` builds.
+//! Built, linked and tested here against ROS 2 Jazzy from PyPI wheels (`scripts/setup-ros2`,
+//! `runtime/tests/ros2_interop.rs` with rclpy peers on Fast DDS). The aarch64 cross-check
+//! type-checks it with r2r's `doc-only` bindings (feature `ros2-doc-only`), which cannot link
+//! and have no std_srvs, so the Trigger service is compiled only in real `ros2` builds.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -99,6 +106,9 @@ pub struct Ros2Robot {
         Box<dyn Stream<Item = r2r::ServiceRequest<r2r::std_srvs::srv::Trigger::Service>> + Unpin>,
     cmd_vel: r2r::Publisher<r2r::geometry_msgs::msg::Twist>,
     diagnostics: r2r::Publisher<r2r::diagnostic_msgs::msg::DiagnosticArray>,
+    /// r2r's parameter services, polled on every step (they answer once rcl has the request).
+    param_services: Pin<Box<dyn Future<Output = ()> + Send>>,
+    param_events: Sub<(String, r2r::ParameterValue)>,
     status: Arc<LoopStatus>,
     hardware_id: String,
     beams: usize,
@@ -153,6 +163,12 @@ impl Ros2Robot {
         let diagnostics = node
             .create_publisher(&t.diagnostics, profile(Qos::DEFAULT))
             .with_context(|| format!("cannot publish {}", t.diagnostics))?;
+        let (param_services, param_events) = node
+            .make_parameter_handler()
+            .context("cannot create the parameter services")?;
+        let hardware_id = node
+            .fully_qualified_name()
+            .context("cannot read the node's name")?;
         Ok(Self {
             node,
             scan,
@@ -165,8 +181,10 @@ impl Ros2Robot {
             reset_service,
             cmd_vel,
             diagnostics,
+            param_services: Box::pin(param_services),
+            param_events: Box::new(param_events),
             status,
-            hardware_id: format!("{}{}", ros.namespace.trim_end_matches('/'), ros.node_name),
+            hardware_id,
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names),
@@ -225,6 +243,16 @@ impl RobotIo for Ros2Robot {
         }
         // Let rcl move messages into the streams, without blocking.
         self.node.spin_once(Duration::ZERO);
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(()) = self.param_services.as_mut().poll(&mut cx) {
+            // The handler ends only with the node; keep polling a finished future harmlessly.
+            self.param_services = Box::pin(std::future::pending());
+        }
+        drain(&mut self.param_events, |(name, value)| {
+            eprintln!(
+                "reflex: ROS parameter {name} set to {value:?} while running: not applied (the config is read at start; restart the node to apply it)"
+            );
+        });
         let state = &mut self.state;
         drain(&mut self.scan, |s| {
             let scan = port::LaserScan {
