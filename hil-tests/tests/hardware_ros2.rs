@@ -66,7 +66,14 @@ fn hardware_mode_over_rcl_fails_when_nobody_presses_the_estop() {
 }
 
 #[test]
-fn hardware_mode_over_rcl_stops_short_of_a_wall() {
+fn hardware_mode_over_rcl_injects_a_frozen_lidar_and_stops_short_of_a_wall() {
+    let (code, text) = robot("lidar_freeze", &[]);
+    println!("{text}");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("CHECK PASS Vetoed { reason: \"scan_stale\" }"),
+        "{text}"
+    );
     let (code, text) = robot("corridor_wall_adversarial", &[]);
     println!("{text}");
     assert_eq!(code, 0, "{text}");

@@ -121,6 +121,9 @@ fn estop_presses_stop_the_robot_on_both_adapters() {
     for io in ["ros2", "dds"] {
         let (code, text) = harness(io, "measure", &["--presses", "20"]);
         assert_passed(code, &text, &["every one of 20 presses stopped the robot"]);
-        assert!(text.contains("PASS every press => zero /cmd_vel within 100 ms"), "{io}: {text}");
+        assert!(
+            text.contains("PASS every press => zero /cmd_vel within 100 ms"),
+            "{io}: {text}"
+        );
     }
 }

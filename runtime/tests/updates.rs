@@ -48,7 +48,10 @@ impl Bench {
         // latched (as it must), every tick was stopped and the new version's health check
         // rolled it back. Heartbeat staleness is proven in safety/tests and the sim fault tests.
         let heartbeat = r#"{ name = "hardware", max_age_ms = 100.0 }"#;
-        assert!(example.contains(heartbeat), "the example config changed: {heartbeat}");
+        assert!(
+            example.contains(heartbeat),
+            "the example config changed: {heartbeat}"
+        );
         let example = example.replace(heartbeat, r#"{ name = "hardware", max_age_ms = 2000.0 }"#);
         let config = dir.join("reflex.toml");
         std::fs::write(
