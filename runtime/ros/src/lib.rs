@@ -3,10 +3,12 @@
 //! (golden files from PyPI `rosbags`), the E-stop semantics and the diagnostics. The adapters
 //! only move those messages between a middleware and the loop's frames, as a
 //! [`reflex_core::RobotIo`]:
-//! - `dds` (feature `dds`): ros2-client, a pure-Rust DDS node; no ROS installation needed;
-//!   tested on the wire against Cyclone DDS.
-//! - `ros2` (feature `ros2`): r2r over rcl, for a Jetson with ROS 2 Humble/Jazzy sourced; CI
-//!   type-checks it (`ros2-doc-only`).
+//! - `dds` (feature `dds`; `dds-jazzy` / `dds-humble` pick the graph's wire format): ros2-client,
+//!   a pure-Rust DDS node; no ROS installation needed; tested on the wire against Cyclone DDS
+//!   and against rclpy nodes of ROS 2 Jazzy on Fast DDS.
+//! - `ros2` (feature `ros2`): r2r over rcl, for a machine with ROS 2 Humble/Jazzy sourced;
+//!   built, linked and tested here against ROS 2 Jazzy from PyPI wheels (`scripts/setup-ros2`)
+//!   with rclpy peers; the aarch64 cross-check type-checks it (`ros2-doc-only`).
 //!
 //! # Guarantees
 //! - All ROS I/O runs on the robot I/O thread, never on the RT thread; a message is stamped on
