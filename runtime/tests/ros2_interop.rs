@@ -127,3 +127,26 @@ fn estop_presses_stop_the_robot_on_both_adapters() {
         );
     }
 }
+
+#[test]
+fn a_bad_ros_environment_is_refused_with_the_fix() {
+    // rcl would panic inside r2r, RustDDS would join another domain: both refuse, naming it.
+    for io in ["ros2", "dds"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
+            .args(["run", "--io", io, "--duration", "1", "--config"])
+            .arg(common::repo().join("runtime/tests/dds/reflex_dds.toml"))
+            .arg("--policy")
+            .arg(common::repo().join("models/demo/reflex-demo-vla"))
+            .env("ORT_DYLIB_PATH", common::ort_library())
+            .env("ROS_DOMAIN_ID", "robot7")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{io}: {err}");
+        assert!(
+            err.contains("ROS_DOMAIN_ID=\"robot7\": expected a number 0-232"),
+            "{io}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{io}: {err}");
+    }
+}

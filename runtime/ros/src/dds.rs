@@ -84,12 +84,7 @@ impl DdsRobot {
         manifest: &PolicyManifest,
         status: Arc<LoopStatus>,
     ) -> Result<Self> {
-        let domain: u16 = match std::env::var("ROS_DOMAIN_ID") {
-            Ok(v) if !v.is_empty() => v
-                .parse()
-                .with_context(|| format!("ROS_DOMAIN_ID={v:?}: expected a number 0-232"))?,
-            _ => 0,
-        };
+        let domain = crate::port::ros_domain_id().map_err(anyhow::Error::msg)?;
         let participant = DomainParticipant::new(domain)
             .with_context(|| format!("cannot join DDS domain {domain}"))?;
         let context = Context::from_domain_participant(participant)

@@ -630,6 +630,20 @@ impl LoopDiagnostics {
     }
 }
 
+/// `$ROS_DOMAIN_ID` (default 0), checked before a middleware reads it (rcl panics inside r2r
+/// on a bad value; RustDDS would take another domain).
+pub fn ros_domain_id() -> Result<u16, String> {
+    match std::env::var("ROS_DOMAIN_ID") {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u16>() {
+            Ok(d) if d <= 232 => Ok(d),
+            _ => Err(format!(
+                "ROS_DOMAIN_ID={v:?}: expected a number 0-232 (unset it for domain 0)"
+            )),
+        },
+        _ => Ok(0),
+    }
+}
+
 /// Header stamps of what Reflex publishes: the wall clock (ROS time without `use_sim_time`).
 /// Reflex's own timing never uses message stamps: inputs are stamped on reception with the
 /// monotonic clock, so a jump of the wall clock cannot make stale data look fresh.

@@ -51,6 +51,7 @@ fn profile(q: Qos) -> QosProfile {
 /// __node:=… -r __ns:=…`) and returns the config overrides its parameters carry, as
 /// `(dotted key, TOML value)` for `reflex_runner::config::ReflexConfig::load_with`.
 pub fn node_and_overrides(ros: &RosConfig) -> Result<(r2r::Node, Vec<(String, String)>)> {
+    crate::port::ros_domain_id().map_err(anyhow::Error::msg)?;
     let ctx = r2r::Context::create().context("cannot initialize rcl (is ROS 2 sourced?)")?;
     let node = r2r::Node::create(ctx, &ros.node_name, &ros.namespace)
         .context("cannot create the ROS 2 node")?;

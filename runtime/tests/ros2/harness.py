@@ -525,7 +525,8 @@ def scenario_measure(a, check):
             }
         print(json.dumps(result))
         if a.json:
-            pathlib.Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+            raw = dict(result, latencies_ms=[round(x, 3) for x in latencies])
+            pathlib.Path(a.json).write_text(json.dumps(raw) + "\n")
         check(f"every one of {a.presses} presses stopped the robot ({result})", missed == 0)
         # A bound, not a rhythm: the safety layer's requirement, not this host's speed.
         check(
