@@ -104,6 +104,22 @@ fn ros2_adapter_takes_the_shipped_params_file() {
 }
 
 #[test]
+fn ros2_adapter_takes_the_shipped_arm_config_and_params_file() {
+    let (code, text) = harness("ros2", "params-arm", &[]);
+    assert_passed(
+        code,
+        &text,
+        &[
+            "the node is /reflex_arm",
+            "arm.yaml's values are the node's parameters",
+            "Reflex subscribes the wrist camera arm.yaml names",
+            "and not the config's default /camera/image_raw",
+            "joint states and wrist-camera frames reached Reflex",
+        ],
+    );
+}
+
+#[test]
 fn the_harness_fails_when_the_scan_type_is_wrong() {
     // Negative control, both adapters: scans of another type on /scan never match Reflex's
     // subscription, so the robot never moves and the motion check fails.
