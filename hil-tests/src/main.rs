@@ -219,7 +219,14 @@ fn robot(
         ),
         #[cfg(feature = "ros2")]
         "ros2" => {
-            let (node, _) = reflex_ros::ros2::node_and_overrides(&config.ros)?;
+            let (node, overrides) = reflex_ros::ros2::node_and_overrides(&config.ros)?;
+            if !overrides.is_empty() {
+                let keys: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
+                eprintln!(
+                    "reflex-hil: ROS parameters not applied (the scenario runs --config as it is): {}",
+                    keys.join(", ")
+                );
+            }
             Ok(Box::new(reflex_ros::ros2::Ros2Robot::new(
                 node,
                 &config.ros,

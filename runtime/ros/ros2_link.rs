@@ -4,6 +4,8 @@
 //! sets it for the PyPI-wheel ROS 2 of CI (libpython for the wheels' librcl, and an rpath to
 //! the venv's libraries); a Jetson with ROS 2 from apt leaves it unset and links nothing extra.
 //! (Link arguments of a library's build script do not reach the binaries, hence this file.)
+//! Only the binaries get them: a test or example target that links r2r itself (none does
+//! today; the tests run the binaries) would need `cargo:rustc-link-arg-tests` too.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=REFLEX_ROS2_LINK_ARGS");

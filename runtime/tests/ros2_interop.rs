@@ -8,7 +8,59 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` to its end, or kills it after `timeout` (a hung peer must not hang CI); its
+/// exit code (-1 when killed) and its stdout + stderr.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (i32, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipes = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .map(|pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    });
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let [out, err] = pipes;
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    if code == -1 {
+        return (
+            code,
+            format!("killed after {timeout:?} (or by a signal):\n{text}"),
+        );
+    }
+    (code, text)
+}
 
 fn harness(io: &str, scenario: &str, extra: &[&str]) -> (i32, String) {
     let python = std::env::var("REFLEX_ROS2_PYTHON").unwrap_or_else(|_| {
@@ -20,21 +72,15 @@ fn harness(io: &str, scenario: &str, extra: &[&str]) -> (i32, String) {
         std::path::Path::new(&python).is_file(),
         "REFLEX_ROS2_PYTHON={python} does not exist: re-run `bash scripts/setup-ros2` and source the .ros2/env.sh it prints"
     );
-    let out = Command::new(&python)
-        .arg(common::repo().join("runtime/tests/ros2/harness.py"))
+    let mut cmd = Command::new(&python);
+    cmd.arg(common::repo().join("runtime/tests/ros2/harness.py"))
         .args(["--reflex", env!("CARGO_BIN_EXE_reflex")])
         .args(["--io", io, "--scenario", scenario])
         .args(extra)
-        .env("ORT_DYLIB_PATH", common::ort_library())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("ORT_DYLIB_PATH", common::ort_library());
+    let (code, text) = run_with_timeout(cmd, Duration::from_secs(300));
     println!("{text}");
-    (out.status.code().unwrap_or(-1), text)
+    (code, text)
 }
 
 fn assert_passed(code: i32, text: &str, checks: &[&str]) {
@@ -46,7 +92,7 @@ fn assert_passed(code: i32, text: &str, checks: &[&str]) {
 
 const BASIC: &[&str] = &[
     "Reflex appears in the rclpy graph as /reflex",
-    "E-stop latched before start keeps the robot stopped",
+    "E-stop latched before start keeps the robot stopped (the press arrived",
     "/diagnostics says ERROR 'E-stop latched' while latched",
     "clear path => motion",
     "obstacle 0.05 m ahead => stop",
@@ -62,10 +108,12 @@ const BASIC: &[&str] = &[
 fn ros2_adapter_obeys_rclpy_robot() {
     let (code, text) = harness("ros2", "basic", &[]);
     assert_passed(code, &text, BASIC);
-    assert!(
-        text.contains("PASS ~/reset_estop (std_srvs/Trigger) answers success"),
-        "{text}"
-    );
+    for check in [
+        "~/reset_estop while pressed answers success=false",
+        "~/reset_estop (std_srvs/Trigger) after release answers success",
+    ] {
+        assert!(text.contains(&format!("PASS {check}")), "{check}: {text}");
+    }
 }
 
 #[test]
@@ -132,14 +180,17 @@ fn the_harness_fails_when_the_scan_type_is_wrong() {
 
 #[test]
 fn estop_presses_stop_the_robot_on_both_adapters() {
-    // 20 presses here (the 200-press measurement is scripts/bench-ros2); each must give a zero
-    // /cmd_vel within 100 ms.
+    // 20 presses at random phase (the 200-press measurement is scripts/bench-ros2): every one
+    // stops the robot, the median and p90 within a few periods.
     for io in ["ros2", "dds"] {
         let (code, text) = harness(io, "measure", &["--presses", "20"]);
-        assert_passed(code, &text, &["every one of 20 presses stopped the robot"]);
-        assert!(
-            text.contains("PASS every press => zero /cmd_vel within 100 ms"),
-            "{io}: {text}"
+        assert_passed(
+            code,
+            &text,
+            &[
+                "every one of 20 presses stopped the robot",
+                "E-stop => zero /cmd_vel: p50",
+            ],
         );
     }
 }

@@ -227,7 +227,10 @@ def main():
     scenario = tomllib.loads(pathlib.Path(a.scenario).read_text())
     domain = random.randint(1, 100)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if a.peer == "rclpy":
+        # rcl and Reflex stay on loopback (the Cyclone peer keeps its own default set-up, and
+        # with it Reflex's dds adapter its default: a LOCALHOST participant only meets others).
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     world = World(scenario)
     robot = CycloneRobot(domain, world) if a.peer == "cyclonedds" else RclpyRobot(world)
     robot.estop(False)  # released; the runner prompts the reset

@@ -3,6 +3,9 @@
 //! the DDS ROS 2 ships). It only moves the port's messages (`crate::port`) between DDS and the
 //! loop's slots, on the robot-I/O thread; the RT thread never touches DDS.
 //!
+//! Joins `$ROS_DOMAIN_ID`; `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` (or `ROS_LOCALHOST_ONLY=1`)
+//! keeps discovery and traffic on loopback, as rmw does.
+//!
 //! Inputs: `/joint_states` (matched by name to `[safety.arm] joints`) → the safety layer's
 //! joint state; `/scan` (sensor data QoS) → the scan slot, stamped on reception (a publisher that
 //! stops makes the scan go stale and the safety layer stops the robot); `/reflex/estop`
@@ -17,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use reflex_policy::{Observation, PolicyManifest};
-use ros2_client::dds::rustdds::DomainParticipant;
+use ros2_client::dds::rustdds::DomainParticipantBuilder;
 use ros2_client::qos::{Durability, History, WhenFull};
 use ros2_client::{
     Context, MessageTypeName, Name, Node, NodeName, NodeOptions, Publisher, QosProfile,
@@ -85,7 +88,13 @@ impl DdsRobot {
         status: Arc<LoopStatus>,
     ) -> Result<Self> {
         let domain = crate::port::ros_domain_id().map_err(anyhow::Error::msg)?;
-        let participant = DomainParticipant::new(domain)
+        let mut participant = DomainParticipantBuilder::new(domain);
+        if crate::port::discovery_localhost_only().map_err(anyhow::Error::msg)? {
+            // As rmw does for ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: loopback only.
+            participant = participant.with_only_networks([std::net::Ipv4Addr::LOCALHOST]);
+        }
+        let participant = participant
+            .build()
             .with_context(|| format!("cannot join DDS domain {domain}"))?;
         let context = Context::from_domain_participant(participant)
             .context("cannot create the ROS 2 context")?;

@@ -309,6 +309,7 @@ pub struct PortStats {
     pub images_refused: u64,
     pub estop_messages: u64,
     pub resets: u64,
+    pub resets_refused: u64,
     pub instructions: u64,
     pub joint_states: u64,
     pub joint_states_refused: u64,
@@ -449,6 +450,21 @@ impl PortState {
         self.reset_seq += 1;
     }
 
+    /// A reset asked for by a service (it can answer): refused with the reason while the ROS
+    /// E-stop topic reports pressed (the safety layer would refuse it too), else passed on as
+    /// [`Self::on_reset`]. Other sources (the hardware circuit) can still refuse it later.
+    pub fn on_reset_request(&mut self) -> Result<(), String> {
+        if let reflex_safety::EstopReport::Pressed(_) = self.estop {
+            self.stats.resets_refused += 1;
+            return Err(
+                "reset refused: the ROS E-stop topic reports pressed; release it (false), then reset"
+                    .into(),
+            );
+        }
+        self.on_reset();
+        Ok(())
+    }
+
     pub fn on_instruction(&mut self, text: &str) {
         self.stats.instructions += 1;
         self.manifest.tokenize(text, &mut self.tokens);
@@ -566,6 +582,8 @@ pub struct LoopDiagnostics {
     pub model_digest: String,
     pub estop_latched: bool,
     pub vetoes: Vec<(String, u64)>,
+    /// What the adapter received and refused (`PortStats`), as `inputs.<name>`.
+    pub inputs: Vec<(String, u64)>,
 }
 
 impl LoopDiagnostics {
@@ -588,6 +606,25 @@ impl LoopDiagnostics {
                 "ticks_slowed_or_stopped".into(),
                 status.vetoed_ticks.load(Ordering::Relaxed),
             )],
+            inputs: {
+                let s = &state.stats;
+                [
+                    ("estop_messages", s.estop_messages),
+                    ("resets", s.resets),
+                    ("resets_refused", s.resets_refused),
+                    ("scans", s.scans),
+                    ("scans_refused", s.scans_refused),
+                    ("images", s.images),
+                    ("images_refused", s.images_refused),
+                    ("joint_states", s.joint_states),
+                    ("joint_states_refused", s.joint_states_refused),
+                    ("instructions", s.instructions),
+                    ("commands_published", s.commands_published),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+            },
         }
     }
 
@@ -613,6 +650,11 @@ impl LoopDiagnostics {
             self.vetoes
                 .iter()
                 .map(|(reason, n)| kv(&format!("vetoes.{reason}"), n)),
+        );
+        values.extend(
+            self.inputs
+                .iter()
+                .map(|(name, n)| kv(&format!("inputs.{name}"), n)),
         );
         DiagnosticArray {
             header: Header {
@@ -641,6 +683,22 @@ pub fn ros_domain_id() -> Result<u16, String> {
             )),
         },
         _ => Ok(0),
+    }
+}
+
+/// Whether discovery stays on this host: `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` (Jazzy) or
+/// `ROS_LOCALHOST_ONLY=1` (Humble's, deprecated in Jazzy); `SUBNET`, `SYSTEM_DEFAULT` or unset
+/// use every interface. rcl reads these itself; the `dds` adapter follows them through this.
+pub fn discovery_localhost_only() -> Result<bool, String> {
+    let range = std::env::var("ROS_AUTOMATIC_DISCOVERY_RANGE").unwrap_or_default();
+    match range.trim() {
+        "LOCALHOST" => Ok(true),
+        "" | "SUBNET" | "SYSTEM_DEFAULT" => {
+            Ok(std::env::var("ROS_LOCALHOST_ONLY").is_ok_and(|v| v.trim() == "1"))
+        }
+        other => Err(format!(
+            "ROS_AUTOMATIC_DISCOVERY_RANGE={other:?}: the dds adapter supports LOCALHOST and SUBNET (OFF needs static peers, which it does not have); use --io ros2 for the others"
+        )),
     }
 }
 
@@ -754,6 +812,29 @@ mod tests {
             ..img
         };
         assert!(!write_image(&mono, &mut dst, &m));
+    }
+
+    #[test]
+    fn a_service_reset_is_refused_while_the_estop_topic_is_pressed() {
+        let mut st = PortState::new(&demo_manifest(), 8, vec![]);
+        st.on_estop(true, 5);
+        let err = st.on_reset_request().unwrap_err();
+        assert!(err.contains("release it"), "{err}");
+        assert_eq!((st.reset_seq, st.stats.resets_refused), (0, 1));
+        st.on_estop(false, 6);
+        st.on_reset_request().unwrap();
+        assert_eq!(st.reset_seq, 1);
+        let d = LoopDiagnostics::from_port(&reflex_core::LoopStatus::default(), &st, false);
+        let msg = d.to_msg(0, "/reflex");
+        let value = |k: &str| {
+            msg.status[0]
+                .values
+                .iter()
+                .find(|kv| kv.key == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(value("inputs.estop_messages").as_deref(), Some("2"));
+        assert_eq!(value("inputs.resets_refused").as_deref(), Some("1"));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! the same dotted names (`use_sim_time` → `ros.use_sim_time`). Messages are converted to the
 //! port's types and handled by the same `PortState` as the `dds` adapter, on the robot-I/O
 //! thread. E-stop reset: `/reflex/estop_reset` and the std_srvs/Trigger service
-//! `~/reset_estop`. The node serves ROS 2's parameter services (`~/get_parameters`,
-//! `~/list_parameters`, …), so `ros2 param get` and rclpy see the values it started with; a
-//! parameter set while running is not applied (the config is read once, at start) and says so
-//! on stderr.
+//! `~/reset_estop` (it answers `success: false` while the `/reflex/estop` source is pressed or
+//! has not reported; the safety layer refuses such a reset anyway). The node serves ROS 2's
+//! parameter services (`~/get_parameters`, `~/list_parameters`, …), so `ros2 param get` and
+//! rclpy see the parameters it was started with (`--params-file`, `-p`; keys set only in the
+//! TOML are not parameters); setting one while running is refused (`successful: false`, "read-
+//! only"): the config is read once, at start.
 //!
 //! Built, linked and tested here against ROS 2 Jazzy from PyPI wheels (`scripts/setup-ros2`,
 //! `runtime/tests/ros2_interop.rs` with rclpy peers on Fast DDS). The aarch64 cross-check
@@ -109,7 +111,6 @@ pub struct Ros2Robot {
     diagnostics: r2r::Publisher<r2r::diagnostic_msgs::msg::DiagnosticArray>,
     /// r2r's parameter services, polled on every step (they answer once rcl has the request).
     param_services: Pin<Box<dyn Future<Output = ()> + Send>>,
-    param_events: Sub<(String, r2r::ParameterValue)>,
     status: Arc<LoopStatus>,
     hardware_id: String,
     beams: usize,
@@ -164,8 +165,8 @@ impl Ros2Robot {
         let diagnostics = node
             .create_publisher(&t.diagnostics, profile(Qos::DEFAULT))
             .with_context(|| format!("cannot publish {}", t.diagnostics))?;
-        let (param_services, param_events) = node
-            .make_parameter_handler()
+        let (param_services, _param_events) = node
+            .make_derived_parameter_handler(Arc::new(std::sync::Mutex::new(ReadOnlyParams)))
             .context("cannot create the parameter services")?;
         let hardware_id = node
             .fully_qualified_name()
@@ -183,12 +184,44 @@ impl Ros2Robot {
             cmd_vel,
             diagnostics,
             param_services: Box::pin(param_services),
-            param_events: Box::new(param_events),
             status,
             hardware_id,
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names),
+        })
+    }
+}
+
+/// The node's parameters are what it started with: r2r's parameter services answer reads from
+/// the node's map and refuse every set through this (the config is read once, at start).
+struct ReadOnlyParams;
+
+impl r2r::RosParams for ReadOnlyParams {
+    fn register_parameters(
+        &mut self,
+        _prefix: &str,
+        _param: Option<r2r::Parameter>,
+        _params: &mut indexmap::IndexMap<String, r2r::Parameter>,
+    ) -> r2r::Result<()> {
+        Ok(())
+    }
+
+    fn get_parameter(&mut self, param_name: &str) -> r2r::Result<r2r::ParameterValue> {
+        // Not ours: the services fall back to the node's map (the start-up values).
+        Err(r2r::Error::InvalidParameterName {
+            name: param_name.into(),
+        })
+    }
+
+    fn set_parameter(&mut self, name: &str, _value: &r2r::ParameterValue) -> r2r::Result<()> {
+        Err(self.check_parameter(name, _value).unwrap_err())
+    }
+
+    fn check_parameter(&self, name: &str, _value: &r2r::ParameterValue) -> r2r::Result<()> {
+        Err(r2r::Error::ParameterValueConv {
+            name: name.into(),
+            msg: "read-only: Reflex reads its config once, at start; restart the node with the new value (params file, -p or the TOML)".into(),
         })
     }
 }
@@ -249,11 +282,6 @@ impl RobotIo for Ros2Robot {
             // The handler ends only with the node; keep polling a finished future harmlessly.
             self.param_services = Box::pin(std::future::pending());
         }
-        drain(&mut self.param_events, |(name, value)| {
-            eprintln!(
-                "reflex: ROS parameter {name} set to {value:?} while running: not applied (the config is read at start; restart the node to apply it)"
-            );
-        });
         let state = &mut self.state;
         drain(&mut self.scan, |s| {
             let scan = port::LaserScan {
@@ -284,11 +312,14 @@ impl RobotIo for Ros2Robot {
         drain(&mut self.estop_reset, |_| state.on_reset());
         #[cfg(not(feature = "ros2-doc-only"))]
         while let Some(Some(req)) = self.reset_service.next().now_or_never() {
-            state.on_reset();
-            let _ = req.respond(r2r::std_srvs::srv::Trigger::Response {
-                success: true,
-                message: "reset requested: honoured once every E-stop source is clear".into(),
-            });
+            let (success, message) = match state.on_reset_request() {
+                Ok(()) => (
+                    true,
+                    "reset requested: honoured once every E-stop source is clear".to_string(),
+                ),
+                Err(why) => (false, why),
+            };
+            let _ = req.respond(r2r::std_srvs::srv::Trigger::Response { success, message });
         }
         drain(&mut self.instruction, |s| state.on_instruction(&s.data));
         drain(&mut self.image, |i| {
