@@ -168,6 +168,26 @@ fn ros2_adapter_takes_the_shipped_arm_config_and_params_file() {
 }
 
 #[test]
+fn the_shipped_launch_files_command_lines_drive_an_rclpy_robot() {
+    // launch/reflex.launch.py and .xml, read as launch_ros reads them (the wheels have no
+    // `ros2 launch`): their command line, name, namespace, params and remappings.
+    let (code, text) = harness("ros2", "launch", &[]);
+    let mut checks = Vec::new();
+    for file in ["reflex.launch.py", "reflex.launch.xml"] {
+        for check in [
+            "the command is `reflex run --io ros2 --config … --ros-args …`",
+            "the node is /robot1/reflex",
+            "release + reset (its ~/reset_estop) => motion",
+            "its parameters reached the node ([False, 0.8])",
+        ] {
+            checks.push(format!("{file}: {check}"));
+        }
+    }
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    assert_passed(code, &text, &checks);
+}
+
+#[test]
 fn the_harness_fails_when_the_scan_type_is_wrong() {
     // Negative control, both adapters: scans of another type on /scan never match Reflex's
     // subscription, so the robot never moves and the motion check fails.
