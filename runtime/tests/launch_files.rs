@@ -1,6 +1,7 @@
 //! launch/ cannot drift from the config schema: every parameter a launch or params file sets
 //! must be a key `reflex check-config` accepts (launch/check_launch_files.py, run here with the
-//! real binary), and the check fails when a bad key is injected.
+//! real binary), and the check fails when a bad key is injected. `jetson_clocks.service`
+//! verifies with systemd's own checker (`systemd-analyze verify`).
 
 mod common;
 
@@ -40,4 +41,65 @@ fn an_unknown_parameter_is_caught() {
     let (ok, text) = checker(&["--inject-bad-key"]);
     assert!(!ok, "{text}");
     assert!(text.contains("max_speeeed"), "{text}");
+}
+
+/// `systemd-analyze verify` on a copy of launch/jetson_clocks.service (with reflex.service
+/// beside it, which it orders itself before), ExecStart as given.
+fn verify_jetson_clocks(exec_start: Option<&str>) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("reflex-units-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut unit =
+        std::fs::read_to_string(common::repo().join("launch/jetson_clocks.service")).unwrap();
+    if let Some(exec) = exec_start {
+        assert!(
+            unit.contains("ExecStart=/usr/bin/jetson_clocks\n"),
+            "{unit}"
+        );
+        unit = unit.replace(
+            "ExecStart=/usr/bin/jetson_clocks\n",
+            &format!("ExecStart={exec}\n"),
+        );
+    }
+    std::fs::write(dir.join("jetson_clocks.service"), unit).unwrap();
+    std::fs::copy(
+        common::repo().join("launch/reflex.service"),
+        dir.join("reflex.service"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("jetson_clocks.service"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze: {e}; it ships with systemd (Debian: apt-get install systemd)")
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_jetson_clocks_unit_is_valid_and_only_lacks_the_jetson_tool_here() {
+    // As shipped, on this (non-Jetson) host: systemd's only complaint is the missing
+    // /usr/bin/jetson_clocks, which L4T provides.
+    let (ok, text) = verify_jetson_clocks(None);
+    assert!(!ok, "{text}");
+    let complaints: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        !complaints.is_empty()
+            && complaints
+                .iter()
+                .all(|l| l.contains("/usr/bin/jetson_clocks")),
+        "{text}"
+    );
+    // With a tool there (as on a Jetson), the unit verifies clean.
+    let (ok, text) = verify_jetson_clocks(Some("/bin/true"));
+    assert!(ok && text.trim().is_empty(), "{text}");
 }
