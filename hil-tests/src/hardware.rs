@@ -322,6 +322,18 @@ impl RobotIo for HardwareRobot<'_> {
         self.inner.stationary_at_start()
     }
 
+    fn take_actuator(&mut self) -> Option<Box<dyn reflex_core::Actuator>> {
+        self.inner.take_actuator()
+    }
+
+    fn attach_ingress(&mut self, ingress: std::sync::Arc<reflex_core::EstopIngress>) {
+        self.inner.attach_ingress(ingress);
+    }
+
+    fn idle_until(&mut self, deadline_ns: u64) {
+        self.inner.idle_until(deadline_ns);
+    }
+
     fn step(
         &mut self,
         now_ns: u64,

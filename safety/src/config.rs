@@ -35,6 +35,10 @@ pub struct SafetyConfig {
     /// An arm (joints, gripper, Cartesian workspace), if the robot has one.
     #[serde(default)]
     pub arm: Option<ArmConfig>,
+    /// Pins the config (SAF-014): [`crate::Safety::new`] refuses a config whose hash
+    /// (`sha256:<hex>`, printed by `reflex check-config`) differs. Not part of the hash itself.
+    #[serde(default, skip_serializing)]
+    pub expected_hash: Option<String>,
 }
 
 fn default_control_period_ms() -> f64 {
@@ -51,6 +55,22 @@ pub struct EstopConfig {
     /// Sources that must report before the robot may move (SAF-002). Must include `watchdog`
     /// and `internal`, which the runtime itself drives.
     pub sources: Vec<EstopSourceConfig>,
+    /// What lets the robot move again after a reset (SAF-013; a reset alone never does):
+    /// `start_request` (default: an explicit start, `/reflex/start` or the `~/start` service) or
+    /// `new_command` (a command produced after the reset).
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// `[safety.estop] restart`: what follows a reset (SAF-013).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restart {
+    /// An explicit start request after the reset.
+    #[default]
+    StartRequest,
+    /// A command whose stamp is later than the reset (a fresh policy action, an operator's).
+    NewCommand,
 }
 
 /// One `[[safety.estop.sources]]` entry.

@@ -75,6 +75,18 @@ impl Safety {
             fix: "report this as a bug".into(),
         })?;
         let config_hash: [u8; 32] = Sha256::digest(&canonical).into();
+        if let Some(expected) = &config.expected_hash {
+            let actual = hex_hash(&config_hash);
+            if expected.trim() != actual {
+                return Err(ConfigError {
+                    key: "safety.expected_hash".into(),
+                    problem: format!(
+                        "the safety config hashes to {actual}, not the pinned {expected}"
+                    ),
+                    fix: "review the safety config (and any launch-time override of safety.*); pin the new hash only if the change is intended".into(),
+                });
+            }
+        }
         let mut estop_configured = [false; EstopSource::COUNT];
         let mut estop_max_age_ns = [None; EstopSource::COUNT];
         for source in &config.estop.sources {
@@ -156,11 +168,7 @@ impl Safety {
 
     /// [`Self::config_hash`] as `sha256:<hex>`.
     pub fn config_hash_hex(&self) -> String {
-        let mut s = String::from("sha256:");
-        for b in self.config_hash {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        hex_hash(&self.config_hash)
     }
 
     pub fn is_latched(&self) -> bool {
@@ -322,6 +330,12 @@ impl Safety {
             clearance_m: f32::INFINITY,
             protective_depth_m: 0.0,
         }
+    }
+
+    /// Joint targets that hold the arm where the last verdict put it, at zero velocity: what a
+    /// caller proposes to keep the robot still (SAF-013's wait for a start).
+    pub fn hold_targets(&self) -> [crate::JointTarget; crate::MAX_JOINTS] {
+        self.hold_command(Monotonic::from_nanos(0)).joints
     }
 
     /// Zero velocity everywhere; joints hold their last target (at most one tick of motion
@@ -818,4 +832,12 @@ fn ramp(from: f64, to: f64, accel_step: f64, brake_step: f64) -> f64 {
         accel_step
     };
     from + (to - from).clamp(-step, step)
+}
+
+fn hex_hash(hash: &[u8; 32]) -> String {
+    let mut s = String::from("sha256:");
+    for b in hash {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }

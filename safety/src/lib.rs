@@ -19,6 +19,8 @@
 //! | `control_period_ms` | f64, ms | 10 | longest step a ramp may take |
 //! | `estop.stop_category` | 0, 1, 2 | — | IEC 60204-1 stop while latched |
 //! | `estop.sources` | `[{ name, max_age_ms? }]` | — | `hardware`, `ros_topic`, `cloud`, `watchdog`, `internal`; the last two required |
+//! | `estop.restart` | `start_request`/`new_command` | `start_request` | what lets the robot move after a reset (SAF-013; a reset alone never does) |
+//! | `expected_hash` | `sha256:<hex>` | unset | refuse to start unless the config hashes to this (SAF-014) |
 //! | `commands.{local_policy,cloud,operator}_max_age_ms` | f64, ms | — | a command older than this is never executed |
 //! | `base.kind` | `differential`/`holonomic` | — | kinematics |
 //! | `base.max_{vx,vy}_mps`, `base.max_wz_radps` | f64 | vy: 0 | per-axis velocity limits |
@@ -119,7 +121,7 @@ pub mod wire;
 pub use config::{
     ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
     GripperLimits, JointLimits, LidarConfig, MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES,
-    MAX_MIN_POINTS, Pose2, SafetyConfig, WorkspaceBox,
+    MAX_MIN_POINTS, Pose2, Restart, SafetyConfig, WorkspaceBox,
 };
 pub use layer::Safety;
 pub use types::{

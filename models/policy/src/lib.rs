@@ -103,6 +103,9 @@ pub enum PackageError {
     Model { file: PathBuf, problem: String },
     #[error("inference: {0}")]
     Inference(String),
+    /// The model computed NaN/Inf: this output is dropped and counted, the worker goes on.
+    #[error("inference: {0}")]
+    NonFinite(String),
     #[error("golden check failed: {0}")]
     Golden(String),
     #[error("signature: {0}")]

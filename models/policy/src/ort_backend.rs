@@ -421,7 +421,7 @@ impl OrtBackend {
             )));
         }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(PackageError::Inference(format!(
+            return Err(PackageError::NonFinite(format!(
                 "output value {i} is {} (NaN/Inf): the policy's output is not usable",
                 data[i]
             )));

@@ -11,3 +11,11 @@ pub fn now_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// Sleeps until `deadline_ns` on [`now_ns`]'s clock (returns at once when it has passed).
+pub fn sleep_until(deadline_ns: u64) {
+    let now = now_ns();
+    if deadline_ns > now {
+        std::thread::sleep(std::time::Duration::from_nanos(deadline_ns - now));
+    }
+}

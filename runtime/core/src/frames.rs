@@ -21,6 +21,9 @@ pub struct SensorFrame {
     pub estop: [EstopReport; EstopSource::COUNT],
     /// Explicit reset requests so far (SAF-002: the loop starts latched).
     pub reset_seq: u64,
+    /// Explicit start requests so far (SAF-013: after a reset the robot stays stopped until one
+    /// arrives, under `[safety.estop] restart = "start_request"`).
+    pub start_seq: u64,
     /// Joint states in `[safety.arm] joints` order (empty without an arm); stamped on reception.
     pub joint_stamp_ns: u64,
     pub joint_positions: Vec<f64>,
@@ -44,6 +47,7 @@ impl SensorFrame {
             odom: None,
             estop: [EstopReport::Unknown; EstopSource::COUNT],
             reset_seq: 0,
+            start_seq: 0,
         }
     }
 }
@@ -71,6 +75,10 @@ pub struct CommandFrame {
     pub gripper_position: Option<f64>,
     /// Drive power may stay on (false: category 0, or category 1 once stopped).
     pub drive_enabled: bool,
+    /// E-stop presses ([`crate::EstopIngress::total`]) the RT thread had seen when it made this
+    /// verdict: the actuator gate never sends a verdict older than a press it has already
+    /// answered with zero.
+    pub presses_seen: u64,
 }
 
 impl Default for CommandFrame {
@@ -82,13 +90,20 @@ impl Default for CommandFrame {
             joints: [JointTarget::default(); MAX_JOINTS],
             gripper_position: None,
             drive_enabled: false,
+            presses_seen: 0,
         }
     }
 }
 
 impl CommandFrame {
-    /// Tick `seq`'s verdict, made at `stamp_ns`.
-    pub fn from_verdict(seq: u64, stamp_ns: u64, verdict: &Verdict) -> Self {
+    /// Zero motion, drive power off: what the actuator gate sends instead of a missing, stale
+    /// or pre-press verdict.
+    pub fn zero() -> Self {
+        Self::default()
+    }
+
+    /// Tick `seq`'s verdict, made at `stamp_ns` having seen `presses_seen` E-stop presses.
+    pub fn from_verdict(seq: u64, stamp_ns: u64, presses_seen: u64, verdict: &Verdict) -> Self {
         Self {
             seq,
             stamp_ns,
@@ -96,6 +111,7 @@ impl CommandFrame {
             joints: verdict.command.joints,
             gripper_position: verdict.command.gripper_position,
             drive_enabled: verdict.power_enabled,
+            presses_seen,
         }
     }
 }

@@ -30,12 +30,14 @@
 
 pub mod clock;
 mod frames;
+mod ingress;
 pub mod metrics;
 mod policy;
 mod robot;
 mod status;
 
 pub use frames::{CommandFrame, SensorFrame, is_stationary};
+pub use ingress::{Actuator, EstopIngress};
 pub use policy::{ActionChunk, BackendError, BackendInfo, ImageData, Observation, PolicyBackend};
 pub use robot::RobotIo;
-pub use status::LoopStatus;
+pub use status::{LoopStatus, RunState};

@@ -1,6 +1,8 @@
 //! The robot the loop drives.
 
-use crate::{CommandFrame, Observation, SensorFrame};
+use std::sync::Arc;
+
+use crate::{Actuator, CommandFrame, EstopIngress, Observation, SensorFrame};
 
 /// The robot the loop drives: a middleware adapter (`reflex-ros`: `dds`, `ros2`) or the
 /// built-in simulator (`reflex-sim`). Its `step` runs once per period on the robot I/O thread,
@@ -21,4 +23,17 @@ pub trait RobotIo {
         sensors: &mut SensorFrame,
         obs: &mut Observation,
     ) -> bool;
+
+    /// The robot's command publisher, for the actuator gate's thread (SAF-011). `None` (the
+    /// simulator): `step` applies the gated command itself.
+    fn take_actuator(&mut self) -> Option<Box<dyn Actuator>> {
+        None
+    }
+    /// Where E-stop presses go the moment they arrive (SAF-012); given once, before the run.
+    fn attach_ingress(&mut self, _ingress: Arc<EstopIngress>) {}
+    /// Between steps: waits for middleware events until `deadline_ns` (monotonic), handling an
+    /// E-stop message as soon as it arrives (reported to the ingress). The default sleeps.
+    fn idle_until(&mut self, deadline_ns: u64) {
+        crate::clock::sleep_until(deadline_ns);
+    }
 }

@@ -17,6 +17,8 @@
 //! drive power), `/diagnostics` at 1 Hz.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use anyhow::{Context as _, Result};
 use reflex_policy::{Observation, PolicyManifest};
@@ -33,7 +35,7 @@ use crate::port::{
     BoolMsg, DiagnosticArray, Empty, Image, JointState, LaserScan, LoopDiagnostics, PortState, Qos,
     StringMsg, TwistMsg,
 };
-use reflex_core::{CommandFrame, LoopStatus, RobotIo, SensorFrame};
+use reflex_core::{Actuator, CommandFrame, EstopIngress, LoopStatus, RobotIo, SensorFrame};
 
 fn profile(q: Qos) -> QosProfile {
     let p = QosProfile::subscription_default().history(History::KeepLast {
@@ -58,9 +60,13 @@ pub struct DdsRobot {
     joint_states: Subscription<JointState>,
     image: Subscription<Image>,
     instruction: Subscription<StringMsg>,
-    estop: Subscription<BoolMsg>,
-    estop_reset: Subscription<Empty>,
-    cmd_vel: Publisher<TwistMsg>,
+    /// One subscription per E-stop device (`[ros] estop_devices`).
+    estops: Vec<Subscription<BoolMsg>>,
+    estop_reset: Option<Subscription<Empty>>,
+    start: Option<Subscription<Empty>>,
+    /// Taken by the actuator gate's thread ([`RobotIo::take_actuator`]).
+    cmd_vel: Option<Publisher<TwistMsg>>,
+    commands_published: Arc<AtomicU64>,
     diagnostics: Publisher<DiagnosticArray>,
     status: Arc<LoopStatus>,
     hardware_id: String,
@@ -124,8 +130,13 @@ impl DdsRobot {
             Qos::SENSOR_DATA
         );
         let instr_t = topic!(&t.instruction, "std_msgs", "String", Qos::DEFAULT);
-        let estop_t = topic!(&t.estop, "std_msgs", "Bool", Qos::LATCHED);
+        let devices = ros.devices();
+        let mut estop_ts = Vec::new();
+        for d in &devices {
+            estop_ts.push(topic!(&d.topic, "std_msgs", "Bool", Qos::LATCHED));
+        }
         let reset_t = topic!(&t.estop_reset, "std_msgs", "Empty", Qos::DEFAULT);
+        let start_t = topic!(&t.start, "std_msgs", "Empty", Qos::DEFAULT);
         let cmd_t = topic!(&t.cmd_vel, "geometry_msgs", "Twist", Qos::DEFAULT);
         let diag_t = topic!(
             &t.diagnostics,
@@ -146,12 +157,29 @@ impl DdsRobot {
         let instruction = node
             .create_subscription(&instr_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.instruction)))?;
-        let estop = node
-            .create_subscription(&estop_t, None)
-            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.estop)))?;
-        let estop_reset = node
-            .create_subscription(&reset_t, None)
-            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.estop_reset)))?;
+        let mut estops = Vec::new();
+        for (d, topic) in devices.iter().zip(&estop_ts) {
+            estops.push(
+                node.create_subscription(topic, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&d.topic)))?,
+            );
+        }
+        let estop_reset = if ros.reset_from.contains(&crate::RequestSource::Topic) {
+            Some(
+                node.create_subscription(&reset_t, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.estop_reset)))?,
+            )
+        } else {
+            None
+        };
+        let start = if ros.start_from.contains(&crate::RequestSource::Topic) {
+            Some(
+                node.create_subscription(&start_t, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.start)))?,
+            )
+        } else {
+            None
+        };
         let cmd_vel = node
             .create_publisher(&cmd_t, None)
             .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", t.cmd_vel))?;
@@ -164,17 +192,66 @@ impl DdsRobot {
             joint_states,
             image,
             instruction,
-            estop,
+            estops,
             estop_reset,
-            cmd_vel,
+            start,
+            cmd_vel: Some(cmd_vel),
+            commands_published: Arc::default(),
             diagnostics,
             status,
             // The node's fully qualified name, as rcl reports it under `ros2`.
             hardware_id: format!("{}/{}", ros.namespace.trim_end_matches('/'), ros.node_name),
             beams: max_beams,
             next_diagnostics_ns: 0,
-            state: PortState::new(manifest, max_beams, joint_names),
+            state: PortState::new(manifest, max_beams, joint_names)
+                .with_estop_devices(devices.iter().map(|d| d.source).collect()),
         })
+    }
+
+    /// Every E-stop message waiting, in arrival order, into the port (press edges reach the
+    /// ingress at once).
+    fn drain_estops(&mut self, now: u64) {
+        for (i, sub) in self.estops.iter().enumerate() {
+            while let Ok(Some((b, info))) = sub.take() {
+                self.state
+                    .on_estop_from(i, writer_key(&info), b.data, now);
+            }
+        }
+    }
+}
+
+/// A publisher's GID as a key (one E-stop state per publisher).
+fn writer_key(info: &ros2_client::MessageInfo) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    info.publisher_gid().hash(&mut h);
+    h.finish() | 1
+}
+
+/// Wakes the robot-I/O thread when DDS delivers an E-stop message.
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// `/cmd_vel` for the actuator gate's thread.
+struct DdsActuator {
+    cmd_vel: Publisher<TwistMsg>,
+    published: Arc<AtomicU64>,
+}
+
+impl Actuator for DdsActuator {
+    fn send(&mut self, command: &CommandFrame) {
+        let twist = crate::port::command_twist(command);
+        if self.cmd_vel.publish(twist).is_ok() {
+            self.published.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -188,6 +265,52 @@ impl RobotIo for DdsRobot {
         true
     }
 
+    fn take_actuator(&mut self) -> Option<Box<dyn Actuator>> {
+        self.cmd_vel.take().map(|cmd_vel| {
+            Box::new(DdsActuator {
+                cmd_vel,
+                published: self.commands_published.clone(),
+            }) as Box<dyn Actuator>
+        })
+    }
+
+    fn attach_ingress(&mut self, ingress: Arc<EstopIngress>) {
+        self.state.attach_ingress(ingress);
+    }
+
+    /// Sleeps until `deadline_ns`, woken by DDS the moment an E-stop message arrives (RustDDS
+    /// calls the reader's waker): the press reaches the ingress, and the gate sends zero, within
+    /// the DDS latency, not at the next step.
+    fn idle_until(&mut self, deadline_ns: u64) {
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut cx = TaskContext::from_waker(&waker);
+        loop {
+            let now = reflex_core::clock::now_ns();
+            self.drain_estops(now);
+            if now >= deadline_ns {
+                return;
+            }
+            // Arm each reader's waker (the poll takes a message if one slipped in).
+            let mut got = None;
+            for (i, sub) in self.estops.iter().enumerate() {
+                let mut next = std::pin::pin!(sub.async_take());
+                if let Poll::Ready(Ok((b, info))) = next.as_mut().poll(&mut cx) {
+                    got = Some((i, writer_key(&info), b.data));
+                    break;
+                }
+            }
+            match got {
+                Some((i, writer, pressed)) => {
+                    let now = reflex_core::clock::now_ns();
+                    self.state.on_estop_from(i, writer, pressed, now);
+                }
+                None => std::thread::park_timeout(std::time::Duration::from_nanos(
+                    deadline_ns.saturating_sub(reflex_core::clock::now_ns()),
+                )),
+            }
+        }
+    }
+
     fn step(
         &mut self,
         now: u64,
@@ -195,22 +318,25 @@ impl RobotIo for DdsRobot {
         frame: &mut SensorFrame,
         obs: &mut Observation,
     ) -> bool {
-        // Command out first.
-        let twist = self.state.command(command.base, command.drive_enabled);
-        if self.cmd_vel.publish(twist).is_ok() {
-            self.state.stats.commands_published += 1;
-        }
+        // The command itself went out on the actuator gate's thread; this is what it sent.
+        self.state.command(command.base, command.drive_enabled);
+        self.state.stats.commands_published = self.commands_published.load(Ordering::Relaxed);
         while let Ok(Some((scan, _))) = self.scan.take() {
             self.state.on_scan(&scan, now);
         }
         while let Ok(Some((js, _))) = self.joint_states.take() {
             self.state.on_joint_state(&js, now);
         }
-        while let Ok(Some((b, _))) = self.estop.take() {
-            self.state.on_estop(b.data, now);
+        self.drain_estops(now);
+        if let Some(sub) = &self.estop_reset {
+            while let Ok(Some(_)) = sub.take() {
+                self.state.on_reset();
+            }
         }
-        while let Ok(Some(_)) = self.estop_reset.take() {
-            self.state.on_reset();
+        if let Some(sub) = &self.start {
+            while let Ok(Some(_)) = sub.take() {
+                self.state.on_start();
+            }
         }
         while let Ok(Some((s, _))) = self.instruction.take() {
             self.state.on_instruction(&s.data);
@@ -221,7 +347,7 @@ impl RobotIo for DdsRobot {
         let fresh = self.state.finish_step(frame, obs);
         if now >= self.next_diagnostics_ns {
             self.next_diagnostics_ns = now + 1_000_000_000;
-            let d = LoopDiagnostics::from_port(&self.status, &self.state, !command.drive_enabled);
+            let d = LoopDiagnostics::from_port(&self.status, &self.state);
             let _ = self
                 .diagnostics
                 .publish(d.to_msg(wall_clock_ns(), &self.hardware_id));

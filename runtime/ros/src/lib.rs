@@ -50,6 +50,35 @@ pub struct RosConfig {
     /// Use `/clock` instead of the host's clock for message stamps (simulation).
     pub use_sim_time: bool,
     pub topics: port::Topics,
+    /// E-stop devices (SAF-012), each a std_msgs/Bool topic (true = pressed) feeding one
+    /// source; one state per publisher. Empty: `topics.estop` as the `ros_topic` source.
+    pub estop_devices: Vec<EstopDevice>,
+    /// Where an E-stop reset may come from (SAF-013): `topic` (`topics.estop_reset`) and/or
+    /// `service` (`~/reset_estop`, under `ros2`). Default both.
+    pub reset_from: Vec<RequestSource>,
+    /// Where a start may come from (SAF-013): `topic` (`topics.start`) and/or `service`
+    /// (`~/start`, under `ros2`). Default both.
+    pub start_from: Vec<RequestSource>,
+}
+
+/// One `[[ros.estop_devices]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstopDevice {
+    /// std_msgs/Bool, reliable + transient-local; `true` = pressed.
+    pub topic: String,
+    /// `ros_topic` (an operator's E-stop button in the ROS graph) or `hardware` (the E-stop
+    /// circuit's state, published by the safety controller as a heartbeat; give the source a
+    /// `max_age_ms` in `[safety.estop] sources`).
+    pub source: reflex_safety::EstopSource,
+}
+
+/// Where a reset or start request may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestSource {
+    Topic,
+    Service,
 }
 
 impl Default for RosConfig {
@@ -59,6 +88,47 @@ impl Default for RosConfig {
             namespace: "/".into(),
             use_sim_time: false,
             topics: port::Topics::default(),
+            estop_devices: Vec::new(),
+            reset_from: vec![RequestSource::Topic, RequestSource::Service],
+            start_from: vec![RequestSource::Topic, RequestSource::Service],
         }
+    }
+}
+
+impl RosConfig {
+    /// The E-stop devices in force: `estop_devices`, or `topics.estop` as `ros_topic`.
+    pub fn devices(&self) -> Vec<EstopDevice> {
+        if self.estop_devices.is_empty() {
+            vec![EstopDevice {
+                topic: self.topics.estop.clone(),
+                source: reflex_safety::EstopSource::RosTopic,
+            }]
+        } else {
+            self.estop_devices.clone()
+        }
+    }
+
+    /// Checks topics and E-stop devices; errors name the key and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        self.topics.validate()?;
+        for (i, d) in self.estop_devices.iter().enumerate() {
+            let probe = port::Topics {
+                estop: d.topic.clone(),
+                ..port::Topics::default()
+            };
+            probe
+                .validate()
+                .map_err(|e| format!("ros.estop_devices[{i}].topic: {e}"))?;
+            if !matches!(
+                d.source,
+                reflex_safety::EstopSource::Hardware | reflex_safety::EstopSource::RosTopic
+            ) {
+                return Err(format!(
+                    "ros.estop_devices[{i}].source = {:?}: a ROS topic can feed `hardware` or `ros_topic` only; fix: one of those",
+                    d.source.name()
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -23,6 +23,8 @@ pub struct Topics {
     pub instruction: String,
     pub estop: String,
     pub estop_reset: String,
+    /// SAF-013: std_msgs/Empty; after a reset, the robot moves only after a start.
+    pub start: String,
     pub cmd_vel: String,
     pub diagnostics: String,
 }
@@ -36,6 +38,7 @@ impl Default for Topics {
             instruction: "/reflex/instruction".into(),
             estop: "/reflex/estop".into(),
             estop_reset: "/reflex/estop_reset".into(),
+            start: "/reflex/start".into(),
             cmd_vel: "/cmd_vel".into(),
             diagnostics: "/diagnostics".into(),
         }
@@ -52,6 +55,7 @@ impl Topics {
             ("instruction", &self.instruction),
             ("estop", &self.estop),
             ("estop_reset", &self.estop_reset),
+            ("start", &self.start),
             ("cmd_vel", &self.cmd_vel),
             ("diagnostics", &self.diagnostics),
         ] {
@@ -308,12 +312,28 @@ pub struct PortStats {
     pub images: u64,
     pub images_refused: u64,
     pub estop_messages: u64,
+    /// Press edges (a device reporting pressed after clear or nothing), each latched.
+    pub estop_presses: u64,
+    /// Publishers seen on the E-stop devices' topics (one state each).
+    pub estop_writers: u64,
     pub resets: u64,
     pub resets_refused: u64,
+    pub starts: u64,
     pub instructions: u64,
     pub joint_states: u64,
     pub joint_states_refused: u64,
     pub commands_published: u64,
+}
+
+/// Publishers tracked per E-stop device topic set (more are counted as presses only).
+pub const MAX_ESTOP_WRITERS: usize = 32;
+
+/// One publisher on an E-stop device's topic.
+#[derive(Debug, Clone, Copy)]
+struct EstopWriter {
+    device: usize,
+    writer: u64,
+    report: reflex_safety::EstopReport,
 }
 
 /// The adapter-independent half of a ROS robot: turns port messages into the loop's sensor
@@ -326,8 +346,12 @@ pub struct PortState {
     scan_stamp_ns: u64,
     geometry: [f32; 4],
     ranges: Vec<f32>,
-    estop: reflex_safety::EstopReport,
+    /// Source of each E-stop device (index = device), and one state per publisher seen.
+    estop_devices: Vec<reflex_safety::EstopSource>,
+    estop_writers: Vec<EstopWriter>,
+    ingress: Option<std::sync::Arc<reflex_core::EstopIngress>>,
     reset_seq: u64,
+    start_seq: u64,
     tokens: Vec<i64>,
     last_command: reflex_safety::Twist,
     image_fresh: bool,
@@ -356,8 +380,11 @@ impl PortState {
             scan_stamp_ns: 0,
             geometry: [0.0; 4],
             ranges: Vec::with_capacity(beams),
-            estop: reflex_safety::EstopReport::Unknown,
+            estop_devices: vec![reflex_safety::EstopSource::RosTopic],
+            estop_writers: Vec::with_capacity(MAX_ESTOP_WRITERS),
+            ingress: None,
             reset_seq: 0,
+            start_seq: 0,
             tokens: vec![0; tokens_len],
             last_command: reflex_safety::Twist::default(),
             image_fresh: false,
@@ -433,15 +460,107 @@ impl PortState {
         (self.scan_stamp_ns, &self.ranges)
     }
 
-    /// `/reflex/estop`: true = pressed (latches), false = released (does not reset).
+    /// The E-stop devices (`[ros] estop_devices`): device `i` feeds `sources[i]`.
+    pub fn with_estop_devices(mut self, sources: Vec<reflex_safety::EstopSource>) -> Self {
+        self.estop_devices = sources;
+        self
+    }
+
+    /// Where press edges go the moment they are seen (the RT thread and the actuator gate).
+    pub fn attach_ingress(&mut self, ingress: std::sync::Arc<reflex_core::EstopIngress>) {
+        self.ingress = Some(ingress);
+    }
+
+    /// `/reflex/estop` from its only publisher: see [`Self::on_estop_from`].
     pub fn on_estop(&mut self, pressed: bool, now_ns: u64) {
+        self.on_estop_from(0, 0, pressed, now_ns);
+    }
+
+    /// An E-stop message on device `device`'s topic from publisher `writer` (a key of its
+    /// GID; 0 when the middleware does not say): true = pressed, false = released (never a
+    /// reset). SAF-012: each publisher has its own state, so one cannot overwrite another's
+    /// press; a press edge goes to the ingress at once, so a press released before the next
+    /// tick still latches; a publisher that falls silent ages, and its source turns stale
+    /// after `[safety.estop] sources.max_age_ms`.
+    pub fn on_estop_from(&mut self, device: usize, writer: u64, pressed: bool, now_ns: u64) {
         self.stats.estop_messages += 1;
+        let Some(&source) = self.estop_devices.get(device) else {
+            return;
+        };
         let at = reflex_safety::Monotonic::from_nanos(now_ns);
-        self.estop = if pressed {
+        let report = if pressed {
             reflex_safety::EstopReport::Pressed(at)
         } else {
             reflex_safety::EstopReport::Clear(at)
         };
+        let known = self
+            .estop_writers
+            .iter()
+            .position(|w| w.device == device && w.writer == writer);
+        let was_pressed = match known {
+            Some(k) => {
+                let w = &mut self.estop_writers[k];
+                let was = matches!(w.report, reflex_safety::EstopReport::Pressed(_));
+                w.report = report;
+                was
+            }
+            None if self.estop_writers.len() < MAX_ESTOP_WRITERS => {
+                self.stats.estop_writers += 1;
+                self.estop_writers.push(EstopWriter {
+                    device,
+                    writer,
+                    report,
+                });
+                false
+            }
+            // More publishers than anyone wires: a press still latches (below).
+            None => false,
+        };
+        if pressed && !was_pressed {
+            self.stats.estop_presses += 1;
+            if let Some(ingress) = &self.ingress {
+                ingress.press(source);
+            }
+        }
+    }
+
+    /// One source's report over its devices and their publishers: pressed if any publisher
+    /// says so; unknown while a device has not reported; else clear, stamped with the oldest
+    /// publisher's last report (so one silent publisher ages the whole source).
+    fn source_report(&self, source: reflex_safety::EstopSource) -> reflex_safety::EstopReport {
+        use reflex_safety::EstopReport;
+        let mut oldest: Option<reflex_safety::Monotonic> = None;
+        for (device, s) in self.estop_devices.iter().enumerate() {
+            if *s != source {
+                continue;
+            }
+            let mut reported = false;
+            for w in self.estop_writers.iter().filter(|w| w.device == device) {
+                reported = true;
+                match w.report {
+                    EstopReport::Pressed(at) => return EstopReport::Pressed(at),
+                    EstopReport::Clear(at) => oldest = Some(oldest.map_or(at, |o| o.min(at))),
+                    EstopReport::Unknown => {}
+                }
+            }
+            if !reported {
+                return EstopReport::Unknown;
+            }
+        }
+        oldest.map_or(EstopReport::Unknown, EstopReport::Clear)
+    }
+
+    /// Whether any E-stop publisher reports pressed now.
+    pub fn any_pressed(&self) -> bool {
+        self.estop_writers
+            .iter()
+            .any(|w| matches!(w.report, reflex_safety::EstopReport::Pressed(_)))
+    }
+
+    /// `/reflex/start` (or the `~/start` service): one explicit start request (SAF-013).
+    pub fn on_start(&mut self) {
+        self.stats.starts += 1;
+        self.start_seq += 1;
     }
 
     /// `/reflex/estop_reset` (or the Trigger service): one explicit reset request.
@@ -454,10 +573,10 @@ impl PortState {
     /// E-stop topic reports pressed (the safety layer would refuse it too), else passed on as
     /// [`Self::on_reset`]. Other sources (the hardware circuit) can still refuse it later.
     pub fn on_reset_request(&mut self) -> Result<(), String> {
-        if let reflex_safety::EstopReport::Pressed(_) = self.estop {
+        if self.any_pressed() {
             self.stats.resets_refused += 1;
             return Err(
-                "reset refused: the ROS E-stop topic reports pressed; release it (false), then reset"
+                "reset refused: an E-stop device reports pressed; release it (false), then reset"
                     .into(),
             );
         }
@@ -513,8 +632,13 @@ impl PortState {
         frame.ranges.extend_from_slice(&self.ranges);
         frame.odom = None;
         frame.estop = [EstopReport::Unknown; EstopSource::COUNT];
-        frame.estop[EstopSource::RosTopic.index()] = self.estop;
+        for source in [EstopSource::Hardware, EstopSource::RosTopic] {
+            if self.estop_devices.contains(&source) {
+                frame.estop[source.index()] = self.source_report(source);
+            }
+        }
         frame.reset_seq = self.reset_seq;
+        frame.start_seq = self.start_seq;
         frame.joint_stamp_ns = self.joint_stamp_ns;
         if frame.joint_positions.len() == self.joint_positions.len() {
             frame.joint_positions.copy_from_slice(&self.joint_positions);
@@ -581,20 +705,28 @@ pub struct LoopDiagnostics {
     pub model: String,
     pub model_digest: String,
     pub estop_latched: bool,
+    /// What the robot is doing (SAF-013): latched, stopping, awaiting_start, protective_stop,
+    /// running.
+    pub state: reflex_core::RunState,
+    /// `sha256:<hex>` of the safety config in force.
+    pub safety_config_hash: String,
     pub vetoes: Vec<(String, u64)>,
+    /// The actuator gate's and the RT supervisor's counters (SAF-011), as `gate.<name>`.
+    pub gate: Vec<(String, u64)>,
     /// What the adapter received and refused (`PortStats`), as `inputs.<name>`.
     pub inputs: Vec<(String, u64)>,
 }
 
 impl LoopDiagnostics {
     /// From the loop's published atomics and the adapter's state.
-    pub fn from_port(
-        status: &reflex_core::LoopStatus,
-        state: &PortState,
-        estop_latched: bool,
-    ) -> Self {
+    pub fn from_port(status: &reflex_core::LoopStatus, state: &PortState) -> Self {
         let manifest = state.manifest();
         use std::sync::atomic::Ordering;
+        let run_state = status.run_state();
+        let estop_latched = matches!(
+            run_state,
+            reflex_core::RunState::Latched | reflex_core::RunState::Stopping
+        );
         Self {
             ticks: status.ticks.load(Ordering::Relaxed),
             deadline_misses: status.deadline_misses.load(Ordering::Relaxed),
@@ -602,16 +734,36 @@ impl LoopDiagnostics {
             model: format!("{} {}", manifest.name, manifest.version),
             model_digest: state.model_digest.clone(),
             estop_latched,
+            state: run_state,
+            safety_config_hash: status.safety_config_hash.get().cloned().unwrap_or_default(),
             vetoes: vec![(
                 "ticks_slowed_or_stopped".into(),
                 status.vetoed_ticks.load(Ordering::Relaxed),
             )],
+            gate: vec![
+                (
+                    "verdicts_sent".into(),
+                    status.gate_verdicts.load(Ordering::Relaxed),
+                ),
+                (
+                    "zeros_stale".into(),
+                    status.gate_stale_zeros.load(Ordering::Relaxed),
+                ),
+                (
+                    "zeros_estop".into(),
+                    status.gate_press_zeros.load(Ordering::Relaxed),
+                ),
+                ("rt_stalls".into(), status.rt_stalls.load(Ordering::Relaxed)),
+            ],
             inputs: {
                 let s = &state.stats;
                 [
                     ("estop_messages", s.estop_messages),
+                    ("estop_presses", s.estop_presses),
+                    ("estop_writers", s.estop_writers),
                     ("resets", s.resets),
                     ("resets_refused", s.resets_refused),
+                    ("starts", s.starts),
                     ("scans", s.scans),
                     ("scans_refused", s.scans_refused),
                     ("images", s.images),
@@ -628,17 +780,22 @@ impl LoopDiagnostics {
         }
     }
 
-    /// One DiagnosticStatus named `reflex: control loop`: ERROR while the E-stop is latched,
-    /// WARN after deadline misses, else OK; values carry the numbers.
+    /// One DiagnosticStatus named `reflex: control loop`: ERROR while the E-stop is latched
+    /// (stopping or stopped), WARN while waiting for a start after a reset, in a protective
+    /// stop or after deadline misses, else OK; `state` says which, values carry the numbers.
     pub fn to_msg(&self, stamp_ns: u64, hardware_id: &str) -> DiagnosticArray {
-        let (level, message) = if self.estop_latched {
-            (2, "E-stop latched: robot stopped")
-        } else if self.deadline_misses > 0 {
-            (1, "deadline misses")
-        } else {
-            (0, "running")
+        use reflex_core::RunState;
+        let (level, message) = match self.state {
+            RunState::Latched => (2, "E-stop latched: robot stopped"),
+            RunState::Stopping => (2, "E-stop latched: robot stopping"),
+            RunState::AwaitingStart => (1, "reset: held at zero until a start request"),
+            RunState::ProtectiveStop => (1, "protective stop"),
+            RunState::Running if self.deadline_misses > 0 => (1, "running; deadline misses"),
+            RunState::Running => (0, "running"),
         };
         let mut values = vec![
+            kv("state", self.state.name()),
+            kv("safety_config_hash", &self.safety_config_hash),
             kv("ticks", self.ticks),
             kv("deadline_misses", self.deadline_misses),
             kv("tick_p99_us", self.tick_p99_us),
@@ -650,6 +807,11 @@ impl LoopDiagnostics {
             self.vetoes
                 .iter()
                 .map(|(reason, n)| kv(&format!("vetoes.{reason}"), n)),
+        );
+        values.extend(
+            self.gate
+                .iter()
+                .map(|(name, n)| kv(&format!("gate.{name}"), n)),
         );
         values.extend(
             self.inputs
@@ -715,6 +877,16 @@ fn kv(key: &str, value: impl std::fmt::Display) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: value.to_string(),
+    }
+}
+
+/// What the actuator gate's `command` becomes on `/cmd_vel`: zero whenever the verdict
+/// removed drive power (and for the gate's own zero).
+pub fn command_twist(command: &reflex_core::CommandFrame) -> TwistMsg {
+    if command.drive_enabled {
+        twist_of(command.base)
+    } else {
+        twist_of(reflex_safety::Twist::default())
     }
 }
 
@@ -824,7 +996,7 @@ mod tests {
         st.on_estop(false, 6);
         st.on_reset_request().unwrap();
         assert_eq!(st.reset_seq, 1);
-        let d = LoopDiagnostics::from_port(&reflex_core::LoopStatus::default(), &st, false);
+        let d = LoopDiagnostics::from_port(&reflex_core::LoopStatus::default(), &st);
         let msg = d.to_msg(0, "/reflex");
         let value = |k: &str| {
             msg.status[0]
@@ -841,6 +1013,7 @@ mod tests {
     fn diagnostics_say_what_matters_first() {
         let d = LoopDiagnostics {
             estop_latched: true,
+            state: reflex_core::RunState::Stopping,
             ..LoopDiagnostics::default()
         };
         let msg = d.to_msg(1_500_000_000, "robot-1");

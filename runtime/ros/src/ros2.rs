@@ -34,6 +34,9 @@ use crate::port::{self, LoopDiagnostics, PortState, Qos};
 use reflex_core::{CommandFrame, LoopStatus, RobotIo, SensorFrame};
 
 type Sub<T> = Box<dyn Stream<Item = T> + Unpin>;
+#[cfg(not(feature = "ros2-doc-only"))]
+type TriggerService =
+    Box<dyn Stream<Item = r2r::ServiceRequest<r2r::std_srvs::srv::Trigger::Service>> + Unpin>;
 
 fn profile(q: Qos) -> QosProfile {
     let p = QosProfile::default().keep_last(q.depth as usize);
@@ -102,12 +105,17 @@ pub struct Ros2Robot {
     joint_states: Sub<r2r::sensor_msgs::msg::JointState>,
     image: Sub<r2r::sensor_msgs::msg::Image>,
     instruction: Sub<r2r::std_msgs::msg::String>,
-    estop: Sub<r2r::std_msgs::msg::Bool>,
-    estop_reset: Sub<r2r::std_msgs::msg::Empty>,
+    /// One subscription per E-stop device (`[ros] estop_devices`).
+    estops: Vec<Sub<r2r::std_msgs::msg::Bool>>,
+    estop_reset: Option<Sub<r2r::std_msgs::msg::Empty>>,
+    start: Option<Sub<r2r::std_msgs::msg::Empty>>,
     #[cfg(not(feature = "ros2-doc-only"))]
-    reset_service:
-        Box<dyn Stream<Item = r2r::ServiceRequest<r2r::std_srvs::srv::Trigger::Service>> + Unpin>,
-    cmd_vel: r2r::Publisher<r2r::geometry_msgs::msg::Twist>,
+    reset_service: Option<TriggerService>,
+    #[cfg(not(feature = "ros2-doc-only"))]
+    start_service: Option<TriggerService>,
+    /// Taken by the actuator gate's thread ([`RobotIo::take_actuator`]).
+    cmd_vel: Option<r2r::Publisher<r2r::geometry_msgs::msg::Twist>>,
+    commands_published: Arc<std::sync::atomic::AtomicU64>,
     diagnostics: r2r::Publisher<r2r::diagnostic_msgs::msg::DiagnosticArray>,
     /// r2r's parameter services, polled on every step (they answer once rcl has the request).
     param_services: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -149,16 +157,46 @@ impl Ros2Robot {
         let joint_states: Sub<r2r::sensor_msgs::msg::JointState> =
             sub!(&t.joint_states, Qos::SENSOR_DATA);
         let instruction: Sub<r2r::std_msgs::msg::String> = sub!(&t.instruction, Qos::DEFAULT);
-        let estop: Sub<r2r::std_msgs::msg::Bool> = sub!(&t.estop, Qos::LATCHED);
-        let estop_reset: Sub<r2r::std_msgs::msg::Empty> = sub!(&t.estop_reset, Qos::DEFAULT);
+        let devices = ros.devices();
+        let mut estops: Vec<Sub<r2r::std_msgs::msg::Bool>> = Vec::new();
+        for d in &devices {
+            estops.push(sub!(&d.topic, Qos::LATCHED));
+        }
+        use crate::RequestSource::{Service, Topic};
+        let estop_reset: Option<Sub<r2r::std_msgs::msg::Empty>> = if ros.reset_from.contains(&Topic) {
+            Some(sub!(&t.estop_reset, Qos::DEFAULT))
+        } else {
+            None
+        };
+        let start: Option<Sub<r2r::std_msgs::msg::Empty>> = if ros.start_from.contains(&Topic) {
+            Some(sub!(&t.start, Qos::DEFAULT))
+        } else {
+            None
+        };
         #[cfg(not(feature = "ros2-doc-only"))]
-        let reset_service = Box::new(
-            node.create_service::<r2r::std_srvs::srv::Trigger::Service>(
-                "~/reset_estop",
-                QosProfile::services_default(),
-            )
-            .context("cannot create the ~/reset_estop service")?,
-        );
+        let mut trigger = |name: &str| -> Result<TriggerService> {
+            Ok(Box::new(
+                node.create_service::<r2r::std_srvs::srv::Trigger::Service>(
+                    name,
+                    QosProfile::services_default(),
+                )
+                .with_context(|| format!("cannot create the {name} service"))?,
+            ))
+        };
+        #[cfg(not(feature = "ros2-doc-only"))]
+        let reset_service = if ros.reset_from.contains(&Service) {
+            Some(trigger("~/reset_estop")?)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "ros2-doc-only"))]
+        let start_service = if ros.start_from.contains(&Service) {
+            Some(trigger("~/start")?)
+        } else {
+            None
+        };
+        #[cfg(feature = "ros2-doc-only")]
+        let _ = Service;
         let cmd_vel = node
             .create_publisher(&t.cmd_vel, profile(Qos::DEFAULT))
             .with_context(|| format!("cannot publish {}", t.cmd_vel))?;
@@ -177,19 +215,61 @@ impl Ros2Robot {
             joint_states,
             image,
             instruction,
-            estop,
+            estops,
             estop_reset,
+            start,
             #[cfg(not(feature = "ros2-doc-only"))]
             reset_service,
-            cmd_vel,
+            #[cfg(not(feature = "ros2-doc-only"))]
+            start_service,
+            cmd_vel: Some(cmd_vel),
+            commands_published: Arc::default(),
             diagnostics,
             param_services: Box::pin(param_services),
             status,
             hardware_id,
             beams: max_beams,
             next_diagnostics_ns: 0,
-            state: PortState::new(manifest, max_beams, joint_names),
+            state: PortState::new(manifest, max_beams, joint_names)
+                .with_estop_devices(devices.iter().map(|d| d.source).collect()),
         })
+    }
+
+    /// Every E-stop message rcl has delivered, into the port (press edges reach the ingress
+    /// at once). rcl does not say which publisher sent a message here: one state per device.
+    fn drain_estops(&mut self, now: u64) {
+        let state = &mut self.state;
+        for (i, sub) in self.estops.iter_mut().enumerate() {
+            drain(sub, |b| state.on_estop_from(i, 0, b.data, now));
+        }
+    }
+}
+
+/// `/cmd_vel` for the actuator gate's thread (rcl publishers may publish from any thread).
+struct Ros2Actuator {
+    cmd_vel: r2r::Publisher<r2r::geometry_msgs::msg::Twist>,
+    published: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl reflex_core::Actuator for Ros2Actuator {
+    fn send(&mut self, command: &CommandFrame) {
+        let twist = port::command_twist(command);
+        let msg = r2r::geometry_msgs::msg::Twist {
+            linear: r2r::geometry_msgs::msg::Vector3 {
+                x: twist.linear.x,
+                y: twist.linear.y,
+                z: twist.linear.z,
+            },
+            angular: r2r::geometry_msgs::msg::Vector3 {
+                x: twist.angular.x,
+                y: twist.angular.y,
+                z: twist.angular.z,
+            },
+        };
+        if self.cmd_vel.publish(&msg).is_ok() {
+            self.published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -252,6 +332,34 @@ impl RobotIo for Ros2Robot {
         true
     }
 
+    fn take_actuator(&mut self) -> Option<Box<dyn reflex_core::Actuator>> {
+        self.cmd_vel.take().map(|cmd_vel| {
+            Box::new(Ros2Actuator {
+                cmd_vel,
+                published: self.commands_published.clone(),
+            }) as Box<dyn reflex_core::Actuator>
+        })
+    }
+
+    fn attach_ingress(&mut self, ingress: Arc<reflex_core::EstopIngress>) {
+        self.state.attach_ingress(ingress);
+    }
+
+    /// Waits in rcl (`rcl_wait` inside `spin_once`) until `deadline_ns`: a message wakes it at
+    /// once, and an E-stop message reaches the ingress (and the gate sends zero) right then,
+    /// not at the next step. Other messages wait in their streams for the step.
+    fn idle_until(&mut self, deadline_ns: u64) {
+        loop {
+            let now = reflex_core::clock::now_ns();
+            if now >= deadline_ns {
+                return;
+            }
+            self.node
+                .spin_once(Duration::from_nanos(deadline_ns - now));
+            self.drain_estops(reflex_core::clock::now_ns());
+        }
+    }
+
     fn step(
         &mut self,
         now: u64,
@@ -259,22 +367,11 @@ impl RobotIo for Ros2Robot {
         frame: &mut SensorFrame,
         obs: &mut Observation,
     ) -> bool {
-        let twist = self.state.command(command.base, command.drive_enabled);
-        let msg = r2r::geometry_msgs::msg::Twist {
-            linear: r2r::geometry_msgs::msg::Vector3 {
-                x: twist.linear.x,
-                y: twist.linear.y,
-                z: twist.linear.z,
-            },
-            angular: r2r::geometry_msgs::msg::Vector3 {
-                x: twist.angular.x,
-                y: twist.angular.y,
-                z: twist.angular.z,
-            },
-        };
-        if self.cmd_vel.publish(&msg).is_ok() {
-            self.state.stats.commands_published += 1;
-        }
+        // The command itself went out on the actuator gate's thread; this is what it sent.
+        self.state.command(command.base, command.drive_enabled);
+        self.state.stats.commands_published = self
+            .commands_published
+            .load(std::sync::atomic::Ordering::Relaxed);
         // Let rcl move messages into the streams, without blocking.
         self.node.spin_once(Duration::ZERO);
         let mut cx = Context::from_waker(Waker::noop());
@@ -308,18 +405,44 @@ impl RobotIo for Ros2Robot {
             };
             state.on_joint_state(&js, now);
         });
-        drain(&mut self.estop, |b| state.on_estop(b.data, now));
-        drain(&mut self.estop_reset, |_| state.on_reset());
+        for (i, sub) in self.estops.iter_mut().enumerate() {
+            drain(sub, |b| state.on_estop_from(i, 0, b.data, now));
+        }
+        if let Some(sub) = self.estop_reset.as_mut() {
+            drain(sub, |_| state.on_reset());
+        }
+        if let Some(sub) = self.start.as_mut() {
+            drain(sub, |_| state.on_start());
+        }
         #[cfg(not(feature = "ros2-doc-only"))]
-        while let Some(Some(req)) = self.reset_service.next().now_or_never() {
-            let (success, message) = match state.on_reset_request() {
-                Ok(()) => (
-                    true,
-                    "reset requested: honoured once every E-stop source is clear".to_string(),
-                ),
-                Err(why) => (false, why),
-            };
-            let _ = req.respond(r2r::std_srvs::srv::Trigger::Response { success, message });
+        if let Some(service) = self.reset_service.as_mut() {
+            while let Some(Some(req)) = service.next().now_or_never() {
+                let (success, message) = match state.on_reset_request() {
+                    Ok(()) => (
+                        true,
+                        "reset requested: honoured once every E-stop source is clear; the robot then waits for a start".to_string(),
+                    ),
+                    Err(why) => (false, why),
+                };
+                let _ = req.respond(r2r::std_srvs::srv::Trigger::Response { success, message });
+            }
+        }
+        #[cfg(not(feature = "ros2-doc-only"))]
+        if let Some(service) = self.start_service.as_mut() {
+            let run_state = self.status.run_state();
+            while let Some(Some(req)) = service.next().now_or_never() {
+                let (success, message) = match run_state {
+                    reflex_core::RunState::Latched | reflex_core::RunState::Stopping => (
+                        false,
+                        "start refused: the E-stop is latched; release it, reset, then start".to_string(),
+                    ),
+                    _ => {
+                        state.on_start();
+                        (true, "start requested".to_string())
+                    }
+                };
+                let _ = req.respond(r2r::std_srvs::srv::Trigger::Response { success, message });
+            }
         }
         drain(&mut self.instruction, |s| state.on_instruction(&s.data));
         drain(&mut self.image, |i| {
@@ -337,7 +460,7 @@ impl RobotIo for Ros2Robot {
         let fresh = self.state.finish_step(frame, obs);
         if now >= self.next_diagnostics_ns {
             self.next_diagnostics_ns = now + 1_000_000_000;
-            let d = LoopDiagnostics::from_port(&self.status, &self.state, !command.drive_enabled)
+            let d = LoopDiagnostics::from_port(&self.status, &self.state)
                 .to_msg(wall_clock_ns(), &self.hardware_id);
             let msg = r2r::diagnostic_msgs::msg::DiagnosticArray {
                 header: r2r::std_msgs::msg::Header {

@@ -176,6 +176,11 @@ pub struct ControlLoop {
     action_age_ns: u64,
     /// The flight recorder's RT end, when recording.
     pub recorder: Option<crate::tap::RecorderTap>,
+    /// SAF-013: held at zero after a reset until a start (or a new command, per
+    /// `[safety.estop] restart`); the start count and the reset time it compares with.
+    awaiting_start: bool,
+    last_start_seq: u64,
+    reset_at_ns: u64,
 }
 
 impl ControlLoop {
@@ -201,6 +206,33 @@ impl ControlLoop {
             telemetry: Arc::default(),
             action_age_ns: 0,
             recorder: None,
+            awaiting_start: true,
+            last_start_seq: 0,
+            reset_at_ns: 0,
+        }
+    }
+
+    /// True after a reset until the start rule lets the robot move (SAF-013).
+    pub fn awaiting_start(&self) -> bool {
+        self.awaiting_start
+    }
+
+    /// What the robot is doing after this tick's `verdict` (for `/diagnostics`).
+    pub fn safety_state(&self, verdict: &Verdict) -> reflex_core::RunState {
+        use reflex_core::RunState;
+        let moving = !verdict.command.is_motionless();
+        if self.safety.is_latched() {
+            if moving {
+                RunState::Stopping
+            } else {
+                RunState::Latched
+            }
+        } else if self.awaiting_start {
+            RunState::AwaitingStart
+        } else if verdict.action >= reflex_safety::Action::Stop {
+            RunState::ProtectiveStop
+        } else {
+            RunState::Running
         }
     }
 
@@ -266,12 +298,30 @@ impl ControlLoop {
         }
     }
 
-    /// One control tick at `now_ns` with this tick's sensor inputs. `clock` times the tick's
-    /// own cost (a monotonic ns source; lockstep tests pass a fake).
+    /// One control tick at `now_ns` with this tick's sensor inputs, for loops without start
+    /// requests (simulation, benchmarks): every reset is followed by a start at once.
     pub fn tick(
         &mut self,
         now_ns: u64,
         inputs: &SafetyInputs<'_>,
+        clock: &dyn Fn() -> u64,
+    ) -> Verdict {
+        let start_seq = if self.awaiting_start && !self.safety.is_latched() {
+            self.last_start_seq.wrapping_add(1)
+        } else {
+            self.last_start_seq
+        };
+        self.tick_with_start(now_ns, inputs, start_seq, clock)
+    }
+
+    /// One control tick at `now_ns` with this tick's sensor inputs and the count of explicit
+    /// start requests so far (SAF-013). `clock` times the tick's own cost (a monotonic ns
+    /// source; lockstep tests pass a fake).
+    pub fn tick_with_start(
+        &mut self,
+        now_ns: u64,
+        inputs: &SafetyInputs<'_>,
+        start_seq: u64,
         clock: &dyn Fn() -> u64,
     ) -> Verdict {
         let start = clock();
@@ -290,9 +340,34 @@ impl ControlLoop {
         }
         // 2-3. The action for now, then arbitration with cloud and operator commands.
         let local = self.policy_command(now_ns);
-        let proposed = self.arbiter.arbitrate(now_ns, local);
+        let mut proposed = self.arbiter.arbitrate(now_ns, local);
         if proposed.source == reflex_safety::CommandSource::Cloud {
             self.stats.cloud_ticks += 1;
+        }
+        // SAF-013: a reset never restarts motion by itself. While latched (and after a reset,
+        // until the start rule holds) the layer is offered a stop, so the reset tick and the
+        // ones after it stay at zero. Start requests made while latched do not count.
+        if self.safety.is_latched() {
+            self.awaiting_start = true;
+            self.last_start_seq = start_seq;
+            self.reset_at_ns = now_ns;
+        } else if self.awaiting_start {
+            let started = match self.safety.config().estop.restart {
+                reflex_safety::Restart::StartRequest => start_seq != self.last_start_seq,
+                reflex_safety::Restart::NewCommand => {
+                    proposed.stamp.as_nanos() > self.reset_at_ns && !proposed.is_motionless()
+                }
+            };
+            self.last_start_seq = start_seq;
+            self.awaiting_start = !started;
+        }
+        if self.awaiting_start {
+            proposed = Command {
+                source: proposed.source,
+                stamp: Monotonic::from_nanos(now_ns),
+                ..Command::default()
+            };
+            proposed.joints = self.safety.hold_targets();
         }
         // 4. Safety, always last.
         let state_before = self.recorder.as_ref().map(|_| self.safety.state());

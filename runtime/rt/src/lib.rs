@@ -6,6 +6,8 @@
 //!   ([`arbiter`]) → `Safety::evaluate`, always last → recorder tap → timing.
 //! - [`rt_thread`]: the RT thread's body around the tick: sensors in, watchdog, verdict out as a
 //!   [`reflex_core::CommandFrame`], loop status for the model manager.
+//! - [`gate`]: the actuator gate (SAF-011) — a verdict reaches the wire only while it is at most
+//!   two periods old; otherwise zero, then silence; zero at once on an E-stop press.
 //! - [`tap`]: the flight recorder's RT end.
 //!
 //! # Guarantees
@@ -95,13 +97,16 @@
 //! assert_eq!(verdict.command.base.vx_mps, 0.0, "latched until an explicit reset");
 //! ```
 
-// `unsafe` only in ticker.rs (libc calls for the RT thread), each with a SAFETY note.
+// `unsafe` only in ticker.rs (libc calls for the RT thread) and shutdown.rs (sigaction), each
+// with a SAFETY note.
 #![deny(unsafe_code)]
 
 pub mod arbiter;
 pub mod chunks;
 pub mod control;
+pub mod gate;
 pub mod rt_thread;
+pub mod shutdown;
 pub mod tap;
 pub mod ticker;
 

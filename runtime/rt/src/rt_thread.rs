@@ -1,19 +1,26 @@
-//! The RT thread's body: every period, on absolute deadlines, read the newest sensors, run the
-//! watchdog, tick the control loop (safety last), publish the verdict, record timing and the
-//! loop's status. No allocation, lock or blocking call after [`RtThread::run`] starts ticking.
+//! The RT thread's body: every period, on absolute deadlines, read the newest sensors and the
+//! E-stop ingress, run the watchdog, tick the control loop (safety last), publish the verdict
+//! and wake the actuator gate, record timing and the loop's status. No allocation, lock or
+//! blocking call after [`RtThread::run`] starts ticking.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use reflex_core::{CommandFrame, LoopStatus, SensorFrame, is_stationary};
+use reflex_core::{CommandFrame, EstopIngress, LoopStatus, SensorFrame, is_stationary};
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Odometry, SafetyInputs};
 
 use crate::control::{ControlLoop, Histogram};
 use crate::ticker::{self, RtConfig, RtGrants, Ticker};
 
-/// An inference worker silent for longer than this (ns, 500 ms) trips the watchdog: an internal
-/// E-stop latches and the supervisor replaces the worker.
-pub const WORKER_DEADLINE_NS: u64 = 500_000_000;
+/// A fault the HIL tests inject into the RT thread (`reflex run --inject-rt-fault`), to prove
+/// the actuator gate and the supervisor (SAF-011) without a debugger. Never set in production.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RtFault {
+    /// The RT thread panics at this monotonic time (ns).
+    PanicAt(u64),
+    /// The RT thread stops ticking at `at_ns` for `for_ns` (a stall, or starvation).
+    StallAt { at_ns: u64, for_ns: u64 },
+}
 
 /// Everything the RT thread owns; moved into the thread.
 #[derive(Debug)]
@@ -27,11 +34,18 @@ pub struct RtThread {
     pub status: Arc<LoopStatus>,
     /// The inference worker's last sign of life (monotonic ns).
     pub worker_beat_ns: Arc<AtomicU64>,
-    /// Set here when the worker went silent: the supervisor replaces it only then, so the
-    /// watchdog is the single judge of silence.
+    /// Set here when the worker went silent past `worker_deadline_ns`: the supervisor replaces
+    /// it then. Not an E-stop: the queued actions age out and the loop decays to a protective
+    /// stop on its own.
     pub worker_fault: Arc<AtomicBool>,
+    /// The inference deadline (ns): `[runtime] inference_deadline_ms`.
+    pub worker_deadline_ns: u64,
+    /// E-stop presses as they arrive (edge counters, SAF-012); the gate is woken through it.
+    pub ingress: Arc<EstopIngress>,
     pub stop: Arc<AtomicBool>,
     pub config: RtConfig,
+    /// HIL fault injection; `None` in production.
+    pub fault: Option<RtFault>,
 }
 
 /// What the RT thread hands back when it stops.
@@ -43,6 +57,8 @@ pub struct RtOutcome {
     pub lateness: Histogram,
     pub grants: RtGrants,
     pub watchdog_trips: u64,
+    /// `[runtime] require_rt` refused to drive: why (no tick ran).
+    pub refused: Option<String>,
 }
 
 impl RtThread {
@@ -55,13 +71,27 @@ impl RtThread {
             status,
             worker_beat_ns: beat,
             worker_fault: fault,
+            worker_deadline_ns,
+            ingress,
             stop,
             config,
+            fault: mut injected,
         } = self;
+        let mut presses_seen = ingress.presses();
         let grants = ticker::apply(&config);
         let mut ticker = Ticker::new(config.period_ns(), config.overrun, ticker::now_ns());
         let mut lateness = Histogram::default();
         let mut watchdog_trips = 0u64;
+        if let Err(why) = config.check_required(&grants) {
+            return RtOutcome {
+                control,
+                ticker,
+                lateness,
+                grants,
+                watchdog_trips,
+                refused: Some(why),
+            };
+        }
         let clock = ticker::now_ns;
         while !stop.load(Ordering::Acquire) {
             let misses_before = ticker.misses;
@@ -74,18 +104,31 @@ impl RtThread {
             }
             control.telemetry.tick_lateness.record(tick.lateness_ns());
             let now = tick.woke_ns;
+            match injected {
+                Some(RtFault::PanicAt(at)) if now >= at => panic!("injected RT-thread fault"),
+                Some(RtFault::StallAt { at_ns, for_ns }) if now >= at_ns => {
+                    injected = None;
+                    std::thread::sleep(std::time::Duration::from_nanos(for_ns));
+                }
+                _ => {}
+            }
             let sensors = sensors.read();
             // The robot's sources as it reported them; the loop's own ones are healthy unless
             // the watchdog says otherwise below.
             let mut estop = sensors.estop;
             estop[EstopSource::Watchdog.index()] = EstopReport::Clear(Monotonic::from_nanos(now));
             estop[EstopSource::Internal.index()] = EstopReport::Clear(Monotonic::from_nanos(now));
-            // Watchdog: N missed deadlines in a row, or a silent inference worker.
-            let worker_silent =
-                now.saturating_sub(beat.load(Ordering::Acquire)) > WORKER_DEADLINE_NS;
-            if ticker.consecutive_misses >= u64::from(config.max_consecutive_misses)
-                || worker_silent
-            {
+            // SAF-012: every press edge since the last tick latches, however short it was and
+            // whatever the device reports now (the supervisor's stall presses come this way too).
+            let presses = ingress.presses();
+            for source in EstopSource::ALL {
+                if presses[source.index()] != presses_seen[source.index()] {
+                    estop[source.index()] = EstopReport::Pressed(Monotonic::from_nanos(now));
+                }
+            }
+            presses_seen = presses;
+            // Watchdog: N missed deadlines in a row latch an internal E-stop.
+            if ticker.consecutive_misses >= u64::from(config.max_consecutive_misses) {
                 estop[EstopSource::Internal.index()] =
                     EstopReport::Pressed(Monotonic::from_nanos(now));
                 watchdog_trips += 1;
@@ -93,12 +136,13 @@ impl RtThread {
                     .telemetry
                     .watchdog_trips
                     .fetch_add(1, Ordering::Relaxed);
-                if worker_silent {
-                    fault.store(true, Ordering::Release);
-                    if let Some(tap) = control.recorder.as_mut() {
-                        tap.flags |= crate::tap::FLAG_INFERENCE_FAULT;
-                    }
-                }
+            }
+            // A silent inference worker is replaced by the supervisor; its actions age out.
+            if now.saturating_sub(beat.load(Ordering::Acquire)) > worker_deadline_ns
+                && !fault.swap(true, Ordering::AcqRel)
+                && let Some(tap) = control.recorder.as_mut()
+            {
+                tap.flags |= crate::tap::FLAG_INFERENCE_FAULT;
             }
             let inputs = SafetyInputs {
                 estop,
@@ -122,12 +166,15 @@ impl RtThread {
                         velocities: &sensors.joint_velocities,
                     }),
             };
-            let verdict = control.tick(now, &inputs, &clock);
+            let verdict = control.tick_with_start(now, &inputs, sensors.start_seq, &clock);
             commands.write(CommandFrame::from_verdict(
                 control.stats.ticks,
                 now,
+                presses_seen.iter().sum(),
                 &verdict,
             ));
+            // The actuator gate sends it now, not at its next check.
+            ingress.wake_gate();
             // For the model manager: plain atomic stores, never a wait.
             let gen_now = control.stats.model_generation;
             if status.loop_generation.load(Ordering::Relaxed) != gen_now {
@@ -137,6 +184,9 @@ impl RtThread {
                 status.loop_generation.store(gen_now, Ordering::Release);
             }
             status.ticks.fetch_add(1, Ordering::Relaxed);
+            status
+                .safety_state
+                .store(control.safety_state(&verdict) as u8, Ordering::Relaxed);
             if verdict.action >= reflex_safety::Action::Slow {
                 status.vetoed_ticks.fetch_add(1, Ordering::Relaxed);
             }
@@ -157,6 +207,7 @@ impl RtThread {
             lateness,
             grants,
             watchdog_trips,
+            refused: None,
         }
     }
 }

@@ -45,6 +45,17 @@ pub struct RtConfig {
     /// Deadline misses in a row that trip the watchdog (internal E-stop).
     #[serde(default = "default_misses")]
     pub max_consecutive_misses: u32,
+    /// Refuse to drive unless SCHED_FIFO (`fifo_priority`) and `lock_memory` were granted.
+    #[serde(default)]
+    pub require_rt: bool,
+    /// An inference worker silent for longer than this (ms) is replaced by the supervisor (not
+    /// an E-stop: its actions age out and the loop decays to a protective stop).
+    #[serde(default = "default_inference_deadline_ms")]
+    pub inference_deadline_ms: f64,
+}
+
+fn default_inference_deadline_ms() -> f64 {
+    500.0
 }
 
 fn default_period_ms() -> f64 {
@@ -65,6 +76,8 @@ impl Default for RtConfig {
             cpu_dma_latency_us: None,
             overrun: OverrunPolicy::Skip,
             max_consecutive_misses: default_misses(),
+            require_rt: false,
+            inference_deadline_ms: default_inference_deadline_ms(),
         }
     }
 }
@@ -74,8 +87,47 @@ impl RtConfig {
         (self.period_ms * 1e6).round() as u64
     }
 
+    /// `inference_deadline_ms` in ns.
+    pub fn inference_deadline_ns(&self) -> u64 {
+        (self.inference_deadline_ms * 1e6).round() as u64
+    }
+
+    /// With `require_rt`: an error naming what was not granted and how to grant it.
+    pub fn check_required(&self, grants: &RtGrants) -> Result<(), String> {
+        if !self.require_rt {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        match (&self.fifo_priority, &grants.fifo_priority) {
+            (None, _) => missing.push("runtime.fifo_priority is unset (require_rt needs it, e.g. 80)".to_string()),
+            (Some(_), Some(Err(e))) => missing.push(format!("SCHED_FIFO: {e}")),
+            _ => {}
+        }
+        match (self.lock_memory, &grants.lock_memory) {
+            (false, _) => missing.push("runtime.lock_memory is false (require_rt needs true)".to_string()),
+            (true, Some(Err(e))) => missing.push(format!("mlockall: {e}")),
+            _ => {}
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "runtime.require_rt = true and the RT thread was not granted: {}; set require_rt = false only on a development machine",
+                missing.join("; ")
+            ))
+        }
+    }
+
     /// Checks values; errors name the key under `[runtime]`.
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.inference_deadline_ms.is_finite()
+            && (1.0..=60_000.0).contains(&self.inference_deadline_ms))
+        {
+            return Err(format!(
+                "runtime.inference_deadline_ms: must be between 1 and 60000 ms, got {}; fix: a few times the policy's slowest inference, e.g. 500",
+                self.inference_deadline_ms
+            ));
+        }
         if !(self.period_ms.is_finite() && (0.1..=1000.0).contains(&self.period_ms)) {
             return Err(format!(
                 "runtime.period_ms: must be between 0.1 and 1000 ms, got {}; fix: 10 for 100 Hz, 1 for 1 kHz",
@@ -232,6 +284,31 @@ pub fn apply(config: &RtConfig) -> RtGrants {
         });
     }
     grants
+}
+
+/// SCHED_FIFO at `priority` for the calling thread (the actuator gate and the robot I/O run
+/// just below the RT thread). The error says how to grant it.
+pub fn set_fifo(priority: i32) -> Result<(), String> {
+    let param = libc::sched_param {
+        sched_priority: priority.clamp(1, 99),
+    };
+    // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}; fix: LimitRTPRIO=99 (systemd) or `@reflex - rtprio 99` in /etc/security/limits.conf, or CAP_SYS_NICE",
+            os_error()
+        ))
+    }
+}
+
+/// Back to normal scheduling (SCHED_OTHER) for the calling thread.
+pub fn set_normal() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
 }
 
 /// One wake-up of the ticker.

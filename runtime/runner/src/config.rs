@@ -93,7 +93,13 @@ impl ReflexConfig {
     }
 
     /// Reads `path` with `overrides` applied: `(dotted.key, TOML value)` pairs, as ROS
-    /// parameters or `--set` give them. An unknown key is an error naming it.
+    /// parameters or `--set` give them. An unknown key is an error naming it. Each applied
+    /// override is logged.
+    ///
+    /// SAF-014: launch-time overrides cannot widen safety. An override of `safety.*` is refused
+    /// unless the file itself pins `[safety] expected_hash` and the result hashes to it (so the
+    /// launch file can only select the reviewed config, never loosen one); `safety.expected_hash`
+    /// itself can never come from an override.
     pub fn load_with(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
         if overrides.is_empty() {
             return Self::load(path);
@@ -106,6 +112,28 @@ impl ReflexConfig {
         })?;
         let mut table: toml::Table = toml::from_str(&text)
             .with_context(|| format!("config: {} is invalid", path.display()))?;
+        let pinned = table
+            .get("safety")
+            .and_then(|s| s.get("expected_hash"))
+            .is_some();
+        let safety_keys: Vec<&str> = overrides
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| *k == "safety" || k.starts_with("safety."))
+            .collect();
+        if let Some(key) = safety_keys.iter().find(|k| **k == "safety.expected_hash" || **k == "safety") {
+            anyhow::bail!(
+                "config: override {key} refused (SAF-014): the safety pin can only be set in {} itself",
+                path.display()
+            );
+        }
+        if !safety_keys.is_empty() && !pinned {
+            anyhow::bail!(
+                "config: override {} refused (SAF-014): launch-time parameters cannot change the safety config of {}; fix: put the value in the TOML file, or pin [safety] expected_hash there to the hash of the intended result (`reflex check-config` prints it)",
+                safety_keys.join(", "),
+                path.display()
+            );
+        }
         for (key, value) in overrides {
             set_dotted(&mut table, key, value)
                 .with_context(|| format!("config: override {key} = {value}"))?;
@@ -116,6 +144,19 @@ impl ReflexConfig {
         config
             .check()
             .with_context(|| format!("config: {} is invalid", path.display()))?;
+        if !safety_keys.is_empty() {
+            // The pin decides: Safety::new refuses a config that does not hash to it.
+            reflex_safety::Safety::new(config.safety.clone()).with_context(|| {
+                format!(
+                    "config: overrides {} of {} (SAF-014)",
+                    safety_keys.join(", "),
+                    path.display()
+                )
+            })?;
+        }
+        for (key, value) in overrides {
+            eprintln!("reflex: config override {key} = {value} (over {})", path.display());
+        }
         Ok(config)
     }
 
@@ -153,7 +194,7 @@ impl ReflexConfig {
         if let Some(updates) = &config.updates {
             updates.validate()?;
         }
-        config.ros.topics.validate().map_err(anyhow::Error::msg)?;
+        config.ros.validate().map_err(anyhow::Error::msg)?;
         config.telemetry.bind_addr()?;
         if let Some(r) = &config.recorder {
             r.validate()?;
@@ -225,14 +266,10 @@ mod tests {
         assert!(err.contains("scann"), "{err}");
         let ok = ReflexConfig::load_with(
             &path,
-            &[
-                ("ros.topics.scan".into(), "/front/scan".into()),
-                ("safety.base.max_vx_mps".into(), "0.5".into()),
-            ],
+            &[("ros.topics.scan".into(), "/front/scan".into())],
         )
         .unwrap();
         assert_eq!(ok.ros.topics.scan, "/front/scan");
-        assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
         for (key, value, named) in [
             (
                 "chunks.max_action_age_ms",
@@ -279,5 +316,61 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap() + "\n[sfety]\n";
         let err = format!("{:#}", ReflexConfig::parse(&text).unwrap_err());
         assert!(err.contains("sfety"), "{err}");
+    }
+
+    #[test]
+    fn saf_014_launch_overrides_cannot_change_safety_unless_pinned_and_matching() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../launch/reflex.example.toml");
+        // Loosening (or any change) without a pin: refused, naming the key and the fix.
+        for (key, value) in [
+            ("safety.base.max_vx_mps", "5.0"),
+            ("safety.lidar.max_age_ms", "100.0"),
+            ("safety.estop.sources", "[]"),
+        ] {
+            let err = format!(
+                "{:#}",
+                ReflexConfig::load_with(&path, &[(key.into(), value.into())]).unwrap_err()
+            );
+            assert!(err.contains("SAF-014") && err.contains(key) && err.contains("fix:"), "{err}");
+        }
+        // The pin itself never comes from a parameter.
+        let err = format!(
+            "{:#}",
+            ReflexConfig::load_with(
+                &path,
+                &[("safety.expected_hash".into(), "\"sha256:00\"".into())]
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("SAF-014"), "{err}");
+        // A file that pins the hash of the result: the override selects exactly that config.
+        let base = ReflexConfig::load(&path).unwrap();
+        let mut narrowed = base.safety.clone();
+        narrowed.base.as_mut().unwrap().max_vx_mps = 0.5;
+        let hash = reflex_safety::Safety::new(narrowed).unwrap().config_hash_hex();
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "[safety]\n",
+            &format!("[safety]\nexpected_hash = \"{hash}\"\n"),
+            1,
+        );
+        let dir = std::env::temp_dir().join(format!("reflex-saf014-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pinned = dir.join("pinned.toml");
+        std::fs::write(&pinned, text).unwrap();
+        let ok = ReflexConfig::load_with(
+            &pinned,
+            &[("safety.base.max_vx_mps".into(), "0.5".into())],
+        )
+        .unwrap();
+        assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
+        // Any other value does not match the pin: refused.
+        let err = format!(
+            "{:#}",
+            ReflexConfig::load_with(&pinned, &[("safety.base.max_vx_mps".into(), "0.9".into())])
+                .unwrap_err()
+        );
+        assert!(err.contains("expected_hash") && err.contains("SAF-014"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

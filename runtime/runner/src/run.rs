@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use reflex_core::metrics::Telemetry;
-use reflex_core::{CommandFrame, PolicyBackend, RobotIo, SensorFrame};
+use reflex_core::{Actuator, CommandFrame, EstopIngress, PolicyBackend, RobotIo, SensorFrame};
 use reflex_policy::{BackendConfig, OrtBackend, PolicyPackage};
 use reflex_rt::arbiter::{ArbiterConfig, Inboxes};
 use reflex_rt::chunks::ChunksConfig;
 use reflex_rt::control::{BaseAxis, ChunkReceiver, ChunkSender, ControlLoop};
-use reflex_rt::ticker::{self as rt, RtConfig, Ticker};
+use reflex_rt::gate::{ActuatorGate, GateOutput};
+use reflex_rt::ticker::{self as rt, RtConfig};
 use reflex_safety::{Reason, SafetyConfig};
 
 use crate::swap::{SwapPort, SwapWhen};
@@ -52,7 +53,7 @@ pub struct RealtimeReport {
 
 /// Loads a policy package into a backend: the inference worker's first model and every
 /// replacement the supervisor starts. [`ort_loader`] is the production one.
-pub type BackendLoader<'a> = dyn Fn(&PolicyPackage) -> Result<Box<dyn PolicyBackend>> + 'a;
+pub type BackendLoader<'a> = dyn Fn(&PolicyPackage) -> Result<Box<dyn PolicyBackend>> + Sync + 'a;
 
 /// The ONNX Runtime loader for `[models]`.
 pub fn ort_loader(
@@ -79,6 +80,8 @@ pub struct RunOptions {
     pub recorder: Option<Arc<reflex_telemetry::recorder::Recorder>>,
     /// `[cloud]`: the cloud policy link to start.
     pub cloud: Option<reflex_cloud::CloudConfig>,
+    /// HIL fault injection into the RT thread (`--inject-rt-fault`); `None` in production.
+    pub rt_fault: Option<InjectedRtFault>,
 }
 
 impl Default for RunOptions {
@@ -91,6 +94,7 @@ impl Default for RunOptions {
             telemetry: None,
             recorder: None,
             cloud: None,
+            rt_fault: None,
         }
     }
 }
@@ -255,18 +259,26 @@ pub fn run_robot(
     port.status
         .stationary
         .store(robot.stationary_at_start(), Ordering::Release);
+    let _ = port
+        .status
+        .safety_config_hash
+        .set(control.safety.config_hash_hex());
     let joints = config.arm.as_ref().map_or(0, |a| a.joints.len());
     let (mut sensor_in, sensor_out) =
         triple_buffer::triple_buffer(&SensorFrame::new(robot.beams(), joints));
-    let (command_in, mut command_out) = triple_buffer::triple_buffer(&CommandFrame::default());
+    let (command_in, command_out) = triple_buffer::triple_buffer(&CommandFrame::default());
+    // What the gate last sent, for the robot I/O (the port's state input, HIL checks).
+    let (sent_in, mut sent_out) = triple_buffer::triple_buffer(&CommandFrame::default());
     let mut obs = manifest.observation();
     manifest.tokenize(task.1, &mut obs.instruction);
     let (mut obs_in, obs_out) = triple_buffer::triple_buffer(&obs);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let ingress = Arc::new(EstopIngress::default());
+    robot.attach_ingress(ingress.clone());
     let worker_beat = Arc::new(AtomicU64::new(rt::now_ns()));
-    // Set by the RT thread's watchdog when the worker went silent; the supervisor (robot thread
-    // here) replaces the worker only then, so the watchdog is the single judge of silence.
+    // Set by the RT thread when the worker went silent past its deadline; the supervisor
+    // replaces the worker then (the loop's action aging has already stopped the robot).
     let worker_fault = Arc::new(AtomicBool::new(false));
     let start_ns = rt::now_ns();
     let end_ns = start_ns + (options.duration_s * 1e9) as u64;
@@ -294,6 +306,7 @@ pub fn run_robot(
                 let mut chunk = manifest.action_chunk();
                 let mut obs = manifest.observation();
                 let mut latencies_ms = Vec::with_capacity(4096);
+                let mut errors_in_a_row = 0u32;
                 while !stop.load(Ordering::Acquire) {
                     {
                         let mut slot = obs_out.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,7 +314,7 @@ pub fn run_robot(
                         if newest.t_obs_ns == obs.t_obs_ns {
                             drop(slot);
                             // Waiting for input is not hanging: the loop's action aging, not the
-                            // watchdog, handles a camera that stopped.
+                            // supervisor, handles a camera that stopped.
                             beat.store(rt::now_ns(), Ordering::Release);
                             std::thread::sleep(std::time::Duration::from_micros(500));
                             continue;
@@ -319,10 +332,27 @@ pub fn run_robot(
                         model_generation = generation;
                     }
                     let t0 = rt::now_ns();
-                    backend
-                        .infer(&obs, &mut chunk)
-                        .map_err(anyhow::Error::from_boxed)?;
+                    let result = backend.infer(&obs, &mut chunk);
                     let took = rt::now_ns() - t0;
+                    beat.store(rt::now_ns(), Ordering::Release);
+                    if let Err(e) = result {
+                        // NaN/Inf from the model: this chunk is dropped and counted (the health
+                        // window sees it); the worker goes on. Other errors a few times in a row
+                        // end the worker, and the supervisor starts a new one (with backoff).
+                        let nonfinite = e
+                            .downcast_ref::<reflex_policy::PackageError>()
+                            .is_some_and(|e| matches!(e, reflex_policy::PackageError::NonFinite(_)));
+                        if nonfinite {
+                            port.status.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        errors_in_a_row += 1;
+                        if errors_in_a_row >= 3 {
+                            return Err(anyhow::Error::from_boxed(e).context("inference"));
+                        }
+                        continue;
+                    }
+                    errors_in_a_row = 0;
                     latencies_ms.push(took as f64 * 1e-6);
                     port.status.inferences.fetch_add(1, Ordering::Relaxed);
                     port.status
@@ -340,14 +370,12 @@ pub fn run_robot(
                         // No free buffer (the loop is behind): dropped, never waited for.
                         let _ = chunk_tx.try_send(chunk.t_obs_ns, &chunk.actions, model_generation);
                     }
-                    beat.store(rt::now_ns(), Ordering::Release);
                 }
                 Ok(latencies_ms)
             })
             .context("cannot start the inference worker")
     };
-    let mut workers = vec![spawn_worker(backend, 0)?];
-    let mut worker_restarts = 0u32;
+    let first_worker = spawn_worker(backend, 0)?;
 
     // The RT thread: the control loop on absolute deadlines (reflex_rt::rt_thread).
     let rt_thread = {
@@ -358,91 +386,183 @@ pub fn run_robot(
             status: port.status.clone(),
             worker_beat_ns: worker_beat.clone(),
             worker_fault: worker_fault.clone(),
+            worker_deadline_ns: rt_config.inference_deadline_ns(),
+            ingress: ingress.clone(),
             stop: stop.clone(),
             config: rt_config.clone(),
+            fault: options.rt_fault.map(|f| f.at(start_ns)),
         };
         std::thread::Builder::new()
             .name("reflex-rt".into())
             .spawn(move || rt.run())
             .context("cannot start the RT thread")?
     };
+    // Below the RT thread: the threads that touch the actuator and the E-stop.
+    let io_priority = rt_config.fifo_priority.map(|p| (p - 1).max(1));
 
-    // This thread is the robot's I/O at the loop's rate: command out, sensors and camera in.
-    let mut ticker = Ticker::new(period_ns, rt::OverrunPolicy::Skip, start_ns);
-    while rt::now_ns() < end_ns {
-        let tick = ticker.wait();
-        let now = tick.woke_ns;
-        let command = *command_out.read();
-        let frame = sensor_in.input_buffer_mut();
-        let o = obs_in.input_buffer_mut();
-        let fresh = robot.step(now, &command, frame, o);
-        sensor_in.publish();
-        if fresh {
-            o.t_obs_ns = now;
-            if let Some(link) = &cloud_link {
-                let image = match (&o.image, &image_shape) {
-                    (Some(reflex_policy::ImageData::U8(d)), Some(shape)) => {
-                        Some((d.clone(), shape.clone()))
-                    }
-                    _ => None,
-                };
-                *link.observation.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(reflex_cloud::CloudObservation {
+    // The actuator gate (SAF-011) on its own thread when the robot has a publisher; with the
+    // simulator (no publisher) the robot I/O applies the same gate itself.
+    let mut forward: Option<Box<dyn FnMut(u64, u64)>> = None;
+    let gate_thread = match robot.take_actuator() {
+        Some(actuator) => Some(spawn_gate(
+            actuator,
+            command_out,
+            sent_in,
+            ingress.clone(),
+            port.status.clone(),
+            stop.clone(),
+            period_ns,
+            io_priority,
+        )?),
+        None => {
+            let mut command_out = command_out;
+            let mut sent_in = sent_in;
+            let mut gate = ActuatorGate::new(period_ns, ZERO_PERIODS);
+            forward = Some(Box::new(move |now, presses| {
+                let frame = *command_out.read();
+                match gate.decide(now, &frame, presses) {
+                    GateOutput::Verdict(f) => sent_in.write(f),
+                    GateOutput::Zero => sent_in.write(CommandFrame::zero()),
+                    GateOutput::Nothing => {}
+                }
+            }));
+            None
+        }
+    };
+
+    // The robot I/O runs on this thread, just below the RT thread (restored afterwards).
+    let io_fifo = match io_priority {
+        Some(p) => match rt::set_fifo(p) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("reflex: robot I/O thread: SCHED_FIFO {p} NOT granted: {e}");
+                false
+            }
+        },
+        None => false,
+    };
+    let (io_result, workers, worker_restarts) = std::thread::scope(|scope| {
+        // Supervisor: replaces a dead or silent worker, with backoff and no lifetime cap; model
+        // loading happens here, never on the threads that touch the actuator or the E-stop.
+        let supervisor = {
+            let stop = stop.clone();
+            let worker_beat = worker_beat.clone();
+            let worker_fault = worker_fault.clone();
+            let telemetry = telemetry.clone();
+            std::thread::Builder::new()
+                .name("reflex-supervisor".into())
+                .spawn_scoped(scope, move || {
+                    supervise(Supervised {
+                        workers: vec![first_worker],
+                        spawn_worker: &spawn_worker,
+                        loader,
+                        package,
+                        port,
+                        stop: &stop,
+                        worker_beat: &worker_beat,
+                        worker_fault: &worker_fault,
+                        telemetry: &telemetry,
+                    })
+                })
+        };
+        let supervisor = match supervisor {
+            Ok(s) => s,
+            Err(e) => {
+                stop.store(true, Ordering::Release);
+                return (
+                    Err(anyhow::anyhow!("cannot start the supervisor: {e}")),
+                    Vec::new(),
+                    0,
+                );
+            }
+        };
+        // This thread is the robot's I/O: between steps it waits on the middleware (E-stop
+        // messages are handled the moment they arrive), then sensors and camera in.
+        let mut next_ns = start_ns + period_ns;
+        let result = loop {
+            if rt::now_ns() >= end_ns {
+                break Ok(());
+            }
+            if reflex_rt::shutdown::requested() {
+                eprintln!("reflex: SIGTERM/SIGINT: zero to the actuator, then exit");
+                break Ok(());
+            }
+            if rt_thread.is_finished() {
+                break Err(anyhow::anyhow!("the RT thread ended"));
+            }
+            robot.idle_until(next_ns);
+            let now = rt::now_ns();
+            next_ns += period_ns;
+            if next_ns <= now {
+                // Overrun: back on the grid, never catching up.
+                next_ns = now + period_ns - (now - start_ns) % period_ns;
+            }
+            if let Some(f) = forward.as_mut() {
+                f(now, ingress.total());
+            }
+            let command = *sent_out.read();
+            let frame = sensor_in.input_buffer_mut();
+            let o = obs_in.input_buffer_mut();
+            let fresh = robot.step(now, &command, frame, o);
+            sensor_in.publish();
+            if fresh {
+                o.t_obs_ns = now;
+                if let Some(link) = &cloud_link
+                    // Never waits: the cloud link's thread holds it only to take the latest.
+                    && let Ok(mut slot) = link.observation.try_lock()
+                {
+                    let image = match (&o.image, &image_shape) {
+                        (Some(reflex_policy::ImageData::U8(d)), Some(shape)) => {
+                            Some((d.clone(), shape.clone()))
+                        }
+                        _ => None,
+                    };
+                    *slot = Some(reflex_cloud::CloudObservation {
                         t_obs_ns: now,
                         state: o.state.clone(),
                         image,
                     });
+                }
+                obs_in.publish();
             }
-            obs_in.publish();
-        }
-        // Supervisor: a worker that died or went silent past its deadline is replaced (the RT
-        // thread's watchdog has already latched an internal E-stop for it).
-        let dead = workers.last().is_some_and(|w| w.is_finished());
-        if (worker_fault.load(Ordering::Acquire) || dead) && worker_restarts < 3 {
-            worker_restarts += 1;
-            telemetry.worker_restarts.fetch_add(1, Ordering::Relaxed);
-            // Fresh beat first, then clear the fault: the watchdog cannot re-raise it in between.
-            worker_beat.store(now, Ordering::Release);
-            worker_fault.store(false, Ordering::Release);
-            let current = port
-                .current_package
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let loaded = match &current {
-                Some((generation, p)) => {
-                    port.status
-                        .worker_generation
-                        .store(*generation, Ordering::Release);
-                    loader(p)
-                }
-                None => loader(package),
-            };
-            let backend = match loaded {
-                Ok(b) => b,
-                Err(e) => {
-                    // No replacement: stop the RT thread too (never leave it ticking detached).
-                    stop.store(true, Ordering::Release);
-                    let _ = rt_thread.join();
-                    return Err(e.context("the supervisor could not reload the policy"));
-                }
-            };
-            workers.push(spawn_worker(backend, worker_restarts)?);
-        }
+        };
+        stop.store(true, Ordering::Release);
+        ingress.wake_gate();
+        let (workers, restarts) = supervisor.join().unwrap_or_default();
+        (result, workers, restarts)
+    });
+    if io_fifo {
+        rt::set_normal();
     }
-    stop.store(true, Ordering::Release);
+    // The gate's last word is zero (it sends it when it sees `stop`).
+    if let Some(g) = gate_thread
+        && g.join().is_err()
+    {
+        eprintln!("reflex: the actuator gate panicked");
+    }
+    let outcome = rt_thread.join();
     let reflex_rt::rt_thread::RtOutcome {
         control,
         ticker: rt_ticker,
         lateness,
         grants,
         watchdog_trips,
-    } = rt_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the RT thread panicked"))?;
+        refused,
+    } = match outcome {
+        Ok(o) => o,
+        Err(_) => {
+            return Err(io_result.err().unwrap_or_else(|| anyhow::anyhow!("")).context(
+                "the RT thread panicked: the actuator gate sent zero, then fell silent",
+            ));
+        }
+    };
+    if let Some(why) = refused {
+        return Err(anyhow::anyhow!("{why}"));
+    }
+    io_result?;
     let mut latencies = Vec::new();
     // A worker stuck inside `infer` (a hung driver) is abandoned after 2 s, never waited for:
-    // the robot is already stopped by the watchdog, and shutdown must not hang with it.
+    // the robot is already stopped by action aging, and shutdown must not hang with it.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
     for worker in workers {
         while !worker.is_finished() && std::time::Instant::now() < give_up {
@@ -487,4 +607,213 @@ pub fn run_robot(
     };
     drop(cloud_link);
     Ok((summary, report))
+}
+
+/// Zeros the gate sends when no fresh verdict exists (one per period), before it falls silent
+/// so the drive's own command timeout fires too: 10 periods (100 ms at 10 ms).
+pub const ZERO_PERIODS: u32 = 10;
+
+/// A fault the HIL tests inject into the RT thread, relative to the start of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InjectedRtFault {
+    /// The RT thread panics this many seconds after the start.
+    PanicAfter(f64),
+    /// The RT thread stops ticking `after_s` after the start, for `for_s`.
+    StallAfter { after_s: f64, for_s: f64 },
+}
+
+impl InjectedRtFault {
+    /// `panic@S` or `stall@S:D` (seconds), as `reflex run --inject-rt-fault` takes it.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("--inject-rt-fault {s:?}: expected panic@SECONDS or stall@SECONDS:SECONDS")
+        };
+        let (kind, rest) = s.split_once('@').ok_or_else(bad)?;
+        let num = |v: &str| v.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+        match kind {
+            "panic" => Ok(Self::PanicAfter(num(rest).ok_or_else(bad)?)),
+            "stall" => {
+                let (a, d) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(Self::StallAfter {
+                    after_s: num(a).ok_or_else(bad)?,
+                    for_s: num(d).ok_or_else(bad)?,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    fn at(self, start_ns: u64) -> reflex_rt::rt_thread::RtFault {
+        let ns = |s: f64| (s * 1e9) as u64;
+        match self {
+            Self::PanicAfter(s) => reflex_rt::rt_thread::RtFault::PanicAt(start_ns + ns(s)),
+            Self::StallAfter { after_s, for_s } => reflex_rt::rt_thread::RtFault::StallAt {
+                at_ns: start_ns + ns(after_s),
+                for_ns: ns(for_s),
+            },
+        }
+    }
+}
+
+/// The actuator gate's thread (SAF-011), also the RT thread's supervisor: it publishes each
+/// verdict the moment the RT thread wakes it (at most two periods old), zero otherwise and on
+/// every E-stop press, zero when the run stops; a verdict older than two periods (the RT thread
+/// stalled, starved or died) also latches an E-stop (source `watchdog`) once per stall.
+#[allow(clippy::too_many_arguments)]
+fn spawn_gate(
+    mut actuator: Box<dyn Actuator>,
+    mut command_out: triple_buffer::Output<CommandFrame>,
+    mut sent_in: triple_buffer::Input<CommandFrame>,
+    ingress: Arc<EstopIngress>,
+    status: Arc<reflex_core::LoopStatus>,
+    stop: Arc<AtomicBool>,
+    period_ns: u64,
+    priority: Option<i32>,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("reflex-gate".into())
+        .spawn(move || {
+            if let Some(p) = priority
+                && let Err(e) = rt::set_fifo(p)
+            {
+                eprintln!("reflex: actuator gate: SCHED_FIFO {p} NOT granted: {e}");
+            }
+            ingress.set_gate(std::thread::current());
+            let mut gate = ActuatorGate::new(period_ns, ZERO_PERIODS);
+            let mut stalled = false;
+            loop {
+                let now = rt::now_ns();
+                let frame = *command_out.read();
+                if stop.load(Ordering::Acquire) {
+                    actuator.send(&CommandFrame::zero());
+                    sent_in.write(CommandFrame::zero());
+                    break;
+                }
+                match gate.decide(now, &frame, ingress.total()) {
+                    GateOutput::Verdict(f) => {
+                        actuator.send(&f);
+                        sent_in.write(f);
+                    }
+                    GateOutput::Zero => {
+                        actuator.send(&CommandFrame::zero());
+                        sent_in.write(CommandFrame::zero());
+                    }
+                    GateOutput::Nothing => {}
+                }
+                // Supervisor of the RT thread: its heartbeat is the verdict stamp.
+                let silent = frame.seq > 0 && now.saturating_sub(frame.stamp_ns) > gate.max_age_ns();
+                if silent && !stalled {
+                    stalled = true;
+                    status.rt_stalls.fetch_add(1, Ordering::Relaxed);
+                    ingress.press(reflex_safety::EstopSource::Watchdog);
+                } else if !silent {
+                    stalled = false;
+                }
+                status
+                    .gate_verdicts
+                    .store(gate.verdicts_sent, Ordering::Relaxed);
+                status
+                    .gate_stale_zeros
+                    .store(gate.stale_zeros, Ordering::Relaxed);
+                status
+                    .gate_press_zeros
+                    .store(gate.press_zeros, Ordering::Relaxed);
+                let next = gate.next_check_ns(now, &frame).min(now + period_ns);
+                std::thread::park_timeout(std::time::Duration::from_nanos(
+                    next.saturating_sub(rt::now_ns()).max(1),
+                ));
+            }
+        })
+        .context("cannot start the actuator gate")
+}
+
+type WorkerHandle = std::thread::JoinHandle<Result<Vec<f64>>>;
+
+struct Supervised<'a, F> {
+    workers: Vec<WorkerHandle>,
+    spawn_worker: &'a F,
+    loader: &'a BackendLoader<'a>,
+    package: &'a PolicyPackage,
+    port: &'a Arc<SwapPort>,
+    stop: &'a AtomicBool,
+    worker_beat: &'a AtomicU64,
+    worker_fault: &'a AtomicBool,
+    telemetry: &'a Telemetry,
+}
+
+/// Replaces a dead or silent inference worker with the model that was running, with
+/// exponential backoff (100 ms doubling to 5 s, back to 100 ms after 10 s of health) and no
+/// lifetime cap. A model that cannot be loaded is retried; the robot meanwhile stands (its
+/// actions aged out). Returns every worker started and the restarts.
+fn supervise<F>(s: Supervised<'_, F>) -> (Vec<WorkerHandle>, u32)
+where
+    F: Fn(Box<dyn PolicyBackend>, u32) -> Result<WorkerHandle>,
+{
+    const FIRST_BACKOFF_NS: u64 = 100_000_000;
+    const MAX_BACKOFF_NS: u64 = 5_000_000_000;
+    let Supervised {
+        mut workers,
+        spawn_worker,
+        loader,
+        package,
+        port,
+        stop,
+        worker_beat,
+        worker_fault,
+        telemetry,
+    } = s;
+    let mut restarts = 0u32;
+    let mut backoff_ns = FIRST_BACKOFF_NS;
+    let mut next_try_ns = 0u64;
+    let mut healthy_since_ns = rt::now_ns();
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let now = rt::now_ns();
+        let dead = workers.last().is_none_or(|w| w.is_finished());
+        if !(dead || worker_fault.load(Ordering::Acquire)) {
+            if now.saturating_sub(healthy_since_ns) > 10_000_000_000 {
+                backoff_ns = FIRST_BACKOFF_NS;
+            }
+            continue;
+        }
+        if now < next_try_ns || stop.load(Ordering::Acquire) {
+            continue;
+        }
+        next_try_ns = now + backoff_ns;
+        backoff_ns = (backoff_ns * 2).min(MAX_BACKOFF_NS);
+        restarts += 1;
+        telemetry.worker_restarts.fetch_add(1, Ordering::Relaxed);
+        // Fresh beat first, then clear the fault: the RT thread cannot re-raise it in between.
+        worker_beat.store(now, Ordering::Release);
+        worker_fault.store(false, Ordering::Release);
+        let current = port
+            .current_package
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let loaded = match &current {
+            Some((generation, p)) => {
+                port.status
+                    .worker_generation
+                    .store(*generation, Ordering::Release);
+                loader(p)
+            }
+            None => loader(package),
+        };
+        match loaded.and_then(|b| spawn_worker(b, restarts)) {
+            Ok(w) => {
+                workers.push(w);
+                healthy_since_ns = rt::now_ns();
+            }
+            Err(e) => {
+                eprintln!(
+                    "reflex: supervisor: cannot restart the inference worker (retry in {} ms): {e:#}",
+                    backoff_ns / 1_000_000
+                );
+                // Still faulty: try again after the backoff.
+                worker_fault.store(true, Ordering::Release);
+            }
+        }
+    }
+    (workers, restarts)
 }

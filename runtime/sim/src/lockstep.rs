@@ -98,6 +98,7 @@ impl SimOptions {
             telemetry: self.telemetry.clone(),
             recorder: self.recorder.clone(),
             cloud: self.cloud.clone(),
+            rt_fault: None,
         }
     }
 

@@ -91,11 +91,11 @@ pub fn run_with_faults(
     );
     // The hang ends a little after the run (the runner waits 2 s for a busy worker at shutdown).
     let hang_for_ns = ns(options.duration_s + 0.5);
-    let first = std::cell::Cell::new(true);
+    let first = std::sync::atomic::AtomicBool::new(true);
     // The first worker's backend carries the faults; the supervisor's replacements do not.
     let loader = |p: &PolicyPackage| -> Result<Box<dyn PolicyBackend>> {
         let backend = ort(p)?;
-        if !first.replace(false) || (crash_after_ns.is_none() && hang_after_ns.is_none()) {
+        if !first.swap(false, std::sync::atomic::Ordering::AcqRel) || (crash_after_ns.is_none() && hang_after_ns.is_none()) {
             return Ok(backend);
         }
         Ok(Box::new(FaultyBackend {
@@ -122,7 +122,7 @@ pub fn run_with_faults(
 /// its first inference, when the robot I/O's first observation arrives — model load and
 /// warm-up are not counted, as the old in-worker hooks did not count them): `crash_after_ns`
 /// into the run its `infer` returns an error (the worker thread ends; the supervisor must
-/// replace it); `hang_after_ns` into the run it blocks (alive, silent: the watchdog must trip)
+/// replace it); `hang_after_ns` into the run it blocks (alive, silent: the supervisor must replace it)
 /// until `hang_for_ns` into the run (just past its end), then errors.
 struct FaultyBackend {
     inner: Box<dyn PolicyBackend>,

@@ -44,6 +44,10 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (overrides [telemetry] metrics_bind).
     #[arg(long)]
     metrics_bind: Option<String>,
+    /// HIL fault injection (tests only): `panic@S` kills the RT thread S seconds after the
+    /// start, `stall@S:D` stops it for D seconds; the actuator gate must send zero.
+    #[arg(long, hide = true)]
+    inject_rt_fault: Option<String>,
 }
 
 pub fn exec(args: Args) -> Result<()> {
@@ -56,8 +60,19 @@ pub fn exec(args: Args) -> Result<()> {
         io,
         ros_args,
         metrics_bind,
+        inject_rt_fault,
     } = args;
     use reflex_runner::updates;
+    let rt_fault = inject_rt_fault
+        .as_deref()
+        .map(reflex_runner::run::InjectedRtFault::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(f) = rt_fault {
+        eprintln!("reflex: TEST HOOK: injecting an RT-thread fault ({f:?})");
+    }
+    // SIGTERM (systemd) and SIGINT (ros2 launch, Ctrl-C): zero to the actuator, then exit.
+    reflex_rt::shutdown::install().map_err(anyhow::Error::msg)?;
     // The robot I/O is explicit: --io, else [robot] io. A robot never silently drives a
     // simulated plant (the first version's systemd unit did).
     let io = match &io {
@@ -181,6 +196,7 @@ pub fn exec(args: Args) -> Result<()> {
         chunks: config.chunks,
         arbitration: config.arbitration.clone(),
         inboxes: None,
+        rt_fault,
     };
     let _finish = FinishRecorder(recorder);
     let _uploader = match config
