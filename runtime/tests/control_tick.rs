@@ -251,3 +251,100 @@ fn an_obstacle_inside_the_protective_zone_zeroes_the_command_on_the_next_tick() 
     assert_eq!(v.command.base.vx_mps, 0.0, "{v:?}");
     assert!(v.reasons.contains(reflex_safety::Reason::ProtectiveZone));
 }
+
+/// SAF-013: a reset alone never restarts motion. After the reset the policy keeps proposing
+/// 0.3 m/s, and the verdict stays zero until an explicit start request arrives after it; a
+/// start sent while latched does not count.
+#[test]
+fn saf_013_a_reset_never_restarts_motion_by_itself() {
+    let (mut control, channel) = control();
+    let ranges = vec![f32::INFINITY; BEAMS];
+    let mut now = 1_000_000_000u64;
+    let tick = |control: &mut ControlLoop, now: u64, reset: u64, start: u64| {
+        let mut i = inputs(now, &ranges);
+        i.reset_request_seq = reset;
+        control.tick_with_start(now, &i, start, &fake_clock)
+    };
+    // Latched at start; a start request while latched is consumed and ignored.
+    send_chunk(&channel, now, 0.3);
+    let v = tick(&mut control, now, 0, 1);
+    assert_eq!(v.command.base.vx_mps, 0.0);
+    assert!(control.safety.is_latched());
+    // Reset: the E-stop unlatches, but the robot waits for a start.
+    for k in 0..50 {
+        now += PERIOD;
+        if k % 5 == 0 {
+            send_chunk(&channel, now, 0.3);
+        }
+        let v = tick(&mut control, now, 1, 1);
+        assert!(!control.safety.is_latched());
+        assert_eq!(v.command.base.vx_mps, 0.0, "tick {k} after the reset moved");
+        assert!(control.awaiting_start());
+        assert_eq!(
+            control.safety_state(&v),
+            reflex_core::RunState::AwaitingStart
+        );
+    }
+    // The start: motion (ramped up by the layer).
+    let mut moved = false;
+    for k in 0..50 {
+        now += PERIOD;
+        if k % 5 == 0 {
+            send_chunk(&channel, now, 0.3);
+        }
+        let v = tick(&mut control, now, 1, 2);
+        moved |= v.command.base.vx_mps > 0.0;
+    }
+    assert!(moved, "a start after the reset lets the robot move");
+    assert!(!control.awaiting_start());
+}
+
+/// SAF-013 with `restart = "new_command"`: a command produced after the reset starts the
+/// robot; actions computed before the reset do not.
+#[test]
+fn saf_013_new_command_mode_needs_a_command_made_after_the_reset() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/reflex.example.toml");
+    let mut config = ReflexConfig::load(&path).unwrap();
+    config.safety.estop.restart = reflex_safety::Restart::NewCommand;
+    let (channel, chunk_rx) = chunk_channel(4, 20 * 3);
+    let mut control = ControlLoop::new(
+        Safety::new(config.safety).unwrap(),
+        QueueConfig {
+            dims: 3,
+            horizon: 20,
+            step_ns: 20_000_000,
+            strategy: MergeStrategy::Latest,
+            crossfade_steps: 5,
+            ensemble_decay: 0.5,
+            max_action_age_ns: 200_000_000,
+        },
+        &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
+        chunk_rx,
+    );
+    let ranges = vec![f32::INFINITY; BEAMS];
+    let mut now = 1_000_000_000u64;
+    // A chunk observed before the reset, then the reset.
+    send_chunk(&channel, now, 0.3);
+    let mut i = inputs(now, &ranges);
+    i.reset_request_seq = 0;
+    control.tick_with_start(now, &i, 0, &fake_clock);
+    for _ in 0..10 {
+        now += PERIOD;
+        let v = control.tick_with_start(now, &inputs(now, &ranges), 0, &fake_clock);
+        assert_eq!(
+            v.command.base.vx_mps, 0.0,
+            "an action from before the reset"
+        );
+    }
+    // A chunk observed after the reset: motion.
+    let mut moved = false;
+    for k in 0..30 {
+        now += PERIOD;
+        if k == 0 {
+            send_chunk(&channel, now, 0.3);
+        }
+        let v = control.tick_with_start(now, &inputs(now, &ranges), 0, &fake_clock);
+        moved |= v.command.base.vx_mps > 0.0;
+    }
+    assert!(moved);
+}

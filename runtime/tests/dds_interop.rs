@@ -39,11 +39,16 @@ fn reflex_on_dds_obeys_ros_topics_from_cyclone_dds() {
     for check in [
         "PASS Reflex appears in the ROS graph as a node",
         "PASS E-stop latched before start keeps the robot stopped",
+        "PASS SAF-013 release + reset without a start => still stopped",
         "PASS clear path => motion",
         "PASS obstacle 0.05 m ahead => stop",
         "PASS E-stop topic => stop",
+        "PASS SAF-012 a 1 ms press => stop",
+        "PASS SAF-012 ... and it stays latched after the release",
         "PASS motion on scans from the lidar process",
         "PASS scan publisher killed => stop",
+        "PASS SAF-011 SIGTERM => the last command on the wire is zero",
+        "PASS SAF-011 SIGTERM => clean exit",
     ] {
         assert!(text.contains(check), "{check}: {text}");
     }
@@ -56,4 +61,76 @@ fn the_harness_fails_when_the_scan_type_name_is_wrong() {
     let (code, text) = harness(&["--wrong-scan-type"]);
     assert_eq!(code, 3, "{text}");
     assert!(text.contains("FAIL clear path => motion"), "{text}");
+}
+
+fn scenario(name: &str, checks: &[&str]) {
+    let (code, text) = harness(&["--scenario", name]);
+    println!("{text}");
+    assert_eq!(code, 0, "{text}");
+    for check in checks {
+        assert!(text.contains(check), "{check}: {text}");
+    }
+}
+
+/// SAF-011: the RT thread panics while the robot drives: the actuator gate sends zero within
+/// two periods of the last verdict, ten zeros, then silence; `reflex` exits with an error.
+#[test]
+fn saf_011_rt_thread_death_gives_zero_then_silence_on_the_wire() {
+    scenario(
+        "rt-panic",
+        &[
+            "PASS SAF-011 rt-panic: zero on the wire",
+            "PASS SAF-011 rt-panic: nothing but zero after it",
+            "PASS SAF-011 rt-panic: then silence",
+            "PASS SAF-011 rt-panic: reflex exits with an error",
+        ],
+    );
+}
+
+/// SAF-011: the RT thread stops ticking for 1 s (a stall, or starvation): zero within two
+/// periods, and the supervisor's E-stop keeps the robot stopped afterwards until a reset.
+#[test]
+fn saf_011_rt_thread_stall_gives_zero_and_latches() {
+    scenario(
+        "rt-stall",
+        &[
+            "PASS SAF-011 rt-stall: zero on the wire",
+            "PASS SAF-011 rt-stall: nothing but zero after it",
+            "PASS SAF-011 rt-stall: latched after the stall",
+            "PASS release + reset + start => motion after the stall",
+        ],
+    );
+}
+
+/// SAF-011: the whole process is stopped (SIGSTOP) and continued: no stale motion reaches the
+/// wire, and Reflex exits with an error (restarted latched by the service manager).
+#[test]
+fn saf_011_sigstop_then_sigcont_sends_no_stale_motion_and_exits() {
+    scenario(
+        "sigstop",
+        &[
+            "PASS SAF-011 after SIGSTOP/SIGCONT: no motion on the wire",
+            "PASS SAF-011 after SIGCONT: reflex exits with an error naming the stop",
+        ],
+    );
+}
+
+/// The shipped unit and config drive: `reflex run` exactly as launch/reflex.service starts it
+/// (its ExecStart, launch/mobile_base.toml with the hardware E-stop heartbeat and require_rt).
+#[test]
+fn the_shipped_unit_and_config_drive_a_robot_and_stop_it() {
+    scenario(
+        "shipped",
+        &[
+            "PASS the unit's ExecStart maps onto this checkout",
+            "PASS shipped: latched at start",
+            "PASS SAF-013 release + reset without a start => still stopped",
+            "PASS shipped: release + reset + start => motion",
+            "PASS shipped: obstacle => stop",
+            "PASS shipped: E-stop => stop",
+            "PASS shipped: safety controller silent => stop",
+            "PASS shipped: hardware E-stop pressed => stop",
+            "PASS shipped: ... the heartbeat's 'clear' does not overwrite it",
+        ],
+    );
 }

@@ -332,6 +332,19 @@ impl Safety {
         }
     }
 
+    /// The actuator was told zero by something after this layer (the actuator gate, when the
+    /// RT thread stalled or an E-stop press arrived between ticks): ramps and category-1/2
+    /// braking continue from standstill, never from the last verdict's speed, so the robot is
+    /// not pushed back up to it. Joint position targets are kept (held).
+    pub fn assume_stopped(&mut self) {
+        self.previous.base = Twist::default();
+        for j in self.previous.joints.iter_mut() {
+            if j.velocity.is_some() {
+                j.velocity = Some(0.0);
+            }
+        }
+    }
+
     /// Joint targets that hold the arm where the last verdict put it, at zero velocity: what a
     /// caller proposes to keep the robot still (SAF-013's wait for a start).
     pub fn hold_targets(&self) -> [crate::JointTarget; crate::MAX_JOINTS] {

@@ -32,6 +32,9 @@ pub struct LoopStatus {
     pub gate_verdicts: AtomicU64,
     pub gate_stale_zeros: AtomicU64,
     pub gate_press_zeros: AtomicU64,
+    /// Actuator gate: every zero it sent (stale or press); the RT thread compares it each tick
+    /// and then ramps from standstill (`Safety::assume_stopped`).
+    pub gate_zero_events: AtomicU64,
     /// Supervisor: RT-thread stalls longer than two periods (each latched an E-stop).
     pub rt_stalls: AtomicU64,
 }

@@ -133,7 +133,7 @@ impl DdsRobot {
         let devices = ros.devices();
         let mut estop_ts = Vec::new();
         for d in &devices {
-            estop_ts.push(topic!(&d.topic, "std_msgs", "Bool", Qos::LATCHED));
+            estop_ts.push(topic!(&d.topic, "std_msgs", "Bool", Qos::ESTOP_READER));
         }
         let reset_t = topic!(&t.estop_reset, "std_msgs", "Empty", Qos::DEFAULT);
         let start_t = topic!(&t.start, "std_msgs", "Empty", Qos::DEFAULT);
@@ -213,8 +213,7 @@ impl DdsRobot {
     fn drain_estops(&mut self, now: u64) {
         for (i, sub) in self.estops.iter().enumerate() {
             while let Ok(Some((b, info))) = sub.take() {
-                self.state
-                    .on_estop_from(i, writer_key(&info), b.data, now);
+                self.state.on_estop_from(i, writer_key(&info), b.data, now);
             }
         }
     }

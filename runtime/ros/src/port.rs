@@ -117,6 +117,14 @@ impl Qos {
         transient_local: true,
         depth: 1,
     };
+    /// Reading an E-stop device: as [`Self::LATCHED`] (compatible with a keep-last-1 writer),
+    /// but a reader history of 16, so a press and its release arriving between two takes are
+    /// both kept and the press latches (SAF-012); keep-last-1 would keep only the release.
+    pub const ESTOP_READER: Qos = Qos {
+        reliable: true,
+        transient_local: true,
+        depth: 16,
+    };
 }
 
 /// builtin_interfaces/msg/Time.
@@ -328,6 +336,10 @@ pub struct PortStats {
 /// Publishers tracked per E-stop device topic set (more are counted as presses only).
 pub const MAX_ESTOP_WRITERS: usize = 32;
 
+/// A reset forgets heartbeat publishers silent for longer than this (1 s, or the source's
+/// max age if longer) whose last word was "clear" (see [`PortState::on_reset`]).
+pub const RESET_FORGETS_SILENT_NS: u64 = 1_000_000_000;
+
 /// One publisher on an E-stop device's topic.
 #[derive(Debug, Clone, Copy)]
 struct EstopWriter {
@@ -352,6 +364,10 @@ pub struct PortState {
     ingress: Option<std::sync::Arc<reflex_core::EstopIngress>>,
     reset_seq: u64,
     start_seq: u64,
+    /// The newest reception time seen (monotonic ns), for resets.
+    clock_ns: u64,
+    /// Per source: the heartbeat period it must keep (`max_age_ms`), if any.
+    heartbeat_ns: [Option<u64>; reflex_safety::EstopSource::COUNT],
     tokens: Vec<i64>,
     last_command: reflex_safety::Twist,
     image_fresh: bool,
@@ -385,6 +401,8 @@ impl PortState {
             ingress: None,
             reset_seq: 0,
             start_seq: 0,
+            clock_ns: 0,
+            heartbeat_ns: [None; reflex_safety::EstopSource::COUNT],
             tokens: vec![0; tokens_len],
             last_command: reflex_safety::Twist::default(),
             image_fresh: false,
@@ -401,6 +419,7 @@ impl PortState {
     /// (or with non-finite values) is refused, so the joint state ages and the arm stops.
     /// Velocities may be absent (then zero, as REP says for unknown).
     pub fn on_joint_state(&mut self, js: &JointState, now_ns: u64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
         if self.joint_names.is_empty() {
             return;
         }
@@ -433,6 +452,7 @@ impl PortState {
     /// A scan; malformed or larger than the configured beams → refused (the last good one
     /// ages until the safety layer stops the robot).
     pub fn on_scan(&mut self, scan: &LaserScan, now_ns: u64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
         let ok = !scan.ranges.is_empty()
             && scan.ranges.len() <= self.beams
             && scan.angle_increment.is_finite()
@@ -484,6 +504,7 @@ impl PortState {
     /// after `[safety.estop] sources.max_age_ms`.
     pub fn on_estop_from(&mut self, device: usize, writer: u64, pressed: bool, now_ns: u64) {
         self.stats.estop_messages += 1;
+        self.clock_ns = self.clock_ns.max(now_ns);
         let Some(&source) = self.estop_devices.get(device) else {
             return;
         };
@@ -563,10 +584,36 @@ impl PortState {
         self.start_seq += 1;
     }
 
-    /// `/reflex/estop_reset` (or the Trigger service): one explicit reset request.
+    /// `/reflex/estop_reset` (or the Trigger service): one explicit reset request. A reset is
+    /// the operator's confirmation of the E-stop devices as they are now: a heartbeat publisher
+    /// that said "clear" but not for [`RESET_FORGETS_SILENT_NS`] is forgotten (a safety controller
+    /// that restarted comes back as a new publisher; the dead one would keep the source stale
+    /// for ever). A publisher whose last word was "pressed" is never forgotten, and a device
+    /// left with no live publisher is unknown again, so the robot stays stopped.
     pub fn on_reset(&mut self) {
         self.stats.resets += 1;
         self.reset_seq += 1;
+        let now = reflex_safety::Monotonic::from_nanos(self.clock_ns);
+        let devices = &self.estop_devices;
+        let heartbeats = &self.heartbeat_ns;
+        self.estop_writers.retain(|w| {
+            let source = devices[w.device];
+            let heartbeat = heartbeats[source.index()];
+            match (w.report, heartbeat) {
+                // Event-only devices (a latched button topic) are silent by design: kept.
+                (_, None) => true,
+                (reflex_safety::EstopReport::Clear(at), Some(max_age)) => now
+                    .age_of(at)
+                    .is_some_and(|age| age <= max_age.max(RESET_FORGETS_SILENT_NS)),
+                _ => true,
+            }
+        });
+    }
+
+    /// Sources that must report as a heartbeat (`[safety.estop] sources` with `max_age_ms`),
+    /// and how often (ns): what a reset may forget (see [`Self::on_reset`]).
+    pub fn set_heartbeats(&mut self, heartbeats: [Option<u64>; reflex_safety::EstopSource::COUNT]) {
+        self.heartbeat_ns = heartbeats;
     }
 
     /// A reset asked for by a service (it can answer): refused with the reason while the ROS
@@ -1025,5 +1072,72 @@ mod tests {
                 nanosec: 500_000_000
             }
         );
+    }
+
+    #[test]
+    fn saf_012_a_press_released_before_the_next_step_still_reaches_the_ingress() {
+        use reflex_safety::{EstopReport, EstopSource};
+        let ingress = std::sync::Arc::new(reflex_core::EstopIngress::default());
+        let mut st = PortState::new(&demo_manifest(), 8, vec![]);
+        st.attach_ingress(ingress.clone());
+        st.on_estop(false, 1);
+        // Pressed and released between two steps: the state says clear, the counter does not.
+        st.on_estop(true, 2);
+        st.on_estop(false, 3);
+        let mut frame = reflex_core::SensorFrame::new(8, 0);
+        let mut obs = st.manifest().observation();
+        st.finish_step(&mut frame, &mut obs);
+        assert!(matches!(
+            frame.estop[EstopSource::RosTopic.index()],
+            EstopReport::Clear(_)
+        ));
+        assert_eq!(ingress.presses()[EstopSource::RosTopic.index()], 1);
+        assert_eq!((ingress.total(), st.stats.estop_presses), (1, 1));
+        // A held press is one edge, not one per message.
+        st.on_estop(true, 4);
+        st.on_estop(true, 5);
+        assert_eq!(ingress.total(), 2);
+    }
+
+    #[test]
+    fn saf_012_one_state_per_publisher_and_device() {
+        use reflex_safety::{EstopReport, EstopSource, Monotonic};
+        let mut st = PortState::new(&demo_manifest(), 8, vec![])
+            .with_estop_devices(vec![EstopSource::RosTopic, EstopSource::Hardware]);
+        let mut frame = reflex_core::SensorFrame::new(8, 0);
+        let mut obs = st.manifest().observation();
+        let report = |st: &mut PortState, frame: &mut reflex_core::SensorFrame, obs: &mut _| {
+            st.finish_step(frame, obs);
+            (
+                frame.estop[EstopSource::RosTopic.index()],
+                frame.estop[EstopSource::Hardware.index()],
+            )
+        };
+        // Nothing reported: both sources unknown (the robot stays stopped).
+        assert_eq!(
+            report(&mut st, &mut frame, &mut obs),
+            (EstopReport::Unknown, EstopReport::Unknown)
+        );
+        // Two pendants on the ROS topic: A presses, B keeps saying clear — B cannot overwrite A.
+        st.on_estop_from(0, 0xA, true, 10);
+        st.on_estop_from(0, 0xB, false, 11);
+        st.on_estop_from(1, 0, false, 12);
+        assert_eq!(
+            report(&mut st, &mut frame, &mut obs).0,
+            EstopReport::Pressed(Monotonic::from_nanos(10))
+        );
+        assert!(
+            st.on_reset_request().is_err(),
+            "a reset is refused while A holds it"
+        );
+        // A releases; B then falls silent: the source is as old as B's last report, so the
+        // safety layer's max_age turns a dead publisher into a stale (latched) source.
+        st.on_estop_from(0, 0xA, false, 20);
+        st.on_estop_from(0, 0xA, false, 30);
+        st.on_estop_from(1, 0, false, 30);
+        let (ros, hw) = report(&mut st, &mut frame, &mut obs);
+        assert_eq!(ros, EstopReport::Clear(Monotonic::from_nanos(11)));
+        assert_eq!(hw, EstopReport::Clear(Monotonic::from_nanos(30)));
+        assert_eq!(st.stats.estop_writers, 3);
     }
 }

@@ -160,10 +160,11 @@ impl Ros2Robot {
         let devices = ros.devices();
         let mut estops: Vec<Sub<r2r::std_msgs::msg::Bool>> = Vec::new();
         for d in &devices {
-            estops.push(sub!(&d.topic, Qos::LATCHED));
+            estops.push(sub!(&d.topic, Qos::ESTOP_READER));
         }
         use crate::RequestSource::{Service, Topic};
-        let estop_reset: Option<Sub<r2r::std_msgs::msg::Empty>> = if ros.reset_from.contains(&Topic) {
+        let estop_reset: Option<Sub<r2r::std_msgs::msg::Empty>> = if ros.reset_from.contains(&Topic)
+        {
             Some(sub!(&t.estop_reset, Qos::DEFAULT))
         } else {
             None
@@ -354,8 +355,7 @@ impl RobotIo for Ros2Robot {
             if now >= deadline_ns {
                 return;
             }
-            self.node
-                .spin_once(Duration::from_nanos(deadline_ns - now));
+            self.node.spin_once(Duration::from_nanos(deadline_ns - now));
             self.drain_estops(reflex_core::clock::now_ns());
         }
     }
@@ -434,7 +434,8 @@ impl RobotIo for Ros2Robot {
                 let (success, message) = match run_state {
                     reflex_core::RunState::Latched | reflex_core::RunState::Stopping => (
                         false,
-                        "start refused: the E-stop is latched; release it, reset, then start".to_string(),
+                        "start refused: the E-stop is latched; release it, reset, then start"
+                            .to_string(),
                     ),
                     _ => {
                         state.on_start();

@@ -151,11 +151,23 @@ mod tests {
         let mut g = ActuatorGate::new(P, 3);
         let v = verdict(1, 100 * P, 0.5);
         assert_eq!(g.decide(100 * P, &v, 0), GateOutput::Verdict(v));
-        assert_eq!(g.decide(100 * P + 1, &v, 0), GateOutput::Nothing, "never republished");
+        assert_eq!(
+            g.decide(100 * P + 1, &v, 0),
+            GateOutput::Nothing,
+            "never republished"
+        );
         // The RT thread stopped publishing: two periods after the verdict it is stale ⇒ zero.
-        assert_eq!(g.decide(102 * P, &v, 0), GateOutput::Nothing, "still ≤ 2 periods old");
+        assert_eq!(
+            g.decide(102 * P, &v, 0),
+            GateOutput::Nothing,
+            "still ≤ 2 periods old"
+        );
         assert_eq!(g.decide(102 * P + 1, &v, 0), GateOutput::Zero);
-        assert_eq!(g.decide(102 * P + 2, &v, 0), GateOutput::Nothing, "one zero per period");
+        assert_eq!(
+            g.decide(102 * P + 2, &v, 0),
+            GateOutput::Nothing,
+            "one zero per period"
+        );
         assert_eq!(g.decide(103 * P + 1, &v, 0), GateOutput::Zero);
         assert_eq!(g.decide(104 * P + 1, &v, 0), GateOutput::Zero);
         // Then silence: the drive's own timeout fires too.

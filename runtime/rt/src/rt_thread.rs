@@ -78,6 +78,9 @@ impl RtThread {
             fault: mut injected,
         } = self;
         let mut presses_seen = ingress.presses();
+        let mut gate_zeros_seen = status.gate_zero_events.load(Ordering::Acquire);
+        let mut last_tick_ns = 0u64;
+        let stall_ns = config.stall_estop_ns();
         let grants = ticker::apply(&config);
         let mut ticker = Ticker::new(config.period_ns(), config.overrun, ticker::now_ns());
         let mut lateness = Histogram::default();
@@ -112,6 +115,16 @@ impl RtThread {
                 }
                 _ => {}
             }
+            // The gate sent zero since the last tick: what the robot does now is standstill,
+            // and every ramp continues from there (not from the last verdict's speed).
+            let gate_zeros = status.gate_zero_events.load(Ordering::Acquire);
+            if gate_zeros != gate_zeros_seen {
+                gate_zeros_seen = gate_zeros;
+                control.safety.assume_stopped();
+                if let Some(tap) = control.recorder.as_mut() {
+                    tap.flags |= crate::tap::FLAG_ACTUATOR_ZEROED;
+                }
+            }
             let sensors = sensors.read();
             // The robot's sources as it reported them; the loop's own ones are healthy unless
             // the watchdog says otherwise below.
@@ -127,6 +140,19 @@ impl RtThread {
                 }
             }
             presses_seen = presses;
+            // SAF-011: this thread did not run for longer than `stall_estop_ms` (stopped,
+            // starved, stalled): an E-stop latches (the gate sent zero after two periods).
+            let resumed_ns = ticker::now_ns();
+            if last_tick_ns > 0 && resumed_ns.saturating_sub(last_tick_ns) > stall_ns {
+                estop[EstopSource::Watchdog.index()] =
+                    EstopReport::Pressed(Monotonic::from_nanos(now));
+                watchdog_trips += 1;
+                control
+                    .telemetry
+                    .watchdog_trips
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            last_tick_ns = resumed_ns;
             // Watchdog: N missed deadlines in a row latch an internal E-stop.
             if ticker.consecutive_misses >= u64::from(config.max_consecutive_misses) {
                 estop[EstopSource::Internal.index()] =

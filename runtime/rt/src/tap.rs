@@ -13,6 +13,9 @@ use reflex_safety::{
 /// Tick flags the loop sets besides the verdict.
 pub const FLAG_DEADLINE_MISS: u8 = 1;
 pub const FLAG_INFERENCE_FAULT: u8 = 2;
+/// The actuator gate sent zero since the last tick: the safety layer's state was set to
+/// standstill before this tick (`Safety::assume_stopped`); replay restores it here.
+pub const FLAG_ACTUATOR_ZEROED: u8 = 4;
 
 /// One tick, as the RT loop copies it (Copy, fixed size).
 #[derive(Debug, Clone, Copy)]

@@ -48,6 +48,11 @@ pub struct RtConfig {
     /// Refuse to drive unless SCHED_FIFO (`fifo_priority`) and `lock_memory` were granted.
     #[serde(default)]
     pub require_rt: bool,
+    /// The RT thread silent for longer than this (ms; at least two periods) latches an internal
+    /// E-stop (source `watchdog`). The actuator gate sends zero after two periods whatever this
+    /// is; below this a stall is a protective stop that ends with the next fresh verdict.
+    #[serde(default = "default_stall_estop_ms")]
+    pub stall_estop_ms: f64,
     /// An inference worker silent for longer than this (ms) is replaced by the supervisor (not
     /// an E-stop: its actions age out and the loop decays to a protective stop).
     #[serde(default = "default_inference_deadline_ms")]
@@ -56,6 +61,10 @@ pub struct RtConfig {
 
 fn default_inference_deadline_ms() -> f64 {
     500.0
+}
+
+fn default_stall_estop_ms() -> f64 {
+    100.0
 }
 
 fn default_period_ms() -> f64 {
@@ -78,6 +87,7 @@ impl Default for RtConfig {
             max_consecutive_misses: default_misses(),
             require_rt: false,
             inference_deadline_ms: default_inference_deadline_ms(),
+            stall_estop_ms: default_stall_estop_ms(),
         }
     }
 }
@@ -85,6 +95,11 @@ impl Default for RtConfig {
 impl RtConfig {
     pub fn period_ns(&self) -> u64 {
         (self.period_ms * 1e6).round() as u64
+    }
+
+    /// `stall_estop_ms` in ns, never below two periods.
+    pub fn stall_estop_ns(&self) -> u64 {
+        ((self.stall_estop_ms * 1e6).round() as u64).max(2 * self.period_ns())
     }
 
     /// `inference_deadline_ms` in ns.
@@ -99,12 +114,15 @@ impl RtConfig {
         }
         let mut missing = Vec::new();
         match (&self.fifo_priority, &grants.fifo_priority) {
-            (None, _) => missing.push("runtime.fifo_priority is unset (require_rt needs it, e.g. 80)".to_string()),
+            (None, _) => missing
+                .push("runtime.fifo_priority is unset (require_rt needs it, e.g. 80)".to_string()),
             (Some(_), Some(Err(e))) => missing.push(format!("SCHED_FIFO: {e}")),
             _ => {}
         }
         match (self.lock_memory, &grants.lock_memory) {
-            (false, _) => missing.push("runtime.lock_memory is false (require_rt needs true)".to_string()),
+            (false, _) => {
+                missing.push("runtime.lock_memory is false (require_rt needs true)".to_string())
+            }
             (true, Some(Err(e))) => missing.push(format!("mlockall: {e}")),
             _ => {}
         }
@@ -120,6 +138,12 @@ impl RtConfig {
 
     /// Checks values; errors name the key under `[runtime]`.
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.stall_estop_ms.is_finite() && (0.0..=10_000.0).contains(&self.stall_estop_ms)) {
+            return Err(format!(
+                "runtime.stall_estop_ms: must be between 0 (= two periods) and 10000 ms, got {}; fix: e.g. 100",
+                self.stall_estop_ms
+            ));
+        }
         if !(self.inference_deadline_ms.is_finite()
             && (1.0..=60_000.0).contains(&self.inference_deadline_ms))
         {

@@ -121,7 +121,10 @@ impl ReflexConfig {
             .map(|(k, _)| k.as_str())
             .filter(|k| *k == "safety" || k.starts_with("safety."))
             .collect();
-        if let Some(key) = safety_keys.iter().find(|k| **k == "safety.expected_hash" || **k == "safety") {
+        if let Some(key) = safety_keys
+            .iter()
+            .find(|k| **k == "safety.expected_hash" || **k == "safety")
+        {
             anyhow::bail!(
                 "config: override {key} refused (SAF-014): the safety pin can only be set in {} itself",
                 path.display()
@@ -155,7 +158,10 @@ impl ReflexConfig {
             })?;
         }
         for (key, value) in overrides {
-            eprintln!("reflex: config override {key} = {value} (over {})", path.display());
+            eprintln!(
+                "reflex: config override {key} = {value} (over {})",
+                path.display()
+            );
         }
         Ok(config)
     }
@@ -264,11 +270,9 @@ mod tests {
                 .unwrap_err()
         );
         assert!(err.contains("scann"), "{err}");
-        let ok = ReflexConfig::load_with(
-            &path,
-            &[("ros.topics.scan".into(), "/front/scan".into())],
-        )
-        .unwrap();
+        let ok =
+            ReflexConfig::load_with(&path, &[("ros.topics.scan".into(), "/front/scan".into())])
+                .unwrap();
         assert_eq!(ok.ros.topics.scan, "/front/scan");
         for (key, value, named) in [
             (
@@ -332,7 +336,10 @@ mod tests {
                 "{:#}",
                 ReflexConfig::load_with(&path, &[(key.into(), value.into())]).unwrap_err()
             );
-            assert!(err.contains("SAF-014") && err.contains(key) && err.contains("fix:"), "{err}");
+            assert!(
+                err.contains("SAF-014") && err.contains(key) && err.contains("fix:"),
+                "{err}"
+            );
         }
         // The pin itself never comes from a parameter.
         let err = format!(
@@ -348,7 +355,9 @@ mod tests {
         let base = ReflexConfig::load(&path).unwrap();
         let mut narrowed = base.safety.clone();
         narrowed.base.as_mut().unwrap().max_vx_mps = 0.5;
-        let hash = reflex_safety::Safety::new(narrowed).unwrap().config_hash_hex();
+        let hash = reflex_safety::Safety::new(narrowed)
+            .unwrap()
+            .config_hash_hex();
         let text = std::fs::read_to_string(&path).unwrap().replacen(
             "[safety]\n",
             &format!("[safety]\nexpected_hash = \"{hash}\"\n"),
@@ -358,11 +367,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pinned = dir.join("pinned.toml");
         std::fs::write(&pinned, text).unwrap();
-        let ok = ReflexConfig::load_with(
-            &pinned,
-            &[("safety.base.max_vx_mps".into(), "0.5".into())],
-        )
-        .unwrap();
+        let ok =
+            ReflexConfig::load_with(&pinned, &[("safety.base.max_vx_mps".into(), "0.5".into())])
+                .unwrap();
         assert_eq!(ok.safety.base.as_ref().unwrap().max_vx_mps, 0.5);
         // Any other value does not match the pin: refused.
         let err = format!(
@@ -370,7 +377,10 @@ mod tests {
             ReflexConfig::load_with(&pinned, &[("safety.base.max_vx_mps".into(), "0.9".into())])
                 .unwrap_err()
         );
-        assert!(err.contains("expected_hash") && err.contains("SAF-014"), "{err}");
+        assert!(
+            err.contains("expected_hash") && err.contains("SAF-014"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -341,7 +341,9 @@ pub fn run_robot(
                         // end the worker, and the supervisor starts a new one (with backoff).
                         let nonfinite = e
                             .downcast_ref::<reflex_policy::PackageError>()
-                            .is_some_and(|e| matches!(e, reflex_policy::PackageError::NonFinite(_)));
+                            .is_some_and(|e| {
+                                matches!(e, reflex_policy::PackageError::NonFinite(_))
+                            });
                         if nonfinite {
                             port.status.nonfinite_chunks.fetch_add(1, Ordering::Relaxed);
                             continue;
@@ -412,17 +414,22 @@ pub fn run_robot(
             port.status.clone(),
             stop.clone(),
             period_ns,
+            rt_config.stall_estop_ns(),
             io_priority,
         )?),
         None => {
             let mut command_out = command_out;
             let mut sent_in = sent_in;
             let mut gate = ActuatorGate::new(period_ns, ZERO_PERIODS);
+            let status = port.status.clone();
             forward = Some(Box::new(move |now, presses| {
                 let frame = *command_out.read();
                 match gate.decide(now, &frame, presses) {
                     GateOutput::Verdict(f) => sent_in.write(f),
-                    GateOutput::Zero => sent_in.write(CommandFrame::zero()),
+                    GateOutput::Zero => {
+                        sent_in.write(CommandFrame::zero());
+                        status.gate_zero_events.fetch_add(1, Ordering::AcqRel);
+                    }
                     GateOutput::Nothing => {}
                 }
             }));
@@ -486,6 +493,12 @@ pub fn run_robot(
             if reflex_rt::shutdown::requested() {
                 eprintln!("reflex: SIGTERM/SIGINT: zero to the actuator, then exit");
                 break Ok(());
+            }
+            if reflex_rt::shutdown::continued() {
+                ingress.press(reflex_safety::EstopSource::Watchdog);
+                break Err(anyhow::anyhow!(
+                    "the process was stopped (SIGSTOP/SIGTSTP) and continued: zero sent, E-stop latched; exiting so the service manager restarts Reflex latched (a frozen control process is never resumed, and its middleware threads may have ended on EINTR)"
+                ));
             }
             if rt_thread.is_finished() {
                 break Err(anyhow::anyhow!("the RT thread ended"));
@@ -551,9 +564,10 @@ pub fn run_robot(
     } = match outcome {
         Ok(o) => o,
         Err(_) => {
-            return Err(io_result.err().unwrap_or_else(|| anyhow::anyhow!("")).context(
-                "the RT thread panicked: the actuator gate sent zero, then fell silent",
-            ));
+            return Err(io_result
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!(""))
+                .context("the RT thread panicked: the actuator gate sent zero, then fell silent"));
         }
     };
     if let Some(why) = refused {
@@ -625,9 +639,8 @@ pub enum InjectedRtFault {
 impl InjectedRtFault {
     /// `panic@S` or `stall@S:D` (seconds), as `reflex run --inject-rt-fault` takes it.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("--inject-rt-fault {s:?}: expected panic@SECONDS or stall@SECONDS:SECONDS")
-        };
+        let bad =
+            || format!("--inject-rt-fault {s:?}: expected panic@SECONDS or stall@SECONDS:SECONDS");
         let (kind, rest) = s.split_once('@').ok_or_else(bad)?;
         let num = |v: &str| v.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
         match kind {
@@ -668,6 +681,7 @@ fn spawn_gate(
     status: Arc<reflex_core::LoopStatus>,
     stop: Arc<AtomicBool>,
     period_ns: u64,
+    stall_estop_ns: u64,
     priority: Option<i32>,
 ) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -681,6 +695,7 @@ fn spawn_gate(
             ingress.set_gate(std::thread::current());
             let mut gate = ActuatorGate::new(period_ns, ZERO_PERIODS);
             let mut stalled = false;
+            let mut silent_since: Option<u64> = None;
             loop {
                 let now = rt::now_ns();
                 let frame = *command_out.read();
@@ -697,17 +712,31 @@ fn spawn_gate(
                     GateOutput::Zero => {
                         actuator.send(&CommandFrame::zero());
                         sent_in.write(CommandFrame::zero());
+                        status.gate_zero_events.fetch_add(1, Ordering::AcqRel);
                     }
                     GateOutput::Nothing => {}
                 }
-                // Supervisor of the RT thread: its heartbeat is the verdict stamp.
-                let silent = frame.seq > 0 && now.saturating_sub(frame.stamp_ns) > gate.max_age_ns();
-                if silent && !stalled {
-                    stalled = true;
-                    status.rt_stalls.fetch_add(1, Ordering::Relaxed);
-                    ingress.press(reflex_safety::EstopSource::Watchdog);
-                } else if !silent {
+                // Supervisor of the RT thread: its heartbeat is the verdict stamp. Zero went out
+                // after two periods (above); silent past `stall_estop_ns` latches an E-stop.
+                let age = now.saturating_sub(frame.stamp_ns);
+                let silent = frame.seq > 0 && age > gate.max_age_ns();
+                if silent {
+                    silent_since.get_or_insert(frame.stamp_ns);
+                    if age > stall_estop_ns && !stalled {
+                        stalled = true;
+                        status.rt_stalls.fetch_add(1, Ordering::Relaxed);
+                        ingress.press(reflex_safety::EstopSource::Watchdog);
+                        eprintln!(
+                            "reflex: the RT thread is silent for {} ms: zero sent, E-stop latched (watchdog)",
+                            age / 1_000_000
+                        );
+                    }
+                } else if let Some(since) = silent_since.take() {
                     stalled = false;
+                    eprintln!(
+                        "reflex: the RT thread was silent for {:.1} ms (> 2 periods: zero was sent)",
+                        frame.stamp_ns.saturating_sub(since) as f64 / 1e6
+                    );
                 }
                 status
                     .gate_verdicts

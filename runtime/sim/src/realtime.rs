@@ -95,7 +95,9 @@ pub fn run_with_faults(
     // The first worker's backend carries the faults; the supervisor's replacements do not.
     let loader = |p: &PolicyPackage| -> Result<Box<dyn PolicyBackend>> {
         let backend = ort(p)?;
-        if !first.swap(false, std::sync::atomic::Ordering::AcqRel) || (crash_after_ns.is_none() && hang_after_ns.is_none()) {
+        if !first.swap(false, std::sync::atomic::Ordering::AcqRel)
+            || (crash_after_ns.is_none() && hang_after_ns.is_none())
+        {
             return Ok(backend);
         }
         Ok(Box::new(FaultyBackend {

@@ -100,6 +100,9 @@ impl RobotIo for SimRobot {
             EstopReport::Clear(Monotonic::from_nanos(now))
         };
         frame.reset_seq = 1 + fault.resets;
+        // The simulated operator asks for a start on every step: the loop honours the first one
+        // after a reset (SAF-013), one tick later.
+        frame.start_seq = self.step;
         if now >= self.inference_due && !fault.camera_stopped {
             // The camera runs at 20 Hz; the worker takes the newest frame when it is free.
             robot.observe(obs);

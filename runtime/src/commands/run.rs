@@ -301,6 +301,16 @@ fn drive_ros(
     )
 }
 
+/// Per E-stop source, its heartbeat (`[safety.estop] sources.max_age_ms`, ns).
+#[cfg(any(feature = "dds", feature = "ros2"))]
+fn heartbeats(config: &ReflexConfig) -> [Option<u64>; reflex_safety::EstopSource::COUNT] {
+    let mut out = [None; reflex_safety::EstopSource::COUNT];
+    for s in &config.safety.estop.sources {
+        out[s.name.index()] = s.max_age_ms.map(|ms| (ms * 1e6) as u64);
+    }
+    out
+}
+
 /// `[safety.arm] joints` names, in the safety layer's order.
 #[cfg(any(feature = "dds", feature = "ros2"))]
 fn joint_names(config: &ReflexConfig) -> Vec<String> {
@@ -365,6 +375,7 @@ fn run_ros2(
         port.status.clone(),
     )?;
     robot.state.model_digest = package.model_digest().to_string();
+    robot.state.set_heartbeats(heartbeats(config));
     let result = drive_ros(config, package, backend, options, port, &mut robot);
     extra.insert("ros2".into(), serde_json::to_value(&robot.state.stats)?);
     result
@@ -389,6 +400,7 @@ fn run_dds(
         port.status.clone(),
     )?;
     robot.state.model_digest = package.model_digest().to_string();
+    robot.state.set_heartbeats(heartbeats(config));
     eprintln!(
         "reflex: ROS 2 node {} in {} on DDS domain {}",
         config.ros.node_name,

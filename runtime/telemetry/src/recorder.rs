@@ -768,6 +768,7 @@ fn write_mcap(
             let flags: Vec<&str> = [
                 (t.flags & FLAG_DEADLINE_MISS != 0).then_some("deadline_miss"),
                 (t.flags & FLAG_INFERENCE_FAULT != 0).then_some("inference_fault"),
+                (t.flags & reflex_rt::tap::FLAG_ACTUATOR_ZEROED != 0).then_some("actuator_zeroed"),
             ]
             .into_iter()
             .flatten()

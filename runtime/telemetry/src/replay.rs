@@ -228,8 +228,12 @@ pub fn replay(
         let expected_action = r.u8().ok_or_else(corrupt)?;
         let expected_reasons = r.u64().ok_or_else(corrupt)?;
         let expected_power = r.u8().ok_or_else(corrupt)? == 1;
+        // Older files end the tick here; newer ones carry the tick's flags.
+        let flags = r.u8().unwrap_or(0);
         let mut mismatch = Vec::new();
-        if i == 0 {
+        if i == 0 || flags & reflex_rt::tap::FLAG_ACTUATOR_ZEROED != 0 {
+            // The first tick, or one where the actuator gate had set the layer to standstill
+            // (what the robot was told outside the layer): start from the recorded state.
             safety.restore(&state);
         } else if state_bits(&safety.state()) != state_bits(&state) {
             mismatch.push("state before the tick".to_string());

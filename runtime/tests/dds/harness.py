@@ -5,13 +5,24 @@ ships) and the ROS 2 IDL types, on DDS topics named as ROS 2 names them (`rt/sca
 The harness is the whole robot: it publishes /scan, /camera/image_raw, /reflex/instruction,
 /reflex/estop (reliable, transient-local) and /reflex/estop_reset, and listens to /cmd_vel.
 
-    harness.py --reflex target/debug/reflex [--wrong-scan-type]
+    harness.py --reflex target/debug/reflex [--wrong-scan-type] [--scenario NAME]
 
-Checks: an E-stop latched before Reflex starts keeps it stopped; after release + reset a clear
-path gives motion; an obstacle ahead gives a stop; the E-stop topic gives a stop; a scan
-publisher process that is SIGKILLed gives a stop within the configured scan max age (+ braking).
+Scenario `basic` (default): an E-stop latched before Reflex starts keeps it stopped; after
+release + reset the robot stays stopped until a start (SAF-013); then a clear path gives motion;
+an obstacle ahead gives a stop; the E-stop topic gives a stop; a press released 1 ms later still
+latches (SAF-012); a scan publisher process that is SIGKILLed gives a stop within the configured
+scan max age (+ braking); SIGTERM gives zero on the wire and a clean exit (SAF-011).
 `--wrong-scan-type` is the negative control: scans published under a wrong type name never
 reach Reflex, so the motion check must fail (exit 3).
+
+Scenarios `rt-panic`, `rt-stall`, `sigstop` (SAF-011): the RT thread is killed, stalled, or the
+whole process stopped while the robot drives; what reaches the wire is measured from the
+samples' source timestamps (Reflex's own write times).
+
+Scenario `shipped`: `reflex run` exactly as launch/reflex.service starts it (its command line,
+launch/mobile_base.toml), the harness also publishing the safety controller's hardware E-stop
+heartbeat; latched start → release + reset + start → motion → obstacle → stop → E-stop → stop,
+and a silent safety controller → stop.
 """
 import argparse
 import math
@@ -172,6 +183,12 @@ class Robot:
         self.reset_w = DataWriter(
             self.dp, Topic(self.dp, "rt/reflex/estop_reset", Empty), qos=RELIABLE
         )
+        self.start_w = DataWriter(self.dp, Topic(self.dp, "rt/reflex/start", Empty), qos=RELIABLE)
+        # The hardware E-stop circuit pressed (launch/mobile_base.toml's `hardware` device); its
+        # heartbeat comes from the safety-controller process (hw_publisher).
+        self.hw_w = DataWriter(
+            self.dp, Topic(self.dp, "rt/safety_controller/estop", Bool), qos=LATCHED
+        )
         self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", Twist), qos=RELIABLE)
         # How `ros2 node list` finds nodes: rmw_dds_common's discovery topic.
         self.graph_r = DataReader(
@@ -186,7 +203,7 @@ class Robot:
         self.wall_m = None  # distance of a wall ahead, or None for a clear path
         self.scans_on = True
         self.stop = threading.Event()
-        self.cmds = []  # (time, vx)
+        self.cmds = []  # (monotonic s at take, vx, source timestamp unix ns)
         self.lock = threading.Lock()
         self.threads = [
             threading.Thread(target=self._scans, daemon=True),
@@ -249,13 +266,19 @@ class Robot:
         while not self.stop.is_set():
             for s in self.cmd_r.take(100):
                 if isinstance(s, Twist):
+                    src = getattr(getattr(s, "sample_info", None), "source_timestamp", 0) or 0
                     with self.lock:
-                        self.cmds.append((time.monotonic(), s.linear.x))
-            time.sleep(0.005)
+                        self.cmds.append((time.monotonic(), s.linear.x, src))
+            time.sleep(0.002)
 
     def vx_since(self, t0):
         with self.lock:
-            return [(t - t0, vx) for t, vx in self.cmds if t >= t0]
+            return [(t - t0, vx) for t, vx, _ in self.cmds if t >= t0]
+
+    def samples_since(self, t0):
+        """(monotonic s, vx, source timestamp ns) of every /cmd_vel taken since t0."""
+        with self.lock:
+            return [c for c in self.cmds if c[0] >= t0]
 
     def wait_for(self, what, pred, timeout):
         """Seconds until pred(vx) holds for a /cmd_vel sample after now, or None."""
@@ -269,6 +292,16 @@ class Robot:
         return None
 
 
+def hw_publisher(domain):
+    """The safety controller as its own process: the hardware E-stop circuit's state (clear)
+    at 50 Hz, a heartbeat, until killed."""
+    dp = DomainParticipant(domain)
+    w = DataWriter(dp, Topic(dp, "rt/safety_controller/estop", Bool), qos=LATCHED)
+    while True:
+        w.write(Bool(data=False))
+        time.sleep(0.02)
+
+
 def scan_publisher(domain):
     """A lidar as its own process: clear scans at 25 Hz until killed."""
     robot = Robot(domain)
@@ -278,14 +311,91 @@ def scan_publisher(domain):
         time.sleep(1)
 
 
+PERIOD_S = 0.010  # runtime.period_ms of the configs
+
+
+def spawn_reflex(a, env, config, extra=(), policy=True):
+    cmd = [a.reflex, "run", "--io", "dds", "--config", str(config)]
+    if policy:
+        cmd += ["--policy", str(REPO / "models/demo/reflex-demo-vla")]
+    cmd += ["--duration", "60", *extra]
+    return spawn(cmd, env)
+
+
+def spawn(cmd, env):
+    print("RUN " + " ".join(cmd))
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_up(robot, proc):
+    """Reflex is up once it publishes /cmd_vel (its gate sends zero until a verdict passes)."""
+    t0 = time.monotonic()
+    while not robot.vx_since(t0) and proc.poll() is None and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    if not robot.vx_since(t0):
+        proc.kill()
+        out, err = proc.communicate()
+        sys.exit(f"reflex never published /cmd_vel:\n{err[-3000:]}")
+
+
+def release_reset_start(robot, check=None, timeout=8.0):
+    """Release, reset, start (retried: a loaded host can make a source stale in between);
+    returns the seconds to motion or None."""
+    robot.estop_w.write(Bool(data=False))
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        time.sleep(0.2)
+        robot.reset_w.write(Empty())
+        time.sleep(0.3)
+        if check is not None:
+            # SAF-013: a reset alone never restarts motion.
+            t_reset = time.monotonic()
+            time.sleep(1.0)
+            moved = [vx for _, vx in robot.vx_since(t_reset) if abs(vx) > 1e-6]
+            check("SAF-013 release + reset without a start => still stopped (1 s)", not moved)
+            check = None
+        robot.start_w.write(Empty())
+        dt = robot.wait_for("motion after release + reset + start", lambda vx: vx > 0.05, 2.0)
+        if dt is not None:
+            return dt
+    return None
+
+
+def no_motion_for(robot, seconds):
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    moving = [(round(t, 3), vx) for t, vx in robot.vx_since(t0) if abs(vx) > 1e-6]
+    if moving:
+        print(f"  moved at (s, vx): {moving[:5]} … ({len(moving)} samples)")
+    return not moving
+
+
+def wire_gaps(samples, t_fault_mono):
+    """From /cmd_vel samples: the source time of the last command before the first zero at or
+    after the fault, that zero's, and how many samples followed it (ms, ms, n)."""
+    after = [c for c in samples if c[0] >= t_fault_mono - 0.05]
+    first_zero = next((i for i, c in enumerate(after) if abs(c[1]) < 1e-9), None)
+    if first_zero is None or first_zero == 0:
+        return None
+    last, zero = after[first_zero - 1], after[first_zero]
+    return last, zero, after[first_zero:]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reflex")
     ap.add_argument("--wrong-scan-type", action="store_true")
     ap.add_argument("--scan-publisher", type=int, metavar="DOMAIN")
+    ap.add_argument("--hw-publisher", type=int, metavar="DOMAIN")
+    ap.add_argument(
+        "--scenario", default="basic", choices=["basic", "rt-panic", "rt-stall", "sigstop", "shipped"]
+    )
+    ap.add_argument("--service", default=str(REPO / "launch/reflex.service"))
     a = ap.parse_args()
     if a.scan_publisher is not None:
         return scan_publisher(a.scan_publisher)
+    if a.hw_publisher is not None:
+        return hw_publisher(a.hw_publisher)
     if not a.reflex:
         ap.error("--reflex is required")
     domain = random.randint(1, 200)
@@ -301,99 +411,265 @@ def main():
         if not ok:
             failures.append(name)
 
-    proc = subprocess.Popen(
-        [
-            a.reflex,
-            "run",
-            "--io",
-            "dds",
-            "--config",
-            str(HERE / "reflex_dds.toml"),
-            "--policy",
-            str(REPO / "models/demo/reflex-demo-vla"),
-            "--duration",
-            "60",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
+    proc = None
     try:
-        # Reflex is up once it publishes /cmd_vel.
-        t0 = time.monotonic()
-        while not robot.vx_since(t0) and proc.poll() is None and time.monotonic() - t0 < 30:
-            time.sleep(0.05)
-        if not robot.vx_since(t0):
-            proc.kill()
-            out, err = proc.communicate()
-            sys.exit(f"reflex never published /cmd_vel:\n{err[-2000:]}")
-        nodes = set()
-        t0 = time.monotonic()
-        while "/reflex" not in nodes and time.monotonic() - t0 < 5:
-            for info in robot.graph_r.take(20):
-                if isinstance(info, ParticipantEntitiesInfo):
-                    for n in info.node_entities_info_seq:
-                        nodes.add(n.node_namespace.rstrip("/") + "/" + n.node_name)
-            time.sleep(0.05)
-        check(f"Reflex appears in the ROS graph as a node ({sorted(nodes)})", "/reflex" in nodes)
-        robot.instr_w.write(String(data="go to the red marker"))
-        robot.reset_w.write(Empty())  # a reset while pressed must not release
-        time.sleep(2.0)
-        moved = [vx for _, vx in robot.vx_since(time.monotonic() - 2.0) if abs(vx) > 1e-6]
-        check("E-stop latched before start keeps the robot stopped", not moved)
-
-        robot.estop_w.write(Bool(data=False))
-        time.sleep(0.2)
-        robot.reset_w.write(Empty())
-        dt = robot.wait_for("motion on a clear path", lambda vx: vx > 0.05, 5.0)
-        check(f"clear path => motion ({dt and round(dt, 2)} s after release + reset)", dt is not None)
-        if a.wrong_scan_type:
-            sys.exit(3 if dt is None else 0)
-
-        robot.wall_m = 0.05  # inside the 0.10 m margin: no forward motion is safe
-        dt = robot.wait_for("stop for an obstacle", lambda vx: abs(vx) < 1e-6, 2.0)
-        check(f"obstacle 0.05 m ahead => stop ({dt and round(dt, 2)} s)", dt is not None)
-        robot.wall_m = None
-        dt = robot.wait_for("motion again", lambda vx: vx > 0.05, 5.0)
-        check("obstacle gone => motion again", dt is not None)
-
-        robot.estop_w.write(Bool(data=True))
-        dt = robot.wait_for("stop for the E-stop topic", lambda vx: abs(vx) < 1e-6, 2.0)
-        check(f"E-stop topic => stop ({dt and round(dt, 2)} s)", dt is not None)
-        robot.estop_w.write(Bool(data=False))
-        time.sleep(0.2)
-        robot.reset_w.write(Empty())
-        dt = robot.wait_for("motion after reset", lambda vx: vx > 0.05, 5.0)
-        check("release + reset => motion", dt is not None)
-
-        # The scan publisher is a separate process: it takes over /scan, then it is SIGKILLed.
-        # Stale after max_age, then braking at 1.5 m/s² from ≤ 0.6 m/s.
-        robot.scans_on = False
-        lidar = subprocess.Popen(
-            [sys.executable, __file__, "--scan-publisher", str(domain)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        dt = robot.wait_for("motion on the separate lidar process", lambda vx: vx > 0.05, 10.0)
-        check("motion on scans from the lidar process", dt is not None)
-        time.sleep(0.5)
-        lidar.send_signal(signal.SIGKILL)
-        lidar.wait()
-        limit = SCAN_MAX_AGE_S + 0.6 / 1.5 + 0.2
-        dt = robot.wait_for("stop after the lidar process is killed", lambda vx: abs(vx) < 1e-6, 3.0)
-        check(
-            f"scan publisher killed => stop within {limit:.2f} s ({dt and round(dt, 2)} s)",
-            dt is not None and dt <= limit,
-        )
+        if a.scenario == "basic":
+            proc = spawn_reflex(a, env, HERE / "reflex_dds.toml")
+            basic(a, robot, proc, check, domain)
+        elif a.scenario == "shipped":
+            proc = shipped(a, robot, env, check, domain)
+        else:
+            fault = {
+                "rt-panic": ["--inject-rt-fault", "panic@9"],
+                "rt-stall": ["--inject-rt-fault", "stall@9:1.0"],
+                "sigstop": [],
+            }[a.scenario]
+            proc = spawn_reflex(a, env, HERE / "reflex_dds.toml", fault)
+            rt_fault(a, robot, proc, check)
     finally:
         robot.stop.set()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            try:
+                _, err = proc.communicate(timeout=10)
+            except (ValueError, subprocess.TimeoutExpired):
+                err = ""
+            if failures and err:
+                print("reflex stderr (tail):\n" + err[-3000:])
     if failures:
         sys.exit(f"{len(failures)} checks failed: {failures}")
     print("all checks passed")
+
+
+def basic(a, robot, proc, check, domain):
+    wait_up(robot, proc)
+    nodes = set()
+    t0 = time.monotonic()
+    while "/reflex" not in nodes and time.monotonic() - t0 < 5:
+        for info in robot.graph_r.take(20):
+            if isinstance(info, ParticipantEntitiesInfo):
+                for n in info.node_entities_info_seq:
+                    nodes.add(n.node_namespace.rstrip("/") + "/" + n.node_name)
+        time.sleep(0.05)
+    check(f"Reflex appears in the ROS graph as a node ({sorted(nodes)})", "/reflex" in nodes)
+    robot.instr_w.write(String(data="go to the red marker"))
+    robot.reset_w.write(Empty())  # a reset while pressed must not release
+    robot.start_w.write(Empty())  # nor a start
+    time.sleep(2.0)
+    moved = [vx for _, vx in robot.vx_since(time.monotonic() - 2.0) if abs(vx) > 1e-6]
+    check("E-stop latched before start keeps the robot stopped", not moved)
+
+    dt = release_reset_start(robot, check)
+    check(f"clear path => motion ({dt and round(dt, 2)} s after the start)", dt is not None)
+    if a.wrong_scan_type:
+        sys.exit(3 if dt is None else 0)
+
+    robot.wall_m = 0.05  # inside the 0.10 m margin: no forward motion is safe
+    dt = robot.wait_for("stop for an obstacle", lambda vx: abs(vx) < 1e-6, 2.0)
+    check(f"obstacle 0.05 m ahead => stop ({dt and round(dt, 2)} s)", dt is not None)
+    robot.wall_m = None
+    dt = robot.wait_for("motion again", lambda vx: vx > 0.05, 5.0)
+    check("obstacle gone => motion again", dt is not None)
+
+    t_press = time.time_ns()
+    robot.estop_w.write(Bool(data=True))
+    dt = robot.wait_for("stop for the E-stop topic", lambda vx: abs(vx) < 1e-6, 2.0)
+    zero = next((c for c in robot.samples_since(time.monotonic() - 2.5) if c[2] >= t_press and abs(c[1]) < 1e-9), None)
+    on_wire = zero and (zero[2] - t_press) / 1e6
+    check(f"E-stop topic => stop ({dt and round(dt, 3)} s; zero on the wire {on_wire and round(on_wire, 2)} ms after the press)", dt is not None)
+    dt = release_reset_start(robot)
+    check("release + reset + start => motion", dt is not None)
+
+    # SAF-012: a press released 1 ms later (shorter than a period) still latches.
+    robot.estop_w.write(Bool(data=True))
+    time.sleep(0.001)
+    robot.estop_w.write(Bool(data=False))
+    dt = robot.wait_for("stop for a 1 ms press", lambda vx: abs(vx) < 1e-6, 2.0)
+    check(f"SAF-012 a 1 ms press => stop ({dt and round(dt, 3)} s)", dt is not None)
+    check("SAF-012 ... and it stays latched after the release (1.5 s)", no_motion_for(robot, 1.5))
+    dt = release_reset_start(robot)
+    check("release + reset + start => motion after the short press", dt is not None)
+
+    # The scan publisher is a separate process: it takes over /scan, then it is SIGKILLed.
+    # Stale after max_age, then braking at 1.5 m/s² from ≤ 0.6 m/s.
+    robot.scans_on = False
+    lidar = subprocess.Popen(
+        [sys.executable, __file__, "--scan-publisher", str(domain)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    dt = robot.wait_for("motion on the separate lidar process", lambda vx: vx > 0.05, 10.0)
+    check("motion on scans from the lidar process", dt is not None)
+    time.sleep(0.5)
+    lidar.send_signal(signal.SIGKILL)
+    lidar.wait()
+    limit = SCAN_MAX_AGE_S + 0.6 / 1.5 + 0.2
+    dt = robot.wait_for("stop after the lidar process is killed", lambda vx: abs(vx) < 1e-6, 3.0)
+    check(
+        f"scan publisher killed => stop within {limit:.2f} s ({dt and round(dt, 2)} s)",
+        dt is not None and dt <= limit,
+    )
+    robot.scans_on = True
+    dt = robot.wait_for("motion on the harness's scans again", lambda vx: vx > 0.05, 5.0)
+    check("scans back => motion", dt is not None)
+
+    # SAF-011: SIGTERM (systemd's stop) => zero on the wire, then a clean exit.
+    t_term = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    after = robot.samples_since(t_term)
+    last = after[-1][1] if after else None
+    print(f"  SIGTERM: exit {proc.returncode}, {len(after)} commands after it, last vx {last}")
+    print(f"  reflex summary: {out.strip()[-1500:]}")
+    check("SAF-011 SIGTERM => the last command on the wire is zero", last is not None and abs(last) < 1e-9)
+    check(f"SAF-011 SIGTERM => clean exit (status {proc.returncode})", proc.returncode == 0)
+    if proc.returncode != 0:
+        print(err[-3000:])
+
+
+def rt_fault(a, robot, proc, check):
+    """The RT thread dies / stalls, or the process is stopped, while the robot drives."""
+    wait_up(robot, proc)
+    robot.instr_w.write(String(data="go to the red marker"))
+    dt = release_reset_start(robot)
+    check(f"motion before the fault ({dt and round(dt, 2)} s)", dt is not None)
+    if a.scenario == "sigstop":
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)
+        t_cont = time.monotonic()
+        proc.send_signal(signal.SIGCONT)
+        # A frozen control process is never resumed: no stale motion reaches the wire, and
+        # Reflex exits with an error (the service manager restarts it, latched at start).
+        check("SAF-011 after SIGSTOP/SIGCONT: no motion on the wire (1.5 s)", no_motion_for(robot, 1.5))
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        err = proc.stderr.read() if proc.poll() is not None else ""
+        check(
+            f"SAF-011 after SIGCONT: reflex exits with an error naming the stop (status {proc.returncode})",
+            proc.returncode not in (None, 0) and "SIGSTOP" in err,
+        )
+        return
+    # The fault is injected 9 s after Reflex's start; drive until then.
+    t_fault = None
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        s = robot.samples_since(time.monotonic() - 0.2)
+        if s and all(abs(c[1]) < 1e-9 for c in s[-3:]) and any(abs(c[1]) > 1e-6 for c in s):
+            t_fault = s[-1][0]
+            break
+        time.sleep(0.01)
+    check("the fault happened while driving", t_fault is not None)
+    if t_fault is None:
+        return
+    time.sleep(1.5)
+    gaps = wire_gaps(robot.samples_since(t_fault - 1.0), t_fault)
+    check("a zero followed the last command", gaps is not None)
+    if gaps is None:
+        return
+    last, zero, rest = gaps
+    gap_ms = (zero[2] - last[2]) / 1e6 if last[2] and zero[2] else (zero[0] - last[0]) * 1e3
+    limit_ms = 2 * PERIOD_S * 1e3 + 5.0  # two periods, plus the gate's wake-up on this host
+    check(
+        f"SAF-011 {a.scenario}: zero on the wire {gap_ms:.1f} ms after the last verdict (<= {limit_ms:.0f} ms)",
+        gap_ms <= limit_ms,
+    )
+    moving = [(round(c[0] - zero[0], 3), c[1]) for c in rest if abs(c[1]) > 1e-9]
+    check(
+        f"SAF-011 {a.scenario}: nothing but zero after it ({len(rest)} samples{', moving at (s, vx) ' + str(moving[:4]) if moving else ''})",
+        not moving,
+    )
+    if a.scenario == "rt-panic":
+        # Zero for 10 periods, then silence (the drive's own timeout fires too).
+        check(f"SAF-011 rt-panic: then silence ({len(rest)} zeros, <= 12)", len(rest) <= 12)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        err = proc.stderr.read() if proc.poll() is not None else ""
+        check(
+            f"SAF-011 rt-panic: reflex exits with an error (status {proc.returncode})",
+            proc.returncode not in (None, 0) and "RT thread" in err,
+        )
+    else:
+        # The stall latched an E-stop (watchdog): after it, no motion until reset + start.
+        check("SAF-011 rt-stall: latched after the stall (no motion for 1.5 s)", no_motion_for(robot, 1.5))
+        dt = release_reset_start(robot)
+        check("release + reset + start => motion after the stall", dt is not None)
+
+
+def shipped(a, robot, env, check, domain):
+    """`reflex run` as launch/reflex.service runs it, on launch/mobile_base.toml."""
+    exec_start = next(
+        l.split("=", 1)[1].split()
+        for l in pathlib.Path(a.service).read_text().splitlines()
+        if l.startswith("ExecStart=")
+    )
+    # The unit's paths on a robot → this checkout; nothing else changes.
+    paths = {
+        "/usr/local/bin/reflex": a.reflex,
+        "/etc/reflex/mobile_base.toml": str(REPO / "launch/mobile_base.toml"),
+        "/opt/reflex/policy": str(REPO / "models/demo/reflex-demo-vla"),
+    }
+    cmd = [paths.get(w, w) for w in exec_start]
+    unknown = [w for w in cmd if w.startswith("/") and not os.path.exists(w)]
+    check(f"the unit's ExecStart maps onto this checkout ({unknown or 'all paths found'})", not unknown)
+
+    def safety_controller():
+        return subprocess.Popen(
+            [sys.executable, __file__, "--hw-publisher", str(domain)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    hw = safety_controller()
+    try:
+        proc = spawn(cmd + ["--duration", "60"], env)
+        wait_up(robot, proc)
+        robot.instr_w.write(String(data="go to the red marker"))
+        time.sleep(1.5)
+        moved = [vx for _, vx in robot.vx_since(time.monotonic() - 1.5) if abs(vx) > 1e-6]
+        check("shipped: latched at start (E-stop pressed before start)", not moved)
+        dt = release_reset_start(robot, check)
+        check(f"shipped: release + reset + start => motion ({dt and round(dt, 2)} s)", dt is not None)
+        robot.wall_m = 0.05
+        dt = robot.wait_for("stop for an obstacle", lambda vx: abs(vx) < 1e-6, 2.0)
+        check(f"shipped: obstacle => stop ({dt and round(dt, 2)} s)", dt is not None)
+        robot.wall_m = None
+        dt = robot.wait_for("motion again", lambda vx: vx > 0.05, 5.0)
+        check("shipped: obstacle gone => motion", dt is not None)
+        robot.estop_w.write(Bool(data=True))
+        dt = robot.wait_for("stop for the E-stop topic", lambda vx: abs(vx) < 1e-6, 2.0)
+        check(f"shipped: E-stop => stop ({dt and round(dt, 2)} s)", dt is not None)
+        dt = release_reset_start(robot)
+        check("shipped: release + reset + start => motion", dt is not None)
+        # The safety controller dies: the hardware source turns stale after its max_age_ms
+        # (100 ms) and the robot stops (braking from <= 0.6 m/s at 1.5 m/s²).
+        hw.kill()
+        hw.wait()
+        limit = 0.1 + 0.6 / 1.5 + 0.2
+        dt = robot.wait_for("stop after the safety controller dies", lambda vx: abs(vx) < 1e-6, 2.0)
+        check(f"shipped: safety controller silent => stop within {limit:.2f} s ({dt and round(dt, 2)} s)", dt is not None and dt <= limit)
+        check("shipped: ... and no motion while it stays silent (1 s)", no_motion_for(robot, 1.0))
+        hw = safety_controller()
+        dt = release_reset_start(robot)
+        check("shipped: heartbeat back + release + reset + start => motion", dt is not None)
+        # The E-stop circuit itself reports pressed (a second publisher on the device's topic).
+        robot.hw_w.write(Bool(data=True))
+        dt = robot.wait_for("stop for the hardware E-stop", lambda vx: abs(vx) < 1e-6, 2.0)
+        check(f"shipped: hardware E-stop pressed => stop ({dt and round(dt, 2)} s)", dt is not None)
+        check("shipped: ... the heartbeat's 'clear' does not overwrite it (1 s)", no_motion_for(robot, 1.0))
+        return proc
+    finally:
+        hw.kill()
+        hw.wait()
 
 
 if __name__ == "__main__":
