@@ -55,7 +55,9 @@ fn instruction(kind: EventKind) -> &'static str {
     match kind {
         EventKind::EstopPressed => "press the E-stop",
         EventKind::EstopReleased => "release the E-stop (do not reset)",
-        EventKind::Reset => "reset the E-stop (button or /reflex/estop_reset)",
+        EventKind::Reset => {
+            "reset the E-stop (button or /reflex/estop_reset), then start (/reflex/start)"
+        }
         _ => "",
     }
 }

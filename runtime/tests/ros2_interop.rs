@@ -97,11 +97,17 @@ const BASIC: &[&str] = &[
     "clear path => motion",
     "obstacle 0.05 m ahead => stop",
     "obstacle gone => motion again",
+    "SAF-013 release + reset without a start => still stopped",
     "E-stop topic => stop",
     "release + reset => motion",
     "/diagnostics while running",
+    "SAF-012 a 1 ms press => stop",
+    "SAF-012 ... and it stays latched after the release",
+    "release + reset + start => motion after the short press",
     "motion on scans from the lidar process",
     "lidar process killed => stop within",
+    "SAF-011 SIGTERM => the last command on the wire is zero",
+    "SAF-011 SIGTERM => clean exit",
 ];
 
 #[test]
@@ -111,6 +117,7 @@ fn ros2_adapter_obeys_rclpy_robot() {
     for check in [
         "~/reset_estop while pressed answers success=false",
         "~/reset_estop (std_srvs/Trigger) after release answers success",
+        "~/start (std_srvs/Trigger) after the reset answers success",
     ] {
         assert!(text.contains(&format!("PASS {check}")), "{check}: {text}");
     }
@@ -147,6 +154,7 @@ fn ros2_adapter_takes_the_shipped_params_file() {
         &[
             "the params file's values are the node's parameters, seen from rclpy",
             "scans and camera on the params file's topics => motion",
+            "SAF-014 -p safety.base.max_vx_mps:=5.0 is refused at start",
         ],
     );
 }
@@ -178,7 +186,7 @@ fn the_shipped_launch_files_command_lines_drive_an_rclpy_robot() {
             "the command is `reflex run --io ros2 --config … --ros-args …`",
             "the node is /robot1/reflex",
             "release + reset (its ~/reset_estop) => motion",
-            "its parameters reached the node ([False, 0.8])",
+            "its parameters reached the node ([False, '/cmd_vel'])",
         ] {
             checks.push(format!("{file}: {check}"));
         }

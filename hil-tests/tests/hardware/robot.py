@@ -7,7 +7,8 @@ Python of .ros2/venv and .ros2/env.sh sourced; for `--io ros2` or `--io dds`).
 The robot: a holonomic base that follows /cmd_vel (100 Hz integration), a 360-beam lidar at
 25 Hz ray-cast against the scenario's walls and posts (its set-up), the E-stop topic (latched,
 released at start). The people: read the runner's PROMPT lines and do what they say after a
-human reaction time (press/release the E-stop on /reflex/estop, reset on /reflex/estop_reset).
+human reaction time (press/release the E-stop on /reflex/estop, reset on /reflex/estop_reset,
+then start on /reflex/start).
 
     robot.py --reflex-hil target/debug/reflex-hil --scenario S.toml --config C.toml \
         [--peer cyclonedds|rclpy] [--io dds|ros2] [--ignore KIND]
@@ -127,6 +128,7 @@ class CycloneRobot(Robot):
         self.reset_w = DataWriter(
             self.dp, Topic(self.dp, "rt/reflex/estop_reset", h.Empty), qos=h.RELIABLE
         )
+        self.start_w = DataWriter(self.dp, Topic(self.dp, "rt/reflex/start", h.Empty), qos=h.RELIABLE)
         self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", h.Twist), qos=h.RELIABLE)
 
     def take_cmds(self):
@@ -157,7 +159,10 @@ class CycloneRobot(Robot):
         self.estop_w.write(self.h.Bool(data=pressed))
 
     def reset(self):
+        # SAF-013: a reset alone never restarts motion; the person then presses start.
         self.reset_w.write(self.h.Empty())
+        time.sleep(0.2)
+        self.start_w.write(self.h.Empty())
 
 
 class RclpyRobot(Robot):
@@ -183,6 +188,7 @@ class RclpyRobot(Robot):
         self.scan_p = n.create_publisher(LaserScan, "/scan", qos_profile_sensor_data)
         self.estop_p = n.create_publisher(Bool, "/reflex/estop", latched)
         self.reset_p = n.create_publisher(Empty, "/reflex/estop_reset", reliable)
+        self.start_p = n.create_publisher(Empty, "/reflex/start", reliable)
         self.cmds = []
         n.create_subscription(
             Twist,
@@ -212,7 +218,10 @@ class RclpyRobot(Robot):
         self.estop_p.publish(self.msgs[1](data=pressed))
 
     def reset(self):
+        # SAF-013: a reset alone never restarts motion; the person then presses start.
         self.reset_p.publish(self.msgs[2]())
+        time.sleep(0.2)
+        self.start_p.publish(self.msgs[2]())
 
 
 def main():

@@ -49,6 +49,10 @@ pub struct RealtimeReport {
     pub swap_ticks: u64,
     pub swap_tick_max_us: f64,
     pub tick_p999_without_swaps_us: f64,
+    /// Actuator gate (robots with a publisher): verdict made → handed to the middleware, µs
+    /// (p50, p99, max), and the RT-thread stalls it saw (> 2 periods).
+    pub verdict_to_wire_us: Option<[f64; 3]>,
+    pub rt_stalls: u64,
 }
 
 /// Loads a policy package into a backend: the inference worker's first model and every
@@ -548,11 +552,14 @@ pub fn run_robot(
         rt::set_normal();
     }
     // The gate's last word is zero (it sends it when it sees `stop`).
-    if let Some(g) = gate_thread
-        && g.join().is_err()
-    {
-        eprintln!("reflex: the actuator gate panicked");
-    }
+    let to_wire = match gate_thread.map(|g| g.join()) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => {
+            eprintln!("reflex: the actuator gate panicked");
+            None
+        }
+        None => None,
+    };
     let outcome = rt_thread.join();
     let reflex_rt::rt_thread::RtOutcome {
         control,
@@ -618,6 +625,14 @@ pub fn run_robot(
             .tick_cost
             .without(&control.stats.swap_tick_cost)
             .quantile_us(0.999),
+        verdict_to_wire_us: to_wire.filter(|h| h.count > 0).map(|h| {
+            [
+                h.quantile_us(0.5),
+                h.quantile_us(0.99),
+                h.max_ns as f64 / 1e3,
+            ]
+        }),
+        rt_stalls: port.status.rt_stalls.load(Ordering::Relaxed),
     };
     drop(cloud_link);
     Ok((summary, report))
@@ -683,7 +698,7 @@ fn spawn_gate(
     period_ns: u64,
     stall_estop_ns: u64,
     priority: Option<i32>,
-) -> Result<std::thread::JoinHandle<()>> {
+) -> Result<std::thread::JoinHandle<reflex_rt::control::Histogram>> {
     std::thread::Builder::new()
         .name("reflex-gate".into())
         .spawn(move || {
@@ -696,6 +711,8 @@ fn spawn_gate(
             let mut gate = ActuatorGate::new(period_ns, ZERO_PERIODS);
             let mut stalled = false;
             let mut silent_since: Option<u64> = None;
+            // Verdict made (RT tick) → handed to the middleware's write, per verdict sent.
+            let mut to_wire = reflex_rt::control::Histogram::default();
             loop {
                 let now = rt::now_ns();
                 let frame = *command_out.read();
@@ -707,6 +724,7 @@ fn spawn_gate(
                 match gate.decide(now, &frame, ingress.total()) {
                     GateOutput::Verdict(f) => {
                         actuator.send(&f);
+                        to_wire.record(rt::now_ns().saturating_sub(f.stamp_ns));
                         sent_in.write(f);
                     }
                     GateOutput::Zero => {
@@ -752,6 +770,7 @@ fn spawn_gate(
                     next.saturating_sub(rt::now_ns()).max(1),
                 ));
             }
+            to_wire
         })
         .context("cannot start the actuator gate")
 }

@@ -263,6 +263,9 @@ pub fn exec(args: Args) -> Result<()> {
     let (mut value, report) = result?;
     value["lateness_p99_us"] = report.lateness_p99_us.into();
     value["watchdog_trips"] = report.watchdog_trips.into();
+    value["rt_stalls"] = report.rt_stalls.into();
+    value["verdict_to_wire_us"] = serde_json::to_value(report.verdict_to_wire_us)?;
+    value["grants"] = report.grants.clone().into();
     value["cloud"] = report.cloud.clone().unwrap_or_default();
     value["cloud_ticks"] = report.cloud_ticks.into();
     value["updates"] = serde_json::to_value(&update_report)?;

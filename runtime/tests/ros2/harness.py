@@ -130,9 +130,14 @@ def image_msg():
 class Robot:
     """An rclpy node: sensors published from timers, every /cmd_vel and /diagnostics recorded."""
 
-    def __init__(self, scan_topic="/scan", wrong_scan_type=False, scans=True):
+    def __init__(self, scan_topic="/scan", wrong_scan_type=False, scans=True, hw_heartbeat=False):
         self.node = rclpy.create_node("robot_peer")
         n = self.node
+        if hw_heartbeat:
+            # The safety controller: the hardware E-stop circuit's state (clear) at 50 Hz, the
+            # `hardware` device of launch/mobile_base.toml.
+            hw = n.create_publisher(Bool, "/safety_controller/estop", LATCHED)
+            n.create_timer(0.02, lambda: hw.publish(Bool(data=False)))
         self.scan_pub = (
             n.create_publisher(Float32MultiArray, scan_topic, qos_profile_sensor_data)
             if wrong_scan_type
@@ -143,8 +148,9 @@ class Robot:
         self.instr_pub = n.create_publisher(String, "/reflex/instruction", RELIABLE)
         self.estop_pub = n.create_publisher(Bool, "/reflex/estop", LATCHED)
         self.reset_pub = n.create_publisher(Empty, "/reflex/estop_reset", RELIABLE)
+        self.start_pub = n.create_publisher(Empty, "/reflex/start", RELIABLE)
         self.lock = threading.Lock()
-        self.cmds = []  # (monotonic s, vx)
+        self.cmds = []  # (monotonic s, vx, source timestamp ns, received timestamp ns)
         self.diagnostics = []
         n.create_subscription(Twist, "/cmd_vel", self._on_cmd, RELIABLE)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
@@ -173,9 +179,13 @@ class Robot:
         else:
             self.scan_pub.publish(scan_msg(self.wall_m, self.node))
 
-    def _on_cmd(self, msg):
+    def _on_cmd(self, msg, info):
+        # rmw's message info: the writer's source timestamp (when Reflex put it on the wire)
+        # and when this peer's middleware received it, both on the system clock (ns).
+        src = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
+        recv = info.get("received_timestamp", 0) if isinstance(info, dict) else 0
         with self.lock:
-            self.cmds.append((time.monotonic(), msg.linear.x))
+            self.cmds.append((time.monotonic(), msg.linear.x, src, recv))
 
     def _on_diag(self, msg):
         with self.lock:
@@ -183,7 +193,11 @@ class Robot:
 
     def vx_since(self, t0):
         with self.lock:
-            return [(t - t0, vx) for t, vx in self.cmds if t >= t0]
+            return [(c[0] - t0, c[1]) for c in self.cmds if c[0] >= t0]
+
+    def samples_since(self, t0):
+        with self.lock:
+            return [c for c in self.cmds if c[0] >= t0]
 
     def wait_for(self, what, pred, timeout, t0=None):
         """Seconds from t0 (default: now) until pred(vx) holds for a /cmd_vel sample, or None."""
@@ -201,6 +215,15 @@ class Robot:
 
     def reset(self):
         self.reset_pub.publish(Empty())
+
+    def send_start(self):
+        """SAF-013: after a reset the robot moves only after a start."""
+        self.start_pub.publish(Empty())
+
+    def reset_and_start(self):
+        self.reset()
+        time.sleep(0.15)
+        self.send_start()
 
     def nodes(self):
         return {
@@ -293,16 +316,25 @@ def wait_first_command(robot, proc, t0, timeout=30.0):
     return cmds[0][0]
 
 
-def release_and_reset(robot, reset=None, what="motion after release + reset"):
-    """Releases the E-stop, then resets (`reset()`, default the topic) until the robot drives:
-    a reset that arrives before the release is refused, as it must be. Seconds from the first
-    reset to motion, or None."""
+def release_and_reset(robot, reset=None, what="motion after release + reset + start", start=None, check=None):
+    """Releases the E-stop, then resets (`reset()`, default the topic) and starts (`start()`,
+    default the topic; SAF-013) until the robot drives: a reset that arrives before the release
+    is refused, as it must be. With `check`, first proves a reset alone does not move it.
+    Seconds from the first reset to motion, or None."""
     robot.press(False)
     t0 = None
     for _ in range(4):
         time.sleep(0.1)
         t0 = t0 or time.monotonic()
         (reset or robot.reset)()
+        if check is not None:
+            t_reset = time.monotonic()
+            time.sleep(1.0)
+            moved = [vx for _, vx in robot.vx_since(t_reset) if abs(vx) > 1e-6]
+            check("SAF-013 release + reset without a start => still stopped (1 s)", not moved)
+            check = None
+        time.sleep(0.15)
+        (start or robot.send_start)()
         if robot.wait_for(what, lambda vx: vx > 0.05, 1.5) is not None:
             return next(dt for dt, vx in robot.vx_since(t0) if vx > 0.05)
     return None
@@ -355,7 +387,7 @@ def scenario_basic(a, check):
             "/diagnostics says ERROR 'E-stop latched' while latched",
             d is not None and level(d) == 2 and "E-stop latched" in d.message,
         )
-        dt = release_and_reset(robot, what="motion on a clear path")
+        dt = release_and_reset(robot, what="motion on a clear path", check=check)
         check(f"clear path => motion ({dt and round(dt, 2)} s after the reset)", dt is not None)
         if a.scenario == "wrong-type":
             # The negative control holds only if the scans are the one thing missing.
@@ -388,10 +420,20 @@ def scenario_basic(a, check):
                 res = robot.call(Trigger, "/reflex/reset_estop", Trigger.Request())
                 answers.append(res)
 
-            dt = release_and_reset(robot, trigger)
+            starts = []
+
+            def start_service():
+                starts.append(robot.call(Trigger, "/reflex/start", Trigger.Request()))
+
+            dt = release_and_reset(robot, trigger, start=start_service)
             res = answers[-1] if answers else None
             check(
                 f"~/reset_estop (std_srvs/Trigger) after release answers success ({res and res.message!r})",
+                res is not None and res.success,
+            )
+            res = starts[-1] if starts else None
+            check(
+                f"~/start (std_srvs/Trigger) after the reset answers success ({res and res.message!r})",
                 res is not None and res.success,
             )
         else:
@@ -413,9 +455,24 @@ def scenario_basic(a, check):
             and len(values.get("model_digest", "")) == 64
             and int(values.get("ticks", "0")) > 100
             and values.get("estop_latched") == "false"
+            and values.get("state") == "running"
+            and values.get("safety_config_hash", "").startswith("sha256:")
             and int(values.get("inputs.scans", "0")) > 10
             and int(values.get("inputs.images", "0")) > 10,
         )
+
+        # SAF-012: a press released 1 ms later (shorter than a period) still latches.
+        robot.press(True)
+        time.sleep(0.001)
+        robot.press(False)
+        dt = robot.wait_for("stop for a 1 ms press", lambda vx: abs(vx) < 1e-6, 2.0)
+        check(f"SAF-012 a 1 ms press => stop ({dt and round(dt, 3)} s)", dt is not None)
+        t1 = time.monotonic()
+        time.sleep(1.5)
+        moved = [vx for _, vx in robot.vx_since(t1) if abs(vx) > 1e-6]
+        check("SAF-012 ... and it stays latched after the release (1.5 s)", not moved)
+        dt = release_and_reset(robot)
+        check("release + reset + start => motion after the short press", dt is not None)
 
         # The lidar is its own node in its own process: it takes over /scan, then it is killed.
         robot.scans_on = False
@@ -431,6 +488,21 @@ def scenario_basic(a, check):
             f"lidar process killed => stop within {limit:.2f} s ({dt and round(dt, 2)} s)",
             dt is not None and dt <= limit,
         )
+        robot.scans_on = True
+        dt = robot.wait_for("motion on the harness's scans again", lambda vx: vx > 0.05, 5.0)
+        check("scans back => motion", dt is not None)
+        # SAF-011: SIGTERM (systemd's stop; ros2 launch sends SIGINT) => zero, then a clean exit.
+        t_term = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.3)
+        after = robot.vx_since(t_term)
+        last = after[-1][1] if after else None
+        check(f"SAF-011 SIGTERM => the last command on the wire is zero ({len(after)} after it, last {last})", last is not None and abs(last) < 1e-9)
+        check(f"SAF-011 SIGTERM => clean exit (status {proc.returncode})", proc.returncode == 0)
     finally:
         if lidar is not None and lidar.poll() is None:
             lidar.kill()
@@ -507,7 +579,7 @@ def scenario_params(a, check):
             first is not None,
         )
         check("the node is /reflex", robot.wait_node("/reflex"))
-        names = ["ros.topics.scan", "ros.topics.cmd_vel", "safety.base.max_vx_mps", "safety.lidar.max_age_ms"]
+        names = ["ros.topics.scan", "ros.topics.cmd_vel", "ros.topics.image"]
         res = robot.call(GetParameters, "/reflex/get_parameters", GetParameters.Request(names=names))
         got = {} if res is None else {
             n: parameter_value_to_python(v) for n, v in zip(names, res.values)
@@ -517,8 +589,7 @@ def scenario_params(a, check):
             got == {
                 "ros.topics.scan": "/scan",
                 "ros.topics.cmd_vel": "/cmd_vel",
-                "safety.base.max_vx_mps": 0.8,
-                "safety.lidar.max_age_ms": 100.0,
+                "ros.topics.image": "/camera/image_raw",
             },
         )
         robot.instr_pub.publish(String(data="go to the red marker"))
@@ -527,6 +598,18 @@ def scenario_params(a, check):
     finally:
         stop_reflex(proc)
         robot.close()
+    # SAF-014: a launch parameter that would change the safety config is refused at start.
+    proc = start_reflex(a, tmp, ["--params-file", str(params), "-p", "safety.base.max_vx_mps:=5.0"])
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    out, err = stop_reflex(proc)
+    check(
+        f"SAF-014 -p safety.base.max_vx_mps:=5.0 is refused at start (exit {proc.returncode}: "
+        f"{(err or '').strip().splitlines()[-1:]})",
+        proc.returncode not in (None, 0) and "SAF-014" in (err or ""),
+    )
     return 0
 
 
@@ -556,7 +639,7 @@ def scenario_params_arm(a, check):
     try:
         wait_first_command(robot, proc, time.monotonic())
         check("the node is /reflex_arm ([ros] node_name of arm.toml)", robot.wait_node("/reflex_arm"))
-        names = ["ros.topics.image", "ros.topics.joint_states", "safety.arm.state_max_age_ms"]
+        names = ["ros.topics.image", "ros.topics.joint_states"]
         res = robot.call(GetParameters, "/reflex_arm/get_parameters", GetParameters.Request(names=names))
         got = {} if res is None else {
             n: parameter_value_to_python(v) for n, v in zip(names, res.values)
@@ -566,7 +649,6 @@ def scenario_params_arm(a, check):
             got == {
                 "ros.topics.image": "/wrist_camera/image_raw",
                 "ros.topics.joint_states": "/joint_states",
-                "safety.arm.state_max_age_ms": 50.0,
             },
         )
 
@@ -706,9 +788,9 @@ def scenario_launch(a, check):
         node = launch_node(path)
         tmpdir = tempfile.mkdtemp()
         args = {
-            # The shipped mobile_base.toml needs the hardware E-stop source, which no ROS input
-            # produces yet (issue 19): the same robot without it, as in the other scenarios.
-            "config": str(CONFIG),
+            # The shipped config: its hardware E-stop device is the safety controller's
+            # heartbeat, which this robot publishes (hw_heartbeat).
+            "config": str(REPO / "launch/mobile_base.toml"),
             "params_file": str(REPO / "launch/params/mobile_base.yaml"),
             "namespace": "/robot1",
             "use_sim_time": "false",
@@ -724,7 +806,7 @@ def scenario_launch(a, check):
             f"{path.name}: the command is `reflex run --io ros2 --config … --ros-args …`",
             cmd[1:5] == ["run", "--io", "ros2", "--config"] and "--ros-args" in cmd,
         )
-        robot = Robot()
+        robot = Robot(hw_heartbeat=True)
         robot.start()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -742,10 +824,10 @@ def scenario_launch(a, check):
             res = robot.call(
                 GetParameters,
                 "/robot1/reflex/get_parameters",
-                GetParameters.Request(names=["use_sim_time", "safety.base.max_vx_mps"]),
+                GetParameters.Request(names=["use_sim_time", "ros.topics.cmd_vel"]),
             )
             got = [] if res is None else [parameter_value_to_python(v) for v in res.values]
-            check(f"{path.name}: its parameters reached the node ({got})", got == [False, 0.8])
+            check(f"{path.name}: its parameters reached the node ({got})", got == [False, "/cmd_vel"])
         finally:
             stop_reflex(proc)
             robot.close()
@@ -758,10 +840,10 @@ def percentile(xs, p):
 
 
 def scenario_measure(a, check):
-    # Stop category 0: the first command after an E-stop is zero (category 1 brakes first),
-    # so the time to the first zero is the reaction of adapter + loop + wire.
-    text = CONFIG.read_text().replace("stop_category = 1", "stop_category = 0")
-    assert "stop_category = 0" in text
+    # Stop category 0 (or 1 with --category 1): the E-stop ingress makes the gate send zero at
+    # once in both, so the time to the first zero is the reaction of adapter + gate + wire.
+    text = CONFIG.read_text().replace("stop_category = 1", f"stop_category = {a.category}")
+    assert f"stop_category = {a.category}" in text
     tmp = pathlib.Path(tempfile.mkdtemp()) / "reflex.toml"
     tmp.write_text(text)
     robot = Robot()
@@ -769,7 +851,7 @@ def scenario_measure(a, check):
     robot.start()
     t_spawn = time.monotonic()
     proc = start_reflex(a, tmp)
-    result = {"io": a.io, "presses": a.presses}
+    result = {"io": a.io, "presses": a.presses, "stop_category": a.category}
     try:
         first = wait_first_command(robot, proc, t_spawn, timeout=60.0)
         t_node = None
@@ -783,35 +865,53 @@ def scenario_measure(a, check):
         # The start-up reset, again until it drives (the released E-stop may still be in flight).
         for _ in range(5):
             time.sleep(0.3)
-            robot.reset()
+            robot.reset_and_start()
             if robot.wait_for("first motion", lambda vx: vx > 0.05, 2.0) is not None:
                 break
         else:
             check("motion before the presses", False)
             return 0
         latencies = []
+        wire, received = [], []
         missed = 0
         for _ in range(a.presses):
             time.sleep(random.uniform(0.0, 0.05))  # random phase against the 10 ms grids
             t0 = time.monotonic()
+            t_press = time.time_ns()
             robot.press(True)
             dt = robot.wait_for("zero after the press", lambda vx: abs(vx) < 1e-9, 1.0, t0=t0)
             if dt is None:
                 missed += 1
             else:
                 latencies.append(dt * 1e3)
+                zero = next(
+                    (c for c in robot.samples_since(t0) if abs(c[1]) < 1e-9 and c[2] >= t_press),
+                    None,
+                )
+                if zero is not None:
+                    # On the wire: Reflex's write (source timestamp); at the peer: its rmw.
+                    wire.append((zero[2] - t_press) / 1e6)
+                    received.append((zero[3] - t_press) / 1e6)
             robot.press(False)
             # Release, then reset until it drives again (a reset before the release arrived is
             # refused, as it must be).
             for _ in range(5):
                 time.sleep(0.05)
-                robot.reset()
+                robot.reset_and_start()
                 if robot.wait_for("motion after reset", lambda vx: vx > 0.01, 1.0) is not None:
                     break
             else:
                 check("motion after release + reset between presses", False)
                 break
         result["stopped"] = len(latencies)
+        for key, xs in (("estop_to_zero_on_wire_ms", wire), ("estop_to_zero_received_ms", received)):
+            if xs:
+                result[key] = {
+                    "n": len(xs),
+                    "p50": round(percentile(xs, 50), 3),
+                    "p99": round(percentile(xs, 99), 3),
+                    "max": round(max(xs), 3),
+                }
         result["missed"] = missed
         if latencies:
             result["estop_to_zero_ms"] = {
@@ -821,7 +921,12 @@ def scenario_measure(a, check):
             }
         print(json.dumps(result))
         if a.json:
-            raw = dict(result, latencies_ms=[round(x, 3) for x in latencies])
+            raw = dict(
+                result,
+                latencies_ms=[round(x, 3) for x in latencies],
+                wire_ms=[round(x, 3) for x in wire],
+                received_ms=[round(x, 3) for x in received],
+            )
             pathlib.Path(a.json).write_text(json.dumps(raw) + "\n")
         check(f"every one of {a.presses} presses stopped the robot ({result})", missed == 0)
         # Bounds, not this host's speed: the median and the 90th percentile within a few
@@ -849,6 +954,7 @@ def main():
         default="basic",
     )
     ap.add_argument("--presses", type=int, default=200)
+    ap.add_argument("--category", type=int, choices=[0, 1], default=0)
     ap.add_argument("--json")
     ap.add_argument("--lidar-process", action="store_true")
     a = ap.parse_args()
