@@ -34,7 +34,7 @@ fn realtime_run_keeps_its_deadlines_and_drives() {
 }
 
 #[test]
-fn a_hung_inference_worker_trips_the_watchdog_and_is_replaced() {
+fn a_hung_inference_worker_is_a_protective_stop_and_is_replaced() {
     let (config, package, backend) = setup();
     let options = SimOptions {
         duration_s: 3.0,
@@ -56,10 +56,11 @@ fn a_hung_inference_worker_trips_the_watchdog_and_is_replaced() {
         s.run.ticks_without_action > 0 || s.run.actions_dropped_stale > 0,
         "{s:?}"
     );
-    // …and 500 ms of silence trips the watchdog (internal E-stop) and brings a new worker.
-    assert!(report.watchdog_trips > 0, "{report:?}");
+    // …and past `[runtime] inference_deadline_ms` (500 ms) the supervisor brings a new worker.
+    // A slow or hung policy is not an E-stop: nothing latches, nobody has to reset.
     assert!(report.worker_restarts >= 1, "{report:?}");
-    assert!(s.run.vetoes.contains_key("estop_internal"), "{s:?}");
+    assert_eq!(report.watchdog_trips, 0, "{report:?}");
+    assert!(!s.run.vetoes.contains_key("estop_internal"), "{s:?}");
 }
 
 /// The `stationary` safe-point rule: a model handed over while the robot stands still is taken

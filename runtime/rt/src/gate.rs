@@ -15,6 +15,8 @@
 use reflex_core::CommandFrame;
 
 /// What the gate does now.
+// Returned by value once per period on the gate thread; boxing the frame would allocate.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GateOutput {
     /// Send this verdict.
