@@ -245,3 +245,36 @@ fn a_bad_ros_environment_is_refused_with_the_fix() {
         assert!(!err.contains("panicked"), "{io}: {err}");
     }
 }
+
+/// SAF-011 on the `ros2` adapter (r2r over rcl) with an rclpy robot: the RT thread killed, then
+/// stalled for 1 s, while driving: zero within two periods of the last verdict (the zero's
+/// source timestamp), then silence (panic) or a latched stop (stall).
+#[test]
+fn saf_011_rt_thread_faults_on_the_ros2_adapter() {
+    for (scenario, checks) in [
+        (
+            "rt-panic",
+            &[
+                "SAF-011 rt-panic: zero on the wire",
+                "SAF-011 rt-panic: nothing but zero after it",
+                "SAF-011 rt-panic: then silence",
+                "SAF-011 rt-panic: reflex exits with an error",
+            ][..],
+        ),
+        (
+            "rt-stall",
+            &[
+                "SAF-011 rt-stall: zero on the wire",
+                "SAF-011 rt-stall: nothing but zero after it",
+                "SAF-011 rt-stall: latched after the stall",
+                "release + reset + start => motion after the stall",
+            ][..],
+        ),
+    ] {
+        let (code, text) = harness("ros2", scenario, &[]);
+        assert_eq!(code, 0, "{scenario}: {text}");
+        for check in checks {
+            assert!(text.contains(&format!("PASS {check}")), "{check}: {text}");
+        }
+    }
+}

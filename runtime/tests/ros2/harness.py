@@ -839,6 +839,67 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
 
 
+def scenario_rt_fault(a, check):
+    """SAF-011 with an rclpy robot: the RT thread panics (or stalls 1 s) 9 s after the start
+    while the robot drives; what reaches the wire is read from the zero's source timestamp."""
+    fault = "panic@9" if a.scenario == "rt-panic" else "stall@9:1.0"
+    robot = Robot()
+    robot.press(False)
+    robot.start()
+    cmd = [a.reflex, "run", "--io", a.io, "--config", str(CONFIG), "--policy", str(POLICY)]
+    cmd += ["--duration", "60", "--inject-rt-fault", fault]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_first_command(robot, proc, time.monotonic())
+        robot.instr_pub.publish(String(data="go to the red marker"))
+        dt = release_and_reset(robot)
+        check(f"motion before the fault ({dt and round(dt, 2)} s)", dt is not None)
+        t_fault = None
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            s = robot.samples_since(time.monotonic() - 0.2)
+            if s and all(abs(c[1]) < 1e-9 for c in s[-3:]) and any(abs(c[1]) > 1e-6 for c in s):
+                t_fault = s[-1][0]
+                break
+            time.sleep(0.01)
+        check("the fault happened while driving", t_fault is not None)
+        if t_fault is None:
+            return 0
+        time.sleep(1.5)
+        after = [c for c in robot.samples_since(t_fault - 1.0) if c[0] >= t_fault - 0.05]
+        first_zero = next((i for i, c in enumerate(after) if abs(c[1]) < 1e-9), None)
+        check("a zero followed the last command", first_zero not in (None, 0))
+        if first_zero in (None, 0):
+            return 0
+        last, zero, rest = after[first_zero - 1], after[first_zero], after[first_zero:]
+        gap_ms = (zero[2] - last[2]) / 1e6 if last[2] and zero[2] else (zero[0] - last[0]) * 1e3
+        check(f"SAF-011 {a.scenario}: zero on the wire {gap_ms:.1f} ms after the last verdict (<= 25 ms)", gap_ms <= 25.0)
+        moving = [c[1] for c in rest if abs(c[1]) > 1e-9]
+        check(f"SAF-011 {a.scenario}: nothing but zero after it ({len(rest)} samples, {len(moving)} moving)", not moving)
+        if a.scenario == "rt-panic":
+            check(f"SAF-011 rt-panic: then silence ({len(rest)} zeros, <= 12)", len(rest) <= 12)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            out, err = stop_reflex(proc)
+            check(
+                f"SAF-011 rt-panic: reflex exits with an error (status {proc.returncode})",
+                proc.returncode not in (None, 0) and "RT thread" in (err or ""),
+            )
+        else:
+            t1 = time.monotonic()
+            time.sleep(1.5)
+            moved = [vx for _, vx in robot.vx_since(t1) if abs(vx) > 1e-6]
+            check("SAF-011 rt-stall: latched after the stall (no motion for 1.5 s)", not moved)
+            dt = release_and_reset(robot)
+            check("release + reset + start => motion after the stall", dt is not None)
+    finally:
+        stop_reflex(proc)
+        robot.close()
+    return 0
+
+
 def scenario_measure(a, check):
     # Stop category 0 (or 1 with --category 1): the E-stop ingress makes the gate send zero at
     # once in both, so the time to the first zero is the reaction of adapter + gate + wire.
@@ -950,7 +1011,7 @@ def main():
     ap.add_argument("--io", choices=["ros2", "dds"], default="ros2")
     ap.add_argument(
         "--scenario",
-        choices=["basic", "remap", "params", "params-arm", "launch", "wrong-type", "measure"],
+        choices=["basic", "remap", "params", "params-arm", "launch", "wrong-type", "measure", "rt-panic", "rt-stall"],
         default="basic",
     )
     ap.add_argument("--presses", type=int, default=200)
@@ -976,6 +1037,8 @@ def main():
         "params-arm": scenario_params_arm,
         "launch": scenario_launch,
         "measure": scenario_measure,
+        "rt-panic": scenario_rt_fault,
+        "rt-stall": scenario_rt_fault,
     }[a.scenario]
     code = run(a, check)
     rclpy.shutdown()
