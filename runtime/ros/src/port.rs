@@ -525,17 +525,32 @@ impl PortState {
                 w.report = report;
                 was
             }
-            None if self.estop_writers.len() < MAX_ESTOP_WRITERS => {
+            None => {
                 self.stats.estop_writers += 1;
-                self.estop_writers.push(EstopWriter {
+                let w = EstopWriter {
                     device,
                     writer,
                     report,
-                });
+                };
+                if self.estop_writers.len() < MAX_ESTOP_WRITERS {
+                    self.estop_writers.push(w);
+                } else if let Some(k) = self
+                    .estop_writers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| matches!(w.report, reflex_safety::EstopReport::Clear(_)))
+                    .min_by_key(|(_, w)| match w.report {
+                        reflex_safety::EstopReport::Clear(at) => at,
+                        _ => reflex_safety::Monotonic::from_nanos(0),
+                    })
+                    .map(|(k, _)| k)
+                {
+                    // Full: the publisher silent longest with "clear" makes room (a press is
+                    // never evicted; if every slot holds a press, resets stay refused anyway).
+                    self.estop_writers[k] = w;
+                }
                 false
             }
-            // More publishers than anyone wires: a press still latches (below).
-            None => false,
         };
         if pressed && !was_pressed {
             self.stats.estop_presses += 1;
@@ -551,6 +566,8 @@ impl PortState {
     fn source_report(&self, source: reflex_safety::EstopSource) -> reflex_safety::EstopReport {
         use reflex_safety::EstopReport;
         let mut oldest: Option<reflex_safety::Monotonic> = None;
+        let mut unreported = false;
+        // A press on any device wins over a device that has not reported yet.
         for (device, s) in self.estop_devices.iter().enumerate() {
             if *s != source {
                 continue;
@@ -564,9 +581,10 @@ impl PortState {
                     EstopReport::Unknown => {}
                 }
             }
-            if !reported {
-                return EstopReport::Unknown;
-            }
+            unreported |= !reported;
+        }
+        if unreported {
+            return EstopReport::Unknown;
         }
         oldest.map_or(EstopReport::Unknown, EstopReport::Clear)
     }
@@ -1139,5 +1157,35 @@ mod tests {
         assert_eq!(ros, EstopReport::Clear(Monotonic::from_nanos(11)));
         assert_eq!(hw, EstopReport::Clear(Monotonic::from_nanos(30)));
         assert_eq!(st.stats.estop_writers, 3);
+    }
+
+    #[test]
+    fn saf_012_a_press_wins_over_a_silent_device_and_a_full_table_keeps_every_press() {
+        use reflex_safety::{EstopReport, EstopSource, Monotonic};
+        let m = demo_manifest();
+        let mut st = PortState::new(&m, 8, vec![])
+            .with_estop_devices(vec![EstopSource::Hardware, EstopSource::Hardware]);
+        st.on_estop_from(1, 7, true, 5);
+        let mut frame = reflex_core::SensorFrame::new(8, 0);
+        let mut obs = m.observation();
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(
+            frame.estop[EstopSource::Hardware.index()],
+            EstopReport::Pressed(Monotonic::from_nanos(5)),
+            "device 1's press, though device 0 never reported"
+        );
+        // 40 publishers come and go on one topic; a press held by one of them, and one made by
+        // a newcomer after the table is full, both stay visible.
+        let mut st = PortState::new(&m, 8, vec![]);
+        st.on_estop_from(0, 1000, true, 1);
+        for k in 0..40 {
+            st.on_estop_from(0, k, false, 10 + k);
+        }
+        st.on_estop_from(0, 2000, true, 100);
+        st.on_estop_from(0, 1000, false, 101);
+        assert!(st.any_pressed(), "the newcomer's press is kept");
+        assert!(st.on_reset_request().is_err());
+        st.on_estop_from(0, 2000, false, 102);
+        assert!(!st.any_pressed());
     }
 }

@@ -134,12 +134,19 @@ impl RtThread {
             // SAF-012: every press edge since the last tick latches, however short it was and
             // whatever the device reports now (the supervisor's stall presses come this way too).
             let presses = ingress.presses();
+            let mut pressed_now = false;
             for source in EstopSource::ALL {
                 if presses[source.index()] != presses_seen[source.index()] {
                     estop[source.index()] = EstopReport::Pressed(Monotonic::from_nanos(now));
+                    pressed_now = true;
                 }
             }
             presses_seen = presses;
+            // The gate answers every press with zero (maybe not yet counted in
+            // `gate_zero_events`): braking continues from standstill, never from the old speed.
+            if pressed_now {
+                control.safety.assume_stopped();
+            }
             // SAF-011: this thread did not run for longer than `stall_estop_ms` (stopped,
             // starved, stalled): an E-stop latches (the gate sent zero after two periods).
             let resumed_ns = ticker::now_ns();

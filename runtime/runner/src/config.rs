@@ -121,6 +121,24 @@ impl ReflexConfig {
             .map(|(k, _)| k.as_str())
             .filter(|k| *k == "safety" || k.starts_with("safety."))
             .collect();
+        // Keys outside [safety] that decide how the robot stops: never from a launch parameter.
+        const GUARDED: [&str; 6] = [
+            "runtime.require_rt",
+            "runtime.stall_estop_ms",
+            "runtime.max_consecutive_misses",
+            "ros.estop_devices",
+            "ros.reset_from",
+            "ros.start_from",
+        ];
+        if let Some((key, _)) = overrides
+            .iter()
+            .find(|(k, _)| GUARDED.contains(&k.as_str()) || k == "runtime" || k == "ros")
+        {
+            anyhow::bail!(
+                "config: override {key} refused (SAF-014): it decides how the robot stops; fix: set it in {} itself",
+                path.display()
+            );
+        }
         if let Some(key) = safety_keys
             .iter()
             .find(|k| **k == "safety.expected_hash" || **k == "safety")
@@ -201,6 +219,21 @@ impl ReflexConfig {
             updates.validate()?;
         }
         config.ros.validate().map_err(anyhow::Error::msg)?;
+        // Every E-stop device feeds a source the safety layer waits for (a device on an
+        // unlisted source would be ignored until it reports, and a press on it only latches).
+        for (i, d) in config.ros.estop_devices.iter().enumerate() {
+            anyhow::ensure!(
+                config
+                    .safety
+                    .estop
+                    .sources
+                    .iter()
+                    .any(|s| s.name == d.source),
+                "ros.estop_devices[{i}] feeds the `{}` source, which [safety.estop] sources does not list; fix: add {{ name = \"{}\" }} (with max_age_ms for a heartbeat) to sources",
+                d.source.name(),
+                d.source.name()
+            );
+        }
         config.telemetry.bind_addr()?;
         if let Some(r) = &config.recorder {
             r.validate()?;
@@ -331,6 +364,9 @@ mod tests {
             ("safety.base.max_vx_mps", "5.0"),
             ("safety.lidar.max_age_ms", "100.0"),
             ("safety.estop.sources", "[]"),
+            ("runtime.require_rt", "false"),
+            ("runtime.stall_estop_ms", "10000.0"),
+            ("ros.reset_from", "[\"topic\"]"),
         ] {
             let err = format!(
                 "{:#}",

@@ -293,7 +293,11 @@ pub fn run_robot(
     let obs_out = Arc::new(std::sync::Mutex::new(obs_out));
     let telemetry = control.telemetry.clone();
     let inference_tap = options.recorder.as_ref().map(|r| r.inference_tap());
-    let spawn_worker = |backend: Box<dyn PolicyBackend>, generation: u32| {
+    // `retire`: set by the supervisor when it replaces this worker (a hung one ends when its
+    // `infer` returns and never sends that chunk).
+    let spawn_worker = |backend: Box<dyn PolicyBackend>,
+                        generation: u32,
+                        retire: Arc<AtomicBool>| {
         let telemetry = telemetry.clone();
         let inference_tap = inference_tap.clone();
         let stop = stop.clone();
@@ -311,7 +315,7 @@ pub fn run_robot(
                 let mut obs = manifest.observation();
                 let mut latencies_ms = Vec::with_capacity(4096);
                 let mut errors_in_a_row = 0u32;
-                while !stop.load(Ordering::Acquire) {
+                while !stop.load(Ordering::Acquire) && !retire.load(Ordering::Acquire) {
                     {
                         let mut slot = obs_out.lock().unwrap_or_else(|e| e.into_inner());
                         let newest = slot.read();
@@ -338,6 +342,9 @@ pub fn run_robot(
                     let t0 = rt::now_ns();
                     let result = backend.infer(&obs, &mut chunk);
                     let took = rt::now_ns() - t0;
+                    if retire.load(Ordering::Acquire) {
+                        break;
+                    }
                     beat.store(rt::now_ns(), Ordering::Release);
                     if let Err(e) = result {
                         // NaN/Inf from the model: this chunk is dropped and counted (the health
@@ -381,7 +388,8 @@ pub fn run_robot(
             })
             .context("cannot start the inference worker")
     };
-    let first_worker = spawn_worker(backend, 0)?;
+    let first_retire = Arc::new(AtomicBool::new(false));
+    let first_worker = spawn_worker(backend, 0, first_retire.clone())?;
 
     // The RT thread: the control loop on absolute deadlines (reflex_rt::rt_thread).
     let rt_thread = {
@@ -408,7 +416,7 @@ pub fn run_robot(
 
     // The actuator gate (SAF-011) on its own thread when the robot has a publisher; with the
     // simulator (no publisher) the robot I/O applies the same gate itself.
-    let mut forward: Option<Box<dyn FnMut(u64, u64)>> = None;
+    let mut forward: Option<Box<dyn FnMut(u64)>> = None;
     let gate_thread = match robot.take_actuator() {
         Some(actuator) => Some(spawn_gate(
             actuator,
@@ -426,13 +434,13 @@ pub fn run_robot(
             let mut sent_in = sent_in;
             let mut gate = ActuatorGate::new(period_ns, ZERO_PERIODS);
             let status = port.status.clone();
-            forward = Some(Box::new(move |now, presses| {
+            forward = Some(Box::new(move |presses| {
                 let frame = *command_out.read();
-                match gate.decide(now, &frame, presses) {
+                match gate.decide(rt::now_ns(), &frame, presses) {
                     GateOutput::Verdict(f) => sent_in.write(f),
                     GateOutput::Zero => {
-                        sent_in.write(CommandFrame::zero());
                         status.gate_zero_events.fetch_add(1, Ordering::AcqRel);
+                        sent_in.write(CommandFrame::zero());
                     }
                     GateOutput::Nothing => {}
                 }
@@ -465,6 +473,7 @@ pub fn run_robot(
                 .spawn_scoped(scope, move || {
                     supervise(Supervised {
                         workers: vec![first_worker],
+                        retire: first_retire,
                         spawn_worker: &spawn_worker,
                         loader,
                         package,
@@ -507,6 +516,12 @@ pub fn run_robot(
             if rt_thread.is_finished() {
                 break Err(anyhow::anyhow!("the RT thread ended"));
             }
+            if gate_thread.as_ref().is_some_and(|g| g.is_finished()) {
+                ingress.press(reflex_safety::EstopSource::Internal);
+                break Err(anyhow::anyhow!(
+                    "the actuator gate ended: nothing reaches the actuator; exiting so the service manager restarts Reflex"
+                ));
+            }
             robot.idle_until(next_ns);
             let now = rt::now_ns();
             next_ns += period_ns;
@@ -515,7 +530,7 @@ pub fn run_robot(
                 next_ns = now + period_ns - (now - start_ns) % period_ns;
             }
             if let Some(f) = forward.as_mut() {
-                f(now, ingress.total());
+                f(ingress.total());
             }
             let command = *sent_out.read();
             let frame = sensor_in.input_buffer_mut();
@@ -713,13 +728,28 @@ fn spawn_gate(
             let mut silent_since: Option<u64> = None;
             // Verdict made (RT tick) → handed to the middleware's write, per verdict sent.
             let mut to_wire = reflex_rt::control::Histogram::default();
+            let mut frozen = false;
             loop {
-                let now = rt::now_ns();
+                // The frame first, then the time: a verdict written in between is never
+                // mistaken for one from the future.
                 let frame = *command_out.read();
+                let now = rt::now_ns();
                 if stop.load(Ordering::Acquire) {
                     actuator.send(&CommandFrame::zero());
                     sent_in.write(CommandFrame::zero());
                     break;
+                }
+                // Stopped and continued (SIGSTOP/SIGCONT): zero from here on; the run exits.
+                if reflex_rt::shutdown::continued() {
+                    if !frozen {
+                        frozen = true;
+                        status.gate_zero_events.fetch_add(1, Ordering::AcqRel);
+                        ingress.press(reflex_safety::EstopSource::Watchdog);
+                        actuator.send(&CommandFrame::zero());
+                        sent_in.write(CommandFrame::zero());
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_nanos(period_ns));
+                    continue;
                 }
                 match gate.decide(now, &frame, ingress.total()) {
                     GateOutput::Verdict(f) => {
@@ -728,9 +758,10 @@ fn spawn_gate(
                         sent_in.write(f);
                     }
                     GateOutput::Zero => {
+                        // Counted before it goes out: the RT thread ramps from standstill.
+                        status.gate_zero_events.fetch_add(1, Ordering::AcqRel);
                         actuator.send(&CommandFrame::zero());
                         sent_in.write(CommandFrame::zero());
-                        status.gate_zero_events.fetch_add(1, Ordering::AcqRel);
                     }
                     GateOutput::Nothing => {}
                 }
@@ -779,6 +810,8 @@ type WorkerHandle = std::thread::JoinHandle<Result<Vec<f64>>>;
 
 struct Supervised<'a, F> {
     workers: Vec<WorkerHandle>,
+    /// The running worker's retire flag.
+    retire: Arc<AtomicBool>,
     spawn_worker: &'a F,
     loader: &'a BackendLoader<'a>,
     package: &'a PolicyPackage,
@@ -795,12 +828,13 @@ struct Supervised<'a, F> {
 /// actions aged out). Returns every worker started and the restarts.
 fn supervise<F>(s: Supervised<'_, F>) -> (Vec<WorkerHandle>, u32)
 where
-    F: Fn(Box<dyn PolicyBackend>, u32) -> Result<WorkerHandle>,
+    F: Fn(Box<dyn PolicyBackend>, u32, Arc<AtomicBool>) -> Result<WorkerHandle>,
 {
     const FIRST_BACKOFF_NS: u64 = 100_000_000;
     const MAX_BACKOFF_NS: u64 = 5_000_000_000;
     let Supervised {
         mut workers,
+        mut retire,
         spawn_worker,
         loader,
         package,
@@ -848,9 +882,16 @@ where
             }
             None => loader(package),
         };
-        match loaded.and_then(|b| spawn_worker(b, restarts)) {
+        let next_retire = Arc::new(AtomicBool::new(false));
+        match loaded.and_then(|b| spawn_worker(b, restarts, next_retire.clone())) {
             Ok(w) => {
+                // The replaced worker stops (now, or when its hung `infer` returns); the new
+                // one starts with a fresh beat (loading may have outlasted the deadline).
+                retire.store(true, Ordering::Release);
+                retire = next_retire;
                 workers.push(w);
+                worker_beat.store(rt::now_ns(), Ordering::Release);
+                worker_fault.store(false, Ordering::Release);
                 healthy_since_ns = rt::now_ns();
             }
             Err(e) => {
