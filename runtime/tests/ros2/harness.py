@@ -11,19 +11,23 @@ The harness is the whole robot: it publishes /scan, /camera/image_raw, /reflex/i
 
 Scenarios:
   basic    the node in the rclpy graph; an E-stop latched before Reflex starts keeps it stopped;
-           release + reset => motion; obstacle => stop; E-stop topic => stop; reset (the
-           std_srvs/Trigger service under ros2, the topic under dds) => motion; a lidar node in
-           its own process, SIGKILLed => stop within max age + braking; /diagnostics content.
+           release + reset alone => still stopped (SAF-013), + start => motion; obstacle =>
+           stop; E-stop topic => stop; reset and start (the std_srvs/Trigger services under
+           ros2, the topics under dds) => motion; a 1 ms press latches (SAF-012); a lidar node
+           in its own process, SIGKILLed => stop within max age + braking; /diagnostics content;
+           SIGTERM => zero last on the wire, exit 0 (SAF-011).
   remap    (ros2) `--ros-args -r __node:=… -r __ns:=… -r /scan:=…`: the node under its new name
            and namespace, scans only on the remapped topic still drive it, the service moves too.
   params   (ros2) `--ros-args --params-file launch/params/mobile_base.yaml` over a config whose
            [ros.topics] point elsewhere: the shipped file's topics take effect (motion on /scan),
-           its values are visible to rclpy as the node's parameters.
+           its values are visible to rclpy as the node's parameters; `-p safety.…` is refused
+           at start (SAF-014).
   params-arm  (ros2) the shipped launch/arm.toml with `--params-file launch/params/arm.yaml`:
            the file's parameters are the node's, Reflex subscribes the wrist camera the file
            names (and not the config's default camera), and takes joint states and wrist-camera
            frames from an rclpy arm (counted in its summary).
-  launch   (ros2) launch/reflex.launch.py and launch/reflex.launch.xml as shipped: the command
+  launch   (ros2) launch/reflex.launch.py and launch/reflex.launch.xml as shipped, with the
+           shipped launch/mobile_base.toml (the robot publishes the safety controller's heartbeat): the command
            line launch_ros would build from each file's Node (executable, arguments, name,
            namespace, params file + the use_sim_time dict as a params file, remappings; the
            wheels have no `ros2 launch`), plus `--policy` (no [updates] here: issue 22), runs
@@ -32,7 +36,10 @@ Scenarios:
   wrong-type  negative control: scans of another message type on /scan never reach Reflex, so
            the motion check must fail (exit 3).
   measure  discovery-to-first-command time, and N E-stop presses at random phase: E-stop message
-           published => first zero /cmd_vel received (stop category 0), p50/p99/max (--json).
+           published => first zero /cmd_vel, on the wire (its source timestamp), received, and
+           seen here (stop category --category 0|1), p50/p99/max (--json).
+  rt-panic, rt-stall  (SAF-011) the RT thread killed / stalled 1 s while driving: zero on the
+           wire within two periods of the last verdict, then silence / a latched stop.
 Exit 0 when every check passed, 1 when one failed, 3 for the negative control's expected failure.
 """
 import argparse
