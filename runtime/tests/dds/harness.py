@@ -575,7 +575,9 @@ def rt_fault(a, robot, proc, check):
         return
     last, zero, rest = gaps
     gap_ms = (zero[2] - last[2]) / 1e6 if last[2] and zero[2] else (zero[0] - last[0]) * 1e3
-    limit_ms = 2 * PERIOD_S * 1e3 + 5.0  # two periods, plus the gate's wake-up on this host
+    # Two periods by design (the gate zeroes when the newest verdict is older than that), plus
+    # margin for a loaded CI host's wake-ups: a bound, not the number (benches/README.md).
+    limit_ms = 2 * PERIOD_S * 1e3 + 10.0
     check(
         f"SAF-011 {a.scenario}: zero on the wire {gap_ms:.1f} ms after the last verdict (<= {limit_ms:.0f} ms)",
         gap_ms <= limit_ms,
