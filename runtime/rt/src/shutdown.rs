@@ -9,6 +9,10 @@
 //! middleware may be dead. A SIGCONT handler sets [`continued`]; the run then sends zero,
 //! latches, and exits with an error, so the service manager restarts Reflex (latched at start)
 //! rather than a frozen control process carrying on.
+//!
+//! A child process inherits the blocked mask across exec: `reflex run` starts none; a future
+//! caller that does must unblock SIGTERM/SIGINT in the child (`pre_exec`), or it cannot be
+//! stopped with them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
