@@ -148,27 +148,24 @@ impl RtThread {
                 control.safety.assume_stopped();
             }
             // SAF-011: this thread did not run for longer than `stall_estop_ms` (stopped,
-            // starved, stalled): an E-stop latches (the gate sent zero after two periods).
+            // starved, stalled; the gate sent zero after two periods) latches `watchdog`; N
+            // missed deadlines in a row latch `internal`.
             let resumed_ns = ticker::now_ns();
-            if last_tick_ns > 0 && resumed_ns.saturating_sub(last_tick_ns) > stall_ns {
-                estop[EstopSource::Watchdog.index()] =
-                    EstopReport::Pressed(Monotonic::from_nanos(now));
-                watchdog_trips += 1;
-                control
-                    .telemetry
-                    .watchdog_trips
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            let stalled = last_tick_ns > 0 && resumed_ns.saturating_sub(last_tick_ns) > stall_ns;
             last_tick_ns = resumed_ns;
-            // Watchdog: N missed deadlines in a row latch an internal E-stop.
-            if ticker.consecutive_misses >= u64::from(config.max_consecutive_misses) {
-                estop[EstopSource::Internal.index()] =
-                    EstopReport::Pressed(Monotonic::from_nanos(now));
-                watchdog_trips += 1;
-                control
-                    .telemetry
-                    .watchdog_trips
-                    .fetch_add(1, Ordering::Relaxed);
+            let missed = ticker.consecutive_misses >= u64::from(config.max_consecutive_misses);
+            for (tripped, source) in [
+                (stalled, EstopSource::Watchdog),
+                (missed, EstopSource::Internal),
+            ] {
+                if tripped {
+                    estop[source.index()] = EstopReport::Pressed(Monotonic::from_nanos(now));
+                    watchdog_trips += 1;
+                    control
+                        .telemetry
+                        .watchdog_trips
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
             // A silent inference worker is replaced by the supervisor; its actions age out.
             if now.saturating_sub(beat.load(Ordering::Acquire)) > worker_deadline_ns
