@@ -92,6 +92,53 @@ fn every_message_matches_rosbags_byte_for_byte() {
             },
         },
     );
+    let v = |x, y, z| Vector3 { x, y, z };
+    check(
+        "twist_stamped",
+        TwistStampedMsg {
+            header: header(1_700_000_000, 250_000_000, "base_link"),
+            twist: TwistMsg {
+                linear: v(0.5, 0.0, 0.0),
+                angular: v(0.0, 0.0, -0.75),
+            },
+        },
+    );
+    let mut pose_cov = [0.0; 36];
+    let mut twist_cov = [0.0; 36];
+    for i in 0..36 {
+        pose_cov[i] = i as f64 / 8.0;
+        twist_cov[i] = -(i as f64);
+    }
+    check(
+        "odometry",
+        Odometry {
+            header: header(5, 6, "odom"),
+            child_frame_id: "base_link".into(),
+            pose: PoseWithCovariance {
+                pose: Pose {
+                    position: Point {
+                        x: 1.0,
+                        y: 2.0,
+                        z: 0.0,
+                    },
+                    orientation: Quaternion {
+                        x: 0.0,
+                        y: 0.0,
+                        z: 0.5,
+                        w: 0.875,
+                    },
+                },
+                covariance: Covariance(pose_cov),
+            },
+            twist: TwistWithCovariance {
+                twist: TwistMsg {
+                    linear: v(0.625, -0.125, 0.0),
+                    angular: v(0.0, 0.0, 0.25),
+                },
+                covariance: Covariance(twist_cov),
+            },
+        },
+    );
     check(
         "diagnostic_array",
         DiagnosticArray {

@@ -134,3 +134,24 @@ fn the_shipped_unit_and_config_drive_a_robot_and_stop_it() {
         ],
     );
 }
+
+/// /odom (nav_msgs/Odometry from a Cyclone DDS drive) feeds the stopping distance, header
+/// stamps older than `[ros] max_stamp_age_ms` are refused, and `cmd_vel_type =
+/// "twist_stamped"` puts stamped commands on the wire (the plain `dds` build's default is Twist).
+#[test]
+fn odometry_feeds_the_stopping_distance_and_cmd_vel_can_be_stamped() {
+    scenario(
+        "odom",
+        &[
+            "PASS odometry required and fresh => motion",
+            "PASS wall 1.6 m ahead, odometry = the commanded speed => still moving",
+            "PASS odometry says 2.5 m/s (base sliding) => stop for the wall",
+            "PASS ... and it stays stopped while odometry says 2.5 m/s",
+            "PASS odometry back to the commanded speed, wall gone => motion",
+            "PASS odometry header stamps 0.5 s old (bound 200 ms) => refused => stop",
+            "PASS /diagnostics counts them",
+            "PASS fresh odometry again => motion",
+            "PASS cmd_vel_type = \"twist_stamped\": TwistStamped stamped when sent",
+        ],
+    );
+}

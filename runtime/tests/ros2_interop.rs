@@ -101,6 +101,7 @@ const BASIC: &[&str] = &[
     "E-stop topic => stop",
     "release + reset => motion",
     "/diagnostics while running",
+    "/cmd_vel is TwistStamped (Jazzy's default), stamped when sent",
     "SAF-012 a 1 ms press => stop",
     "SAF-012 ... and it stays latched after the release",
     "release + reset + start => motion after the short press",
@@ -276,5 +277,28 @@ fn saf_011_rt_thread_faults_on_the_ros2_adapter() {
         for check in checks {
             assert!(text.contains(&format!("PASS {check}")), "{check}: {text}");
         }
+    }
+}
+
+const ODOM: &[&str] = &[
+    "cmd_vel_type = \"twist\": Twist on /cmd_vel; odometry fresh => motion",
+    "wall 1.6 m ahead, odometry = the commanded speed => still moving",
+    "odometry says 2.5 m/s (base sliding) => stop for the wall",
+    "... and it stays stopped while odometry says 2.5 m/s",
+    "odometry back to the commanded speed, wall gone => motion",
+    "odometry header stamps 0.5 s old (bound 200 ms) => refused => stop",
+    "/diagnostics counts them",
+    "fresh odometry again => motion",
+];
+
+/// /odom (nav_msgs/Odometry from an rclpy drive) feeds the stopping distance and stale header
+/// stamps are refused, on both adapters; `[ros] cmd_vel_type = "twist"` overrides Jazzy's
+/// TwistStamped default (which every other scenario here runs with).
+#[test]
+fn odometry_feeds_the_stopping_distance_on_both_adapters() {
+    for io in ["ros2", "dds"] {
+        let (code, text) = harness(io, "odom", &[]);
+        println!("{io}: {text}");
+        assert_passed(code, &text, ODOM);
     }
 }

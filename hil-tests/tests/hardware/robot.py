@@ -69,7 +69,8 @@ class World:
 
 class Robot:
     """The plant (follows the last /cmd_vel) and the lidar (ray-cast at 25 Hz); the middleware
-    is a subclass's: write_scan(ranges), take_cmds() -> [(vx, vy, wz)], estop(b), reset()."""
+    is a subclass's: write_scan(ranges), write_odom(vx, vy, wz), take_cmds() -> [(vx, vy, wz)],
+    estop(b), reset(). The drive's odometry (/odom, 50 Hz) is the plant's velocity."""
 
     def __init__(self, world):
         self.world = world
@@ -84,6 +85,7 @@ class Robot:
 
     def _plant(self):
         last = time.monotonic()
+        next_odom = last
         while not self.stop.is_set():
             for cmd in self.take_cmds():
                 self.cmd = cmd
@@ -94,6 +96,9 @@ class Robot:
                 x, y, yaw = self.pose
                 c, s_ = math.cos(yaw), math.sin(yaw)
                 self.pose = [x + (c * vx - s_ * vy) * dt, y + (s_ * vx + c * vy) * dt, yaw + wz * dt]
+            if now >= next_odom:
+                next_odom = now + 0.02
+                self.write_odom(vx, vy, wz)
             time.sleep(0.01)
 
     def _lidar(self):
@@ -129,7 +134,14 @@ class CycloneRobot(Robot):
             self.dp, Topic(self.dp, "rt/reflex/estop_reset", h.Empty), qos=h.RELIABLE
         )
         self.start_w = DataWriter(self.dp, Topic(self.dp, "rt/reflex/start", h.Empty), qos=h.RELIABLE)
+        # /cmd_vel: Twist, the plain `dds` build's default (Humble's convention).
         self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", h.Twist), qos=h.RELIABLE)
+        self.odom_w = DataWriter(self.dp, Topic(self.dp, "rt/odom", h.Odometry), qos=h.SENSOR)
+
+    def write_odom(self, vx, vy, wz):
+        o = self.h.Odometry(header=self.h.Header(frame_id="odom"), child_frame_id="base_link")
+        o.twist.twist.linear.x, o.twist.twist.linear.y, o.twist.twist.angular.z = vx, vy, wz
+        self.odom_w.write(o)
 
     def take_cmds(self):
         return [
@@ -172,12 +184,13 @@ class RclpyRobot(Robot):
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.qos import qos_profile_sensor_data
-        from geometry_msgs.msg import Twist
+        from geometry_msgs.msg import TwistStamped
+        from nav_msgs.msg import Odometry
         from sensor_msgs.msg import LaserScan
         from std_msgs.msg import Bool, Empty
 
         rclpy.init()
-        self.msgs = (LaserScan, Bool, Empty)
+        self.msgs = (LaserScan, Bool, Empty, Odometry)
         n = self.node = rclpy.create_node("hil_robot")
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
@@ -190,10 +203,12 @@ class RclpyRobot(Robot):
         self.reset_p = n.create_publisher(Empty, "/reflex/estop_reset", reliable)
         self.start_p = n.create_publisher(Empty, "/reflex/start", reliable)
         self.cmds = []
+        self.odom_p = n.create_publisher(Odometry, "/odom", reliable)
+        # /cmd_vel: TwistStamped, Jazzy's default (the `ros2` build's distribution).
         n.create_subscription(
-            Twist,
+            TwistStamped,
             "/cmd_vel",
-            lambda m: self.cmds.append((m.linear.x, m.linear.y, m.angular.z)),
+            lambda m: self.cmds.append((m.twist.linear.x, m.twist.linear.y, m.twist.angular.z)),
             reliable,
         )
         executor = SingleThreadedExecutor()
@@ -213,6 +228,13 @@ class RclpyRobot(Robot):
         m.scan_time, m.range_min, m.range_max = 0.04, 0.05, 30.0
         m.ranges = ranges
         self.scan_p.publish(m)
+
+    def write_odom(self, vx, vy, wz):
+        o = self.msgs[3]()
+        o.header.frame_id, o.child_frame_id = "odom", "base_link"
+        o.header.stamp = self.node.get_clock().now().to_msg()
+        o.twist.twist.linear.x, o.twist.twist.linear.y, o.twist.twist.angular.z = vx, vy, wz
+        self.odom_p.publish(o)
 
     def estop(self, pressed):
         self.estop_p.publish(self.msgs[1](data=pressed))

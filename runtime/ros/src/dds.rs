@@ -11,10 +11,13 @@
 //! stops makes the scan go stale and the safety layer stops the robot); `/reflex/estop`
 //! (reliable, transient-local) → the `ros_topic` E-stop source (`Unknown` until the first
 //! message: the robot stays stopped); `/reflex/estop_reset` → explicit reset requests;
-//! `/camera/image_raw` (rgb8/bgr8, any size, nearest-neighbour to the policy's input) and
-//! `/reflex/instruction` → the policy's observation (state = the last command sent: this port
-//! has no odometry input). Outputs: `/cmd_vel` every period (zero when the verdict removed
-//! drive power), `/diagnostics` at 1 Hz.
+//! `/odom` (nav_msgs/Odometry, sensor data QoS) → the measured velocity the stopping distances
+//! use; `/camera/image_raw` (rgb8/bgr8, any size, nearest-neighbour to the policy's input) and
+//! `/reflex/instruction` → the policy's observation (state = the measured velocity, or the last
+//! command before any odometry). Outputs: `/cmd_vel` from the actuator gate (Twist or
+//! TwistStamped: `[ros] cmd_vel_type`, by default the convention of the ROS distribution the
+//! adapter's wire format is built for — `dds-jazzy`: TwistStamped, `dds`/`dds-humble`: Twist),
+//! `/diagnostics` at 1 Hz.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +35,8 @@ use ros2_client::{
 use crate::RosConfig;
 use crate::port::wall_clock_ns;
 use crate::port::{
-    BoolMsg, DiagnosticArray, Empty, Image, JointState, LaserScan, LoopDiagnostics, PortState, Qos,
-    StringMsg, TwistMsg,
+    BoolMsg, CmdVelType, DiagnosticArray, Empty, Image, JointState, LaserScan, LoopDiagnostics,
+    Odometry, PortState, Qos, StringMsg, TwistMsg, TwistStampedMsg,
 };
 use reflex_core::{Actuator, CommandFrame, EstopIngress, LoopStatus, RobotIo, SensorFrame};
 
@@ -58,6 +61,7 @@ pub struct DdsRobot {
     _node: Node,
     scan: Subscription<LaserScan>,
     joint_states: Subscription<JointState>,
+    odom: Subscription<Odometry>,
     image: Subscription<Image>,
     instruction: Subscription<StringMsg>,
     /// One subscription per E-stop device (`[ros] estop_devices`).
@@ -65,7 +69,7 @@ pub struct DdsRobot {
     estop_reset: Option<Subscription<Empty>>,
     start: Option<Subscription<Empty>>,
     /// Taken by the actuator gate's thread ([`RobotIo::take_actuator`]).
-    cmd_vel: Option<Publisher<TwistMsg>>,
+    cmd_vel: Option<CmdVel>,
     commands_published: Arc<AtomicU64>,
     diagnostics: Publisher<DiagnosticArray>,
     status: Arc<LoopStatus>,
@@ -137,7 +141,17 @@ impl DdsRobot {
         }
         let reset_t = topic!(&t.estop_reset, "std_msgs", "Empty", Qos::DEFAULT);
         let start_t = topic!(&t.start, "std_msgs", "Empty", Qos::DEFAULT);
-        let cmd_t = topic!(&t.cmd_vel, "geometry_msgs", "Twist", Qos::DEFAULT);
+        let odom_t = topic!(&t.odom, "nav_msgs", "Odometry", Qos::SENSOR_DATA);
+        let distro = ros2_client::COMPILED_ROS_DISTRO.as_str();
+        let cmd_vel_type = ros
+            .cmd_vel_type_for(distro)
+            .map_err(|e| anyhow::anyhow!("ros.cmd_vel_type: {e}"))?;
+        let cmd_t = match cmd_vel_type {
+            CmdVelType::Twist => topic!(&t.cmd_vel, "geometry_msgs", "Twist", Qos::DEFAULT),
+            CmdVelType::TwistStamped => {
+                topic!(&t.cmd_vel, "geometry_msgs", "TwistStamped", Qos::DEFAULT)
+            }
+        };
         let diag_t = topic!(
             &t.diagnostics,
             "diagnostic_msgs",
@@ -151,6 +165,9 @@ impl DdsRobot {
         let joint_states = node
             .create_subscription(&joints_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.joint_states)))?;
+        let odom = node
+            .create_subscription(&odom_t, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.odom)))?;
         let image = node
             .create_subscription(&image_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.image)))?;
@@ -180,9 +197,16 @@ impl DdsRobot {
         } else {
             None
         };
-        let cmd_vel = node
-            .create_publisher(&cmd_t, None)
-            .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", t.cmd_vel))?;
+        let publish_err = |e| anyhow::anyhow!("cannot publish {}: {e:?}", t.cmd_vel);
+        let cmd_vel = match cmd_vel_type {
+            CmdVelType::Twist => {
+                CmdVel::Twist(node.create_publisher(&cmd_t, None).map_err(publish_err)?)
+            }
+            CmdVelType::TwistStamped => CmdVel::Stamped(
+                node.create_publisher(&cmd_t, None).map_err(publish_err)?,
+                ros.cmd_vel_frame_id.clone(),
+            ),
+        };
         let diagnostics = node
             .create_publisher(&diag_t, None)
             .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", t.diagnostics))?;
@@ -190,6 +214,7 @@ impl DdsRobot {
             _node: node,
             scan,
             joint_states,
+            odom,
             image,
             instruction,
             estops,
@@ -204,7 +229,8 @@ impl DdsRobot {
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names)
-                .with_estop_devices(devices.iter().map(|d| d.source).collect()),
+                .with_estop_devices(devices.iter().map(|d| d.source).collect())
+                .with_max_stamp_age(ros.max_stamp_age_ns()),
         })
     }
 
@@ -239,16 +265,33 @@ impl Wake for ThreadWaker {
     }
 }
 
+/// The `/cmd_vel` publisher, of the configured type (`[ros] cmd_vel_type`).
+enum CmdVel {
+    Twist(Publisher<TwistMsg>),
+    /// With the header's frame id.
+    Stamped(Publisher<TwistStampedMsg>, String),
+}
+
 /// `/cmd_vel` for the actuator gate's thread.
 struct DdsActuator {
-    cmd_vel: Publisher<TwistMsg>,
+    cmd_vel: CmdVel,
     published: Arc<AtomicU64>,
 }
 
 impl Actuator for DdsActuator {
     fn send(&mut self, command: &CommandFrame) {
-        let twist = crate::port::command_twist(command);
-        if self.cmd_vel.publish(twist).is_ok() {
+        let sent = match &self.cmd_vel {
+            CmdVel::Twist(p) => p.publish(crate::port::command_twist(command)).is_ok(),
+            // Stamped when it is sent (ROS time = the host's wall clock).
+            CmdVel::Stamped(p, frame_id) => p
+                .publish(crate::port::command_twist_stamped(
+                    command,
+                    wall_clock_ns(),
+                    frame_id,
+                ))
+                .is_ok(),
+        };
+        if sent {
             self.published.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -320,6 +363,10 @@ impl RobotIo for DdsRobot {
         // The command itself went out on the actuator gate's thread; this is what it sent.
         self.state.command(command.base, command.drive_enabled);
         self.state.stats.commands_published = self.commands_published.load(Ordering::Relaxed);
+        self.state.set_wall_clock(wall_clock_ns());
+        while let Ok(Some((o, _))) = self.odom.take() {
+            self.state.on_odom(&o, now);
+        }
         while let Ok(Some((scan, _))) = self.scan.take() {
             self.state.on_scan(&scan, now);
         }

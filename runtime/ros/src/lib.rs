@@ -19,8 +19,11 @@
 //!
 //! # Config keys
 //! `[ros]` ([`RosConfig`]): `node_name` (`"reflex"`), `namespace` (`"/"`), `use_sim_time`
-//! (false), `[ros.topics]` ([`port::Topics`]: every topic name, remappable). Every key can also
-//! be given as a ROS parameter of the same dotted name under `ros2`.
+//! (false), `[ros.topics]` ([`port::Topics`]: every topic name, remappable), `estop_devices`,
+//! `reset_from`, `start_from`, `cmd_vel_type` (`twist` | `twist_stamped`; unset: the ROS
+//! distribution's convention), `cmd_vel_frame_id` (`"base_link"`), `max_stamp_age_ms` (unset:
+//! header stamps not read). Under `ros2` a key can also be given as a ROS parameter of the same
+//! dotted name, except those that decide how the robot stops or which inputs count (SAF-014).
 //!
 //! # Example
 //! ```
@@ -47,7 +50,9 @@ pub mod ros2;
 pub struct RosConfig {
     pub node_name: String,
     pub namespace: String,
-    /// Use `/clock` instead of the host's clock for message stamps (simulation).
+    /// ROS's `use_sim_time`, accepted so launch files can pass it. Reflex does not read
+    /// `/clock`: its timing is the host's monotonic clock, its stamps the host's wall clock, so
+    /// it refuses the settings that would compare or send stamps under simulated time.
     pub use_sim_time: bool,
     pub topics: port::Topics,
     /// E-stop devices (SAF-012), each a std_msgs/Bool topic (true = pressed) feeding one
@@ -59,6 +64,17 @@ pub struct RosConfig {
     /// Where a start may come from (SAF-013): `topic` (`topics.start`) and/or `service`
     /// (`~/start`, under `ros2`). Default both.
     pub start_from: Vec<RequestSource>,
+    /// What `/cmd_vel` carries: `twist` or `twist_stamped`; unset, the convention of the ROS
+    /// distribution the adapter was built for (Humble: Twist; Jazzy and newer: TwistStamped,
+    /// what ros2_control's diff_drive_controller takes there).
+    pub cmd_vel_type: Option<port::CmdVelType>,
+    /// `header.frame_id` of a TwistStamped `/cmd_vel` (`"base_link"`).
+    pub cmd_vel_frame_id: String,
+    /// Refuse `/scan`, `/joint_states` and `/odom` messages whose header stamp is further than
+    /// this (ms) from the host's clock. Set it only when the robot's clocks are shared with the
+    /// host (PTP or chrony, or the same machine); unset (default), header stamps are not read
+    /// and inputs age from their reception.
+    pub max_stamp_age_ms: Option<f64>,
 }
 
 /// One `[[ros.estop_devices]]` entry.
@@ -91,6 +107,9 @@ impl Default for RosConfig {
             estop_devices: Vec::new(),
             reset_from: vec![RequestSource::Topic, RequestSource::Service],
             start_from: vec![RequestSource::Topic, RequestSource::Service],
+            cmd_vel_type: None,
+            cmd_vel_frame_id: "base_link".into(),
+            max_stamp_age_ms: None,
         }
     }
 }
@@ -108,9 +127,38 @@ impl RosConfig {
         }
     }
 
+    /// The `/cmd_vel` type in force for an adapter built for ROS distribution `distro`.
+    pub fn cmd_vel_type_for(&self, distro: &str) -> Result<port::CmdVelType, String> {
+        let t = match self.cmd_vel_type {
+            Some(t) => t,
+            None => port::CmdVelType::for_distro(distro)?,
+        };
+        if self.use_sim_time && t == port::CmdVelType::TwistStamped {
+            return Err(format!(
+                "/cmd_vel as TwistStamped ({distro}'s default, or ros.cmd_vel_type) with ros.use_sim_time: Reflex does not read /clock and would stamp commands with the host's clock, which a controller on simulated time takes as far in the future (its command timeout would never fire); fix: ros.cmd_vel_type = \"twist\" in simulation"
+            ));
+        }
+        Ok(t)
+    }
+
+    /// `max_stamp_age_ms` in ns.
+    pub fn max_stamp_age_ns(&self) -> Option<u64> {
+        self.max_stamp_age_ms.map(|ms| (ms * 1e6) as u64)
+    }
+
     /// Checks topics and E-stop devices; errors name the key and the fix.
     pub fn validate(&self) -> Result<(), String> {
         self.topics.validate()?;
+        if let Some(ms) = self.max_stamp_age_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err(format!(
+                    "ros.max_stamp_age_ms = {ms}: expected a positive number of milliseconds; fix: e.g. 100.0, or remove it when the robot's clocks are not shared"
+                ));
+            }
+            if self.use_sim_time {
+                return Err("ros.max_stamp_age_ms with ros.use_sim_time: Reflex does not read /clock, so simulated stamps cannot be compared with its clock; fix: remove one of them".into());
+            }
+        }
         for (i, d) in self.estop_devices.iter().enumerate() {
             let probe = port::Topics {
                 estop: d.topic.clone(),

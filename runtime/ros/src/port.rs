@@ -25,6 +25,8 @@ pub struct Topics {
     pub estop_reset: String,
     /// SAF-013: std_msgs/Empty; after a reset, the robot moves only after a start.
     pub start: String,
+    /// nav_msgs/Odometry: the measured base velocity, for the stopping distances.
+    pub odom: String,
     pub cmd_vel: String,
     pub diagnostics: String,
 }
@@ -39,6 +41,7 @@ impl Default for Topics {
             estop: "/reflex/estop".into(),
             estop_reset: "/reflex/estop_reset".into(),
             start: "/reflex/start".into(),
+            odom: "/odom".into(),
             cmd_vel: "/cmd_vel".into(),
             diagnostics: "/diagnostics".into(),
         }
@@ -56,6 +59,7 @@ impl Topics {
             ("estop", &self.estop),
             ("estop_reset", &self.estop_reset),
             ("start", &self.start),
+            ("odom", &self.odom),
             ("cmd_vel", &self.cmd_vel),
             ("diagnostics", &self.diagnostics),
         ] {
@@ -226,6 +230,139 @@ pub struct TwistMsg {
     pub angular: Vector3,
 }
 
+/// geometry_msgs/msg/TwistStamped (what ros2_control's diff_drive_controller takes from Jazzy on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TwistStampedMsg {
+    pub header: Header,
+    pub twist: TwistMsg,
+}
+
+/// geometry_msgs/msg/Point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub z: f64,
+}
+
+/// geometry_msgs/msg/Quaternion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quaternion {
+    pub x: f64,
+    pub y: f64,
+    pub z: f64,
+    pub w: f64,
+}
+
+/// geometry_msgs/msg/Pose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pose {
+    pub position: Point,
+    pub orientation: Quaternion,
+}
+
+/// A row-major 6×6 covariance (`float64[36]`: a fixed array, no length on the wire).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Covariance(pub [f64; 36]);
+
+impl Default for Covariance {
+    fn default() -> Self {
+        Self([0.0; 36])
+    }
+}
+
+impl Serialize for Covariance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(36)?;
+        for v in &self.0 {
+            t.serialize_element(v)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Covariance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Covariance;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("36 float64")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Covariance, A::Error> {
+                let mut out = [0.0; 36];
+                for (i, slot) in out.iter_mut().enumerate() {
+                    *slot = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Covariance(out))
+            }
+        }
+        d.deserialize_tuple(36, V)
+    }
+}
+
+/// geometry_msgs/msg/PoseWithCovariance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoseWithCovariance {
+    pub pose: Pose,
+    pub covariance: Covariance,
+}
+
+/// geometry_msgs/msg/TwistWithCovariance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TwistWithCovariance {
+    pub twist: TwistMsg,
+    pub covariance: Covariance,
+}
+
+/// nav_msgs/msg/Odometry. Reflex reads `twist` (in `child_frame_id`, the base frame, as REP 105
+/// has it): the measured base velocity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Odometry {
+    pub header: Header,
+    pub child_frame_id: String,
+    pub pose: PoseWithCovariance,
+    pub twist: TwistWithCovariance,
+}
+
+/// What `/cmd_vel` carries (`[ros] cmd_vel_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmdVelType {
+    /// geometry_msgs/Twist: Humble's convention (Nav2, teleop, `~/cmd_vel_unstamped`).
+    Twist,
+    /// geometry_msgs/TwistStamped, stamped with the send time: what Jazzy's
+    /// diff_drive_controller takes (its `cmd_vel_timeout` then measures from Reflex's stamp).
+    TwistStamped,
+}
+
+impl CmdVelType {
+    /// The convention of a ROS 2 distribution (`$ROS_DISTRO`'s spelling): Twist up to Iron,
+    /// TwistStamped from Jazzy on (ros2_controllers dropped the unstamped input there).
+    pub fn for_distro(distro: &str) -> Result<Self, String> {
+        match distro {
+            "foxy" | "galactic" | "humble" | "iron" => Ok(Self::Twist),
+            "jazzy" | "kilted" | "lyrical" | "rolling" => Ok(Self::TwistStamped),
+            other => Err(format!(
+                "ROS distribution {other:?} unknown, so the /cmd_vel type has no default; fix: set [ros] cmd_vel_type = \"twist\" or \"twist_stamped\""
+            )),
+        }
+    }
+
+    pub fn ros_type(self) -> &'static str {
+        match self {
+            Self::Twist => type_names::TWIST,
+            Self::TwistStamped => type_names::TWIST_STAMPED,
+        }
+    }
+}
+
 /// diagnostic_msgs/msg/KeyValue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
@@ -260,6 +397,8 @@ pub mod type_names {
     pub const BOOL: &str = "std_msgs/msg/Bool";
     pub const EMPTY: &str = "std_msgs/msg/Empty";
     pub const TWIST: &str = "geometry_msgs/msg/Twist";
+    pub const TWIST_STAMPED: &str = "geometry_msgs/msg/TwistStamped";
+    pub const ODOMETRY: &str = "nav_msgs/msg/Odometry";
     pub const DIAGNOSTIC_ARRAY: &str = "diagnostic_msgs/msg/DiagnosticArray";
 
     /// `sensor_msgs/msg/LaserScan` → `sensor_msgs::msg::dds_::LaserScan_`.
@@ -330,6 +469,11 @@ pub struct PortStats {
     pub instructions: u64,
     pub joint_states: u64,
     pub joint_states_refused: u64,
+    pub odometry: u64,
+    pub odometry_refused: u64,
+    /// Scans, joint states and odometry refused for a header stamp outside
+    /// `[ros] max_stamp_age_ms` of this host's clock (also counted in their `*_refused`).
+    pub stale_stamps: u64,
     pub commands_published: u64,
 }
 
@@ -376,6 +520,13 @@ pub struct PortState {
     joint_stamp_ns: u64,
     joint_positions: Vec<f64>,
     joint_velocities: Vec<f64>,
+    /// The latest accepted `/odom` twist and its reception stamp (monotonic ns; 0 = none yet).
+    odom: reflex_safety::Twist,
+    odom_stamp_ns: u64,
+    /// `[ros] max_stamp_age_ms` (ns): header stamps are compared with `wall_ns` (clocks shared).
+    max_stamp_age_ns: Option<u64>,
+    /// This host's wall clock (ROS time), set by the adapter each step.
+    wall_ns: u64,
     /// The running model's digest, for `/diagnostics`.
     pub model_digest: String,
     pub stats: PortStats,
@@ -410,9 +561,67 @@ impl PortState {
             joint_velocities: vec![0.0; joint_names.len()],
             joint_names,
             joint_stamp_ns: 0,
+            odom: reflex_safety::Twist::default(),
+            odom_stamp_ns: 0,
+            max_stamp_age_ns: None,
+            wall_ns: 0,
             model_digest: String::new(),
             stats: PortStats::default(),
         }
+    }
+
+    /// `[ros] max_stamp_age_ms`: refuse inputs whose header stamp is further than this from the
+    /// host's clock (either way). Only meaningful when the robot's clock is shared (PTP/chrony,
+    /// or the same host): unset, header stamps are not read at all.
+    pub fn with_max_stamp_age(mut self, max_age_ns: Option<u64>) -> Self {
+        self.max_stamp_age_ns = max_age_ns;
+        self
+    }
+
+    /// The host's wall clock now (ROS time); the adapter sets it before it hands over inputs.
+    pub fn set_wall_clock(&mut self, wall_ns: u64) {
+        self.wall_ns = wall_ns;
+    }
+
+    /// Whether a header stamp passes `[ros] max_stamp_age_ms` (always, when unset). A zero stamp
+    /// (a driver that does not stamp) and a stamp from the future beyond the bound (clocks not
+    /// in fact shared) fail too.
+    fn stamp_ok(&mut self, header: &Header) -> bool {
+        let Some(max_age) = self.max_stamp_age_ns else {
+            return true;
+        };
+        let ok = header.stamp.as_nanos().is_some_and(|stamp| {
+            stamp != 0
+                && self.wall_ns.saturating_sub(stamp) <= max_age
+                && stamp.saturating_sub(self.wall_ns) <= max_age
+        });
+        if !ok {
+            self.stats.stale_stamps += 1;
+        }
+        ok
+    }
+
+    /// `/odom`: the measured base velocity (linear x/y, angular z of `twist`, in the base frame),
+    /// stamped on reception; non-finite values or a stamp outside `max_stamp_age_ms` are
+    /// refused (the last good one ages; with `[safety.base] odometry_max_age_ms` the robot
+    /// then stops).
+    pub fn on_odom(&mut self, odom: &Odometry, now_ns: u64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
+        let t = &odom.twist.twist;
+        let twist = reflex_safety::Twist {
+            vx_mps: t.linear.x,
+            vy_mps: t.linear.y,
+            wz_radps: t.angular.z,
+        };
+        let finite =
+            twist.vx_mps.is_finite() && twist.vy_mps.is_finite() && twist.wz_radps.is_finite();
+        if !finite || !self.stamp_ok(&odom.header) {
+            self.stats.odometry_refused += 1;
+            return;
+        }
+        self.odom = twist;
+        self.odom_stamp_ns = now_ns;
+        self.stats.odometry += 1;
     }
 
     /// `/joint_states`, matched by name to the configured joints; a message missing one of them
@@ -421,6 +630,10 @@ impl PortState {
     pub fn on_joint_state(&mut self, js: &JointState, now_ns: u64) {
         self.clock_ns = self.clock_ns.max(now_ns);
         if self.joint_names.is_empty() {
+            return;
+        }
+        if !self.stamp_ok(&js.header) {
+            self.stats.joint_states_refused += 1;
             return;
         }
         let mut positions = [0.0f64; 16];
@@ -459,7 +672,7 @@ impl PortState {
             && scan.angle_increment != 0.0
             && scan.angle_min.is_finite()
             && scan.range_max > scan.range_min;
-        if !ok {
+        if !ok || !self.stamp_ok(&scan.header) {
             self.stats.scans_refused += 1;
             return;
         }
@@ -695,7 +908,8 @@ impl PortState {
         frame.range_max_m = range_max;
         frame.ranges.clear();
         frame.ranges.extend_from_slice(&self.ranges);
-        frame.odom = None;
+        frame.odom_stamp_ns = self.odom_stamp_ns;
+        frame.odom = (self.odom_stamp_ns != 0).then_some(self.odom);
         frame.estop = [EstopReport::Unknown; EstopSource::COUNT];
         for source in [EstopSource::Hardware, EstopSource::RosTopic] {
             if self.estop_devices.contains(&source) {
@@ -713,8 +927,12 @@ impl PortState {
         }
         let fresh = std::mem::take(&mut self.image_fresh);
         if fresh {
-            // This port has no odometry input: the last command stands in for the state.
-            let c = self.last_command;
+            // The measured velocity, or, before any odometry, the last command.
+            let c = if self.odom_stamp_ns != 0 {
+                self.odom
+            } else {
+                self.last_command
+            };
             for (s, v) in
                 obs.state
                     .iter_mut()
@@ -835,6 +1053,9 @@ impl LoopDiagnostics {
                     ("images_refused", s.images_refused),
                     ("joint_states", s.joint_states),
                     ("joint_states_refused", s.joint_states_refused),
+                    ("odometry", s.odometry),
+                    ("odometry_refused", s.odometry_refused),
+                    ("stale_stamps", s.stale_stamps),
                     ("instructions", s.instructions),
                     ("commands_published", s.commands_published),
                 ]
@@ -952,6 +1173,21 @@ pub fn command_twist(command: &reflex_core::CommandFrame) -> TwistMsg {
         twist_of(command.base)
     } else {
         twist_of(reflex_safety::Twist::default())
+    }
+}
+
+/// [`command_twist`] as geometry_msgs/TwistStamped, stamped `stamp_ns` (the send time, ROS time).
+pub fn command_twist_stamped(
+    command: &reflex_core::CommandFrame,
+    stamp_ns: u64,
+    frame_id: &str,
+) -> TwistStampedMsg {
+    TwistStampedMsg {
+        header: Header {
+            stamp: Time::from_nanos(stamp_ns),
+            frame_id: frame_id.into(),
+        },
+        twist: command_twist(command),
     }
 }
 
@@ -1187,5 +1423,110 @@ mod tests {
         assert!(st.on_reset_request().is_err());
         st.on_estop_from(0, 2000, false, 102);
         assert!(!st.any_pressed());
+    }
+
+    fn odom(vx: f64, stamp_ns: u64) -> Odometry {
+        let mut o = Odometry {
+            header: Header {
+                stamp: Time::from_nanos(stamp_ns),
+                frame_id: "odom".into(),
+            },
+            child_frame_id: "base_link".into(),
+            ..Odometry::default()
+        };
+        o.twist.twist.linear.x = vx;
+        o.twist.twist.angular.z = 0.25;
+        o
+    }
+
+    #[test]
+    fn odometry_feeds_the_frame_and_bad_or_stale_messages_are_refused() {
+        let m = demo_manifest();
+        let mut st = PortState::new(&m, 8, vec![]);
+        let mut frame = reflex_core::SensorFrame::new(8, 0);
+        let mut obs = m.observation();
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(
+            frame.odom, None,
+            "no odometry yet: none (the command stands in)"
+        );
+        // Clocks not shared (no bound): the header stamp is not read, even a zero one.
+        st.on_odom(&odom(0.75, 0), 40);
+        st.on_odom(&odom(f64::NAN, 0), 41);
+        st.finish_step(&mut frame, &mut obs);
+        let t = frame.odom.expect("accepted");
+        assert_eq!(
+            (t.vx_mps, t.wz_radps, frame.odom_stamp_ns),
+            (0.75, 0.25, 40)
+        );
+        assert_eq!((st.stats.odometry, st.stats.odometry_refused), (1, 1));
+
+        // Clocks shared, 100 ms bound: old, future, zero stamps refused (odometry and scans).
+        let wall = 1_000_000_000_000;
+        let mut st = PortState::new(&m, 8, vec![]).with_max_stamp_age(Some(100_000_000));
+        st.set_wall_clock(wall);
+        st.on_odom(&odom(0.5, wall - 50_000_000), 7);
+        st.on_odom(&odom(2.0, wall - 150_000_000), 8);
+        st.on_odom(&odom(2.0, wall + 150_000_000), 9);
+        st.on_odom(&odom(2.0, 0), 10);
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(frame.odom.map(|t| t.vx_mps), Some(0.5));
+        assert_eq!(
+            frame.odom_stamp_ns, 7,
+            "refused messages leave the odometry to age"
+        );
+        assert_eq!((st.stats.odometry_refused, st.stats.stale_stamps), (3, 3));
+        let scan = LaserScan {
+            header: Header {
+                stamp: Time::from_nanos(wall - 300_000_000),
+                frame_id: "laser".into(),
+            },
+            angle_increment: 0.1,
+            range_max: 30.0,
+            ranges: vec![1.0; 4],
+            ..LaserScan::default()
+        };
+        st.on_scan(&scan, 11);
+        assert_eq!((st.stats.scans_refused, st.scan_stamp_ns), (1, 0));
+        assert_eq!(st.stats.stale_stamps, 4);
+        // The policy's state is the measured velocity once there is odometry.
+        st.on_image(
+            &Image {
+                height: 1,
+                width: 1,
+                encoding: "rgb8".into(),
+                step: 3,
+                data: vec![0, 0, 0],
+                ..Image::default()
+            },
+            &mut obs,
+        );
+        assert!(st.finish_step(&mut frame, &mut obs));
+        assert_eq!(obs.state[0], 0.5);
+    }
+
+    #[test]
+    fn the_cmd_vel_type_follows_the_distribution_and_stamps_the_send_time() {
+        assert_eq!(CmdVelType::for_distro("humble"), Ok(CmdVelType::Twist));
+        assert_eq!(
+            CmdVelType::for_distro("jazzy"),
+            Ok(CmdVelType::TwistStamped)
+        );
+        let err = CmdVelType::for_distro("ardent2").unwrap_err();
+        assert!(err.contains("cmd_vel_type"), "{err}");
+        let mut command = reflex_core::CommandFrame::zero();
+        command.drive_enabled = true;
+        command.base.vx_mps = 0.4;
+        let m = command_twist_stamped(&command, 1_500_000_000, "base_link");
+        assert_eq!(
+            (m.header.stamp.sec, m.header.stamp.nanosec),
+            (1, 500_000_000)
+        );
+        assert_eq!(
+            (m.twist.linear.x, m.header.frame_id.as_str()),
+            (0.4, "base_link")
+        );
+        command.drive_enabled = false;
+        assert_eq!(command_twist_stamped(&command, 0, "").twist.linear.x, 0.0);
     }
 }

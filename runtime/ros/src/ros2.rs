@@ -103,6 +103,7 @@ pub struct Ros2Robot {
     node: r2r::Node,
     scan: Sub<r2r::sensor_msgs::msg::LaserScan>,
     joint_states: Sub<r2r::sensor_msgs::msg::JointState>,
+    odom: Sub<r2r::nav_msgs::msg::Odometry>,
     image: Sub<r2r::sensor_msgs::msg::Image>,
     instruction: Sub<r2r::std_msgs::msg::String>,
     /// One subscription per E-stop device (`[ros] estop_devices`).
@@ -114,7 +115,7 @@ pub struct Ros2Robot {
     #[cfg(not(feature = "ros2-doc-only"))]
     start_service: Option<TriggerService>,
     /// Taken by the actuator gate's thread ([`RobotIo::take_actuator`]).
-    cmd_vel: Option<r2r::Publisher<r2r::geometry_msgs::msg::Twist>>,
+    cmd_vel: Option<CmdVel>,
     commands_published: Arc<std::sync::atomic::AtomicU64>,
     diagnostics: r2r::Publisher<r2r::diagnostic_msgs::msg::DiagnosticArray>,
     /// r2r's parameter services, polled on every step (they answer once rcl has the request).
@@ -157,6 +158,7 @@ impl Ros2Robot {
         let joint_states: Sub<r2r::sensor_msgs::msg::JointState> =
             sub!(&t.joint_states, Qos::SENSOR_DATA);
         let instruction: Sub<r2r::std_msgs::msg::String> = sub!(&t.instruction, Qos::DEFAULT);
+        let odom: Sub<r2r::nav_msgs::msg::Odometry> = sub!(&t.odom, Qos::SENSOR_DATA);
         let devices = ros.devices();
         let mut estops: Vec<Sub<r2r::std_msgs::msg::Bool>> = Vec::new();
         for d in &devices {
@@ -198,9 +200,27 @@ impl Ros2Robot {
         };
         #[cfg(feature = "ros2-doc-only")]
         let _ = Service;
-        let cmd_vel = node
-            .create_publisher(&t.cmd_vel, profile(Qos::DEFAULT))
-            .with_context(|| format!("cannot publish {}", t.cmd_vel))?;
+        let cmd_vel_type = ros
+            .cmd_vel_type_for(ROS_DISTRO)
+            .map_err(|e| anyhow::anyhow!("ros.cmd_vel_type: {e}"))?;
+        let publish_err = || format!("cannot publish {}", t.cmd_vel);
+        let cmd_vel = match cmd_vel_type {
+            port::CmdVelType::Twist => CmdVel::Twist(
+                node.create_publisher(&t.cmd_vel, profile(Qos::DEFAULT))
+                    .with_context(publish_err)?,
+            ),
+            port::CmdVelType::TwistStamped => CmdVel::Stamped(
+                node.create_publisher(&t.cmd_vel, profile(Qos::DEFAULT))
+                    .with_context(publish_err)?,
+                r2r::geometry_msgs::msg::TwistStamped {
+                    header: r2r::std_msgs::msg::Header {
+                        frame_id: ros.cmd_vel_frame_id.clone(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+        };
         let diagnostics = node
             .create_publisher(&t.diagnostics, profile(Qos::DEFAULT))
             .with_context(|| format!("cannot publish {}", t.diagnostics))?;
@@ -214,6 +234,7 @@ impl Ros2Robot {
             node,
             scan,
             joint_states,
+            odom,
             image,
             instruction,
             estops,
@@ -232,7 +253,8 @@ impl Ros2Robot {
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names)
-                .with_estop_devices(devices.iter().map(|d| d.source).collect()),
+                .with_estop_devices(devices.iter().map(|d| d.source).collect())
+                .with_max_stamp_age(ros.max_stamp_age_ns()),
         })
     }
 
@@ -246,9 +268,25 @@ impl Ros2Robot {
     }
 }
 
+/// The ROS distribution r2r's bindings were generated for (`$ROS_DISTRO` of the build).
+const ROS_DISTRO: &str = match option_env!("ROS_DISTRO") {
+    Some(d) => d,
+    None => "unknown (ROS_DISTRO was not set when Reflex was built)",
+};
+
+/// The `/cmd_vel` publisher, of the configured type (`[ros] cmd_vel_type`).
+enum CmdVel {
+    Twist(r2r::Publisher<r2r::geometry_msgs::msg::Twist>),
+    /// With the message it reuses (the header's frame id set once).
+    Stamped(
+        r2r::Publisher<r2r::geometry_msgs::msg::TwistStamped>,
+        r2r::geometry_msgs::msg::TwistStamped,
+    ),
+}
+
 /// `/cmd_vel` for the actuator gate's thread (rcl publishers may publish from any thread).
 struct Ros2Actuator {
-    cmd_vel: r2r::Publisher<r2r::geometry_msgs::msg::Twist>,
+    cmd_vel: CmdVel,
     published: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -267,7 +305,20 @@ impl reflex_core::Actuator for Ros2Actuator {
                 z: twist.angular.z,
             },
         };
-        if self.cmd_vel.publish(&msg).is_ok() {
+        let sent = match &mut self.cmd_vel {
+            CmdVel::Twist(p) => p.publish(&msg).is_ok(),
+            CmdVel::Stamped(p, stamped) => {
+                // Stamped when it is sent (ROS time = the host's wall clock).
+                let t = port::Time::from_nanos(wall_clock_ns());
+                stamped.header.stamp = r2r::builtin_interfaces::msg::Time {
+                    sec: t.sec,
+                    nanosec: t.nanosec,
+                };
+                stamped.twist = msg;
+                p.publish(stamped).is_ok()
+            }
+        };
+        if sent {
             self.published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -379,7 +430,25 @@ impl RobotIo for Ros2Robot {
             // The handler ends only with the node; keep polling a finished future harmlessly.
             self.param_services = Box::pin(std::future::pending());
         }
+        self.state.set_wall_clock(wall_clock_ns());
         let state = &mut self.state;
+        drain(&mut self.odom, |o| {
+            let v = |v: &r2r::geometry_msgs::msg::Vector3| port::Vector3 {
+                x: v.x,
+                y: v.y,
+                z: v.z,
+            };
+            let mut odom = port::Odometry {
+                header: header(&o.header),
+                child_frame_id: o.child_frame_id,
+                ..port::Odometry::default()
+            };
+            odom.twist.twist = port::TwistMsg {
+                linear: v(&o.twist.twist.linear),
+                angular: v(&o.twist.twist.angular),
+            };
+            state.on_odom(&odom, now);
+        });
         drain(&mut self.scan, |s| {
             let scan = port::LaserScan {
                 header: header(&s.header),

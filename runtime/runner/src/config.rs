@@ -122,13 +122,16 @@ impl ReflexConfig {
             .filter(|k| *k == "safety" || k.starts_with("safety."))
             .collect();
         // Keys outside [safety] that decide how the robot stops: never from a launch parameter.
-        const GUARDED: [&str; 6] = [
+        const GUARDED: [&str; 8] = [
             "runtime.require_rt",
             "runtime.stall_estop_ms",
             "runtime.max_consecutive_misses",
             "ros.estop_devices",
             "ros.reset_from",
             "ros.start_from",
+            // Which inputs count as fresh, and where the measured velocity comes from.
+            "ros.max_stamp_age_ms",
+            "ros.topics.odom",
         ];
         if let Some((key, _)) = overrides
             .iter()
@@ -367,6 +370,8 @@ mod tests {
             ("runtime.require_rt", "false"),
             ("runtime.stall_estop_ms", "10000.0"),
             ("ros.reset_from", "[\"topic\"]"),
+            ("ros.max_stamp_age_ms", "60000.0"),
+            ("ros.topics.odom", "\"/nothing\""),
         ] {
             let err = format!(
                 "{:#}",

@@ -59,6 +59,31 @@ MESSAGES = {
         linear=T["geometry_msgs/msg/Vector3"](x=0.5, y=-0.25, z=0.0),
         angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=1.125),
     ),
+    "twist_stamped": T["geometry_msgs/msg/TwistStamped"](
+        header=header(1_700_000_000, 250_000_000, "base_link"),
+        twist=T["geometry_msgs/msg/Twist"](
+            linear=T["geometry_msgs/msg/Vector3"](x=0.5, y=0.0, z=0.0),
+            angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=-0.75),
+        ),
+    ),
+    "odometry": T["nav_msgs/msg/Odometry"](
+        header=header(5, 6, "odom"),
+        child_frame_id="base_link",
+        pose=T["geometry_msgs/msg/PoseWithCovariance"](
+            pose=T["geometry_msgs/msg/Pose"](
+                position=T["geometry_msgs/msg/Point"](x=1.0, y=2.0, z=0.0),
+                orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.5, w=0.875),
+            ),
+            covariance=np.arange(36, dtype=np.float64) / 8,
+        ),
+        twist=T["geometry_msgs/msg/TwistWithCovariance"](
+            twist=T["geometry_msgs/msg/Twist"](
+                linear=T["geometry_msgs/msg/Vector3"](x=0.625, y=-0.125, z=0.0),
+                angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.25),
+            ),
+            covariance=-np.arange(36, dtype=np.float64),
+        ),
+    ),
     "diagnostic_array": T["diagnostic_msgs/msg/DiagnosticArray"](
         header=header(100, 0, ""),
         status=[

@@ -19,6 +19,11 @@ Scenarios `rt-panic`, `rt-stall`, `sigstop` (SAF-011): the RT thread is killed, 
 whole process stopped while the robot drives; what reaches the wire is measured from the
 samples' source timestamps (Reflex's own write times).
 
+Scenario `odom`: odometry required and header stamps checked (200 ms), /cmd_vel TwistStamped:
+a wall 1.6 m ahead stops the robot only while /odom says the base slides at 2.5 m/s; odometry
+stamped 0.5 s late is refused (counted in /diagnostics) and the robot stops. The robot always
+publishes /odom (following the last command) at 50 Hz.
+
 Scenario `shipped`: `reflex run` exactly as launch/reflex.service starts it (its command line,
 launch/mobile_base.toml), the harness also publishing the safety controller's hardware E-stop
 heartbeat; latched start → release + reset + start → motion → obstacle → stop → E-stop → stop,
@@ -47,6 +52,8 @@ from cyclonedds.topic import Topic
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE.parent))
+import odom_checks  # noqa: E402  (shared with the rclpy harness)
 
 
 @dataclass
@@ -129,6 +136,74 @@ class Twist(IdlStruct, typename="geometry_msgs::msg::dds_::Twist_"):
 
 
 @dataclass
+class TwistStamped(IdlStruct, typename="geometry_msgs::msg::dds_::TwistStamped_"):
+    header: Header = field(default_factory=Header)
+    twist: Twist = field(default_factory=Twist)
+
+
+@dataclass
+class Point(IdlStruct, typename="geometry_msgs::msg::dds_::Point_"):
+    x: t.float64 = 0.0
+    y: t.float64 = 0.0
+    z: t.float64 = 0.0
+
+
+@dataclass
+class Quaternion(IdlStruct, typename="geometry_msgs::msg::dds_::Quaternion_"):
+    x: t.float64 = 0.0
+    y: t.float64 = 0.0
+    z: t.float64 = 0.0
+    w: t.float64 = 1.0
+
+
+@dataclass
+class Pose(IdlStruct, typename="geometry_msgs::msg::dds_::Pose_"):
+    position: Point = field(default_factory=Point)
+    orientation: Quaternion = field(default_factory=Quaternion)
+
+
+@dataclass
+class PoseWithCovariance(IdlStruct, typename="geometry_msgs::msg::dds_::PoseWithCovariance_"):
+    pose: Pose = field(default_factory=Pose)
+    covariance: t.array[t.float64, 36] = field(default_factory=lambda: [0.0] * 36)
+
+
+@dataclass
+class TwistWithCovariance(IdlStruct, typename="geometry_msgs::msg::dds_::TwistWithCovariance_"):
+    twist: Twist = field(default_factory=Twist)
+    covariance: t.array[t.float64, 36] = field(default_factory=lambda: [0.0] * 36)
+
+
+@dataclass
+class Odometry(IdlStruct, typename="nav_msgs::msg::dds_::Odometry_"):
+    header: Header = field(default_factory=Header)
+    child_frame_id: str = ""
+    pose: PoseWithCovariance = field(default_factory=PoseWithCovariance)
+    twist: TwistWithCovariance = field(default_factory=TwistWithCovariance)
+
+
+@dataclass
+class KeyValue(IdlStruct, typename="diagnostic_msgs::msg::dds_::KeyValue_"):
+    key: str
+    value: str
+
+
+@dataclass
+class DiagnosticStatus(IdlStruct, typename="diagnostic_msgs::msg::dds_::DiagnosticStatus_"):
+    level: t.uint8
+    name: str
+    message: str
+    hardware_id: str
+    values: t.sequence[KeyValue]
+
+
+@dataclass
+class DiagnosticArray(IdlStruct, typename="diagnostic_msgs::msg::dds_::DiagnosticArray_"):
+    header: Header
+    status: t.sequence[DiagnosticStatus]
+
+
+@dataclass
 class Gid(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
     data: t.array[t.uint8, 24]  # Humble's 24-byte GID (the `dds` feature's default wire format)
 
@@ -168,7 +243,7 @@ SCAN_MAX_AGE_S = 0.1  # safety.lidar.max_age_ms of reflex_dds.toml
 class Robot:
     """Publishes the sensors in background threads; records every /cmd_vel."""
 
-    def __init__(self, domain, wrong_scan_type=False):
+    def __init__(self, domain, wrong_scan_type=False, cmd_vel_type="twist"):
         self.dp = DomainParticipant(domain)
         scan_type = WrongScan if wrong_scan_type else LaserScan
         self.scan_w = DataWriter(self.dp, Topic(self.dp, "rt/scan", scan_type), qos=SENSOR)
@@ -189,7 +264,19 @@ class Robot:
         self.hw_w = DataWriter(
             self.dp, Topic(self.dp, "rt/safety_controller/estop", Bool), qos=LATCHED
         )
-        self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", Twist), qos=RELIABLE)
+        # /cmd_vel: Twist, the plain `dds` build's default (Humble's convention), or TwistStamped.
+        self.stamped = cmd_vel_type == "twist_stamped"
+        self.cmd_type = TwistStamped if self.stamped else Twist
+        self.cmd_r = DataReader(self.dp, Topic(self.dp, "rt/cmd_vel", self.cmd_type), qos=RELIABLE)
+        self.cmd_headers = []  # (header stamp ns, frame_id, source timestamp ns) of TwistStamped
+        # The drive's odometry (/odom at 50 Hz): it follows the last command, unless a scenario
+        # makes the base slide (odom_vx) or the odometry lag (odom_lag_s, in the header stamp).
+        self.odom_w = DataWriter(self.dp, Topic(self.dp, "rt/odom", Odometry), qos=SENSOR)
+        self.odom_vx = None
+        self.odom_lag_s = 0.0
+        self.diag_r = DataReader(
+            self.dp, Topic(self.dp, "rt/diagnostics", DiagnosticArray), qos=RELIABLE
+        )
         # How `ros2 node list` finds nodes: rmw_dds_common's discovery topic.
         self.graph_r = DataReader(
             self.dp,
@@ -209,6 +296,7 @@ class Robot:
             threading.Thread(target=self._scans, daemon=True),
             threading.Thread(target=self._images, daemon=True),
             threading.Thread(target=self._listen, daemon=True),
+            threading.Thread(target=self._odom, daemon=True),
         ]
 
     def start(self):
@@ -226,9 +314,10 @@ class Robot:
                     if self.wall_m is not None and abs(a) < 0.6:
                         r = (self.wall_m + 0.35) / max(math.cos(a), 1e-3)
                     ranges.append(r)
+                sec, nanosec = divmod(time.time_ns(), 1_000_000_000)
                 self.scan_w.write(
                     self.scan_type(
-                        header=Header(frame_id="laser"),
+                        header=Header(stamp=Time(sec, nanosec), frame_id="laser"),
                         angle_min=-math.pi,
                         angle_max=math.pi - inc,
                         angle_increment=inc,
@@ -265,11 +354,40 @@ class Robot:
     def _listen(self):
         while not self.stop.is_set():
             for s in self.cmd_r.take(100):
-                if isinstance(s, Twist):
+                if isinstance(s, self.cmd_type):
                     src = getattr(getattr(s, "sample_info", None), "source_timestamp", 0) or 0
+                    twist = s.twist if self.stamped else s
                     with self.lock:
-                        self.cmds.append((time.monotonic(), s.linear.x, src))
+                        self.cmds.append((time.monotonic(), twist.linear.x, src))
+                        if self.stamped:
+                            h = s.header
+                            stamp = h.stamp.sec * 1_000_000_000 + h.stamp.nanosec
+                            self.cmd_headers.append((stamp, h.frame_id, src))
             time.sleep(0.002)
+
+    def _odom(self):
+        while not self.stop.is_set():
+            with self.lock:
+                vx = self.cmds[-1][1] if self.cmds else 0.0
+            stamp_ns = time.time_ns() - int(self.odom_lag_s * 1e9)
+            sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+            o = Odometry(header=Header(stamp=Time(sec, nanosec), frame_id="odom"), child_frame_id="base_link")
+            o.twist.twist.linear.x = float(self.odom_vx if self.odom_vx is not None else vx)
+            self.odom_w.write(o)
+            time.sleep(0.02)
+
+    def diagnostics_values(self, timeout=3.0):
+        """The values of the newest /diagnostics status (waiting up to `timeout` for one)."""
+        t0 = time.monotonic()
+        newest = None
+        while time.monotonic() - t0 < timeout:
+            for d in self.diag_r.take(20):
+                if isinstance(d, DiagnosticArray) and d.status:
+                    newest = d
+            if newest is not None:
+                return {kv.key: kv.value for kv in newest.status[0].values}
+            time.sleep(0.05)
+        return {}
 
     def vx_since(self, t0):
         with self.lock:
@@ -387,7 +505,7 @@ def main():
     ap.add_argument("--scan-publisher", type=int, metavar="DOMAIN")
     ap.add_argument("--hw-publisher", type=int, metavar="DOMAIN")
     ap.add_argument(
-        "--scenario", default="basic", choices=["basic", "rt-panic", "rt-stall", "sigstop", "shipped"]
+        "--scenario", default="basic", choices=["basic", "rt-panic", "rt-stall", "sigstop", "shipped", "odom"]
     )
     ap.add_argument("--service", default=str(REPO / "launch/reflex.service"))
     a = ap.parse_args()
@@ -399,7 +517,7 @@ def main():
         ap.error("--reflex is required")
     domain = random.randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-    robot = Robot(domain, a.wrong_scan_type)
+    robot = Robot(domain, a.wrong_scan_type, "twist_stamped" if a.scenario == "odom" else "twist")
     # An E-stop pressed before Reflex starts (transient-local: Reflex gets it on discovery).
     robot.estop_w.write(Bool(data=True))
     robot.start()
@@ -417,6 +535,9 @@ def main():
             basic(a, robot, proc, check, domain)
         elif a.scenario == "shipped":
             proc = shipped(a, robot, env, check, domain)
+        elif a.scenario == "odom":
+            proc = spawn_reflex(a, env, odom_checks.odom_config(HERE / "reflex_dds.toml", "twist_stamped"))
+            odom(robot, proc, check)
         else:
             fault = {
                 "rt-panic": ["--inject-rt-fault", "panic@9"],
@@ -604,6 +725,24 @@ def rt_fault(a, robot, proc, check):
         check("SAF-011 rt-stall: latched after the stall (no motion for 1.5 s)", no_motion_for(robot, 1.5))
         dt = release_reset_start(robot)
         check("release + reset + start => motion after the stall", dt is not None)
+
+
+def odom(robot, proc, check):
+    """/odom feeds the stopping distance, stale header stamps are refused, and /cmd_vel is
+    TwistStamped by `cmd_vel_type` (the plain `dds` build's default is Twist)."""
+    wait_up(robot, proc)
+    robot.instr_w.write(String(data="go to the red marker"))
+    dt = release_reset_start(robot)
+    check(f"odometry required and fresh => motion ({dt and round(dt, 2)} s)", dt is not None)
+    odom_checks.run(robot, check, robot.diagnostics_values)
+    with robot.lock:
+        hs = robot.cmd_headers[-300:]
+    off = [h for h in hs if h[1] != "base_link" or not h[2] or abs(h[0] - h[2]) > 50e6]
+    check(
+        f"cmd_vel_type = \"twist_stamped\": TwistStamped stamped when sent (header within 50 ms "
+        f"of the DDS source timestamp), frame base_link: {len(hs)} samples, {len(off)} off {off[:3]}",
+        len(hs) > 100 and not off,
+    )
 
 
 def shipped(a, robot, env, check, domain):

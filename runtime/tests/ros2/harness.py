@@ -40,6 +40,11 @@ Scenarios:
            seen here (stop category --category 0|1), p50/p99/max (--json).
   rt-panic, rt-stall  (SAF-011) the RT thread killed / stalled 1 s while driving: zero on the
            wire within two periods of the last verdict, then silence / a latched stop.
+  odom     odometry required, header stamps checked (200 ms), `cmd_vel_type = "twist"`: a wall
+           1.6 m ahead stops the robot only while /odom says the base slides at 2.5 m/s; odometry
+           stamped 0.5 s late is refused (counted in /diagnostics) and the robot stops.
+/cmd_vel is TwistStamped (Jazzy's default for both adapters) unless the config says twist;
+the robot publishes /odom (following the last command) at 50 Hz.
 Exit 0 when every check passed, 1 when one failed, 3 for the negative control's expected failure.
 """
 import argparse
@@ -66,7 +71,8 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import GetParameters
 from sensor_msgs.msg import Image, LaserScan
 from std_msgs.msg import Bool, Empty, Float32MultiArray, String
@@ -74,10 +80,14 @@ from std_srvs.srv import Trigger
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE.parent))
+import odom_checks  # noqa: E402  (shared with the dds harness)
 CONFIG = REPO / "runtime/tests/dds/reflex_dds.toml"
 POLICY = REPO / "models/demo/reflex-demo-vla"
 BEAMS = 360
 SCAN_MAX_AGE_S = 0.1  # safety.lidar.max_age_ms of the test config
+# What /cmd_vel carries: Jazzy's default (TwistStamped) unless a scenario's config says otherwise.
+CMD_VEL_TYPE = "twist_stamped"
 
 def level(status):
     """DiagnosticStatus.level is a ROS `byte`: bytes of length 1 in rclpy."""
@@ -137,7 +147,7 @@ def image_msg():
 class Robot:
     """An rclpy node: sensors published from timers, every /cmd_vel and /diagnostics recorded."""
 
-    def __init__(self, scan_topic="/scan", wrong_scan_type=False, scans=True, hw_heartbeat=False):
+    def __init__(self, scan_topic="/scan", wrong_scan_type=False, scans=True, hw_heartbeat=False, cmd_vel_type=None):
         self.node = rclpy.create_node("robot_peer")
         n = self.node
         if hw_heartbeat:
@@ -158,8 +168,18 @@ class Robot:
         self.start_pub = n.create_publisher(Empty, "/reflex/start", RELIABLE)
         self.lock = threading.Lock()
         self.cmds = []  # (monotonic s, vx, source timestamp ns, received timestamp ns)
+        self.cmd_headers = []  # (header stamp ns, frame_id, source timestamp ns) of TwistStamped
         self.diagnostics = []
-        n.create_subscription(Twist, "/cmd_vel", self._on_cmd, RELIABLE)
+        self.stamped = (cmd_vel_type or CMD_VEL_TYPE) == "twist_stamped"
+        n.create_subscription(
+            TwistStamped if self.stamped else Twist, "/cmd_vel", self._on_cmd, RELIABLE
+        )
+        # The drive's odometry (/odom at 50 Hz): it follows the last command, unless a scenario
+        # makes the base slide (odom_vx) or the odometry lag (odom_lag_s, in the header stamp).
+        self.odom_pub = n.create_publisher(Odometry, "/odom", RELIABLE)
+        self.odom_vx = None
+        self.odom_lag_s = 0.0
+        n.create_timer(0.02, self._odom)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
         self.wall_m = None
         self.scans_on = scans
@@ -186,13 +206,30 @@ class Robot:
         else:
             self.scan_pub.publish(scan_msg(self.wall_m, self.node))
 
+    def _odom(self):
+        with self.lock:
+            vx = self.cmds[-1][1] if self.cmds else 0.0
+        m = Odometry()
+        m.header.frame_id = "odom"
+        m.child_frame_id = "base_link"
+        stamp_ns = time.time_ns() - int(self.odom_lag_s * 1e9)
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        m.twist.twist.linear.x = float(self.odom_vx if self.odom_vx is not None else vx)
+        self.odom_pub.publish(m)
+
     def _on_cmd(self, msg, info):
         # rmw's message info: the writer's source timestamp (when Reflex put it on the wire)
         # and when this peer's middleware received it, both on the system clock (ns).
         src = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
         recv = info.get("received_timestamp", 0) if isinstance(info, dict) else 0
+        twist = msg.twist if self.stamped else msg
         with self.lock:
-            self.cmds.append((time.monotonic(), msg.linear.x, src, recv))
+            self.cmds.append((time.monotonic(), twist.linear.x, src, recv))
+            if self.stamped:
+                h = msg.header
+                self.cmd_headers.append(
+                    (h.stamp.sec * 1_000_000_000 + h.stamp.nanosec, h.frame_id, src)
+                )
 
     def _on_diag(self, msg):
         with self.lock:
@@ -467,6 +504,17 @@ def scenario_basic(a, check):
             and int(values.get("inputs.scans", "0")) > 10
             and int(values.get("inputs.images", "0")) > 10,
         )
+
+        if robot.stamped:
+            with robot.lock:
+                hs = robot.cmd_headers[-300:]
+            off = [h for h in hs if h[1] != "base_link" or not h[2] or abs(h[0] - h[2]) > 50e6]
+            check(
+                f"/cmd_vel is TwistStamped (Jazzy's default), stamped when sent (header within "
+                f"50 ms of the DDS source timestamp), frame base_link: {len(hs)} samples, "
+                f"{len(off)} off {off[:3]}",
+                len(hs) > 100 and not off,
+            )
 
         # SAF-012: a press released 1 ms later (shorter than a period) still latches.
         robot.press(True)
@@ -1014,13 +1062,34 @@ def scenario_measure(a, check):
     return 0
 
 
+def scenario_odom(a, check):
+    """/odom feeds the stopping distance; stale header stamps are refused; `cmd_vel_type` set
+    to Twist against the Jazzy default."""
+    robot = Robot(cmd_vel_type="twist")
+    robot.press(True)
+    robot.start()
+    proc = start_reflex(a, odom_checks.odom_config(CONFIG, "twist"))
+    try:
+        wait_first_command(robot, proc, time.monotonic())
+        robot.instr_pub.publish(String(data="go to the red marker"))
+        dt = release_and_reset(robot, what="motion with odometry required")
+        check(f"cmd_vel_type = \"twist\": Twist on /cmd_vel; odometry fresh => motion ({dt and round(dt, 2)} s)", dt is not None)
+        odom_checks.run(robot, check, lambda: diagnostics_values(robot)[1])
+    finally:
+        out, err = stop_reflex(proc)
+        robot.close()
+        if check.failures:
+            print(err[-3000:])
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reflex")
     ap.add_argument("--io", choices=["ros2", "dds"], default="ros2")
     ap.add_argument(
         "--scenario",
-        choices=["basic", "remap", "params", "params-arm", "launch", "wrong-type", "measure", "rt-panic", "rt-stall"],
+        choices=["basic", "remap", "params", "params-arm", "launch", "wrong-type", "measure", "rt-panic", "rt-stall", "odom"],
         default="basic",
     )
     ap.add_argument("--presses", type=int, default=200)
@@ -1048,6 +1117,7 @@ def main():
         "measure": scenario_measure,
         "rt-panic": scenario_rt_fault,
         "rt-stall": scenario_rt_fault,
+        "odom": scenario_odom,
     }[a.scenario]
     code = run(a, check)
     rclpy.shutdown()
