@@ -149,9 +149,13 @@ fn odometry_feeds_the_stopping_distance_and_cmd_vel_can_be_stamped() {
             "PASS ... and it stays stopped while odometry says 2.5 m/s",
             "PASS odometry back to the commanded speed, wall gone => motion",
             "PASS odometry header stamps 0.5 s old (bound 200 ms) => refused => stop",
+            "PASS odometry header stamps 0.5 s in the future (bound 200 ms) => refused => stop",
             "PASS /diagnostics counts them",
             "PASS fresh odometry again => motion",
-            "PASS cmd_vel_type = \"twist_stamped\": TwistStamped stamped when sent",
+            "PASS odometry silent => stop",
+            "PASS ... counted: inputs.odometry_lapses",
+            "PASS odometry back => motion",
+            "PASS cmd_vel_type = \"twist_stamped\", cmd_vel_stamp = \"send_time\": stamped when sent",
         ],
     );
 }

@@ -101,7 +101,7 @@ const BASIC: &[&str] = &[
     "E-stop topic => stop",
     "release + reset => motion",
     "/diagnostics while running",
-    "/cmd_vel is TwistStamped (Jazzy's default), stamped when sent",
+    "/cmd_vel is TwistStamped (Jazzy's default) with a zero stamp",
     "SAF-012 a 1 ms press => stop",
     "SAF-012 ... and it stays latched after the release",
     "release + reset + start => motion after the short press",
@@ -287,8 +287,12 @@ const ODOM: &[&str] = &[
     "... and it stays stopped while odometry says 2.5 m/s",
     "odometry back to the commanded speed, wall gone => motion",
     "odometry header stamps 0.5 s old (bound 200 ms) => refused => stop",
+    "odometry header stamps 0.5 s in the future (bound 200 ms) => refused => stop",
     "/diagnostics counts them",
     "fresh odometry again => motion",
+    "odometry silent => stop",
+    "... counted: inputs.odometry_lapses",
+    "odometry back => motion",
 ];
 
 /// /odom (nav_msgs/Odometry from an rclpy drive) feeds the stopping distance and stale header
@@ -301,4 +305,34 @@ fn odometry_feeds_the_stopping_distance_on_both_adapters() {
         println!("{io}: {text}");
         assert_passed(code, &text, ODOM);
     }
+}
+
+/// SAF-012 with a second E-stop publisher (an rclpy pendant that keeps saying "clear") on the
+/// robot's E-stop topic: under `dds` (one state per publisher GID) it cannot hide the first
+/// pendant's press; under `ros2` (r2r does not give a message's publisher) the device counts as
+/// unknown, and resets are refused naming the fix, until the second publisher is gone.
+#[test]
+fn saf_012_a_second_publisher_on_the_estop_topic_cannot_hide_a_press() {
+    let (code, text) = harness("dds", "pendants", &[]);
+    assert_passed(
+        code,
+        &text,
+        &[
+            "two pendants, both clear => motion",
+            "pendant A pressed => stop",
+            "SAF-012 pendant B's 'clear' does not overwrite A's press",
+            "A released + reset + start => motion",
+        ],
+    );
+    let (code, text) = harness("ros2", "pendants", &[]);
+    assert_passed(
+        code,
+        &text,
+        &[
+            "SAF-012 ros2: two publishers on one E-stop topic",
+            "... ~/reset_estop refuses, naming the fix",
+            "... /diagnostics: inputs.estop_ambiguous_devices = 1",
+            "pendant B gone => release + reset + start => motion",
+        ],
+    );
 }

@@ -2,7 +2,7 @@
 """A robot and its people for `reflex-hil hardware`: the hardware mode end to end without
 hardware. The robot is made of PyPI `cyclonedds` with the ROS 2 IDL types (`--peer cyclonedds`,
 for `--io dds`), or of rclpy nodes of ROS 2 Jazzy on Fast DDS (`--peer rclpy`, run with the
-Python of .ros2/venv and .ros2/env.sh sourced; for `--io ros2` or `--io dds`).
+Python of .ros2/venv and .ros2/env.sh sourced; for `--io ros2`: it takes Jazzy's TwistStamped).
 
 The robot: a holonomic base that follows /cmd_vel (100 Hz integration), a 360-beam lidar at
 25 Hz ray-cast against the scenario's walls and posts (its set-up), the E-stop topic (latched,

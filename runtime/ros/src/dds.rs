@@ -35,8 +35,8 @@ use ros2_client::{
 use crate::RosConfig;
 use crate::port::wall_clock_ns;
 use crate::port::{
-    BoolMsg, CmdVelType, DiagnosticArray, Empty, Image, JointState, LaserScan, LoopDiagnostics,
-    Odometry, PortState, Qos, StringMsg, TwistMsg, TwistStampedMsg,
+    BoolMsg, CmdVelStamp, CmdVelType, DiagnosticArray, Empty, Image, JointState, LaserScan,
+    LoopDiagnostics, Odometry, PortState, Qos, StringMsg, TwistMsg, TwistStampedMsg,
 };
 use reflex_core::{Actuator, CommandFrame, EstopIngress, LoopStatus, RobotIo, SensorFrame};
 
@@ -205,6 +205,7 @@ impl DdsRobot {
             CmdVelType::TwistStamped => CmdVel::Stamped(
                 node.create_publisher(&cmd_t, None).map_err(publish_err)?,
                 ros.cmd_vel_frame_id.clone(),
+                ros.cmd_vel_stamp,
             ),
         };
         let diagnostics = node
@@ -230,7 +231,8 @@ impl DdsRobot {
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names)
                 .with_estop_devices(devices.iter().map(|d| d.source).collect())
-                .with_max_stamp_age(ros.max_stamp_age_ns()),
+                .with_max_stamp_age(ros.max_stamp_age_ns())
+                .with_odom_timeout(ros.odom_timeout_ns()),
         })
     }
 
@@ -268,8 +270,8 @@ impl Wake for ThreadWaker {
 /// The `/cmd_vel` publisher, of the configured type (`[ros] cmd_vel_type`).
 enum CmdVel {
     Twist(Publisher<TwistMsg>),
-    /// With the header's frame id.
-    Stamped(Publisher<TwistStampedMsg>, String),
+    /// With the header's frame id and what its stamp is.
+    Stamped(Publisher<TwistStampedMsg>, String, CmdVelStamp),
 }
 
 /// `/cmd_vel` for the actuator gate's thread.
@@ -283,13 +285,18 @@ impl Actuator for DdsActuator {
         let sent = match &self.cmd_vel {
             CmdVel::Twist(p) => p.publish(crate::port::command_twist(command)).is_ok(),
             // Stamped when it is sent (ROS time = the host's wall clock).
-            CmdVel::Stamped(p, frame_id) => p
-                .publish(crate::port::command_twist_stamped(
-                    command,
-                    wall_clock_ns(),
-                    frame_id,
+            CmdVel::Stamped(p, frame_id, stamp) => {
+                // Zero (the controller stamps it on receipt), or when it is sent (ROS time =
+                // the host's wall clock).
+                let stamp_ns = match stamp {
+                    CmdVelStamp::Zero => 0,
+                    CmdVelStamp::SendTime => wall_clock_ns(),
+                };
+                p.publish(crate::port::command_twist_stamped(
+                    command, stamp_ns, frame_id,
                 ))
-                .is_ok(),
+                .is_ok()
+            }
         };
         if sent {
             self.published.fetch_add(1, Ordering::Relaxed);
@@ -303,7 +310,7 @@ impl RobotIo for DdsRobot {
     }
 
     fn stationary_at_start(&self) -> bool {
-        // Unknown without odometry; Reflex has commanded nothing yet.
+        // Before the first step no odometry has been read; Reflex has commanded nothing yet.
         true
     }
 
@@ -363,7 +370,7 @@ impl RobotIo for DdsRobot {
         // The command itself went out on the actuator gate's thread; this is what it sent.
         self.state.command(command.base, command.drive_enabled);
         self.state.stats.commands_published = self.commands_published.load(Ordering::Relaxed);
-        self.state.set_wall_clock(wall_clock_ns());
+        self.state.begin_step(now, wall_clock_ns());
         while let Ok(Some((o, _))) = self.odom.take() {
             self.state.on_odom(&o, now);
         }

@@ -21,8 +21,8 @@
 //! `[ros]` ([`RosConfig`]): `node_name` (`"reflex"`), `namespace` (`"/"`), `use_sim_time`
 //! (false), `[ros.topics]` ([`port::Topics`]: every topic name, remappable), `estop_devices`,
 //! `reset_from`, `start_from`, `cmd_vel_type` (`twist` | `twist_stamped`; unset: the ROS
-//! distribution's convention), `cmd_vel_frame_id` (`"base_link"`), `max_stamp_age_ms` (unset:
-//! header stamps not read). Under `ros2` a key can also be given as a ROS parameter of the same
+//! distribution's convention), `cmd_vel_frame_id` (`"base_link"`), `cmd_vel_stamp` (`zero` |
+//! `send_time`), `odom_timeout_ms` (200), `max_stamp_age_ms` (unset: header stamps not read). Under `ros2` a key can also be given as a ROS parameter of the same
 //! dotted name, except those that decide how the robot stops or which inputs count (SAF-014).
 //!
 //! # Example
@@ -70,6 +70,13 @@ pub struct RosConfig {
     pub cmd_vel_type: Option<port::CmdVelType>,
     /// `header.frame_id` of a TwistStamped `/cmd_vel` (`"base_link"`).
     pub cmd_vel_frame_id: String,
+    /// `header.stamp` of a TwistStamped `/cmd_vel`: `zero` (default; the controller stamps it
+    /// on receipt) or `send_time` (only with shared clocks).
+    pub cmd_vel_stamp: port::CmdVelStamp,
+    /// Odometry older than this (ms) is not used (default 200): the stopping distances fall
+    /// back to the commanded speeds, and `[safety.base] odometry_max_age_ms` (if set) stops
+    /// the robot.
+    pub odom_timeout_ms: f64,
     /// Refuse `/scan`, `/joint_states` and `/odom` messages whose header stamp is further than
     /// this (ms) from the host's clock. Set it only when the robot's clocks are shared with the
     /// host (PTP or chrony, or the same machine); unset (default), header stamps are not read
@@ -109,6 +116,8 @@ impl Default for RosConfig {
             start_from: vec![RequestSource::Topic, RequestSource::Service],
             cmd_vel_type: None,
             cmd_vel_frame_id: "base_link".into(),
+            cmd_vel_stamp: port::CmdVelStamp::Zero,
+            odom_timeout_ms: 200.0,
             max_stamp_age_ms: None,
         }
     }
@@ -129,16 +138,15 @@ impl RosConfig {
 
     /// The `/cmd_vel` type in force for an adapter built for ROS distribution `distro`.
     pub fn cmd_vel_type_for(&self, distro: &str) -> Result<port::CmdVelType, String> {
-        let t = match self.cmd_vel_type {
-            Some(t) => t,
-            None => port::CmdVelType::for_distro(distro)?,
-        };
-        if self.use_sim_time && t == port::CmdVelType::TwistStamped {
-            return Err(format!(
-                "/cmd_vel as TwistStamped ({distro}'s default, or ros.cmd_vel_type) with ros.use_sim_time: Reflex does not read /clock and would stamp commands with the host's clock, which a controller on simulated time takes as far in the future (its command timeout would never fire); fix: ros.cmd_vel_type = \"twist\" in simulation"
-            ));
+        match self.cmd_vel_type {
+            Some(t) => Ok(t),
+            None => port::CmdVelType::for_distro(distro),
         }
-        Ok(t)
+    }
+
+    /// `odom_timeout_ms` in ns.
+    pub fn odom_timeout_ns(&self) -> u64 {
+        (self.odom_timeout_ms * 1e6) as u64
     }
 
     /// `max_stamp_age_ms` in ns.
@@ -149,6 +157,15 @@ impl RosConfig {
     /// Checks topics and E-stop devices; errors name the key and the fix.
     pub fn validate(&self) -> Result<(), String> {
         self.topics.validate()?;
+        if !(self.odom_timeout_ms.is_finite() && self.odom_timeout_ms > 0.0) {
+            return Err(format!(
+                "ros.odom_timeout_ms = {}: expected a positive number of milliseconds; fix: e.g. 200.0",
+                self.odom_timeout_ms
+            ));
+        }
+        if self.use_sim_time && self.cmd_vel_stamp == port::CmdVelStamp::SendTime {
+            return Err("ros.cmd_vel_stamp = \"send_time\" with ros.use_sim_time: Reflex does not read /clock and would stamp commands with the host's clock, which a controller on simulated time takes as far in the future (its command timeout would never fire); fix: cmd_vel_stamp = \"zero\" (the default)".into());
+        }
         if let Some(ms) = self.max_stamp_age_ms {
             if !(ms.is_finite() && ms > 0.0) {
                 return Err(format!(
@@ -178,5 +195,58 @@ impl RosConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_compare_or_send_host_stamps_under_sim_time_are_refused() {
+        let sim = RosConfig {
+            use_sim_time: true,
+            ..RosConfig::default()
+        };
+        // A zero stamp (the default) is fine in simulation: the controller stamps it.
+        sim.validate().unwrap();
+        assert_eq!(
+            sim.cmd_vel_type_for("jazzy"),
+            Ok(port::CmdVelType::TwistStamped)
+        );
+        let err = RosConfig {
+            cmd_vel_stamp: port::CmdVelStamp::SendTime,
+            ..sim.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.contains("cmd_vel_stamp") && err.contains("fix:"),
+            "{err}"
+        );
+        let err = RosConfig {
+            max_stamp_age_ms: Some(100.0),
+            ..sim
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("max_stamp_age_ms"), "{err}");
+        for bad in [0.0, -1.0, f64::NAN] {
+            let err = RosConfig {
+                odom_timeout_ms: bad,
+                ..RosConfig::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(err.contains("ros.odom_timeout_ms"), "{err}");
+        }
+        let explicit = RosConfig {
+            cmd_vel_type: Some(port::CmdVelType::Twist),
+            ..RosConfig::default()
+        };
+        assert_eq!(
+            explicit.cmd_vel_type_for("jazzy"),
+            Ok(port::CmdVelType::Twist)
+        );
     }
 }

@@ -337,8 +337,8 @@ pub struct Odometry {
 pub enum CmdVelType {
     /// geometry_msgs/Twist: Humble's convention (Nav2, teleop, `~/cmd_vel_unstamped`).
     Twist,
-    /// geometry_msgs/TwistStamped, stamped with the send time: what Jazzy's
-    /// diff_drive_controller takes (its `cmd_vel_timeout` then measures from Reflex's stamp).
+    /// geometry_msgs/TwistStamped (`[ros] cmd_vel_stamp`: zero or the send time): what
+    /// Jazzy's diff_drive_controller takes.
     TwistStamped,
 }
 
@@ -361,6 +361,20 @@ impl CmdVelType {
             Self::TwistStamped => type_names::TWIST_STAMPED,
         }
     }
+}
+
+/// What a TwistStamped `/cmd_vel` carries in `header.stamp` (`[ros] cmd_vel_stamp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmdVelStamp {
+    /// Zero (default): Jazzy's diff_drive_controller stamps such a command with its own clock
+    /// on receipt, so its `cmd_vel_timeout` works whatever the two clocks say.
+    #[default]
+    Zero,
+    /// The send time on this host's clock: only where the clocks are shared (PTP/chrony);
+    /// the controller then also drops commands delayed in transit. A host clock ahead of the
+    /// controller's would stretch its timeout by the difference.
+    SendTime,
 }
 
 /// diagnostic_msgs/msg/KeyValue.
@@ -471,11 +485,17 @@ pub struct PortStats {
     pub joint_states_refused: u64,
     pub odometry: u64,
     pub odometry_refused: u64,
+    /// Times odometry went silent for longer than `[ros] odom_timeout_ms` (then it is not
+    /// used: the stopping distances fall back to the commanded speeds).
+    pub odometry_lapses: u64,
     /// Scans, joint states and odometry refused for a header stamp outside
     /// `[ros] max_stamp_age_ms` of this host's clock (also counted in their `*_refused`).
     pub stale_stamps: u64,
     pub commands_published: u64,
 }
+
+/// `[ros] odom_timeout_ms` by default (200 ms): older odometry is not used.
+pub const DEFAULT_ODOM_TIMEOUT_NS: u64 = 200_000_000;
 
 /// Publishers tracked per E-stop device topic set (more are counted as presses only).
 pub const MAX_ESTOP_WRITERS: usize = 32;
@@ -505,6 +525,9 @@ pub struct PortState {
     /// Source of each E-stop device (index = device), and one state per publisher seen.
     estop_devices: Vec<reflex_safety::EstopSource>,
     estop_writers: Vec<EstopWriter>,
+    /// Per device: publishers on its topic that this adapter cannot tell apart (r2r does not
+    /// give a message's publisher): more than one makes the device unknown (SAF-012).
+    estop_unattributed: Vec<usize>,
     ingress: Option<std::sync::Arc<reflex_core::EstopIngress>>,
     reset_seq: u64,
     start_seq: u64,
@@ -523,6 +546,9 @@ pub struct PortState {
     /// The latest accepted `/odom` twist and its reception stamp (monotonic ns; 0 = none yet).
     odom: reflex_safety::Twist,
     odom_stamp_ns: u64,
+    /// `[ros] odom_timeout_ms` (ns), and whether odometry was within it at the last step.
+    odom_timeout_ns: u64,
+    odom_fresh: bool,
     /// `[ros] max_stamp_age_ms` (ns): header stamps are compared with `wall_ns` (clocks shared).
     max_stamp_age_ns: Option<u64>,
     /// This host's wall clock (ROS time), set by the adapter each step.
@@ -549,6 +575,7 @@ impl PortState {
             ranges: Vec::with_capacity(beams),
             estop_devices: vec![reflex_safety::EstopSource::RosTopic],
             estop_writers: Vec::with_capacity(MAX_ESTOP_WRITERS),
+            estop_unattributed: vec![0],
             ingress: None,
             reset_seq: 0,
             start_seq: 0,
@@ -563,6 +590,8 @@ impl PortState {
             joint_stamp_ns: 0,
             odom: reflex_safety::Twist::default(),
             odom_stamp_ns: 0,
+            odom_timeout_ns: DEFAULT_ODOM_TIMEOUT_NS,
+            odom_fresh: false,
             max_stamp_age_ns: None,
             wall_ns: 0,
             model_digest: String::new(),
@@ -578,9 +607,29 @@ impl PortState {
         self
     }
 
-    /// The host's wall clock now (ROS time); the adapter sets it before it hands over inputs.
-    pub fn set_wall_clock(&mut self, wall_ns: u64) {
+    /// `[ros] odom_timeout_ms` (ns): odometry older than this is not handed to the loop.
+    pub fn with_odom_timeout(mut self, timeout_ns: u64) -> Self {
+        self.odom_timeout_ns = timeout_ns;
+        self
+    }
+
+    /// A step begins at `now_ns` (monotonic) and `wall_ns` (the host's wall clock, ROS time):
+    /// the adapter calls this before it hands over the step's inputs.
+    pub fn begin_step(&mut self, now_ns: u64, wall_ns: u64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
         self.wall_ns = wall_ns;
+    }
+
+    /// When a message received at `now_ns` was made: with `[ros] max_stamp_age_ms` (clocks
+    /// shared), reception minus its header's lag, so transport and driver delay count in the
+    /// input's age; otherwise the reception time.
+    fn made_at(&self, now_ns: u64, header: &Header) -> u64 {
+        match (self.max_stamp_age_ns, header.stamp.as_nanos()) {
+            (Some(_), Some(stamp)) => now_ns
+                .saturating_sub(self.wall_ns.saturating_sub(stamp))
+                .max(1),
+            _ => now_ns,
+        }
     }
 
     /// Whether a header stamp passes `[ros] max_stamp_age_ms` (always, when unset). A zero stamp
@@ -620,7 +669,7 @@ impl PortState {
             return;
         }
         self.odom = twist;
-        self.odom_stamp_ns = now_ns;
+        self.odom_stamp_ns = self.made_at(now_ns, &odom.header);
         self.stats.odometry += 1;
     }
 
@@ -658,7 +707,7 @@ impl PortState {
         let n = self.joint_names.len().min(16);
         self.joint_positions[..n].copy_from_slice(&positions[..n]);
         self.joint_velocities[..n].copy_from_slice(&velocities[..n]);
-        self.joint_stamp_ns = now_ns;
+        self.joint_stamp_ns = self.made_at(now_ns, &js.header);
         self.stats.joint_states += 1;
     }
 
@@ -685,7 +734,7 @@ impl PortState {
             scan.range_min,
             scan.range_max,
         ];
-        self.scan_stamp_ns = now_ns;
+        self.scan_stamp_ns = self.made_at(now_ns, &scan.header);
     }
 
     /// The latest accepted scan: its reception stamp (monotonic ns) and ranges.
@@ -695,8 +744,30 @@ impl PortState {
 
     /// The E-stop devices (`[ros] estop_devices`): device `i` feeds `sources[i]`.
     pub fn with_estop_devices(mut self, sources: Vec<reflex_safety::EstopSource>) -> Self {
+        self.estop_unattributed = vec![0; sources.len()];
         self.estop_devices = sources;
         self
+    }
+
+    /// For an adapter that cannot say which publisher sent an E-stop message (`ros2`: every
+    /// message comes as publisher 0): how many publishers device `device`'s topic has now (from
+    /// the ROS graph). With more than one, their messages would overwrite each other (a
+    /// "clear" from one hiding the other's press, and a reset then accepted), so the device
+    /// reports unknown — the robot stays stopped, a press still latches — until one is left.
+    pub fn set_unattributed_publishers(&mut self, device: usize, publishers: usize) {
+        if let Some(n) = self.estop_unattributed.get_mut(device) {
+            if *n != publishers && publishers > 1 {
+                eprintln!(
+                    "reflex: E-stop device {device} has {publishers} publishers on its topic and this adapter cannot tell them apart (r2r does not give a message's publisher): the device counts as unknown (robot stopped) until one is left; fix: one topic per E-stop device ([[ros.estop_devices]]), or --io dds"
+                );
+            }
+            *n = publishers;
+        }
+    }
+
+    /// Devices whose topic has several publishers this adapter cannot tell apart.
+    pub fn ambiguous_devices(&self) -> usize {
+        self.estop_unattributed.iter().filter(|n| **n > 1).count()
     }
 
     /// Where press edges go the moment they are seen (the RT thread and the actuator gate).
@@ -786,6 +857,7 @@ impl PortState {
                 continue;
             }
             let mut reported = false;
+            let ambiguous = self.estop_unattributed.get(device).is_some_and(|n| *n > 1);
             for w in self.estop_writers.iter().filter(|w| w.device == device) {
                 reported = true;
                 match w.report {
@@ -794,7 +866,7 @@ impl PortState {
                     EstopReport::Unknown => {}
                 }
             }
-            unreported |= !reported;
+            unreported |= !reported || ambiguous;
         }
         if unreported {
             return EstopReport::Unknown;
@@ -851,6 +923,13 @@ impl PortState {
     /// E-stop topic reports pressed (the safety layer would refuse it too), else passed on as
     /// [`Self::on_reset`]. Other sources (the hardware circuit) can still refuse it later.
     pub fn on_reset_request(&mut self) -> Result<(), String> {
+        if self.ambiguous_devices() > 0 {
+            self.stats.resets_refused += 1;
+            return Err(
+                "reset refused: an E-stop device's topic has several publishers this adapter cannot tell apart; give each E-stop its own topic ([[ros.estop_devices]]), or stop the extra publisher, then reset"
+                    .into(),
+            );
+        }
         if self.any_pressed() {
             self.stats.resets_refused += 1;
             return Err(
@@ -908,8 +987,16 @@ impl PortState {
         frame.range_max_m = range_max;
         frame.ranges.clear();
         frame.ranges.extend_from_slice(&self.ranges);
+        // Odometry silent past its timeout is not used (counted once per lapse): a frozen
+        // value would pose as the robot's motion. Required odometry then stops the robot.
+        let fresh = self.odom_stamp_ns != 0
+            && self.clock_ns.saturating_sub(self.odom_stamp_ns) <= self.odom_timeout_ns;
+        if self.odom_fresh && !fresh {
+            self.stats.odometry_lapses += 1;
+        }
+        self.odom_fresh = fresh;
         frame.odom_stamp_ns = self.odom_stamp_ns;
-        frame.odom = (self.odom_stamp_ns != 0).then_some(self.odom);
+        frame.odom = fresh.then_some(self.odom);
         frame.estop = [EstopReport::Unknown; EstopSource::COUNT];
         for source in [EstopSource::Hardware, EstopSource::RosTopic] {
             if self.estop_devices.contains(&source) {
@@ -927,8 +1014,8 @@ impl PortState {
         }
         let fresh = std::mem::take(&mut self.image_fresh);
         if fresh {
-            // The measured velocity, or, before any odometry, the last command.
-            let c = if self.odom_stamp_ns != 0 {
+            // The measured velocity, or, without fresh odometry, the last command.
+            let c = if self.odom_fresh {
                 self.odom
             } else {
                 self.last_command
@@ -1055,9 +1142,11 @@ impl LoopDiagnostics {
                     ("joint_states_refused", s.joint_states_refused),
                     ("odometry", s.odometry),
                     ("odometry_refused", s.odometry_refused),
+                    ("odometry_lapses", s.odometry_lapses),
                     ("stale_stamps", s.stale_stamps),
                     ("instructions", s.instructions),
                     ("commands_published", s.commands_published),
+                    ("estop_ambiguous_devices", state.ambiguous_devices() as u64),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -1461,19 +1550,21 @@ mod tests {
         );
         assert_eq!((st.stats.odometry, st.stats.odometry_refused), (1, 1));
 
-        // Clocks shared, 100 ms bound: old, future, zero stamps refused (odometry and scans).
-        let wall = 1_000_000_000_000;
+        // Clocks shared, 100 ms bound: old, future, zero stamps refused (odometry and scans);
+        // an accepted message is as old as its header says (its lag counts in its age).
+        let (wall, now) = (1_000_000_000_000, 5_000_000_000);
         let mut st = PortState::new(&m, 8, vec![]).with_max_stamp_age(Some(100_000_000));
-        st.set_wall_clock(wall);
-        st.on_odom(&odom(0.5, wall - 50_000_000), 7);
-        st.on_odom(&odom(2.0, wall - 150_000_000), 8);
-        st.on_odom(&odom(2.0, wall + 150_000_000), 9);
-        st.on_odom(&odom(2.0, 0), 10);
+        st.begin_step(now, wall);
+        st.on_odom(&odom(0.5, wall - 50_000_000), now);
+        st.on_odom(&odom(2.0, wall - 150_000_000), now);
+        st.on_odom(&odom(2.0, wall + 150_000_000), now);
+        st.on_odom(&odom(2.0, 0), now);
         st.finish_step(&mut frame, &mut obs);
         assert_eq!(frame.odom.map(|t| t.vx_mps), Some(0.5));
         assert_eq!(
-            frame.odom_stamp_ns, 7,
-            "refused messages leave the odometry to age"
+            frame.odom_stamp_ns,
+            now - 50_000_000,
+            "made 50 ms before reception"
         );
         assert_eq!((st.stats.odometry_refused, st.stats.stale_stamps), (3, 3));
         let scan = LaserScan {
@@ -1486,7 +1577,7 @@ mod tests {
             ranges: vec![1.0; 4],
             ..LaserScan::default()
         };
-        st.on_scan(&scan, 11);
+        st.on_scan(&scan, now);
         assert_eq!((st.stats.scans_refused, st.scan_stamp_ns), (1, 0));
         assert_eq!(st.stats.stale_stamps, 4);
         // The policy's state is the measured velocity once there is odometry.
@@ -1503,6 +1594,11 @@ mod tests {
         );
         assert!(st.finish_step(&mut frame, &mut obs));
         assert_eq!(obs.state[0], 0.5);
+        // Silent past odom_timeout_ms (default 200 ms): not used any more, counted once.
+        st.begin_step(now + 260_000_000, wall + 260_000_000);
+        st.finish_step(&mut frame, &mut obs);
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!((frame.odom, st.stats.odometry_lapses), (None, 1));
     }
 
     #[test]
@@ -1528,5 +1624,50 @@ mod tests {
         );
         command.drive_enabled = false;
         assert_eq!(command_twist_stamped(&command, 0, "").twist.linear.x, 0.0);
+    }
+
+    #[test]
+    fn saf_012_a_device_topic_with_publishers_that_cannot_be_told_apart_is_unknown() {
+        use reflex_safety::{EstopReport, EstopSource, Monotonic};
+        let m = demo_manifest();
+        // The ros2 adapter: every message comes as publisher 0; the graph says how many there are.
+        let mut st = PortState::new(&m, 8, vec![]).with_estop_devices(vec![EstopSource::RosTopic]);
+        let mut frame = reflex_core::SensorFrame::new(8, 0);
+        let mut obs = m.observation();
+        st.set_unattributed_publishers(0, 1);
+        st.on_estop_from(0, 0, false, 5);
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(
+            frame.estop[EstopSource::RosTopic.index()],
+            EstopReport::Clear(Monotonic::from_nanos(5))
+        );
+        // A second pendant joins: its "clear" could hide the first one's press, so the device
+        // is unknown (the robot stays stopped) and a reset is refused, naming the fix.
+        st.set_unattributed_publishers(0, 2);
+        st.on_estop_from(0, 0, false, 6);
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(
+            frame.estop[EstopSource::RosTopic.index()],
+            EstopReport::Unknown
+        );
+        let err = st.on_reset_request().unwrap_err();
+        assert!(err.contains("own topic"), "{err}");
+        assert_eq!(st.reset_seq, 0);
+        // A press still wins (and latches).
+        st.on_estop_from(0, 0, true, 7);
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(
+            frame.estop[EstopSource::RosTopic.index()],
+            EstopReport::Pressed(Monotonic::from_nanos(7))
+        );
+        // One publisher left: its own word counts again.
+        st.set_unattributed_publishers(0, 1);
+        st.on_estop_from(0, 0, false, 8);
+        st.finish_step(&mut frame, &mut obs);
+        assert_eq!(
+            frame.estop[EstopSource::RosTopic.index()],
+            EstopReport::Clear(Monotonic::from_nanos(8))
+        );
+        st.on_reset_request().unwrap();
     }
 }

@@ -108,6 +108,8 @@ pub struct Ros2Robot {
     instruction: Sub<r2r::std_msgs::msg::String>,
     /// One subscription per E-stop device (`[ros] estop_devices`).
     estops: Vec<Sub<r2r::std_msgs::msg::Bool>>,
+    /// Each E-stop device's fully qualified topic (for its publisher count in the graph).
+    estop_topics: Vec<String>,
     estop_reset: Option<Sub<r2r::std_msgs::msg::Empty>>,
     start: Option<Sub<r2r::std_msgs::msg::Empty>>,
     #[cfg(not(feature = "ros2-doc-only"))]
@@ -160,6 +162,16 @@ impl Ros2Robot {
         let instruction: Sub<r2r::std_msgs::msg::String> = sub!(&t.instruction, Qos::DEFAULT);
         let odom: Sub<r2r::nav_msgs::msg::Odometry> = sub!(&t.odom, Qos::SENSOR_DATA);
         let devices = ros.devices();
+        let estop_topics = devices
+            .iter()
+            .map(|d| {
+                if d.topic.starts_with('/') {
+                    d.topic.clone()
+                } else {
+                    format!("{}/{}", ros.namespace.trim_end_matches('/'), d.topic)
+                }
+            })
+            .collect();
         let mut estops: Vec<Sub<r2r::std_msgs::msg::Bool>> = Vec::new();
         for d in &devices {
             estops.push(sub!(&d.topic, Qos::ESTOP_READER));
@@ -219,6 +231,7 @@ impl Ros2Robot {
                     },
                     ..Default::default()
                 },
+                ros.cmd_vel_stamp,
             ),
         };
         let diagnostics = node
@@ -238,6 +251,7 @@ impl Ros2Robot {
             image,
             instruction,
             estops,
+            estop_topics,
             estop_reset,
             start,
             #[cfg(not(feature = "ros2-doc-only"))]
@@ -254,12 +268,14 @@ impl Ros2Robot {
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names)
                 .with_estop_devices(devices.iter().map(|d| d.source).collect())
-                .with_max_stamp_age(ros.max_stamp_age_ns()),
+                .with_max_stamp_age(ros.max_stamp_age_ns())
+                .with_odom_timeout(ros.odom_timeout_ns()),
         })
     }
 
     /// Every E-stop message rcl has delivered, into the port (press edges reach the ingress
-    /// at once). rcl does not say which publisher sent a message here: one state per device.
+    /// at once). rcl does not say which publisher sent a message here: one state per device,
+    /// and a device topic with several publishers counts as unknown (see `step`).
     fn drain_estops(&mut self, now: u64) {
         let state = &mut self.state;
         for (i, sub) in self.estops.iter_mut().enumerate() {
@@ -281,6 +297,7 @@ enum CmdVel {
     Stamped(
         r2r::Publisher<r2r::geometry_msgs::msg::TwistStamped>,
         r2r::geometry_msgs::msg::TwistStamped,
+        port::CmdVelStamp,
     ),
 }
 
@@ -307,9 +324,13 @@ impl reflex_core::Actuator for Ros2Actuator {
         };
         let sent = match &mut self.cmd_vel {
             CmdVel::Twist(p) => p.publish(&msg).is_ok(),
-            CmdVel::Stamped(p, stamped) => {
-                // Stamped when it is sent (ROS time = the host's wall clock).
-                let t = port::Time::from_nanos(wall_clock_ns());
+            CmdVel::Stamped(p, stamped, stamp) => {
+                // Zero (the controller stamps it on receipt), or when it is sent (ROS time =
+                // the host's wall clock).
+                let t = port::Time::from_nanos(match stamp {
+                    port::CmdVelStamp::Zero => 0,
+                    port::CmdVelStamp::SendTime => wall_clock_ns(),
+                });
                 stamped.header.stamp = r2r::builtin_interfaces::msg::Time {
                     sec: t.sec,
                     nanosec: t.nanosec,
@@ -381,6 +402,7 @@ impl RobotIo for Ros2Robot {
     }
 
     fn stationary_at_start(&self) -> bool {
+        // Before the first step no odometry has been read; Reflex has commanded nothing yet.
         true
     }
 
@@ -425,12 +447,19 @@ impl RobotIo for Ros2Robot {
             .load(std::sync::atomic::Ordering::Relaxed);
         // Let rcl move messages into the streams, without blocking.
         self.node.spin_once(Duration::ZERO);
+        // SAF-012: rcl does not say which publisher sent an E-stop message, so a device topic
+        // with several publishers is unknown (robot stopped) until one is left (see PortState).
+        for (i, topic) in self.estop_topics.iter().enumerate() {
+            if let Ok(publishers) = self.node.get_publishers_info_by_topic(topic, false) {
+                self.state.set_unattributed_publishers(i, publishers.len());
+            }
+        }
         let mut cx = Context::from_waker(Waker::noop());
         if let Poll::Ready(()) = self.param_services.as_mut().poll(&mut cx) {
             // The handler ends only with the node; keep polling a finished future harmlessly.
             self.param_services = Box::pin(std::future::pending());
         }
-        self.state.set_wall_clock(wall_clock_ns());
+        self.state.begin_step(now, wall_clock_ns());
         let state = &mut self.state;
         drain(&mut self.odom, |o| {
             let v = |v: &r2r::geometry_msgs::msg::Vector3| port::Vector3 {

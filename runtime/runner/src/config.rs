@@ -122,16 +122,17 @@ impl ReflexConfig {
             .filter(|k| *k == "safety" || k.starts_with("safety."))
             .collect();
         // Keys outside [safety] that decide how the robot stops: never from a launch parameter.
-        const GUARDED: [&str; 8] = [
+        const GUARDED: [&str; 9] = [
             "runtime.require_rt",
             "runtime.stall_estop_ms",
             "runtime.max_consecutive_misses",
             "ros.estop_devices",
             "ros.reset_from",
             "ros.start_from",
-            // Which inputs count as fresh, and where the measured velocity comes from.
+            // Which inputs count as fresh, and what the drive's command timeout measures from.
             "ros.max_stamp_age_ms",
-            "ros.topics.odom",
+            "ros.odom_timeout_ms",
+            "ros.cmd_vel_stamp",
         ];
         if let Some((key, _)) = overrides
             .iter()
@@ -371,7 +372,8 @@ mod tests {
             ("runtime.stall_estop_ms", "10000.0"),
             ("ros.reset_from", "[\"topic\"]"),
             ("ros.max_stamp_age_ms", "60000.0"),
-            ("ros.topics.odom", "\"/nothing\""),
+            ("ros.odom_timeout_ms", "60000.0"),
+            ("ros.cmd_vel_stamp", "\"send_time\""),
         ] {
             let err = format!(
                 "{:#}",
