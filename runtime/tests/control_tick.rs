@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use reflex_rt::chunks::{MergeStrategy, QueueConfig};
-use reflex_rt::control::{BaseAxis, ChunkSender, ControlLoop, chunk_channel};
+use reflex_core::actions::ActionTarget;
+use reflex_rt::control::{ChunkSender, ControlLoop, chunk_channel};
 use reflex_runner::config::ReflexConfig;
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan};
 
@@ -64,7 +65,7 @@ fn control() -> (ControlLoop, ChunkSender) {
             ensemble_decay: 0.5,
             max_action_age_ns: 200_000_000,
         },
-        &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
+        &[ActionTarget::BaseVx, ActionTarget::BaseVy, ActionTarget::BaseWz],
         chunk_rx,
     );
     (control, channel)
@@ -318,7 +319,7 @@ fn saf_013_new_command_mode_needs_a_command_made_after_the_reset() {
             ensemble_decay: 0.5,
             max_action_age_ns: 200_000_000,
         },
-        &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
+        &[ActionTarget::BaseVx, ActionTarget::BaseVy, ActionTarget::BaseWz],
         chunk_rx,
     );
     let ranges = vec![f32::INFINITY; BEAMS];

@@ -1,15 +1,25 @@
-//! `policy.json`: the manifest of a policy package (schema version 1), parsed with unknown
-//! fields rejected, then checked field by field; every error names the file and the field.
+//! `policy.json`: the manifest of a policy package, parsed with unknown fields rejected, then
+//! checked field by field; every error names the file and the field.
+//!
+//! Schema 1 (still read): the policy's state is the base velocity (`base_vx`, `base_vy`,
+//! `base_wz` in the first entries, zeros after), so it may drive only base axes. Schema 2 adds
+//! `state_sources` (one per state entry, measured: joint positions and velocities by joint name,
+//! gripper position, base velocity) and joint-named `drives` (`joint_position/<joint>`); see
+//! `reflex_core::actions` for the spellings. The robot's config resolves both at load.
 
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use reflex_core::actions::{ActionTarget, RobotShape, StateSource};
+
 use crate::PackageError;
 
-/// The only schema version this build reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest schema version this build reads (and `reflex pack` writes).
+pub const SCHEMA_VERSION: u32 = 2;
+/// Every schema version this build reads.
+pub const SCHEMA_VERSIONS: [u32; 2] = [1, 2];
 /// Name of the manifest inside a package directory.
 pub const MANIFEST_FILE: &str = "policy.json";
 
@@ -57,7 +67,8 @@ pub struct InputSpec {
 pub struct ActionDim {
     pub name: String,
     pub unit: String,
-    /// `base_vx`, `base_vy`, `base_wz`, `joint_<i>_position`, `joint_<i>_velocity` or `gripper`.
+    /// `base_vx`, `base_vy`, `base_wz`, `joint_position/<joint>`, `joint_velocity/<joint>`
+    /// (schema 2), `joint_<i>_position`, `joint_<i>_velocity` or `gripper`.
     pub drives: String,
 }
 
@@ -164,6 +175,10 @@ pub struct PolicyManifest {
     /// `<unk>` (index 1), padding is `<pad>` (index 0). Required when an instruction input exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instruction_vocabulary: Option<Vec<String>>,
+    /// Schema 2: where each entry of the state input comes from (`joint_position/<joint>`,
+    /// `joint_velocity/<joint>`, `gripper_position`, `base_vx`, `base_vy`, `base_wz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_sources: Option<Vec<String>>,
 }
 
 fn field_error(field: impl Into<String>, problem: impl Into<String>) -> PackageError {
@@ -268,19 +283,8 @@ fn check_stats(field: &str, stats: &Stats, dims: usize) -> Result<(), PackageErr
     Ok(())
 }
 
-fn valid_axis(drives: &str) -> bool {
-    matches!(drives, "base_vx" | "base_vy" | "base_wz" | "gripper")
-        || drives
-            .strip_prefix("joint_")
-            .and_then(|rest| {
-                rest.strip_suffix("_position")
-                    .or_else(|| rest.strip_suffix("_velocity"))
-            })
-            .is_some_and(|i| {
-                i.parse::<u8>()
-                    .is_ok_and(|i| (i as usize) < reflex_safety::MAX_JOINTS)
-            })
-}
+/// Schema 1's state entries: the base velocity.
+const SCHEMA_1_STATE: [&str; 3] = ["base_vx", "base_vy", "base_wz"];
 
 impl PolicyManifest {
     /// Parses `policy.json` text; unknown fields are refused.
@@ -314,6 +318,88 @@ impl PolicyManifest {
         }
     }
 
+    /// Where each state entry comes from: `state_sources` (schema 2), or the base velocity for
+    /// the first (at most three) entries of a schema 1 state (the rest stay zero).
+    pub fn state_sources(&self) -> Vec<&str> {
+        match &self.state_sources {
+            Some(sources) => sources.iter().map(String::as_str).collect(),
+            None => {
+                let dims = self.input(InputRole::State).map_or(0, |s| s.shape[1] as usize);
+                SCHEMA_1_STATE.iter().copied().take(dims).collect()
+            }
+        }
+    }
+
+    /// The action targets and state sources on the robot `shape` describes (from its safety
+    /// config). Refused, naming the field, when the policy drives or reads something the robot
+    /// does not have, or drives one command twice.
+    pub fn resolve(
+        &self,
+        shape: &RobotShape,
+    ) -> Result<(Vec<ActionTarget>, Vec<StateSource>), PackageError> {
+        let mut targets: Vec<ActionTarget> = Vec::with_capacity(self.action_space.len());
+        for (i, dim) in self.action_space.iter().enumerate() {
+            let field = format!("action_space[{i}].drives");
+            let target = ActionTarget::resolve(&dim.drives, shape)
+                .map_err(|e| field_error(&field, format!("{e}; fix the package or the robot config")))?;
+            if targets.contains(&target) {
+                return Err(field_error(
+                    field,
+                    format!("`{}` drives a command an earlier dimension already drives", dim.drives),
+                ));
+            }
+            targets.push(target);
+        }
+        // Schema 1 states are the base velocity, zero on a robot without a base.
+        let shape1;
+        let state_shape = if self.state_sources.is_none() {
+            shape1 = RobotShape {
+                has_base: true,
+                ..shape.clone()
+            };
+            &shape1
+        } else {
+            shape
+        };
+        let sources = self
+            .state_sources()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                StateSource::resolve(s, state_shape).map_err(|e| {
+                    field_error(
+                        format!("state_sources[{i}]"),
+                        format!("{e}; fix the package or the robot config"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((targets, sources))
+    }
+
+    /// The first part of the I/O contract (inputs, outputs, rate, horizon, action space, state
+    /// sources, vocabulary) in which `other` differs from `self`, named as its `policy.json`
+    /// field: a running loop cannot take a model with another contract (hot swap).
+    pub fn contract_difference(&self, other: &PolicyManifest) -> Option<&'static str> {
+        if self.inputs != other.inputs {
+            Some("inputs")
+        } else if self.outputs != other.outputs {
+            Some("outputs")
+        } else if self.control_rate_hz != other.control_rate_hz {
+            Some("control_rate_hz")
+        } else if self.horizon_steps() != other.horizon_steps() {
+            Some("chunk_horizon_s")
+        } else if self.action_space != other.action_space {
+            Some("action_space")
+        } else if self.state_sources() != other.state_sources() {
+            Some("state_sources")
+        } else if self.instruction_vocabulary != other.instruction_vocabulary {
+            Some("instruction_vocabulary")
+        } else {
+            None
+        }
+    }
+
     /// The input with `role`, if any.
     pub fn input(&self, role: InputRole) -> Option<&InputSpec> {
         self.inputs.iter().find(|i| i.role == role)
@@ -321,11 +407,11 @@ impl PolicyManifest {
 
     /// Field-by-field checks (stage 2).
     pub fn validate(&self) -> Result<(), PackageError> {
-        if self.schema_version != SCHEMA_VERSION {
+        if !SCHEMA_VERSIONS.contains(&self.schema_version) {
             return Err(field_error(
                 "schema_version",
                 format!(
-                    "this reflex reads schema {SCHEMA_VERSION}, the package has {}; repack it with a matching `reflex pack`",
+                    "this reflex reads schemas {SCHEMA_VERSIONS:?}, the package has {}; repack it with a matching `reflex pack`",
                     self.schema_version
                 ),
             ));
@@ -433,11 +519,21 @@ impl PolicyManifest {
             return Err(field_error("action_space", "is empty"));
         }
         for (i, dim) in self.action_space.iter().enumerate() {
-            if !valid_axis(&dim.drives) {
+            let named = dim.drives.contains('/');
+            if !ActionTarget::is_spelling(&dim.drives) || (named && self.schema_version < 2) {
                 return Err(field_error(
                     format!("action_space[{i}].drives"),
                     format!(
-                        "`{}` is not a safety axis: base_vx, base_vy, base_wz, joint_<i>_position, joint_<i>_velocity or gripper",
+                        "`{}` is not a safety axis: base_vx, base_vy, base_wz, joint_position/<joint> and joint_velocity/<joint> (schema 2), joint_<i>_position, joint_<i>_velocity or gripper",
+                        dim.drives
+                    ),
+                ));
+            }
+            if self.schema_version == 1 && !dim.drives.starts_with("base_") {
+                return Err(field_error(
+                    format!("action_space[{i}].drives"),
+                    format!(
+                        "`{}`: a schema 1 policy sees only the base velocity as its state, so it may drive only base axes; give the arm policy schema_version 2 with `state_sources`",
                         dim.drives
                     ),
                 ));
@@ -451,6 +547,53 @@ impl PolicyManifest {
                     format!("`{}` is driven twice", dim.drives),
                 ));
             }
+        }
+        match (&self.state_sources, self.schema_version) {
+            (Some(_), 1) => {
+                return Err(field_error(
+                    "state_sources",
+                    "needs schema_version 2 (schema 1 states are the base velocity)",
+                ));
+            }
+            (None, 2) => {
+                return Err(field_error(
+                    "state_sources",
+                    format!(
+                        "schema 2 needs one source per state entry ({} for input `{}`), e.g. \"joint_position/shoulder\"",
+                        state.shape[1], state.name
+                    ),
+                ));
+            }
+            (Some(sources), _) => {
+                if sources.len() != state.shape[1] as usize {
+                    return Err(field_error(
+                        "state_sources",
+                        format!(
+                            "has {} entries, input `{}` has {} state values",
+                            sources.len(),
+                            state.name,
+                            state.shape[1]
+                        ),
+                    ));
+                }
+                for (i, source) in sources.iter().enumerate() {
+                    if !StateSource::is_spelling(source) {
+                        return Err(field_error(
+                            format!("state_sources[{i}]"),
+                            format!(
+                                "`{source}` is not a state source: base_vx, base_vy, base_wz, joint_position/<joint>, joint_velocity/<joint> or gripper_position"
+                            ),
+                        ));
+                    }
+                    if sources[..i].contains(source) {
+                        return Err(field_error(
+                            format!("state_sources[{i}]"),
+                            format!("`{source}` appears twice"),
+                        ));
+                    }
+                }
+            }
+            (None, _) => {}
         }
         check_stats(
             "normalization.state",

@@ -48,7 +48,7 @@ use tungstenite::Message;
 
 use reflex_core::metrics::Telemetry;
 use reflex_rt::arbiter::CloudCommand;
-use reflex_rt::control::BaseAxis;
+use reflex_core::actions::ActionTarget;
 
 /// `[cloud]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -149,11 +149,12 @@ pub struct CloudLink {
 }
 
 impl CloudLink {
-    /// Starts the link thread; `axes` maps action dimensions onto the base (the local policy's
+    /// Starts the link thread; `axes` maps action dimensions onto the base (joint and gripper
+    /// dimensions are not sent by the cloud link yet) (the local policy's
     /// action space), `prompt` is the task instruction.
     pub fn start(
         config: CloudConfig,
-        axes: Vec<BaseAxis>,
+        axes: Vec<ActionTarget>,
         prompt: String,
         inbox: Arc<reflex_rt::arbiter::Inbox<CloudCommand>>,
         telemetry: Arc<Telemetry>,
@@ -241,7 +242,7 @@ struct Worker {
     config: CloudConfig,
     tls: Arc<rustls::ClientConfig>,
     api_key: Option<String>,
-    axes: Vec<BaseAxis>,
+    axes: Vec<ActionTarget>,
     prompt: String,
     inbox: Arc<reflex_rt::arbiter::Inbox<CloudCommand>>,
     telemetry: Arc<Telemetry>,
@@ -430,10 +431,11 @@ impl Worker {
         let mut base = reflex_safety::Twist::default();
         for (v, axis) in action.iter().zip(&self.axes) {
             match axis {
-                BaseAxis::Vx => base.vx_mps = *v,
-                BaseAxis::Vy => base.vy_mps = *v,
-                BaseAxis::Wz => base.wz_radps = *v,
-                BaseAxis::Ignored => {}
+                ActionTarget::BaseVx => base.vx_mps = *v,
+                ActionTarget::BaseVy => base.vy_mps = *v,
+                ActionTarget::BaseWz => base.wz_radps = *v,
+                // The cloud link carries base commands only (joint chunks: not yet).
+                _ => {}
             }
         }
         self.seq += 1;

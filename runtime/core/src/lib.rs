@@ -28,6 +28,7 @@
 // One `unsafe` block (clock_gettime in clock.rs), with its SAFETY note.
 #![deny(unsafe_code)]
 
+pub mod actions;
 pub mod clock;
 mod frames;
 mod ingress;

@@ -38,6 +38,7 @@ use serde::Deserialize;
 
 #[cfg(feature = "dds")]
 pub mod dds;
+pub mod joints;
 pub mod port;
 #[cfg(feature = "ros2")]
 pub mod ros2;
@@ -82,6 +83,10 @@ pub struct RosConfig {
     /// host (PTP or chrony, or the same machine); unset (default), header stamps are not read
     /// and inputs age from their reception.
     pub max_stamp_age_ms: Option<f64>,
+    /// The gripper's joint name in `/joint_states` and in `[[ros.controllers]]` (`"gripper"`).
+    pub gripper_joint: String,
+    /// ros2_control controllers the joint and gripper targets go to (see [`joints`]).
+    pub controllers: Vec<joints::ControllerConfig>,
 }
 
 /// One `[[ros.estop_devices]]` entry.
@@ -119,6 +124,8 @@ impl Default for RosConfig {
             cmd_vel_stamp: port::CmdVelStamp::Zero,
             odom_timeout_ms: 200.0,
             max_stamp_age_ms: None,
+            gripper_joint: "gripper".into(),
+            controllers: Vec::new(),
         }
     }
 }

@@ -63,17 +63,7 @@ impl Topics {
             ("cmd_vel", &self.cmd_vel),
             ("diagnostics", &self.diagnostics),
         ] {
-            let ok = !name.is_empty()
-                && !name.ends_with('/')
-                && !name.contains("//")
-                && name
-                    .trim_start_matches('~')
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
-                && !name
-                    .trim_start_matches(['~', '/'])
-                    .starts_with(|c: char| c.is_ascii_digit());
-            if !ok {
+            if check_topic_name(name).is_err() {
                 return Err(format!(
                     "ros.topics.{key} = {name:?} is not a ROS 2 topic name; fix: letters, digits, '_' and '/', e.g. \"/scan\""
                 ));
@@ -90,6 +80,27 @@ impl Topics {
             let ns = namespace.trim_end_matches('/');
             format!("rt{ns}/{name}")
         }
+    }
+}
+
+/// Whether `name` is a valid ROS 2 topic name (letters, digits, `_`, `/`, optional `~`).
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && !name.ends_with('/')
+        && !name.contains("//")
+        && name
+            .trim_start_matches('~')
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
+        && !name
+            .trim_start_matches(['~', '/'])
+            .starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a ROS 2 topic name; fix: letters, digits, '_' and '/', e.g. \"/arm_controller/joint_trajectory\""
+        ))
     }
 }
 
@@ -492,6 +503,12 @@ pub struct PortStats {
     /// `[ros] max_stamp_age_ms` of this host's clock (also counted in their `*_refused`).
     pub stale_stamps: u64,
     pub commands_published: u64,
+    /// Observations not made because a state source the policy reads had no measurement
+    /// within `[ros] odom_timeout_ms` (no joint state yet, gripper missing): no inference then,
+    /// so the robot stops rather than act on a guessed state.
+    pub state_unavailable: u64,
+    /// Joint-command messages published (`[[ros.controllers]]`).
+    pub joint_commands_published: u64,
 }
 
 /// `[ros] odom_timeout_ms` by default (200 ms): older odometry is not used.
@@ -540,6 +557,14 @@ pub struct PortState {
     image_fresh: bool,
     /// `[safety.arm] joints` names, in the safety layer's order.
     joint_names: Vec<String>,
+    /// Where each state entry comes from (the policy's `state_sources`, resolved).
+    state_sources: Vec<reflex_core::actions::StateSource>,
+    /// The gripper's joint name in `/joint_states` (`[ros] gripper_joint`), when the robot has one.
+    gripper_joint: Option<String>,
+    gripper_position: f64,
+    gripper_stamp_ns: u64,
+    /// A joint state arrived since the last observation (the trigger of policies without a camera).
+    joint_fresh: bool,
     joint_stamp_ns: u64,
     joint_positions: Vec<f64>,
     joint_velocities: Vec<f64>,
@@ -587,6 +612,15 @@ impl PortState {
             joint_positions: vec![0.0; joint_names.len()],
             joint_velocities: vec![0.0; joint_names.len()],
             joint_names,
+            state_sources: vec![
+                reflex_core::actions::StateSource::BaseVx,
+                reflex_core::actions::StateSource::BaseVy,
+                reflex_core::actions::StateSource::BaseWz,
+            ],
+            gripper_joint: None,
+            gripper_position: 0.0,
+            gripper_stamp_ns: 0,
+            joint_fresh: false,
             joint_stamp_ns: 0,
             odom: reflex_safety::Twist::default(),
             odom_stamp_ns: 0,
@@ -597,6 +631,18 @@ impl PortState {
             model_digest: String::new(),
             stats: PortStats::default(),
         }
+    }
+
+    /// The policy's state sources (resolved against the robot's config: `PolicyManifest::resolve`)
+    /// and the gripper's joint name in `/joint_states`, when the robot has a gripper.
+    pub fn with_state_sources(
+        mut self,
+        sources: Vec<reflex_core::actions::StateSource>,
+        gripper_joint: Option<String>,
+    ) -> Self {
+        self.state_sources = sources;
+        self.gripper_joint = gripper_joint;
+        self
     }
 
     /// `[ros] max_stamp_age_ms`: refuse inputs whose header stamp is further than this from the
@@ -678,11 +724,25 @@ impl PortState {
     /// Velocities may be absent (then zero, as REP says for unknown).
     pub fn on_joint_state(&mut self, js: &JointState, now_ns: u64) {
         self.clock_ns = self.clock_ns.max(now_ns);
-        if self.joint_names.is_empty() {
+        if self.joint_names.is_empty() && self.gripper_joint.is_none() {
             return;
         }
         if !self.stamp_ok(&js.header) {
             self.stats.joint_states_refused += 1;
+            return;
+        }
+        // The gripper may come in the arm's message or in its own (a gripper driver's).
+        let mut gripper_only = false;
+        if let Some(g) = &self.gripper_joint
+            && let Some(k) = js.name.iter().position(|n| n == g)
+            && let Some(&p) = js.position.get(k)
+            && p.is_finite()
+        {
+            self.gripper_position = p;
+            self.gripper_stamp_ns = self.made_at(now_ns, &js.header);
+            gripper_only = !self.joint_names.iter().any(|j| js.name.contains(j));
+        }
+        if self.joint_names.is_empty() || gripper_only {
             return;
         }
         let mut positions = [0.0f64; 16];
@@ -708,6 +768,7 @@ impl PortState {
         self.joint_positions[..n].copy_from_slice(&positions[..n]);
         self.joint_velocities[..n].copy_from_slice(&velocities[..n]);
         self.joint_stamp_ns = self.made_at(now_ns, &js.header);
+        self.joint_fresh = true;
         self.stats.joint_states += 1;
     }
 
@@ -1012,24 +1073,40 @@ impl PortState {
                 .joint_velocities
                 .copy_from_slice(&self.joint_velocities);
         }
-        let fresh = std::mem::take(&mut self.image_fresh);
-        if fresh {
-            // The measured velocity, or, without fresh odometry, the last command.
-            let c = if self.odom_fresh {
-                self.odom
-            } else {
-                self.last_command
-            };
-            for (s, v) in
-                obs.state
-                    .iter_mut()
-                    .zip([c.vx_mps as f32, c.vy_mps as f32, c.wz_radps as f32])
-            {
-                *s = v;
-            }
-            obs.instruction.copy_from_slice(&self.tokens);
+        // A new observation when the newest input the policy sees arrived: a camera frame, or,
+        // for a policy without a camera, a joint state.
+        let has_image = self.manifest.input(reflex_policy::InputRole::Image).is_some();
+        let trigger = if has_image {
+            std::mem::take(&mut self.image_fresh)
+        } else {
+            std::mem::take(&mut self.joint_fresh)
+        };
+        if !trigger {
+            return false;
         }
-        fresh
+        // The measured velocity, or, without fresh odometry, the last command.
+        let base = if self.odom_fresh {
+            self.odom
+        } else {
+            self.last_command
+        };
+        // Joint and gripper readings older than the timeout are no measurement.
+        let recent = |stamp: u64| stamp != 0 && self.clock_ns.saturating_sub(stamp) <= self.odom_timeout_ns;
+        let joints_ok = recent(self.joint_stamp_ns);
+        let measured = reflex_core::actions::Measured {
+            base,
+            joint_positions: if joints_ok { &self.joint_positions } else { &[] },
+            joint_velocities: if joints_ok { &self.joint_velocities } else { &[] },
+            gripper_position: recent(self.gripper_stamp_ns).then_some(self.gripper_position),
+        };
+        let n = self.state_sources.len().min(obs.state.len());
+        obs.state[n..].fill(0.0);
+        if !reflex_core::actions::fill_state(&self.state_sources[..n], &measured, &mut obs.state[..n]) {
+            self.stats.state_unavailable += 1;
+            return false;
+        }
+        obs.instruction.copy_from_slice(&self.tokens);
+        true
     }
 
     pub fn manifest(&self) -> &reflex_policy::PolicyManifest {

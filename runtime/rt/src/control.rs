@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reflex_safety::{Command, CommandSource, Monotonic, Safety, SafetyInputs, Twist, Verdict};
+use reflex_core::actions::{ActionTarget, apply_action};
+use reflex_safety::{Command, CommandSource, Monotonic, Safety, SafetyInputs, Verdict};
 
 use crate::arbiter::{Arbiter, ArbiterConfig, Inboxes};
 use crate::chunks::{ChunkQueue, NoAction, QueueConfig};
@@ -131,15 +132,6 @@ impl Histogram {
     }
 }
 
-/// Which base axis each action dimension drives (from the policy's action space).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BaseAxis {
-    Vx,
-    Vy,
-    Wz,
-    Ignored,
-}
-
 /// What the loop reports.
 #[derive(Debug, Clone, Default)]
 pub struct LoopStats {
@@ -165,7 +157,8 @@ pub struct ControlLoop {
     pub safety: Safety,
     pub queue: ChunkQueue,
     pub arbiter: Arbiter,
-    axes: [BaseAxis; 8],
+    /// What each action dimension drives (resolved against the robot's config at load).
+    targets: Vec<ActionTarget>,
     channel: ChunkReceiver,
     pub stats: LoopStats,
     /// Last tick time (ns), read by the watchdog.
@@ -187,18 +180,14 @@ impl ControlLoop {
     pub fn new(
         safety: Safety,
         queue: QueueConfig,
-        axes: &[BaseAxis],
+        targets: &[ActionTarget],
         channel: ChunkReceiver,
     ) -> Self {
-        let mut map = [BaseAxis::Ignored; 8];
-        for (slot, axis) in map.iter_mut().zip(axes) {
-            *slot = *axis;
-        }
         Self {
             safety,
             queue: ChunkQueue::new(queue),
             arbiter: Arbiter::without_inboxes(&ArbiterConfig::default()),
-            axes: map,
+            targets: targets.to_vec(),
             channel,
             stats: LoopStats::default(),
             heartbeat_ns: Arc::new(AtomicU64::new(0)),
@@ -256,44 +245,37 @@ impl ControlLoop {
         Ok(self)
     }
 
-    /// The policy's proposal for `now`: the queued action mapped onto the base axes, stamped
-    /// with its observation time; or a stop proposal when there is no usable action.
+    /// The policy's proposal for `now`: the queued action mapped onto what it drives (base
+    /// axes, joint targets, gripper), stamped with its observation time; or a stop proposal
+    /// (zero velocity, the arm held where the last verdict put it) when there is no usable action.
     fn policy_command(&mut self, now_ns: u64) -> Command {
         let obs_ns = self.queue.obs_time_at(now_ns);
         match self.queue.action_at(now_ns) {
             Ok(action) => {
-                let mut twist = Twist::default();
-                for (value, axis) in action.iter().zip(self.axes) {
-                    let v = f64::from(*value);
-                    match axis {
-                        BaseAxis::Vx => twist.vx_mps = v,
-                        BaseAxis::Vy => twist.vy_mps = v,
-                        BaseAxis::Wz => twist.wz_radps = v,
-                        BaseAxis::Ignored => {}
-                    }
-                }
+                let mut command = Command {
+                    source: CommandSource::LocalPolicy,
+                    stamp: Monotonic::from_nanos(obs_ns.unwrap_or(now_ns)),
+                    ..Command::default()
+                };
+                apply_action(&self.targets, action, &mut command);
                 self.last_no_action = None;
                 self.action_age_ns = obs_ns.map_or(0, |o| now_ns.saturating_sub(o));
-                Command::base(
-                    CommandSource::LocalPolicy,
-                    Monotonic::from_nanos(obs_ns.unwrap_or(now_ns)),
-                    twist.vx_mps,
-                    twist.vy_mps,
-                    twist.wz_radps,
-                )
+                command
             }
             Err(why) => {
                 // Decay to a controlled stop: propose zero; the safety layer ramps it down.
                 self.stats.ticks_without_action += 1;
                 self.last_no_action = Some(why);
                 self.action_age_ns = 0;
-                Command::base(
+                let mut command = Command::base(
                     CommandSource::LocalPolicy,
                     Monotonic::from_nanos(now_ns),
                     0.0,
                     0.0,
                     0.0,
-                )
+                );
+                command.joints = self.safety.hold_targets();
+                command
             }
         }
     }

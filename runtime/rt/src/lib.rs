@@ -45,7 +45,8 @@
 //! # Example
 //! ```
 //! use reflex_rt::chunks::ChunksConfig;
-//! use reflex_rt::control::{BaseAxis, ControlLoop, chunk_channel};
+//! use reflex_core::actions::ActionTarget;
+//! use reflex_rt::control::{ControlLoop, chunk_channel};
 //! use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyConfig, SafetyInputs};
 //! let config: SafetyConfig = toml::from_str(r#"
 //!     [estop]
@@ -81,7 +82,7 @@
 //! let mut control = ControlLoop::new(
 //!     Safety::new(config).unwrap(),
 //!     ChunksConfig::default().queue(3, 20, 20_000_000),
-//!     &[BaseAxis::Vx, BaseAxis::Vy, BaseAxis::Wz],
+//!     &[ActionTarget::BaseVx, ActionTarget::BaseVy, ActionTarget::BaseWz],
 //!     rx,
 //! );
 //! let now = 1_000_000_000;

@@ -20,7 +20,8 @@ use reflex_core::{Actuator, CommandFrame, EstopIngress, PolicyBackend, RobotIo, 
 use reflex_policy::{BackendConfig, OrtBackend, PolicyPackage};
 use reflex_rt::arbiter::{ArbiterConfig, Inboxes};
 use reflex_rt::chunks::ChunksConfig;
-use reflex_rt::control::{BaseAxis, ChunkReceiver, ChunkSender, ControlLoop};
+use reflex_core::actions::{ActionTarget, RobotShape, StateSource};
+use reflex_rt::control::{ChunkReceiver, ChunkSender, ControlLoop};
 use reflex_rt::gate::{ActuatorGate, GateOutput};
 use reflex_rt::ticker::{self as rt, RtConfig};
 use reflex_safety::{Reason, SafetyConfig};
@@ -170,7 +171,7 @@ pub fn control_loop(
             m.horizon_steps(),
             (1e9 / m.control_rate_hz).round() as u64,
         ),
-        &base_axes(package),
+        &contract(config, package)?.0,
         channel,
     );
     let mut control = match &options.telemetry {
@@ -185,19 +186,21 @@ pub fn control_loop(
         .map_err(anyhow::Error::msg)
 }
 
-/// Base axes driven by the policy's action dimensions.
-pub fn base_axes(package: &PolicyPackage) -> Vec<BaseAxis> {
+/// What the policy's action dimensions drive and where its state comes from, on the robot
+/// `config` describes; refused, naming the `policy.json` field, when the robot lacks it.
+pub fn contract(
+    config: &SafetyConfig,
+    package: &PolicyPackage,
+) -> Result<(Vec<ActionTarget>, Vec<StateSource>)> {
     package
         .manifest
-        .action_space
-        .iter()
-        .map(|a| match a.drives.as_str() {
-            "base_vx" => BaseAxis::Vx,
-            "base_vy" => BaseAxis::Vy,
-            "base_wz" => BaseAxis::Wz,
-            _ => BaseAxis::Ignored,
+        .resolve(&RobotShape::of(config))
+        .with_context(|| {
+            format!(
+                "policy `{}` {} does not fit this robot's [safety] config",
+                package.manifest.name, package.manifest.version
+            )
         })
-        .collect()
 }
 
 /// The loop in real time for `options.duration_s` on `robot`: RT thread, inference worker
@@ -234,7 +237,7 @@ pub fn run_robot(
                 .clone();
             Some(reflex_cloud::CloudLink::start(
                 cfg,
-                base_axes(package),
+                contract(safety_config, package)?.0,
                 task.1.to_string(),
                 inboxes.cloud,
                 telemetry.clone(),

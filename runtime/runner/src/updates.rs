@@ -457,10 +457,11 @@ impl Updater {
         let package = PolicyPackage::open(&version.dir)?;
         package.verify_files()?;
         let (new, old) = (&package.manifest, &self.running.manifest);
-        anyhow::ensure!(
-            new.action_space == old.action_space,
-            "its action space differs from the running policy's; a different robot interface needs a restart with a matching config"
-        );
+        if let Some(field) = old.contract_difference(new) {
+            anyhow::bail!(
+                "its I/O contract differs from the running policy's in `{field}` (policy.json); the running loop is built for the old one, so a different contract needs a restart with a matching config"
+            );
+        }
         self.activation.advance(Step::Verified)?;
         // Prepared: a session, warmed up.
         let mut backend = OrtBackend::load(&package, &self.backend_config)?;
