@@ -10,6 +10,12 @@
                     not visible. The chunk blends from the measured velocity (state) to that
                     target over the first 5 steps.
   tiny-mlp/         a 16-64-64-60 MLP on the state only, for the inference benchmark.
+  reflex-demo-arm-reach/  an arm policy (policy.json schema 2), constructed: wrist image uint8
+                    [1,3,64,64] + state float32 [1,4] (shoulder, elbow, wrist positions by
+                    joint name, gripper position) -> chunk float32 [1,25,4] of absolute joint
+                    and gripper position targets at 50 Hz: each step moves toward a fixed
+                    reach pose by at most 0.5 rad/s (joints) and 0.05 m/s (gripper) from the
+                    measured state; a dark camera (mean pixel <= 20, e.g. covered) holds it.
 
 Each package gets policy.json (with sha256 of every file) and golden.json (input/output pairs
 computed here with numpy, checked against onnxruntime when it is installed).
@@ -33,6 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach"]
 H, A = 20, 3
 RATE_HZ = 50.0
 VOCAB = ["<pad>", "<unk>", "go", "to", "the", "red", "blue", "marker", "drive", "find"]
@@ -186,6 +193,51 @@ def tiny_mlp_model():
     return graph, w, b
 
 
+ARM_H, ARM_A = 25, 4
+ARM_GOAL = np.array([0.8, -0.6, 1.2, 0.06], dtype=np.float32)
+ARM_STEP = np.array([0.5, 0.5, 0.5, 0.05], dtype=np.float32) / np.float32(RATE_HZ)
+ARM_RAMP = (np.arange(1, ARM_H + 1, dtype=np.float32).reshape(1, ARM_H, 1) * ARM_STEP.reshape(1, 1, ARM_A)).astype(np.float32)
+ARM_JOINTS = ["shoulder", "elbow", "wrist"]
+
+
+def demo_arm_model():
+    f32 = np.float32
+    nodes = [
+        const("goal", ARM_GOAL.reshape(1, ARM_A)),
+        const("ramp", ARM_RAMP),
+        const("neg_ramp", -ARM_RAMP),
+        const("dark", f32(20.0)),
+        const("shape3", np.array([1, 1, ARM_A], dtype=np.int64)),
+        helper.make_node("Cast", ["image"], ["img_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["img_f"], ["brightness"], axes=[0, 1, 2, 3], keepdims=0),
+        helper.make_node("Greater", ["brightness", "dark"], ["lit"]),
+        helper.make_node("Cast", ["lit"], ["gate"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["goal", "state"], ["d"]),
+        helper.make_node("Reshape", ["d", "shape3"], ["d3"]),
+        helper.make_node("Max", ["d3", "neg_ramp"], ["lo"]),
+        helper.make_node("Min", ["lo", "ramp"], ["delta"]),
+        helper.make_node("Mul", ["delta", "gate"], ["gated"]),
+        helper.make_node("Reshape", ["state", "shape3"], ["s3"]),
+        helper.make_node("Add", ["s3", "gated"], ["actions"]),
+    ]
+    return helper.make_graph(
+        nodes,
+        "reflex_demo_arm_reach",
+        [
+            helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 3, 64, 64]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, ARM_A]),
+        ],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, ARM_H, ARM_A])],
+    )
+
+
+def demo_arm_reference(image, state):
+    gate = np.float32(image.astype(np.float32).mean() > 20.0)
+    d = (ARM_GOAL.reshape(1, ARM_A) - state).reshape(1, 1, ARM_A)
+    delta = np.minimum(np.maximum(d, -ARM_RAMP), ARM_RAMP) * gate
+    return (state.reshape(1, 1, ARM_A) + delta).astype(np.float32)
+
+
 def tiny_mlp_reference(state, w, b):
     h = np.maximum(state @ w[0] + b[0], 0)
     h = np.maximum(h @ w[1] + b[1], 0)
@@ -221,7 +273,7 @@ def tokens(text):
     return np.array([ids + [0] * (TOKENS - len(ids))], dtype=np.int64)
 
 
-def write_package(out, name, version, description, model_file, inputs, golden, extra):
+def write_package(out, name, version, description, model_file, inputs, golden, extra, h=H, a=A):
     pkg = os.path.join(out, name)
     golden_path = os.path.join(pkg, "golden.json")
     with open(golden_path, "w") as f:
@@ -233,14 +285,14 @@ def write_package(out, name, version, description, model_file, inputs, golden, e
         "version": version,
         "description": description,
         "inputs": inputs,
-        "outputs": [{"name": "actions", "dtype": "float32", "shape": [1, H, A]}],
+        "outputs": [{"name": "actions", "dtype": "float32", "shape": [1, h, a]}],
         "action_space": [
             {"name": "vx", "unit": "m/s", "drives": "base_vx"},
             {"name": "vy", "unit": "m/s", "drives": "base_vy"},
             {"name": "wz", "unit": "rad/s", "drives": "base_wz"},
         ],
         "control_rate_hz": RATE_HZ,
-        "chunk_horizon_s": H / RATE_HZ,
+        "chunk_horizon_s": h / RATE_HZ,
         "safety_envelope": {"max_vx_mps": 0.6, "max_vy_mps": 0.0, "max_wz_radps": 1.5},
         "targets": [{"kind": "onnx", "file": model_file, "sha256": sha256(os.path.join(pkg, model_file))}],
         "golden": {"file": "golden.json", "sha256": sha256(golden_path), "tolerance": {"abs": 1e-4, "rel": 1e-4}},
@@ -305,6 +357,41 @@ def build(out):
         [{"name": "state", "dtype": "float32", "shape": [1, 16], "role": "state"}],
         golden, {"normalization": norm},
     )
+    # reflex-demo-arm-reach (schema 2)
+    pkg = os.path.join(out, "reflex-demo-arm-reach")
+    os.makedirs(pkg, exist_ok=True)
+    save_model(demo_arm_model(), os.path.join(pkg, "model.onnx"))
+    lit = np.full((1, 3, 64, 64), 120, dtype=np.uint8)
+    dark = np.full((1, 3, 64, 64), 5, dtype=np.uint8)
+    golden = []
+    for note, image, state in [
+        ("lit camera, at rest at zero", lit, [0.0, 0.0, 0.0, 0.0]),
+        ("lit camera, near the goal", lit, [0.79, -0.55, 1.0, 0.06]),
+        ("dark camera holds", dark, [0.3, 0.2, -0.1, 0.01]),
+    ]:
+        s_ = np.array([state], dtype=np.float32)
+        golden.append({"note": note, "inputs": {"image": image.flatten().tolist(), "state": s_.flatten().tolist()},
+                       "outputs": {"actions": demo_arm_reference(image, s_).flatten().tolist()}})
+    ident = {"mean": [0.0] * ARM_A, "std": [1.0] * ARM_A}
+    write_package(
+        out, "reflex-demo-arm-reach", "0.1.0",
+        "Constructed demo arm policy (schema 2): reaches a fixed pose from the measured joint state, held while the wrist camera is dark.",
+        "model.onnx",
+        [
+            {"name": "image", "dtype": "uint8", "shape": [1, 3, 64, 64], "role": "image"},
+            {"name": "state", "dtype": "float32", "shape": [1, ARM_A], "role": "state"},
+        ],
+        golden,
+        {
+            "schema_version": 2,
+            "normalization": {"state": ident, "action": ident},
+            "state_sources": [f"joint_position/{j}" for j in ARM_JOINTS] + ["gripper_position"],
+            "action_space": [{"name": j, "unit": "rad", "drives": f"joint_position/{j}"} for j in ARM_JOINTS]
+            + [{"name": "gripper", "unit": "m", "drives": "gripper"}],
+            "safety_envelope": {"max_vx_mps": 0.0, "max_vy_mps": 0.0, "max_wz_radps": 0.0},
+        },
+        h=ARM_H, a=ARM_A,
+    )
     check_with_onnxruntime(out)
 
 
@@ -314,7 +401,7 @@ def check_with_onnxruntime(out):
     except ImportError:
         print("onnxruntime not installed: golden outputs checked against numpy only")
         return
-    for name in ["reflex-demo-vla", "tiny-mlp"]:
+    for name in PACKAGES:
         pkg = os.path.join(out, name)
         manifest = json.load(open(os.path.join(pkg, "policy.json")))
         sess = ort.InferenceSession(os.path.join(pkg, "model.onnx"), providers=["CPUExecutionProvider"])
@@ -395,7 +482,7 @@ def check(out):
     with tempfile.TemporaryDirectory() as tmp:
         build(tmp)
         bad = []
-        for name in ["reflex-demo-vla", "tiny-mlp"]:
+        for name in PACKAGES:
             fresh, kept = os.path.join(tmp, name), os.path.join(out, name)
             if not filecmp.cmp(os.path.join(fresh, "model.onnx"), os.path.join(kept, "model.onnx"), shallow=False):
                 bad.append(f"{name}/model.onnx (bytes)")

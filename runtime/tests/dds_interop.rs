@@ -8,6 +8,10 @@ mod common;
 use std::process::Command;
 
 fn harness(extra: &[&str]) -> (i32, String) {
+    run_harness("runtime/tests/dds/harness.py", extra)
+}
+
+fn run_harness(script: &str, extra: &[&str]) -> (i32, String) {
     let python = common::repo().join(".venv/bin/python");
     assert!(
         python.is_file(),
@@ -15,7 +19,7 @@ fn harness(extra: &[&str]) -> (i32, String) {
         python.display()
     );
     let out = Command::new(python)
-        .arg(common::repo().join("runtime/tests/dds/harness.py"))
+        .arg(common::repo().join(script))
         .args(["--reflex", env!("CARGO_BIN_EXE_reflex")])
         .args(extra)
         .env("ORT_DYLIB_PATH", common::ort_library())
@@ -158,4 +162,31 @@ fn odometry_feeds_the_stopping_distance_and_cmd_vel_can_be_stamped() {
             "PASS cmd_vel_type = \"twist_stamped\", cmd_vel_stamp = \"send_time\": stamped when sent",
         ],
     );
+}
+
+/// The shipped launch/arm.toml drives an arm over DDS with the arm demo package (policy.json
+/// schema 2): JointTrajectory to joint_trajectory_controller, Float64MultiArray to the
+/// gripper's controller, every value inside the config's limits; latched start, E-stop, SAF-013,
+/// the following-error stop (SAF-015) and a refused joint state, against a Cyclone DDS arm.
+#[test]
+fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
+    let (code, text) = run_harness("runtime/tests/dds/arm_harness.py", &[]);
+    println!("{text}");
+    assert_eq!(code, 0, "{text}");
+    for check in [
+        "PASS latched at start => no trajectory moves the arm",
+        "PASS release + reset + start => the arm moves",
+        "PASS the arm reaches the policy's pose",
+        "PASS while moving, points carry velocities",
+        "PASS gripper commands: one value inside [0.0, 0.08]",
+        "PASS dark camera => the policy holds the arm",
+        "PASS pushed back and released => it restarts from where it was held",
+        "PASS E-stop press => the arm stops",
+        "PASS SAF-013 release + reset, no start => still stopped",
+        "PASS start => moving again",
+        "PASS joint_states without the wrist => refused => the arm stops",
+        "PASS every trajectory",
+    ] {
+        assert!(text.contains(check), "{check}: {text}");
+    }
 }

@@ -185,6 +185,11 @@ pub struct ArmConfig {
     /// Cartesian box (base frame) that end-effector targets are clamped into.
     #[serde(default)]
     pub workspace: Option<WorkspaceBox>,
+    /// Following-error bound (rad, or m for prismatic joints; SAF-015): a joint measured
+    /// further than this from the position it was last commanded to (blocked, pushed, or a
+    /// drive not tracking) stops the arm where it is measured, and targets restart from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_following_error: Option<f64>,
 }
 
 /// One `[[safety.arm.joints]]` entry; units are rad (revolute) or m (prismatic).
@@ -591,6 +596,9 @@ fn validate_arm(arm: &ArmConfig) -> Result<(), ConfigError> {
         }
         positive(&key("max_velocity"), joint.max_velocity)?;
         positive(&key("max_acceleration"), joint.max_acceleration)?;
+    }
+    if let Some(bound) = arm.max_following_error {
+        positive("arm.max_following_error", bound)?;
     }
     if let Some(gripper) = arm.gripper
         && !(gripper.min_position.is_finite()

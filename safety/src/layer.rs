@@ -388,8 +388,27 @@ impl Safety {
     ) -> Verdict {
         self.check_command(proposed, now, &mut reasons);
         let joint_state = self.check_inputs(inputs, now, &mut reasons);
+        // SAF-015: a joint far from where it was commanded (blocked, pushed, not tracking)
+        // stops the arm where it is measured; targets then restart from there, never jump.
+        let following = joint_state
+            .as_ref()
+            .is_some_and(|state| self.following_error(state));
+        if following {
+            reasons.insert(Reason::FollowingError);
+        }
         if reasons.action() >= crate::Action::Stop {
-            return self.stop_verdict(reasons, now);
+            let mut verdict = self.stop_verdict(reasons, now);
+            if let (true, Some(state)) = (following, joint_state) {
+                for (target, measured) in verdict.command.joints[..self.joint_count]
+                    .iter_mut()
+                    .zip(state.positions)
+                {
+                    if target.position.is_some() {
+                        target.position = Some(*measured);
+                    }
+                }
+            }
+            return verdict;
         }
         let mut command = Command {
             source: proposed.source,
@@ -731,6 +750,18 @@ impl Safety {
             }
         }
         (clearance, depth as f32)
+    }
+
+    /// SAF-015: some joint is measured further than `max_following_error` from its last
+    /// commanded position.
+    fn following_error(&self, state: &JointState<'_>) -> bool {
+        let Some(bound) = self.config.arm.as_ref().and_then(|a| a.max_following_error) else {
+            return false;
+        };
+        self.previous.joints[..self.joint_count]
+            .iter()
+            .zip(state.positions)
+            .any(|(target, measured)| target.position.is_some_and(|p| (p - measured).abs() > bound))
     }
 
     /// SAF-006 for the arm: position range, rate, velocity, acceleration, gripper, workspace.

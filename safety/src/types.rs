@@ -282,6 +282,7 @@ reasons! {
     JointStateMissing => "joint_state_missing", Stop;
     JointStateStale => "joint_state_stale", Stop;
     JointStateInvalid => "joint_state_invalid", Stop;
+    FollowingError => "following_error", Stop;
     FootprintIntrusion => "footprint_intrusion", Stop;
     ProtectiveZone => "protective_zone", Stop;
     SlowdownZone => "slowdown_zone", Slow;

@@ -592,6 +592,49 @@ fn saf_006_joint_position_limits_and_rate() {
 }
 
 #[test]
+fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
+    let mut rig = Rig::started(config_with("arm", "max_following_error", "0.1"));
+    // Tracking: measured follows the target; the shoulder walks 0.01 rad per tick.
+    for _ in 0..20 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    let at = rig.positions[0];
+    assert!(close(at, 0.2), "{at}");
+    // Blocked: the shoulder stays while targets walk on, until 0.1 rad ahead ⇒ stop.
+    let mut stopped = None;
+    for tick in 0..20 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        if v.reasons.contains(Reason::FollowingError) {
+            stopped = Some((tick, v));
+            break;
+        }
+    }
+    let (tick, v) = stopped.expect("a blocked joint stops the arm");
+    assert!(tick <= 11, "stopped after {tick} ticks");
+    assert_eq!(v.action, Action::Stop);
+    // Held where it is measured, not where it was told to go.
+    assert_eq!(v.command.joints[0].position, Some(at));
+    assert_eq!(v.command.joints[0].velocity, Some(0.0));
+    // Pushed back 0.5 rad by a person: the next targets restart from the measured pose, one
+    // rate-limited step at a time, never jumping back to where the policy was.
+    rig.positions[0] = at - 0.5;
+    let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+    assert!(v.reasons.contains(Reason::FollowingError));
+    assert_eq!(v.command.joints[0].position, Some(at - 0.5));
+    let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+    assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
+    assert!(close(v.command.joints[0].position.unwrap(), at - 0.5 + 0.01));
+    // Without the bound (the default) the same block is not noticed.
+    let mut rig = Rig::started(config());
+    for _ in 0..40 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        assert!(!v.reasons.contains(Reason::FollowingError));
+    }
+}
+
+#[test]
 fn saf_006_joint_velocity_limit_ramp_and_braking_before_the_position_limit() {
     let mut rig = Rig::started(config());
     let v = rig.step(arm_command([None, None], [Some(3.0), None]));

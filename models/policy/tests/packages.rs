@@ -67,7 +67,7 @@ fn red_blob_at(column: i32, colour: [u8; 3]) -> Vec<u8> {
 
 #[test]
 fn demo_package_verifies_and_reproduces_its_golden_pairs() {
-    for name in ["reflex-demo-vla", "tiny-mlp"] {
+    for name in ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach"] {
         let package = PolicyPackage::open(&repo().join("models/demo").join(name)).unwrap();
         assert_eq!(package.verify_files().unwrap(), 2);
         let mut backend = OrtBackend::load(&package, &config()).unwrap();
@@ -174,7 +174,7 @@ fn schema_invalid_manifests_name_the_file_and_field() {
         ),
         (
             "schema",
-            Box::new(|v| v["schema_version"] = 2.into()),
+            Box::new(|v| v["schema_version"] = 0.into()),
             "field `schema_version`",
         ),
         (
@@ -217,6 +217,98 @@ fn schema_invalid_manifests_name_the_file_and_field() {
             "{name}: {err}"
         );
     }
+    // Schema 2 (the arm package): state sources, one per state entry, and joint names.
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            "v1-joints",
+            Box::new(|v| v["schema_version"] = 1.into()),
+            "field `action_space[0].drives`",
+        ),
+        (
+            "v2-nosources",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("state_sources");
+            }),
+            "field `state_sources`: schema 2 needs one source per state entry (4 for input `state`)",
+        ),
+        (
+            "v2-short",
+            Box::new(|v| v["state_sources"].as_array_mut().unwrap().truncate(3)),
+            "has 3 entries, input `state` has 4 state values",
+        ),
+        (
+            "v2-twice",
+            Box::new(|v| v["state_sources"][1] = "joint_position/shoulder".into()),
+            "field `state_sources[1]`: `joint_position/shoulder` appears twice",
+        ),
+        (
+            "v2-spelling",
+            Box::new(|v| v["state_sources"][3] = "gripper".into()),
+            "field `state_sources[3]`: `gripper` is not a state source",
+        ),
+        (
+            "v3",
+            Box::new(|v| v["schema_version"] = 3.into()),
+            "reads schemas [1, 2], the package has 3",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = scratch("reflex-demo-arm-reach", &format!("schema-{name}"));
+        edit_manifest(&dir, edit);
+        let err = PolicyPackage::open(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("policy.json") && err.contains(expected),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_arm_package_binds_to_joints_by_name_and_refuses_a_robot_without_them() {
+    use reflex_core::actions::{ActionTarget, RobotShape, StateSource};
+    let package = PolicyPackage::open(&repo().join("models/demo/reflex-demo-arm-reach")).unwrap();
+    let m = &package.manifest;
+    let arm = RobotShape {
+        has_base: false,
+        joints: ["base_yaw", "shoulder", "elbow", "wrist"].map(String::from).to_vec(),
+        has_gripper: true,
+    };
+    let (targets, sources) = m.resolve(&arm).unwrap();
+    assert_eq!(
+        targets,
+        [
+            ActionTarget::JointPosition(1),
+            ActionTarget::JointPosition(2),
+            ActionTarget::JointPosition(3),
+            ActionTarget::Gripper
+        ]
+    );
+    assert_eq!(sources[0], StateSource::JointPosition(1));
+    assert_eq!(sources[3], StateSource::GripperPosition);
+    let no_gripper = RobotShape {
+        has_gripper: false,
+        ..arm.clone()
+    };
+    let e = m.resolve(&no_gripper).unwrap_err().to_string();
+    assert!(e.contains("action_space[3].drives") && e.contains("no gripper"), "{e}");
+    let base = RobotShape {
+        has_base: true,
+        joints: vec![],
+        has_gripper: false,
+    };
+    let e = m.resolve(&base).unwrap_err().to_string();
+    assert!(e.contains("action_space[0].drives") && e.contains("no arm"), "{e}");
+    // And the base demo on an arm-only robot: its base axes go nowhere, refused.
+    let e = demo().manifest.resolve(&arm).unwrap_err().to_string();
+    assert!(e.contains("action_space[0].drives") && e.contains("no base"), "{e}");
+    // The hot-swap contract names the first field that differs.
+    let mut other = m.clone();
+    other.chunk_horizon_s *= 2.0;
+    assert_eq!(m.contract_difference(&other), Some("chunk_horizon_s"));
+    let mut other = m.clone();
+    other.state_sources.as_mut().unwrap().swap(0, 1);
+    assert_eq!(m.contract_difference(&other), Some("state_sources"));
+    assert_eq!(m.contract_difference(m), None);
 }
 
 #[test]

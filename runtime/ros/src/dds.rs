@@ -17,7 +17,8 @@
 //! command before any odometry). Outputs: `/cmd_vel` from the actuator gate (Twist or
 //! TwistStamped: `[ros] cmd_vel_type`, by default the convention of the ROS distribution the
 //! adapter's wire format is built for — `dds-jazzy`: TwistStamped, `dds`/`dds-humble`: Twist),
-//! `/diagnostics` at 1 Hz.
+//! `/diagnostics` at 1 Hz; joint and gripper targets to the `[[ros.controllers]]`
+//! (JointTrajectory / Float64MultiArray, see `crate::joints`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use ros2_client::{
 };
 
 use crate::RosConfig;
+use crate::joints::{ControllerKind, ControllerPlan, Float64MultiArray, JointCommand, JointTrajectory};
 use crate::port::wall_clock_ns;
 use crate::port::{
     BoolMsg, CmdVelStamp, CmdVelType, DiagnosticArray, Empty, Image, JointState, LaserScan,
@@ -70,7 +72,10 @@ pub struct DdsRobot {
     start: Option<Subscription<Empty>>,
     /// Taken by the actuator gate's thread ([`RobotIo::take_actuator`]).
     cmd_vel: Option<CmdVel>,
+    /// Taken with `cmd_vel`: one publisher per `[[ros.controllers]]` entry.
+    controllers: Vec<(ControllerPlan, JointPub)>,
     commands_published: Arc<AtomicU64>,
+    joint_commands_published: Arc<AtomicU64>,
     diagnostics: Publisher<DiagnosticArray>,
     status: Arc<LoopStatus>,
     hardware_id: String,
@@ -93,10 +98,15 @@ impl DdsRobot {
     pub fn new(
         ros: &RosConfig,
         max_beams: usize,
-        joint_names: Vec<String>,
+        safety: &reflex_safety::SafetyConfig,
         manifest: &PolicyManifest,
         status: Arc<LoopStatus>,
     ) -> Result<Self> {
+        let shape = reflex_core::actions::RobotShape::of(safety);
+        let (targets, state_sources) = manifest.resolve(&shape)?;
+        let plans = ControllerPlan::for_config(&ros.controllers, &ros.gripper_joint, safety, &targets)
+            .map_err(anyhow::Error::msg)?;
+        let joint_names = shape.joints.clone();
         let domain = crate::port::ros_domain_id().map_err(anyhow::Error::msg)?;
         let mut participant = DomainParticipantBuilder::new(domain);
         if crate::port::discovery_localhost_only().map_err(anyhow::Error::msg)? {
@@ -211,6 +221,20 @@ impl DdsRobot {
         let diagnostics = node
             .create_publisher(&diag_t, None)
             .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", t.diagnostics))?;
+        let mut controllers = Vec::new();
+        for plan in plans {
+            let publisher = match plan.kind {
+                ControllerKind::JointTrajectory => {
+                    let topic = topic!(&plan.topic, "trajectory_msgs", "JointTrajectory", Qos::DEFAULT);
+                    JointPub::Trajectory(node.create_publisher(&topic, None).map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", plan.topic))?)
+                }
+                ControllerKind::ForwardPosition | ControllerKind::ForwardVelocity => {
+                    let topic = topic!(&plan.topic, "std_msgs", "Float64MultiArray", Qos::DEFAULT);
+                    JointPub::Array(node.create_publisher(&topic, None).map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", plan.topic))?)
+                }
+            };
+            controllers.push((plan, publisher));
+        }
         Ok(Self {
             _node: node,
             scan,
@@ -222,7 +246,9 @@ impl DdsRobot {
             estop_reset,
             start,
             cmd_vel: Some(cmd_vel),
+            controllers,
             commands_published: Arc::default(),
+            joint_commands_published: Arc::default(),
             diagnostics,
             status,
             // The node's fully qualified name, as rcl reports it under `ros2`.
@@ -230,6 +256,10 @@ impl DdsRobot {
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names)
+                .with_state_sources(
+                    state_sources,
+                    shape.has_gripper.then(|| ros.gripper_joint.clone()),
+                )
                 .with_estop_devices(devices.iter().map(|d| d.source).collect())
                 .with_max_stamp_age(ros.max_stamp_age_ns())
                 .with_odom_timeout(ros.odom_timeout_ns()),
@@ -274,10 +304,18 @@ enum CmdVel {
     Stamped(Publisher<TwistStampedMsg>, String, CmdVelStamp),
 }
 
-/// `/cmd_vel` for the actuator gate's thread.
+/// A `[[ros.controllers]]` publisher.
+enum JointPub {
+    Trajectory(Publisher<JointTrajectory>),
+    Array(Publisher<Float64MultiArray>),
+}
+
+/// `/cmd_vel` and the joint controllers for the actuator gate's thread.
 struct DdsActuator {
     cmd_vel: CmdVel,
+    controllers: Vec<(ControllerPlan, JointPub)>,
     published: Arc<AtomicU64>,
+    joint_published: Arc<AtomicU64>,
 }
 
 impl Actuator for DdsActuator {
@@ -301,6 +339,16 @@ impl Actuator for DdsActuator {
         if sent {
             self.published.fetch_add(1, Ordering::Relaxed);
         }
+        for (plan, publisher) in &mut self.controllers {
+            let sent = match (plan.message(command), &*publisher) {
+                (Some(JointCommand::Trajectory(m)), JointPub::Trajectory(p)) => p.publish(m).is_ok(),
+                (Some(JointCommand::Array(m)), JointPub::Array(p)) => p.publish(m).is_ok(),
+                _ => false,
+            };
+            if sent {
+                self.joint_published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -318,7 +366,9 @@ impl RobotIo for DdsRobot {
         self.cmd_vel.take().map(|cmd_vel| {
             Box::new(DdsActuator {
                 cmd_vel,
+                controllers: std::mem::take(&mut self.controllers),
                 published: self.commands_published.clone(),
+                joint_published: self.joint_commands_published.clone(),
             }) as Box<dyn Actuator>
         })
     }
@@ -370,6 +420,8 @@ impl RobotIo for DdsRobot {
         // The command itself went out on the actuator gate's thread; this is what it sent.
         self.state.command(command.base, command.drive_enabled);
         self.state.stats.commands_published = self.commands_published.load(Ordering::Relaxed);
+        self.state.stats.joint_commands_published =
+            self.joint_commands_published.load(Ordering::Relaxed);
         self.state.begin_step(now, wall_clock_ns());
         while let Ok(Some((o, _))) = self.odom.take() {
             self.state.on_odom(&o, now);

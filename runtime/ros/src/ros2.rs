@@ -29,6 +29,7 @@ use r2r::QosProfile;
 use reflex_policy::{Observation, PolicyManifest};
 
 use crate::RosConfig;
+use crate::joints::{ControllerKind, ControllerPlan, JointCommand};
 use crate::port::wall_clock_ns;
 use crate::port::{self, LoopDiagnostics, PortState, Qos};
 use reflex_core::{CommandFrame, LoopStatus, RobotIo, SensorFrame};
@@ -118,7 +119,10 @@ pub struct Ros2Robot {
     start_service: Option<TriggerService>,
     /// Taken by the actuator gate's thread ([`RobotIo::take_actuator`]).
     cmd_vel: Option<CmdVel>,
+    /// Taken with `cmd_vel`: one publisher per `[[ros.controllers]]` entry.
+    controllers: Vec<(ControllerPlan, JointPub)>,
     commands_published: Arc<std::sync::atomic::AtomicU64>,
+    joint_commands_published: Arc<std::sync::atomic::AtomicU64>,
     diagnostics: r2r::Publisher<r2r::diagnostic_msgs::msg::DiagnosticArray>,
     /// r2r's parameter services, polled on every step (they answer once rcl has the request).
     param_services: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -142,10 +146,16 @@ impl Ros2Robot {
         mut node: r2r::Node,
         ros: &RosConfig,
         max_beams: usize,
-        joint_names: Vec<String>,
+        safety: &reflex_safety::SafetyConfig,
         manifest: &PolicyManifest,
         status: Arc<LoopStatus>,
     ) -> Result<Self> {
+        let shape = reflex_core::actions::RobotShape::of(safety);
+        let (targets, state_sources) = manifest.resolve(&shape)?;
+        let plans =
+            ControllerPlan::for_config(&ros.controllers, &ros.gripper_joint, safety, &targets)
+                .map_err(anyhow::Error::msg)?;
+        let joint_names = shape.joints.clone();
         let t = &ros.topics;
         macro_rules! sub {
             ($topic:expr, $qos:expr) => {
@@ -237,6 +247,22 @@ impl Ros2Robot {
         let diagnostics = node
             .create_publisher(&t.diagnostics, profile(Qos::DEFAULT))
             .with_context(|| format!("cannot publish {}", t.diagnostics))?;
+        let mut controllers = Vec::new();
+        for plan in plans {
+            let publisher = match plan.kind {
+                ControllerKind::JointTrajectory => JointPub::Trajectory(
+                    node.create_publisher(&plan.topic, profile(Qos::DEFAULT))
+                        .with_context(|| format!("cannot publish {}", plan.topic))?,
+                ),
+                ControllerKind::ForwardPosition | ControllerKind::ForwardVelocity => {
+                    JointPub::Array(
+                        node.create_publisher(&plan.topic, profile(Qos::DEFAULT))
+                            .with_context(|| format!("cannot publish {}", plan.topic))?,
+                    )
+                }
+            };
+            controllers.push((plan, publisher));
+        }
         let (param_services, _param_events) = node
             .make_derived_parameter_handler(Arc::new(std::sync::Mutex::new(ReadOnlyParams)))
             .context("cannot create the parameter services")?;
@@ -259,7 +285,9 @@ impl Ros2Robot {
             #[cfg(not(feature = "ros2-doc-only"))]
             start_service,
             cmd_vel: Some(cmd_vel),
+            controllers,
             commands_published: Arc::default(),
+            joint_commands_published: Arc::default(),
             diagnostics,
             param_services: Box::pin(param_services),
             status,
@@ -267,6 +295,10 @@ impl Ros2Robot {
             beams: max_beams,
             next_diagnostics_ns: 0,
             state: PortState::new(manifest, max_beams, joint_names)
+                .with_state_sources(
+                    state_sources,
+                    shape.has_gripper.then(|| ros.gripper_joint.clone()),
+                )
                 .with_estop_devices(devices.iter().map(|d| d.source).collect())
                 .with_max_stamp_age(ros.max_stamp_age_ns())
                 .with_odom_timeout(ros.odom_timeout_ns()),
@@ -301,10 +333,55 @@ enum CmdVel {
     ),
 }
 
-/// `/cmd_vel` for the actuator gate's thread (rcl publishers may publish from any thread).
+/// A `[[ros.controllers]]` publisher.
+enum JointPub {
+    Trajectory(r2r::Publisher<r2r::trajectory_msgs::msg::JointTrajectory>),
+    Array(r2r::Publisher<r2r::std_msgs::msg::Float64MultiArray>),
+}
+
+/// The port's joint command as r2r's message, published.
+fn publish_joint_command(publisher: &JointPub, command: JointCommand) -> bool {
+    use r2r::trajectory_msgs::msg as tm;
+    match (command, publisher) {
+        (JointCommand::Trajectory(t), JointPub::Trajectory(p)) => {
+            let msg = tm::JointTrajectory {
+                // Zero stamp: start on receipt.
+                header: r2r::std_msgs::msg::Header::default(),
+                joint_names: t.joint_names,
+                points: t
+                    .points
+                    .into_iter()
+                    .map(|q| tm::JointTrajectoryPoint {
+                        positions: q.positions,
+                        velocities: q.velocities,
+                        accelerations: q.accelerations,
+                        effort: q.effort,
+                        time_from_start: r2r::builtin_interfaces::msg::Duration {
+                            sec: q.time_from_start.sec,
+                            nanosec: q.time_from_start.nanosec,
+                        },
+                    })
+                    .collect(),
+            };
+            p.publish(&msg).is_ok()
+        }
+        (JointCommand::Array(a), JointPub::Array(p)) => p
+            .publish(&r2r::std_msgs::msg::Float64MultiArray {
+                layout: r2r::std_msgs::msg::MultiArrayLayout::default(),
+                data: a.data,
+            })
+            .is_ok(),
+        _ => false,
+    }
+}
+
+/// `/cmd_vel` and the joint controllers for the actuator gate's thread (rcl publishers may
+/// publish from any thread).
 struct Ros2Actuator {
     cmd_vel: CmdVel,
+    controllers: Vec<(ControllerPlan, JointPub)>,
     published: Arc<std::sync::atomic::AtomicU64>,
+    joint_published: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl reflex_core::Actuator for Ros2Actuator {
@@ -342,6 +419,14 @@ impl reflex_core::Actuator for Ros2Actuator {
         if sent {
             self.published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for (plan, publisher) in &mut self.controllers {
+            if let Some(m) = plan.message(command)
+                && publish_joint_command(publisher, m)
+            {
+                self.joint_published
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -410,7 +495,9 @@ impl RobotIo for Ros2Robot {
         self.cmd_vel.take().map(|cmd_vel| {
             Box::new(Ros2Actuator {
                 cmd_vel,
+                controllers: std::mem::take(&mut self.controllers),
                 published: self.commands_published.clone(),
+                joint_published: self.joint_commands_published.clone(),
             }) as Box<dyn reflex_core::Actuator>
         })
     }
@@ -444,6 +531,9 @@ impl RobotIo for Ros2Robot {
         self.state.command(command.base, command.drive_enabled);
         self.state.stats.commands_published = self
             .commands_published
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.state.stats.joint_commands_published = self
+            .joint_commands_published
             .load(std::sync::atomic::Ordering::Relaxed);
         // Let rcl move messages into the streams, without blocking.
         self.node.spin_once(Duration::ZERO);

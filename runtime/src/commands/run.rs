@@ -314,17 +314,6 @@ fn heartbeats(config: &ReflexConfig) -> [Option<u64>; reflex_safety::EstopSource
     out
 }
 
-/// `[safety.arm] joints` names, in the safety layer's order.
-#[cfg(any(feature = "dds", feature = "ros2"))]
-fn joint_names(config: &ReflexConfig) -> Vec<String> {
-    config
-        .safety
-        .arm
-        .as_ref()
-        .map(|a| a.joints.iter().map(|j| j.name.clone()).collect())
-        .unwrap_or_default()
-}
-
 #[cfg(feature = "ros2")]
 type Ros2Node = Option<r2r::Node>;
 #[cfg(not(feature = "ros2"))]
@@ -373,7 +362,7 @@ fn run_ros2(
         node,
         &config.ros,
         beams,
-        joint_names(config),
+        &config.safety,
         &package.manifest,
         port.status.clone(),
     )?;
@@ -398,7 +387,7 @@ fn run_dds(
     let mut robot = reflex_ros::dds::DdsRobot::new(
         &config.ros,
         beams,
-        joint_names(config),
+        &config.safety,
         &package.manifest,
         port.status.clone(),
     )?;

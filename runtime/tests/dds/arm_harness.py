@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Black-box ROS 2 wire test of an arm: `reflex run --io dds` with the shipped launch/arm.toml
+and the arm demo package (models/demo/reflex-demo-arm-reach, policy.json schema 2), against an
+arm robot on PyPI `cyclonedds` that stands in for ros2_control:
+
+- it publishes /joint_states at 100 Hz (shoulder, elbow, wrist, gripper) from a first-order
+  plant (time constant 40 ms) that follows the first point of the last
+  trajectory_msgs/JointTrajectory on /arm_controller/joint_trajectory and the last
+  std_msgs/Float64MultiArray on /gripper_controller/commands (the two `[[ros.controllers]]` of
+  arm.toml: joint_trajectory_controller and a JointGroupPositionController);
+- the safety controller's hardware E-stop heartbeat (/safety_controller/estop, 50 Hz), the
+  operator E-stop (/reflex/estop, latched), a wrist camera frame (/camera/image_raw, 20 Hz).
+
+    arm_harness.py --reflex target/debug/reflex
+
+Checks: the latched arm holds (zero velocities) until release + reset + start; then it reaches
+the policy's pose; every trajectory names the controller's joints, starts on receipt (zero
+stamp), ends at zero velocity, and every position and velocity is inside launch/arm.toml's
+limits; the gripper's commands inside its range; an E-stop press stops the arm (category 1) and
+a reset alone does not restart it; a covered (dark) camera holds it (the policy's own rule); pushed back and held by a person, it
+stops there (following error, SAF-015) and restarts from there instead of snapping back;
+a joint_states message without the wrist is refused and the arm stops (stale joint state).
+"""
+import argparse
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+
+import cyclonedds.idl.types as t
+from cyclonedds.domain import DomainParticipant
+from cyclonedds.idl import IdlStruct
+from cyclonedds.pub import DataWriter
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE))
+from harness import LATCHED, RELIABLE, SENSOR, Bool, Empty, Header, Image  # noqa: E402
+
+CONFIG = REPO / "launch/arm.toml"
+POLICY = REPO / "models/demo/reflex-demo-arm-reach"
+GOAL = [0.8, -0.6, 1.2]  # the demo policy's reach pose
+GRIPPER_GOAL = 0.06
+
+
+@dataclass
+class JointState(IdlStruct, typename="sensor_msgs::msg::dds_::JointState_"):
+    header: Header
+    name: t.sequence[str]
+    position: t.sequence[t.float64]
+    velocity: t.sequence[t.float64]
+    effort: t.sequence[t.float64]
+
+
+@dataclass
+class Duration(IdlStruct, typename="builtin_interfaces::msg::dds_::Duration_"):
+    sec: t.int32 = 0
+    nanosec: t.uint32 = 0
+
+
+@dataclass
+class JointTrajectoryPoint(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectoryPoint_"):
+    positions: t.sequence[t.float64]
+    velocities: t.sequence[t.float64]
+    accelerations: t.sequence[t.float64]
+    effort: t.sequence[t.float64]
+    time_from_start: Duration = field(default_factory=Duration)
+
+
+@dataclass
+class JointTrajectory(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectory_"):
+    header: Header
+    joint_names: t.sequence[str]
+    points: t.sequence[JointTrajectoryPoint]
+
+
+@dataclass
+class MultiArrayDimension(IdlStruct, typename="std_msgs::msg::dds_::MultiArrayDimension_"):
+    label: str
+    size: t.uint32
+    stride: t.uint32
+
+
+@dataclass
+class MultiArrayLayout(IdlStruct, typename="std_msgs::msg::dds_::MultiArrayLayout_"):
+    dim: t.sequence[MultiArrayDimension]
+    data_offset: t.uint32
+
+
+@dataclass
+class Float64MultiArray(IdlStruct, typename="std_msgs::msg::dds_::Float64MultiArray_"):
+    layout: MultiArrayLayout
+    data: t.sequence[t.float64]
+
+
+class Arm:
+    """The arm robot: plant, sensors, and every command received."""
+
+    def __init__(self, domain, limits, controllers):
+        self.dp = DomainParticipant(domain)
+        w = lambda topic, ty, qos: DataWriter(self.dp, Topic(self.dp, topic, ty), qos=qos)
+        r = lambda topic, ty, qos: DataReader(self.dp, Topic(self.dp, topic, ty), qos=qos)
+        self.js_w = w("rt/joint_states", JointState, SENSOR)
+        self.hw_w = w("rt/safety_controller/estop", Bool, LATCHED)
+        self.estop_w = w("rt/reflex/estop", Bool, LATCHED)
+        self.reset_w = w("rt/reflex/estop_reset", Empty, RELIABLE)
+        self.start_w = w("rt/reflex/start", Empty, RELIABLE)
+        self.image_w = w("rt/camera/image_raw", Image, SENSOR)
+        jtc = next(c for c in controllers if c["type"] == "joint_trajectory")
+        grip = next(c for c in controllers if c["type"] == "forward_position")
+        self.joints = jtc["joints"]
+        self.traj_r = r("rt" + jtc["topic"], JointTrajectory, RELIABLE)
+        self.grip_r = r("rt" + grip["topic"], Float64MultiArray, RELIABLE)
+        self.limits = limits
+        self.q = [0.0, 0.0, 0.0]
+        self.g = 0.0
+        self.target = None
+        self.g_target = None
+        self.trajs = []  # (monotonic s, JointTrajectory)
+        self.grips = []  # (monotonic s, data)
+        self.bright = 120
+        self.drop_wrist = False
+        self.held_at = None  # a person holding the arm at this pose (the plant cannot move)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._plant, self._hw, self._images, self._listen)]
+
+    def start(self):
+        for th in self.threads:
+            th.start()
+
+    def _plant(self):
+        dt, tau = 0.01, 0.04
+        while not self.stop.is_set():
+            with self.lock:
+                if self.held_at is not None:
+                    self.q = list(self.held_at)
+                elif self.target is not None:
+                    self.q = [q + (x - q) * dt / tau for q, x in zip(self.q, self.target)]
+                if self.g_target is not None:
+                    self.g += (self.g_target - self.g) * dt / tau
+                names = self.joints + ["gripper"]
+                pos = self.q + [self.g]
+                if self.drop_wrist:
+                    names, pos = names[:2] + names[3:], pos[:2] + pos[3:]
+            sec, ns = divmod(time.time_ns(), 1_000_000_000)
+            self.js_w.write(JointState(header=Header(), name=names, position=pos, velocity=[0.0] * len(pos), effort=[]))
+            time.sleep(dt)
+
+    def _hw(self):
+        while not self.stop.is_set():
+            self.hw_w.write(Bool(data=False))
+            time.sleep(0.02)
+
+    def _images(self):
+        while not self.stop.is_set():
+            v = self.bright
+            self.image_w.write(Image(header=Header(frame_id="wrist_camera"), height=64, width=64, encoding="rgb8",
+                                     is_bigendian=0, step=64 * 3, data=[v] * (64 * 64 * 3)))
+            time.sleep(0.05)
+
+    def _listen(self):
+        while not self.stop.is_set():
+            for m in self.traj_r.take(50):
+                if isinstance(m, JointTrajectory):
+                    with self.lock:
+                        self.trajs.append((time.monotonic(), m))
+                        if m.points:
+                            self.target = list(m.points[0].positions)
+            for m in self.grip_r.take(50):
+                if isinstance(m, Float64MultiArray):
+                    with self.lock:
+                        self.grips.append((time.monotonic(), list(m.data)))
+                        if m.data:
+                            self.g_target = m.data[0]
+            time.sleep(0.002)
+
+    def trajs_since(self, t0):
+        with self.lock:
+            return [m for t_, m in self.trajs if t_ >= t0]
+
+    def state(self):
+        with self.lock:
+            return list(self.q), self.g
+
+    def moved_within(self, seconds, eps=1e-3):
+        q0, _ = self.state()
+        time.sleep(seconds)
+        q1, _ = self.state()
+        return max(abs(a - b) for a, b in zip(q0, q1)) > eps
+
+
+def violations(trajs, joints, limits):
+    """Every way a trajectory breaks the controller contract or the config's limits."""
+    bad = []
+    for m in trajs:
+        if list(m.joint_names) != joints:
+            bad.append(f"joint_names {list(m.joint_names)}")
+        if m.header.stamp.sec or m.header.stamp.nanosec:
+            bad.append("non-zero header stamp")
+        if not m.points or len(m.points) > 2:
+            bad.append(f"{len(m.points)} points")
+            continue
+        if any(abs(v) > 1e-12 for v in m.points[-1].velocities):
+            bad.append(f"last point moves {list(m.points[-1].velocities)}")
+        for p in m.points:
+            for k, (x, v) in enumerate(zip(p.positions, p.velocities or [0.0] * len(joints))):
+                lo, hi, vmax = limits[k]
+                if not (lo - 1e-9 <= x <= hi + 1e-9):
+                    bad.append(f"{joints[k]} position {x} outside [{lo}, {hi}]")
+                if abs(v) > vmax + 1e-6:
+                    bad.append(f"{joints[k]} velocity {v} above {vmax}")
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reflex", required=True)
+    a = ap.parse_args()
+    config = tomllib.loads(CONFIG.read_text())
+    arm_cfg = config["safety"]["arm"]
+    limits = [(j["min_position"], j["max_position"], j["max_velocity"]) for j in arm_cfg["joints"]]
+    g_lo, g_hi = arm_cfg["gripper"]["min_position"], arm_cfg["gripper"]["max_position"]
+    domain = random.randint(1, 200)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    arm = Arm(domain, limits, config["ros"]["controllers"])
+    arm.estop_w.write(Bool(data=False))
+    arm.start()
+    failures = []
+
+    def check(name, ok):
+        print(("PASS " if ok else "FAIL ") + name, flush=True)
+        if not ok:
+            failures.append(name)
+
+    cmd = [a.reflex, "run", "--io", "dds", "--config", str(CONFIG), "--policy", str(POLICY),
+           "--duration", "60", "--metrics-bind", "127.0.0.1:0"]
+    print("RUN " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Up once it publishes the gripper (a hold of nothing yet) or anything at all.
+        t0 = time.monotonic()
+        while proc.poll() is None and time.monotonic() - t0 < 30:
+            with arm.lock:
+                if arm.grips or arm.trajs:
+                    break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        moving = [m for m in arm.trajs_since(0) if any(v != 0.0 for v in m.points[0].velocities)]
+        check(
+            f"latched at start => no trajectory moves the arm ({len(arm.trajs_since(0))} messages) and it stays",
+            proc.poll() is None and not moving and not arm.moved_within(0.3),
+        )
+        # Release (already), reset, start (retried: a loaded host can make a source stale).
+        started = False
+        for _ in range(10):
+            arm.reset_w.write(Empty())
+            time.sleep(0.3)
+            arm.start_w.write(Empty())
+            time.sleep(0.3)
+            if arm.moved_within(0.3):
+                started = True
+                break
+        check("release + reset + start => the arm moves", started)
+        t_move = time.monotonic()
+        while time.monotonic() - t_move < 6:
+            q, g = arm.state()
+            if max(abs(x - y) for x, y in zip(q, GOAL)) < 0.02 and abs(g - GRIPPER_GOAL) < 0.005:
+                break
+            time.sleep(0.05)
+        q, g = arm.state()
+        dt = time.monotonic() - t_move
+        check(f"the arm reaches the policy's pose {GOAL} + gripper {GRIPPER_GOAL} ({[round(x, 3) for x in q]}, {g:.4f}, {dt:.1f} s)",
+              max(abs(x - y) for x, y in zip(q, GOAL)) < 0.02 and abs(g - GRIPPER_GOAL) < 0.005)
+        moving = [m for m in arm.trajs_since(t_move) if any(abs(v) > 0.01 for v in m.points[0].velocities)]
+        check(f"while moving, points carry velocities (cubic segments, no stop per message): {len(moving)} messages",
+              len(moving) > 20)
+        with arm.lock:
+            grips = [d for _, d in arm.grips]
+        bad_grip = [d for d in grips if len(d) != 1 or not (g_lo - 1e-9 <= d[0] <= g_hi + 1e-9)]
+        check(f"gripper commands: one value inside [{g_lo}, {g_hi}] ({len(grips)} messages, {len(bad_grip)} bad)",
+              grips and not bad_grip)
+        # A dark (covered) camera: the policy holds the arm where it is.
+        arm.bright = 5
+        time.sleep(0.6)
+        check("dark camera => the policy holds the arm", not arm.moved_within(0.5, eps=2e-3))
+        arm.bright = 120
+        # SAF-015: a person pushes the arm back to zero and holds it there for 0.2 s. The
+        # following error stops it where it is held; released, it restarts from there at the
+        # policy's pace instead of snapping back to where it was commanded before.
+        with arm.lock:
+            arm.held_at = [0.0, 0.0, 0.0]
+        time.sleep(0.2)
+        with arm.lock:
+            arm.held_at = None
+        t_rel = time.monotonic()
+        peak = 0.0
+        while time.monotonic() - t_rel < 0.3:
+            q, _ = arm.state()
+            peak = max(peak, max(abs(x) for x in q))
+            time.sleep(0.005)
+        check(f"pushed back and released => it restarts from where it was held (max |q| {peak:.3f} rad in 0.3 s; "
+              f"it was at {GOAL})", peak < 0.35)
+        check("moving again toward the pose", arm.moved_within(0.3))
+        arm.estop_w.write(Bool(data=True))
+        time.sleep(0.5)
+        check("E-stop press => the arm stops (within 0.5 s)", not arm.moved_within(0.5))
+        arm.estop_w.write(Bool(data=False))
+        time.sleep(0.2)
+        arm.reset_w.write(Empty())
+        time.sleep(0.3)
+        check("SAF-013 release + reset, no start => still stopped", not arm.moved_within(0.8))
+        q_stop, _ = arm.state()
+        arm.start_w.write(Empty())
+        time.sleep(0.3)
+        check(f"start => moving again (stopped at {[round(x, 3) for x in q_stop]})", arm.moved_within(0.5))
+        # A joint state without the wrist: refused; the joint state goes stale; the arm stops.
+        arm.drop_wrist = True
+        time.sleep(0.4)
+        check("joint_states without the wrist => refused => the arm stops", not arm.moved_within(0.5))
+        arm.drop_wrist = False
+        bad = violations(arm.trajs_since(0), arm.joints, limits)
+        check(f"every trajectory ({len(arm.trajs_since(0))}) names {arm.joints}, starts on receipt, ends at zero "
+              f"velocity, and keeps launch/arm.toml's position and velocity limits ({bad[:3]})", not bad)
+    finally:
+        arm.stop.set()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if failures:
+            print("reflex stderr (tail):\n" + err[-4000:])
+            print("reflex summary:\n" + out.strip()[-3000:])
+    if failures:
+        sys.exit(f"{len(failures)} checks failed: {failures}")
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
