@@ -171,7 +171,11 @@ fn ros2_adapter_takes_the_shipped_arm_config_and_params_file() {
             "arm.yaml's values are the node's parameters",
             "Reflex subscribes the wrist camera arm.yaml names",
             "and not the config's default /camera/image_raw",
-            "joint states and wrist-camera frames reached Reflex",
+            "release + ~/reset_estop + ~/start => JointTrajectory with velocities reaches the rclpy arm",
+            "the arm reaches the policy's pose",
+            "every JointTrajectory",
+            "gripper Float64MultiArray",
+            "joint states and wrist-camera frames reached Reflex, joint commands left it",
         ],
     );
 }

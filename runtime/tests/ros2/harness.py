@@ -22,10 +22,12 @@ Scenarios:
            [ros.topics] point elsewhere: the shipped file's topics take effect (motion on /scan),
            its values are visible to rclpy as the node's parameters; `-p safety.…` is refused
            at start (SAF-014).
-  params-arm  (ros2) the shipped launch/arm.toml with `--params-file launch/params/arm.yaml`:
-           the file's parameters are the node's, Reflex subscribes the wrist camera the file
-           names (and not the config's default camera), and takes joint states and wrist-camera
-           frames from an rclpy arm (counted in its summary).
+  params-arm  (ros2) the shipped launch/arm.toml with `--params-file launch/params/arm.yaml`
+           and the arm demo package: the file's parameters are the node's, Reflex subscribes the
+           wrist camera the file names (and not the config's default camera); an rclpy arm (a
+           plant following the commands) gets trajectory_msgs/JointTrajectory and the gripper's
+           std_msgs/Float64MultiArray after release + reset + start, reaches the policy's pose,
+           and every command keeps arm.toml's limits.
   launch   (ros2) launch/reflex.launch.py and launch/reflex.launch.xml as shipped, with the
            shipped launch/mobile_base.toml (the robot publishes the safety controller's heartbeat): the command
            line launch_ros would build from each file's Node (executable, arguments, name,
@@ -674,26 +676,61 @@ def scenario_params(a, check):
 
 
 def scenario_params_arm(a, check):
-    from sensor_msgs.msg import JointState
+    """The shipped launch/arm.toml + launch/params/arm.yaml with the arm demo package, against
+    an rclpy arm standing in for ros2_control: joint states from a first-order plant that
+    follows the JointTrajectory and Float64MultiArray commands Reflex sends its controllers."""
+    import tomllib
 
-    robot = Robot()
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from trajectory_msgs.msg import JointTrajectory
+
+    config = tomllib.loads((REPO / "launch/arm.toml").read_text())
+    arm_cfg = config["safety"]["arm"]
+    limits = [(j["min_position"], j["max_position"], j["max_velocity"]) for j in arm_cfg["joints"]]
+    jtc = next(c for c in config["ros"]["controllers"] if c["type"] == "joint_trajectory")
+    grip = next(c for c in config["ros"]["controllers"] if c["type"] == "forward_position")
+    robot = Robot(hw_heartbeat=True)
     robot.image_pub = robot.node.create_publisher(
         Image, "/wrist_camera/image_raw", qos_profile_sensor_data
     )
     joints = robot.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+    plant = {"q": [0.1, -0.2, 0.3], "g": 0.0, "target": None, "g_target": None, "trajs": [], "grips": []}
+
+    def on_traj(m):
+        with robot.lock:
+            plant["trajs"].append(m)
+            if m.points:
+                plant["target"] = list(m.points[0].positions)
+
+    def on_grip(m):
+        with robot.lock:
+            plant["grips"].append(list(m.data))
+            if m.data:
+                plant["g_target"] = m.data[0]
+
+    robot.node.create_subscription(JointTrajectory, jtc["topic"], on_traj, RELIABLE)
+    robot.node.create_subscription(Float64MultiArray, grip["topic"], on_grip, RELIABLE)
 
     def publish_joints():
+        with robot.lock:
+            if plant["target"] is not None:
+                plant["q"] = [q + (x - q) * 0.25 for q, x in zip(plant["q"], plant["target"])]
+            if plant["g_target"] is not None:
+                plant["g"] += (plant["g_target"] - plant["g"]) * 0.25
+            q, g = list(plant["q"]), plant["g"]
         m = JointState()
         m.header.stamp = robot.node.get_clock().now().to_msg()
-        m.name = ["shoulder", "elbow", "wrist"]
-        m.position = [0.1, -0.2, 0.3]
-        m.velocity = [0.0, 0.0, 0.0]
+        m.name = jtc["joints"] + ["gripper"]
+        m.position = q + [g]
+        m.velocity = [0.0] * 4
         joints.publish(m)
 
     robot.node.create_timer(0.01, publish_joints)
     robot.start()
     cmd = [a.reflex, "run", "--io", "ros2", "--config", str(REPO / "launch/arm.toml")]
-    cmd += ["--policy", str(POLICY), "--duration", "6", "--metrics-bind", "127.0.0.1:0"]
+    cmd += ["--policy", str(REPO / "models/demo/reflex-demo-arm-reach"), "--duration", "8"]
+    cmd += ["--metrics-bind", "127.0.0.1:0"]
     cmd += ["--ros-args", "--params-file", str(REPO / "launch/params/arm.yaml")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -726,16 +763,54 @@ def scenario_params_arm(a, check):
             "and not the config's default /camera/image_raw",
             "/reflex_arm" not in subscribers("/camera/image_raw"),
         )
+        # Release, reset (~/reset_estop), start (~/start): the arm moves to the policy's pose.
+        started = False
+        for _ in range(8):
+            robot.press(False)
+            time.sleep(0.2)
+            robot.call(Trigger, "/reflex_arm/reset_estop", Trigger.Request())
+            time.sleep(0.2)
+            robot.call(Trigger, "/reflex_arm/start", Trigger.Request())
+            time.sleep(0.5)
+            with robot.lock:
+                moving = [m for m in plant["trajs"] if m.points and any(abs(v) > 0.01 for v in m.points[0].velocities)]
+            if moving:
+                started = True
+                break
+        check("release + ~/reset_estop + ~/start => JointTrajectory with velocities reaches the rclpy arm", started)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:
+            with robot.lock:
+                q = list(plant["q"])
+            if max(abs(x - y) for x, y in zip(q, [0.8, -0.6, 1.2])) < 0.03:
+                break
+            time.sleep(0.05)
+        check(f"the arm reaches the policy's pose ({[round(x, 3) for x in q]})",
+              max(abs(x - y) for x, y in zip(q, [0.8, -0.6, 1.2])) < 0.03)
+        with robot.lock:
+            trajs, grips = list(plant["trajs"]), list(plant["grips"])
+        bad = []
+        for m in trajs:
+            if list(m.joint_names) != jtc["joints"] or not m.points or any(v != 0.0 for v in m.points[-1].velocities):
+                bad.append(f"names {list(m.joint_names)} / {len(m.points)} points")
+            for pt in m.points:
+                for k, (x, v) in enumerate(zip(pt.positions, pt.velocities)):
+                    lo, hi, vmax = limits[k]
+                    if not (lo - 1e-9 <= x <= hi + 1e-9) or abs(v) > vmax + 1e-6:
+                        bad.append(f"{jtc['joints'][k]}: {x} rad, {v} rad/s")
+        check(f"every JointTrajectory ({len(trajs)}) names the controller's joints, ends at zero velocity and "
+              f"keeps arm.toml's limits ({bad[:3]})", len(trajs) > 50 and not bad)
+        g_lo, g_hi = arm_cfg["gripper"]["min_position"], arm_cfg["gripper"]["max_position"]
+        check(f"gripper Float64MultiArray ({len(grips)}) inside [{g_lo}, {g_hi}]",
+              grips and all(len(d) == 1 and g_lo <= d[0] <= g_hi for d in grips))
         out, err = proc.communicate(timeout=30)
         summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         stats = summary.get("ros2", {})
         check(
-            f"joint states and wrist-camera frames reached Reflex ({stats})",
-            stats.get("joint_states", 0) > 100 and stats.get("images", 0) > 10,
+            f"joint states and wrist-camera frames reached Reflex, joint commands left it ({stats})",
+            stats.get("joint_states", 0) > 100 and stats.get("images", 0) > 10
+            and stats.get("joint_commands_published", 0) > 100,
         )
-        vetoes = summary.get("vetoes", {})
-        print(f"NOTE launch/arm.toml's robot stays stopped here: vetoes {vetoes} (the `hardware` "
-              "E-stop source has no ROS producer yet: issue 19)")
     finally:
         stop_reflex(proc)
         robot.close()
