@@ -4,6 +4,10 @@
 - every params file (launch/params/NAME.yaml): each parameter, flattened to its dotted name, is
   applied to launch/NAME.toml with `reflex check-config --set KEY=VALUE`, which refuses any key
   the schema does not have (ROS's own `use_sim_time` maps to `ros.use_sim_time`);
+- ros2_control/arm_controllers.yaml matches arm.toml's [[ros.controllers]]: each controller's
+  topic is `/<controller name>/<its topic>`, its type and joints are the ones Reflex commands,
+  and the settings that stop the arm when Reflex falls silent hold (JTC: cmd_timeout > 0 and
+  above goal_time, trajectories may not end moving; no velocity forward controller);
 - reflex.launch.py (parsed with `ast`) and reflex.launch.xml (ElementTree) declare the same
   arguments, start `reflex run --config …`, set only parameters that exist, and remap only
   topics Reflex has (defaults read from runtime/ros/src/port.rs).
@@ -128,10 +132,52 @@ def check_launch_xml(path, topics):
     return params
 
 
+def check_controllers(config_path, controllers_path):
+    """arm.toml's [[ros.controllers]] against the ros2_control file a robot loads."""
+    import tomllib
+
+    ros = tomllib.loads(config_path.read_text()).get("ros", {})
+    doc = YAML(typ="safe").load(controllers_path.read_text())
+    manager = doc["controller_manager"]["ros__parameters"]
+    kinds = {
+        "joint_trajectory": ("joint_trajectory_controller/JointTrajectoryController", "joint_trajectory"),
+        "forward_position": ("position_controllers/JointGroupPositionController", "commands"),
+        "forward_velocity": ("velocity_controllers/JointGroupVelocityController", "commands"),
+    }
+    checked = 0
+    for i, c in enumerate(ros.get("controllers", [])):
+        where = f"{config_path.name} ros.controllers[{i}] ({c['topic']})"
+        parts = c["topic"].strip("/").split("/")
+        if len(parts) != 2:
+            fail(f"{where}: expected /<controller>/<topic>")
+        name, topic = parts
+        want_type, want_topic = kinds[c["type"]]
+        if manager.get(name, {}).get("type") != want_type or topic != want_topic:
+            fail(f"{where}: {controllers_path.name} has no {want_type} named {name!r} taking ~/{topic}")
+        params = doc.get(name, {}).get("ros__parameters", {})
+        if params.get("joints") != c["joints"]:
+            fail(f"{where}: joints {c['joints']} but {name}.joints = {params.get('joints')}")
+        if c["type"] == "joint_trajectory":
+            timeout = params.get("cmd_timeout", 0.0)
+            goal = params.get("constraints", {}).get("goal_time", 0.0)
+            if not timeout > max(goal, 0.0):
+                fail(f"{name}.cmd_timeout = {timeout}: must be > 0 and > constraints.goal_time ({goal}), else JTC never times out")
+            if params.get("allow_nonzero_velocity_at_trajectory_end", False):
+                fail(f"{name}.allow_nonzero_velocity_at_trajectory_end: a trajectory could end moving")
+        if c["type"] == "forward_velocity":
+            fail(f"{where}: a velocity forward controller never times out")
+        checked += 1
+    if not checked:
+        fail(f"{config_path.name}: no [[ros.controllers]] to check against {controllers_path.name}")
+    return checked
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reflex", required=True)
     ap.add_argument("--inject-bad-key", action="store_true")
+    ap.add_argument("--controllers", default=str(LAUNCH / "ros2_control/arm_controllers.yaml"),
+                    help="the ros2_control file checked against arm.toml (a test passes a broken copy)")
     a = ap.parse_args()
     topics = reflex_topics()
     if len(topics) < 8:
@@ -152,7 +198,9 @@ def main():
         # Launch-set parameters (values are launch substitutions): the keys must exist.
         params = {k: False for k in launch_params}
         checked += check_config(a.reflex, LAUNCH / "mobile_base.toml", params)
-    print(f"launch files ok: {checked} parameters exist in Reflex's config schema")
+    controllers = check_controllers(LAUNCH / "arm.toml", pathlib.Path(a.controllers))
+    print(f"launch files ok: {checked} parameters exist in Reflex's config schema; "
+          f"{controllers} controllers of arm.toml match ros2_control/arm_controllers.yaml")
 
 
 if __name__ == "__main__":

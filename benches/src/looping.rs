@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
-use reflex_rt::chunks::{MergeStrategy, QueueConfig};
 use reflex_core::actions::ActionTarget;
+use reflex_rt::chunks::{MergeStrategy, QueueConfig};
 use reflex_rt::control::{ChunkSender, ControlLoop, chunk_channel};
 use reflex_runner::config::ReflexConfig;
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan, Verdict};
@@ -39,7 +39,11 @@ impl LoopBench {
                 ensemble_decay: 0.5,
                 max_action_age_ns: 200_000_000,
             },
-            &[ActionTarget::BaseVx, ActionTarget::BaseVy, ActionTarget::BaseWz],
+            &[
+                ActionTarget::BaseVx,
+                ActionTarget::BaseVy,
+                ActionTarget::BaseWz,
+            ],
             chunk_rx,
         );
         // A 6 m × 8 m room around the robot.

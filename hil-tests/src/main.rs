@@ -196,19 +196,13 @@ fn robot(
     package: &reflex_policy::PolicyPackage,
 ) -> Result<Box<dyn reflex_core::RobotIo>> {
     let beams = config.safety.lidar.as_ref().map_or(0, |l| l.max_beams);
-    let joints: Vec<String> = config
-        .safety
-        .arm
-        .as_ref()
-        .map(|a| a.joints.iter().map(|j| j.name.clone()).collect())
-        .unwrap_or_default();
     let status = std::sync::Arc::new(reflex_core::LoopStatus::default());
     match io {
         #[cfg(feature = "dds")]
         "dds" => Ok(Box::new(reflex_ros::dds::DdsRobot::new(
             &config.ros,
             beams,
-            joints,
+            &config.safety,
             &package.manifest,
             status,
         )?)),
@@ -231,7 +225,7 @@ fn robot(
                 node,
                 &config.ros,
                 beams,
-                joints,
+                &config.safety,
                 &package.manifest,
                 status,
             )?))

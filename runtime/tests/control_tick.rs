@@ -7,8 +7,8 @@ use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reflex_rt::chunks::{MergeStrategy, QueueConfig};
 use reflex_core::actions::ActionTarget;
+use reflex_rt::chunks::{MergeStrategy, QueueConfig};
 use reflex_rt::control::{ChunkSender, ControlLoop, chunk_channel};
 use reflex_runner::config::ReflexConfig;
 use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan};
@@ -65,7 +65,11 @@ fn control() -> (ControlLoop, ChunkSender) {
             ensemble_decay: 0.5,
             max_action_age_ns: 200_000_000,
         },
-        &[ActionTarget::BaseVx, ActionTarget::BaseVy, ActionTarget::BaseWz],
+        &[
+            ActionTarget::BaseVx,
+            ActionTarget::BaseVy,
+            ActionTarget::BaseWz,
+        ],
         chunk_rx,
     );
     (control, channel)
@@ -319,7 +323,11 @@ fn saf_013_new_command_mode_needs_a_command_made_after_the_reset() {
             ensemble_decay: 0.5,
             max_action_age_ns: 200_000_000,
         },
-        &[ActionTarget::BaseVx, ActionTarget::BaseVy, ActionTarget::BaseWz],
+        &[
+            ActionTarget::BaseVx,
+            ActionTarget::BaseVy,
+            ActionTarget::BaseWz,
+        ],
         chunk_rx,
     );
     let ranges = vec![f32::INFINITY; BEAMS];

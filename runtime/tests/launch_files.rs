@@ -103,3 +103,36 @@ fn the_jetson_clocks_unit_is_valid_and_only_lacks_the_jetson_tool_here() {
     let (ok, text) = verify_jetson_clocks(Some("/bin/true"));
     assert!(ok && text.trim().is_empty(), "{text}");
 }
+
+#[test]
+fn a_controller_file_that_lets_the_arm_run_on_is_caught() {
+    // The shipped ros2_control file with JTC's command timeout off, and with the gripper
+    // controller's joints not the ones arm.toml commands.
+    let shipped =
+        std::fs::read_to_string(common::repo().join("launch/ros2_control/arm_controllers.yaml"))
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("reflex-controllers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, from, to, expected) in [
+        (
+            "timeout",
+            "cmd_timeout: 0.05",
+            "cmd_timeout: 0.0",
+            "never times out",
+        ),
+        (
+            "joints",
+            "joints: [gripper]",
+            "joints: [finger]",
+            "but gripper_controller.joints = ['finger']",
+        ),
+    ] {
+        assert!(shipped.contains(from), "{from}");
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, shipped.replace(from, to)).unwrap();
+        let (ok, text) = checker(&["--controllers", path.to_str().unwrap()]);
+        assert!(!ok, "{name}: {text}");
+        assert!(text.contains(expected), "{name}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -761,7 +761,11 @@ impl Safety {
         self.previous.joints[..self.joint_count]
             .iter()
             .zip(state.positions)
-            .any(|(target, measured)| target.position.is_some_and(|p| (p - measured).abs() > bound))
+            .any(|(target, measured)| {
+                target
+                    .position
+                    .is_some_and(|p| (p - measured).abs() > bound)
+            })
     }
 
     /// SAF-006 for the arm: position range, rate, velocity, acceleration, gripper, workspace.

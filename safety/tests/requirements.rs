@@ -625,7 +625,10 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
     assert_eq!(v.command.joints[0].position, Some(at - 0.5));
     let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
     assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
-    assert!(close(v.command.joints[0].position.unwrap(), at - 0.5 + 0.01));
+    assert!(close(
+        v.command.joints[0].position.unwrap(),
+        at - 0.5 + 0.01
+    ));
     // Without the bound (the default) the same block is not noticed.
     let mut rig = Rig::started(config());
     for _ in 0..40 {

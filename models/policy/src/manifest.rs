@@ -324,7 +324,9 @@ impl PolicyManifest {
         match &self.state_sources {
             Some(sources) => sources.iter().map(String::as_str).collect(),
             None => {
-                let dims = self.input(InputRole::State).map_or(0, |s| s.shape[1] as usize);
+                let dims = self
+                    .input(InputRole::State)
+                    .map_or(0, |s| s.shape[1] as usize);
                 SCHEMA_1_STATE.iter().copied().take(dims).collect()
             }
         }
@@ -340,12 +342,16 @@ impl PolicyManifest {
         let mut targets: Vec<ActionTarget> = Vec::with_capacity(self.action_space.len());
         for (i, dim) in self.action_space.iter().enumerate() {
             let field = format!("action_space[{i}].drives");
-            let target = ActionTarget::resolve(&dim.drives, shape)
-                .map_err(|e| field_error(&field, format!("{e}; fix the package or the robot config")))?;
+            let target = ActionTarget::resolve(&dim.drives, shape).map_err(|e| {
+                field_error(&field, format!("{e}; fix the package or the robot config"))
+            })?;
             if targets.contains(&target) {
                 return Err(field_error(
                     field,
-                    format!("`{}` drives a command an earlier dimension already drives", dim.drives),
+                    format!(
+                        "`{}` drives a command an earlier dimension already drives",
+                        dim.drives
+                    ),
                 ));
             }
             targets.push(target);

@@ -218,7 +218,7 @@ fn schema_invalid_manifests_name_the_file_and_field() {
         );
     }
     // Schema 2 (the arm package): state sources, one per state entry, and joint names.
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "v1-joints",
             Box::new(|v| v["schema_version"] = 1.into()),
@@ -270,7 +270,9 @@ fn the_arm_package_binds_to_joints_by_name_and_refuses_a_robot_without_them() {
     let m = &package.manifest;
     let arm = RobotShape {
         has_base: false,
-        joints: ["base_yaw", "shoulder", "elbow", "wrist"].map(String::from).to_vec(),
+        joints: ["base_yaw", "shoulder", "elbow", "wrist"]
+            .map(String::from)
+            .to_vec(),
         has_gripper: true,
     };
     let (targets, sources) = m.resolve(&arm).unwrap();
@@ -290,17 +292,26 @@ fn the_arm_package_binds_to_joints_by_name_and_refuses_a_robot_without_them() {
         ..arm.clone()
     };
     let e = m.resolve(&no_gripper).unwrap_err().to_string();
-    assert!(e.contains("action_space[3].drives") && e.contains("no gripper"), "{e}");
+    assert!(
+        e.contains("action_space[3].drives") && e.contains("no gripper"),
+        "{e}"
+    );
     let base = RobotShape {
         has_base: true,
         joints: vec![],
         has_gripper: false,
     };
     let e = m.resolve(&base).unwrap_err().to_string();
-    assert!(e.contains("action_space[0].drives") && e.contains("no arm"), "{e}");
+    assert!(
+        e.contains("action_space[0].drives") && e.contains("no arm"),
+        "{e}"
+    );
     // And the base demo on an arm-only robot: its base axes go nowhere, refused.
     let e = demo().manifest.resolve(&arm).unwrap_err().to_string();
-    assert!(e.contains("action_space[0].drives") && e.contains("no base"), "{e}");
+    assert!(
+        e.contains("action_space[0].drives") && e.contains("no base"),
+        "{e}"
+    );
     // The hot-swap contract names the first field that differs.
     let mut other = m.clone();
     other.chunk_horizon_s *= 2.0;

@@ -46,9 +46,9 @@ use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use tungstenite::Message;
 
+use reflex_core::actions::ActionTarget;
 use reflex_core::metrics::Telemetry;
 use reflex_rt::arbiter::CloudCommand;
-use reflex_core::actions::ActionTarget;
 
 /// `[cloud]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -114,7 +114,10 @@ impl ActionTarget {
             return if shape.has_gripper {
                 Ok(Self::Gripper)
             } else {
-                Err("`gripper`: the robot has no gripper ([safety.arm.gripper] is not configured)".into())
+                Err(
+                    "`gripper`: the robot has no gripper ([safety.arm.gripper] is not configured)"
+                        .into(),
+                )
             };
         }
         if let Some(i) = indexed_joint(drives, "_position", shape) {
@@ -124,8 +127,12 @@ impl ActionTarget {
             return i.map(Self::JointVelocity);
         }
         match drives.split_once('/') {
-            Some(("joint_position", name)) => joint_index("joint_position", name, shape).map(Self::JointPosition),
-            Some(("joint_velocity", name)) => joint_index("joint_velocity", name, shape).map(Self::JointVelocity),
+            Some(("joint_position", name)) => {
+                joint_index("joint_position", name, shape).map(Self::JointPosition)
+            }
+            Some(("joint_velocity", name)) => {
+                joint_index("joint_velocity", name, shape).map(Self::JointVelocity)
+            }
             _ => Err(format!(
                 "`{drives}` is not a command: base_vx, base_vy, base_wz, joint_position/<joint>, joint_velocity/<joint> or gripper"
             )),
@@ -168,8 +175,12 @@ impl StateSource {
             };
         }
         match source.split_once('/') {
-            Some(("joint_position", name)) => joint_index("joint_position", name, shape).map(Self::JointPosition),
-            Some(("joint_velocity", name)) => joint_index("joint_velocity", name, shape).map(Self::JointVelocity),
+            Some(("joint_position", name)) => {
+                joint_index("joint_position", name, shape).map(Self::JointPosition)
+            }
+            Some(("joint_velocity", name)) => {
+                joint_index("joint_velocity", name, shape).map(Self::JointVelocity)
+            }
             _ => Err(format!(
                 "`{source}` is not a state source: base_vx, base_vy, base_wz, joint_position/<joint>, joint_velocity/<joint> or gripper_position"
             )),
@@ -238,9 +249,12 @@ pub fn apply_action(targets: &[ActionTarget], action: &[f32], command: &mut Comm
 
 /// True when some dimension drives an arm joint.
 pub fn drives_joints(targets: &[ActionTarget]) -> bool {
-    targets
-        .iter()
-        .any(|t| matches!(t, ActionTarget::JointPosition(_) | ActionTarget::JointVelocity(_)))
+    targets.iter().any(|t| {
+        matches!(
+            t,
+            ActionTarget::JointPosition(_) | ActionTarget::JointVelocity(_)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -266,9 +280,15 @@ mod tests {
             ActionTarget::resolve("joint_2_velocity", &shape),
             Ok(ActionTarget::JointVelocity(2))
         );
-        assert_eq!(ActionTarget::resolve("gripper", &shape), Ok(ActionTarget::Gripper));
+        assert_eq!(
+            ActionTarget::resolve("gripper", &shape),
+            Ok(ActionTarget::Gripper)
+        );
         let e = ActionTarget::resolve("joint_position/wrist_roll", &shape).unwrap_err();
-        assert!(e.contains("no joint `wrist_roll`") && e.contains("shoulder, elbow, wrist"), "{e}");
+        assert!(
+            e.contains("no joint `wrist_roll`") && e.contains("shoulder, elbow, wrist"),
+            "{e}"
+        );
         let e = ActionTarget::resolve("base_vx", &shape).unwrap_err();
         assert!(e.contains("[safety.base]"), "{e}");
         let e = ActionTarget::resolve("joint_3_position", &shape).unwrap_err();

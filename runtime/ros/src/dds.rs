@@ -34,7 +34,9 @@ use ros2_client::{
 };
 
 use crate::RosConfig;
-use crate::joints::{ControllerKind, ControllerPlan, Float64MultiArray, JointCommand, JointTrajectory};
+use crate::joints::{
+    ControllerKind, ControllerPlan, Float64MultiArray, JointCommand, JointTrajectory,
+};
 use crate::port::wall_clock_ns;
 use crate::port::{
     BoolMsg, CmdVelStamp, CmdVelType, DiagnosticArray, Empty, Image, JointState, LaserScan,
@@ -104,8 +106,9 @@ impl DdsRobot {
     ) -> Result<Self> {
         let shape = reflex_core::actions::RobotShape::of(safety);
         let (targets, state_sources) = manifest.resolve(&shape)?;
-        let plans = ControllerPlan::for_config(&ros.controllers, &ros.gripper_joint, safety, &targets)
-            .map_err(anyhow::Error::msg)?;
+        let plans =
+            ControllerPlan::for_config(&ros.controllers, &ros.gripper_joint, safety, &targets)
+                .map_err(anyhow::Error::msg)?;
         let joint_names = shape.joints.clone();
         let domain = crate::port::ros_domain_id().map_err(anyhow::Error::msg)?;
         let mut participant = DomainParticipantBuilder::new(domain);
@@ -225,12 +228,23 @@ impl DdsRobot {
         for plan in plans {
             let publisher = match plan.kind {
                 ControllerKind::JointTrajectory => {
-                    let topic = topic!(&plan.topic, "trajectory_msgs", "JointTrajectory", Qos::DEFAULT);
-                    JointPub::Trajectory(node.create_publisher(&topic, None).map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", plan.topic))?)
+                    let topic = topic!(
+                        &plan.topic,
+                        "trajectory_msgs",
+                        "JointTrajectory",
+                        Qos::DEFAULT
+                    );
+                    JointPub::Trajectory(
+                        node.create_publisher(&topic, None)
+                            .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", plan.topic))?,
+                    )
                 }
                 ControllerKind::ForwardPosition | ControllerKind::ForwardVelocity => {
                     let topic = topic!(&plan.topic, "std_msgs", "Float64MultiArray", Qos::DEFAULT);
-                    JointPub::Array(node.create_publisher(&topic, None).map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", plan.topic))?)
+                    JointPub::Array(
+                        node.create_publisher(&topic, None)
+                            .map_err(|e| anyhow::anyhow!("cannot publish {}: {e:?}", plan.topic))?,
+                    )
                 }
             };
             controllers.push((plan, publisher));
@@ -341,7 +355,9 @@ impl Actuator for DdsActuator {
         }
         for (plan, publisher) in &mut self.controllers {
             let sent = match (plan.message(command), &*publisher) {
-                (Some(JointCommand::Trajectory(m)), JointPub::Trajectory(p)) => p.publish(m).is_ok(),
+                (Some(JointCommand::Trajectory(m)), JointPub::Trajectory(p)) => {
+                    p.publish(m).is_ok()
+                }
                 (Some(JointCommand::Array(m)), JointPub::Array(p)) => p.publish(m).is_ok(),
                 _ => false,
             };

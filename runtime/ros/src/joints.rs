@@ -205,11 +205,17 @@ impl ControllerPlan {
                     return Err(format!(
                         "{key}.joints: `{name}` is neither a [safety.arm] joint ({}) nor the gripper ([ros] gripper_joint = {gripper_joint:?}{}); fix: use the names of [safety.arm]",
                         known.join(", "),
-                        if gripper.is_some() { "" } else { ", and [safety.arm.gripper] is not set" }
+                        if gripper.is_some() {
+                            ""
+                        } else {
+                            ", and [safety.arm.gripper] is not set"
+                        }
                     ));
                 };
                 if slots.contains(&slot)
-                    || plans.iter().any(|p: &ControllerPlan| p.slots.contains(&slot))
+                    || plans
+                        .iter()
+                        .any(|p: &ControllerPlan| p.slots.contains(&slot))
                 {
                     return Err(format!(
                         "{key}.joints: `{name}` is commanded by two controllers (or twice); fix: give each joint one controller"
@@ -315,10 +321,11 @@ impl ControllerPlan {
                     let (p, v) = match (moving, target(slot)) {
                         (true, Some(p)) => {
                             let p = self.clamp(k, p);
-                            let v = commanded_velocity(slot).unwrap_or_else(|| match (held, dt_s) {
-                                (Some(h), Some(dt)) if dt > 0.0 => (p - h) / dt,
-                                _ => 0.0,
-                            });
+                            let v =
+                                commanded_velocity(slot).unwrap_or_else(|| match (held, dt_s) {
+                                    (Some(h), Some(dt)) if dt > 0.0 => (p - h) / dt,
+                                    _ => 0.0,
+                                });
                             (p, v)
                         }
                         // No target, or drive power off: hold where the last message went.
@@ -328,7 +335,9 @@ impl ControllerPlan {
                     velocities.push(if v.is_finite() { v } else { 0.0 });
                 }
                 self.last = Some((command.stamp_ns, positions.clone()));
-                Some(JointCommand::Trajectory(self.trajectory(positions, velocities)))
+                Some(JointCommand::Trajectory(
+                    self.trajectory(positions, velocities),
+                ))
             }
         }
     }
@@ -374,9 +383,7 @@ impl ControllerPlan {
             points.push(JointTrajectoryPoint {
                 positions: tail,
                 velocities: vec![0.0; positions.len()],
-                time_from_start: Duration::from_nanos(
-                    self.point_ns + (stop_s * 1e9).ceil() as u64,
-                ),
+                time_from_start: Duration::from_nanos(self.point_ns + (stop_s * 1e9).ceil() as u64),
                 ..JointTrajectoryPoint::default()
             });
         }
@@ -456,19 +463,22 @@ mod tests {
         let mut unknown = jtc();
         unknown.joints.push("wrist_roll".into());
         let e = ControllerPlan::for_config(&[unknown], "gripper", &s, &[]).unwrap_err();
-        assert!(e.contains("`wrist_roll`") && e.contains("shoulder, elbow, wrist"), "{e}");
+        assert!(
+            e.contains("`wrist_roll`") && e.contains("shoulder, elbow, wrist"),
+            "{e}"
+        );
         let velocity = ControllerConfig {
             kind: ControllerKind::ForwardVelocity,
             ..jtc()
         };
-        let e = ControllerPlan::for_config(&[velocity.clone()], "gripper", &s, &[]).unwrap_err();
+        let e = ControllerPlan::for_config(std::slice::from_ref(&velocity), "gripper", &s, &[])
+            .unwrap_err();
         assert!(e.contains("no command timeout"), "{e}");
         let velocity = ControllerConfig {
             allow_without_timeout: true,
             ..velocity
         };
-        let e =
-            ControllerPlan::for_config(&[velocity], "gripper", &s, &targets[..1]).unwrap_err();
+        let e = ControllerPlan::for_config(&[velocity], "gripper", &s, &targets[..1]).unwrap_err();
         assert!(e.contains("by position"), "{e}");
     }
 
@@ -499,10 +509,19 @@ mod tests {
         assert!((p.velocities[0] - 0.5).abs() < 1e-9, "{p:?}");
         assert_eq!(p.positions[2], 3.0, "clamped to the wrist's max_position");
         assert_eq!(p.time_from_start, Duration::from_nanos(20_000_000));
-        assert_eq!(tail.velocities, [0.0; 3], "JTC refuses a last point that moves");
+        assert_eq!(
+            tail.velocities, [0.0; 3],
+            "JTC refuses a last point that moves"
+        );
         // Stopping from 0.5 rad/s at 4 rad/s² takes 125 ms and 31.25 mrad.
-        assert!((tail.positions[0] - (0.005 + 0.03125)).abs() < 1e-9, "{tail:?}");
-        assert_eq!(tail.time_from_start, Duration::from_nanos(20_000_000 + 125_000_000));
+        assert!(
+            (tail.positions[0] - (0.005 + 0.03125)).abs() < 1e-9,
+            "{tail:?}"
+        );
+        assert_eq!(
+            tail.time_from_start,
+            Duration::from_nanos(20_000_000 + 125_000_000)
+        );
         // Drive power off: hold where the last message went, at zero velocity.
         let held = CommandFrame {
             drive_enabled: false,

@@ -1075,7 +1075,10 @@ impl PortState {
         }
         // A new observation when the newest input the policy sees arrived: a camera frame, or,
         // for a policy without a camera, a joint state.
-        let has_image = self.manifest.input(reflex_policy::InputRole::Image).is_some();
+        let has_image = self
+            .manifest
+            .input(reflex_policy::InputRole::Image)
+            .is_some();
         let trigger = if has_image {
             std::mem::take(&mut self.image_fresh)
         } else {
@@ -1091,17 +1094,30 @@ impl PortState {
             self.last_command
         };
         // Joint and gripper readings older than the timeout are no measurement.
-        let recent = |stamp: u64| stamp != 0 && self.clock_ns.saturating_sub(stamp) <= self.odom_timeout_ns;
+        let recent =
+            |stamp: u64| stamp != 0 && self.clock_ns.saturating_sub(stamp) <= self.odom_timeout_ns;
         let joints_ok = recent(self.joint_stamp_ns);
         let measured = reflex_core::actions::Measured {
             base,
-            joint_positions: if joints_ok { &self.joint_positions } else { &[] },
-            joint_velocities: if joints_ok { &self.joint_velocities } else { &[] },
+            joint_positions: if joints_ok {
+                &self.joint_positions
+            } else {
+                &[]
+            },
+            joint_velocities: if joints_ok {
+                &self.joint_velocities
+            } else {
+                &[]
+            },
             gripper_position: recent(self.gripper_stamp_ns).then_some(self.gripper_position),
         };
         let n = self.state_sources.len().min(obs.state.len());
         obs.state[n..].fill(0.0);
-        if !reflex_core::actions::fill_state(&self.state_sources[..n], &measured, &mut obs.state[..n]) {
+        if !reflex_core::actions::fill_state(
+            &self.state_sources[..n],
+            &measured,
+            &mut obs.state[..n],
+        ) {
             self.stats.state_unavailable += 1;
             return false;
         }

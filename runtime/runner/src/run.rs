@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
+use reflex_core::actions::{ActionTarget, RobotShape, StateSource};
 use reflex_core::metrics::Telemetry;
 use reflex_core::{Actuator, CommandFrame, EstopIngress, PolicyBackend, RobotIo, SensorFrame};
 use reflex_policy::{BackendConfig, OrtBackend, PolicyPackage};
 use reflex_rt::arbiter::{ArbiterConfig, Inboxes};
 use reflex_rt::chunks::ChunksConfig;
-use reflex_core::actions::{ActionTarget, RobotShape, StateSource};
 use reflex_rt::control::{ChunkReceiver, ChunkSender, ControlLoop};
 use reflex_rt::gate::{ActuatorGate, GateOutput};
 use reflex_rt::ticker::{self as rt, RtConfig};
