@@ -311,9 +311,18 @@ impl Safety {
                 }
                 if let Some(arm) = &self.config.arm {
                     for (i, joint) in arm.joints.iter().enumerate() {
-                        let previous = self.previous.joints[i].velocity.unwrap_or(0.0);
-                        command.joints[i].velocity =
-                            Some(toward_zero(previous, joint.max_acceleration * dt_s));
+                        let previous = self.previous.joints[i];
+                        let v = toward_zero(
+                            previous.velocity.unwrap_or(0.0),
+                            joint.max_acceleration * dt_s,
+                        );
+                        command.joints[i].velocity = Some(v);
+                        // A position-driven joint decelerates along its path (at its max
+                        // acceleration), not to a standstill at its last target in one tick.
+                        if let Some(p) = previous.position {
+                            command.joints[i].position =
+                                Some((p + v * dt_s).clamp(joint.min_position, joint.max_position));
+                        }
                     }
                 }
                 if self.stop_category == StopCategory::Cat1 {
@@ -789,13 +798,46 @@ impl Safety {
                 if clamped != position {
                     reasons.insert(Reason::JointPositionLimit);
                 }
+                // A trapezoidal tracker from the last target (or the measured position): the
+                // speed toward the target is at most max_velocity and what can still stop at
+                // the target (so it never overshoots), and changes by at most
+                // max_acceleration per tick. The velocity it implies is sent with the target.
                 let from = previous.position.unwrap_or(measured);
-                let step = joint.max_velocity * dt_s;
-                let limited = from + (clamped - from).clamp(-step, step);
-                if limited != clamped {
+                let v_prev = match previous.position {
+                    Some(_) => previous.velocity.unwrap_or(0.0),
+                    None => state.velocities[i],
+                };
+                let distance = clamped - from;
+                // The speed from which braking by a·dt per tick stops within the distance
+                // (d = v²/2a + v·dt/2 for ticks of dt).
+                let half = joint.max_acceleration * dt_s / 2.0;
+                let stoppable =
+                    (half * half + 2.0 * joint.max_acceleration * distance.abs()).sqrt() - half;
+                let wanted = if dt_s > 0.0 { distance / dt_s } else { 0.0 };
+                let speed_cap = joint.max_velocity.min(stoppable);
+                let capped = wanted.clamp(-speed_cap, speed_cap);
+                if capped != wanted && speed_cap == joint.max_velocity {
                     reasons.insert(Reason::JointVelocityLimit);
                 }
+                let dv = joint.max_acceleration * dt_s;
+                let v = v_prev + (capped - v_prev).clamp(-dv, dv);
+                if v != capped && (capped - v_prev).abs() > dv {
+                    reasons.insert(Reason::AccelLimit);
+                }
+                let v = v.clamp(-joint.max_velocity, joint.max_velocity);
+                let limited = if (clamped - from).abs() <= (v * dt_s).abs() && v * distance >= 0.0 {
+                    clamped
+                } else {
+                    (from + v * dt_s).clamp(joint.min_position, joint.max_position)
+                };
                 command.joints[i].position = Some(limited);
+                if target.velocity.is_none() {
+                    command.joints[i].velocity = Some(if dt_s > 0.0 {
+                        (limited - from) / dt_s
+                    } else {
+                        0.0
+                    });
+                }
             }
             if let Some(velocity) = target.velocity {
                 let clamped = velocity.clamp(-joint.max_velocity, joint.max_velocity);

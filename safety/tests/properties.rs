@@ -166,14 +166,25 @@ fn check_limits(v: &Verdict, previous: &Verdict) -> Result<(), TestCaseError> {
             );
         }
     }
-    let limits = [(-1.0, 1.0, 1.0), (0.0, 2.0, 0.5)];
-    for (i, (min, max, max_v)) in limits.into_iter().enumerate() {
+    let limits = [(-1.0, 1.0, 1.0, 5.0), (0.0, 2.0, 0.5, 2.0)];
+    for (i, (min, max, max_v, accel)) in limits.into_iter().enumerate() {
         let j = v.command.joints[i];
         if let Some(p) = j.position {
             prop_assert!((min..=max).contains(&p), "joint {i} at {p}");
         }
         if let Some(vel) = j.velocity {
             prop_assert!(vel.abs() <= max_v, "joint {i} at {vel}");
+            // A joint's speed never grows faster than its acceleration limit (measured at
+            // rest here, so also from a standstill); it may always drop.
+            let old = previous.command.joints[i].velocity.unwrap_or(0.0);
+            if vel * old >= 0.0 {
+                prop_assert!(
+                    vel.abs() <= old.abs() + accel * DT + 1e-9,
+                    "joint {i}: {old} -> {vel}"
+                );
+            } else {
+                prop_assert!(vel.abs() <= accel * DT + 1e-9, "joint {i}: {old} -> {vel}");
+            }
         }
     }
     if let Some(g) = v.command.gripper_position {

@@ -576,33 +576,90 @@ fn saf_006_differential_base_never_moves_sideways() {
 #[test]
 fn saf_006_joint_position_limits_and_rate() {
     let mut rig = Rig::started(config());
-    // shoulder: [-1, 1] rad, 1 rad/s ⇒ at most 0.01 rad per 10 ms tick from the measured 0.
+    // shoulder: [-1, 1] rad, 1 rad/s, 5 rad/s²: from the measured 0 at rest, the first 10 ms
+    // tick may reach 0.05 rad/s, so 0.0005 rad.
     let v = rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
     assert!(v.reasons.contains(Reason::JointPositionLimit));
     assert!(v.reasons.contains(Reason::JointVelocityLimit));
-    assert_eq!(v.command.joints[0].position, Some(0.01));
-    // elbow: [0, 2], measured 1.0, 0.5 rad/s ⇒ 1.0 - 0.005.
-    assert!(close(v.command.joints[1].position.unwrap(), 0.995));
+    assert!(v.reasons.contains(Reason::AccelLimit));
+    assert!(close(v.command.joints[0].position.unwrap(), 0.0005));
+    // The velocity the target implies is sent with it (for a trajectory controller).
+    assert!(close(v.command.joints[0].velocity.unwrap(), 0.05));
+    // elbow: [0, 2], measured 1.0, 0.5 rad/s, 2 rad/s² ⇒ 1.0 - 0.0002.
+    assert!(close(v.command.joints[1].position.unwrap(), 0.9998));
+    // Speed grows by at most a·dt per tick up to max_velocity, then the target is reached
+    // without overshoot (it brakes at a before it), exactly at the position limit.
+    let mut previous = v.command.joints[0];
+    let mut peak: f64 = 0.0;
     for _ in 0..300 {
-        rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
+        let v = rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
+        let j = v.command.joints[0];
+        let (p, vel) = (j.position.unwrap(), j.velocity.unwrap());
+        assert!(p <= 1.0 && vel.abs() <= 1.0 + 1e-9, "{j:?}");
+        assert!(
+            (vel - previous.velocity.unwrap()).abs() <= 0.05 + 1e-9,
+            "{previous:?} -> {j:?}"
+        );
+        assert!(
+            p >= previous.position.unwrap(),
+            "never back: {previous:?} -> {j:?}"
+        );
+        peak = peak.max(vel);
+        previous = j;
     }
+    assert!(close(peak, 1.0), "{peak}");
     let v = rig.step(arm_command([Some(2.0), Some(-3.0)], [None, None]));
     assert_eq!(v.command.joints[0].position, Some(1.0));
+    assert_eq!(v.command.joints[0].velocity, Some(0.0));
     assert_eq!(v.command.joints[1].position, Some(0.0));
+}
+
+#[test]
+fn saf_001_category_1_decelerates_a_position_driven_arm_along_its_path() {
+    let mut rig = Rig::started(config());
+    // Shoulder up to speed (1 rad/s after 20 ticks at 5 rad/s²), then an E-stop.
+    let mut p = 0.0;
+    for _ in 0..40 {
+        let v = rig.step(arm_command([Some(1.0), None], [None, None]));
+        p = v.command.joints[0].position.unwrap();
+        rig.positions[0] = p;
+    }
+    rig.press(EstopSource::Hardware);
+    let mut speed = 1.0;
+    let mut ticks = 0;
+    loop {
+        let v = rig.step(arm_command([Some(1.0), None], [None, None]));
+        assert_eq!(v.stop_category, Some(StopCategory::Cat1));
+        let j = v.command.joints[0];
+        let (q, vel) = (j.position.unwrap(), j.velocity.unwrap());
+        // 0.05 rad/s less per tick (5 rad/s²), still moving forward along the path.
+        assert!(close(speed - vel, 0.05) || vel == 0.0, "{speed} -> {vel}");
+        assert!(q >= p && close(q - p, vel * 0.01), "{p} -> {q} at {vel}");
+        assert_eq!(v.power_enabled, vel != 0.0);
+        ticks += 1;
+        if vel == 0.0 {
+            break;
+        }
+        (speed, p) = (vel, q);
+        rig.positions[0] = q;
+        assert!(ticks < 30);
+    }
+    assert!((19..=21).contains(&ticks), "{ticks}");
 }
 
 #[test]
 fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
     let mut rig = Rig::started(config_with("arm", "max_following_error", "0.1"));
-    // Tracking: measured follows the target; the shoulder walks 0.01 rad per tick.
-    for _ in 0..20 {
+    // Tracking: measured follows the target; the shoulder speeds up to 1 rad/s.
+    for _ in 0..30 {
         let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
         assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
         rig.positions[0] = v.command.joints[0].position.unwrap();
     }
     let at = rig.positions[0];
-    assert!(close(at, 0.2), "{at}");
-    // Blocked: the shoulder stays while targets walk on, until 0.1 rad ahead ⇒ stop.
+    assert!(at > 0.1, "{at}");
+    // Blocked: the shoulder stays while targets walk on (0.01 rad per tick) until 0.1 rad
+    // ahead ⇒ stop.
     let mut stopped = None;
     for tick in 0..20 {
         let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
@@ -617,8 +674,8 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
     // Held where it is measured, not where it was told to go.
     assert_eq!(v.command.joints[0].position, Some(at));
     assert_eq!(v.command.joints[0].velocity, Some(0.0));
-    // Pushed back 0.5 rad by a person: the next targets restart from the measured pose, one
-    // rate-limited step at a time, never jumping back to where the policy was.
+    // Pushed back 0.5 rad by a person: the next targets restart from the measured pose at rest,
+    // one acceleration-limited step at a time, never jumping back to where the policy was.
     rig.positions[0] = at - 0.5;
     let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
     assert!(v.reasons.contains(Reason::FollowingError));
@@ -627,7 +684,7 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
     assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
     assert!(close(
         v.command.joints[0].position.unwrap(),
-        at - 0.5 + 0.01
+        at - 0.5 + 0.0005
     ));
     // Without the bound (the default) the same block is not noticed.
     let mut rig = Rig::started(config());
