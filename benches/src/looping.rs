@@ -38,6 +38,7 @@ impl LoopBench {
                 crossfade_steps: 5,
                 ensemble_decay: 0.5,
                 max_action_age_ns: 200_000_000,
+                interpolation: reflex_rt::chunks::Interpolation::Hold,
             },
             &[
                 ActionTarget::BaseVx,

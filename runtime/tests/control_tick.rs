@@ -64,6 +64,7 @@ fn control() -> (ControlLoop, ChunkSender) {
             crossfade_steps: 5,
             ensemble_decay: 0.5,
             max_action_age_ns: 200_000_000,
+            interpolation: reflex_rt::chunks::Interpolation::Hold,
         },
         &[
             ActionTarget::BaseVx,
@@ -322,6 +323,7 @@ fn saf_013_new_command_mode_needs_a_command_made_after_the_reset() {
             crossfade_steps: 5,
             ensemble_decay: 0.5,
             max_action_age_ns: 200_000_000,
+            interpolation: reflex_rt::chunks::Interpolation::Hold,
         },
         &[
             ActionTarget::BaseVx,

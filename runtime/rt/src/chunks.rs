@@ -20,6 +20,21 @@ pub enum MergeStrategy {
     Ensemble,
 }
 
+/// How the loop gets from one policy step to the next (the policy runs at its own rate, e.g.
+/// 30 Hz; the loop at 100 Hz).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Each action holds for its whole step (zero-order hold): the default, right for
+    /// velocity commands.
+    #[default]
+    Hold,
+    /// Linear between consecutive queued actions (across a merge too, so a splice has no
+    /// jump): right for position targets, which would otherwise move in steps at the policy
+    /// rate. The last queued action holds.
+    Linear,
+}
+
 /// Why there is no action for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoAction {
@@ -50,6 +65,7 @@ pub struct QueueStats {
 /// | `crossfade_steps` | usize, policy steps | 5 | blend length of `crossfade` (1..=1000) |
 /// | `ensemble_decay` | f32 | 0.5 | weight of older predictions per merge, `ensemble` (0, 1] |
 /// | `max_action_age_ms` | f64, ms | 200 | an action whose observation is older is not executed: the loop proposes a stop (0, 10000] |
+/// | `interpolation` | `hold`/`linear` | `hold` | between policy steps: hold each action, or interpolate linearly (position targets) |
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunksConfig {
@@ -57,6 +73,7 @@ pub struct ChunksConfig {
     pub crossfade_steps: usize,
     pub ensemble_decay: f32,
     pub max_action_age_ms: f64,
+    pub interpolation: Interpolation,
 }
 
 impl Default for ChunksConfig {
@@ -66,6 +83,7 @@ impl Default for ChunksConfig {
             crossfade_steps: 5,
             ensemble_decay: 0.5,
             max_action_age_ms: 200.0,
+            interpolation: Interpolation::Hold,
         }
     }
 }
@@ -104,6 +122,7 @@ impl ChunksConfig {
             crossfade_steps: self.crossfade_steps,
             ensemble_decay: self.ensemble_decay,
             max_action_age_ns: (self.max_action_age_ms * 1e6).round() as u64,
+            interpolation: self.interpolation,
         }
     }
 }
@@ -119,6 +138,7 @@ pub struct QueueConfig {
     pub crossfade_steps: usize,
     pub ensemble_decay: f32,
     pub max_action_age_ns: u64,
+    pub interpolation: Interpolation,
 }
 
 /// Future actions sorted by time, as struct-of-arrays with a scratch twin for merging.
@@ -134,6 +154,8 @@ pub struct ChunkQueue {
     scratch_obs: Vec<u64>,
     scratch_weight: Vec<f32>,
     scratch_actions: Vec<f32>,
+    /// The interpolated action (`Interpolation::Linear`).
+    between: Vec<f32>,
     pub stats: QueueStats,
 }
 
@@ -152,6 +174,7 @@ impl ChunkQueue {
             scratch_obs: vec![0; cap],
             scratch_weight: vec![0.0; cap],
             scratch_actions: vec![0.0; cap * cfg.dims],
+            between: vec![0.0; cfg.dims],
             stats: QueueStats::default(),
         }
     }
@@ -250,8 +273,10 @@ impl ChunkQueue {
             .copy_from_slice(&self.actions[from * dims..(from + 1) * dims]);
     }
 
-    /// The action for `now_ns` (zero-order hold between policy steps), or why there is none.
-    /// Never returns an action from an observation older than `max_action_age_ms`.
+    /// The action for `now_ns` (held or interpolated between policy steps, per
+    /// `interpolation`), or why there is none. Never returns an action from an observation
+    /// older than `max_action_age_ms` (the covering action's; an interpolated one also blends
+    /// in only a newer or equally new next action, which the queue's order guarantees).
     pub fn action_at(&mut self, now_ns: u64) -> Result<&[f32], NoAction> {
         let Some(i) = self.covering(now_ns) else {
             self.stats.ticks_dry += 1;
@@ -262,6 +287,19 @@ impl ChunkQueue {
             return Err(NoAction::Stale);
         }
         let dims = self.cfg.dims;
+        if self.cfg.interpolation == Interpolation::Linear && i + 1 < self.len {
+            let (t0, t1) = (self.time_ns[i], self.time_ns[i + 1]);
+            let w = if t1 > t0 {
+                (now_ns - t0) as f32 / (t1 - t0) as f32
+            } else {
+                0.0
+            };
+            for d in 0..dims {
+                let (a, b) = (self.actions[i * dims + d], self.actions[(i + 1) * dims + d]);
+                self.between[d] = a + (b - a) * w;
+            }
+            return Ok(&self.between);
+        }
         Ok(&self.actions[i * dims..(i + 1) * dims])
     }
 
@@ -286,6 +324,7 @@ mod tests {
             crossfade_steps: 4,
             ensemble_decay: 0.5,
             max_action_age_ns: 150 * MS,
+            interpolation: Interpolation::Hold,
         })
     }
 
@@ -333,6 +372,26 @@ mod tests {
         // 185 ms would be 155 ms old (refused).
         assert_eq!(q.action_at(175 * MS).unwrap(), [10.0]);
         assert_eq!(q.action_at(185 * MS), Err(NoAction::Stale));
+    }
+
+    #[test]
+    fn linear_interpolation_moves_between_steps_and_splices_without_a_jump() {
+        let mut q = queue(MergeStrategy::Latest);
+        q.cfg.interpolation = Interpolation::Linear;
+        q.cfg.max_action_age_ns = 1_000 * MS;
+        q.merge(0, &chunk(0.0), 0);
+        // 20 ms steps: 0, 1, 2, … ⇒ at 10 ms halfway, at 35 ms three quarters into step 1.
+        assert_eq!(q.action_at(10 * MS).unwrap(), [0.5]);
+        assert_eq!(q.action_at(35 * MS).unwrap(), [1.75]);
+        // A new chunk (10, 11, …) from an observation at 40 ms, arriving at 50 ms: the
+        // executing action (2 at 40-60 ms) is committed and the new chunk's next step (11 at
+        // 60 ms) follows: 50 ms is halfway from 2 to 11, not a jump to 10.
+        q.merge(40 * MS, &chunk(10.0), 50 * MS);
+        assert_eq!(q.action_at(50 * MS).unwrap(), [6.5]);
+        assert_eq!(q.action_at(60 * MS).unwrap(), [11.0]);
+        // The last action holds for its step.
+        assert_eq!(q.action_at(230 * MS).unwrap(), [19.0]);
+        assert_eq!(q.action_at(240 * MS), Err(NoAction::QueueDry));
     }
 
     #[test]
