@@ -284,6 +284,12 @@ impl Safety {
             if self.latched {
                 if all_clear {
                     self.latched = false;
+                    // The arm may have been moved while latched (power off, pushed, braked
+                    // along its path): joint targets restart from the measured pose, never
+                    // pull back to the old target (SAF-013, SAF-015).
+                    for j in self.previous.joints.iter_mut() {
+                        *j = crate::JointTarget::default();
+                    }
                 } else {
                     reasons.insert(Reason::ResetRefused);
                 }
@@ -296,7 +302,7 @@ impl Safety {
 
     /// Output while latched, per the configured stop category.
     fn estop_verdict(&self, dt_s: f64, reasons: Reasons, now: Monotonic) -> Verdict {
-        let mut command = self.hold_command(now);
+        let mut command = self.hold_command(now, dt_s);
         let mut power_enabled = true;
         match self.stop_category {
             StopCategory::Cat0 => power_enabled = false,
@@ -309,22 +315,8 @@ impl Safety {
                         wz_radps: toward_zero(p.wz_radps, base.brake[2] * dt_s),
                     };
                 }
-                if let Some(arm) = &self.config.arm {
-                    for (i, joint) in arm.joints.iter().enumerate() {
-                        let previous = self.previous.joints[i];
-                        let v = toward_zero(
-                            previous.velocity.unwrap_or(0.0),
-                            joint.max_acceleration * dt_s,
-                        );
-                        command.joints[i].velocity = Some(v);
-                        // A position-driven joint decelerates along its path (at its max
-                        // acceleration), not to a standstill at its last target in one tick.
-                        if let Some(p) = previous.position {
-                            command.joints[i].position =
-                                Some((p + v * dt_s).clamp(joint.min_position, joint.max_position));
-                        }
-                    }
-                }
+                // Joints decelerate at their max acceleration (hold_command), a
+                // position-driven one along its path.
                 if self.stop_category == StopCategory::Cat1 {
                     power_enabled = !command.is_motionless();
                 }
@@ -354,30 +346,51 @@ impl Safety {
         }
     }
 
-    /// Joint targets that hold the arm where the last verdict put it, at zero velocity: what a
-    /// caller proposes to keep the robot still (SAF-013's wait for a start).
+    /// Joint targets that bring the arm to rest from where the last verdict put it (see
+    /// [`Self::hold_command`]), as a proposal: what a caller offers to keep the robot still
+    /// (SAF-013's wait for a start, a dry queue). Position-driven joints carry their path
+    /// position only, so the layer's tracker (SAF-006) decelerates them.
     pub fn hold_targets(&self) -> [crate::JointTarget; crate::MAX_JOINTS] {
-        self.hold_command(Monotonic::from_nanos(0)).joints
+        let mut joints = self
+            .hold_command(Monotonic::from_nanos(0), self.period_ns as f64 * 1e-9)
+            .joints;
+        for j in joints.iter_mut() {
+            if j.position.is_some() {
+                j.velocity = None;
+            }
+        }
+        joints
     }
 
-    /// Zero velocity everywhere; joints hold their last target (at most one tick of motion
-    /// away, because targets are rate-limited) so a sagging arm is held, not followed.
-    fn hold_command(&self, now: Monotonic) -> Command {
+    /// Zero base velocity; each joint decelerates at its `max_acceleration` from the last
+    /// verdict's velocity, a position-driven one along its path (a position target that froze
+    /// at once would ask the drive for an unbounded deceleration). At rest, joints hold their
+    /// last target, so a sagging arm is held, not followed.
+    fn hold_command(&self, now: Monotonic, dt_s: f64) -> Command {
         let mut command = Command {
             source: CommandSource::None,
             stamp: now,
             ..Command::default()
         };
-        for i in 0..self.joint_count {
-            command.joints[i].position = self.previous.joints[i].position;
-            command.joints[i].velocity = Some(0.0);
+        if let Some(arm) = &self.config.arm {
+            for (i, joint) in arm.joints.iter().enumerate().take(self.joint_count) {
+                let previous = self.previous.joints[i];
+                let v = toward_zero(
+                    previous.velocity.unwrap_or(0.0),
+                    joint.max_acceleration * dt_s,
+                );
+                command.joints[i].velocity = Some(v);
+                command.joints[i].position = previous
+                    .position
+                    .map(|p| (p + v * dt_s).clamp(joint.min_position, joint.max_position));
+            }
         }
         command
     }
 
-    fn stop_verdict(&self, reasons: Reasons, now: Monotonic) -> Verdict {
+    fn stop_verdict(&self, reasons: Reasons, now: Monotonic, dt_s: f64) -> Verdict {
         Verdict {
-            command: self.hold_command(now),
+            command: self.hold_command(now, dt_s),
             action: reasons.action(),
             reasons,
             stop_category: None,
@@ -397,27 +410,28 @@ impl Safety {
     ) -> Verdict {
         self.check_command(proposed, now, &mut reasons);
         let joint_state = self.check_inputs(inputs, now, &mut reasons);
-        // SAF-015: a joint far from where it was commanded (blocked, pushed, not tracking)
-        // stops the arm where it is measured; targets then restart from there, never jump.
-        let following = joint_state
-            .as_ref()
-            .is_some_and(|state| self.following_error(state));
-        if following {
+        // SAF-015: a joint far from where it was commanded (blocked, pushed, not tracking) is
+        // a protective stop that latches (reset + start to move again), held where the arm
+        // is measured: it never pushes on against what blocks it.
+        if let Some(state) = joint_state.as_ref().filter(|s| self.following_error(s)) {
             reasons.insert(Reason::FollowingError);
-        }
-        if reasons.action() >= crate::Action::Stop {
-            let mut verdict = self.stop_verdict(reasons, now);
-            if let (true, Some(state)) = (following, joint_state) {
-                for (target, measured) in verdict.command.joints[..self.joint_count]
-                    .iter_mut()
-                    .zip(state.positions)
-                {
-                    if target.position.is_some() {
-                        target.position = Some(*measured);
-                    }
+            reasons.insert(Reason::EstopLatched);
+            self.latched = true;
+            for (target, measured) in self.previous.joints[..self.joint_count]
+                .iter_mut()
+                .zip(state.positions)
+            {
+                if target.position.is_some() {
+                    *target = crate::JointTarget {
+                        position: Some(*measured),
+                        velocity: Some(0.0),
+                    };
                 }
             }
-            return verdict;
+            return self.estop_verdict(dt_s, reasons, now);
+        }
+        if reasons.action() >= crate::Action::Stop {
+            return self.stop_verdict(reasons, now, dt_s);
         }
         let mut command = Command {
             source: proposed.source,

@@ -659,7 +659,7 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
     let at = rig.positions[0];
     assert!(at > 0.1, "{at}");
     // Blocked: the shoulder stays while targets walk on (0.01 rad per tick) until 0.1 rad
-    // ahead ⇒ stop.
+    // ahead ⇒ a protective stop that latches.
     let mut stopped = None;
     for tick in 0..20 {
         let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
@@ -670,28 +670,59 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
     }
     let (tick, v) = stopped.expect("a blocked joint stops the arm");
     assert!(tick <= 11, "stopped after {tick} ticks");
-    assert_eq!(v.action, Action::Stop);
-    // Held where it is measured, not where it was told to go.
+    assert_eq!(v.action, Action::Estop);
+    assert!(rig.safety.is_latched());
+    // Held where it is measured, at rest: it does not push on against what blocks it.
     assert_eq!(v.command.joints[0].position, Some(at));
     assert_eq!(v.command.joints[0].velocity, Some(0.0));
-    // Pushed back 0.5 rad by a person: the next targets restart from the measured pose at rest,
-    // one acceleration-limited step at a time, never jumping back to where the policy was.
+    // Latched: the policy's targets do not move it, even once the block is gone.
+    for _ in 0..50 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        assert_eq!(v.command.joints[0].position, Some(at), "{v:?}");
+        assert!(v.reasons.contains(Reason::EstopLatched));
+    }
+    // Pushed back 0.5 rad by a person while latched, then reset: targets restart from the
+    // measured pose at rest, one acceleration-limited step at a time — never pulling back to
+    // the old target.
     rig.positions[0] = at - 0.5;
+    rig.reset();
     let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
-    assert!(v.reasons.contains(Reason::FollowingError));
-    assert_eq!(v.command.joints[0].position, Some(at - 0.5));
-    let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+    assert!(!rig.safety.is_latched(), "{v:?}");
     assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
-    assert!(close(
-        v.command.joints[0].position.unwrap(),
-        at - 0.5 + 0.0005
-    ));
+    assert!(
+        close(v.command.joints[0].position.unwrap(), at - 0.5 + 0.0005),
+        "{v:?}"
+    );
     // Without the bound (the default) the same block is not noticed.
     let mut rig = Rig::started(config());
     for _ in 0..40 {
         let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
         assert!(!v.reasons.contains(Reason::FollowingError));
     }
+}
+
+#[test]
+fn saf_006_a_stop_decelerates_a_position_driven_arm_along_its_path() {
+    // A non-latched stop (here: the joint state goes missing) while the shoulder moves at 1 rad/s: it
+    // decelerates at 5 rad/s² along its path instead of freezing its target at once.
+    let mut rig = Rig::started(config());
+    let mut last = None;
+    for _ in 0..40 {
+        let v = rig.step(arm_command([Some(1.0), None], [None, None]));
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+        last = Some(v.command.joints[0]);
+    }
+    let moving = last.unwrap();
+    assert!(close(moving.velocity.unwrap(), 1.0), "{moving:?}");
+    rig.joints_present = false;
+    let v = rig.step(arm_command([Some(1.0), None], [None, None]));
+    assert_eq!(v.action, Action::Stop, "{v:?}");
+    let j = v.command.joints[0];
+    assert!(close(j.velocity.unwrap(), 0.95), "{j:?}");
+    assert!(
+        close(j.position.unwrap() - moving.position.unwrap(), 0.0095),
+        "{j:?}"
+    );
 }
 
 #[test]
