@@ -67,8 +67,8 @@ pub struct InputSpec {
 pub struct ActionDim {
     pub name: String,
     pub unit: String,
-    /// `base_vx`, `base_vy`, `base_wz`, `joint_position/<joint>`, `joint_velocity/<joint>`
-    /// (schema 2), `joint_<i>_position`, `joint_<i>_velocity` or `gripper`.
+    /// `base_vx`, `base_vy`, `base_wz`, `gripper`, or (schema 2) `joint_position/<joint>`,
+    /// `joint_velocity/<joint>` by the joint's `[safety.arm]` name.
     pub drives: String,
 }
 
@@ -530,7 +530,7 @@ impl PolicyManifest {
                 return Err(field_error(
                     format!("action_space[{i}].drives"),
                     format!(
-                        "`{}` is not a safety axis: base_vx, base_vy, base_wz, joint_position/<joint> and joint_velocity/<joint> (schema 2), joint_<i>_position, joint_<i>_velocity or gripper",
+                        "`{}` is not a safety axis: base_vx, base_vy, base_wz, gripper, or (schema 2) joint_position/<joint> and joint_velocity/<joint> with the joint's [safety.arm] name",
                         dim.drives
                     ),
                 ));

@@ -7,7 +7,6 @@
 //! Spellings (`policy.json` `action_space[].drives` and `state_sources[]`):
 //! - `base_vx`, `base_vy`, `base_wz` — base velocity (m/s, rad/s), base frame;
 //! - `joint_position/<name>`, `joint_velocity/<name>` — a joint of `[safety.arm] joints`;
-//! - `joint_<i>_position`, `joint_<i>_velocity` — the same by index (schema 1);
 //! - `gripper` (action) / `gripper_position` (state) — `[safety.arm.gripper]`.
 
 use reflex_safety::{Command, MAX_JOINTS, Twist};
@@ -18,7 +17,7 @@ pub enum ActionTarget {
     BaseVx,
     BaseVy,
     BaseWz,
-    /// Absolute position target of joint `i` of `[safety.arm] joints`.
+    /// Absolute position target of joint `i` of `[safety.arm] joints` (resolved by name).
     JointPosition(u8),
     /// Velocity target of joint `i`.
     JointVelocity(u8),
@@ -75,19 +74,6 @@ fn joint_index(kind: &str, rest: &str, shape: &RobotShape) -> Result<u8, String>
     }
 }
 
-fn indexed_joint(s: &str, suffix: &str, shape: &RobotShape) -> Option<Result<u8, String>> {
-    let i = s.strip_prefix("joint_")?.strip_suffix(suffix)?;
-    let i: usize = i.parse().ok()?;
-    Some(if i < shape.joints.len() {
-        Ok(i as u8)
-    } else {
-        Err(format!(
-            "`{s}`: [safety.arm] has {} joints, so joint {i} does not exist",
-            shape.joints.len()
-        ))
-    })
-}
-
 fn base(s: &str, shape: &RobotShape) -> Option<Result<u8, String>> {
     let axis = match s {
         "base_vx" => 0,
@@ -120,12 +106,6 @@ impl ActionTarget {
                 )
             };
         }
-        if let Some(i) = indexed_joint(drives, "_position", shape) {
-            return i.map(Self::JointPosition);
-        }
-        if let Some(i) = indexed_joint(drives, "_velocity", shape) {
-            return i.map(Self::JointVelocity);
-        }
         match drives.split_once('/') {
             Some(("joint_position", name)) => {
                 joint_index("joint_position", name, shape).map(Self::JointPosition)
@@ -143,13 +123,6 @@ impl ActionTarget {
     /// check, before a robot is known).
     pub fn is_spelling(drives: &str) -> bool {
         matches!(drives, "base_vx" | "base_vy" | "base_wz" | "gripper")
-            || ["_position", "_velocity"].iter().any(|suffix| {
-                drives
-                    .strip_prefix("joint_")
-                    .and_then(|r| r.strip_suffix(suffix))
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .is_some_and(|i| i < MAX_JOINTS)
-            })
             || matches!(drives.split_once('/'), Some(("joint_position" | "joint_velocity", n)) if valid_name(n))
     }
 }
@@ -199,8 +172,8 @@ impl StateSource {
 /// The measured state a policy's state vector is taken from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measured<'a> {
-    /// Base velocity: measured (odometry) where the robot has it.
-    pub base: Twist,
+    /// Base velocity, measured (fresh odometry); `None` without it.
+    pub base: Option<Twist>,
     /// In `[safety.arm] joints` order; empty when no joint state has arrived.
     pub joint_positions: &'a [f64],
     pub joint_velocities: &'a [f64],
@@ -216,9 +189,9 @@ pub fn fill_state(sources: &[StateSource], measured: &Measured<'_>, out: &mut [f
     }
     for (slot, source) in out.iter_mut().zip(sources) {
         let value = match *source {
-            StateSource::BaseVx => Some(measured.base.vx_mps),
-            StateSource::BaseVy => Some(measured.base.vy_mps),
-            StateSource::BaseWz => Some(measured.base.wz_radps),
+            StateSource::BaseVx => measured.base.map(|b| b.vx_mps),
+            StateSource::BaseVy => measured.base.map(|b| b.vy_mps),
+            StateSource::BaseWz => measured.base.map(|b| b.wz_radps),
             StateSource::JointPosition(i) => measured.joint_positions.get(usize::from(i)).copied(),
             StateSource::JointVelocity(i) => measured.joint_velocities.get(usize::from(i)).copied(),
             StateSource::GripperPosition => measured.gripper_position,
@@ -277,9 +250,12 @@ mod tests {
             Ok(ActionTarget::JointPosition(1))
         );
         assert_eq!(
-            ActionTarget::resolve("joint_2_velocity", &shape),
+            ActionTarget::resolve("joint_velocity/wrist", &shape),
             Ok(ActionTarget::JointVelocity(2))
         );
+        // Joints are bound by name only: an index spelling is not a command.
+        assert!(ActionTarget::resolve("joint_2_velocity", &shape).is_err());
+        assert!(!ActionTarget::is_spelling("joint_0_position"));
         assert_eq!(
             ActionTarget::resolve("gripper", &shape),
             Ok(ActionTarget::Gripper)
@@ -291,8 +267,6 @@ mod tests {
         );
         let e = ActionTarget::resolve("base_vx", &shape).unwrap_err();
         assert!(e.contains("[safety.base]"), "{e}");
-        let e = ActionTarget::resolve("joint_3_position", &shape).unwrap_err();
-        assert!(e.contains("has 3 joints"), "{e}");
         let base = RobotShape {
             has_base: true,
             joints: vec![],
@@ -323,10 +297,10 @@ mod tests {
         .map(|s| StateSource::resolve(s, &shape).unwrap())
         .collect();
         let mut measured = Measured {
-            base: Twist {
+            base: Some(Twist {
                 wz_radps: 0.25,
                 ..Twist::default()
-            },
+            }),
             joint_positions: &[0.1, 0.2, 0.3],
             joint_velocities: &[-1.0, 0.0, 0.0],
             gripper_position: Some(0.04),
@@ -339,6 +313,12 @@ mod tests {
         measured.gripper_position = Some(f64::NAN);
         assert!(!fill_state(&sources, &measured, &mut out));
         measured.gripper_position = Some(0.0);
+        measured.base = None;
+        assert!(
+            !fill_state(&sources, &measured, &mut out),
+            "no odometry: no base state"
+        );
+        measured.base = Some(Twist::default());
         measured.joint_positions = &[];
         assert!(!fill_state(&sources, &measured, &mut out));
         let e = StateSource::resolve("joint_position/hand", &shape).unwrap_err();

@@ -354,7 +354,10 @@ impl Actuator for DdsActuator {
             self.published.fetch_add(1, Ordering::Relaxed);
         }
         for (plan, publisher) in &mut self.controllers {
-            let sent = match (plan.message(command), &*publisher) {
+            let sent = match (
+                plan.message(command, reflex_core::clock::now_ns()),
+                &*publisher,
+            ) {
                 (Some(JointCommand::Trajectory(m)), JointPub::Trajectory(p)) => {
                     p.publish(m).is_ok()
                 }

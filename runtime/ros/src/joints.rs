@@ -13,7 +13,12 @@
 //!   `allow_nonzero_velocity_at_trajectory_end`), and if messages stop, the arm decelerates to
 //!   a stop on its own and the controller holds there; its `cmd_timeout` (counted from the
 //!   last point, off by default) is a second guard. A hold (stop verdict) is the target with
-//!   zero velocity. An empty trajectory is never sent: JTC (Jazzy) rejects it and keeps moving.
+//!   zero velocity. A frame without targets (the actuator gate's zero: a stale verdict, an
+//!   E-stop press) is a stopping trajectory from the last message's motion:
+//!   one point at rest where each joint gets decelerating at its max acceleration. An empty
+//!   trajectory is never sent: JTC (Jazzy) rejects it and keeps moving. Every joint of a
+//!   joint_trajectory controller must be driven by a position target of the policy (JTC needs
+//!   all its joints in every message), and the gripper goes through its own controller.
 //! - **forward_position**: positions in `joints` order. The controller has no timeout and
 //!   holds the last position; a frame without a position target re-sends the last one.
 //! - **forward_velocity**: velocities; a frame without targets (the gate's zero) sends zeros.
@@ -21,7 +26,8 @@
 //!   arrives, so Reflex refuses it unless `allow_without_timeout = true` states that the drive
 //!   has its own command watchdog.
 //!
-//! `launch/params/arm_controllers.yaml` ships the controller settings (docs: launch/README.md).
+//! `launch/ros2_control/arm_controllers.yaml` ships the controller settings (docs:
+//! launch/README.md, "Arm controllers").
 
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +157,11 @@ pub struct ControllerPlan {
     limits: Vec<(f64, f64, f64)>,
     point_ns: u64,
     last: Option<(u64, Vec<f64>)>,
+    /// Velocities of the last moving message (joint_trajectory), for a stop from that motion.
+    last_velocities: Vec<f64>,
+    /// While stopping (frames without targets): where and when (monotonic ns) the joints come
+    /// to rest.
+    stopping: Option<(u64, Vec<f64>)>,
 }
 
 impl ControllerPlan {
@@ -221,9 +232,10 @@ impl ControllerPlan {
                         "{key}.joints: `{name}` is commanded by two controllers (or twice); fix: give each joint one controller"
                     ));
                 }
-                if slot == Slot::Gripper && config.kind == ControllerKind::ForwardVelocity {
+                if slot == Slot::Gripper && config.kind != ControllerKind::ForwardPosition {
                     return Err(format!(
-                        "{key}.joints: the gripper takes position targets, a forward_velocity controller cannot carry it; fix: a forward_position (JointGroupPositionController) for the gripper"
+                        "{key}.joints: the gripper goes through its own forward_position controller (JointGroupPositionController), not a {:?} one; fix: move `{name}` to its own [[ros.controllers]] entry",
+                        config.kind
                     ));
                 }
                 slots.push(slot);
@@ -236,44 +248,78 @@ impl ControllerPlan {
                 limits,
                 point_ns: (config.point_time_ms * 1e6) as u64,
                 last: None,
+                last_velocities: vec![0.0; config.joints.len()],
+                stopping: None,
             });
         }
+        // Every controller joint is driven by a target of the kind its controller takes: a
+        // joint without one would make the controller hold nothing (JTC needs every joint in
+        // every message; a forward controller would get no value for it).
+        for (c, plan) in plans.iter().enumerate() {
+            for (slot, name) in plan.slots.iter().zip(&plan.joint_names) {
+                let driven = targets.iter().find_map(|t| match (*t, *slot) {
+                    (ActionTarget::JointPosition(i), Slot::Joint(j)) if usize::from(i) == j => {
+                        Some(false)
+                    }
+                    (ActionTarget::JointVelocity(i), Slot::Joint(j)) if usize::from(i) == j => {
+                        Some(true)
+                    }
+                    (ActionTarget::Gripper, Slot::Gripper) => Some(false),
+                    _ => None,
+                });
+                let fits = match (plan.kind, driven) {
+                    (_, None) => false,
+                    (
+                        ControllerKind::JointTrajectory | ControllerKind::ForwardPosition,
+                        Some(v),
+                    ) => !v,
+                    (ControllerKind::ForwardVelocity, Some(v)) => v,
+                };
+                if !fits {
+                    let what = match driven {
+                        None => "is not driven by the policy".to_string(),
+                        Some(true) => "is driven by velocity".to_string(),
+                        Some(false) => "is driven by position".to_string(),
+                    };
+                    return Err(format!(
+                        "ros.controllers[{c}] ({}): `{name}` {what}, but a {:?} controller needs {} targets for every joint; fix: list only the joints the policy drives that way, or use a policy that drives `{name}`",
+                        plan.topic,
+                        plan.kind,
+                        if plan.kind == ControllerKind::ForwardVelocity {
+                            "velocity"
+                        } else {
+                            "position"
+                        },
+                    ));
+                }
+            }
+        }
+        // Every driven joint reaches a controller (the checks above cover the kinds).
         for target in targets {
-            let (slot, velocity) = match *target {
-                ActionTarget::JointPosition(i) => (Slot::Joint(usize::from(i)), false),
-                ActionTarget::JointVelocity(i) => (Slot::Joint(usize::from(i)), true),
-                ActionTarget::Gripper => (Slot::Gripper, false),
+            let slot = match *target {
+                ActionTarget::JointPosition(i) | ActionTarget::JointVelocity(i) => {
+                    Slot::Joint(usize::from(i))
+                }
+                ActionTarget::Gripper => Slot::Gripper,
                 _ => continue,
             };
             let name = match slot {
                 Slot::Joint(i) => joints.get(i).map_or("?", |j| j.name.as_str()),
                 Slot::Gripper => gripper_joint,
             };
-            let Some(plan) = plans.iter().find(|p| p.slots.contains(&slot)) else {
+            if !plans.iter().any(|p| p.slots.contains(&slot)) {
                 return Err(format!(
                     "the policy drives `{name}` but no [[ros.controllers]] entry carries it, so its commands would go nowhere; fix: add `{name}` to a controller's joints"
-                ));
-            };
-            let fits = match plan.kind {
-                ControllerKind::JointTrajectory => true,
-                ControllerKind::ForwardPosition => !velocity,
-                ControllerKind::ForwardVelocity => velocity,
-            };
-            if !fits {
-                return Err(format!(
-                    "the policy drives `{name}` by {}, but its controller {} is {:?}; fix: a controller of the matching kind (joint_trajectory takes both)",
-                    if velocity { "velocity" } else { "position" },
-                    plan.topic,
-                    plan.kind
                 ));
             }
         }
         Ok(plans)
     }
 
-    /// The message for `command` (the actuator gate's frame), or `None` when there is nothing
-    /// to hold yet (no position ever sent). Positions are clamped to the limits once more.
-    pub fn message(&mut self, command: &CommandFrame) -> Option<JointCommand> {
+    /// The message for `command` (the actuator gate's frame) at `now_ns` (monotonic), or
+    /// `None` when there is nothing to hold yet (no position ever sent). Positions are clamped
+    /// to the limits once more.
+    pub fn message(&mut self, command: &CommandFrame, now_ns: u64) -> Option<JointCommand> {
         let n = self.slots.len();
         let target = |slot: Slot| match slot {
             Slot::Joint(i) => command.joints.get(i).and_then(|j| j.position),
@@ -303,43 +349,96 @@ impl ControllerPlan {
                 let mut data = Vec::with_capacity(n);
                 for (k, &slot) in self.slots.iter().enumerate() {
                     let held = self.last.as_ref().map(|(_, p)| p[k]);
-                    let p = if moving { target(slot).or(held) } else { held };
+                    let p = target(slot).or(held);
                     data.push(self.clamp(k, p?));
                 }
                 self.last = Some((command.stamp_ns, data.clone()));
                 Some(JointCommand::Array(self.array(data)))
             }
             ControllerKind::JointTrajectory => {
-                let mut positions = Vec::with_capacity(n);
-                let mut velocities = Vec::with_capacity(n);
+                let targets: Option<Vec<f64>> = self.slots.iter().map(|&s| target(s)).collect();
+                // The verdict's targets whenever it has them (while stopping or latched they
+                // are the safety layer's deceleration and hold, from where the arm is); no
+                // targets (the gate's zero): come to rest from the last motion.
+                let Some(targets) = targets else {
+                    return self.stop(now_ns).map(JointCommand::Trajectory);
+                };
+                self.stopping = None;
                 let dt_s = self
                     .last
                     .as_ref()
                     .map(|(t, _)| command.stamp_ns.saturating_sub(*t) as f64 * 1e-9);
-                for (k, &slot) in self.slots.iter().enumerate() {
+                let mut positions = Vec::with_capacity(n);
+                let mut velocities = Vec::with_capacity(n);
+                for (k, (&slot, p)) in self.slots.iter().zip(targets).enumerate() {
                     let held = self.last.as_ref().map(|(_, p)| p[k]);
-                    let (p, v) = match (moving, target(slot)) {
-                        (true, Some(p)) => {
-                            let p = self.clamp(k, p);
-                            let v =
-                                commanded_velocity(slot).unwrap_or_else(|| match (held, dt_s) {
-                                    (Some(h), Some(dt)) if dt > 0.0 => (p - h) / dt,
-                                    _ => 0.0,
-                                });
-                            (p, v)
-                        }
-                        // No target, or drive power off: hold where the last message went.
-                        _ => (held?, 0.0),
-                    };
+                    let p = self.clamp(k, p);
+                    let v = commanded_velocity(slot).unwrap_or_else(|| match (held, dt_s) {
+                        (Some(h), Some(dt)) if dt > 0.0 => (p - h) / dt,
+                        _ => 0.0,
+                    });
                     positions.push(p);
                     velocities.push(if v.is_finite() { v } else { 0.0 });
                 }
                 self.last = Some((command.stamp_ns, positions.clone()));
+                self.last_velocities.clone_from(&velocities);
                 Some(JointCommand::Trajectory(
                     self.trajectory(positions, velocities),
                 ))
             }
         }
+    }
+
+    /// A trajectory to rest from the last message: one point at zero velocity where each joint
+    /// stops decelerating at its max acceleration, reached when the slowest has (the same
+    /// point, with the time left, while the stop lasts); `None` before any message.
+    fn stop(&mut self, now_ns: u64) -> Option<JointTrajectory> {
+        let (_, last) = self.last.as_ref()?;
+        let (at_ns, rest) = match &self.stopping {
+            Some(s) => s.clone(),
+            None => {
+                let (rest, stop_s) = self.rest_from(last, &self.last_velocities.clone());
+                let s = (now_ns + (stop_s * 1e9).ceil() as u64, rest);
+                self.stopping = Some(s.clone());
+                // Once at rest the hold is at `rest`, at zero velocity.
+                self.last_velocities.iter_mut().for_each(|v| *v = 0.0);
+                s
+            }
+        };
+        let left = at_ns.saturating_sub(now_ns).max(self.point_ns);
+        self.last = Some((self.last.as_ref().map_or(0, |l| l.0), rest.clone()));
+        Some(JointTrajectory {
+            header: Header::default(),
+            joint_names: self.joint_names.clone(),
+            points: vec![JointTrajectoryPoint {
+                velocities: vec![0.0; rest.len()],
+                positions: rest,
+                time_from_start: Duration::from_nanos(left),
+                ..JointTrajectoryPoint::default()
+            }],
+        })
+    }
+
+    /// Where each joint comes to rest from (`positions`, `velocities`) decelerating at its max
+    /// acceleration (clamped to its range), and how long the slowest takes (s).
+    fn rest_from(&self, positions: &[f64], velocities: &[f64]) -> (Vec<f64>, f64) {
+        let stop_s = velocities
+            .iter()
+            .zip(&self.limits)
+            .map(|(v, (_, _, a))| v.abs() / a)
+            .fold(0.0f64, f64::max);
+        let rest = positions
+            .iter()
+            .zip(velocities)
+            .enumerate()
+            .map(|(k, (p, v))| {
+                let a = self.limits[k].2;
+                // Decelerating at `a` from `v` covers v²/2a; a joint that stops sooner than
+                // the slowest waits there.
+                self.clamp(k, p + v * (v.abs() / a) / 2.0)
+            })
+            .collect();
+        (rest, stop_s)
     }
 
     fn clamp(&self, k: usize, p: f64) -> f64 {
@@ -357,32 +456,17 @@ impl ControllerPlan {
     /// The target point, then the stopping tail: each joint decelerates at its max
     /// acceleration to zero velocity (clamped to its range), reached when the slowest has.
     fn trajectory(&self, positions: Vec<f64>, velocities: Vec<f64>) -> JointTrajectory {
-        let stop_s = velocities
-            .iter()
-            .zip(&self.limits)
-            .map(|(v, (_, _, a))| v.abs() / a)
-            .fold(0.0f64, f64::max);
+        let (tail, stop_s) = self.rest_from(&positions, &velocities);
         let mut points = vec![JointTrajectoryPoint {
-            positions: positions.clone(),
-            velocities: velocities.clone(),
+            positions,
+            velocities,
             time_from_start: Duration::from_nanos(self.point_ns),
             ..JointTrajectoryPoint::default()
         }];
         if stop_s > 0.0 {
-            let tail = positions
-                .iter()
-                .zip(&velocities)
-                .enumerate()
-                .map(|(k, (p, v))| {
-                    let a = self.limits[k].2;
-                    // Decelerating at `a` from `v` covers v²/2a; a joint that stops sooner
-                    // than the slowest waits there.
-                    self.clamp(k, p + v * (v.abs() / a) / 2.0)
-                })
-                .collect();
             points.push(JointTrajectoryPoint {
+                velocities: vec![0.0; tail.len()],
                 positions: tail,
-                velocities: vec![0.0; positions.len()],
                 time_from_start: Duration::from_nanos(self.point_ns + (stop_s * 1e9).ceil() as u64),
                 ..JointTrajectoryPoint::default()
             });
@@ -444,52 +528,70 @@ mod tests {
         c
     }
 
+    const ARM: [ActionTarget; 4] = [
+        ActionTarget::JointPosition(0),
+        ActionTarget::JointPosition(1),
+        ActionTarget::JointPosition(2),
+        ActionTarget::Gripper,
+    ];
+
     #[test]
     fn a_policy_joint_no_controller_carries_is_refused() {
         let s = safety();
-        let targets = [
-            ActionTarget::JointPosition(0),
-            ActionTarget::JointPosition(1),
-            ActionTarget::JointPosition(2),
-            ActionTarget::Gripper,
-        ];
-        ControllerPlan::for_config(&[jtc(), gripper()], "gripper", &s, &targets).unwrap();
-        let e = ControllerPlan::for_config(&[jtc()], "gripper", &s, &targets).unwrap_err();
+        ControllerPlan::for_config(&[jtc(), gripper()], "gripper", &s, &ARM).unwrap();
+        let e = ControllerPlan::for_config(&[jtc()], "gripper", &s, &ARM).unwrap_err();
         assert!(e.contains("drives `gripper`") && e.contains("fix:"), "{e}");
         let mut two = gripper();
         two.joints = vec!["elbow".into()];
-        let e = ControllerPlan::for_config(&[jtc(), two], "gripper", &s, &targets).unwrap_err();
+        let e = ControllerPlan::for_config(&[jtc(), two], "gripper", &s, &ARM).unwrap_err();
         assert!(e.contains("two controllers"), "{e}");
         let mut unknown = jtc();
         unknown.joints.push("wrist_roll".into());
-        let e = ControllerPlan::for_config(&[unknown], "gripper", &s, &[]).unwrap_err();
+        let e = ControllerPlan::for_config(&[unknown], "gripper", &s, &ARM).unwrap_err();
         assert!(
             e.contains("`wrist_roll`") && e.contains("shoulder, elbow, wrist"),
             "{e}"
         );
+        // A controller joint the policy does not drive would make JTC hold nothing.
+        let e =
+            ControllerPlan::for_config(&[jtc(), gripper()], "gripper", &s, &ARM[1..]).unwrap_err();
+        assert!(e.contains("`shoulder` is not driven by the policy"), "{e}");
+        // The gripper on the arm's JTC: refused (its own controller).
+        let mut with_gripper = jtc();
+        with_gripper.joints.push("gripper".into());
+        let e = ControllerPlan::for_config(&[with_gripper], "gripper", &s, &ARM).unwrap_err();
+        assert!(e.contains("its own forward_position controller"), "{e}");
+        // Velocity targets on a JTC: refused (it takes positions for every joint).
+        let by_velocity = [
+            ActionTarget::JointVelocity(0),
+            ActionTarget::JointPosition(1),
+            ActionTarget::JointPosition(2),
+        ];
+        let e = ControllerPlan::for_config(&[jtc()], "gripper", &s, &by_velocity).unwrap_err();
+        assert!(e.contains("`shoulder` is driven by velocity"), "{e}");
         let velocity = ControllerConfig {
             kind: ControllerKind::ForwardVelocity,
             ..jtc()
         };
-        let e = ControllerPlan::for_config(std::slice::from_ref(&velocity), "gripper", &s, &[])
+        let e = ControllerPlan::for_config(std::slice::from_ref(&velocity), "gripper", &s, &ARM)
             .unwrap_err();
         assert!(e.contains("no command timeout"), "{e}");
         let velocity = ControllerConfig {
             allow_without_timeout: true,
             ..velocity
         };
-        let e = ControllerPlan::for_config(&[velocity], "gripper", &s, &targets[..1]).unwrap_err();
-        assert!(e.contains("by position"), "{e}");
+        let e = ControllerPlan::for_config(&[velocity], "gripper", &s, &ARM).unwrap_err();
+        assert!(e.contains("is driven by position"), "{e}");
     }
 
     #[test]
     fn trajectories_stream_with_velocity_and_end_in_a_stop_within_the_limits() {
         let s = safety();
         let mut plans =
-            ControllerPlan::for_config(&[jtc(), gripper()], "gripper", &s, &[]).unwrap();
+            ControllerPlan::for_config(&[jtc(), gripper()], "gripper", &s, &ARM).unwrap();
         // Nothing sent yet and no target: nothing to hold.
-        assert_eq!(plans[0].message(&CommandFrame::zero()), None);
-        let first = plans[0].message(&frame(1_000_000_000, [0.0, 0.5, 2.99], 0.02));
+        assert_eq!(plans[0].message(&CommandFrame::zero(), 0), None);
+        let first = plans[0].message(&frame(1_000_000_000, [0.0, 0.5, 2.99], 0.02), 0);
         let Some(JointCommand::Trajectory(t)) = first else {
             panic!("{first:?}")
         };
@@ -499,7 +601,7 @@ mod tests {
         assert_eq!(t.points[0].velocities, [0.0; 3]);
         // 10 ms later, 5 mrad further on the shoulder: 0.5 rad/s, then a tail at 4 rad/s².
         let Some(JointCommand::Trajectory(t)) =
-            plans[0].message(&frame(1_010_000_000, [0.005, 0.5, 3.5], 0.02))
+            plans[0].message(&frame(1_010_000_000, [0.005, 0.5, 3.5], 0.02), 0)
         else {
             panic!()
         };
@@ -522,23 +624,36 @@ mod tests {
             tail.time_from_start,
             Duration::from_nanos(20_000_000 + 125_000_000)
         );
-        // Drive power off: hold where the last message went, at zero velocity.
-        let held = CommandFrame {
-            drive_enabled: false,
-            ..frame(1_020_000_000, [1.0, 1.0, 1.0], 0.0)
-        };
-        let Some(JointCommand::Trajectory(t)) = plans[0].message(&held) else {
+        // The gate's zero (no targets: a stale verdict, an E-stop press): a stop from that
+        // motion, one point at rest where the joints get decelerating, 125 ms away; the same
+        // point while it lasts.
+        let Some(JointCommand::Trajectory(t)) =
+            plans[0].message(&CommandFrame::zero(), 5_000_000_000)
+        else {
             panic!()
         };
-        assert_eq!(t.points.len(), 1);
-        assert_eq!(t.points[0].positions, [0.005, 0.5, 3.0]);
-        assert_eq!(t.points[0].velocities, [0.0; 3]);
+        let [rest] = t.points.as_slice() else {
+            panic!("{t:?}")
+        };
+        assert!((rest.positions[0] - 0.03625).abs() < 1e-9, "{rest:?}");
+        assert_eq!(rest.velocities, [0.0; 3]);
+        assert_eq!(rest.time_from_start, Duration::from_nanos(125_000_000));
+        let Some(JointCommand::Trajectory(t)) =
+            plans[0].message(&CommandFrame::zero(), 5_100_000_000)
+        else {
+            panic!()
+        };
+        assert_eq!(t.points[0].positions, rest.positions);
+        assert_eq!(
+            t.points[0].time_from_start,
+            Duration::from_nanos(25_000_000)
+        );
         // The gripper: a position, re-sent when a frame has none.
-        let Some(JointCommand::Array(a)) = plans[1].message(&frame(1, [0.0; 3], 0.5)) else {
+        let Some(JointCommand::Array(a)) = plans[1].message(&frame(1, [0.0; 3], 0.5), 0) else {
             panic!()
         };
         assert_eq!(a.data, [0.08], "clamped to the gripper's range");
-        let Some(JointCommand::Array(a)) = plans[1].message(&CommandFrame::zero()) else {
+        let Some(JointCommand::Array(a)) = plans[1].message(&CommandFrame::zero(), 0) else {
             panic!()
         };
         assert_eq!(a.data, [0.08]);

@@ -565,6 +565,8 @@ pub struct PortState {
     gripper_stamp_ns: u64,
     /// A joint state arrived since the last observation (the trigger of policies without a camera).
     joint_fresh: bool,
+    /// The last accepted joint state reported every joint's velocity.
+    joint_velocities_known: bool,
     joint_stamp_ns: u64,
     joint_positions: Vec<f64>,
     joint_velocities: Vec<f64>,
@@ -621,6 +623,7 @@ impl PortState {
             gripper_position: 0.0,
             gripper_stamp_ns: 0,
             joint_fresh: false,
+            joint_velocities_known: false,
             joint_stamp_ns: 0,
             odom: reflex_safety::Twist::default(),
             odom_stamp_ns: 0,
@@ -732,21 +735,28 @@ impl PortState {
             return;
         }
         // The gripper may come in the arm's message or in its own (a gripper driver's).
-        let mut gripper_only = false;
+        // A bad gripper value is refused (its reading ages); a message with no arm joint is
+        // the gripper's own and is not an arm message missing its joints.
         if let Some(g) = &self.gripper_joint
             && let Some(k) = js.name.iter().position(|n| n == g)
-            && let Some(&p) = js.position.get(k)
-            && p.is_finite()
         {
-            self.gripper_position = p;
-            self.gripper_stamp_ns = self.made_at(now_ns, &js.header);
-            gripper_only = !self.joint_names.iter().any(|j| js.name.contains(j));
+            match js.position.get(k) {
+                Some(&p) if p.is_finite() => {
+                    self.gripper_position = p;
+                    self.gripper_stamp_ns = self.made_at(now_ns, &js.header);
+                }
+                _ => self.stats.joint_states_refused += 1,
+            }
+            if !self.joint_names.iter().any(|j| js.name.contains(j)) {
+                return;
+            }
         }
-        if self.joint_names.is_empty() || gripper_only {
+        if self.joint_names.is_empty() {
             return;
         }
         let mut positions = [0.0f64; 16];
         let mut velocities = [0.0f64; 16];
+        let mut all_velocities = true;
         for (i, name) in self.joint_names.iter().enumerate().take(16) {
             let Some(k) = js.name.iter().position(|n| n == name) else {
                 self.stats.joint_states_refused += 1;
@@ -756,6 +766,7 @@ impl PortState {
                 self.stats.joint_states_refused += 1;
                 return;
             };
+            all_velocities &= v.is_some();
             let v = v.unwrap_or(0.0);
             if !p.is_finite() || !v.is_finite() {
                 self.stats.joint_states_refused += 1;
@@ -769,6 +780,7 @@ impl PortState {
         self.joint_velocities[..n].copy_from_slice(&velocities[..n]);
         self.joint_stamp_ns = self.made_at(now_ns, &js.header);
         self.joint_fresh = true;
+        self.joint_velocities_known = all_velocities;
         self.stats.joint_states += 1;
     }
 
@@ -1087,11 +1099,14 @@ impl PortState {
         if !trigger {
             return false;
         }
-        // The measured velocity, or, without fresh odometry, the last command.
+        // The measured base velocity. Schema 1 (whose state is always the base velocity) falls
+        // back to the last command without fresh odometry; schema 2 reads measurements only.
         let base = if self.odom_fresh {
-            self.odom
+            Some(self.odom)
+        } else if self.manifest.state_sources.is_none() {
+            Some(self.last_command)
         } else {
-            self.last_command
+            None
         };
         // Joint and gripper readings older than the timeout are no measurement.
         let recent =
@@ -1104,7 +1119,8 @@ impl PortState {
             } else {
                 &[]
             },
-            joint_velocities: if joints_ok {
+            // A joint state without velocities gives no velocity state (never a guessed 0).
+            joint_velocities: if joints_ok && self.joint_velocities_known {
                 &self.joint_velocities
             } else {
                 &[]
@@ -1414,6 +1430,72 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../models/demo/reflex-demo-vla");
         reflex_policy::PolicyPackage::open(&dir).unwrap().manifest
+    }
+
+    #[test]
+    fn an_arm_policy_observes_measured_joints_and_never_a_guessed_state() {
+        let pkg = reflex_policy::PolicyPackage::open(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/demo/reflex-demo-arm-reach"),
+        )
+        .unwrap();
+        let m = pkg.manifest;
+        let shape = reflex_core::actions::RobotShape {
+            has_base: false,
+            joints: ["shoulder", "elbow", "wrist"].map(String::from).to_vec(),
+            has_gripper: true,
+        };
+        let (_, sources) = m.resolve(&shape).unwrap();
+        let js = |names: &[&str], pos: &[f64]| JointState {
+            name: names.iter().map(|s| s.to_string()).collect(),
+            position: pos.to_vec(),
+            ..JointState::default()
+        };
+        let mut st = PortState::new(&m, 8, shape.joints.clone())
+            .with_state_sources(sources, Some("gripper".into()));
+        let mut frame = reflex_core::SensorFrame::new(8, 3);
+        let mut obs = m.observation();
+        let image = Image {
+            height: 64,
+            width: 64,
+            encoding: "rgb8".into(),
+            step: 64 * 3,
+            data: vec![120; 64 * 64 * 3],
+            ..Image::default()
+        };
+        // A camera frame but no joint state yet: no observation (the policy is not run).
+        st.begin_step(1_000, 0);
+        st.on_image(&image, &mut obs);
+        assert!(!st.finish_step(&mut frame, &mut obs));
+        assert_eq!(st.stats.state_unavailable, 1);
+        // The arm's joints, then the gripper in its own message (a gripper driver's).
+        st.on_joint_state(
+            &js(&["wrist", "shoulder", "elbow"], &[0.3, 0.1, 0.2]),
+            2_000,
+        );
+        let gripper = js(&["gripper"], &[0.04]);
+        st.on_joint_state(&gripper, 2_000);
+        assert_eq!(
+            st.stats.joint_states_refused, 0,
+            "the gripper's own message is not a bad arm message"
+        );
+        st.begin_step(3_000, 0);
+        st.on_image(&image, &mut obs);
+        assert!(st.finish_step(&mut frame, &mut obs));
+        assert_eq!(obs.state, [0.1, 0.2, 0.3, 0.04]);
+        // A NaN gripper is refused; once the gripper reading is older than the timeout the
+        // state is unavailable again, although the arm's joints keep coming.
+        st.on_joint_state(&js(&["gripper"], &[f64::NAN]), 4_000);
+        assert_eq!(st.stats.joint_states_refused, 1);
+        let later = 3_000 + DEFAULT_ODOM_TIMEOUT_NS + 1;
+        st.on_joint_state(
+            &js(&["wrist", "shoulder", "elbow"], &[0.3, 0.1, 0.2]),
+            later,
+        );
+        st.begin_step(later, 0);
+        st.on_image(&image, &mut obs);
+        assert!(!st.finish_step(&mut frame, &mut obs));
+        assert_eq!(st.stats.state_unavailable, 2);
     }
 
     #[test]

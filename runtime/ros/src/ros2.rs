@@ -421,7 +421,7 @@ impl reflex_core::Actuator for Ros2Actuator {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         for (plan, publisher) in &mut self.controllers {
-            if let Some(m) = plan.message(command)
+            if let Some(m) = plan.message(command, reflex_core::clock::now_ns())
                 && publish_joint_command(publisher, m)
             {
                 self.joint_published

@@ -337,7 +337,12 @@ impl ControlLoop {
             let started = match self.safety.config().estop.restart {
                 reflex_safety::Restart::StartRequest => start_seq != self.last_start_seq,
                 reflex_safety::Restart::NewCommand => {
-                    proposed.stamp.as_nanos() > self.reset_at_ns && !proposed.is_motionless()
+                    // A command made after the reset that asks for motion: velocity, or (for
+                    // an arm) a policy action with joint position targets.
+                    let arm_action = self.last_no_action.is_none()
+                        && proposed.joints.iter().any(|j| j.position.is_some());
+                    proposed.stamp.as_nanos() > self.reset_at_ns
+                        && (!proposed.is_motionless() || arm_action)
                 }
             };
             self.last_start_seq = start_seq;

@@ -18,7 +18,8 @@ the policy's pose; every trajectory names the controller's joints, starts on rec
 stamp), ends at zero velocity, and every position and velocity is inside launch/arm.toml's
 limits; the gripper's commands inside its range; an E-stop press stops the arm (category 1) and
 a reset alone does not restart it; a covered (dark) camera holds it (the policy's own rule); pushed back and held by a person, it
-stops there (following error, SAF-015) and restarts from there instead of snapping back;
+stops there and stays (following error, SAF-015, latched) and after reset + start restarts
+from there instead of snapping back;
 a joint_states message without the wrist is refused and the arm stops (stale joint state).
 """
 import argparse
@@ -209,10 +210,13 @@ def violations(trajs, joints, limits):
         if not m.points or len(m.points) > 2:
             bad.append(f"{len(m.points)} points")
             continue
+        if any(len(p.positions) != len(joints) or len(p.velocities) != len(joints) for p in m.points):
+            bad.append("a point without a position and velocity per joint")
+            continue
         if any(abs(v) > 1e-12 for v in m.points[-1].velocities):
             bad.append(f"last point moves {list(m.points[-1].velocities)}")
         for p in m.points:
-            for k, (x, v) in enumerate(zip(p.positions, p.velocities or [0.0] * len(joints))):
+            for k, (x, v) in enumerate(zip(p.positions, p.velocities)):
                 lo, hi, vmax = limits[k]
                 if not (lo - 1e-9 <= x <= hi + 1e-9):
                     bad.append(f"{joints[k]} position {x} outside [{lo}, {hi}]")
@@ -294,22 +298,29 @@ def main():
         check("dark camera => the policy holds the arm", not arm.moved_within(0.5, eps=2e-3))
         arm.bright = 120
         # SAF-015: a person pushes the arm back to zero and holds it there for 0.2 s. The
-        # following error stops it where it is held; released, it restarts from there at the
-        # policy's pace instead of snapping back to where it was commanded before.
+        # following error is a protective stop that latches: released, the arm stays where it
+        # was left; after reset + start it restarts from there at the policy's pace instead of
+        # snapping back to where it was commanded before.
         with arm.lock:
             arm.held_at = [0.0, 0.0, 0.0]
         time.sleep(0.2)
         with arm.lock:
             arm.held_at = None
+        time.sleep(0.1)
+        check("SAF-015 pushed back and held => protective stop, latched: it stays where it was left",
+              not arm.moved_within(0.6, eps=0.02))
+        q_left, _ = arm.state()
+        arm.reset_w.write(Empty())
+        time.sleep(0.3)
+        arm.start_w.write(Empty())
         t_rel = time.monotonic()
         peak = 0.0
         while time.monotonic() - t_rel < 0.3:
             q, _ = arm.state()
-            peak = max(peak, max(abs(x) for x in q))
+            peak = max(peak, max(abs(x - y) for x, y in zip(q, q_left)))
             time.sleep(0.005)
-        check(f"pushed back and released => it restarts from where it was held (max |q| {peak:.3f} rad in 0.3 s; "
-              f"it was at {GOAL})", peak < 0.35)
-        check("moving again toward the pose", arm.moved_within(0.3))
+        check(f"reset + start => it restarts from where it was left (max move {peak:.3f} rad in 0.3 s; "
+              f"it had been at {GOAL})", peak < 0.35)
         arm.estop_w.write(Bool(data=True))
         time.sleep(0.5)
         check("E-stop press => the arm stops (within 0.5 s)", not arm.moved_within(0.5))
