@@ -64,9 +64,11 @@ impl InferBench {
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .commit_from_file(package.onnx_path())?;
         let mut obs = package.manifest.observation();
-        if let Some(ImageData::U8(img)) = obs.image.as_mut() {
-            for (i, p) in img.iter_mut().enumerate() {
-                *p = (i * 31 % 251) as u8;
+        for image in obs.images.iter_mut() {
+            if let ImageData::U8(img) = image {
+                for (i, p) in img.iter_mut().enumerate() {
+                    *p = (i * 31 % 251) as u8;
+                }
             }
         }
         package
@@ -97,10 +99,11 @@ impl InferBench {
     /// Bare ort: the same inputs straight into `Session::run`, output extracted, nothing else.
     pub fn bare_infer(&mut self) -> Result<f32> {
         let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3);
+        let mut images = self.obs.images.iter();
         for spec in &self.package.manifest.inputs {
             let shape = spec.shape.as_slice();
             let value: ort::session::SessionInputValue<'_> = match spec.role {
-                InputRole::Image => match self.obs.image.as_ref() {
+                InputRole::Image => match images.next() {
                     Some(ImageData::U8(d)) => {
                         TensorRef::from_array_view((shape, d.as_slice()))?.into()
                     }

@@ -10,12 +10,14 @@
                     not visible. The chunk blends from the measured velocity (state) to that
                     target over the first 5 steps.
   tiny-mlp/         a 16-64-64-60 MLP on the state only, for the inference benchmark.
-  reflex-demo-arm-reach/  an arm policy (policy.json schema 2), constructed: wrist image uint8
-                    [1,3,64,64] + state float32 [1,4] (shoulder, elbow, wrist positions by
-                    joint name, gripper position) -> chunk float32 [1,25,4] of absolute joint
-                    and gripper position targets at 50 Hz: each step moves toward a fixed
-                    reach pose by at most 0.5 rad/s (joints) and 0.05 m/s (gripper) from the
-                    measured state; a dark camera (mean pixel <= 20, e.g. covered) holds it.
+  reflex-demo-arm-reach/  an arm policy (policy.json schema 2), constructed, with two cameras:
+                    `front` uint8 NCHW [1,3,64,64] (bilinear, letterboxed) and `wrist` float32
+                    NHWC [1,48,48,3] (bilinear, center-cropped, ImageNet mean/std), + state
+                    float32 [1,4] (shoulder, elbow, wrist positions by joint name, gripper
+                    position) -> chunk float32 [1,25,4] of absolute joint and gripper position
+                    targets at 50 Hz: each step moves toward a fixed reach pose by at most
+                    0.5 rad/s (joints) and 0.05 m/s (gripper) from the measured state; either
+                    camera dark (mean pixel <= 20, e.g. covered) holds it.
 
 Each package gets policy.json (with sha256 of every file) and golden.json (input/output pairs
 computed here with numpy, checked against onnxruntime when it is installed).
@@ -200,6 +202,20 @@ ARM_RAMP = (np.arange(1, ARM_H + 1, dtype=np.float32).reshape(1, ARM_H, 1) * ARM
 ARM_JOINTS = ["shoulder", "elbow", "wrist"]
 
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+# The wrist camera's darkness threshold in its normalized values: a uniform pixel 20.
+WRIST_DARK = np.float32(np.mean([(20.0 / 255.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]))
+ARM_INPUTS = [
+    {"name": "front", "dtype": "uint8", "shape": [1, 3, 64, 64], "role": "image",
+     "preprocess": {"layout": "nchw", "resize": "bilinear", "fit": "letterbox"}},
+    {"name": "wrist", "dtype": "float32", "shape": [1, 48, 48, 3], "role": "image",
+     "preprocess": {"layout": "nhwc", "resize": "bilinear", "fit": "center_crop",
+                    "mean": IMAGENET_MEAN, "std": IMAGENET_STD}},
+    {"name": "state", "dtype": "float32", "shape": [1, 4], "role": "state"},
+]
+
+
 def demo_arm_model():
     f32 = np.float32
     nodes = [
@@ -207,10 +223,14 @@ def demo_arm_model():
         const("ramp", ARM_RAMP),
         const("neg_ramp", -ARM_RAMP),
         const("dark", f32(20.0)),
+        const("wrist_dark", WRIST_DARK),
         const("shape3", np.array([1, 1, ARM_A], dtype=np.int64)),
-        helper.make_node("Cast", ["image"], ["img_f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["front"], ["img_f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["img_f"], ["brightness"], axes=[0, 1, 2, 3], keepdims=0),
-        helper.make_node("Greater", ["brightness", "dark"], ["lit"]),
+        helper.make_node("Greater", ["brightness", "dark"], ["front_lit"]),
+        helper.make_node("ReduceMean", ["wrist"], ["wrist_level"], axes=[0, 1, 2, 3], keepdims=0),
+        helper.make_node("Greater", ["wrist_level", "wrist_dark"], ["wrist_lit"]),
+        helper.make_node("And", ["front_lit", "wrist_lit"], ["lit"]),
         helper.make_node("Cast", ["lit"], ["gate"], to=TensorProto.FLOAT),
         helper.make_node("Sub", ["goal", "state"], ["d"]),
         helper.make_node("Reshape", ["d", "shape3"], ["d3"]),
@@ -224,18 +244,26 @@ def demo_arm_model():
         nodes,
         "reflex_demo_arm_reach",
         [
-            helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 3, 64, 64]),
+            helper.make_tensor_value_info("front", TensorProto.UINT8, [1, 3, 64, 64]),
+            helper.make_tensor_value_info("wrist", TensorProto.FLOAT, [1, 48, 48, 3]),
             helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, ARM_A]),
         ],
         [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, ARM_H, ARM_A])],
     )
 
 
-def demo_arm_reference(image, state):
-    gate = np.float32(image.astype(np.float32).mean() > 20.0)
+def demo_arm_reference(front, wrist, state):
+    lit = front.astype(np.float32).mean() > 20.0 and wrist.astype(np.float32).mean() > WRIST_DARK
+    gate = np.float32(lit)
     d = (ARM_GOAL.reshape(1, ARM_A) - state).reshape(1, 1, ARM_A)
     delta = np.minimum(np.maximum(d, -ARM_RAMP), ARM_RAMP) * gate
     return (state.reshape(1, 1, ARM_A) + delta).astype(np.float32)
+
+
+def wrist_of(pixel):
+    """The wrist input of a uniform camera frame of `pixel`: (pixel / 255 - mean) / std."""
+    v = np.array([(pixel / 255.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=np.float32)
+    return np.broadcast_to(v, (1, 48, 48, 3)).astype(np.float32)
 
 
 def tiny_mlp_reference(state, w, b):
@@ -364,23 +392,23 @@ def build(out):
     lit = np.full((1, 3, 64, 64), 120, dtype=np.uint8)
     dark = np.full((1, 3, 64, 64), 5, dtype=np.uint8)
     golden = []
-    for note, image, state in [
-        ("lit camera, at rest at zero", lit, [0.0, 0.0, 0.0, 0.0]),
-        ("lit camera, near the goal", lit, [0.79, -0.55, 1.0, 0.06]),
-        ("dark camera holds", dark, [0.3, 0.2, -0.1, 0.01]),
+    for note, front, wrist, state in [
+        ("both cameras lit, at rest at zero", lit, wrist_of(120), [0.0, 0.0, 0.0, 0.0]),
+        ("both cameras lit, near the goal", lit, wrist_of(120), [0.79, -0.55, 1.0, 0.06]),
+        ("front camera dark holds", dark, wrist_of(120), [0.3, 0.2, -0.1, 0.01]),
+        ("wrist camera dark holds", lit, wrist_of(5), [0.3, 0.2, -0.1, 0.01]),
     ]:
         s_ = np.array([state], dtype=np.float32)
-        golden.append({"note": note, "inputs": {"image": image.flatten().tolist(), "state": s_.flatten().tolist()},
-                       "outputs": {"actions": demo_arm_reference(image, s_).flatten().tolist()}})
+        golden.append({"note": note, "inputs": {"front": front.flatten().tolist(),
+                                                "wrist": [float(v) for v in wrist.flatten()],
+                                                "state": s_.flatten().tolist()},
+                       "outputs": {"actions": demo_arm_reference(front, wrist, s_).flatten().tolist()}})
     ident = {"mean": [0.0] * ARM_A, "std": [1.0] * ARM_A}
     write_package(
-        out, "reflex-demo-arm-reach", "0.1.0",
-        "Constructed demo arm policy (schema 2): reaches a fixed pose from the measured joint state, held while the wrist camera is dark.",
+        out, "reflex-demo-arm-reach", "0.2.0",
+        "Constructed demo arm policy (schema 2, two cameras): reaches a fixed pose from the measured joint state, held while either camera is dark.",
         "model.onnx",
-        [
-            {"name": "image", "dtype": "uint8", "shape": [1, 3, 64, 64], "role": "image"},
-            {"name": "state", "dtype": "float32", "shape": [1, ARM_A], "role": "state"},
-        ],
+        ARM_INPUTS,
         golden,
         {
             "schema_version": 2,

@@ -14,10 +14,13 @@ impl PolicyManifest {
         };
         Observation {
             t_obs_ns: 0,
-            image: self.input(InputRole::Image).map(|i| match i.dtype {
-                Dtype::Uint8 => ImageData::U8(vec![0; len(InputRole::Image)]),
-                _ => ImageData::F32(vec![0.0; len(InputRole::Image)]),
-            }),
+            images: self
+                .image_inputs()
+                .map(|i| match i.dtype {
+                    Dtype::Uint8 => ImageData::U8(vec![0; i.values()]),
+                    _ => ImageData::F32(vec![0.0; i.values()]),
+                })
+                .collect(),
             state: vec![0.0; len(InputRole::State)],
             instruction: vec![0; len(InputRole::InstructionTokens)],
         }

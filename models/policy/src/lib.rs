@@ -49,6 +49,7 @@ compile_error!(
 
 mod backend;
 mod device;
+pub mod image;
 mod manifest;
 mod ort_backend;
 mod package;
@@ -57,9 +58,9 @@ use std::path::PathBuf;
 
 pub use device::{CUDA_BUILT, GpuDevice, GpuDiscovery, discover_gpus};
 pub use manifest::{
-    ActionDim, Dtype, Golden, InputRole, InputSpec, MANIFEST_FILE, Normalization, PolicyManifest,
-    SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_bytes,
-    sha256_file,
+    ActionDim, Dtype, Golden, ImageFit, ImageLayout, ImagePreprocess, InputRole, InputSpec,
+    MANIFEST_FILE, Normalization, PolicyManifest, ResizeMethod, SCHEMA_VERSION, SafetyEnvelope,
+    Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_bytes, sha256_file,
 };
 pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_build,

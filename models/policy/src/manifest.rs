@@ -36,7 +36,8 @@ pub enum Dtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputRole {
-    /// Egocentric camera image, NCHW.
+    /// A camera image (schema 1: one, NCHW; schema 2: any number, each bound to an image
+    /// topic by its input name, laid out and normalized as its `preprocess` says).
     Image,
     /// Robot state vector, [1, S].
     State,
@@ -59,6 +60,83 @@ pub struct InputSpec {
     pub dtype: Dtype,
     pub shape: Vec<i64>,
     pub role: InputRole,
+    /// Schema 2, image inputs: how a camera frame becomes this tensor (default: NCHW, nearest
+    /// neighbour, stretched, no normalization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<ImagePreprocess>,
+}
+
+/// Tensor layout of an image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageLayout {
+    /// `[1, 3, H, W]`.
+    #[default]
+    Nchw,
+    /// `[1, H, W, 3]`.
+    Nhwc,
+}
+
+/// How pixels are sampled when the camera's size differs from the input's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMethod {
+    #[default]
+    Nearest,
+    /// Half-pixel centres, no antialiasing (OpenCV's `INTER_LINEAR`).
+    Bilinear,
+}
+
+/// How a camera frame of another aspect ratio fits the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageFit {
+    /// Each axis scaled on its own (distorts when the aspect ratios differ).
+    #[default]
+    Stretch,
+    /// Scaled to cover the input, the centre kept, the overhanging sides cut.
+    CenterCrop,
+    /// Scaled to fit inside the input, centred, padded with black (openpi's `resize_with_pad`).
+    Letterbox,
+}
+
+/// Schema 2: how a camera frame becomes an image input. A float32 input receives
+/// `(pixel / 255 - mean[c]) / std[c]` per RGB channel (mean 0, std 1 when not given); a uint8
+/// input receives the RGB bytes (no `mean`/`std`: the model normalizes them itself).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePreprocess {
+    #[serde(default)]
+    pub layout: ImageLayout,
+    #[serde(default)]
+    pub resize: ResizeMethod,
+    #[serde(default)]
+    pub fit: ImageFit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f32; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f32; 3]>,
+}
+
+impl InputSpec {
+    /// The preprocessing of an image input (the defaults when `preprocess` is absent).
+    pub fn image_preprocess(&self) -> ImagePreprocess {
+        self.preprocess.clone().unwrap_or_default()
+    }
+
+    /// Height and width of an image input, from its shape and layout.
+    pub fn image_size(&self) -> (usize, usize) {
+        let (h, w) = match self.image_preprocess().layout {
+            ImageLayout::Nchw => (self.shape[2], self.shape[3]),
+            ImageLayout::Nhwc => (self.shape[1], self.shape[2]),
+        };
+        (h as usize, w as usize)
+    }
+
+    /// Values in the tensor.
+    pub fn values(&self) -> usize {
+        self.shape.iter().product::<i64>() as usize
+    }
 }
 
 /// One action dimension: its unit and the safety axis it drives.
@@ -406,9 +484,74 @@ impl PolicyManifest {
         }
     }
 
-    /// The input with `role`, if any.
+    /// The input with `role`, if any (the first image input for `Image`).
     pub fn input(&self, role: InputRole) -> Option<&InputSpec> {
         self.inputs.iter().find(|i| i.role == role)
+    }
+
+    /// The image inputs, in input order (the order of `Observation::images`).
+    pub fn image_inputs(&self) -> impl Iterator<Item = &InputSpec> {
+        self.inputs.iter().filter(|i| i.role == InputRole::Image)
+    }
+
+    /// `inputs[i].preprocess`: schema 2 image inputs only; three channels where the layout
+    /// puts them; mean/std for float32 only, std > 0.
+    fn check_preprocess(&self, i: usize, input: &InputSpec) -> Result<(), PackageError> {
+        let field = |f: &str| format!("inputs[{i}].{f}");
+        if input.role != InputRole::Image {
+            return match input.preprocess {
+                Some(_) => Err(field_error(
+                    field("preprocess"),
+                    "only image inputs have a preprocess",
+                )),
+                None => Ok(()),
+            };
+        }
+        if input.preprocess.is_some() && self.schema_version < 2 {
+            return Err(field_error(
+                field("preprocess"),
+                "needs schema_version 2 (schema 1 images are NCHW, nearest neighbour, stretched)",
+            ));
+        }
+        let p = input.image_preprocess();
+        let channels = match p.layout {
+            ImageLayout::Nchw => input.shape[1],
+            ImageLayout::Nhwc => input.shape[3],
+        };
+        if channels != 3 {
+            return Err(field_error(
+                field("shape"),
+                format!(
+                    "{:?}: a {:?} image input has 3 (RGB) channels at axis {}; fix the shape or `preprocess.layout`",
+                    input.shape,
+                    p.layout,
+                    if p.layout == ImageLayout::Nchw { 1 } else { 3 }
+                ),
+            ));
+        }
+        for (name, values) in [("mean", p.mean), ("std", p.std)] {
+            let Some(values) = values else { continue };
+            if input.dtype != Dtype::Float32 {
+                return Err(field_error(
+                    field(&format!("preprocess.{name}")),
+                    "a uint8 image input takes the camera's bytes; normalization needs dtype float32",
+                ));
+            }
+            if let Some(c) = values
+                .iter()
+                .position(|v| !v.is_finite() || (name == "std" && *v <= 0.0))
+            {
+                return Err(field_error(
+                    field(&format!("preprocess.{name}[{c}]")),
+                    format!(
+                        "must be finite{}, got {}",
+                        if name == "std" { " and > 0" } else { "" },
+                        values[c]
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Field-by-field checks (stage 2).
@@ -462,8 +605,16 @@ impl PolicyManifest {
                     format!("`{}` appears twice", input.name),
                 ));
             }
-            if self.inputs[..i].iter().any(|o| o.role == input.role) {
-                return Err(field_error(field("role"), "each role may appear once"));
+            let several_cameras = input.role == InputRole::Image && self.schema_version >= 2;
+            if !several_cameras && self.inputs[..i].iter().any(|o| o.role == input.role) {
+                return Err(field_error(
+                    field("role"),
+                    if input.role == InputRole::Image {
+                        "schema 1 takes one image input; give a policy with several cameras schema_version 2"
+                    } else {
+                        "each role may appear once (several inputs only for role `image`)"
+                    },
+                ));
             }
             if input.shape.is_empty() || input.shape.iter().any(|&d| d <= 0) {
                 return Err(field_error(
@@ -497,6 +648,7 @@ impl PolicyManifest {
                     ),
                 ));
             }
+            self.check_preprocess(i, input)?;
         }
         let Some(state) = self.input(InputRole::State) else {
             return Err(field_error("inputs", "no input has role `state`"));

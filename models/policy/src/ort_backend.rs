@@ -357,11 +357,13 @@ impl OrtBackend {
     /// Runs the model on raw (already normalized) inputs and returns the raw output.
     pub fn run_raw(
         &mut self,
-        image: Option<&ImageData>,
+        images: &[ImageData],
         state: &[f32],
         instruction: &[i64],
     ) -> Result<&[f32], PackageError> {
-        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3);
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
+            Vec::with_capacity(self.manifest.inputs.len());
+        let mut images = images.iter();
         for spec in &self.manifest.inputs {
             let shape = spec.shape.as_slice();
             let expected: usize = spec.shape.iter().product::<i64>() as usize;
@@ -370,6 +372,11 @@ impl OrtBackend {
                     "input `{}`: expected {expected} {:?} values, got {got} {what}",
                     spec.name, spec.dtype
                 ))
+            };
+            let image = if spec.role == InputRole::Image {
+                images.next()
+            } else {
+                None
             };
             let value: ort::session::SessionInputValue<'_> = match (spec.role, spec.dtype, image) {
                 (InputRole::Image, Dtype::Uint8, Some(ImageData::U8(data))) => {
@@ -406,6 +413,12 @@ impl OrtBackend {
             };
             inputs.push((spec.name.as_str(), value));
         }
+        if images.next().is_some() {
+            return Err(PackageError::Inference(format!(
+                "the observation has more images than the policy's {} image inputs",
+                self.manifest.image_inputs().count()
+            )));
+        }
         let outputs = self
             .session
             .run(inputs)
@@ -436,17 +449,17 @@ impl OrtBackend {
         let output = self.manifest.outputs[0].name.clone();
         let mut max_abs_error = 0.0f32;
         for (index, pair) in pairs.iter().enumerate() {
-            let mut image = None;
+            let mut images = Vec::new();
             let mut state = Vec::new();
             let mut tokens = Vec::new();
             for spec in &self.manifest.inputs {
                 let values = &pair.inputs[&spec.name];
                 match (spec.role, spec.dtype) {
                     (InputRole::Image, Dtype::Uint8) => {
-                        image = Some(ImageData::U8(values.iter().map(|v| *v as u8).collect()))
+                        images.push(ImageData::U8(values.iter().map(|v| *v as u8).collect()))
                     }
                     (InputRole::Image, _) => {
-                        image = Some(ImageData::F32(values.iter().map(|v| *v as f32).collect()))
+                        images.push(ImageData::F32(values.iter().map(|v| *v as f32).collect()))
                     }
                     (InputRole::State, _) => state = values.iter().map(|v| *v as f32).collect(),
                     (InputRole::InstructionTokens, _) => {
@@ -454,7 +467,7 @@ impl OrtBackend {
                     }
                 }
             }
-            let got = self.run_raw(image.as_ref(), &state, &tokens)?;
+            let got = self.run_raw(&images, &state, &tokens)?;
             for (i, (g, w)) in got.iter().zip(&pair.outputs[&output]).enumerate() {
                 let err = (g - w).abs();
                 max_abs_error = max_abs_error.max(err);
@@ -696,7 +709,7 @@ impl OrtBackend {
         }
         let state = std::mem::take(&mut self.state_buf);
         let result = self
-            .run_raw(obs.image.as_ref(), &state, &obs.instruction)
+            .run_raw(&obs.images, &state, &obs.instruction)
             .map(|_| ());
         self.state_buf = state;
         result?;

@@ -91,7 +91,7 @@ fn the_instruction_selects_the_goal_and_the_image_steers() {
     let mut chunk = package.manifest.action_chunk();
     assert_eq!((chunk.horizon, chunk.dims), (20, 3));
     // A red marker on the left, asked for red: turn left (wz > 0) and drive.
-    obs.image = Some(ImageData::U8(red_blob_at(20, [220, 30, 30])));
+    obs.images = vec![ImageData::U8(red_blob_at(20, [220, 30, 30]))];
     package
         .manifest
         .tokenize("Go to the RED marker.", &mut obs.instruction);
@@ -112,7 +112,7 @@ fn the_instruction_selects_the_goal_and_the_image_steers() {
         "{last:?}"
     );
     // A blue marker on the right, asked for blue: turn right.
-    obs.image = Some(ImageData::U8(red_blob_at(76, [30, 40, 220])));
+    obs.images = vec![ImageData::U8(red_blob_at(76, [30, 40, 220]))];
     backend.infer(&obs, &mut chunk).unwrap();
     assert!(chunk.step(19)[2] < -0.3, "{:?}", chunk.step(19));
     // The chunk starts at the measured velocity (state, physical units) and blends in.
@@ -221,8 +221,53 @@ fn schema_invalid_manifests_name_the_file_and_field() {
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "v1-joints",
-            Box::new(|v| v["schema_version"] = 1.into()),
+            Box::new(|v| {
+                v["schema_version"] = 1.into();
+                let inputs = v["inputs"].as_array_mut().unwrap();
+                inputs.remove(1);
+                inputs[0].as_object_mut().unwrap().remove("preprocess");
+            }),
             "field `action_space[0].drives`",
+        ),
+        (
+            "v1-preprocess",
+            Box::new(|v| v["schema_version"] = 1.into()),
+            "field `inputs[0].preprocess`: needs schema_version 2",
+        ),
+        (
+            "v1-two-cameras",
+            Box::new(|v| {
+                v["schema_version"] = 1.into();
+                for i in 0..2 {
+                    v["inputs"][i].as_object_mut().unwrap().remove("preprocess");
+                }
+            }),
+            "field `inputs[1].role`: schema 1 takes one image input",
+        ),
+        (
+            "v2-uint8-mean",
+            Box::new(|v| v["inputs"][0]["preprocess"]["mean"] = serde_json::json!([0.5, 0.5, 0.5])),
+            "field `inputs[0].preprocess.mean`: a uint8 image input takes the camera's bytes",
+        ),
+        (
+            "v2-layout",
+            Box::new(|v| v["inputs"][1]["preprocess"]["layout"] = "nchw".into()),
+            "field `inputs[1].shape`: [1, 48, 48, 3]: a Nchw image input has 3 (RGB) channels at axis 1",
+        ),
+        (
+            "v2-std",
+            Box::new(|v| v["inputs"][1]["preprocess"]["std"][2] = 0.into()),
+            "field `inputs[1].preprocess.std[2]`: must be finite and > 0",
+        ),
+        (
+            "v2-fit",
+            Box::new(|v| v["inputs"][1]["preprocess"]["fit"] = "zoom".into()),
+            "unknown variant `zoom`",
+        ),
+        (
+            "v2-state-preprocess",
+            Box::new(|v| v["inputs"][2]["preprocess"] = serde_json::json!({})),
+            "field `inputs[2].preprocess`: only image inputs have a preprocess",
         ),
         (
             "v2-nosources",
@@ -322,6 +367,93 @@ fn the_arm_package_binds_to_joints_by_name_and_refuses_a_robot_without_them() {
     assert_eq!(m.contract_difference(m), None);
 }
 
+/// A uniform `w × h` rgb8 (or bgr8) camera frame of `pixel`.
+fn camera(w: usize, h: usize, pixel: u8) -> Vec<u8> {
+    vec![pixel; w * h * 3]
+}
+
+#[test]
+fn two_cameras_of_other_sizes_reach_the_arm_policy_through_their_preprocess() {
+    use reflex_policy::image::{RgbFrame, fill_image};
+    let package = PolicyPackage::open(&repo().join("models/demo/reflex-demo-arm-reach")).unwrap();
+    let m = &package.manifest;
+    let specs: Vec<_> = m.image_inputs().collect();
+    assert_eq!(
+        specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["front", "wrist"]
+    );
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    let mut obs = m.observation();
+    obs.state.copy_from_slice(&[0.0, 0.0, 0.0, 0.0]);
+    // A 640×480 front camera (letterboxed into 64×64) and a 320×240 bgr8 wrist camera
+    // (center-cropped into 48×48 NHWC float32, ImageNet-normalized).
+    let run =
+        |backend: &mut OrtBackend, obs: &mut reflex_policy::Observation, front: u8, wrist: u8| {
+            let f = camera(640, 480, front);
+            let w = camera(320, 240, wrist);
+            let frames = [
+                RgbFrame {
+                    width: 640,
+                    height: 480,
+                    step: 1920,
+                    bgr: false,
+                    data: &f,
+                },
+                RgbFrame {
+                    width: 320,
+                    height: 240,
+                    step: 960,
+                    bgr: true,
+                    data: &w,
+                },
+            ];
+            for (i, frame) in frames.iter().enumerate() {
+                assert!(fill_image(frame, specs[i], &mut obs.images[i]));
+            }
+            let mut chunk = m.action_chunk();
+            backend.infer(obs, &mut chunk).unwrap();
+            chunk
+        };
+    let moving = run(&mut backend, &mut obs, 120, 120);
+    // Toward the goal [0.8, -0.6, 1.2, 0.06] by 0.5 rad/s at 50 Hz: 0.01 rad in the first step.
+    assert!(
+        (moving.step(0)[0] - 0.01).abs() < 1e-5,
+        "{:?}",
+        moving.step(0)
+    );
+    assert!(
+        (moving.step(0)[1] + 0.01).abs() < 1e-5,
+        "{:?}",
+        moving.step(0)
+    );
+    // The letterbox's black bars do not make a lit front camera dark.
+    let reflex_policy::ImageData::U8(front) = &obs.images[0] else {
+        panic!("front is uint8")
+    };
+    assert_eq!(
+        (front[0], front[32 * 64 + 32]),
+        (0, 120),
+        "bars, then the picture"
+    );
+    let reflex_policy::ImageData::F32(wrist) = &obs.images[1] else {
+        panic!("wrist is float32")
+    };
+    assert!(
+        (wrist[0] - (120.0 / 255.0 - 0.485) / 0.229).abs() < 1e-5,
+        "{}",
+        wrist[0]
+    );
+    // Either camera covered: the policy holds where the arm is.
+    for (front, wrist) in [(5, 120), (120, 5)] {
+        let held = run(&mut backend, &mut obs, front, wrist);
+        assert!(
+            held.actions.iter().all(|a| a.abs() < 1e-6),
+            "front {front}, wrist {wrist}: {:?}",
+            held.step(0)
+        );
+    }
+}
+
 #[test]
 fn manifest_and_model_disagreeing_is_refused_at_load() {
     // Consistent manifest (H = 20 steps), but it claims an input shape the model does not have.
@@ -364,14 +496,14 @@ fn wrong_observations_at_run_time_are_errors_not_crashes() {
     let mut chunk = package.manifest.action_chunk();
     let before = chunk.clone();
     let mut obs = package.manifest.observation();
-    obs.image = Some(ImageData::F32(vec![0.0; 3 * 96 * 96]));
+    obs.images = vec![ImageData::F32(vec![0.0; 3 * 96 * 96])];
     let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
     assert!(
         err.contains("input `image`") && err.contains("wrong dtype"),
         "{err}"
     );
     let mut obs = package.manifest.observation();
-    obs.image = Some(ImageData::U8(vec![0; 10]));
+    obs.images = vec![ImageData::U8(vec![0; 10])];
     let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
     assert!(
         err.contains("input `image`") && err.contains("27648"),

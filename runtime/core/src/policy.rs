@@ -14,8 +14,9 @@ pub enum ImageData {
 pub struct Observation {
     /// Observation time on the monotonic clock (ns), copied into the chunk.
     pub t_obs_ns: u64,
-    /// NCHW image, if the policy takes one.
-    pub image: Option<ImageData>,
+    /// One image per image input of the policy, in the manifest's input order, already in the
+    /// input's layout, dtype and normalization (empty: the policy takes no camera).
+    pub images: Vec<ImageData>,
     /// Robot state in physical units (normalized by the backend).
     pub state: Vec<f32>,
     /// Instruction token ids (see `PolicyManifest::tokenize`).

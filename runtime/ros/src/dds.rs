@@ -33,7 +33,6 @@ use ros2_client::{
     Subscription,
 };
 
-use crate::RosConfig;
 use crate::joints::{
     ControllerKind, ControllerPlan, Float64MultiArray, JointCommand, JointTrajectory,
 };
@@ -42,6 +41,7 @@ use crate::port::{
     BoolMsg, CmdVelStamp, CmdVelType, DiagnosticArray, Empty, Image, JointState, LaserScan,
     LoopDiagnostics, Odometry, PortState, Qos, StringMsg, TwistMsg, TwistStampedMsg,
 };
+use crate::{RobotPlan, RosConfig};
 use reflex_core::{Actuator, CommandFrame, EstopIngress, LoopStatus, RobotIo, SensorFrame};
 
 fn profile(q: Qos) -> QosProfile {
@@ -66,7 +66,8 @@ pub struct DdsRobot {
     scan: Subscription<LaserScan>,
     joint_states: Subscription<JointState>,
     odom: Subscription<Odometry>,
-    image: Subscription<Image>,
+    /// One subscription per camera, in image-input order.
+    images: Vec<Subscription<Image>>,
     instruction: Subscription<StringMsg>,
     /// One subscription per E-stop device (`[ros] estop_devices`).
     estops: Vec<Subscription<BoolMsg>>,
@@ -104,12 +105,12 @@ impl DdsRobot {
         manifest: &PolicyManifest,
         status: Arc<LoopStatus>,
     ) -> Result<Self> {
-        let shape = reflex_core::actions::RobotShape::of(safety);
-        let (targets, state_sources) = manifest.resolve(&shape)?;
-        let plans =
-            ControllerPlan::for_config(&ros.controllers, &ros.gripper_joint, safety, &targets)
-                .map_err(anyhow::Error::msg)?;
-        let joint_names = shape.joints.clone();
+        let RobotPlan {
+            state,
+            controllers: plans,
+            cameras,
+            devices,
+        } = RobotPlan::new(ros, max_beams, safety, manifest).map_err(anyhow::Error::msg)?;
         let domain = crate::port::ros_domain_id().map_err(anyhow::Error::msg)?;
         let mut participant = DomainParticipantBuilder::new(domain);
         if crate::port::discovery_localhost_only().map_err(anyhow::Error::msg)? {
@@ -139,7 +140,10 @@ impl DdsRobot {
             }};
         }
         let scan_t = topic!(&t.scan, "sensor_msgs", "LaserScan", Qos::SENSOR_DATA);
-        let image_t = topic!(&t.image, "sensor_msgs", "Image", Qos::SENSOR_DATA);
+        let mut image_ts = Vec::new();
+        for topic in &cameras {
+            image_ts.push(topic!(topic, "sensor_msgs", "Image", Qos::SENSOR_DATA));
+        }
         let joints_t = topic!(
             &t.joint_states,
             "sensor_msgs",
@@ -147,7 +151,6 @@ impl DdsRobot {
             Qos::SENSOR_DATA
         );
         let instr_t = topic!(&t.instruction, "std_msgs", "String", Qos::DEFAULT);
-        let devices = ros.devices();
         let mut estop_ts = Vec::new();
         for d in &devices {
             estop_ts.push(topic!(&d.topic, "std_msgs", "Bool", Qos::ESTOP_READER));
@@ -181,9 +184,13 @@ impl DdsRobot {
         let odom = node
             .create_subscription(&odom_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.odom)))?;
-        let image = node
-            .create_subscription(&image_t, None)
-            .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.image)))?;
+        let mut images = Vec::new();
+        for (name, topic) in cameras.iter().zip(&image_ts) {
+            images.push(
+                node.create_subscription(topic, None)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(name)))?,
+            );
+        }
         let instruction = node
             .create_subscription(&instr_t, None)
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", sub_err(&t.instruction)))?;
@@ -254,7 +261,7 @@ impl DdsRobot {
             scan,
             joint_states,
             odom,
-            image,
+            images,
             instruction,
             estops,
             estop_reset,
@@ -269,14 +276,7 @@ impl DdsRobot {
             hardware_id: format!("{}/{}", ros.namespace.trim_end_matches('/'), ros.node_name),
             beams: max_beams,
             next_diagnostics_ns: 0,
-            state: PortState::new(manifest, max_beams, joint_names)
-                .with_state_sources(
-                    state_sources,
-                    shape.has_gripper.then(|| ros.gripper_joint.clone()),
-                )
-                .with_estop_devices(devices.iter().map(|d| d.source).collect())
-                .with_max_stamp_age(ros.max_stamp_age_ns())
-                .with_odom_timeout(ros.odom_timeout_ns()),
+            state,
         })
     }
 
@@ -465,8 +465,10 @@ impl RobotIo for DdsRobot {
         while let Ok(Some((s, _))) = self.instruction.take() {
             self.state.on_instruction(&s.data);
         }
-        while let Ok(Some((img, _))) = self.image.take() {
-            self.state.on_image(&img, obs);
+        for (camera, sub) in self.images.iter().enumerate() {
+            while let Ok(Some((img, _))) = sub.take() {
+                self.state.on_image(camera, &img, now, obs);
+            }
         }
         let fresh = self.state.finish_step(frame, obs);
         if now >= self.next_diagnostics_ns {

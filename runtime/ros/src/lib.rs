@@ -22,7 +22,9 @@
 //! (false), `[ros.topics]` ([`port::Topics`]: every topic name, remappable), `estop_devices`,
 //! `reset_from`, `start_from`, `cmd_vel_type` (`twist` | `twist_stamped`; unset: the ROS
 //! distribution's convention), `cmd_vel_frame_id` (`"base_link"`), `cmd_vel_stamp` (`zero` |
-//! `send_time`), `odom_timeout_ms` (200), `max_stamp_age_ms` (unset: header stamps not read). Under `ros2` a key can also be given as a ROS parameter of the same
+//! `send_time`), `odom_timeout_ms` (200), `max_stamp_age_ms` (unset: header stamps not read), `[ros.cameras]`
+//! (image topic per image input), `camera_timeout_ms` (200), `gripper_joint` (`"gripper"`),
+//! `[[ros.controllers]]` ([`joints::ControllerConfig`]). Under `ros2` a key can also be given as a ROS parameter of the same
 //! dotted name, except those that decide how the robot stops or which inputs count (SAF-014).
 //!
 //! # Example
@@ -83,10 +85,64 @@ pub struct RosConfig {
     /// host (PTP or chrony, or the same machine); unset (default), header stamps are not read
     /// and inputs age from their reception.
     pub max_stamp_age_ms: Option<f64>,
+    /// `[ros.cameras]`: the image topic (sensor_msgs/Image, rgb8 or bgr8) of each image input,
+    /// by the input's name in `policy.json`, e.g. `front = "/cam_front/image_raw"`. Empty: a
+    /// policy with one camera reads `topics.image`.
+    pub cameras: std::collections::BTreeMap<String, String>,
+    /// An observation needs a frame from every camera within this (ms, default 200); else none
+    /// is made (`inputs.camera_unavailable`) and the robot stops when its chunk runs out.
+    pub camera_timeout_ms: f64,
     /// The gripper's joint name in `/joint_states` and in `[[ros.controllers]]` (`"gripper"`).
     pub gripper_joint: String,
     /// ros2_control controllers the joint and gripper targets go to (see [`joints`]).
     pub controllers: Vec<joints::ControllerConfig>,
+}
+
+/// What both adapters resolve at start from the config and the policy's contract: the port
+/// state, one plan per `[[ros.controllers]]` entry, the camera topics and the E-stop devices.
+#[derive(Debug)]
+pub struct RobotPlan {
+    pub state: port::PortState,
+    pub controllers: Vec<joints::ControllerPlan>,
+    /// One image topic per image input, in input order ([`RosConfig::camera_topics`]).
+    pub cameras: Vec<String>,
+    pub devices: Vec<EstopDevice>,
+}
+
+impl RobotPlan {
+    /// Resolves `manifest` against the robot (`safety`) and `ros`; errors name the field or key.
+    pub fn new(
+        ros: &RosConfig,
+        max_beams: usize,
+        safety: &reflex_safety::SafetyConfig,
+        manifest: &reflex_policy::PolicyManifest,
+    ) -> Result<Self, String> {
+        let shape = reflex_core::actions::RobotShape::of(safety);
+        let (targets, state_sources) = manifest.resolve(&shape).map_err(|e| e.to_string())?;
+        let controllers = joints::ControllerPlan::for_config(
+            &ros.controllers,
+            &ros.gripper_joint,
+            safety,
+            &targets,
+        )?;
+        let cameras = ros.camera_topics(manifest)?;
+        let devices = ros.devices();
+        let state = port::PortState::new(manifest, max_beams, shape.joints.clone())
+            .with_state_sources(
+                state_sources,
+                shape.has_gripper.then(|| ros.gripper_joint.clone()),
+            )
+            .with_estop_devices(devices.iter().map(|d| d.source).collect())
+            .with_max_stamp_age(ros.max_stamp_age_ns())
+            .with_odom_timeout(ros.odom_timeout_ns())
+            .with_camera_timeout(ros.camera_timeout_ns());
+        Ok(Self {
+            state,
+            controllers,
+            cameras,
+            devices,
+        })
+    }
 }
 
 /// One `[[ros.estop_devices]]` entry.
@@ -124,6 +180,8 @@ impl Default for RosConfig {
             cmd_vel_stamp: port::CmdVelStamp::Zero,
             odom_timeout_ms: 200.0,
             max_stamp_age_ms: None,
+            cameras: std::collections::BTreeMap::new(),
+            camera_timeout_ms: 200.0,
             gripper_joint: "gripper".into(),
             controllers: Vec::new(),
         }
@@ -156,6 +214,45 @@ impl RosConfig {
         (self.odom_timeout_ms * 1e6) as u64
     }
 
+    /// The image topic of each of `manifest`'s image inputs, in input order: `[ros.cameras]` by
+    /// input name, or `topics.image` for a policy's only camera when `[ros.cameras]` is empty.
+    /// Refused, naming the key and the fix, when an input has no topic or a key names no input.
+    pub fn camera_topics(
+        &self,
+        manifest: &reflex_policy::PolicyManifest,
+    ) -> Result<Vec<String>, String> {
+        let inputs: Vec<&str> = manifest.image_inputs().map(|i| i.name.as_str()).collect();
+        for (key, topic) in &self.cameras {
+            if !inputs.contains(&key.as_str()) {
+                return Err(format!(
+                    "ros.cameras.{key}: policy `{}` has no image input `{key}` (its image inputs: {inputs:?}); fix: key each camera topic by an image input's name",
+                    manifest.name
+                ));
+            }
+            port::check_topic_name(topic).map_err(|e| format!("ros.cameras.{key}: {e}"))?;
+        }
+        if self.cameras.is_empty() && inputs.len() == 1 {
+            return Ok(vec![self.topics.image.clone()]);
+        }
+        inputs
+            .iter()
+            .map(|name| {
+                self.cameras.get(*name).cloned().ok_or_else(|| {
+                    format!(
+                        "ros.cameras: policy `{}` reads {} cameras {inputs:?} and image input `{name}` has no topic; fix: add `{name} = \"/<camera>/image_raw\"` to [ros.cameras]",
+                        manifest.name,
+                        inputs.len()
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `camera_timeout_ms` in ns.
+    pub fn camera_timeout_ns(&self) -> u64 {
+        (self.camera_timeout_ms * 1e6) as u64
+    }
+
     /// `max_stamp_age_ms` in ns.
     pub fn max_stamp_age_ns(&self) -> Option<u64> {
         self.max_stamp_age_ms.map(|ms| (ms * 1e6) as u64)
@@ -168,6 +265,12 @@ impl RosConfig {
             return Err(format!(
                 "ros.odom_timeout_ms = {}: expected a positive number of milliseconds; fix: e.g. 200.0",
                 self.odom_timeout_ms
+            ));
+        }
+        if !(self.camera_timeout_ms.is_finite() && self.camera_timeout_ms > 0.0) {
+            return Err(format!(
+                "ros.camera_timeout_ms = {}: expected a positive number of milliseconds; fix: e.g. 200.0",
+                self.camera_timeout_ms
             ));
         }
         if self.use_sim_time && self.cmd_vel_stamp == port::CmdVelStamp::SendTime {

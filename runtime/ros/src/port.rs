@@ -503,6 +503,9 @@ pub struct PortStats {
     /// `[ros] max_stamp_age_ms` of this host's clock (also counted in their `*_refused`).
     pub stale_stamps: u64,
     pub commands_published: u64,
+    /// Observations not made because a camera other than the first had no frame within
+    /// `[ros] camera_timeout_ms` (its driver died or lags): the policy never sees a frozen view.
+    pub camera_unavailable: u64,
     /// Observations not made because a state source the policy reads had no measurement
     /// within `[ros] odom_timeout_ms` (no joint state yet, gripper missing): no inference then,
     /// so the robot stops rather than act on a guessed state.
@@ -513,6 +516,9 @@ pub struct PortStats {
 
 /// `[ros] odom_timeout_ms` by default (200 ms): older odometry is not used.
 pub const DEFAULT_ODOM_TIMEOUT_NS: u64 = 200_000_000;
+
+/// `[ros] camera_timeout_ms` by default (200 ms: six frames at 30 Hz).
+pub const DEFAULT_CAMERA_TIMEOUT_NS: u64 = 200_000_000;
 
 /// Publishers tracked per E-stop device topic set (more are counted as presses only).
 pub const MAX_ESTOP_WRITERS: usize = 32;
@@ -554,7 +560,13 @@ pub struct PortState {
     heartbeat_ns: [Option<u64>; reflex_safety::EstopSource::COUNT],
     tokens: Vec<i64>,
     last_command: reflex_safety::Twist,
+    /// A frame of the first camera arrived since the last observation (the trigger of policies
+    /// with cameras).
     image_fresh: bool,
+    /// Per image input (manifest order): when its last frame was accepted (monotonic ns).
+    camera_stamps: Vec<u64>,
+    /// `[ros] camera_timeout_ms` (ns): an observation needs every camera's frame this recent.
+    camera_timeout_ns: u64,
     /// `[safety.arm] joints` names, in the safety layer's order.
     joint_names: Vec<String>,
     /// Where each state entry comes from (the policy's `state_sources`, resolved).
@@ -611,6 +623,8 @@ impl PortState {
             tokens: vec![0; tokens_len],
             last_command: reflex_safety::Twist::default(),
             image_fresh: false,
+            camera_stamps: vec![0; manifest.image_inputs().count()],
+            camera_timeout_ns: DEFAULT_CAMERA_TIMEOUT_NS,
             joint_positions: vec![0.0; joint_names.len()],
             joint_velocities: vec![0.0; joint_names.len()],
             joint_names,
@@ -653,6 +667,12 @@ impl PortState {
     /// or the same host): unset, header stamps are not read at all.
     pub fn with_max_stamp_age(mut self, max_age_ns: Option<u64>) -> Self {
         self.max_stamp_age_ns = max_age_ns;
+        self
+    }
+
+    /// `[ros] camera_timeout_ms` (ns): an observation needs a frame this recent from every camera.
+    pub fn with_camera_timeout(mut self, timeout_ns: u64) -> Self {
+        self.camera_timeout_ns = timeout_ns;
         self
     }
 
@@ -1019,14 +1039,28 @@ impl PortState {
         self.manifest.tokenize(text, &mut self.tokens);
     }
 
-    /// A camera frame into the observation being built (`obs`); see [`write_image`].
-    pub fn on_image(&mut self, img: &Image, obs: &mut reflex_policy::Observation) {
-        let written = match obs.image.as_mut() {
-            Some(reflex_policy::ImageData::U8(dst)) => write_image(img, dst, &self.manifest),
+    /// A frame of camera `camera` (the index of its image input among the policy's image
+    /// inputs, the order of [`crate::RosConfig::camera_topics`]) into the observation being
+    /// built (`obs`); see [`write_image`]. Received at `now_ns` (monotonic).
+    pub fn on_image(
+        &mut self,
+        camera: usize,
+        img: &Image,
+        now_ns: u64,
+        obs: &mut reflex_policy::Observation,
+    ) {
+        let written = match (
+            self.manifest.image_inputs().nth(camera),
+            obs.images.get_mut(camera),
+        ) {
+            (Some(spec), Some(dst)) => write_image(img, dst, spec),
             _ => false,
         };
         if written {
-            self.image_fresh = true;
+            if camera == 0 {
+                self.image_fresh = true;
+            }
+            self.camera_stamps[camera] = now_ns.max(1);
             self.stats.images += 1;
         } else {
             self.stats.images_refused += 1;
@@ -1085,18 +1119,25 @@ impl PortState {
                 .joint_velocities
                 .copy_from_slice(&self.joint_velocities);
         }
-        // A new observation when the newest input the policy sees arrived: a camera frame, or,
-        // for a policy without a camera, a joint state.
-        let has_image = self
-            .manifest
-            .input(reflex_policy::InputRole::Image)
-            .is_some();
-        let trigger = if has_image {
-            std::mem::take(&mut self.image_fresh)
-        } else {
+        // A new observation when the newest input the policy sees arrived: a frame of the
+        // first camera, or, for a policy without a camera, a joint state.
+        let trigger = if self.camera_stamps.is_empty() {
             std::mem::take(&mut self.joint_fresh)
+        } else {
+            std::mem::take(&mut self.image_fresh)
         };
         if !trigger {
+            return false;
+        }
+        // Every other camera must have shown a recent frame: never a frozen view.
+        let clock = self.clock_ns;
+        let timeout = self.camera_timeout_ns;
+        if self
+            .camera_stamps
+            .iter()
+            .any(|&t| t == 0 || clock.saturating_sub(t) > timeout)
+        {
+            self.stats.camera_unavailable += 1;
             return false;
         }
         // The measured base velocity. Schema 1 (whose state is always the base velocity) falls
@@ -1146,33 +1187,27 @@ impl PortState {
     }
 }
 
-/// rgb8/bgr8 `img` → the policy's NCHW uint8 input (nearest neighbour). False when the image
-/// is malformed or in another encoding (nothing is written then).
-pub fn write_image(img: &Image, dst: &mut [u8], manifest: &reflex_policy::PolicyManifest) -> bool {
-    let Some(spec) = manifest.input(reflex_policy::InputRole::Image) else {
-        return false;
-    };
-    let (h, w) = (spec.shape[2] as usize, spec.shape[3] as usize);
-    let (ih, iw, step) = (img.height as usize, img.width as usize, img.step as usize);
+/// rgb8/bgr8 `img` → the image input `spec` into `dst`, as its `preprocess` says
+/// ([`reflex_policy::image::fill_image`]). False when the image is malformed or in another
+/// encoding (nothing is written then).
+pub fn write_image(
+    img: &Image,
+    dst: &mut reflex_policy::ImageData,
+    spec: &reflex_policy::InputSpec,
+) -> bool {
     let bgr = match img.encoding.as_str() {
         "rgb8" => false,
         "bgr8" => true,
         _ => return false,
     };
-    if ih == 0 || iw == 0 || step < iw * 3 || img.data.len() < step * ih || dst.len() != 3 * h * w {
-        return false;
-    }
-    for y in 0..h {
-        let sy = y * ih / h;
-        for x in 0..w {
-            let sx = x * iw / w;
-            let px = &img.data[sy * step + sx * 3..sy * step + sx * 3 + 3];
-            for c in 0..3 {
-                dst[c * h * w + y * w + x] = px[if bgr { 2 - c } else { c }];
-            }
-        }
-    }
-    true
+    let frame = reflex_policy::image::RgbFrame {
+        width: img.width as usize,
+        height: img.height as usize,
+        step: img.step as usize,
+        bgr,
+        data: &img.data,
+    };
+    reflex_policy::image::fill_image(&frame, spec, dst)
 }
 
 /// What the loop reports for `/diagnostics`.
@@ -1247,14 +1282,17 @@ impl LoopDiagnostics {
                     ("scans_refused", s.scans_refused),
                     ("images", s.images),
                     ("images_refused", s.images_refused),
+                    ("camera_unavailable", s.camera_unavailable),
                     ("joint_states", s.joint_states),
                     ("joint_states_refused", s.joint_states_refused),
                     ("odometry", s.odometry),
                     ("odometry_refused", s.odometry_refused),
                     ("odometry_lapses", s.odometry_lapses),
                     ("stale_stamps", s.stale_stamps),
+                    ("state_unavailable", s.state_unavailable),
                     ("instructions", s.instructions),
                     ("commands_published", s.commands_published),
+                    ("joint_commands_published", s.joint_commands_published),
                     ("estop_ambiguous_devices", state.ambiguous_devices() as u64),
                 ]
                 .into_iter()
@@ -1465,7 +1503,8 @@ mod tests {
         };
         // A camera frame but no joint state yet: no observation (the policy is not run).
         st.begin_step(1_000, 0);
-        st.on_image(&image, &mut obs);
+        st.on_image(1, &image, 1_000, &mut obs);
+        st.on_image(0, &image, 1_000, &mut obs);
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.state_unavailable, 1);
         // The arm's joints, then the gripper in its own message (a gripper driver's).
@@ -1480,7 +1519,8 @@ mod tests {
             "the gripper's own message is not a bad arm message"
         );
         st.begin_step(3_000, 0);
-        st.on_image(&image, &mut obs);
+        st.on_image(1, &image, 3_000, &mut obs);
+        st.on_image(0, &image, 3_000, &mut obs);
         assert!(st.finish_step(&mut frame, &mut obs));
         assert_eq!(obs.state, [0.1, 0.2, 0.3, 0.04]);
         // A NaN gripper is refused; once the gripper reading is older than the timeout the
@@ -1493,9 +1533,118 @@ mod tests {
             later,
         );
         st.begin_step(later, 0);
-        st.on_image(&image, &mut obs);
+        st.on_image(1, &image, later, &mut obs);
+        st.on_image(0, &image, later, &mut obs);
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.state_unavailable, 2);
+        assert_eq!(st.stats.camera_unavailable, 0);
+    }
+
+    #[test]
+    fn two_cameras_are_bound_by_input_name_and_a_silent_one_stops_observations() {
+        let m = reflex_policy::PolicyPackage::open(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/demo/reflex-demo-arm-reach"),
+        )
+        .unwrap()
+        .manifest;
+        // [ros.cameras] binds each image input's topic; a missing or unknown key is refused.
+        let mut ros = crate::RosConfig::default();
+        let err = ros.camera_topics(&m).unwrap_err();
+        assert!(
+            err.contains("image input `front` has no topic") && err.contains("fix: add `front"),
+            "{err}"
+        );
+        ros.cameras
+            .insert("front".into(), "/front/image_raw".into());
+        ros.cameras
+            .insert("wrist".into(), "/wrist/image_raw".into());
+        assert_eq!(
+            ros.camera_topics(&m).unwrap(),
+            ["/front/image_raw", "/wrist/image_raw"]
+        );
+        ros.cameras.insert("side".into(), "/side/image_raw".into());
+        let err = ros.camera_topics(&m).unwrap_err();
+        assert!(
+            err.contains("ros.cameras.side") && err.contains("no image input `side`"),
+            "{err}"
+        );
+        ros.cameras.remove("side");
+        ros.cameras.insert("wrist".into(), "bad topic".into());
+        assert!(
+            ros.camera_topics(&m)
+                .unwrap_err()
+                .contains("ros.cameras.wrist")
+        );
+        // One camera: topics.image without [ros.cameras].
+        let one = demo_manifest();
+        assert_eq!(
+            crate::RosConfig::default().camera_topics(&one).unwrap(),
+            ["/camera/image_raw"]
+        );
+
+        let shape = reflex_core::actions::RobotShape {
+            has_base: false,
+            joints: ["shoulder", "elbow", "wrist"].map(String::from).to_vec(),
+            has_gripper: true,
+        };
+        let (_, sources) = m.resolve(&shape).unwrap();
+        let mut st = PortState::new(&m, 8, shape.joints.clone())
+            .with_state_sources(sources, Some("gripper".into()));
+        let mut frame = reflex_core::SensorFrame::new(8, 3);
+        let mut obs = m.observation();
+        let joints = JointState {
+            name: ["shoulder", "elbow", "wrist", "gripper"]
+                .map(String::from)
+                .to_vec(),
+            position: vec![0.1, 0.2, 0.3, 0.04],
+            ..JointState::default()
+        };
+        let frame_of = |w: u32, h: u32, encoding: &str| Image {
+            height: h,
+            width: w,
+            encoding: encoding.into(),
+            step: w * 3,
+            data: vec![120; (w * h * 3) as usize],
+            ..Image::default()
+        };
+        let front = frame_of(640, 480, "rgb8");
+        let wrist = frame_of(320, 240, "bgr8");
+        let ms = 1_000_000;
+        // Front camera and joints, but the wrist camera has never sent: no observation.
+        st.begin_step(10 * ms, 0);
+        st.on_joint_state(&joints, 10 * ms);
+        st.on_image(0, &front, 10 * ms, &mut obs);
+        assert!(!st.finish_step(&mut frame, &mut obs));
+        assert_eq!(st.stats.camera_unavailable, 1);
+        // Both: an observation, each camera in its input's layout and dtype.
+        st.begin_step(20 * ms, 0);
+        st.on_joint_state(&joints, 20 * ms);
+        st.on_image(1, &wrist, 20 * ms, &mut obs);
+        st.on_image(0, &front, 20 * ms, &mut obs);
+        assert!(st.finish_step(&mut frame, &mut obs));
+        assert!(
+            matches!(&obs.images[0], reflex_policy::ImageData::U8(d) if d.len() == 3 * 64 * 64)
+        );
+        assert!(
+            matches!(&obs.images[1], reflex_policy::ImageData::F32(d) if d.len() == 48 * 48 * 3)
+        );
+        // The wrist camera falls silent: past camera_timeout_ms, frames of the front camera no
+        // longer make observations (the policy would see a frozen wrist view).
+        let late = 20 * ms + DEFAULT_CAMERA_TIMEOUT_NS + ms;
+        st.begin_step(late, 0);
+        st.on_joint_state(&joints, late);
+        st.on_image(0, &front, late, &mut obs);
+        assert!(!st.finish_step(&mut frame, &mut obs));
+        assert_eq!(st.stats.camera_unavailable, 2);
+        // A frame of the wrist camera alone is no trigger; with the next front frame, again one.
+        st.on_image(1, &wrist, late, &mut obs);
+        assert!(!st.finish_step(&mut frame, &mut obs));
+        st.on_image(0, &front, late, &mut obs);
+        assert!(st.finish_step(&mut frame, &mut obs));
+        // A mono8 frame is refused and counted, nothing written.
+        st.on_image(1, &frame_of(4, 4, "mono8"), late, &mut obs);
+        assert_eq!(st.stats.images_refused, 1);
     }
 
     #[test]
@@ -1541,14 +1690,18 @@ mod tests {
             data: vec![255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             ..Image::default()
         };
-        let mut dst = vec![7u8; 3 * 96 * 96];
-        assert!(write_image(&img, &mut dst, &m));
-        assert_eq!((dst[0], dst[96 * 96], dst[2 * 96 * 96]), (0, 0, 255));
+        let spec = m.input(reflex_policy::InputRole::Image).unwrap();
+        let mut dst = reflex_policy::ImageData::U8(vec![7u8; 3 * 96 * 96]);
+        assert!(write_image(&img, &mut dst, spec));
+        let reflex_policy::ImageData::U8(d) = &dst else {
+            unreachable!()
+        };
+        assert_eq!((d[0], d[96 * 96], d[2 * 96 * 96]), (0, 0, 255));
         let mono = Image {
             encoding: "mono8".into(),
             ..img
         };
-        assert!(!write_image(&mono, &mut dst, &m));
+        assert!(!write_image(&mono, &mut dst, spec));
     }
 
     #[test]
@@ -1757,6 +1910,7 @@ mod tests {
         assert_eq!(st.stats.stale_stamps, 4);
         // The policy's state is the measured velocity once there is odometry.
         st.on_image(
+            0,
             &Image {
                 height: 1,
                 width: 1,
@@ -1765,6 +1919,7 @@ mod tests {
                 data: vec![0, 0, 0],
                 ..Image::default()
             },
+            now,
             &mut obs,
         );
         assert!(st.finish_step(&mut frame, &mut obs));

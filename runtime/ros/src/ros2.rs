@@ -28,10 +28,10 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use r2r::QosProfile;
 use reflex_policy::{Observation, PolicyManifest};
 
-use crate::RosConfig;
 use crate::joints::{ControllerKind, ControllerPlan, JointCommand};
 use crate::port::wall_clock_ns;
 use crate::port::{self, LoopDiagnostics, PortState, Qos};
+use crate::{RobotPlan, RosConfig};
 use reflex_core::{CommandFrame, LoopStatus, RobotIo, SensorFrame};
 
 type Sub<T> = Box<dyn Stream<Item = T> + Unpin>;
@@ -105,7 +105,8 @@ pub struct Ros2Robot {
     scan: Sub<r2r::sensor_msgs::msg::LaserScan>,
     joint_states: Sub<r2r::sensor_msgs::msg::JointState>,
     odom: Sub<r2r::nav_msgs::msg::Odometry>,
-    image: Sub<r2r::sensor_msgs::msg::Image>,
+    /// One subscription per camera, in image-input order.
+    images: Vec<Sub<r2r::sensor_msgs::msg::Image>>,
     instruction: Sub<r2r::std_msgs::msg::String>,
     /// One subscription per E-stop device (`[ros] estop_devices`).
     estops: Vec<Sub<r2r::std_msgs::msg::Bool>>,
@@ -150,12 +151,12 @@ impl Ros2Robot {
         manifest: &PolicyManifest,
         status: Arc<LoopStatus>,
     ) -> Result<Self> {
-        let shape = reflex_core::actions::RobotShape::of(safety);
-        let (targets, state_sources) = manifest.resolve(&shape)?;
-        let plans =
-            ControllerPlan::for_config(&ros.controllers, &ros.gripper_joint, safety, &targets)
-                .map_err(anyhow::Error::msg)?;
-        let joint_names = shape.joints.clone();
+        let RobotPlan {
+            state,
+            controllers: plans,
+            cameras,
+            devices,
+        } = RobotPlan::new(ros, max_beams, safety, manifest).map_err(anyhow::Error::msg)?;
         let t = &ros.topics;
         macro_rules! sub {
             ($topic:expr, $qos:expr) => {
@@ -166,12 +167,14 @@ impl Ros2Robot {
             };
         }
         let scan: Sub<r2r::sensor_msgs::msg::LaserScan> = sub!(&t.scan, Qos::SENSOR_DATA);
-        let image: Sub<r2r::sensor_msgs::msg::Image> = sub!(&t.image, Qos::SENSOR_DATA);
+        let mut images: Vec<Sub<r2r::sensor_msgs::msg::Image>> = Vec::new();
+        for topic in &cameras {
+            images.push(sub!(topic, Qos::SENSOR_DATA));
+        }
         let joint_states: Sub<r2r::sensor_msgs::msg::JointState> =
             sub!(&t.joint_states, Qos::SENSOR_DATA);
         let instruction: Sub<r2r::std_msgs::msg::String> = sub!(&t.instruction, Qos::DEFAULT);
         let odom: Sub<r2r::nav_msgs::msg::Odometry> = sub!(&t.odom, Qos::SENSOR_DATA);
-        let devices = ros.devices();
         let estop_topics = devices
             .iter()
             .map(|d| {
@@ -274,7 +277,7 @@ impl Ros2Robot {
             scan,
             joint_states,
             odom,
-            image,
+            images,
             instruction,
             estops,
             estop_topics,
@@ -294,14 +297,7 @@ impl Ros2Robot {
             hardware_id,
             beams: max_beams,
             next_diagnostics_ns: 0,
-            state: PortState::new(manifest, max_beams, joint_names)
-                .with_state_sources(
-                    state_sources,
-                    shape.has_gripper.then(|| ros.gripper_joint.clone()),
-                )
-                .with_estop_devices(devices.iter().map(|d| d.source).collect())
-                .with_max_stamp_age(ros.max_stamp_age_ns())
-                .with_odom_timeout(ros.odom_timeout_ns()),
+            state,
         })
     }
 
@@ -634,18 +630,20 @@ impl RobotIo for Ros2Robot {
             }
         }
         drain(&mut self.instruction, |s| state.on_instruction(&s.data));
-        drain(&mut self.image, |i| {
-            let img = port::Image {
-                header: header(&i.header),
-                height: i.height,
-                width: i.width,
-                encoding: i.encoding,
-                is_bigendian: i.is_bigendian,
-                step: i.step,
-                data: i.data,
-            };
-            state.on_image(&img, obs);
-        });
+        for (camera, sub) in self.images.iter_mut().enumerate() {
+            drain(sub, |i| {
+                let img = port::Image {
+                    header: header(&i.header),
+                    height: i.height,
+                    width: i.width,
+                    encoding: i.encoding,
+                    is_bigendian: i.is_bigendian,
+                    step: i.step,
+                    data: i.data,
+                };
+                state.on_image(camera, &img, now, obs);
+            });
+        }
         let fresh = self.state.finish_step(frame, obs);
         if now >= self.next_diagnostics_ns {
             self.next_diagnostics_ns = now + 1_000_000_000;

@@ -122,7 +122,7 @@ impl ReflexConfig {
             .filter(|k| *k == "safety" || k.starts_with("safety."))
             .collect();
         // Keys outside [safety] that decide how the robot stops: never from a launch parameter.
-        const GUARDED: [&str; 9] = [
+        const GUARDED: [&str; 10] = [
             "runtime.require_rt",
             "runtime.stall_estop_ms",
             "runtime.max_consecutive_misses",
@@ -132,6 +132,7 @@ impl ReflexConfig {
             // Which inputs count as fresh, and what the drive's command timeout measures from.
             "ros.max_stamp_age_ms",
             "ros.odom_timeout_ms",
+            "ros.camera_timeout_ms",
             "ros.cmd_vel_stamp",
         ];
         if let Some((key, _)) = overrides
@@ -373,6 +374,7 @@ mod tests {
             ("ros.reset_from", "[\"topic\"]"),
             ("ros.max_stamp_age_ms", "60000.0"),
             ("ros.odom_timeout_ms", "60000.0"),
+            ("ros.camera_timeout_ms", "60000.0"),
             ("ros.cmd_vel_stamp", "\"send_time\""),
         ] {
             let err = format!(

@@ -546,7 +546,8 @@ pub fn run_robot(
                     // Never waits: the cloud link's thread holds it only to take the latest.
                     && let Ok(mut slot) = link.observation.try_lock()
                 {
-                    let image = match (&o.image, &image_shape) {
+                    // The cloud link sends the first camera (its observation mapping: issue 20).
+                    let image = match (o.images.first(), &image_shape) {
                         (Some(reflex_policy::ImageData::U8(d)), Some(shape)) => {
                             Some((d.clone(), shape.clone()))
                         }

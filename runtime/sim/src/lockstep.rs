@@ -392,7 +392,7 @@ impl Robot {
 
     /// Camera image and measured velocity into the policy's observation.
     pub fn observe(&self, obs: &mut Observation) {
-        if let Some(ImageData::U8(image)) = obs.image.as_mut() {
+        if let Some(ImageData::U8(image)) = obs.images.first_mut() {
             self.camera.render(&self.world, &self.plant.pose, image);
         }
         let measured = [

@@ -607,20 +607,32 @@ pub fn encode_inference(i: &InferenceRecord) -> Vec<u8> {
     for v in &o.instruction {
         w.u64(*v as u64);
     }
-    match &o.image {
-        Some(reflex_policy::ImageData::U8(d)) => {
+    // Tag 0: no image, 1/2: one u8/f32 image (the format before several cameras), 3: a count,
+    // then each image as tag 1/2 and its values.
+    let image = |w: &mut Writer, image: &reflex_policy::ImageData| match image {
+        reflex_policy::ImageData::U8(d) => {
             w.u8(1);
             w.u32(d.len() as u32);
             w.0.extend_from_slice(d);
         }
-        Some(reflex_policy::ImageData::F32(d)) => {
+        reflex_policy::ImageData::F32(d) => {
             w.u8(2);
             w.u32(d.len() as u32);
             for v in d {
                 w.f32(*v);
             }
         }
-        None => w.u8(0),
+    };
+    match o.images.as_slice() {
+        [] => w.u8(0),
+        [one] => image(&mut w, one),
+        several => {
+            w.u8(3);
+            w.u32(several.len() as u32);
+            for one in several {
+                image(&mut w, one);
+            }
+        }
     }
     w.u32(i.chunk.len() as u32);
     for v in &i.chunk {
@@ -640,21 +652,32 @@ pub fn decode_inference(data: &[u8]) -> Option<InferenceRecord> {
     let instruction = (0..n)
         .map(|_| r.u64().map(|v| v as i64))
         .collect::<Option<Vec<_>>>()?;
-    let image = match r.u8()? {
-        0 => None,
-        1 => {
-            let n = r.u32()? as usize;
-            let (head, rest) = r.0.split_at_checked(n)?;
-            r.0 = rest;
-            Some(reflex_policy::ImageData::U8(head.to_vec()))
-        }
-        2 => {
-            let n = r.u32()? as usize;
-            Some(reflex_policy::ImageData::F32(
+    fn image(r: &mut reflex_safety::wire::Reader<'_>, tag: u8) -> Option<reflex_policy::ImageData> {
+        let n = r.u32()? as usize;
+        match tag {
+            1 => {
+                let (head, rest) = r.0.split_at_checked(n)?;
+                r.0 = rest;
+                Some(reflex_policy::ImageData::U8(head.to_vec()))
+            }
+            2 => Some(reflex_policy::ImageData::F32(
                 (0..n).map(|_| r.f32()).collect::<Option<Vec<_>>>()?,
-            ))
+            )),
+            _ => None,
         }
-        _ => return None,
+    }
+    let images = match r.u8()? {
+        0 => Vec::new(),
+        3 => {
+            let n = r.u32()? as usize;
+            (0..n)
+                .map(|_| {
+                    let tag = r.u8()?;
+                    image(&mut r, tag)
+                })
+                .collect::<Option<Vec<_>>>()?
+        }
+        tag => vec![image(&mut r, tag)?],
     };
     let n = r.u32()? as usize;
     let chunk = (0..n).map(|_| r.f32()).collect::<Option<Vec<_>>>()?;
@@ -663,7 +686,7 @@ pub fn decode_inference(data: &[u8]) -> Option<InferenceRecord> {
         model_generation,
         observation: reflex_policy::Observation {
             t_obs_ns,
-            image,
+            images,
             state,
             instruction,
         },
@@ -676,7 +699,7 @@ const IMAGE_MSG: &str = "std_msgs/Header header\nuint32 height\nuint32 width\nst
 
 /// The policy's u8 NCHW (1×3×H×W) image as an rgb8 `sensor_msgs/Image`, for Foxglove.
 fn camera_image(i: &InferenceRecord, wall_ns: u64) -> Option<reflex_ros::port::Image> {
-    let Some(reflex_policy::ImageData::U8(d)) = &i.observation.image else {
+    let Some(reflex_policy::ImageData::U8(d)) = i.observation.images.first() else {
         return None;
     };
     let plane = d.len() / 3;

@@ -9,7 +9,10 @@ arm robot on PyPI `cyclonedds` that stands in for ros2_control:
   std_msgs/Float64MultiArray on /gripper_controller/commands (the two `[[ros.controllers]]` of
   arm.toml: joint_trajectory_controller and a JointGroupPositionController);
 - the safety controller's hardware E-stop heartbeat (/safety_controller/estop, 50 Hz), the
-  operator E-stop (/reflex/estop, latched), a wrist camera frame (/camera/image_raw, 20 Hz).
+  operator E-stop (/reflex/estop, latched), and the two cameras arm.toml's [ros.cameras]
+  binds to the policy's image inputs: a 320×240 rgb8 front camera and a 160×120 bgr8 wrist
+  camera (20 Hz each; the policy takes them as 64×64 uint8 NCHW letterboxed and 48×48 float32
+  NHWC center-cropped and normalized).
 
     arm_harness.py --reflex target/debug/reflex
 
@@ -17,12 +20,15 @@ Checks: the latched arm holds (zero velocities) until release + reset + start; t
 the policy's pose; every trajectory names the controller's joints, starts on receipt (zero
 stamp), ends at zero velocity, and every position and velocity is inside launch/arm.toml's
 limits; the gripper's commands inside its range; an E-stop press stops the arm (category 1) and
-a reset alone does not restart it; a covered (dark) camera holds it (the policy's own rule); pushed back and held by a person, it
+a reset alone does not restart it; on its way, a covered (dark) wrist camera holds it (the
+policy's own rule) and a silent wrist camera stops it (no observation without every camera:
+Reflex's rule), and each time it moves on once the camera is back; pushed back and held by a person, it
 stops there and stays (following error, SAF-015, latched) and after reset + start restarts
 from there instead of snapping back;
 a joint_states message without the wrist is refused and the arm stops (stale joint state).
 """
 import argparse
+import json
 import os
 import pathlib
 import random
@@ -105,7 +111,7 @@ class Float64MultiArray(IdlStruct, typename="std_msgs::msg::dds_::Float64MultiAr
 class Arm:
     """The arm robot: plant, sensors, and every command received."""
 
-    def __init__(self, domain, limits, controllers):
+    def __init__(self, domain, limits, controllers, cameras):
         self.dp = DomainParticipant(domain)
         w = lambda topic, ty, qos: DataWriter(self.dp, Topic(self.dp, topic, ty), qos=qos)
         r = lambda topic, ty, qos: DataReader(self.dp, Topic(self.dp, topic, ty), qos=qos)
@@ -114,7 +120,8 @@ class Arm:
         self.estop_w = w("rt/reflex/estop", Bool, LATCHED)
         self.reset_w = w("rt/reflex/estop_reset", Empty, RELIABLE)
         self.start_w = w("rt/reflex/start", Empty, RELIABLE)
-        self.image_w = w("rt/camera/image_raw", Image, SENSOR)
+        self.front_w = w("rt" + cameras["front"], Image, SENSOR)
+        self.wrist_w = w("rt" + cameras["wrist"], Image, SENSOR)
         jtc = next(c for c in controllers if c["type"] == "joint_trajectory")
         grip = next(c for c in controllers if c["type"] == "forward_position")
         self.joints = jtc["joints"]
@@ -127,7 +134,8 @@ class Arm:
         self.g_target = None
         self.trajs = []  # (monotonic s, JointTrajectory)
         self.grips = []  # (monotonic s, data)
-        self.bright = 120
+        self.wrist_bright = 120
+        self.wrist_on = True
         self.drop_wrist = False
         self.held_at = None  # a person holding the arm at this pose (the plant cannot move)
         self.lock = threading.Lock()
@@ -162,10 +170,14 @@ class Arm:
             time.sleep(0.02)
 
     def _images(self):
+        front = [120] * (320 * 240 * 3)
         while not self.stop.is_set():
-            v = self.bright
-            self.image_w.write(Image(header=Header(frame_id="wrist_camera"), height=64, width=64, encoding="rgb8",
-                                     is_bigendian=0, step=64 * 3, data=[v] * (64 * 64 * 3)))
+            self.front_w.write(Image(header=Header(frame_id="front_camera"), height=240, width=320, encoding="rgb8",
+                                     is_bigendian=0, step=320 * 3, data=front))
+            if self.wrist_on:
+                v = self.wrist_bright
+                self.wrist_w.write(Image(header=Header(frame_id="wrist_camera"), height=120, width=160,
+                                         encoding="bgr8", is_bigendian=0, step=160 * 3, data=[v] * (160 * 120 * 3)))
             time.sleep(0.05)
 
     def _listen(self):
@@ -235,7 +247,7 @@ def main():
     g_lo, g_hi = arm_cfg["gripper"]["min_position"], arm_cfg["gripper"]["max_position"]
     domain = random.randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-    arm = Arm(domain, limits, config["ros"]["controllers"])
+    arm = Arm(domain, limits, config["ros"]["controllers"], config["ros"]["cameras"])
     arm.estop_w.write(Bool(data=False))
     arm.start()
     failures = []
@@ -274,6 +286,18 @@ def main():
                 started = True
                 break
         check("release + reset + start => the arm moves", started)
+        # On the way to the pose: the wrist camera covered (dark), then silent.
+        arm.wrist_bright = 5
+        time.sleep(0.4)
+        check("wrist camera covered => the policy holds the arm on its way", not arm.moved_within(0.5, eps=2e-3))
+        arm.wrist_bright = 120
+        check("wrist camera uncovered => it moves on", arm.moved_within(0.4))
+        arm.wrist_on = False
+        time.sleep(0.6)
+        check("wrist camera silent => no observation, the chunk runs out, the arm stops",
+              not arm.moved_within(0.5, eps=2e-3))
+        arm.wrist_on = True
+        check("wrist camera back => it moves on", arm.moved_within(0.5))
         t_move = time.monotonic()
         while time.monotonic() - t_move < 6:
             q, g = arm.state()
@@ -292,11 +316,6 @@ def main():
         bad_grip = [d for d in grips if len(d) != 1 or not (g_lo - 1e-9 <= d[0] <= g_hi + 1e-9)]
         check(f"gripper commands: one value inside [{g_lo}, {g_hi}] ({len(grips)} messages, {len(bad_grip)} bad)",
               grips and not bad_grip)
-        # A dark (covered) camera: the policy holds the arm where it is.
-        arm.bright = 5
-        time.sleep(0.6)
-        check("dark camera => the policy holds the arm", not arm.moved_within(0.5, eps=2e-3))
-        arm.bright = 120
         # SAF-015: a person pushes the arm back to zero and holds it there for 0.2 s. The
         # following error is a protective stop that latches: released, the arm stays where it
         # was left; after reset + start it restarts from there at the policy's pace instead of
@@ -350,6 +369,15 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
+        lines = out.strip().splitlines()
+        try:
+            stats = json.loads(lines[-1]).get("dds", {}) if lines else {}
+        except ValueError:
+            stats = {}
+        check(f"Reflex counted the silent camera's observations as camera_unavailable and took both cameras' "
+              f"frames ({ {k: stats.get(k) for k in ('images', 'images_refused', 'camera_unavailable')} })",
+              stats.get("camera_unavailable", 0) > 0 and stats.get("images", 0) > 100
+              and stats.get("images_refused", 1) == 0)
         if failures:
             print("reflex stderr (tail):\n" + err[-4000:])
             print("reflex summary:\n" + out.strip()[-3000:])

@@ -23,8 +23,9 @@ Scenarios:
            its values are visible to rclpy as the node's parameters; `-p safety.…` is refused
            at start (SAF-014).
   params-arm  (ros2) the shipped launch/arm.toml with `--params-file launch/params/arm.yaml`
-           and the arm demo package: the file's parameters are the node's, Reflex subscribes the
-           wrist camera the file names (and not the config's default camera); an rclpy arm (a
+           and the two-camera arm demo package: the file's parameters are the node's, Reflex
+           subscribes the two cameras the file names (320×240 rgb8, 160×120 bgr8; not arm.toml's
+           [ros.cameras]), and takes their frames; an rclpy arm (a
            plant following the commands) gets trajectory_msgs/JointTrajectory and the gripper's
            std_msgs/Float64MultiArray after release + reset + start, reaches the policy's pose,
            and every command keeps arm.toml's limits.
@@ -691,9 +692,20 @@ def scenario_params_arm(a, check):
     jtc = next(c for c in config["ros"]["controllers"] if c["type"] == "joint_trajectory")
     grip = next(c for c in config["ros"]["controllers"] if c["type"] == "forward_position")
     robot = Robot(hw_heartbeat=True)
-    robot.image_pub = robot.node.create_publisher(
-        Image, "/wrist_camera/image_raw", qos_profile_sensor_data
-    )
+    # Two cameras on the topics arm.yaml names (not arm.toml's [ros.cameras]): a 320×240 rgb8
+    # front camera and a 160×120 bgr8 wrist camera, as realsense-style drivers publish them.
+    front_pub = robot.node.create_publisher(Image, "/camera_front/color/image_raw", qos_profile_sensor_data)
+    wrist_pub = robot.node.create_publisher(Image, "/camera_wrist/color/image_raw", qos_profile_sensor_data)
+
+    def camera_msg(w, h, encoding):
+        m = Image()
+        m.header.frame_id = "camera"
+        m.height, m.width, m.encoding, m.step = h, w, encoding, w * 3
+        m.data = bytes([120]) * (w * h * 3)
+        return m
+
+    front_img, wrist_img = camera_msg(320, 240, "rgb8"), camera_msg(160, 120, "bgr8")
+    robot.node.create_timer(0.05, lambda: (front_pub.publish(front_img), wrist_pub.publish(wrist_img)))
     joints = robot.node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
     plant = {"q": [0.1, -0.2, 0.3], "g": 0.0, "target": None, "g_target": None, "trajs": [], "grips": []}
 
@@ -736,7 +748,7 @@ def scenario_params_arm(a, check):
     try:
         wait_first_command(robot, proc, time.monotonic())
         check("the node is /reflex_arm ([ros] node_name of arm.toml)", robot.wait_node("/reflex_arm"))
-        names = ["ros.topics.image", "ros.topics.joint_states"]
+        names = ["ros.cameras.front", "ros.cameras.wrist", "ros.topics.joint_states"]
         res = robot.call(GetParameters, "/reflex_arm/get_parameters", GetParameters.Request(names=names))
         got = {} if res is None else {
             n: parameter_value_to_python(v) for n, v in zip(names, res.values)
@@ -744,7 +756,8 @@ def scenario_params_arm(a, check):
         check(
             f"arm.yaml's values are the node's parameters ({got})",
             got == {
-                "ros.topics.image": "/wrist_camera/image_raw",
+                "ros.cameras.front": "/camera_front/color/image_raw",
+                "ros.cameras.wrist": "/camera_wrist/color/image_raw",
                 "ros.topics.joint_states": "/joint_states",
             },
         )
@@ -756,12 +769,14 @@ def scenario_params_arm(a, check):
             }
 
         check(
-            "Reflex subscribes the wrist camera arm.yaml names",
-            "/reflex_arm" in subscribers("/wrist_camera/image_raw"),
+            "Reflex subscribes both cameras arm.yaml names",
+            "/reflex_arm" in subscribers("/camera_front/color/image_raw")
+            and "/reflex_arm" in subscribers("/camera_wrist/color/image_raw"),
         )
         check(
-            "and not the config's default /camera/image_raw",
-            "/reflex_arm" not in subscribers("/camera/image_raw"),
+            "and not arm.toml's [ros.cameras] topics nor the default /camera/image_raw",
+            not any("/reflex_arm" in subscribers(t)
+                    for t in ("/front_camera/image_raw", "/wrist_camera/image_raw", "/camera/image_raw")),
         )
         # Release, reset (~/reset_estop), start (~/start): the arm moves to the policy's pose.
         started = False
@@ -807,8 +822,9 @@ def scenario_params_arm(a, check):
         summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         stats = summary.get("ros2", {})
         check(
-            f"joint states and wrist-camera frames reached Reflex, joint commands left it ({stats})",
-            stats.get("joint_states", 0) > 100 and stats.get("images", 0) > 10
+            f"joint states and both cameras' frames reached Reflex, joint commands left it ({stats})",
+            stats.get("joint_states", 0) > 100 and stats.get("images", 0) > 20
+            and stats.get("images_refused", 1) == 0
             and stats.get("joint_commands_published", 0) > 100,
         )
     finally:
