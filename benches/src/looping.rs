@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use reflex_core::actions::ActionTarget;
 use reflex_rt::chunks::{MergeStrategy, QueueConfig};
 use reflex_rt::control::{ChunkSender, ControlLoop, chunk_channel};
 use reflex_runner::config::ReflexConfig;
-use reflex_safety::{EstopReport, EstopSource, Monotonic, Safety, SafetyInputs, Scan, Verdict};
+use reflex_safety::{
+    EstopReport, EstopSource, JointState, Monotonic, Safety, SafetyInputs, Scan, Verdict,
+};
 
 pub const BEAMS: usize = 720;
 
@@ -21,7 +23,16 @@ pub struct LoopBench {
     pub control: ControlLoop,
     pub channel: ChunkSender,
     pub ranges: Vec<f32>,
+    /// Arm loops ([`LoopBench::arm`]): the measured joint state, which follows the verdict's
+    /// targets exactly (a perfect drive), so no stop interrupts the measurement.
+    pub joint_positions: Vec<f64>,
+    pub joint_velocities: Vec<f64>,
 }
+
+/// The arm loop's chunk: `ARM_HORIZON` steps × (`ARM_JOINTS` joints + a gripper).
+pub const ARM_JOINTS: usize = 13;
+pub const ARM_DIMS: usize = ARM_JOINTS + 1;
+pub const ARM_HORIZON: usize = 100;
 
 impl LoopBench {
     pub fn new() -> Result<Self> {
@@ -58,7 +69,105 @@ impl LoopBench {
             control,
             channel,
             ranges,
+            joint_positions: Vec::new(),
+            joint_velocities: Vec::new(),
         })
+    }
+
+    /// The arm loop of an ACT-sized bimanual policy: `launch/arm.toml` with 13 position-driven
+    /// joints and the gripper (A = 14), chunks of H = 100 steps at 30 Hz, crossfaded over 5
+    /// steps, interpolated linearly at the loop rate, SAF-006 trapezoidal tracking and SAF-015
+    /// following error on every joint, and the 720-beam scan.
+    pub fn arm() -> Result<Self> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/arm.toml");
+        let text = std::fs::read_to_string(&path)?;
+        // arm.toml's `joints = [ … ]` of [safety.arm], replaced with ARM_JOINTS joints.
+        let start = text
+            .find("\njoints = [")
+            .context("launch/arm.toml has [safety.arm] joints")?;
+        let end = start + text[start..].find("\n]\n").context("joints = [ … ] ends")? + 3;
+        let joints: String = (0..ARM_JOINTS)
+            .map(|j| format!("    {{ name = \"j{j}\", min_position = -3.0, max_position = 3.0, max_velocity = 1.5, max_acceleration = 6.0 }},\n"))
+            .collect();
+        let text = format!(
+            "{}\njoints = [\n{joints}]\n{}",
+            &text[..start],
+            &text[end..]
+        );
+        let dir = std::env::temp_dir().join(format!("reflex-bench-arm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("arm.toml");
+        std::fs::write(&file, text)?;
+        let config = ReflexConfig::load(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = config?;
+        let (channel, chunk_rx) = chunk_channel(4, ARM_HORIZON * ARM_DIMS);
+        let mut targets: Vec<ActionTarget> = (0..ARM_JOINTS as u8)
+            .map(ActionTarget::JointPosition)
+            .collect();
+        targets.push(ActionTarget::Gripper);
+        let control = ControlLoop::new(
+            Safety::new(config.safety)?,
+            QueueConfig {
+                dims: ARM_DIMS,
+                horizon: ARM_HORIZON,
+                step_ns: 33_333_333,
+                strategy: MergeStrategy::Crossfade,
+                crossfade_steps: 5,
+                ensemble_decay: 0.5,
+                max_action_age_ns: 300_000_000,
+                interpolation: reflex_rt::chunks::Interpolation::Linear,
+            },
+            &targets,
+            chunk_rx,
+        );
+        let mut bench = Self::new()?;
+        bench.control = control;
+        bench.channel = channel;
+        bench.joint_positions = vec![0.0; ARM_JOINTS];
+        bench.joint_velocities = vec![0.0; ARM_JOINTS];
+        Ok(bench)
+    }
+
+    /// Pushes an arm chunk observed at `t_obs_ns`: every joint ramps 0.01 rad per step from
+    /// `from` (so the tracker works on every tick), the gripper at 0.04 m.
+    pub fn feed_arm(channel: &ChunkSender, t_obs_ns: u64, from: f32, actions: &mut [f32]) {
+        for (k, step) in actions.chunks_mut(ARM_DIMS).enumerate() {
+            step[..ARM_JOINTS].fill((from + 0.01 * k as f32).min(2.5));
+            step[ARM_JOINTS] = 0.04;
+        }
+        let _ = channel.try_send(t_obs_ns, actions, 0);
+    }
+
+    /// One arm tick at `now_ns` with the joint state measured now; the plant then follows the
+    /// verdict's targets exactly.
+    pub fn tick_arm(&mut self, now_ns: u64, clock: &dyn Fn() -> u64) -> Verdict {
+        let inputs = SafetyInputs {
+            estop: [EstopReport::Clear(Monotonic::from_nanos(now_ns)); EstopSource::COUNT],
+            reset_request_seq: 1,
+            scan: Some(Scan {
+                stamp: Monotonic::from_nanos(now_ns),
+                angle_min_rad: -std::f32::consts::PI,
+                angle_increment_rad: std::f32::consts::TAU / BEAMS as f32,
+                range_min_m: 0.05,
+                range_max_m: 30.0,
+                ranges_m: &self.ranges,
+            }),
+            odometry: None,
+            joint_state: Some(JointState {
+                stamp: Monotonic::from_nanos(now_ns),
+                positions: &self.joint_positions,
+                velocities: &self.joint_velocities,
+            }),
+        };
+        let verdict = self.control.tick(now_ns, &inputs, clock);
+        for (j, t) in verdict.command.joints.iter().take(ARM_JOINTS).enumerate() {
+            if let Some(p) = t.position {
+                self.joint_positions[j] = p;
+            }
+            self.joint_velocities[j] = t.velocity.unwrap_or(0.0);
+        }
+        verdict
     }
 
     /// Pushes a constant chunk observed at `t_obs_ns` (what the inference worker does).

@@ -62,6 +62,35 @@ fn the_loop_bench_keeps_every_tick_in_its_histograms() {
 }
 
 #[test]
+fn the_arm_tick_bench_measures_a_moving_arm_with_chunks_and_cameras() {
+    // A bench of a stopped arm (a stop on every tick, no merge) would measure the wrong thing.
+    let json = std::env::temp_dir().join(format!("reflex-arm-smoke-{}.json", std::process::id()));
+    let (ok, text) = bench(&[
+        "arm-tick",
+        "--seconds",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let row: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(
+        (row["horizon"].as_u64(), row["dims"].as_u64()),
+        (Some(100), Some(14))
+    );
+    assert_eq!(row["tick_cost"]["samples"], 100);
+    assert!(row["merges"].as_u64().unwrap() >= 5, "{row}");
+    // The first ticks wait for the first chunk; every later one drives the joints.
+    assert!(row["ticks_driving"].as_u64().unwrap() >= 80, "{row}");
+    assert!(
+        row["camera_handoff_cost"]["samples"].as_u64().unwrap() >= 10,
+        "{row}"
+    );
+}
+
+#[test]
 fn the_loop_bench_names_a_bad_argument() {
     let (ok, text) = bench(&["loop", "--period-ms", "0"]);
     assert!(!ok);

@@ -217,6 +217,9 @@ impl ChunkQueue {
             n += 1;
         }
         let mut fade = 0usize;
+        // The old action covering each new action's time: the new times increase, so a cursor
+        // that only moves forward finds them all in O(H) (the merge is O(H · A) in all).
+        let mut cursor = 0usize;
         for k in 0..horizon {
             let t = t_obs_ns + k as u64 * step;
             if t + step <= now_ns {
@@ -228,7 +231,13 @@ impl ChunkQueue {
                 continue;
             }
             let new = &actions[k * dims..(k + 1) * dims];
-            let old = self.covering(t);
+            while cursor + 1 < self.len && self.time_ns[cursor + 1] <= t {
+                cursor += 1;
+            }
+            let old = (cursor < self.len
+                && self.time_ns[cursor] <= t
+                && (cursor + 1 < self.len || t < self.time_ns[cursor] + step))
+                .then_some(cursor);
             let out = &mut self.scratch_actions[n * dims..(n + 1) * dims];
             let mut weight = 1.0;
             match (self.cfg.strategy, old) {
@@ -392,6 +401,87 @@ mod tests {
         // The last action holds for its step.
         assert_eq!(q.action_at(230 * MS).unwrap(), [19.0]);
         assert_eq!(q.action_at(240 * MS), Err(NoAction::QueueDry));
+    }
+
+    #[test]
+    fn the_splice_point_is_the_actions_consumed_while_inference_ran_never_an_estimate() {
+        // Known failure elsewhere: the number of actions to skip comes from a latency estimate
+        // (a running mean, or one warped by the slow first warm-up inference), so a slow or fast
+        // inference splices ahead of (skipping actions the robot never executed) or behind
+        // where the robot is. Here each chunk's actions are stamped from its own observation
+        // time, so the action executed when it arrives is the one for that instant.
+        let mut q = queue(MergeStrategy::Latest);
+        q.cfg.max_action_age_ns = 1_000 * MS;
+        // A fast inference (observation at 0, 25 ms later): step 1 of 20 ms steps is due.
+        q.merge(0, &chunk(0.0), 25 * MS);
+        assert_eq!(
+            (q.stats.last_delay_steps, q.action_at(25 * MS).unwrap()[0]),
+            (1, 1.0)
+        );
+        // A slow one (observation at 100 ms, 85 ms later: 4 steps consumed): step 4, exactly,
+        // not the 2.5 a mean of the two latencies would give, nor the fast one's 1.
+        q.merge(100 * MS, &chunk(100.0), 185 * MS);
+        assert_eq!(q.stats.last_delay_steps, 4);
+        // The executing action (old chunk's step 9, 180–200 ms) is committed; then new step 5.
+        assert_eq!(q.action_at(185 * MS).unwrap(), [9.0]);
+        assert_eq!(q.action_at(200 * MS).unwrap(), [105.0]);
+        // And a fast one again: its own delay, nothing carried over.
+        q.merge(200 * MS, &chunk(200.0), 205 * MS);
+        assert_eq!(q.stats.last_delay_steps, 0);
+        assert_eq!(q.action_at(220 * MS).unwrap(), [201.0]);
+    }
+
+    #[test]
+    fn a_missing_prefix_is_never_padded_with_zeros() {
+        // Known failure elsewhere: blending a new chunk with a padded (zero) prefix when there
+        // is no previous chunk; zero in normalized space decodes to the dataset's mean pose,
+        // zero here (physical units) would be 0 rad. With nothing executing, every strategy
+        // takes the new chunk as it is.
+        for strategy in [MergeStrategy::Crossfade, MergeStrategy::Ensemble] {
+            let mut q = queue(strategy);
+            q.merge(0, &[10.0; 10], 0);
+            assert_eq!(q.action_at(0).unwrap(), [10.0], "{strategy:?}: first chunk");
+            assert_eq!(q.action_at(20 * MS).unwrap(), [10.0], "{strategy:?}");
+            // Run dry (past its end), then a new chunk: not blended with the old one's ghost.
+            assert_eq!(q.action_at(250 * MS), Err(NoAction::QueueDry));
+            q.merge(250 * MS, &[-4.0; 10], 250 * MS);
+            assert_eq!(
+                q.action_at(250 * MS).unwrap(),
+                [-4.0],
+                "{strategy:?}: after dry"
+            );
+            assert_eq!(q.action_at(270 * MS).unwrap(), [-4.0], "{strategy:?}");
+        }
+    }
+
+    #[test]
+    fn a_merge_finds_the_old_action_under_every_new_one() {
+        // The O(H) cursor of `merge` agrees with `covering` for every new action's time,
+        // including an old chunk that ends before the new one (no old action past its end).
+        let mut q = queue(MergeStrategy::Crossfade);
+        q.cfg.crossfade_steps = 1000;
+        q.cfg.max_action_age_ns = 1_000 * MS;
+        q.merge(0, &chunk(0.0), 0);
+        // Old actions 0..9 at 0..180 ms; the new chunk (100 …) from an observation at 30 ms,
+        // arriving at 45 ms: the executing old action (40–60 ms) is committed, so new step 1
+        // (50 ms) is skipped; step k ≥ 2 at 30 + 20k ms blends with the old action covering it
+        // (weight (k − 1)/1001), and new steps at 210 ms and later have no old action.
+        q.merge(30 * MS, &[100.0; 10], 45 * MS);
+        assert_eq!(q.action_at(50 * MS).unwrap(), [2.0]);
+        for k in 2..10u64 {
+            let t = 30 + 20 * k;
+            let old = if t < 200 { (t / 20) as f32 } else { f32::NAN };
+            let got = q.action_at(t * MS).unwrap()[0];
+            if old.is_nan() {
+                assert_eq!(got, 100.0, "{t} ms: no old action");
+            } else {
+                let w = (k - 1) as f32 / 1001.0;
+                assert!(
+                    ((1.0 - w) * old + w * 100.0 - got).abs() < 1e-4,
+                    "{t} ms: {got}"
+                );
+            }
+        }
     }
 
     #[test]
