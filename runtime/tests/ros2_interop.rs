@@ -169,13 +169,13 @@ fn ros2_adapter_takes_the_shipped_arm_config_and_params_file() {
         &[
             "the node is /reflex_arm",
             "arm.yaml's values are the node's parameters",
-            "Reflex subscribes the wrist camera arm.yaml names",
-            "and not the config's default /camera/image_raw",
+            "Reflex subscribes both cameras arm.yaml names",
+            "and not arm.toml's [ros.cameras] topics nor the default /camera/image_raw",
             "release + ~/reset_estop + ~/start => JointTrajectory with velocities reaches the rclpy arm",
             "the arm reaches the policy's pose",
             "every JointTrajectory",
             "gripper Float64MultiArray",
-            "joint states and wrist-camera frames reached Reflex, joint commands left it",
+            "joint states and both cameras' frames reached Reflex, joint commands left it",
         ],
     );
 }
