@@ -142,24 +142,12 @@ impl LoopBench {
     /// One arm tick at `now_ns` with the joint state measured now; the plant then follows the
     /// verdict's targets exactly.
     pub fn tick_arm(&mut self, now_ns: u64, clock: &dyn Fn() -> u64) -> Verdict {
-        let inputs = SafetyInputs {
-            estop: [EstopReport::Clear(Monotonic::from_nanos(now_ns)); EstopSource::COUNT],
-            reset_request_seq: 1,
-            scan: Some(Scan {
-                stamp: Monotonic::from_nanos(now_ns),
-                angle_min_rad: -std::f32::consts::PI,
-                angle_increment_rad: std::f32::consts::TAU / BEAMS as f32,
-                range_min_m: 0.05,
-                range_max_m: 30.0,
-                ranges_m: &self.ranges,
-            }),
-            odometry: None,
-            joint_state: Some(JointState {
-                stamp: Monotonic::from_nanos(now_ns),
-                positions: &self.joint_positions,
-                velocities: &self.joint_velocities,
-            }),
+        let joints = JointState {
+            stamp: Monotonic::from_nanos(now_ns),
+            positions: &self.joint_positions,
+            velocities: &self.joint_velocities,
         };
+        let inputs = inputs(&self.ranges, now_ns, Some(joints));
         let verdict = self.control.tick(now_ns, &inputs, clock);
         for (j, t) in verdict.command.joints.iter().take(ARM_JOINTS).enumerate() {
             if let Some(p) = t.position {
@@ -180,21 +168,31 @@ impl LoopBench {
     }
 
     pub fn tick(&mut self, now_ns: u64, clock: &dyn Fn() -> u64) -> Verdict {
-        let inputs = SafetyInputs {
-            estop: [EstopReport::Clear(Monotonic::from_nanos(now_ns)); EstopSource::COUNT],
-            reset_request_seq: 1,
-            scan: Some(Scan {
-                stamp: Monotonic::from_nanos(now_ns),
-                angle_min_rad: -std::f32::consts::PI,
-                angle_increment_rad: std::f32::consts::TAU / BEAMS as f32,
-                range_min_m: 0.05,
-                range_max_m: 30.0,
-                ranges_m: &self.ranges,
-            }),
-            odometry: None,
-            joint_state: None,
-        };
+        let inputs = inputs(&self.ranges, now_ns, None);
         self.control.tick(now_ns, &inputs, clock)
+    }
+}
+
+/// The loop's inputs at `now_ns`: every E-stop source clear, reset requested, the room scan
+/// just taken, and the joint state, if any.
+fn inputs<'a>(
+    ranges: &'a [f32],
+    now_ns: u64,
+    joint_state: Option<JointState<'a>>,
+) -> SafetyInputs<'a> {
+    SafetyInputs {
+        estop: [EstopReport::Clear(Monotonic::from_nanos(now_ns)); EstopSource::COUNT],
+        reset_request_seq: 1,
+        scan: Some(Scan {
+            stamp: Monotonic::from_nanos(now_ns),
+            angle_min_rad: -std::f32::consts::PI,
+            angle_increment_rad: std::f32::consts::TAU / BEAMS as f32,
+            range_min_m: 0.05,
+            range_max_m: 30.0,
+            ranges_m: ranges,
+        }),
+        odometry: None,
+        joint_state,
     }
 }
 

@@ -187,7 +187,10 @@ fn arm_tick_bench(seconds: f64) -> Result<ArmTickRow> {
                 let start = rt::now_ns();
                 let o = obs_in.input_buffer_mut();
                 for (i, frame) in frames.iter().enumerate() {
-                    fill_image(frame, &specs[i], &mut o.images[i]);
+                    assert!(
+                        fill_image(frame, &specs[i], &mut o.images[i]),
+                        "camera {i} refused"
+                    );
                 }
                 o.t_obs_ns = start;
                 obs_in.publish();

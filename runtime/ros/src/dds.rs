@@ -467,7 +467,7 @@ impl RobotIo for DdsRobot {
         }
         for (camera, sub) in self.images.iter().enumerate() {
             while let Ok(Some((img, _))) = sub.take() {
-                self.state.on_image(camera, &img, now, obs);
+                self.state.on_image(camera, &img, now);
             }
         }
         let fresh = self.state.finish_step(frame, obs);

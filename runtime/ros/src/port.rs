@@ -565,6 +565,11 @@ pub struct PortState {
     image_fresh: bool,
     /// Per image input (manifest order): when its last frame was accepted (monotonic ns).
     camera_stamps: Vec<u64>,
+    /// Per image input: its last accepted frame, converted. Copied into the observation only
+    /// when one is made, so every observation carries each camera's latest frame (frames
+    /// written straight into the triple buffer's input would land in whichever buffer was
+    /// current, and a slower camera's image in a published buffer could be an old one).
+    camera_images: Vec<reflex_policy::ImageData>,
     /// `[ros] camera_timeout_ms` (ns): an observation needs every camera's frame this recent.
     camera_timeout_ns: u64,
     /// `[safety.arm] joints` names, in the safety layer's order.
@@ -624,6 +629,7 @@ impl PortState {
             last_command: reflex_safety::Twist::default(),
             image_fresh: false,
             camera_stamps: vec![0; manifest.image_inputs().count()],
+            camera_images: manifest.observation().images,
             camera_timeout_ns: DEFAULT_CAMERA_TIMEOUT_NS,
             joint_positions: vec![0.0; joint_names.len()],
             joint_velocities: vec![0.0; joint_names.len()],
@@ -1040,18 +1046,12 @@ impl PortState {
     }
 
     /// A frame of camera `camera` (the index of its image input among the policy's image
-    /// inputs, the order of [`crate::RosConfig::camera_topics`]) into the observation being
-    /// built (`obs`); see [`write_image`]. Received at `now_ns` (monotonic).
-    pub fn on_image(
-        &mut self,
-        camera: usize,
-        img: &Image,
-        now_ns: u64,
-        obs: &mut reflex_policy::Observation,
-    ) {
+    /// inputs, the order of [`crate::RosConfig::camera_topics`]), received at `now_ns`
+    /// (monotonic); see [`write_image`]. [`PortState::finish_step`] hands it to the policy.
+    pub fn on_image(&mut self, camera: usize, img: &Image, now_ns: u64) {
         let written = match (
             self.manifest.image_inputs().nth(camera),
-            obs.images.get_mut(camera),
+            self.camera_images.get_mut(camera),
         ) {
             (Some(spec), Some(dst)) => write_image(img, dst, spec),
             _ => false,
@@ -1179,6 +1179,9 @@ impl PortState {
             return false;
         }
         obs.instruction.copy_from_slice(&self.tokens);
+        for (dst, src) in obs.images.iter_mut().zip(&self.camera_images) {
+            dst.clone_from(src);
+        }
         true
     }
 
@@ -1503,8 +1506,8 @@ mod tests {
         };
         // A camera frame but no joint state yet: no observation (the policy is not run).
         st.begin_step(1_000, 0);
-        st.on_image(1, &image, 1_000, &mut obs);
-        st.on_image(0, &image, 1_000, &mut obs);
+        st.on_image(1, &image, 1_000);
+        st.on_image(0, &image, 1_000);
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.state_unavailable, 1);
         // The arm's joints, then the gripper in its own message (a gripper driver's).
@@ -1519,8 +1522,8 @@ mod tests {
             "the gripper's own message is not a bad arm message"
         );
         st.begin_step(3_000, 0);
-        st.on_image(1, &image, 3_000, &mut obs);
-        st.on_image(0, &image, 3_000, &mut obs);
+        st.on_image(1, &image, 3_000);
+        st.on_image(0, &image, 3_000);
         assert!(st.finish_step(&mut frame, &mut obs));
         assert_eq!(obs.state, [0.1, 0.2, 0.3, 0.04]);
         // A NaN gripper is refused; once the gripper reading is older than the timeout the
@@ -1533,8 +1536,8 @@ mod tests {
             later,
         );
         st.begin_step(later, 0);
-        st.on_image(1, &image, later, &mut obs);
-        st.on_image(0, &image, later, &mut obs);
+        st.on_image(1, &image, later);
+        st.on_image(0, &image, later);
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.state_unavailable, 2);
         assert_eq!(st.stats.camera_unavailable, 0);
@@ -1614,14 +1617,14 @@ mod tests {
         // Front camera and joints, but the wrist camera has never sent: no observation.
         st.begin_step(10 * ms, 0);
         st.on_joint_state(&joints, 10 * ms);
-        st.on_image(0, &front, 10 * ms, &mut obs);
+        st.on_image(0, &front, 10 * ms);
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.camera_unavailable, 1);
         // Both: an observation, each camera in its input's layout and dtype.
         st.begin_step(20 * ms, 0);
         st.on_joint_state(&joints, 20 * ms);
-        st.on_image(1, &wrist, 20 * ms, &mut obs);
-        st.on_image(0, &front, 20 * ms, &mut obs);
+        st.on_image(1, &wrist, 20 * ms);
+        st.on_image(0, &front, 20 * ms);
         assert!(st.finish_step(&mut frame, &mut obs));
         assert!(
             matches!(&obs.images[0], reflex_policy::ImageData::U8(d) if d.len() == 3 * 64 * 64)
@@ -1634,17 +1637,37 @@ mod tests {
         let late = 20 * ms + DEFAULT_CAMERA_TIMEOUT_NS + ms;
         st.begin_step(late, 0);
         st.on_joint_state(&joints, late);
-        st.on_image(0, &front, late, &mut obs);
+        st.on_image(0, &front, late);
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.camera_unavailable, 2);
         // A frame of the wrist camera alone is no trigger; with the next front frame, again one.
-        st.on_image(1, &wrist, late, &mut obs);
+        st.on_image(1, &wrist, late);
         assert!(!st.finish_step(&mut frame, &mut obs));
-        st.on_image(0, &front, late, &mut obs);
+        st.on_image(0, &front, late);
         assert!(st.finish_step(&mut frame, &mut obs));
         // A mono8 frame is refused and counted, nothing written.
-        st.on_image(1, &frame_of(4, 4, "mono8"), late, &mut obs);
+        st.on_image(1, &frame_of(4, 4, "mono8"), late);
         assert_eq!(st.stats.images_refused, 1);
+        // Observations leave through a triple buffer: the next step may fill another buffer
+        // than the one current when a frame arrived. Each observation made carries every
+        // camera's latest frame, whichever buffer it is built in (here: a fresh one that never
+        // saw the dark wrist frame arrive).
+        let dark_wrist = Image {
+            data: vec![5; 160 * 120 * 3],
+            ..frame_of(160, 120, "bgr8")
+        };
+        st.on_image(1, &dark_wrist, late);
+        let mut other = m.observation();
+        st.on_image(0, &front, late);
+        assert!(st.finish_step(&mut frame, &mut other));
+        let reflex_policy::ImageData::F32(w) = &other.images[1] else {
+            panic!("wrist is float32")
+        };
+        let want = (5.0 / 255.0 - 0.485) / 0.229;
+        assert!((w[0] - want).abs() < 1e-4, "{} vs {want}", w[0]);
+        assert!(
+            matches!(&other.images[0], reflex_policy::ImageData::U8(d) if d[32 * 64 + 32] == 120)
+        );
     }
 
     #[test]
@@ -1920,7 +1943,6 @@ mod tests {
                 ..Image::default()
             },
             now,
-            &mut obs,
         );
         assert!(st.finish_step(&mut frame, &mut obs));
         assert_eq!(obs.state[0], 0.5);

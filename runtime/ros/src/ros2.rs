@@ -641,7 +641,7 @@ impl RobotIo for Ros2Robot {
                     step: i.step,
                     data: i.data,
                 };
-                state.on_image(camera, &img, now, obs);
+                state.on_image(camera, &img, now);
             });
         }
         let fresh = self.state.finish_step(frame, obs);
