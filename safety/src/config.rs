@@ -190,7 +190,61 @@ pub struct ArmConfig {
     /// drive not tracking) stops the arm where it is measured, and targets restart from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_following_error: Option<f64>,
+    /// The arm's kinematic chain (SAF-016): with it, `workspace` holds every link and the tool,
+    /// and no link may enter a `keep_out` box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinematics: Option<KinematicsConfig>,
+    /// Boxes (arm base frame, m) that no link, the tool included, may enter (SAF-016).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_out: Vec<WorkspaceBox>,
 }
+
+/// `[safety.arm.kinematics]`: a URDF subset. From the arm's base frame (the frame of
+/// `workspace` and `keep_out`) outward, one link per `[safety.arm] joints` entry, in that order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinematicsConfig {
+    pub links: Vec<LinkConfig>,
+    pub tool: ToolConfig,
+}
+
+/// A joint and the link it moves: `xyz_m`/`rpy_rad` place the joint's frame in the previous
+/// joint's frame (URDF `<origin>`, fixed-axis roll-pitch-yaw), `axis` is its URDF `<axis>` in its
+/// own frame, and the link from this joint to the next one (or the tool point) is a capsule of
+/// `radius_m`: set it to the link's size plus a margin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub joint: String,
+    #[serde(default, rename = "type")]
+    pub kind: JointKind,
+    pub xyz_m: [f64; 3],
+    #[serde(default)]
+    pub rpy_rad: [f64; 3],
+    pub axis: [f64; 3],
+    pub radius_m: f64,
+}
+
+/// URDF joint types Reflex models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JointKind {
+    #[default]
+    Revolute,
+    Prismatic,
+}
+
+/// The tool point (gripper tip) in the last joint's frame, and a sphere around it that holds
+/// the gripper and what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    pub xyz_m: [f64; 3],
+    pub radius_m: f64,
+}
+
+/// At most this many `keep_out` boxes (bounded work per tick).
+pub const MAX_KEEP_OUT: usize = 16;
 
 /// One `[[safety.arm.joints]]` entry; units are rad (revolute) or m (prismatic).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -612,15 +666,116 @@ fn validate_arm(arm: &ArmConfig) -> Result<(), ConfigError> {
         ));
     }
     if let Some(ws) = arm.workspace
-        && !(0..3).all(|i| {
-            ws.min_m[i].is_finite() && ws.max_m[i].is_finite() && ws.min_m[i] < ws.max_m[i]
-        })
+        && !valid_box(&ws)
     {
         return Err(err(
             "arm.workspace.min_m",
             "the workspace box needs finite corners with min_m < max_m on every axis",
             "set min_m and max_m in the base frame",
         ));
+    }
+    for (i, b) in arm.keep_out.iter().enumerate() {
+        if !valid_box(b) {
+            return Err(err(
+                format!("arm.keep_out[{i}].min_m"),
+                "a keep-out box needs finite corners with min_m < max_m on every axis",
+                "set min_m and max_m in the arm's base frame",
+            ));
+        }
+    }
+    if arm.keep_out.len() > MAX_KEEP_OUT {
+        return Err(err(
+            "arm.keep_out",
+            format!(
+                "{} keep-out boxes is more than the {MAX_KEEP_OUT} supported",
+                arm.keep_out.len()
+            ),
+            "merge boxes",
+        ));
+    }
+    match &arm.kinematics {
+        None if !arm.keep_out.is_empty() => Err(err(
+            "arm.keep_out",
+            "keep-out boxes are checked against the arm's links, which need forward kinematics",
+            "add [safety.arm.kinematics] (links and tool, from the URDF)",
+        )),
+        None => Ok(()),
+        Some(k) => validate_kinematics(arm, k),
+    }
+}
+
+fn valid_box(b: &WorkspaceBox) -> bool {
+    (0..3).all(|i| b.min_m[i].is_finite() && b.max_m[i].is_finite() && b.min_m[i] < b.max_m[i])
+}
+
+fn validate_kinematics(arm: &ArmConfig, k: &KinematicsConfig) -> Result<(), ConfigError> {
+    if k.links.len() != arm.joints.len() {
+        return Err(err(
+            "arm.kinematics.links",
+            format!(
+                "{} links for {} joints in [safety.arm] joints",
+                k.links.len(),
+                arm.joints.len()
+            ),
+            "give one link per joint, in the order of [safety.arm] joints",
+        ));
+    }
+    let finite = |v: &[f64; 3]| v.iter().all(|x| x.is_finite());
+    for (i, (link, joint)) in k.links.iter().zip(&arm.joints).enumerate() {
+        let key = |field: &str| format!("arm.kinematics.links[{i}].{field}");
+        if link.joint != joint.name {
+            return Err(err(
+                key("joint"),
+                format!(
+                    "`{}`, but joint {i} of [safety.arm] joints is `{}`",
+                    link.joint, joint.name
+                ),
+                "list the links in the order of [safety.arm] joints, one per joint",
+            ));
+        }
+        if !finite(&link.xyz_m) || !finite(&link.rpy_rad) {
+            return Err(err(
+                key("xyz_m"),
+                "the joint's origin needs finite xyz_m and rpy_rad",
+                "copy <origin xyz rpy> from the URDF joint",
+            ));
+        }
+        let norm = link.axis.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if !(norm.is_finite() && (norm - 1.0).abs() < 1e-3) {
+            return Err(err(
+                key("axis"),
+                format!("{:?} is not a unit vector", link.axis),
+                "copy <axis xyz> from the URDF joint (a unit vector)",
+            ));
+        }
+        if !(link.radius_m.is_finite() && link.radius_m >= 0.0) {
+            return Err(err(
+                key("radius_m"),
+                format!("{} is not a radius", link.radius_m),
+                "set the link's half-width plus a margin, in m",
+            ));
+        }
+    }
+    if !finite(&k.tool.xyz_m) || !(k.tool.radius_m.is_finite() && k.tool.radius_m >= 0.0) {
+        return Err(err(
+            "arm.kinematics.tool",
+            "the tool needs a finite xyz_m and a radius_m >= 0",
+            "set the tool point in the last joint's frame and the gripper's size",
+        ));
+    }
+    if let Some(ws) = arm.workspace {
+        let widest = k
+            .links
+            .iter()
+            .map(|l| l.radius_m)
+            .fold(k.tool.radius_m, f64::max);
+        if (0..3).any(|i| ws.max_m[i] - ws.min_m[i] <= 2.0 * widest) {
+            return Err(err(
+                "arm.workspace",
+                format!("the box is too small to hold a link of radius {widest} m"),
+                "widen the workspace or check the links' radius_m",
+            ));
+        }
     }
     Ok(())
 }

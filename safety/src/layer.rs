@@ -3,7 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{BaseKind, ConfigError, SafetyConfig, base_footprint};
+use crate::config::{ArmConfig, BaseKind, ConfigError, SafetyConfig, base_footprint};
+use crate::kinematics::Zones;
 use crate::lidar::{Footprint, Lidar};
 use crate::types::{
     Command, CommandSource, EstopReport, EstopSource, JointState, MAX_JOINTS, Monotonic, Reason,
@@ -55,6 +56,7 @@ pub struct Safety {
     base: Option<Base>,
     joint_count: usize,
     joint_state_max_age_ns: u64,
+    zones: Option<Zones>,
     latched: bool,
     last_reset_seq: u64,
     last_now: Option<Monotonic>,
@@ -126,6 +128,17 @@ impl Safety {
             .arm
             .as_ref()
             .map_or((0, 0), |a| (a.joints.len(), ms_to_ns(a.state_max_age_ms)));
+        let zones = config.arm.as_ref().and_then(|a| {
+            a.kinematics
+                .as_ref()
+                .map(|k| {
+                    let mut max_abs = [0.0; MAX_JOINTS];
+                    for (m, j) in max_abs.iter_mut().zip(&a.joints) {
+                        *m = j.min_position.abs().max(j.max_position.abs());
+                    }
+                    Zones::new(k, &max_abs, a.workspace, &a.keep_out)
+                })
+        });
         Ok(Self {
             period_ns: ms_to_ns(config.control_period_ms),
             stop_category: match config.estop.stop_category {
@@ -143,6 +156,7 @@ impl Safety {
             base,
             joint_count,
             joint_state_max_age_ns,
+            zones,
             config,
             config_hash,
             latched: true,
@@ -372,6 +386,13 @@ impl Safety {
             stamp: now,
             ..Command::default()
         };
+        self.brake_joints(dt_s, &mut command);
+        command
+    }
+
+    /// Every joint decelerates at its max acceleration from the last verdict, a
+    /// position-driven one along its path.
+    fn brake_joints(&self, dt_s: f64, command: &mut Command) {
         if let Some(arm) = &self.config.arm {
             for (i, joint) in arm.joints.iter().enumerate().take(self.joint_count) {
                 let previous = self.previous.joints[i];
@@ -385,7 +406,91 @@ impl Safety {
                     .map(|p| (p + v * dt_s).clamp(joint.min_position, joint.max_position));
             }
         }
-        command
+    }
+
+    /// SAF-016: where the arm would go if it braked from here — every joint decelerating at
+    /// its max acceleration from this tick's target and velocity, tick by tick as
+    /// [`Self::brake_joints`] would command it — must keep every link in the workspace and
+    /// out of the keep-out boxes. Otherwise this tick brakes along the path the last tick
+    /// checked, so the arm stops before the zone, not in it. A long stop is checked at most
+    /// `ZONE_SAMPLES` poses apart, every link grown by how far it can move between two of them.
+    /// An arm already inside a zone (moved there by hand, or a new config) may only move in
+    /// ways that take it no deeper.
+    fn zone_guard(
+        &self,
+        arm: &ArmConfig,
+        state: &JointState<'_>,
+        dt_s: f64,
+        command: &mut Command,
+        reasons: &mut Reasons,
+    ) {
+        let Some(zones) = &self.zones else {
+            return;
+        };
+        let n = self.joint_count;
+        let mut from = [0.0; MAX_JOINTS];
+        let mut next = [0.0; MAX_JOINTS];
+        let mut velocity = [0.0; MAX_JOINTS];
+        // Ticks until each joint, braking by `step` per tick, stands still.
+        let mut moving_ticks = [0.0_f64; MAX_JOINTS];
+        let mut ticks = 0.0_f64;
+        for (i, joint) in arm.joints.iter().enumerate().take(n) {
+            let measured = state.positions[i];
+            from[i] = self.previous.joints[i].position.unwrap_or(measured);
+            let target = command.joints[i];
+            velocity[i] = target.velocity.unwrap_or(0.0);
+            next[i] = target.position.unwrap_or(measured + velocity[i] * dt_s);
+            let step = joint.max_acceleration * dt_s;
+            if step > 0.0 {
+                moving_ticks[i] = (velocity[i].abs() / step).floor();
+                ticks = ticks.max(moving_ticks[i]);
+            }
+        }
+        let stride = (ticks / ZONE_SAMPLES as f64).ceil().max(1.0);
+        let inflate_m = if stride > 1.0 {
+            (0..n)
+                .map(|i| zones.reach[i] * velocity[i].abs() * dt_s * stride / 2.0)
+                .sum()
+        } else {
+            0.0
+        };
+        let before = zones.violation(&from[..n], 0.0);
+        let mut worst = zones.violation(&next[..n], inflate_m);
+        let mut q = [0.0; MAX_JOINTS];
+        let mut k = 0.0;
+        while k < ticks {
+            k = (k + stride).min(ticks);
+            for (i, joint) in arm.joints.iter().enumerate().take(n) {
+                // The sum of the braking velocities |v| - j·step, j = 1..k (zero once stopped).
+                let step = joint.max_acceleration * dt_s;
+                let kk = k.min(moving_ticks[i]);
+                let travelled = dt_s * (kk * velocity[i].abs() - step * kk * (kk + 1.0) / 2.0);
+                q[i] = (next[i] + travelled.copysign(velocity[i]))
+                    .clamp(joint.min_position, joint.max_position);
+            }
+            let v = zones.violation(&q[..n], inflate_m);
+            worst.workspace_m = worst.workspace_m.max(v.workspace_m);
+            worst.keep_out_m = worst.keep_out_m.max(v.keep_out_m);
+        }
+        let outside = worst.workspace_m > before.workspace_m.max(0.0) + ZONE_EPS_M;
+        let inside = worst.keep_out_m > before.keep_out_m + ZONE_EPS_M;
+        if outside {
+            reasons.insert(Reason::ArmWorkspace);
+        }
+        if inside {
+            reasons.insert(Reason::ArmKeepOut);
+        }
+        if outside || inside {
+            let wanted = command.joints;
+            self.brake_joints(dt_s, command);
+            // No target yet (the first tick after a start): held where it is measured.
+            for i in 0..n {
+                if wanted[i].position.is_some() && command.joints[i].position.is_none() {
+                    command.joints[i].position = Some(from[i]);
+                    command.joints[i].velocity = Some(0.0);
+                }
+            }
+        }
     }
 
     fn stop_verdict(&self, reasons: Reasons, now: Monotonic, dt_s: f64) -> Verdict {
@@ -878,6 +983,7 @@ impl Safety {
                 command.joints[i].velocity = Some(limited);
             }
         }
+        self.zone_guard(arm, state, dt_s, command, reasons);
         if let (Some(position), Some(gripper)) = (proposed.gripper_position, arm.gripper) {
             let clamped = position.clamp(gripper.min_position, gripper.max_position);
             if clamped != position {
@@ -912,6 +1018,13 @@ fn release_pending(hold: &mut Option<Hold>, now: Monotonic, delay_ns: u64) -> bo
         false
     }
 }
+
+/// Poses checked along an arm's braking path (SAF-016), besides the next target: a shorter
+/// stop is checked at every tick.
+const ZONE_SAMPLES: usize = 16;
+
+/// Deeper into a zone than this (m) counts as entering it: rounding, not motion.
+const ZONE_EPS_M: f64 = 1e-9;
 
 /// Below this measured speed (m/s, rad/s) an axis counts as standing still for a reversal.
 const REVERSAL_STANDSTILL: f64 = 0.02;

@@ -39,7 +39,10 @@
 //! | `arm.state_max_age_ms` | f64, ms | — | joint-state staleness limit |
 //! | `arm.joints` | `[{ name, min_position, max_position, max_velocity, max_acceleration }]` | — | at most 16 |
 //! | `arm.gripper` | `{ min_position, max_position }` | unset | gripper range |
-//! | `arm.workspace` | `{ min_m, max_m }` | unset | Cartesian box for end-effector targets |
+//! | `arm.workspace` | `{ min_m, max_m }` | unset | Cartesian box (arm base frame): end-effector targets are clamped into it; with `arm.kinematics`, every link and the tool must stay inside (SAF-016) |
+//! | `arm.keep_out` | `[{ min_m, max_m }]`, at most 16 | none | boxes no link or the tool may enter (SAF-016; needs `arm.kinematics`) |
+//! | `arm.kinematics.links` | `[{ joint, type?, xyz_m, rpy_rad?, axis, radius_m }]` | unset | URDF subset, one per `arm.joints` entry in order: the joint's `<origin>` in the previous joint's frame, its `<axis>`, `revolute` (default) or `prismatic`, and the radius of the capsule from it to the next joint |
+//! | `arm.kinematics.tool` | `{ xyz_m, radius_m }` | — | the tool point in the last joint's frame; a sphere of `radius_m` around it (gripper and load) |
 //!
 //! # Example
 //! ```
@@ -113,6 +116,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod kinematics;
 mod layer;
 mod lidar;
 mod types;
@@ -120,9 +124,11 @@ pub mod wire;
 
 pub use config::{
     ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
-    GripperLimits, JointLimits, LidarConfig, MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES,
-    MAX_MIN_POINTS, Pose2, Restart, SafetyConfig, WorkspaceBox,
+    GripperLimits, JointKind, JointLimits, KinematicsConfig, LidarConfig, LinkConfig,
+    MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES, MAX_KEEP_OUT, MAX_MIN_POINTS, Pose2, Restart,
+    SafetyConfig, ToolConfig, WorkspaceBox,
 };
+pub use kinematics::{Kinematics, LinkPoints};
 pub use layer::Safety;
 pub use types::{
     Action, Command, CommandSource, EstopReport, EstopSource, JointState, JointTarget, MAX_JOINTS,

@@ -293,6 +293,8 @@ reasons! {
     JointVelocityLimit => "joint_velocity_limit", Clamp;
     GripperLimit => "gripper_limit", Clamp;
     WorkspaceLimit => "workspace_limit", Clamp;
+    ArmWorkspace => "arm_workspace", Stop;
+    ArmKeepOut => "arm_keep_out", Stop;
 }
 
 /// A fixed-size set of [`Reason`]s (a bit set; no allocation).

@@ -163,3 +163,51 @@ fn circular_footprint_is_accepted() {
     base.footprint_radius_m = Some(0.3);
     Safety::new(cfg).unwrap();
 }
+
+fn arm_with(lines: &str) -> SafetyConfig {
+    let workspace = "workspace = { min_m = [0.1, -0.5, 0.0], max_m = [0.8, 0.5, 1.0] }\n";
+    toml::from_str(&CONFIG.replace(workspace, lines)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const CHAIN: &str = r#"tool = { xyz_m = [0.3, 0.0, 0.0], radius_m = 0.05 }, links = [
+    { joint = "shoulder", xyz_m = [0.0, 0.0, 0.2], axis = [0.0, 0.0, 1.0], radius_m = 0.05 },
+    { joint = "elbow", xyz_m = [0.3, 0.0, 0.0], axis = [0.0, 1.0, 0.0], radius_m = 0.05 },
+]"#;
+
+#[test]
+fn arm_zones_and_kinematics_are_checked() {
+    Safety::new(arm_with(&format!("kinematics = {{ {CHAIN} }}\n"))).unwrap();
+    let text = refused(
+        arm_with("keep_out = [{ min_m = [0.0, 0.0, 0.0], max_m = [0.1, 0.1, 0.1] }]\n"),
+        "arm.keep_out",
+    );
+    assert!(text.contains("kinematics"), "{text}");
+    refused(
+        arm_with(&format!(
+            "kinematics = {{ {} }}\n",
+            CHAIN.replace("\"elbow\"", "\"wrist\"")
+        )),
+        "arm.kinematics.links[1].joint",
+    );
+    refused(
+        arm_with(&format!(
+            "kinematics = {{ {} }}\n",
+            CHAIN.replace("[0.0, 1.0, 0.0]", "[0.0, 2.0, 0.0]")
+        )),
+        "arm.kinematics.links[1].axis",
+    );
+    refused(
+        arm_with(&format!(
+            "kinematics = {{ {} }}\nkeep_out = [{{ min_m = [0.2, 0.0, 0.0], max_m = [0.1, 0.1, 0.1] }}]\n",
+            CHAIN
+        )),
+        "arm.keep_out[0].min_m",
+    );
+    refused(
+        arm_with(&format!(
+            "kinematics = {{ {} }}\n",
+            CHAIN.replacen("radius_m = 0.05 },\n", "radius_m = -0.05 },\n", 1)
+        )),
+        "arm.kinematics.links[0].radius_m",
+    );
+}

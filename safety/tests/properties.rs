@@ -309,4 +309,31 @@ proptest! {
             prop_assert_eq!(va.clearance_m.to_bits(), vb.clearance_m.to_bits());
         }
     }
+
+    /// SAF-016: whatever joint targets a policy sends, from a clear start no commanded pose
+    /// puts a link into the keep-out box or out of the workspace (checked by sampling the
+    /// capsules, independently of the layer's geometry). The drive follows with a lag.
+    #[test]
+    fn saf_016_no_link_ever_enters_a_zone(
+        targets in prop::collection::vec((-1.0..1.0f64, 0.0..2.0f64, 1..60usize), 1..12),
+        lag in 0.0..0.5f64,
+    ) {
+        let k = zoned_kinematics();
+        let mut rig = Rig::started(zoned(true));
+        rig.positions = vec![0.0, 0.0];
+        for (shoulder, elbow, ticks) in targets {
+            for _ in 0..ticks {
+                let v = rig.step(arm_command([Some(shoulder), Some(elbow)], [None, None]));
+                let q = [
+                    v.command.joints[0].position.unwrap(),
+                    v.command.joints[1].position.unwrap(),
+                ];
+                prop_assert!(clearance(&k, &q, POST) >= -1e-9, "{q:?} in the post");
+                prop_assert!(workspace_margin(&k, &q) >= -1e-9, "{q:?} outside the workspace");
+                for (m, c) in rig.w.positions.iter_mut().zip(q) {
+                    *m += (c - *m) * (1.0 - lag);
+                }
+            }
+        }
+    }
 }

@@ -933,3 +933,102 @@ fn clock_going_backwards_stops_for_that_tick() {
     assert!(v.reasons.contains(Reason::EstopSourceStale));
     assert!(v.command.base.vx_mps < 0.3);
 }
+
+// ---------------------------------------------------------------- SAF-016 arm zones
+
+/// Steps the arm toward `targets`, the measured pose following the verdict exactly; returns
+/// the last verdict and every commanded pose.
+fn follow(rig: &mut Rig, targets: [f64; 2], ticks: usize) -> (Verdict, Vec<[f64; 2]>) {
+    let mut poses = Vec::new();
+    let mut last = None;
+    for _ in 0..ticks {
+        let v = rig.step(arm_command([Some(targets[0]), Some(targets[1])], [None, None]));
+        let q = [
+            v.command.joints[0].position.unwrap(),
+            v.command.joints[1].position.unwrap(),
+        ];
+        rig.positions = q.to_vec();
+        poses.push(q);
+        last = Some(v);
+    }
+    (last.unwrap(), poses)
+}
+
+#[test]
+fn saf_016_the_arm_stops_before_a_keep_out_box_and_turns_away_from_it() {
+    let k = zoned_kinematics();
+    let post = POST;
+    let mut rig = Rig::started(zoned(true));
+    rig.positions = vec![0.0, 0.0];
+    // The shoulder is sent to 1.0 rad, through the post (contact at about 0.34 rad of yaw).
+    let (v, poses) = follow(&mut rig, [1.0, 0.0], 200);
+    let min = poses
+        .iter()
+        .map(|q| clearance(&k, q, post))
+        .fold(f64::INFINITY, f64::min);
+    assert!(min >= -1e-9, "a link entered the post: clearance {min}");
+    let yaw = rig.positions[0];
+    assert!((0.25..0.34).contains(&yaw), "stopped at {yaw}");
+    assert!(v.reasons.contains(Reason::ArmKeepOut), "{v:?}");
+    assert_eq!(v.action, Action::Stop);
+    assert_eq!(v.command.joints[0].velocity, Some(0.0), "{v:?}");
+    // Away from the post it moves at once.
+    let (v, _) = follow(&mut rig, [-1.0, 0.0], 5);
+    assert!(rig.positions[0] < yaw, "{v:?}");
+    assert!(!v.reasons.contains(Reason::ArmKeepOut), "{v:?}");
+    // Without the box the same command drives through it to the target.
+    let mut rig = Rig::started(zoned(false));
+    rig.positions = vec![0.0, 0.0];
+    follow(&mut rig, [1.0, 0.0], 200);
+    assert!((rig.positions[0] - 1.0).abs() < 1e-9, "{:?}", rig.positions);
+}
+
+#[test]
+fn saf_016_every_link_stays_in_the_workspace() {
+    let mut rig = Rig::started(zoned(false));
+    rig.positions = vec![0.0, 0.0];
+    // The elbow pitched down toward 2 rad: the tool (radius 0.05) would go through the table
+    // at z = 0 from sin(θ) > 0.5, θ > 0.524.
+    let (v, poses) = follow(&mut rig, [0.0, 2.0], 300);
+    let lowest = poses
+        .iter()
+        .map(|q| 0.2 - 0.3 * q[1].sin())
+        .fold(f64::INFINITY, f64::min);
+    assert!(lowest >= 0.05 - 1e-9, "the tool went to z = {lowest}");
+    let elbow = rig.positions[1];
+    assert!((0.45..0.524).contains(&elbow), "stopped at {elbow}");
+    assert!(v.reasons.contains(Reason::ArmWorkspace), "{v:?}");
+    // Without kinematics the workspace box only clamps Cartesian targets: the same command
+    // reaches its target.
+    let mut rig = Rig::started(config());
+    rig.positions = vec![0.0, 0.0];
+    follow(&mut rig, [0.0, 2.0], 500);
+    assert!((rig.positions[1] - 2.0).abs() < 1e-9, "{:?}", rig.positions);
+}
+
+#[test]
+fn saf_016_an_arm_already_in_a_zone_may_move_out_but_never_deeper() {
+    let mut rig = Rig::started(zoned(true));
+    // Moved by hand into the edge of the post (tool at yaw 0.45 rad).
+    rig.positions = vec![0.45, 0.0];
+    let (v, _) = follow(&mut rig, [0.6, 0.0], 20);
+    assert!(v.reasons.contains(Reason::ArmKeepOut), "{v:?}");
+    assert!((rig.positions[0] - 0.45).abs() < 1e-9, "went deeper: {:?}", rig.positions);
+    let (v, _) = follow(&mut rig, [0.0, 0.0], 100);
+    assert!(rig.positions[0] < 0.2, "{v:?}");
+}
+
+#[test]
+fn saf_016_a_stop_path_is_checked_not_only_the_next_target() {
+    // At 1 rad/s the shoulder needs 0.1 rad to stop (5 rad/s²): it starts braking that far
+    // before the post, not when the next target touches it.
+    let mut rig = Rig::started(zoned(true));
+    rig.positions = vec![0.0, 0.0];
+    let (_, poses) = follow(&mut rig, [1.0, 0.0], 200);
+    let first_braking = poses
+        .windows(3)
+        .position(|w| (w[2][0] - w[1][0]) < (w[1][0] - w[0][0]) - 1e-9 && w[1][0] > 0.1)
+        .expect("it brakes");
+    let at = poses[first_braking][0];
+    assert!(at < 0.34 - 0.08, "braking began at {at}");
+}

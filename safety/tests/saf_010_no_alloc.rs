@@ -43,7 +43,15 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn saf_010_evaluate_does_not_allocate() {
-    let mut rig = Rig::started(config());
+    // The test rig, then the same with the arm's kinematics, workspace and keep-out (SAF-016).
+    for cfg in [config(), zoned(true)] {
+        evaluate_10_000_times(cfg);
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+    }
+}
+
+fn evaluate_10_000_times(cfg: SafetyConfig) {
+    let mut rig = Rig::started(cfg);
     // Warm-up fills the beam trigonometry cache (once per scan geometry, at start-up).
     rig.drive_for(10, 0.3, 0.0, 0.0);
 

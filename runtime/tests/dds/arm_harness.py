@@ -25,10 +25,14 @@ policy's own rule) and a silent wrist camera stops it (no observation without ev
 Reflex's rule), and each time it moves on once the camera is back; pushed back and held by a person, it
 stops there and stays (following error, SAF-015, latched) and after reset + start restarts
 from there instead of snapping back;
-a joint_states message without the wrist is refused and the arm stops (stale joint state).
+a joint_states message without the wrist is refused and the arm stops (stale joint state);
+swung by hand to the far side of arm.toml's keep-out box (SAF-016) and started, the arm turns
+back toward its pose and stops before the box, and no commanded point (the stopping tails
+included) puts a link into it (forward kinematics of arm.toml's chain computed here).
 """
 import argparse
 import json
+import math
 import os
 import pathlib
 import random
@@ -237,6 +241,44 @@ def violations(trajs, joints, limits):
     return bad
 
 
+def forward_kinematics(kin, q):
+    """Joint origins and the tool point of arm.toml's [safety.arm.kinematics] chain (URDF
+    origin xyz + rpy, revolute axis) at joint positions q: written here, not taken from Reflex."""
+    def rot(axis, a):
+        x, y, z = axis
+        c, s_ = math.cos(a), math.sin(a)
+        k = 1 - c
+        return [[k * x * x + c, k * x * y - s_ * z, k * x * z + s_ * y],
+                [k * x * y + s_ * z, k * y * y + c, k * y * z - s_ * x],
+                [k * x * z - s_ * y, k * y * z + s_ * x, k * z * z + c]]
+    mm = lambda a, b: [[sum(a[r][i] * b[i][c] for i in range(3)) for c in range(3)] for r in range(3)]
+    mv = lambda a, v: [sum(a[r][i] * v[i] for i in range(3)) for r in range(3)]
+    rotation, at, points = [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [0.0, 0.0, 0.0], []
+    for link, qi in zip(kin["links"], q):
+        r, p, y = link.get("rpy_rad", [0.0, 0.0, 0.0])
+        origin = mm(rot([0, 0, 1], y), mm(rot([0, 1, 0], p), rot([1, 0, 0], r)))
+        at = [a + b for a, b in zip(at, mv(rotation, link["xyz_m"]))]
+        rotation = mm(mm(rotation, origin), rot(link["axis"], qi))
+        points.append(at)
+    points.append([a + b for a, b in zip(at, mv(rotation, kin["tool"]["xyz_m"]))])
+    return points
+
+
+def keep_out_clearance(kin, q, box):
+    """The smallest distance from a link's surface (capsules, sampled) to the box; < 0 = inside."""
+    points = forward_kinematics(kin, q)
+    radii = [link["radius_m"] for link in kin["links"]] + [kin["tool"]["radius_m"]]
+    lo, hi = box["min_m"], box["max_m"]
+    best = math.inf
+    for i, r in enumerate(radii):
+        a, b = points[i], points[min(i + 1, len(points) - 1)]
+        for k in range(101):
+            p = [a[j] + (b[j] - a[j]) * k / 100 for j in range(3)]
+            d = math.sqrt(sum(max(lo[j] - p[j], p[j] - hi[j], 0.0) ** 2 for j in range(3)))
+            best = min(best, d - r)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reflex", required=True)
@@ -244,6 +286,7 @@ def main():
     config = tomllib.loads(CONFIG.read_text())
     arm_cfg = config["safety"]["arm"]
     limits = [(j["min_position"], j["max_position"], j["max_velocity"]) for j in arm_cfg["joints"]]
+    kin = arm_cfg["kinematics"]
     g_lo, g_hi = arm_cfg["gripper"]["min_position"], arm_cfg["gripper"]["max_position"]
     domain = random.randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
@@ -357,6 +400,36 @@ def main():
         time.sleep(0.4)
         check("joint_states without the wrist => refused => the arm stops", not arm.moved_within(0.5))
         arm.drop_wrist = False
+        # SAF-016: while the arm is E-stopped a person swings the shoulder to -1.5 rad; after
+        # release + reset + start the policy turns it back toward its pose, through the fixture
+        # arm.toml's keep_out box stands for: the arm stops before the box and stays there.
+        arm.estop_w.write(Bool(data=True))
+        time.sleep(0.3)
+        with arm.lock:
+            arm.held_at = [-1.5, GOAL[1], GOAL[2]]
+        time.sleep(0.3)
+        arm.estop_w.write(Bool(data=False))
+        time.sleep(0.2)
+        arm.reset_w.write(Empty())
+        time.sleep(0.3)
+        with arm.lock:
+            arm.held_at = None
+        t_zone = time.monotonic()
+        arm.start_w.write(Empty())
+        time.sleep(0.5)
+        t_wait = time.monotonic()
+        while time.monotonic() - t_wait < 6 and arm.moved_within(0.3, eps=2e-3):
+            pass
+        q_zone, _ = arm.state()
+        zone_trajs = arm.trajs_since(t_zone)
+        clearances = [keep_out_clearance(kin, p.positions, box) for m in zone_trajs for p in m.points
+                      for box in arm_cfg["keep_out"]]
+        check(f"SAF-016 turned back toward the pose through the keep-out box => it stops before it "
+              f"(shoulder {q_zone[0]:.3f}; the tool touches it from about -1.03 rad)",
+              -1.2 < q_zone[0] < -1.0 and not arm.moved_within(0.5, eps=2e-3))
+        check(f"SAF-016 every link of every commanded point ({len(clearances)}) stays out of the box "
+              f"(FK of arm.toml's chain here; closest {min(clearances, default=0):.4f} m)",
+              clearances and min(clearances) >= -1e-6)
         bad = violations(arm.trajs_since(0), arm.joints, limits)
         check(f"every trajectory ({len(arm.trajs_since(0))}) names {arm.joints}, starts on receipt, ends at zero "
               f"velocity, and keeps launch/arm.toml's position and velocity limits ({bad[:3]})", not bad)

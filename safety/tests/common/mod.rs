@@ -281,3 +281,70 @@ pub fn arm_command(positions: [Option<f64>; 2], velocities: [Option<f64>; 2]) ->
     }
     c
 }
+
+/// The rig's arm with a kinematic chain: shoulder yaw at (0, 0, 0.2), elbow pitch 0.3 m out,
+/// the tool 0.3 m further; a post (keep-out) beside it at about +0.5 rad of yaw, the table
+/// (workspace floor) at z = 0.
+pub const ZONED: &str = r#"workspace = { min_m = [-0.2, -0.7, 0.0], max_m = [0.8, 0.7, 1.0] }
+keep_out = [{ min_m = [0.4, 0.25, 0.0], max_m = [0.6, 0.45, 0.5] }]
+kinematics = { tool = { xyz_m = [0.3, 0.0, 0.0], radius_m = 0.05 }, links = [
+    { joint = "shoulder", xyz_m = [0.0, 0.0, 0.2], axis = [0.0, 0.0, 1.0], radius_m = 0.05 },
+    { joint = "elbow", xyz_m = [0.3, 0.0, 0.0], axis = [0.0, 1.0, 0.0], radius_m = 0.05 },
+] }
+"#;
+
+pub fn zoned(keep_out: bool) -> SafetyConfig {
+    let workspace = "workspace = { min_m = [0.1, -0.5, 0.0], max_m = [0.8, 0.5, 1.0] }\n";
+    assert!(CONFIG.contains(workspace));
+    let mut zoned = ZONED.to_string();
+    if !keep_out {
+        zoned = zoned.replace("keep_out", "# keep_out");
+    }
+    toml::from_str(&CONFIG.replace(workspace, &zoned)).expect("zoned config parses")
+}
+
+/// Distance (sampled, exact enough for a test) from the arm's links at `q` to `zone` minus
+/// each link's radius: < 0 means a link is in it. Independent of the layer's slab clipping.
+pub fn clearance(k: &Kinematics, q: &[f64], zone: ([f64; 3], [f64; 3])) -> f64 {
+    let p = k.link_points(q);
+    let radius = [0.05, 0.05, 0.05];
+    let mut best = f64::INFINITY;
+    for i in 0..=p.count {
+        let (a, b) = (p.points[i], p.points[(i + 1).min(p.count)]);
+        for s in 0..=200 {
+            let t = s as f64 / 200.0;
+            let d2: f64 = (0..3)
+                .map(|ax| {
+                    let x = a[ax] + t * (b[ax] - a[ax]);
+                    let out = (zone.0[ax] - x).max(x - zone.1[ax]).max(0.0);
+                    out * out
+                })
+                .sum();
+            best = best.min(d2.sqrt() - radius[i]);
+        }
+    }
+    best
+}
+
+/// The zoned rig's post (keep-out) and workspace.
+pub const POST: ([f64; 3], [f64; 3]) = ([0.4, 0.25, 0.0], [0.6, 0.45, 0.5]);
+pub const ZONED_WORKSPACE: ([f64; 3], [f64; 3]) = ([-0.2, -0.7, 0.0], [0.8, 0.7, 1.0]);
+
+/// How far inside the zoned workspace every link is (m; < 0: a link is outside).
+pub fn workspace_margin(k: &Kinematics, q: &[f64]) -> f64 {
+    let p = k.link_points(q);
+    let mut best = f64::INFINITY;
+    for point in &p.points[..=p.count] {
+        for ax in 0..3 {
+            best = best
+                .min(point[ax] - ZONED_WORKSPACE.0[ax] - 0.05)
+                .min(ZONED_WORKSPACE.1[ax] - point[ax] - 0.05);
+        }
+    }
+    best
+}
+
+/// The zoned rig's chain.
+pub fn zoned_kinematics() -> Kinematics {
+    Kinematics::new(zoned(true).arm.as_ref().unwrap().kinematics.as_ref().unwrap())
+}
