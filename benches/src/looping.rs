@@ -94,6 +94,31 @@ impl LoopBench {
             &text[..start],
             &text[end..]
         );
+        // And its kinematic chain (SAF-016: every link checked against the workspace and the
+        // keep-out box on every tick, with the braking path): ARM_JOINTS links, yaw/pitch/roll
+        // in turn, short enough that every pose of the bench's reach stays clear of both
+        // (0.26 m around the first joint at 0.3 m), so each tick runs the whole check and drives.
+        let start = text
+            .find("\nlinks = [")
+            .context("launch/arm.toml has [safety.arm.kinematics] links")?;
+        let end = start + text[start..].find("\n]\n").context("links = [ … ] ends")? + 3;
+        let links: String = (0..ARM_JOINTS)
+            .map(|j| {
+                let z = if j == 0 { 0.3 } else { 0.02 };
+                let axis = ["0.0, 0.0, 1.0", "0.0, 1.0, 0.0", "1.0, 0.0, 0.0"][j % 3];
+                format!("    {{ joint = \"j{j}\", xyz_m = [0.0, 0.0, {z}], axis = [{axis}], radius_m = 0.01 }},\n")
+            })
+            .collect();
+        let text = format!("{}\nlinks = [\n{links}]\n{}", &text[..start], &text[end..]);
+        let tool = text
+            .find("\ntool = {")
+            .context("launch/arm.toml has [safety.arm.kinematics] tool")?;
+        let tool_end = tool + text[tool + 1..].find('\n').context("tool = { … } ends")? + 1;
+        let text = format!(
+            "{}\ntool = {{ xyz_m = [0.0, 0.0, 0.02], radius_m = 0.02 }}{}",
+            &text[..tool],
+            &text[tool_end..]
+        );
         let dir = std::env::temp_dir().join(format!("reflex-bench-arm-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let file = dir.join("arm.toml");

@@ -231,6 +231,12 @@ fn arm_tick_bench(seconds: f64) -> Result<ArmTickRow> {
                 .any(|j| j.position.is_some())
                 && verdict.power_enabled
                 && verdict.stop_category.is_none()
+                && !verdict.reasons.iter().any(|r| {
+                    matches!(
+                        r,
+                        reflex_safety::Reason::ArmWorkspace | reflex_safety::Reason::ArmKeepOut
+                    )
+                })
             {
                 driving += 1;
             }

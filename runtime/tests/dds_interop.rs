@@ -167,7 +167,8 @@ fn odometry_feeds_the_stopping_distance_and_cmd_vel_can_be_stamped() {
 /// The shipped launch/arm.toml drives an arm over DDS with the arm demo package (policy.json
 /// schema 2): JointTrajectory to joint_trajectory_controller, Float64MultiArray to the
 /// gripper's controller, every value inside the config's limits; latched start, E-stop, SAF-013,
-/// the following-error stop (SAF-015) and a refused joint state, against a Cyclone DDS arm.
+/// the following-error stop (SAF-015), a refused joint state and the keep-out box (SAF-016,
+/// forward kinematics of the shipped chain), against a Cyclone DDS arm.
 #[test]
 fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
     let (code, text) = run_harness("runtime/tests/dds/arm_harness.py", &[]);
@@ -190,6 +191,9 @@ fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
         "PASS SAF-013 release + reset, no start => still stopped",
         "PASS start => moving again",
         "PASS joint_states without the wrist => refused => the arm stops",
+        "PASS SAF-016 turned back toward the pose through the keep-out box => it stops before it",
+        "PASS SAF-016 every link of every commanded point",
+        "PASS SAF-016 Reflex named the keep-out box as the reason it held the arm",
         "PASS every trajectory",
     ] {
         assert!(text.contains(check), "{check}: {text}");

@@ -756,7 +756,7 @@ fn validate_kinematics(arm: &ArmConfig, k: &KinematicsConfig) -> Result<(), Conf
             ));
         }
     }
-    if !finite(&k.tool.xyz_m) || !(k.tool.radius_m.is_finite() && k.tool.radius_m >= 0.0) {
+    if !(finite(&k.tool.xyz_m) && k.tool.radius_m.is_finite() && k.tool.radius_m >= 0.0) {
         return Err(err(
             "arm.kinematics.tool",
             "the tool needs a finite xyz_m and a radius_m >= 0",

@@ -191,15 +191,15 @@ impl Zones {
         let p = self.kinematics.link_points(q);
         let mut v = Violation::default();
         let radius = &self.kinematics.radius;
-        for i in 0..=p.count {
+        for (i, link_radius) in radius.iter().enumerate().take(p.count + 1) {
             let a = p.points[i];
             let b = p.points[(i + 1).min(p.count)];
-            let r = radius[i] + inflate_m;
+            let r = link_radius + inflate_m;
             if let Some(ws) = &self.workspace {
                 for point in [a, b] {
-                    for axis in 0..3 {
-                        let below = ws.min_m[axis] + r - point[axis];
-                        let above = point[axis] - (ws.max_m[axis] - r);
+                    for (axis, x) in point.iter().enumerate() {
+                        let below = ws.min_m[axis] + r - x;
+                        let above = x - (ws.max_m[axis] - r);
                         // `max` keeps the larger: NaN never hides a violation here because
                         // the inputs are checked finite before kinematics run.
                         v.workspace_m = v.workspace_m.max(below).max(above);
@@ -260,7 +260,10 @@ fn segment_depth(a: Vec3, b: Vec3, zone: &WorkspaceBox, r: f64) -> f64 {
         }
     }
     // Never report a touching segment as clear.
-    depth((l + h) / 2.0).max(depth(t0)).max(depth(t1)).max(1e-12)
+    depth((l + h) / 2.0)
+        .max(depth(t0))
+        .max(depth(t1))
+        .max(1e-12)
 }
 
 #[cfg(test)]
@@ -327,7 +330,10 @@ mod tests {
     fn reach_bounds_cover_the_chain_beyond_each_joint() {
         let k = Kinematics::new(&planar());
         let r = k.reach_bounds(&[3.0; 3]);
-        assert!((r[2] - 0.2).abs() < 1e-12 && (r[1] - 0.5).abs() < 1e-12, "{r:?}");
+        assert!(
+            (r[2] - 0.2).abs() < 1e-12 && (r[1] - 0.5).abs() < 1e-12,
+            "{r:?}"
+        );
         assert!((r[0] - 0.7).abs() < 1e-12, "{r:?}");
     }
 

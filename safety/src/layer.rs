@@ -129,15 +129,13 @@ impl Safety {
             .as_ref()
             .map_or((0, 0), |a| (a.joints.len(), ms_to_ns(a.state_max_age_ms)));
         let zones = config.arm.as_ref().and_then(|a| {
-            a.kinematics
-                .as_ref()
-                .map(|k| {
-                    let mut max_abs = [0.0; MAX_JOINTS];
-                    for (m, j) in max_abs.iter_mut().zip(&a.joints) {
-                        *m = j.min_position.abs().max(j.max_position.abs());
-                    }
-                    Zones::new(k, &max_abs, a.workspace, &a.keep_out)
-                })
+            a.kinematics.as_ref().map(|k| {
+                let mut max_abs = [0.0; MAX_JOINTS];
+                for (m, j) in max_abs.iter_mut().zip(&a.joints) {
+                    *m = j.min_position.abs().max(j.max_position.abs());
+                }
+                Zones::new(k, &max_abs, a.workspace, &a.keep_out)
+            })
         });
         Ok(Self {
             period_ns: ms_to_ns(config.control_period_ms),

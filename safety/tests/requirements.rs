@@ -942,7 +942,10 @@ fn follow(rig: &mut Rig, targets: [f64; 2], ticks: usize) -> (Verdict, Vec<[f64;
     let mut poses = Vec::new();
     let mut last = None;
     for _ in 0..ticks {
-        let v = rig.step(arm_command([Some(targets[0]), Some(targets[1])], [None, None]));
+        let v = rig.step(arm_command(
+            [Some(targets[0]), Some(targets[1])],
+            [None, None],
+        ));
         let q = [
             v.command.joints[0].position.unwrap(),
             v.command.joints[1].position.unwrap(),
@@ -1013,7 +1016,11 @@ fn saf_016_an_arm_already_in_a_zone_may_move_out_but_never_deeper() {
     rig.positions = vec![0.45, 0.0];
     let (v, _) = follow(&mut rig, [0.6, 0.0], 20);
     assert!(v.reasons.contains(Reason::ArmKeepOut), "{v:?}");
-    assert!((rig.positions[0] - 0.45).abs() < 1e-9, "went deeper: {:?}", rig.positions);
+    assert!(
+        (rig.positions[0] - 0.45).abs() < 1e-9,
+        "went deeper: {:?}",
+        rig.positions
+    );
     let (v, _) = follow(&mut rig, [0.0, 0.0], 100);
     assert!(rig.positions[0] < 0.2, "{v:?}");
 }

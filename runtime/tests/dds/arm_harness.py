@@ -208,6 +208,14 @@ class Arm:
         with self.lock:
             return list(self.q), self.g
 
+    def settles(self, timeout, window=0.2, eps=1e-3):
+        """True once a window of `window` s passes without a joint moving more than eps."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if not self.moved_within(window, eps):
+                return True
+        return False
+
     def moved_within(self, seconds, eps=1e-3):
         q0, _ = self.state()
         time.sleep(seconds)
@@ -330,15 +338,22 @@ def main():
                 break
         check("release + reset + start => the arm moves", started)
         # On the way to the pose: the wrist camera covered (dark), then silent.
+        # A loaded 2-core host can be slow to turn the dark frame into a held chunk: bound the
+        # time it takes to hold (3 s), then it must stay held for 0.5 s.
         arm.wrist_bright = 5
-        time.sleep(0.4)
-        check("wrist camera covered => the policy holds the arm on its way", not arm.moved_within(0.5, eps=2e-3))
+        t_cover = time.monotonic()
+        held = arm.settles(3.0, eps=2e-3)
+        check(f"wrist camera covered => the policy holds the arm on its way (held after "
+              f"{time.monotonic() - t_cover:.2f} s, bound 3 s)",
+              held and not arm.moved_within(0.5, eps=2e-3))
         arm.wrist_bright = 120
         check("wrist camera uncovered => it moves on", arm.moved_within(0.4))
         arm.wrist_on = False
-        time.sleep(0.6)
-        check("wrist camera silent => no observation, the chunk runs out, the arm stops",
-              not arm.moved_within(0.5, eps=2e-3))
+        t_silent = time.monotonic()
+        stopped = arm.settles(3.0, eps=2e-3)
+        check(f"wrist camera silent => no observation, the chunk runs out, the arm stops (after "
+              f"{time.monotonic() - t_silent:.2f} s, bound 3 s)",
+              stopped and not arm.moved_within(0.5, eps=2e-3))
         arm.wrist_on = True
         check("wrist camera back => it moves on", arm.moved_within(0.5))
         t_move = time.monotonic()
@@ -444,9 +459,13 @@ def main():
             out, err = proc.communicate()
         lines = out.strip().splitlines()
         try:
-            stats = json.loads(lines[-1]).get("dds", {}) if lines else {}
+            summary = json.loads(lines[-1]) if lines else {}
         except ValueError:
-            stats = {}
+            summary = {}
+        stats = summary.get("dds", {})
+        vetoes = summary.get("vetoes", {})
+        check(f"SAF-016 Reflex named the keep-out box as the reason it held the arm "
+              f"(vetoes.arm_keep_out = {vetoes.get('arm_keep_out')})", vetoes.get("arm_keep_out", 0) > 0)
         check(f"Reflex counted the silent camera's observations as camera_unavailable and took both cameras' "
               f"frames ({ {k: stats.get(k) for k in ('images', 'images_refused', 'camera_unavailable')} })",
               stats.get("camera_unavailable", 0) > 0 and stats.get("images", 0) > 100

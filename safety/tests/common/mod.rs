@@ -307,7 +307,8 @@ pub fn zoned(keep_out: bool) -> SafetyConfig {
 /// each link's radius: < 0 means a link is in it. Independent of the layer's slab clipping.
 pub fn clearance(k: &Kinematics, q: &[f64], zone: ([f64; 3], [f64; 3])) -> f64 {
     let p = k.link_points(q);
-    let radius = [0.05, 0.05, 0.05];
+    // Every link and the tool of ZONED are 0.05 m capsules.
+    let radius = 0.05;
     let mut best = f64::INFINITY;
     for i in 0..=p.count {
         let (a, b) = (p.points[i], p.points[(i + 1).min(p.count)]);
@@ -320,7 +321,7 @@ pub fn clearance(k: &Kinematics, q: &[f64], zone: ([f64; 3], [f64; 3])) -> f64 {
                     out * out
                 })
                 .sum();
-            best = best.min(d2.sqrt() - radius[i]);
+            best = best.min(d2.sqrt() - radius);
         }
     }
     best
@@ -335,10 +336,10 @@ pub fn workspace_margin(k: &Kinematics, q: &[f64]) -> f64 {
     let p = k.link_points(q);
     let mut best = f64::INFINITY;
     for point in &p.points[..=p.count] {
-        for ax in 0..3 {
+        for (ax, x) in point.iter().enumerate() {
             best = best
-                .min(point[ax] - ZONED_WORKSPACE.0[ax] - 0.05)
-                .min(ZONED_WORKSPACE.1[ax] - point[ax] - 0.05);
+                .min(x - ZONED_WORKSPACE.0[ax] - 0.05)
+                .min(ZONED_WORKSPACE.1[ax] - x - 0.05);
         }
     }
     best
@@ -346,5 +347,13 @@ pub fn workspace_margin(k: &Kinematics, q: &[f64]) -> f64 {
 
 /// The zoned rig's chain.
 pub fn zoned_kinematics() -> Kinematics {
-    Kinematics::new(zoned(true).arm.as_ref().unwrap().kinematics.as_ref().unwrap())
+    Kinematics::new(
+        zoned(true)
+            .arm
+            .as_ref()
+            .unwrap()
+            .kinematics
+            .as_ref()
+            .unwrap(),
+    )
 }
