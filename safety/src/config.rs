@@ -748,18 +748,28 @@ fn validate_kinematics(arm: &ArmConfig, k: &KinematicsConfig) -> Result<(), Conf
                 "copy <axis xyz> from the URDF joint (a unit vector)",
             ));
         }
-        if !(link.radius_m.is_finite() && link.radius_m >= 0.0) {
+        if !(link.radius_m.is_finite() && link.radius_m > 0.0) {
             return Err(err(
                 key("radius_m"),
-                format!("{} is not a radius", link.radius_m),
+                format!("{} is not a link's radius (> 0)", link.radius_m),
                 "set the link's half-width plus a margin, in m",
             ));
         }
+        if link.kind == JointKind::Prismatic && !along_axis(&link.xyz_m, &link.rpy_rad, &link.axis)
+        {
+            return Err(err(
+                key("xyz_m"),
+                "a prismatic joint's origin must lie along its axis (its capsule runs straight \
+                 from the previous joint through the slide; an offset rail is not modelled)",
+                "put the offset in the previous link (its xyz_m) so this joint's xyz_m is zero \
+                 or along its axis",
+            ));
+        }
     }
-    if !(finite(&k.tool.xyz_m) && k.tool.radius_m.is_finite() && k.tool.radius_m >= 0.0) {
+    if !(finite(&k.tool.xyz_m) && k.tool.radius_m.is_finite() && k.tool.radius_m > 0.0) {
         return Err(err(
             "arm.kinematics.tool",
-            "the tool needs a finite xyz_m and a radius_m >= 0",
+            "the tool needs a finite xyz_m and a radius_m > 0",
             "set the tool point in the last joint's frame and the gripper's size",
         ));
     }
@@ -777,5 +787,53 @@ fn validate_kinematics(arm: &ArmConfig, k: &KinematicsConfig) -> Result<(), Conf
             ));
         }
     }
+    // The first joint's origin never moves (unless it slides): a box over it, or a workspace
+    // without it, would leave that link in a zone for ever and let it set no limit.
+    if let Some(first) = k.links.first().filter(|l| l.kind == JointKind::Revolute) {
+        let (p, r) = (first.xyz_m, first.radius_m);
+        if let Some(ws) = arm.workspace
+            && (0..3).any(|i| p[i] - r < ws.min_m[i] || p[i] + r > ws.max_m[i])
+        {
+            return Err(err(
+                "arm.kinematics.links[0].xyz_m",
+                format!("the first joint at {p:?} (radius {r} m) is not inside arm.workspace"),
+                "the arm's base must be inside its workspace: check the box and the origin",
+            ));
+        }
+        for (z, b) in arm.keep_out.iter().enumerate() {
+            if (0..3).all(|i| p[i] + r > b.min_m[i] && p[i] - r < b.max_m[i]) {
+                return Err(err(
+                    format!("arm.keep_out[{z}]"),
+                    format!(
+                        "the box covers the first joint at {p:?} (radius {r} m), which never moves"
+                    ),
+                    "keep-out boxes are for what the arm must not reach: move the box off its base",
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether `xyz` (in the parent frame) is zero or parallel to the joint's axis after `rpy`.
+fn along_axis(xyz: &[f64; 3], rpy: &[f64; 3], axis: &[f64; 3]) -> bool {
+    let len = xyz.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if len < 1e-9 {
+        return true;
+    }
+    let (sr, cr) = rpy[0].sin_cos();
+    let (sp, cp) = rpy[1].sin_cos();
+    let (sy, cy) = rpy[2].sin_cos();
+    // Rz·Ry·Rx applied to the axis.
+    let [x, y, z] = *axis;
+    let (y1, z1) = (cr * y - sr * z, sr * y + cr * z);
+    let (x2, z2) = (cp * x + sp * z1, -sp * x + cp * z1);
+    let a = [cy * x2 - sy * y1, sy * x2 + cy * y1, z2];
+    let norm = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let cross = [
+        xyz[1] * a[2] - xyz[2] * a[1],
+        xyz[2] * a[0] - xyz[0] * a[2],
+        xyz[0] * a[1] - xyz[1] * a[0],
+    ];
+    cross.iter().map(|v| v * v).sum::<f64>().sqrt() <= 1e-6 * len * norm
 }

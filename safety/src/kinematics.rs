@@ -140,11 +140,60 @@ impl Kinematics {
     }
 }
 
-/// How far a pose is into the zones (m; 0 = clear), per kind of zone.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub(crate) struct Violation {
-    pub workspace_m: f64,
-    pub keep_out_m: f64,
+/// How deep each capsule is into each zone (m; 0 = clear): `workspace[i]` how far capsule `i`
+/// (the tool sphere last) reaches outside the workspace, `keep_out[i][z]` how deep it is in
+/// keep-out box `z`. Per pair, so that an arm already in one zone may not go deeper into
+/// another, or put a second link into the same one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Depths {
+    pub workspace: [f64; MAX_JOINTS + 1],
+    pub keep_out: [[f64; MAX_KEEP_OUT]; MAX_JOINTS + 1],
+}
+
+impl Default for Depths {
+    fn default() -> Self {
+        Self {
+            workspace: [0.0; MAX_JOINTS + 1],
+            keep_out: [[0.0; MAX_KEEP_OUT]; MAX_JOINTS + 1],
+        }
+    }
+}
+
+impl Depths {
+    /// Pair by pair, the deeper of the two.
+    pub fn deepen(&mut self, other: &Depths) {
+        for (a, b) in self.workspace.iter_mut().zip(&other.workspace) {
+            *a = a.max(*b);
+        }
+        for (row, other_row) in self.keep_out.iter_mut().zip(&other.keep_out) {
+            for (a, b) in row.iter_mut().zip(other_row) {
+                *a = a.max(*b);
+            }
+        }
+    }
+
+    /// Whether any pair is deeper than in `before` by more than `eps`: (workspace, keep-out).
+    pub fn deeper_than(&self, before: &Depths, eps: f64) -> (bool, bool) {
+        let outside = self
+            .workspace
+            .iter()
+            .zip(&before.workspace)
+            .any(|(a, b)| *a > b + eps);
+        let inside = self
+            .keep_out
+            .iter()
+            .zip(&before.keep_out)
+            .any(|(row, before_row)| row.iter().zip(before_row).any(|(a, b)| *a > b + eps));
+        (outside, inside)
+    }
+
+    /// The deepest pair of each kind: (workspace, keep-out).
+    #[cfg(test)]
+    pub fn deepest(&self) -> (f64, f64) {
+        let ws = self.workspace.iter().copied().fold(0.0, f64::max);
+        let ko = self.keep_out.iter().flatten().copied().fold(0.0, f64::max);
+        (ws, ko)
+    }
 }
 
 /// The workspace box and keep-out boxes, checked against the chain's capsules.
@@ -183,13 +232,13 @@ impl Zones {
         }
     }
 
-    /// How deep the arm at joint positions `q` is outside the workspace (the furthest capsule
-    /// point) and inside a keep-out box (the deepest capsule point into any box grown by the
-    /// capsule's radius on every side: conservative at the box's edges and corners).
-    /// Every radius is grown by `inflate_m` (the resolution of a sampled path).
-    pub fn violation(&self, q: &[f64], inflate_m: f64) -> Violation {
+    /// How deep each capsule of the arm at joint positions `q` is outside the workspace (its
+    /// furthest point) and inside each keep-out box (its deepest point into the box grown by
+    /// the capsule's radius on every side: conservative at the box's edges and corners).
+    /// Every radius is grown by `inflate_m` (how far a link may move between checked poses).
+    pub fn depths(&self, q: &[f64], inflate_m: f64, out: &mut Depths) {
         let p = self.kinematics.link_points(q);
-        let mut v = Violation::default();
+        *out = Depths::default();
         let radius = &self.kinematics.radius;
         for (i, link_radius) in radius.iter().enumerate().take(p.count + 1) {
             let a = p.points[i];
@@ -202,15 +251,14 @@ impl Zones {
                         let above = x - (ws.max_m[axis] - r);
                         // `max` keeps the larger: NaN never hides a violation here because
                         // the inputs are checked finite before kinematics run.
-                        v.workspace_m = v.workspace_m.max(below).max(above);
+                        out.workspace[i] = out.workspace[i].max(below).max(above);
                     }
                 }
             }
-            for k in &self.keep_out[..self.keep_out_count] {
-                v.keep_out_m = v.keep_out_m.max(segment_depth(a, b, k, r));
+            for (z, k) in self.keep_out[..self.keep_out_count].iter().enumerate() {
+                out.keep_out[i][z] = segment_depth(a, b, k, r);
             }
         }
-        v
     }
 }
 
@@ -327,6 +375,25 @@ mod tests {
     }
 
     #[test]
+    fn rpy_is_urdf_fixed_axis_roll_then_pitch_then_yaw() {
+        // URDF: R = Rz(yaw)·Ry(pitch)·Rx(roll). With roll = yaw = 90°, x goes to y and y to z;
+        // the other order (Rx·Ry·Rz) would send y to -x.
+        let half = std::f64::consts::FRAC_PI_2;
+        let r = rpy(&[half, 0.0, half]);
+        assert!(close(apply(&r, &[1.0, 0.0, 0.0]), [0.0, 1.0, 0.0]));
+        assert!(close(apply(&r, &[0.0, 1.0, 0.0]), [0.0, 0.0, 1.0]));
+        // A value from the URDF convention with all three angles (roll 0.3, pitch 0.5, yaw
+        // 0.7): the first column is (cos p cos y, cos p sin y, -sin p).
+        let r = rpy(&[0.3, 0.5, 0.7]);
+        let (p, y) = (0.5_f64, 0.7_f64);
+        let col = [r[0][0], r[1][0], r[2][0]];
+        assert!(
+            close(col, [p.cos() * y.cos(), p.cos() * y.sin(), -p.sin()]),
+            "{col:?}"
+        );
+    }
+
+    #[test]
     fn reach_bounds_cover_the_chain_beyond_each_joint() {
         let k = Kinematics::new(&planar());
         let r = k.reach_bounds(&[3.0; 3]);
@@ -373,15 +440,29 @@ mod tests {
             max_m: [0.5, 0.1, 0.2],
         };
         let zones = Zones::new(&c, &[3.0; 3], Some(ws), &[post]);
+        let depths = |q: &[f64]| {
+            let mut d = Depths::default();
+            zones.depths(q, 0.0, &mut d);
+            d
+        };
         // Stretched out horizontally at z = 0.3: clear of the post (its top 0.2 + radius 0.05).
-        assert_eq!(zones.violation(&[0.0, 0.0, 0.0], 0.0), Violation::default());
-        // The tool pitched down onto the post: inside it.
-        let v = zones.violation(&[0.0, 0.0, 1.2], 0.0);
-        assert!(v.keep_out_m > 0.0 && v.workspace_m == 0.0, "{v:?}");
+        assert_eq!(depths(&[0.0, 0.0, 0.0]), Depths::default());
+        // The tool pitched down onto the post: inside it, the last link and the tool sphere.
+        let d = depths(&[0.0, 0.0, 1.2]);
+        assert!(d.deepest().1 > 0.0 && d.deepest().0 == 0.0, "{d:?}");
+        assert!(d.keep_out[2][0] > 0.0 && d.keep_out[0][0] == 0.0, "{d:?}");
         // Turned away from the post, the same pose is clear.
-        assert_eq!(zones.violation(&[2.0, 0.0, 1.2], 0.0).keep_out_m, 0.0);
+        assert_eq!(depths(&[2.0, 0.0, 1.2]).deepest().1, 0.0);
         // Pitched down through the table (z < 0 + tool radius): outside the workspace.
-        let v = zones.violation(&[2.0, 1.0, 0.5], 0.0);
-        assert!(v.workspace_m > 0.0, "{v:?}");
+        let d = depths(&[2.0, 1.0, 0.5]);
+        assert!(d.deepest().0 > 0.0, "{d:?}");
+        // Pair by pair: the post's depth of one link never stands in for another's.
+        let (mut a, mut b) = (Depths::default(), Depths::default());
+        a.keep_out[2][0] = 0.05;
+        b.keep_out[1][0] = 0.01;
+        assert_eq!(b.deeper_than(&a, 1e-9), (false, true));
+        b.deepen(&a);
+        assert_eq!((b.keep_out[1][0], b.keep_out[2][0]), (0.01, 0.05));
+        assert_eq!(a.deeper_than(&b, 1e-9), (false, false));
     }
 }

@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::config::{ArmConfig, BaseKind, ConfigError, SafetyConfig, base_footprint};
-use crate::kinematics::Zones;
+use crate::kinematics::{Depths, Zones};
 use crate::lidar::{Footprint, Lidar};
 use crate::types::{
     Command, CommandSource, EstopReport, EstopSource, JointState, MAX_JOINTS, Monotonic, Reason,
@@ -445,15 +445,25 @@ impl Safety {
             }
         }
         let stride = (ticks / ZONE_SAMPLES as f64).ceil().max(1.0);
-        let inflate_m = if stride > 1.0 {
-            (0..n)
-                .map(|i| zones.reach[i] * velocity[i].abs() * dt_s * stride / 2.0)
-                .sum()
-        } else {
-            0.0
-        };
-        let before = zones.violation(&from[..n], 0.0);
-        let mut worst = zones.violation(&next[..n], inflate_m);
+        // How far any link point can move between two checked poses (the nearest of them is
+        // at most half of it away): from the last target to the next, and between the braking
+        // path's samples. Every capsule is grown by it, so a path clear at its samples is clear
+        // between them too.
+        let mut step_to_next = 0.0;
+        let mut between_samples = 0.0;
+        for i in 0..n {
+            step_to_next += zones.reach[i] * (next[i] - from[i]).abs() / 2.0;
+            between_samples += zones.reach[i] * velocity[i].abs() * dt_s * stride / 2.0;
+        }
+        let inflate_m = f64::max(step_to_next, between_samples);
+        // Measured with the same margin, pair by pair (link × zone): a pair may not get deeper
+        // than it is, so a clear one stays clear by the margin and one already inside (started
+        // there, pushed in) may move out but not in; holding still is always allowed.
+        let mut before = Depths::default();
+        zones.depths(&from[..n], inflate_m, &mut before);
+        let mut worst = Depths::default();
+        zones.depths(&next[..n], inflate_m, &mut worst);
+        let mut sample = Depths::default();
         let mut q = [0.0; MAX_JOINTS];
         let mut k = 0.0;
         while k < ticks {
@@ -466,12 +476,10 @@ impl Safety {
                 q[i] = (next[i] + travelled.copysign(velocity[i]))
                     .clamp(joint.min_position, joint.max_position);
             }
-            let v = zones.violation(&q[..n], inflate_m);
-            worst.workspace_m = worst.workspace_m.max(v.workspace_m);
-            worst.keep_out_m = worst.keep_out_m.max(v.keep_out_m);
+            zones.depths(&q[..n], inflate_m, &mut sample);
+            worst.deepen(&sample);
         }
-        let outside = worst.workspace_m > before.workspace_m.max(0.0) + ZONE_EPS_M;
-        let inside = worst.keep_out_m > before.keep_out_m + ZONE_EPS_M;
+        let (outside, inside) = worst.deeper_than(&before, ZONE_EPS_M);
         if outside {
             reasons.insert(Reason::ArmWorkspace);
         }
@@ -605,7 +613,10 @@ impl Safety {
                 .iter()
                 .all(|j| j.position.is_none() && j.velocity.is_none())
             && (proposed.gripper_position.is_none() || arm.is_some_and(|a| a.gripper.is_some()))
-            && (proposed.ee_target_m.is_none() || arm.is_some_and(|a| a.workspace.is_some()));
+            // SAF-016: with a kinematic chain the zones hold every link, which a Cartesian
+            // target (no inverse kinematics here) cannot be checked against: refused.
+            && (proposed.ee_target_m.is_none()
+                || arm.is_some_and(|a| a.workspace.is_some() && a.kinematics.is_none()));
         if !(finite && fits) {
             reasons.insert(Reason::InvalidCommand);
         }

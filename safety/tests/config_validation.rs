@@ -210,4 +210,41 @@ fn arm_zones_and_kinematics_are_checked() {
         )),
         "arm.kinematics.links[0].radius_m",
     );
+    // A zero radius models no link.
+    refused(
+        arm_with(&format!(
+            "kinematics = {{ {} }}\n",
+            CHAIN.replacen("radius_m = 0.05 },\n", "radius_m = 0.0 },\n", 1)
+        )),
+        "arm.kinematics.links[0].radius_m",
+    );
+    // The base (the first joint, which never moves) outside the workspace or under a box: that
+    // link would be in a zone for ever.
+    let text = refused(
+        arm_with(&format!(
+            "kinematics = {{ {CHAIN} }}\nworkspace = {{ min_m = [0.1, -0.5, 0.0], max_m = [0.8, 0.5, 1.0] }}\n"
+        )),
+        "arm.kinematics.links[0].xyz_m",
+    );
+    assert!(text.contains("workspace"), "{text}");
+    refused(
+        arm_with(&format!(
+            "kinematics = {{ {CHAIN} }}\nkeep_out = [{{ min_m = [-0.1, -0.1, 0.0], max_m = [0.1, 0.1, 0.3] }}]\n"
+        )),
+        "arm.keep_out[0]",
+    );
+    // A prismatic joint offset from its slide is not a straight capsule: refused with the fix;
+    // along its axis it loads.
+    let slide = |xyz: &str| {
+        arm_with(&format!(
+            "kinematics = {{ {} }}\n",
+            CHAIN.replace(
+                "{ joint = \"elbow\", xyz_m = [0.3, 0.0, 0.0], axis = [0.0, 1.0, 0.0]",
+                &format!("{{ joint = \"elbow\", type = \"prismatic\", xyz_m = {xyz}, axis = [1.0, 0.0, 0.0]")
+            )
+        ))
+    };
+    Safety::new(slide("[0.3, 0.0, 0.0]")).unwrap();
+    let text = refused(slide("[0.3, 0.1, 0.0]"), "arm.kinematics.links[1].xyz_m");
+    assert!(text.contains("prismatic"), "{text}");
 }

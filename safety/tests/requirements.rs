@@ -1026,6 +1026,43 @@ fn saf_016_an_arm_already_in_a_zone_may_move_out_but_never_deeper() {
 }
 
 #[test]
+fn saf_016_a_link_outside_a_zone_lends_no_allowance_to_another() {
+    // The workspace narrowed to |y| <= 0.25 and the elbow pitched down 1.5 rad: the tool is
+    // 0.15 m below the table (started there). Yawing the shoulder keeps the tool as deep as it
+    // is, but the upper arm (shoulder to elbow, clear) would leave the workspace's side at
+    // about 0.73 rad: depths are per link, so it stops there instead of borrowing the tool's.
+    let mut narrow = zoned(false);
+    let ws = narrow.arm.as_mut().unwrap().workspace.as_mut().unwrap();
+    (ws.min_m[1], ws.max_m[1]) = (-0.25, 0.25);
+    let mut rig = Rig::started(narrow);
+    rig.positions = vec![0.0, 1.5];
+    let (v, poses) = follow(&mut rig, [1.0, 1.5], 200);
+    assert!(v.reasons.contains(Reason::ArmWorkspace), "{v:?}");
+    let furthest = poses.iter().map(|q| q[0]).fold(0.0, f64::max);
+    let elbow_y = 0.3 * furthest.sin() + 0.05;
+    assert!(
+        elbow_y <= 0.25 + 1e-9 && furthest > 0.5,
+        "yawed to {furthest} rad: the upper arm reached y = {elbow_y}"
+    );
+    // Back, and the tool out of the table: free again.
+    let (_, poses) = follow(&mut rig, [0.0, 0.0], 600);
+    let last = poses.last().unwrap();
+    assert!(last[0].abs() < 1e-6 && last[1].abs() < 1e-6, "{last:?}");
+}
+
+#[test]
+fn saf_016_an_end_effector_target_is_refused_with_a_kinematic_chain() {
+    // Without inverse kinematics a Cartesian target cannot be checked link by link.
+    let mut rig = Rig::started(zoned(true));
+    rig.positions = vec![0.0, 0.0];
+    let mut cmd = arm_command([Some(0.0), Some(0.0)], [None, None]);
+    cmd.ee_target_m = Some([0.5, 0.0, 0.4]);
+    let v = rig.step(cmd);
+    assert!(v.reasons.contains(Reason::InvalidCommand), "{v:?}");
+    assert_eq!(v.command.ee_target_m, None);
+}
+
+#[test]
 fn saf_016_a_stop_path_is_checked_not_only_the_next_target() {
     // At 1 rad/s the shoulder needs 0.1 rad to stop (5 rad/s²): it starts braking that far
     // before the post, not when the next target touches it.
