@@ -216,7 +216,8 @@ impl RosConfig {
 
     /// The image topic of each of `manifest`'s image inputs, in input order: `[ros.cameras]` by
     /// input name, or `topics.image` for a policy's only camera when `[ros.cameras]` is empty.
-    /// Refused, naming the key and the fix, when an input has no topic or a key names no input.
+    /// Refused, naming the key and the fix, when an input has no topic, a key names no input, or
+    /// two inputs share a topic.
     pub fn camera_topics(
         &self,
         manifest: &reflex_policy::PolicyManifest,
@@ -234,7 +235,7 @@ impl RosConfig {
         if self.cameras.is_empty() && inputs.len() == 1 {
             return Ok(vec![self.topics.image.clone()]);
         }
-        inputs
+        let topics = inputs
             .iter()
             .map(|name| {
                 self.cameras.get(*name).cloned().ok_or_else(|| {
@@ -245,7 +246,17 @@ impl RosConfig {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Two views fed from one camera: the policy would act on a view it was not trained on.
+        for (i, topic) in topics.iter().enumerate() {
+            if let Some(j) = topics[..i].iter().position(|t| t == topic) {
+                return Err(format!(
+                    "ros.cameras: image inputs `{}` and `{}` of policy `{}` are both bound to `{topic}`; fix: bind each input to its own camera's topic",
+                    inputs[j], inputs[i], manifest.name
+                ));
+            }
+        }
+        Ok(topics)
     }
 
     /// `camera_timeout_ms` in ns.

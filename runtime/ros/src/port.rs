@@ -1573,6 +1573,16 @@ mod tests {
             "{err}"
         );
         ros.cameras.remove("side");
+        // Both views from one camera: refused, naming both inputs and the topic.
+        ros.cameras
+            .insert("wrist".into(), "/front/image_raw".into());
+        let err = ros.camera_topics(&m).unwrap_err();
+        assert!(
+            err.contains("`front` and `wrist`")
+                && err.contains("/front/image_raw")
+                && err.contains("fix: bind each input"),
+            "{err}"
+        );
         ros.cameras.insert("wrist".into(), "bad topic".into());
         assert!(
             ros.camera_topics(&m)
