@@ -821,14 +821,7 @@ fn along_axis(xyz: &[f64; 3], rpy: &[f64; 3], axis: &[f64; 3]) -> bool {
     if len < 1e-9 {
         return true;
     }
-    let (sr, cr) = rpy[0].sin_cos();
-    let (sp, cp) = rpy[1].sin_cos();
-    let (sy, cy) = rpy[2].sin_cos();
-    // Rz·Ry·Rx applied to the axis.
-    let [x, y, z] = *axis;
-    let (y1, z1) = (cr * y - sr * z, sr * y + cr * z);
-    let (x2, z2) = (cp * x + sp * z1, -sp * x + cp * z1);
-    let a = [cy * x2 - sy * y1, sy * x2 + cy * y1, z2];
+    let a = crate::kinematics::apply(&crate::kinematics::rpy(rpy), axis);
     let norm = a.iter().map(|v| v * v).sum::<f64>().sqrt();
     let cross = [
         xyz[1] * a[2] - xyz[2] * a[1],

@@ -20,7 +20,7 @@ fn mul(a: &Mat3, b: &Mat3) -> Mat3 {
     out
 }
 
-fn apply(a: &Mat3, v: &Vec3) -> Vec3 {
+pub(crate) fn apply(a: &Mat3, v: &Vec3) -> Vec3 {
     [
         a[0][0] * v[0] + a[0][1] * v[1] + a[0][2] * v[2],
         a[1][0] * v[0] + a[1][1] * v[1] + a[1][2] * v[2],
@@ -45,7 +45,7 @@ fn axis_angle(axis: &Vec3, angle: f64) -> Mat3 {
 }
 
 /// URDF `rpy`: fixed-axis roll (x), then pitch (y), then yaw (z): R = Rz·Ry·Rx.
-fn rpy(r: &Vec3) -> Mat3 {
+pub(crate) fn rpy(r: &Vec3) -> Mat3 {
     let rx = axis_angle(&[1.0, 0.0, 0.0], r[0]);
     let ry = axis_angle(&[0.0, 1.0, 0.0], r[1]);
     let rz = axis_angle(&[0.0, 0.0, 1.0], r[2]);
