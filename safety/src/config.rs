@@ -821,7 +821,7 @@ fn along_axis(xyz: &[f64; 3], rpy: &[f64; 3], axis: &[f64; 3]) -> bool {
     if len < 1e-9 {
         return true;
     }
-    let a = crate::kinematics::apply(&crate::kinematics::rpy(rpy), axis);
+    let a = crate::rotation::apply(&crate::rotation::rpy(rpy), axis);
     let norm = a.iter().map(|v| v * v).sum::<f64>().sqrt();
     let cross = [
         xyz[1] * a[2] - xyz[2] * a[1],

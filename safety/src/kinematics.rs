@@ -5,51 +5,10 @@
 use crate::MAX_JOINTS;
 use crate::config::{JointKind, KinematicsConfig, MAX_KEEP_OUT, WorkspaceBox};
 
-type Vec3 = [f64; 3];
-type Mat3 = [[f64; 3]; 3];
-
-const IDENTITY: Mat3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-
-fn mul(a: &Mat3, b: &Mat3) -> Mat3 {
-    let mut out = [[0.0; 3]; 3];
-    for (r, row) in out.iter_mut().enumerate() {
-        for (c, cell) in row.iter_mut().enumerate() {
-            *cell = a[r][0] * b[0][c] + a[r][1] * b[1][c] + a[r][2] * b[2][c];
-        }
-    }
-    out
-}
-
-pub(crate) fn apply(a: &Mat3, v: &Vec3) -> Vec3 {
-    [
-        a[0][0] * v[0] + a[0][1] * v[1] + a[0][2] * v[2],
-        a[1][0] * v[0] + a[1][1] * v[1] + a[1][2] * v[2],
-        a[2][0] * v[0] + a[2][1] * v[1] + a[2][2] * v[2],
-    ]
-}
+use crate::rotation::{IDENTITY, Mat3, Vec3, apply, axis_angle, mul, rpy};
 
 fn add(a: Vec3, b: Vec3) -> Vec3 {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-}
-
-/// Rotation by `angle` about the unit `axis` (Rodrigues).
-fn axis_angle(axis: &Vec3, angle: f64) -> Mat3 {
-    let (s, c) = angle.sin_cos();
-    let t = 1.0 - c;
-    let [x, y, z] = *axis;
-    [
-        [t * x * x + c, t * x * y - s * z, t * x * z + s * y],
-        [t * x * y + s * z, t * y * y + c, t * y * z - s * x],
-        [t * x * z - s * y, t * y * z + s * x, t * z * z + c],
-    ]
-}
-
-/// URDF `rpy`: fixed-axis roll (x), then pitch (y), then yaw (z): R = Rz·Ry·Rx.
-pub(crate) fn rpy(r: &Vec3) -> Mat3 {
-    let rx = axis_angle(&[1.0, 0.0, 0.0], r[0]);
-    let ry = axis_angle(&[0.0, 1.0, 0.0], r[1]);
-    let rz = axis_angle(&[0.0, 0.0, 1.0], r[2]);
-    mul(&rz, &mul(&ry, &rx))
 }
 
 /// Where the arm is: the origin of every joint, then the tool point, in the arm's base frame.

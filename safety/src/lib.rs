@@ -119,6 +119,7 @@ mod config;
 mod kinematics;
 mod layer;
 mod lidar;
+mod rotation;
 mod types;
 pub mod wire;
 
