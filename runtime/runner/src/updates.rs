@@ -193,6 +193,9 @@ pub struct UpdateEvent {
     pub first_action_ms: Option<f64>,
     /// Deadline misses of the RT loop between the hand-over and the end of the health window.
     pub misses_during_swap: Option<u64>,
+    /// CPU time the VM's host stole over the same span (ms; /proc/stat), so a miss on a noisy
+    /// virtual machine can be told from one Reflex caused.
+    pub host_steal_during_swap_ms: Option<f64>,
 }
 
 /// What the manager did over a run.
@@ -313,6 +316,7 @@ impl Updater {
             detail,
             first_action_ms: None,
             misses_during_swap: None,
+            host_steal_during_swap_ms: None,
         });
     }
 
@@ -424,7 +428,7 @@ impl Updater {
         let version = version_of(&pulled);
         self.activation.begin(version.clone())?;
         match self.take_into_service(&version, stop) {
-            Ok((first_action_ms, misses)) => {
+            Ok((first_action_ms, misses, stolen_ms)) => {
                 self.activation.commit()?;
                 let (packages, blobs) = self.store.gc(&self.activation.keep_set())?;
                 self.event(
@@ -436,6 +440,7 @@ impl Updater {
                 let last = self.report.events.last_mut().expect("just pushed");
                 last.first_action_ms = Some(first_action_ms);
                 last.misses_during_swap = Some(misses);
+                last.host_steal_during_swap_ms = stolen_ms;
             }
             Err(e) => {
                 let at = self.activation.record().pending.as_ref().map(|p| p.step);
@@ -452,7 +457,12 @@ impl Updater {
     }
 
     /// verified → prepared → validated → swapped → health. Returns (first action ms, misses).
-    fn take_into_service(&mut self, version: &Version, stop: &AtomicBool) -> Result<(f64, u64)> {
+    /// Returns (first action ms, deadline misses, host steal ms) over the swap and its window.
+    fn take_into_service(
+        &mut self,
+        version: &Version,
+        stop: &AtomicBool,
+    ) -> Result<(f64, u64, Option<f64>)> {
         // Verified: files, schema, and the running loop's action space.
         let package = PolicyPackage::open(&version.dir)?;
         package.verify_files()?;
@@ -476,6 +486,7 @@ impl Updater {
         let generation = self.next_generation;
         self.next_generation += 1;
         let misses_before = self.port.status.deadline_misses.load(Ordering::Acquire);
+        let steal_before = reflex_rt::ticker::host_steal_ms();
         let swapped =
             crate::swap::hand_over(&self.port, generation, Box::new(backend), &package, stop)
                 .and_then(|first_action_ms| {
@@ -512,7 +523,10 @@ impl Updater {
         };
         self.running = package;
         let misses = self.port.status.deadline_misses.load(Ordering::Acquire) - misses_before;
-        Ok((first_action_ms, misses))
+        let stolen_ms = steal_before
+            .zip(reflex_rt::ticker::host_steal_ms())
+            .map(|(before, after)| after - before);
+        Ok((first_action_ms, misses, stolen_ms))
     }
 
     fn health_window(&mut self, stop: &AtomicBool) -> Result<()> {
