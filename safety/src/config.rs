@@ -197,6 +197,33 @@ pub struct ArmConfig {
     /// Boxes (arm base frame, m) that no link, the tool included, may enter (SAF-016).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_out: Vec<WorkspaceBox>,
+    /// Speed and separation monitoring (SAF-017) against `[safety.lidar]`'s scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separation: Option<SeparationConfig>,
+}
+
+/// `[safety.arm.separation]`: speed and separation monitoring (ISO/TS 15066 idea, SAF-017).
+/// Every point of `[safety.lidar]`'s scan is taken as a person standing there (a vertical line:
+/// any height), and the arm's joint speeds are scaled so that the arm, braking at its joints'
+/// `max_acceleration`, stops before someone walking toward it at `human_speed_mps` reaches
+/// it: protective separation S_p = v_h·(T_r + T_s) + v_r·T_r + S_s + C. At or inside
+/// S_p of a standing arm (v_h·T_r + C) the arm stops; it moves again, slowly at first, once
+/// the separation grows. Requires `[safety.arm.kinematics]` (the links' capsules).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeparationConfig {
+    /// The arm's base frame in the lidar's base frame (`lidar.base_from_lidar` places the
+    /// lidar in that same frame): x, y and yaw; heights do not matter (people are vertical).
+    pub base_from_arm: Pose2,
+    /// How fast a person may approach (ISO 13855: 1.6 m/s walking, 2.0 m/s reaching).
+    pub human_speed_mps: f64,
+    /// Sensor to brake (ms): the scan period, one control tick, the drive's latency (T_r).
+    /// The scan's age and one more tick are added every tick.
+    pub reaction_time_ms: f64,
+    /// C + Z (m): how far a person reaches past the point the lidar sees (ISO 13855's
+    /// intrusion distance: 0.85 m for a body seen by a horizontal scan; less for a scan
+    /// plane at hand height), plus the lidar's and the arm's position uncertainty.
+    pub margin_m: f64,
 }
 
 /// `[safety.arm.kinematics]`: a URDF subset. From the arm's base frame (the frame of
@@ -341,17 +368,23 @@ impl SafetyConfig {
                     "add a [safety.lidar] table for the base's lidar",
                 ));
             }
-            (None, Some(_)) => {
-                return Err(err(
-                    "lidar",
-                    "a lidar is configured but there is no [safety.base] for it to protect",
-                    "add [safety.base] or remove [safety.lidar]",
-                ));
+            (None, Some(lidar)) => {
+                if self.arm.as_ref().is_none_or(|a| a.separation.is_none()) {
+                    return Err(err(
+                        "lidar",
+                        "a lidar is configured but neither [safety.base] nor [safety.arm.separation] uses it",
+                        "add [safety.base] or [safety.arm.separation], or remove [safety.lidar]",
+                    ));
+                }
+                validate_lidar_sensor(lidar)?;
             }
             (None, None) => {}
         }
         if let Some(arm) = &self.arm {
             validate_arm(arm)?;
+            if let Some(separation) = &arm.separation {
+                validate_separation(separation, arm, self.lidar.is_some())?;
+            }
         }
         if self.base.is_none() && self.arm.is_none() {
             return Err(err(
@@ -545,6 +578,40 @@ pub(crate) fn base_footprint(base: &BaseConfig) -> Result<Vec<[f64; 2]>, ConfigE
 }
 
 fn validate_lidar(lidar: &LidarConfig, base: &BaseConfig) -> Result<(), ConfigError> {
+    validate_lidar_sensor(lidar)?;
+    let pose = lidar.base_from_lidar;
+    // The protective zone is the footprint swept over the stopping distance plus this margin;
+    // with no margin it shrinks to the bare footprint for a stationary robot.
+    if !(lidar.margin_m.is_finite() && lidar.margin_m > 0.0) {
+        return Err(err(
+            "lidar.margin_m",
+            format!(
+                "the protective zone must be larger than the footprint, but margin_m = {}",
+                lidar.margin_m
+            ),
+            "set margin_m > 0: sensor error plus a safety margin (e.g. 0.05)",
+        ));
+    }
+    let footprint = base_footprint(base)?;
+    let lidar_in_footprint = footprint.iter().enumerate().all(|(i, a)| {
+        let b = footprint[(i + 1) % footprint.len()];
+        (b[0] - a[0]) * (pose.y_m - a[1]) - (b[1] - a[1]) * (pose.x_m - a[0]) >= 0.0
+    });
+    if !lidar_in_footprint {
+        return Err(err(
+            "lidar.base_from_lidar",
+            "the lidar lies outside the footprint, so the footprint does not cover the robot",
+            "enlarge the footprint to include the lidar mount",
+        ));
+    }
+    Ok(())
+}
+
+/// What every user of the lidar needs: a finite pose and sane beam, age and noise settings.
+/// (The zone keys — reaction time, margin, slow-down, hysteresis, release delay, intrusion
+/// speed — are the base's, checked with it; an arm-only robot still sets them, unused: SAF-017
+/// has its own in `[safety.arm.separation]`.)
+fn validate_lidar_sensor(lidar: &LidarConfig) -> Result<(), ConfigError> {
     let pose = lidar.base_from_lidar;
     if !(pose.x_m.is_finite() && pose.y_m.is_finite() && pose.yaw_rad.is_finite()) {
         return Err(err(
@@ -587,28 +654,59 @@ fn validate_lidar(lidar: &LidarConfig, base: &BaseConfig) -> Result<(), ConfigEr
             "set e.g. 0.2",
         ));
     }
-    // The protective zone is the footprint swept over the stopping distance plus this margin;
-    // with no margin it shrinks to the bare footprint for a stationary robot.
-    if !(lidar.margin_m.is_finite() && lidar.margin_m > 0.0) {
+    Ok(())
+}
+
+/// SAF-017's settings, and what they need: the links' capsules and a lidar.
+fn validate_separation(
+    separation: &SeparationConfig,
+    arm: &ArmConfig,
+    lidar: bool,
+) -> Result<(), ConfigError> {
+    if arm.kinematics.is_none() {
         return Err(err(
-            "lidar.margin_m",
-            format!(
-                "the protective zone must be larger than the footprint, but margin_m = {}",
-                lidar.margin_m
-            ),
-            "set margin_m > 0: sensor error plus a safety margin (e.g. 0.05)",
+            "arm.separation",
+            "speed and separation monitoring measures the distance to the arm's links, but there is no kinematic chain",
+            "add [safety.arm.kinematics] (the links' capsules), or remove [safety.arm.separation]",
         ));
     }
-    let footprint = base_footprint(base)?;
-    let lidar_in_footprint = footprint.iter().enumerate().all(|(i, a)| {
-        let b = footprint[(i + 1) % footprint.len()];
-        (b[0] - a[0]) * (pose.y_m - a[1]) - (b[1] - a[1]) * (pose.x_m - a[0]) >= 0.0
-    });
-    if !lidar_in_footprint {
+    if !lidar {
         return Err(err(
-            "lidar.base_from_lidar",
-            "the lidar lies outside the footprint, so the footprint does not cover the robot",
-            "enlarge the footprint to include the lidar mount",
+            "arm.separation",
+            "speed and separation monitoring needs a lidar, and there is no [safety.lidar]",
+            "add [safety.lidar] for the scanner that watches the arm's surroundings",
+        ));
+    }
+    let pose = separation.base_from_arm;
+    if !(pose.x_m.is_finite() && pose.y_m.is_finite() && pose.yaw_rad.is_finite()) {
+        return Err(err(
+            "arm.separation.base_from_arm",
+            "the arm's pose has a non-finite value",
+            "set x_m, y_m, yaw_rad to finite numbers",
+        ));
+    }
+    if !(separation.human_speed_mps.is_finite() && separation.human_speed_mps > 0.0) {
+        return Err(err(
+            "arm.separation.human_speed_mps",
+            format!(
+                "must be > 0 (people approach), got {}",
+                separation.human_speed_mps
+            ),
+            "set 1.6 (ISO 13855 walking speed) or 2.0 (reaching)",
+        ));
+    }
+    non_negative(
+        "arm.separation.reaction_time_ms",
+        separation.reaction_time_ms,
+    )?;
+    if !(separation.margin_m.is_finite() && separation.margin_m > 0.0) {
+        return Err(err(
+            "arm.separation.margin_m",
+            format!(
+                "a person would be allowed to touch a standing arm, margin_m = {}",
+                separation.margin_m
+            ),
+            "set the intrusion distance plus the lidar's and the arm's position error (e.g. 0.85 for a body seen at leg height)",
         ));
     }
     Ok(())

@@ -29,7 +29,7 @@ pub struct Kinematics {
     axis: [Vec3; MAX_JOINTS],
     prismatic: [bool; MAX_JOINTS],
     /// Radius of capsule `i` (the link after joint `i`); `radius[count]` is the tool sphere.
-    radius: [f64; MAX_JOINTS + 1],
+    pub(crate) radius: [f64; MAX_JOINTS + 1],
     tool_xyz: Vec3,
 }
 

@@ -29,7 +29,6 @@ struct Base {
     brake: [f64; 3],
     odometry_max_age_ns: Option<u64>,
     footprint: Footprint,
-    lidar: Lidar,
     reaction_s: f64,
     margin_m: f64,
     slowdown_depth_m: f64,
@@ -38,7 +37,18 @@ struct Base {
     max_invalid_fraction: f64,
     intrusion_speed_mps: f64,
     min_points: u32,
-    scan_max_age_ns: u64,
+}
+
+/// SAF-017 settings, derived once from `[safety.arm.separation]`.
+#[derive(Debug, Clone)]
+struct Separation {
+    /// The arm's base in the lidar's base frame: position and yaw (cos, sin).
+    origin: [f64; 2],
+    yaw: [f64; 2],
+    human_speed_mps: f64,
+    reaction_s: f64,
+    margin_m: f64,
+    max_invalid_fraction: f64,
 }
 
 /// The deterministic safety layer. Built once from a validated config that it then owns:
@@ -54,6 +64,10 @@ pub struct Safety {
     /// Local policy, cloud, operator.
     command_max_age_ns: [u64; 3],
     base: Option<Base>,
+    /// The scan's points, for the base (SAF-003) and the arm (SAF-017).
+    lidar: Option<Lidar>,
+    scan_max_age_ns: u64,
+    separation: Option<Separation>,
     joint_count: usize,
     joint_state_max_age_ns: u64,
     zones: Option<Zones>,
@@ -111,7 +125,6 @@ impl Safety {
                 ],
                 odometry_max_age_ns: b.odometry_max_age_ms.map(ms_to_ns),
                 footprint: Footprint::new(&base_footprint(b)?),
-                lidar: Lidar::new(l),
                 reaction_s: l.reaction_time_ms * 1e-3,
                 margin_m: l.margin_m,
                 slowdown_depth_m: l.slowdown_depth_m,
@@ -120,7 +133,6 @@ impl Safety {
                 max_invalid_fraction: l.max_invalid_fraction,
                 intrusion_speed_mps: l.intrusion_speed_mps,
                 min_points: l.min_points,
-                scan_max_age_ns: ms_to_ns(l.max_age_ms),
             }),
             _ => None,
         };
@@ -137,7 +149,23 @@ impl Safety {
                 Zones::new(k, &max_abs, a.workspace, &a.keep_out)
             })
         });
+        let separation = config
+            .arm
+            .as_ref()
+            .and_then(|a| a.separation)
+            .zip(config.lidar.as_ref())
+            .map(|(s, l)| Separation {
+                origin: [s.base_from_arm.x_m, s.base_from_arm.y_m],
+                yaw: [s.base_from_arm.yaw_rad.cos(), s.base_from_arm.yaw_rad.sin()],
+                human_speed_mps: s.human_speed_mps,
+                reaction_s: s.reaction_time_ms * 1e-3,
+                margin_m: s.margin_m,
+                max_invalid_fraction: l.max_invalid_fraction,
+            });
         Ok(Self {
+            lidar: config.lidar.as_ref().map(Lidar::new),
+            scan_max_age_ns: config.lidar.as_ref().map_or(0, |l| ms_to_ns(l.max_age_ms)),
+            separation,
             period_ns: ms_to_ns(config.control_period_ms),
             stop_category: match config.estop.stop_category {
                 0 => StopCategory::Cat0,
@@ -487,16 +515,159 @@ impl Safety {
             reasons.insert(Reason::ArmKeepOut);
         }
         if outside || inside {
-            let wanted = command.joints;
-            self.brake_joints(dt_s, command);
-            // No target yet (the first tick after a start): held where it is measured.
-            for i in 0..n {
-                if wanted[i].position.is_some() && command.joints[i].position.is_none() {
-                    command.joints[i].position = Some(from[i]);
-                    command.joints[i].velocity = Some(0.0);
-                }
+            self.brake_arm(&from, dt_s, command);
+        }
+    }
+
+    /// A refused arm command: every joint brakes at its max acceleration (`brake_joints`); a
+    /// position-driven joint with no target yet (the first tick after a start) is held at
+    /// `from`, where it is measured.
+    fn brake_arm(&self, from: &[f64; MAX_JOINTS], dt_s: f64, command: &mut Command) {
+        let wanted = command.joints;
+        self.brake_joints(dt_s, command);
+        for i in 0..self.joint_count {
+            if wanted[i].position.is_some() && command.joints[i].position.is_none() {
+                command.joints[i].position = Some(from[i]);
+                command.joints[i].velocity = Some(0.0);
             }
         }
+    }
+
+    /// SAF-017, speed and separation monitoring (ISO/TS 15066 idea). The separation d is the
+    /// `min_points`-th nearest scan point's horizontal distance to the arm's capsules, at its
+    /// last target and where it is measured (each point a person, any height). For this tick's
+    /// joint speeds v (scaled by s), the protective separation is
+    /// S_p(s) = v_h·(T_r + s·T_s) + s·V·T_r + s²·S_s + C, with V = Σ reach·|v| (no link point
+    /// moves faster), T_s = max |v|/a and S_s = Σ reach·(v²/2a + |v|·dt/2) (the joints braking at
+    /// `max_acceleration`, tick by tick), T_r the configured reaction time plus the scan's age
+    /// plus a tick. The largest s ≤ 1 with S_p(s) ≤ d scales every joint's speed (slow); at
+    /// s = 0 — a person within v_h·T_r + C — or when the joints cannot slow to s·v this tick,
+    /// the arm brakes (stop). A scan with too many invalid beams stops it too (it cannot see).
+    fn separation_guard(
+        &self,
+        arm: &ArmConfig,
+        state: &JointState<'_>,
+        scan_age_s: f64,
+        dt_s: f64,
+        command: &mut Command,
+        reasons: &mut Reasons,
+    ) -> f32 {
+        let (Some(sep), Some(zones), Some(lidar)) = (&self.separation, &self.zones, &self.lidar)
+        else {
+            return f32::INFINITY;
+        };
+        let n = self.joint_count;
+        let mut from = [0.0; MAX_JOINTS];
+        let mut speed = [0.0; MAX_JOINTS];
+        let (mut t_s, mut v_r, mut s_s) = (0.0_f64, 0.0_f64, 0.0_f64);
+        for (i, joint) in arm.joints.iter().enumerate().take(n) {
+            from[i] = self.previous.joints[i]
+                .position
+                .unwrap_or(state.positions[i]);
+            let target = command.joints[i];
+            speed[i] = match target.position {
+                Some(p) if dt_s > 0.0 => (p - from[i]) / dt_s,
+                Some(_) => 0.0,
+                None => target.velocity.unwrap_or(0.0),
+            };
+            let v = speed[i].abs();
+            let a = joint.max_acceleration;
+            t_s = t_s.max(v / a);
+            v_r += zones.reach[i] * v;
+            s_s += zones.reach[i] * (v * v / (2.0 * a) + v * dt_s / 2.0);
+        }
+        let t_r = sep.reaction_s + scan_age_s + dt_s;
+        let standing_m = sep.human_speed_mps * t_r + sep.margin_m;
+        let (a2, a1) = (s_s, sep.human_speed_mps * t_s + v_r * t_r);
+        // Points farther than S_p at full speed limit nothing: not measured.
+        let relevant_m = standing_m + a1 + a2;
+
+        let mut capsules = [([0.0_f32; 2], [0.0_f32; 2], 0.0_f32); 2 * (MAX_JOINTS + 1)];
+        let mut count = 0;
+        let mut extent_m = 0.0_f64;
+        let chain = &zones.kinematics;
+        for q in [&from[..n], state.positions] {
+            let p = chain.link_points(q);
+            let mut planar = [[0.0_f32; 2]; MAX_JOINTS + 1];
+            for (out, point) in planar.iter_mut().zip(&p.points[..=p.count]) {
+                let (c, s) = (sep.yaw[0], sep.yaw[1]);
+                extent_m = extent_m.max(point[0].hypot(point[1]));
+                *out = [
+                    (sep.origin[0] + c * point[0] - s * point[1]) as f32,
+                    (sep.origin[1] + s * point[0] + c * point[1]) as f32,
+                ];
+            }
+            for i in 0..=p.count {
+                let r = chain.radius[i];
+                extent_m = extent_m.max(r);
+                capsules[count] = (planar[i], planar[(i + 1).min(p.count)], r as f32);
+                count += 1;
+            }
+        }
+        let max_radius = chain.radius.iter().copied().fold(0.0, f64::max);
+        let cull_m = extent_m + max_radius + relevant_m;
+        let d = lidar.kth_separation(
+            &capsules[..count],
+            [sep.origin[0] as f32, sep.origin[1] as f32],
+            (cull_m * 1.001 + 1e-3) as f32,
+        );
+        let (invalid, beams) = lidar.invalid_fraction_inputs();
+        if beams == 0 || f64::from(invalid) > sep.max_invalid_fraction * f64::from(beams) {
+            reasons.insert(Reason::InvalidBeams);
+            self.brake_arm(&from, dt_s, command);
+            return d;
+        }
+        // The largest s in [0, 1] with a2·s² + a1·s + (standing - d) <= 0.
+        let a0 = standing_m - f64::from(d);
+        let scale = if a0 >= 0.0 {
+            0.0
+        } else if a2 + a1 + a0 <= 0.0 {
+            1.0
+        } else if a2 > 0.0 {
+            (-a1 + (a1 * a1 - 4.0 * a2 * a0).sqrt()) / (2.0 * a2)
+        } else {
+            -a0 / a1
+        };
+        if scale >= 1.0 {
+            return d;
+        }
+        // Each joint to s times its speed, unless it cannot slow that much this tick: then
+        // the arm is inside the distance it needs to stop, and brakes.
+        let mut slowed = [0.0; MAX_JOINTS];
+        let mut brake = scale <= 0.0;
+        for (i, joint) in arm.joints.iter().enumerate().take(n) {
+            let previous = self.previous.joints[i];
+            let v_prev = match (previous.position, command.joints[i].position) {
+                (Some(_), Some(_)) => previous.velocity.unwrap_or(0.0),
+                _ => previous.velocity.unwrap_or(state.velocities[i]),
+            };
+            let reachable = if v_prev * speed[i] > 0.0 {
+                (v_prev.abs() - joint.max_acceleration * dt_s).max(0.0)
+            } else {
+                0.0
+            };
+            let wanted = scale * speed[i].abs();
+            brake |= reachable > wanted + 1e-12;
+            slowed[i] = wanted.copysign(speed[i]);
+        }
+        if brake {
+            reasons.insert(Reason::ArmSeparation);
+            self.brake_arm(&from, dt_s, command);
+            return d;
+        }
+        reasons.insert(Reason::ArmSeparationSlow);
+        for (i, joint) in arm.joints.iter().enumerate().take(n) {
+            let target = &mut command.joints[i];
+            if target.position.is_some() {
+                target.position = Some(
+                    (from[i] + slowed[i] * dt_s).clamp(joint.min_position, joint.max_position),
+                );
+                target.velocity = Some(slowed[i]);
+            } else if target.velocity.is_some() {
+                target.velocity = Some(slowed[i]);
+            }
+        }
+        d
     }
 
     fn stop_verdict(&self, reasons: Reasons, now: Monotonic, dt_s: f64) -> Verdict {
@@ -567,7 +738,20 @@ impl Safety {
             );
         }
         if let Some(state) = joint_state {
-            self.limit_arm(proposed, &state, dt_s, &mut command, &mut reasons);
+            let scan_age_s = inputs
+                .scan
+                .as_ref()
+                .and_then(|scan| now.age_of(scan.stamp))
+                .map_or(0.0, |ns| ns as f64 * 1e-9);
+            let separation_m = self.limit_arm(
+                proposed,
+                &state,
+                scan_age_s,
+                dt_s,
+                &mut command,
+                &mut reasons,
+            );
+            clearance_m = clearance_m.min(separation_m);
         }
         Verdict {
             command,
@@ -629,33 +813,32 @@ impl Safety {
         now: Monotonic,
         reasons: &mut Reasons,
     ) -> Option<JointState<'a>> {
-        if let Some(base) = &mut self.base {
+        if let Some(lidar) = &mut self.lidar {
             match &inputs.scan {
                 None => reasons.insert(Reason::ScanMissing),
                 Some(scan) => {
                     if now
                         .age_of(scan.stamp)
-                        .is_none_or(|age| age > base.scan_max_age_ns)
+                        .is_none_or(|age| age > self.scan_max_age_ns)
                     {
                         reasons.insert(Reason::ScanStale);
                     }
-                    if let Err(reason) = base.lidar.prepare(scan) {
+                    if let Err(reason) = lidar.prepare(scan) {
                         reasons.insert(reason);
                     }
                 }
             }
-            if let Some(max_age) = base.odometry_max_age_ns {
-                match &inputs.odometry {
-                    None => reasons.insert(Reason::OdometryMissing),
-                    Some(odom) => {
-                        if now.age_of(odom.stamp).is_none_or(|age| age > max_age) {
-                            reasons.insert(Reason::OdometryStale);
-                        }
-                        let t = odom.twist;
-                        if !(t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite())
-                        {
-                            reasons.insert(Reason::OdometryInvalid);
-                        }
+        }
+        if let Some(max_age) = self.base.as_ref().and_then(|b| b.odometry_max_age_ns) {
+            match &inputs.odometry {
+                None => reasons.insert(Reason::OdometryMissing),
+                Some(odom) => {
+                    if now.age_of(odom.stamp).is_none_or(|age| age > max_age) {
+                        reasons.insert(Reason::OdometryStale);
+                    }
+                    let t = odom.twist;
+                    if !(t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite()) {
+                        reasons.insert(Reason::OdometryInvalid);
                     }
                 }
             }
@@ -754,7 +937,7 @@ impl Safety {
         now: Monotonic,
         reasons: &mut Reasons,
     ) -> (f32, f32) {
-        let Some(base) = &mut self.base else {
+        let (Some(base), Some(lidar)) = (&self.base, &mut self.lidar) else {
             return (f32::INFINITY, 0.0);
         };
         let previous = self.previous.base;
@@ -789,7 +972,7 @@ impl Safety {
         let intrusion_m = base.intrusion_speed_mps * stop_time_s;
         // Nothing farther than this from the origin can be in any zone this tick.
         let relevant_m = radius + depth + base.slowdown_depth_m + base.hysteresis_m + intrusion_m;
-        base.lidar.select_near((relevant_m * 1.001 + 1e-3) as f32);
+        lidar.select_near((relevant_m * 1.001 + 1e-3) as f32);
 
         let magnitude = v.vx_mps.hypot(v.vy_mps);
         if magnitude > MOTION_EPS {
@@ -800,14 +983,12 @@ impl Safety {
                 .is_some_and(|h| h.direction[0] * u[0] + h.direction[1] * u[1] > 0.0);
             let mut blocked = None;
             let mut waiting = false;
-            if !base.lidar.observes(ux, uy) {
+            if !lidar.observes(ux, uy) {
                 blocked = Some(Reason::MotionUnobserved);
             } else {
                 // ISO 13855-style: a person may walk `intrusion_m` toward the path while the
                 // robot reacts and brakes.
-                let sweep = base
-                    .lidar
-                    .sweep(&base.footprint, ux, uy, intrusion_m as f32);
+                let sweep = lidar.sweep(&base.footprint, ux, uy, intrusion_m as f32);
                 clearance = sweep.kth_contact_m;
                 let kth = f64::from(sweep.kth_contact_m);
                 let protect = depth + if same_side { base.hysteresis_m } else { 0.0 };
@@ -856,7 +1037,7 @@ impl Safety {
         if v.wz_radps.abs() > MOTION_EPS {
             let sign = v.wz_radps.signum();
             let same_side = self.rotation_hold.is_some_and(|h| h.direction[0] == sign);
-            let (invalid, beams) = base.lidar.invalid_fraction_inputs();
+            let (invalid, beams) = lidar.invalid_fraction_inputs();
             let slack = base.margin_m + if same_side { base.hysteresis_m } else { 0.0 };
             let angle = speed_wz * reaction_s
                 + speed_wz * speed_wz / (2.0 * base.brake[2])
@@ -865,10 +1046,7 @@ impl Safety {
             let mut waiting = false;
             if f64::from(invalid) > base.max_invalid_fraction * f64::from(beams) {
                 blocked = Some(Reason::InvalidBeams);
-            } else if base
-                .lidar
-                .rotation_hits(&base.footprint, (sign * angle) as f32)
-                >= base.min_points
+            } else if lidar.rotation_hits(&base.footprint, (sign * angle) as f32) >= base.min_points
             {
                 blocked = Some(Reason::ProtectiveZone);
             } else if same_side {
@@ -905,17 +1083,20 @@ impl Safety {
             })
     }
 
-    /// SAF-006 for the arm: position range, rate, velocity, acceleration, gripper, workspace.
+    /// SAF-006 for the arm: position range, rate, velocity, acceleration, gripper, workspace;
+    /// then separation (SAF-017) and zones (SAF-016). Returns the separation (m; +inf without
+    /// SAF-017, or with nobody near).
     fn limit_arm(
         &self,
         proposed: &Command,
         state: &JointState<'_>,
+        scan_age_s: f64,
         dt_s: f64,
         command: &mut Command,
         reasons: &mut Reasons,
-    ) {
+    ) -> f32 {
         let Some(arm) = &self.config.arm else {
-            return;
+            return f32::INFINITY;
         };
         for (i, joint) in arm.joints.iter().enumerate().take(MAX_JOINTS) {
             let target = proposed.joints[i];
@@ -992,6 +1173,7 @@ impl Safety {
                 command.joints[i].velocity = Some(limited);
             }
         }
+        let separation_m = self.separation_guard(arm, state, scan_age_s, dt_s, command, reasons);
         self.zone_guard(arm, state, dt_s, command, reasons);
         if let (Some(position), Some(gripper)) = (proposed.gripper_position, arm.gripper) {
             let clamped = position.clamp(gripper.min_position, gripper.max_position);
@@ -1010,6 +1192,7 @@ impl Safety {
             }
             command.ee_target_m = Some(clamped);
         }
+        separation_m
     }
 }
 

@@ -43,6 +43,10 @@
 //! | `arm.keep_out` | `[{ min_m, max_m }]`, at most 16 | none | boxes no link or the tool may enter (SAF-016; needs `arm.kinematics`) |
 //! | `arm.kinematics.links` | `[{ joint, type?, xyz_m, rpy_rad?, axis, radius_m }]` | unset | URDF subset, one per `arm.joints` entry in order: the joint's `<origin>` in the previous joint's frame, its `<axis>`, `revolute` (default) or `prismatic`, and the radius of the capsule from it to the next joint |
 //! | `arm.kinematics.tool` | `{ xyz_m, radius_m }` | — | the tool point in the last joint's frame; a sphere of `radius_m` around it (gripper and load) |
+//! | `arm.separation.base_from_arm` | `{ x_m, y_m, yaw_rad }` | unset | speed and separation monitoring (SAF-017, needs `arm.kinematics` and `[safety.lidar]`): the arm's base in the lidar's base frame |
+//! | `arm.separation.human_speed_mps` | f64 > 0, m/s | — | how fast a person may approach (ISO 13855: 1.6 walking, 2.0 reaching) |
+//! | `arm.separation.reaction_time_ms` | f64 ≥ 0, ms | — | sensor to brake (T_r); the scan's age and a tick are added every tick |
+//! | `arm.separation.margin_m` | f64 > 0, m | — | C + Z: how far a person reaches past the point the lidar sees, plus position errors; a standing arm stops with anyone within human_speed × T_r + margin_m |
 //!
 //! # Example
 //! ```
@@ -127,7 +131,7 @@ pub use config::{
     ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
     GripperLimits, JointKind, JointLimits, KinematicsConfig, LidarConfig, LinkConfig,
     MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES, MAX_KEEP_OUT, MAX_MIN_POINTS, Pose2, Restart,
-    SafetyConfig, ToolConfig, WorkspaceBox,
+    SafetyConfig, SeparationConfig, ToolConfig, WorkspaceBox,
 };
 pub use kinematics::{Kinematics, LinkPoints};
 pub use layer::Safety;

@@ -402,6 +402,43 @@ impl Lidar {
         hits
     }
 
+    /// SAF-017: the `min_points`-th smallest distance (m) from a point of the last prepared
+    /// scan to any of `capsules` ((a, b, radius), base frame), in the horizontal plane: each
+    /// point stands for a vertical line, a person at any height. Only points within `cull_m`
+    /// of `center` are measured; +inf when fewer than `min_points` are. Negative inside a
+    /// capsule.
+    pub(crate) fn kth_separation(
+        &self,
+        capsules: &[([f32; 2], [f32; 2], f32)],
+        center: [f32; 2],
+        cull_m: f32,
+    ) -> f32 {
+        let r2 = cull_m * cull_m;
+        let mut nearest = KNearest::new(self.min_points);
+        // Beams without a point lie at FAR_M: culled here.
+        for (&x, &y) in self.x[..self.beams].iter().zip(&self.y[..self.beams]) {
+            let (cx, cy) = (x - center[0], y - center[1]);
+            if cx * cx + cy * cy > r2 {
+                continue;
+            }
+            let mut best = f32::INFINITY;
+            for &(a, b, r) in capsules {
+                let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
+                let (px, py) = (x - a[0], y - a[1]);
+                let len2 = ex * ex + ey * ey;
+                let t = if len2 > 0.0 {
+                    ((px * ex + py * ey) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let (qx, qy) = (px - t * ex, py - t * ey);
+                best = best.min((qx * qx + qy * qy).sqrt() - r);
+            }
+            nearest.insert(best);
+        }
+        nearest.kth()
+    }
+
     /// Invalid beams and all beams of the last prepared scan.
     pub(crate) fn invalid_fraction_inputs(&self) -> (u32, u32) {
         (self.invalid_total, self.beams as u32)

@@ -295,6 +295,8 @@ reasons! {
     WorkspaceLimit => "workspace_limit", Clamp;
     ArmWorkspace => "arm_workspace", Stop;
     ArmKeepOut => "arm_keep_out", Stop;
+    ArmSeparation => "arm_separation", Stop;
+    ArmSeparationSlow => "arm_separation_slow", Slow;
 }
 
 /// A fixed-size set of [`Reason`]s (a bit set; no allocation).

@@ -248,3 +248,62 @@ fn arm_zones_and_kinematics_are_checked() {
     let text = refused(slide("[0.3, 0.1, 0.0]"), "arm.kinematics.links[1].xyz_m");
     assert!(text.contains("prismatic"), "{text}");
 }
+
+#[test]
+fn arm_separation_is_checked() {
+    // Valid on a mobile manipulator and on an arm alone (the lidar then serves only it).
+    Safety::new(separated(false)).unwrap();
+    Safety::new(separated(true)).unwrap();
+    // A lidar with neither a base nor SAF-017 to use it.
+    let mut cfg = separated(true);
+    cfg.arm.as_mut().unwrap().separation = None;
+    let text = refused(cfg, "lidar");
+    assert!(text.contains("arm.separation"), "{text}");
+    // SAF-017 measures to the links: it needs the chain, and a lidar.
+    let mut cfg = separated(false);
+    cfg.arm.as_mut().unwrap().kinematics = None;
+    cfg.arm.as_mut().unwrap().workspace = None;
+    let text = refused(cfg, "arm.separation");
+    assert!(text.contains("kinematics"), "{text}");
+    let mut cfg = separated(true);
+    cfg.lidar = None;
+    let text = refused(cfg, "arm.separation");
+    assert!(text.contains("[safety.lidar]"), "{text}");
+    let with = |f: &dyn Fn(&mut SeparationConfig)| {
+        let mut cfg = separated(true);
+        f(cfg.arm.as_mut().unwrap().separation.as_mut().unwrap());
+        cfg
+    };
+    refused(
+        with(&|s| s.human_speed_mps = 0.0),
+        "arm.separation.human_speed_mps",
+    );
+    refused(
+        with(&|s| s.human_speed_mps = f64::NAN),
+        "arm.separation.human_speed_mps",
+    );
+    refused(with(&|s| s.margin_m = 0.0), "arm.separation.margin_m");
+    refused(
+        with(&|s| s.reaction_time_ms = -1.0),
+        "arm.separation.reaction_time_ms",
+    );
+    refused(
+        with(&|s| s.base_from_arm.yaw_rad = f64::INFINITY),
+        "arm.separation.base_from_arm",
+    );
+    // The lidar's own checks hold without a base too.
+    let mut cfg = separated(true);
+    cfg.lidar.as_mut().unwrap().max_beams = 0;
+    refused(cfg, "lidar.max_beams");
+    // From TOML, as a config file spells it.
+    let toml_text = format!(
+        "{}\n[arm.separation]\nbase_from_arm = {{ x_m = 0.1, y_m = 0.0, yaw_rad = 0.0 }}\nhuman_speed_mps = 1.6\nreaction_time_ms = 60.0\nmargin_m = 0.3\n",
+        CONFIG.replace(
+            "workspace = { min_m = [0.1, -0.5, 0.0], max_m = [0.8, 0.5, 1.0] }\n",
+            ZONED
+        )
+    );
+    let cfg: SafetyConfig = toml::from_str(&toml_text).unwrap();
+    assert_eq!(cfg.arm.as_ref().unwrap().separation.unwrap().margin_m, 0.3);
+    Safety::new(cfg).unwrap();
+}

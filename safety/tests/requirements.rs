@@ -1076,3 +1076,211 @@ fn saf_016_a_stop_path_is_checked_not_only_the_next_target() {
     let at = poses[first_braking][0];
     assert!(at < 0.34 - 0.08, "braking began at {at}");
 }
+
+/// Follows `target` for `ticks` while a person walks from `start` toward `end` at `speed`
+/// (m/s) and then stands there; the drive tracks exactly. Per tick: the verdict, the commanded
+/// pose, and the person's separation from it (the test's own geometry).
+fn walk_in(
+    rig: &mut Rig,
+    target: [f64; 2],
+    (start, end, speed): ([f64; 2], [f64; 2], f64),
+    ticks: usize,
+) -> Vec<(Verdict, [f64; 2], f64)> {
+    let k = zoned_kinematics();
+    let mut out = Vec::new();
+    let length = (end[0] - start[0]).hypot(end[1] - start[1]);
+    for t in 0..ticks {
+        let walked = (speed * t as f64 * 0.01).min(length);
+        let f = if length > 0.0 { walked / length } else { 1.0 };
+        let person = [
+            start[0] + f * (end[0] - start[0]),
+            start[1] + f * (end[1] - start[1]),
+        ];
+        rig.person_at(person);
+        let v = rig.step(arm_command(
+            [Some(target[0]), Some(target[1])],
+            [None, None],
+        ));
+        let q = [
+            v.command.joints[0].position.unwrap(),
+            v.command.joints[1].position.unwrap(),
+        ];
+        rig.positions = q.to_vec();
+        out.push((v, q, person_separation(&k, &q, person)));
+    }
+    out
+}
+
+fn arm_moving(v: &Verdict) -> bool {
+    v.command.joints[..2]
+        .iter()
+        .any(|j| j.velocity.is_some_and(|s| s.abs() > 1e-9))
+}
+
+#[test]
+fn saf_017_the_arm_slows_as_a_person_approaches_and_is_still_before_they_reach_it() {
+    // The shoulder sweeps from -1 rad toward +1 rad (the tool toward +y) while a person walks
+    // in along the y axis at 1.6 m/s (the configured human speed) and stops 0.3 m from the
+    // arm's base: wherever the arm is then, it would be within reach.
+    let mut rig = Rig::started(separated(false));
+    rig.positions = vec![-1.0, 0.0];
+    let run = walk_in(&mut rig, [1.0, 0.0], ([0.0, 3.0], [0.0, 0.3], 1.6), 300);
+    let c = SEPARATION.margin_m;
+    // While the arm moves, nobody is within the margin C of it (less the ±1° of the three
+    // beams that stand for the person); it has come to rest before they arrive, and stays.
+    for (t, (v, q, d)) in run.iter().enumerate() {
+        assert!(*d > 0.0, "tick {t}: contact at {q:?}");
+        if arm_moving(v) {
+            assert!(
+                *d > c - 0.02,
+                "tick {t}: moving {q:?} with a person {d:.3} m away: {v:?}"
+            );
+        }
+    }
+    let slow = run
+        .iter()
+        .position(|(v, ..)| v.reasons.contains(Reason::ArmSeparationSlow))
+        .expect("the arm slowed");
+    let stop = run
+        .iter()
+        .position(|(v, ..)| v.reasons.contains(Reason::ArmSeparation))
+        .expect("the arm stopped");
+    assert!(slow < stop, "slowed at {slow}, stopped at {stop}");
+    let (last, q, d) = run.last().unwrap();
+    assert!(!arm_moving(last), "{last:?}");
+    assert_eq!(last.action, Action::Stop);
+    assert!(q[0] < 1.0 && *d > 0.0, "{q:?} {d}");
+    // The separation is reported with the verdict (the k-th nearest point: within a beam's
+    // spacing of the test's own figure).
+    assert!(
+        (f64::from(last.clearance_m) - d).abs() < 0.03,
+        "{last:?} vs {d}"
+    );
+    // Gone: the arm moves on by itself (no latch), up to its target.
+    rig.clear_scan();
+    let (v, _) = follow(&mut rig, [1.0, 0.0], 400);
+    assert!((rig.positions[0] - 1.0).abs() < 1e-9, "{v:?}");
+    assert!(!v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+}
+
+#[test]
+fn saf_017_the_allowed_speed_falls_with_the_separation() {
+    // The same sweep with a person standing still at several distances along +y: the shoulder
+    // passes 0.8 rad (the tool near them) slower the closer they stand, at full speed
+    // (1 rad/s) when far, and not at all when they stand within reach of the arm's base.
+    let mut speeds = Vec::new();
+    for distance in [6.0, 1.0, 0.9, 0.8, 0.7, 0.3] {
+        let mut rig = Rig::started(separated(false));
+        rig.positions = vec![-1.0, 0.0];
+        let run = walk_in(
+            &mut rig,
+            [1.0, 0.0],
+            ([0.0, distance], [0.0, distance], 0.0),
+            800,
+        );
+        let passing = run
+            .iter()
+            .find(|(_, q, _)| q[0] >= 0.8)
+            .map_or(0.0, |(v, ..)| v.command.joints[0].velocity.unwrap());
+        let slowed = run.iter().any(|(v, ..)| {
+            v.reasons.contains(Reason::ArmSeparationSlow)
+                || v.reasons.contains(Reason::ArmSeparation)
+        });
+        speeds.push((distance, passing, slowed));
+    }
+    assert!(
+        (speeds[0].1 - 1.0).abs() < 1e-9 && !speeds[0].2,
+        "{speeds:?}"
+    );
+    for w in speeds.windows(2) {
+        assert!(w[1].1 < w[0].1 || w[1].1 == 0.0, "{speeds:?}");
+        assert!(w[1].2, "{speeds:?}");
+    }
+    assert!(speeds[1].1 > 0.0, "{speeds:?}");
+    assert_eq!(speeds.last().unwrap().1, 0.0, "{speeds:?}");
+}
+
+#[test]
+fn saf_017_a_person_within_reach_holds_a_standing_arm_but_one_noisy_beam_does_not() {
+    let mut rig = Rig::started(separated(false));
+    rig.positions = vec![0.0, 0.0];
+    // 0.25 m from the tool's sphere: inside what a standing arm needs, v_h·T_r + C =
+    // 1.6 m/s × (50 ms + 10 ms) + 0.2 m = 0.296 m.
+    rig.person_at([0.9, 0.0]);
+    let (v, _) = follow(&mut rig, [-1.0, 0.0], 50);
+    assert_eq!(rig.positions, vec![0.0, 0.0], "{v:?}");
+    assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+    assert_eq!(v.action, Action::Stop);
+    // One beam (min_points = 2): noise, not a person.
+    rig.clear_scan();
+    rig.obstacle(0.0, 0.9, 1);
+    let (v, _) = follow(&mut rig, [-1.0, 0.0], 50);
+    assert!(rig.positions[0] < -0.3, "{v:?}");
+    assert!(!v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+}
+
+#[test]
+fn saf_017_an_arm_only_robot_stops_without_a_fresh_readable_scan() {
+    let config = separated(true);
+    assert!(config.base.is_none());
+    let mut rig = Rig::started(config);
+    rig.positions = vec![0.0, 0.0];
+    // Clear: full speed to the target.
+    let (v, _) = follow(&mut rig, [0.5, 0.0], 100);
+    assert!((rig.positions[0] - 0.5).abs() < 1e-9, "{v:?}");
+    for (fault, reason) in [
+        ("missing", Reason::ScanMissing),
+        ("stale", Reason::ScanStale),
+        ("invalid beams", Reason::InvalidBeams),
+    ] {
+        rig.clear_scan();
+        rig.scan_present = true;
+        rig.scan_age_ns = 0;
+        match fault {
+            "missing" => rig.scan_present = false,
+            "stale" => rig.scan_age_ns = 150_000_000,
+            _ => rig.ranges[..BEAMS / 4].fill(f32::NAN),
+        }
+        let before = rig.positions.clone();
+        let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
+        assert!(v.reasons.contains(reason), "{fault}: {v:?}");
+        assert_eq!(v.action, Action::Stop, "{fault}");
+        assert!(!arm_moving(&v), "{fault}: {v:?}");
+        assert!(
+            (rig.positions[0] - before[0]).abs() < 0.05,
+            "{fault}: {:?}",
+            rig.positions
+        );
+    }
+}
+
+#[test]
+fn saf_017_a_person_appearing_close_brakes_the_arm_at_its_acceleration_limit() {
+    // At full speed toward +y, someone steps out from behind a post 0.6 m from the tool: the
+    // speed the separation allows is far below what the joints can reach in a tick, so the arm
+    // brakes at max_acceleration (5 rad/s² for the shoulder), never with a jump in speed.
+    let mut rig = Rig::started(separated(false));
+    rig.positions = vec![-1.0, 0.0];
+    let run = walk_in(&mut rig, [1.0, 0.0], ([0.0, 9.0], [0.0, 9.0], 0.0), 100);
+    let mut previous = run.last().unwrap().0.command.joints[0].velocity.unwrap();
+    assert!((previous - 1.0).abs() < 1e-9, "{previous}");
+    let run = walk_in(&mut rig, [1.0, 0.0], ([0.55, 0.6], [0.55, 0.6], 0.0), 40);
+    assert!(
+        run[0].0.reasons.contains(Reason::ArmSeparation),
+        "{:?}",
+        run[0].0
+    );
+    for (t, (v, ..)) in run.iter().enumerate() {
+        let now = v.command.joints[0].velocity.unwrap();
+        assert!(
+            (now - previous).abs() <= 5.0 * 0.01 + 1e-9,
+            "tick {t}: {previous} -> {now}"
+        );
+        previous = now;
+    }
+    // It brakes until its speed is what the separation allows, then goes on that slowly.
+    let (last, ..) = run.last().unwrap();
+    let settled = last.command.joints[0].velocity.unwrap();
+    assert!(settled > 0.0 && settled < 0.8, "{last:?}");
+    assert!(last.reasons.contains(Reason::ArmSeparationSlow), "{last:?}");
+}

@@ -357,3 +357,52 @@ pub fn zoned_kinematics() -> Kinematics {
             .unwrap(),
     )
 }
+
+/// SAF-017's settings on the zoned rig (no keep-out box): the arm's base at the lidar.
+pub const SEPARATION: SeparationConfig = SeparationConfig {
+    base_from_arm: Pose2 {
+        x_m: 0.0,
+        y_m: 0.0,
+        yaw_rad: 0.0,
+    },
+    human_speed_mps: 1.6,
+    reaction_time_ms: 50.0,
+    margin_m: 0.2,
+};
+
+/// The zoned rig (no keep-out box) with speed and separation monitoring; `arm_only` drops the
+/// base, so the lidar serves the arm alone.
+pub fn separated(arm_only: bool) -> SafetyConfig {
+    let mut c = zoned(false);
+    c.arm.as_mut().unwrap().separation = Some(SEPARATION);
+    if arm_only {
+        c.base = None;
+    }
+    c
+}
+
+/// Horizontal distance (sampled, independent of the layer's geometry) from a person standing
+/// at `person` (base frame; the arm's base is at the origin) to the zoned arm's capsules at
+/// `q`, minus their 0.05 m radius.
+pub fn person_separation(k: &Kinematics, q: &[f64], person: [f64; 2]) -> f64 {
+    let p = k.link_points(q);
+    let mut best = f64::INFINITY;
+    for i in 0..=p.count {
+        let (a, b) = (p.points[i], p.points[(i + 1).min(p.count)]);
+        for s in 0..=200 {
+            let t = s as f64 / 200.0;
+            let x = a[0] + t * (b[0] - a[0]);
+            let y = a[1] + t * (b[1] - a[1]);
+            best = best.min((x - person[0]).hypot(y - person[1]) - 0.05);
+        }
+    }
+    best
+}
+
+impl World {
+    /// A person (three adjacent beams) standing at `xy` in the base frame (the lidar's).
+    pub fn person_at(&mut self, xy: [f64; 2]) {
+        self.clear_scan();
+        self.obstacle(xy[1].atan2(xy[0]) as f32, xy[0].hypot(xy[1]) as f32, 3);
+    }
+}
