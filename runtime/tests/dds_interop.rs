@@ -168,7 +168,8 @@ fn odometry_feeds_the_stopping_distance_and_cmd_vel_can_be_stamped() {
 /// schema 2): JointTrajectory to joint_trajectory_controller, Float64MultiArray to the
 /// gripper's controller, every value inside the config's limits; latched start, E-stop, SAF-013,
 /// the following-error stop (SAF-015), a refused joint state and the keep-out box (SAF-016,
-/// forward kinematics of the shipped chain), against a Cyclone DDS arm.
+/// forward kinematics of the shipped chain) and a person near the moving arm (SAF-017, the
+/// shipped scanner config), against a Cyclone DDS arm.
 #[test]
 fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
     let (code, text) = run_harness("runtime/tests/dds/arm_harness.py", &[]);
@@ -194,6 +195,11 @@ fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
         "PASS SAF-016 turned back toward the pose through the keep-out box => it stops before it",
         "PASS SAF-016 every link of every commanded point",
         "PASS SAF-016 Reflex named the keep-out box as the reason it held the arm",
+        "PASS SAF-017 a person inside what a still arm needs, beyond the moving arm's goal => it stops short of it",
+        "PASS SAF-017 the person steps back to",
+        "beyond the goal => it moves on (slowed)",
+        "PASS SAF-017 the person leaves => the arm reaches its pose",
+        "PASS SAF-017 Reflex named the person as the reason it stopped and slowed the arm",
         "PASS every trajectory",
     ] {
         assert!(text.contains(check), "{check}: {text}");

@@ -214,6 +214,8 @@ pub struct ArmConfig {
 pub struct SeparationConfig {
     /// The arm's base frame in the lidar's base frame (`lidar.base_from_lidar` places the
     /// lidar in that same frame): x, y and yaw; heights do not matter (people are vertical).
+    /// The arm's base z axis must be vertical (a table or floor mount): a tilted or wall-mounted
+    /// arm's links would be projected wrongly.
     pub base_from_arm: Pose2,
     /// How fast a person may approach (ISO 13855: 1.6 m/s walking, 2.0 m/s reaching).
     pub human_speed_mps: f64,
@@ -221,8 +223,8 @@ pub struct SeparationConfig {
     /// The scan's age and one more tick are added every tick.
     pub reaction_time_ms: f64,
     /// C + Z (m): how far a person reaches past the point the lidar sees (ISO 13855's
-    /// intrusion distance: 0.85 m for a body seen by a horizontal scan; less for a scan
-    /// plane at hand height), plus the lidar's and the arm's position uncertainty.
+    /// intrusion distance for a horizontal scan plane at height H: 1.2 − 0.4·H m, never below
+    /// 0.85 m), plus the lidar's and the arm's position uncertainty.
     pub margin_m: f64,
 }
 
@@ -678,35 +680,42 @@ fn validate_separation(
         ));
     }
     let pose = separation.base_from_arm;
-    if !(pose.x_m.is_finite() && pose.y_m.is_finite() && pose.yaw_rad.is_finite()) {
+    let within = |v: f64, limit: f64| v.is_finite() && v.abs() <= limit;
+    if !(within(pose.x_m, 100.0) && within(pose.y_m, 100.0) && within(pose.yaw_rad, 10.0)) {
         return Err(err(
             "arm.separation.base_from_arm",
-            "the arm's pose has a non-finite value",
-            "set x_m, y_m, yaw_rad to finite numbers",
+            "the arm's pose is not finite or not near the lidar (|x|, |y| <= 100 m, |yaw| <= 10 rad)",
+            "set x_m, y_m (m) and yaw_rad (rad) of the arm's base in the lidar's base frame",
         ));
     }
-    if !(separation.human_speed_mps.is_finite() && separation.human_speed_mps > 0.0) {
+    if !(separation.human_speed_mps > 0.0 && separation.human_speed_mps <= 10.0) {
         return Err(err(
             "arm.separation.human_speed_mps",
             format!(
-                "must be > 0 (people approach), got {}",
+                "must be > 0 (people approach) and at most 10 m/s, got {}",
                 separation.human_speed_mps
             ),
             "set 1.6 (ISO 13855 walking speed) or 2.0 (reaching)",
         ));
     }
-    non_negative(
-        "arm.separation.reaction_time_ms",
-        separation.reaction_time_ms,
-    )?;
-    if !(separation.margin_m.is_finite() && separation.margin_m > 0.0) {
+    if !(separation.reaction_time_ms >= 0.0 && separation.reaction_time_ms <= 10_000.0) {
+        return Err(err(
+            "arm.separation.reaction_time_ms",
+            format!(
+                "must be between 0 and 10000 ms, got {}",
+                separation.reaction_time_ms
+            ),
+            "set the scan period plus the drive's latency (e.g. 80)",
+        ));
+    }
+    if !(separation.margin_m > 0.0 && separation.margin_m <= 100.0) {
         return Err(err(
             "arm.separation.margin_m",
             format!(
                 "a person would be allowed to touch a standing arm, margin_m = {}",
                 separation.margin_m
             ),
-            "set the intrusion distance plus the lidar's and the arm's position error (e.g. 0.85 for a body seen at leg height)",
+            "set ISO 13855's intrusion distance for the scan plane's height H (1.2 - 0.4·H m, at least 0.85) plus the lidar's and the arm's position error",
         ));
     }
     Ok(())

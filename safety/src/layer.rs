@@ -540,14 +540,19 @@ impl Safety {
     /// S_p(s) = v_h·(T_r + s·T_s) + s·V·T_r + s²·S_s + C, with V = Σ reach·|v| (no link point
     /// moves faster), T_s = max |v|/a and S_s = Σ reach·(v²/2a + |v|·dt/2) (the joints braking at
     /// `max_acceleration`, tick by tick), T_r the configured reaction time plus the scan's age
-    /// plus a tick. The largest s ≤ 1 with S_p(s) ≤ d scales every joint's speed (slow); at
-    /// s = 0 — a person within v_h·T_r + C — or when the joints cannot slow to s·v this tick,
-    /// the arm brakes (stop). A scan with too many invalid beams stops it too (it cannot see).
+    /// plus a tick. On a mobile base the base's speed at the links (`base_motion`: xy speed and
+    /// yaw rate, the fastest of commanded, last and measured) adds to v_h, and to the braking
+    /// time. The largest s ≤ 1 with S_p(s) ≤ d scales every joint's speed (slow); at s = 0 — a
+    /// person within v_h·T_r + C — or when a joint cannot slow to s·v this tick, the arm and the
+    /// base brake (stop). A scan with too many invalid beams stops it too (it cannot see), and
+    /// so does anything not finite.
+    #[allow(clippy::too_many_arguments)]
     fn separation_guard(
         &self,
         arm: &ArmConfig,
         state: &JointState<'_>,
         scan_age_s: f64,
+        base_motion: [f64; 2],
         dt_s: f64,
         command: &mut Command,
         reasons: &mut Reasons,
@@ -558,17 +563,50 @@ impl Safety {
         };
         let n = self.joint_count;
         let mut from = [0.0; MAX_JOINTS];
+        for (i, f) in from.iter_mut().enumerate().take(n) {
+            *f = self.previous.joints[i]
+                .position
+                .unwrap_or(state.positions[i]);
+        }
+        // The capsules in the lidar's base frame, at the last target and the measured pose.
+        let mut capsules = [([0.0_f32; 2], [0.0_f32; 2], 0.0_f32); 2 * (MAX_JOINTS + 1)];
+        let mut count = 0;
+        let mut extent_m = 0.0_f64;
+        let chain = &zones.kinematics;
+        let (c, sn) = (sep.yaw[0], sep.yaw[1]);
+        for q in [&from[..n], state.positions] {
+            let p = chain.link_points(q);
+            let mut planar = [[0.0_f32; 2]; MAX_JOINTS + 1];
+            for (out, point) in planar.iter_mut().zip(&p.points[..=p.count]) {
+                extent_m = extent_m.max(point[0].hypot(point[1]));
+                *out = [
+                    (sep.origin[0] + c * point[0] - sn * point[1]) as f32,
+                    (sep.origin[1] + sn * point[0] + c * point[1]) as f32,
+                ];
+            }
+            for i in 0..=p.count {
+                let r = chain.radius[i];
+                capsules[count] = (planar[i], planar[(i + 1).min(p.count)], r as f32);
+                count += 1;
+            }
+        }
+        let max_radius = chain.radius.iter().copied().fold(0.0, f64::max);
+        extent_m += max_radius;
+
+        // This tick's joint speeds: the position step, or the velocity sent with it if faster;
+        // a joint without a target, as measured.
         let mut speed = [0.0; MAX_JOINTS];
         let (mut t_s, mut v_r, mut s_s) = (0.0_f64, 0.0_f64, 0.0_f64);
         for (i, joint) in arm.joints.iter().enumerate().take(n) {
-            from[i] = self.previous.joints[i]
-                .position
-                .unwrap_or(state.positions[i]);
             let target = command.joints[i];
-            speed[i] = match target.position {
+            let step = match target.position {
                 Some(p) if dt_s > 0.0 => (p - from[i]) / dt_s,
-                Some(_) => 0.0,
-                None => target.velocity.unwrap_or(0.0),
+                _ => 0.0,
+            };
+            speed[i] = match (target.position, target.velocity) {
+                (None, None) => state.velocities[i],
+                (_, Some(v)) if v.abs() > step.abs() => v,
+                _ => step,
             };
             let v = speed[i].abs();
             let a = joint.max_acceleration;
@@ -577,34 +615,18 @@ impl Safety {
             s_s += zones.reach[i] * (v * v / (2.0 * a) + v * dt_s / 2.0);
         }
         let t_r = sep.reaction_s + scan_age_s + dt_s;
-        let standing_m = sep.human_speed_mps * t_r + sep.margin_m;
-        let (a2, a1) = (s_s, sep.human_speed_mps * t_s + v_r * t_r);
+        // The base carries the links toward a person too: its speed at the farthest link
+        // point, for the reaction time and until it has braked (SAF-017 then brakes it).
+        let base_closing =
+            base_motion[0] + base_motion[1] * (sep.origin[0].hypot(sep.origin[1]) + extent_m);
+        let base_stop_s = self.base.as_ref().map_or(0.0, |b| {
+            base_motion[0] / b.brake[0] + base_motion[1] / b.brake[2]
+        });
+        let closing = sep.human_speed_mps + base_closing;
+        let standing_m = closing * t_r + base_closing * base_stop_s + sep.margin_m;
+        let (a2, a1) = (s_s, closing * t_s + v_r * t_r);
         // Points farther than S_p at full speed limit nothing: not measured.
         let relevant_m = standing_m + a1 + a2;
-
-        let mut capsules = [([0.0_f32; 2], [0.0_f32; 2], 0.0_f32); 2 * (MAX_JOINTS + 1)];
-        let mut count = 0;
-        let mut extent_m = 0.0_f64;
-        let chain = &zones.kinematics;
-        for q in [&from[..n], state.positions] {
-            let p = chain.link_points(q);
-            let mut planar = [[0.0_f32; 2]; MAX_JOINTS + 1];
-            for (out, point) in planar.iter_mut().zip(&p.points[..=p.count]) {
-                let (c, s) = (sep.yaw[0], sep.yaw[1]);
-                extent_m = extent_m.max(point[0].hypot(point[1]));
-                *out = [
-                    (sep.origin[0] + c * point[0] - s * point[1]) as f32,
-                    (sep.origin[1] + s * point[0] + c * point[1]) as f32,
-                ];
-            }
-            for i in 0..=p.count {
-                let r = chain.radius[i];
-                extent_m = extent_m.max(r);
-                capsules[count] = (planar[i], planar[(i + 1).min(p.count)], r as f32);
-                count += 1;
-            }
-        }
-        let max_radius = chain.radius.iter().copied().fold(0.0, f64::max);
         let cull_m = extent_m + max_radius + relevant_m;
         let d = lidar.kth_separation(
             &capsules[..count],
@@ -614,45 +636,42 @@ impl Safety {
         let (invalid, beams) = lidar.invalid_fraction_inputs();
         if beams == 0 || f64::from(invalid) > sep.max_invalid_fraction * f64::from(beams) {
             reasons.insert(Reason::InvalidBeams);
-            self.brake_arm(&from, dt_s, command);
+            self.brake_arm_and_base(&from, dt_s, command);
             return d;
         }
-        // The largest s in [0, 1] with a2·s² + a1·s + (standing - d) <= 0.
+        // The largest s in [0, 1] with a2·s² + a1·s + a0 <= 0 (the root in its stable form).
         let a0 = standing_m - f64::from(d);
-        let scale = if a0 >= 0.0 {
+        let scale = if !(a0 < 0.0) {
+            // Inside what a still arm needs; or NaN: stop.
             0.0
         } else if a2 + a1 + a0 <= 0.0 {
             1.0
-        } else if a2 > 0.0 {
-            (-a1 + (a1 * a1 - 4.0 * a2 * a0).sqrt()) / (2.0 * a2)
         } else {
-            -a0 / a1
+            2.0 * -a0 / (a1 + (a1 * a1 - 4.0 * a2 * a0).sqrt())
         };
         if scale >= 1.0 {
             return d;
         }
-        // Each joint to s times its speed, unless it cannot slow that much this tick: then
-        // the arm is inside the distance it needs to stop, and brakes.
+        // Each joint to s times its speed, unless it cannot slow that much this tick (from the
+        // last command or the measured speed): then the arm is inside the distance it needs to
+        // stop, and brakes.
         let mut slowed = [0.0; MAX_JOINTS];
-        let mut brake = scale <= 0.0;
+        let mut brake = !(scale > 0.0);
         for (i, joint) in arm.joints.iter().enumerate().take(n) {
             let previous = self.previous.joints[i];
-            let v_prev = match (previous.position, command.joints[i].position) {
-                (Some(_), Some(_)) => previous.velocity.unwrap_or(0.0),
-                _ => previous.velocity.unwrap_or(state.velocities[i]),
-            };
-            let reachable = if v_prev * speed[i] > 0.0 {
-                (v_prev.abs() - joint.max_acceleration * dt_s).max(0.0)
-            } else {
-                0.0
-            };
+            let moving = previous
+                .velocity
+                .unwrap_or(0.0)
+                .abs()
+                .max(state.velocities[i].abs());
+            let reachable = (moving - joint.max_acceleration * dt_s).max(0.0);
             let wanted = scale * speed[i].abs();
-            brake |= reachable > wanted + 1e-12;
+            brake |= !(reachable <= wanted + 1e-12);
             slowed[i] = wanted.copysign(speed[i]);
         }
         if brake {
             reasons.insert(Reason::ArmSeparation);
-            self.brake_arm(&from, dt_s, command);
+            self.brake_arm_and_base(&from, dt_s, command);
             return d;
         }
         reasons.insert(Reason::ArmSeparationSlow);
@@ -668,6 +687,20 @@ impl Safety {
             }
         }
         d
+    }
+
+    /// SAF-017's stop: the arm brakes (`brake_arm`) and so does the base, at its brake limits
+    /// from the last verdict (it would carry the arm into the person).
+    fn brake_arm_and_base(&self, from: &[f64; MAX_JOINTS], dt_s: f64, command: &mut Command) {
+        self.brake_arm(from, dt_s, command);
+        if let Some(base) = &self.base {
+            let p = self.previous.base;
+            command.base = Twist {
+                vx_mps: toward_zero(p.vx_mps, base.brake[0] * dt_s),
+                vy_mps: toward_zero(p.vy_mps, base.brake[1] * dt_s),
+                wz_radps: toward_zero(p.wz_radps, base.brake[2] * dt_s),
+            };
+        }
     }
 
     fn stop_verdict(&self, reasons: Reasons, now: Monotonic, dt_s: f64) -> Verdict {
@@ -721,11 +754,12 @@ impl Safety {
             ..Command::default()
         };
         let (mut clearance_m, mut protective_depth_m) = (f32::INFINITY, 0.0);
+        let measured_base = inputs
+            .odometry
+            .map(|o| o.twist)
+            .filter(|t| t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite());
         if self.base.is_some() {
-            let measured = inputs
-                .odometry
-                .map(|o| o.twist)
-                .filter(|t| t.vx_mps.is_finite() && t.vy_mps.is_finite() && t.wz_radps.is_finite());
+            let measured = measured_base;
             let (ramped, target) = self.limit_base(proposed.base, measured, dt_s, &mut reasons);
             command.base = ramped;
             let target_speed_xy = target.vx_mps.hypot(target.vy_mps);
@@ -743,15 +777,27 @@ impl Safety {
                 .as_ref()
                 .and_then(|scan| now.age_of(scan.stamp))
                 .map_or(0.0, |ns| ns as f64 * 1e-9);
+            // How fast the base moves (SAF-017): the fastest of commanded, last and measured.
+            let mut base_motion = [0.0_f64; 2];
+            for t in [Some(command.base), Some(self.previous.base), measured_base] {
+                if let Some(t) = t {
+                    base_motion[0] = base_motion[0].max(t.vx_mps.hypot(t.vy_mps));
+                    base_motion[1] = base_motion[1].max(t.wz_radps.abs());
+                }
+            }
             let separation_m = self.limit_arm(
                 proposed,
                 &state,
-                scan_age_s,
+                (scan_age_s, base_motion),
                 dt_s,
                 &mut command,
                 &mut reasons,
             );
-            clearance_m = clearance_m.min(separation_m);
+            // On an arm alone the clearance reported is the arm's separation (SAF-017); with
+            // a base it stays the footprint's.
+            if self.base.is_none() {
+                clearance_m = separation_m;
+            }
         }
         Verdict {
             command,
@@ -1090,7 +1136,7 @@ impl Safety {
         &self,
         proposed: &Command,
         state: &JointState<'_>,
-        scan_age_s: f64,
+        (scan_age_s, base_motion): (f64, [f64; 2]),
         dt_s: f64,
         command: &mut Command,
         reasons: &mut Reasons,
@@ -1173,7 +1219,8 @@ impl Safety {
                 command.joints[i].velocity = Some(limited);
             }
         }
-        let separation_m = self.separation_guard(arm, state, scan_age_s, dt_s, command, reasons);
+        let separation_m =
+            self.separation_guard(arm, state, scan_age_s, base_motion, dt_s, command, reasons);
         self.zone_guard(arm, state, dt_s, command, reasons);
         if let (Some(position), Some(gripper)) = (proposed.gripper_position, arm.gripper) {
             let clamped = position.clamp(gripper.min_position, gripper.max_position);

@@ -46,7 +46,7 @@
 //! | `arm.separation.base_from_arm` | `{ x_m, y_m, yaw_rad }` | unset | speed and separation monitoring (SAF-017, needs `arm.kinematics` and `[safety.lidar]`): the arm's base in the lidar's base frame |
 //! | `arm.separation.human_speed_mps` | f64 > 0, m/s | — | how fast a person may approach (ISO 13855: 1.6 walking, 2.0 reaching) |
 //! | `arm.separation.reaction_time_ms` | f64 ≥ 0, ms | — | sensor to brake (T_r); the scan's age and a tick are added every tick |
-//! | `arm.separation.margin_m` | f64 > 0, m | — | C + Z: how far a person reaches past the point the lidar sees, plus position errors; a standing arm stops with anyone within human_speed × T_r + margin_m |
+//! | `arm.separation.margin_m` | f64 > 0, m | — | C + Z: how far a person reaches past the point the lidar sees (ISO 13855, scan plane at height H: 1.2 − 0.4·H m, at least 0.85) plus position errors; a still arm stays still with anyone within human_speed × T_r + margin_m. The arm's base z axis must be vertical; on a mobile base the base's speed adds to human_speed and SAF-017's stop brakes the base too |
 //!
 //! # Example
 //! ```

@@ -432,7 +432,13 @@ impl Lidar {
                     0.0
                 };
                 let (qx, qy) = (px - t * ex, py - t * ey);
-                best = best.min((qx * qx + qy * qy).sqrt() - r);
+                let d = (qx * qx + qy * qy).sqrt() - r;
+                // Not finite (geometry out of range): as if someone stood on the arm.
+                best = if d.is_nan() {
+                    f32::NEG_INFINITY
+                } else {
+                    best.min(d)
+                };
             }
             nearest.insert(best);
         }

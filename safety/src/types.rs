@@ -364,7 +364,9 @@ pub struct Verdict {
     pub power_enabled: bool,
     /// Distance (m) from the footprint to the `min_points`-th nearest obstacle point along the
     /// translation; `+inf` when there is none within reach of the zones, or the base is not
-    /// translating.
+    /// translating. On a robot without a base, with SAF-017: the arm's separation (the
+    /// `min_points`-th nearest point's horizontal distance to its links; +inf when nobody is
+    /// near enough to matter).
     pub clearance_m: f32,
     /// Depth (m) of the protective zone used this tick (stopping distance + margin).
     pub protective_depth_m: f32,

@@ -282,7 +282,20 @@ fn arm_separation_is_checked() {
         with(&|s| s.human_speed_mps = f64::NAN),
         "arm.separation.human_speed_mps",
     );
+    refused(
+        with(&|s| s.human_speed_mps = 100.0),
+        "arm.separation.human_speed_mps",
+    );
     refused(with(&|s| s.margin_m = 0.0), "arm.separation.margin_m");
+    // Finite but beyond what f32 scan geometry holds: refused, never projected to NaN.
+    refused(
+        with(&|s| s.base_from_arm.x_m = 1e300),
+        "arm.separation.base_from_arm",
+    );
+    refused(
+        with(&|s| s.reaction_time_ms = 1e300),
+        "arm.separation.reaction_time_ms",
+    );
     refused(
         with(&|s| s.reaction_time_ms = -1.0),
         "arm.separation.reaction_time_ms",

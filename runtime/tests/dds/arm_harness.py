@@ -28,7 +28,12 @@ from there instead of snapping back;
 a joint_states message without the wrist is refused and the arm stops (stale joint state);
 swung by hand to the far side of arm.toml's keep-out box (SAF-016) and started, the arm turns
 back toward its pose and stops before the box, and no commanded point (the stopping tails
-included) puts a link into it (forward kinematics of arm.toml's chain computed here).
+included) puts a link into it (forward kinematics of arm.toml's chain computed here);
+SAF-017: the cell's scanner (/scan, 20 Hz, 720 beams, a round wall 4 m away) sees a person
+standing beyond where the moving arm takes its tool, inside what even a still arm needs
+(arm.toml's separation keys): it stops short, farther than the margin from them, and stays;
+they step back 0.6 m past that distance: it moves on, slowed (arm_separation_slow); they
+leave: it reaches its pose.
 """
 import argparse
 import json
@@ -54,7 +59,7 @@ from cyclonedds.topic import Topic
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(HERE))
-from harness import LATCHED, RELIABLE, SENSOR, Bool, Empty, Header, Image  # noqa: E402
+from harness import LATCHED, RELIABLE, SENSOR, Bool, Empty, Header, Image, LaserScan, Time  # noqa: E402
 
 CONFIG = REPO / "launch/arm.toml"
 POLICY = REPO / "models/demo/reflex-demo-arm-reach"
@@ -115,7 +120,7 @@ class Float64MultiArray(IdlStruct, typename="std_msgs::msg::dds_::Float64MultiAr
 class Arm:
     """The arm robot: plant, sensors, and every command received."""
 
-    def __init__(self, domain, limits, controllers, cameras):
+    def __init__(self, domain, limits, controllers, cameras, scan_topic):
         self.dp = DomainParticipant(domain)
         w = lambda topic, ty, qos: DataWriter(self.dp, Topic(self.dp, topic, ty), qos=qos)
         r = lambda topic, ty, qos: DataReader(self.dp, Topic(self.dp, topic, ty), qos=qos)
@@ -126,6 +131,8 @@ class Arm:
         self.start_w = w("rt/reflex/start", Empty, RELIABLE)
         self.front_w = w("rt" + cameras["front"], Image, SENSOR)
         self.wrist_w = w("rt" + cameras["wrist"], Image, SENSOR)
+        self.scan_w = w("rt" + scan_topic, LaserScan, SENSOR)
+        self.person = None  # (x, y) in the scanner's frame: a 0.3 m wide body
         jtc = next(c for c in controllers if c["type"] == "joint_trajectory")
         grip = next(c for c in controllers if c["type"] == "forward_position")
         self.joints = jtc["joints"]
@@ -144,7 +151,7 @@ class Arm:
         self.held_at = None  # a person holding the arm at this pose (the plant cannot move)
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._plant, self._hw, self._images, self._listen)]
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._plant, self._hw, self._images, self._listen, self._scan)]
 
     def start(self):
         for th in self.threads:
@@ -182,6 +189,26 @@ class Arm:
                 v = self.wrist_bright
                 self.wrist_w.write(Image(header=Header(frame_id="wrist_camera"), height=120, width=160,
                                          encoding="bgr8", is_bigendian=0, step=160 * 3, data=[v] * (160 * 120 * 3)))
+            time.sleep(0.05)
+
+    def _scan(self):
+        beams, inc = 720, 2 * math.pi / 720
+        while not self.stop.is_set():
+            ranges = [4.0] * beams
+            if self.person is not None:
+                px, py = self.person
+                r = math.hypot(px, py)
+                half = math.atan2(0.15, r)
+                for i in range(beams):
+                    a = -math.pi + i * inc
+                    off = (a - math.atan2(py, px) + math.pi) % (2 * math.pi) - math.pi
+                    if abs(off) <= half:
+                        ranges[i] = r
+            sec, nanosec = divmod(time.time_ns(), 1_000_000_000)
+            self.scan_w.write(LaserScan(header=Header(stamp=Time(sec, nanosec), frame_id="cell_scanner"),
+                                        angle_min=-math.pi, angle_max=math.pi - inc, angle_increment=inc,
+                                        time_increment=0.0, scan_time=0.05, range_min=0.05, range_max=30.0,
+                                        ranges=ranges, intensities=[]))
             time.sleep(0.05)
 
     def _listen(self):
@@ -298,7 +325,8 @@ def main():
     g_lo, g_hi = arm_cfg["gripper"]["min_position"], arm_cfg["gripper"]["max_position"]
     domain = random.randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-    arm = Arm(domain, limits, config["ros"]["controllers"], config["ros"]["cameras"])
+    scan_topic = config["ros"].get("topics", {}).get("scan", "/scan")
+    arm = Arm(domain, limits, config["ros"]["controllers"], config["ros"]["cameras"], scan_topic)
     arm.estop_w.write(Bool(data=False))
     arm.start()
     failures = []
@@ -417,6 +445,70 @@ def main():
         time.sleep(0.4)
         check("joint_states without the wrist => refused => the arm stops", not arm.moved_within(0.5))
         arm.drop_wrist = False
+        # SAF-017: E-stopped, the shoulder swung back to 0 by hand; after release + reset +
+        # start the policy turns it toward its pose (+0.8 rad, away from the keep-out box).
+        # As it moves, a person stands beyond where it takes the tool, inside what even a still
+        # arm needs (human speed × (reaction + scan period + a tick) + margin, from arm.toml):
+        # it stops short, farther than the margin from them, and stays; they step back past
+        # that distance: it moves on, slowed; they leave: it reaches its pose.
+        sep = arm_cfg["separation"]
+        margin = sep["margin_m"]
+        still_need = sep["human_speed_mps"] * (sep["reaction_time_ms"] + 50 + 10) / 1000 + margin
+        arm.estop_w.write(Bool(data=True))
+        time.sleep(0.3)
+        with arm.lock:
+            arm.held_at = [0.0, GOAL[1], GOAL[2]]
+        time.sleep(0.3)
+        arm.estop_w.write(Bool(data=False))
+        time.sleep(0.2)
+        arm.reset_w.write(Empty())
+        time.sleep(0.3)
+        with arm.lock:
+            arm.held_at = None
+        arm.start_w.write(Empty())
+        check("SAF-017 start => the arm turns toward its pose", arm.moved_within(0.4))
+
+        goal_tool = forward_kinematics(kin, GOAL)[-1]
+
+        def beyond_goal(gap_m):
+            r = math.hypot(goal_tool[0], goal_tool[1])
+            # the body's near side gap_m beyond the tool sphere's surface
+            d = r + 0.05 + gap_m
+            return (goal_tool[0] * d / r, goal_tool[1] * d / r)
+
+        def tool_to_person():
+            q, _ = arm.state()
+            tool = forward_kinematics(kin, q)[-1]
+            return math.hypot(tool[0] - arm.person[0], tool[1] - arm.person[1]) - 0.05
+
+        # Standing 0.1 m inside what a still arm needs, beyond where the policy takes the tool:
+        # the allowed speed falls with the separation, to zero at that distance, so the arm
+        # closes in ever slower and comes to rest short of its pose, never nearer than the margin.
+        arm.person = beyond_goal(still_need - 0.1)
+        time.sleep(4.0)
+        q_stop, _ = arm.state()
+        gap = tool_to_person()
+        t_crawl = time.monotonic()
+        time.sleep(1.0)
+        q_after, _ = arm.state()
+        crawl = max(abs(a - b) for a, b in zip(q_stop, q_after)) / (time.monotonic() - t_crawl)
+        check(f"SAF-017 a person inside what a still arm needs, beyond the moving arm's goal => it stops "
+              f"short of it (4 s after they came {still_need - 0.1:.2f} m beyond it: tool {gap:.3f} m from "
+              f"them, margin {margin} m; shoulder {q_stop[0]:.3f} of {GOAL[0]}; then {crawl:.4f} rad/s, bound 0.03)",
+              gap > margin - 0.02 and abs(q_stop[0] - GOAL[0]) > 0.02 and crawl < 0.03)
+        arm.person = beyond_goal(still_need + 0.6)
+        check(f"SAF-017 the person steps back to {still_need + 0.6:.2f} m beyond the goal => it moves on (slowed)",
+              arm.moved_within(0.8, eps=2e-3))
+        arm.person = None
+        t_move = time.monotonic()
+        while time.monotonic() - t_move < 6:
+            q, _ = arm.state()
+            if max(abs(x - y) for x, y in zip(q, GOAL)) < 0.02:
+                break
+            time.sleep(0.05)
+        q, _ = arm.state()
+        check(f"SAF-017 the person leaves => the arm reaches its pose ({[round(x, 3) for x in q]})",
+              max(abs(x - y) for x, y in zip(q, GOAL)) < 0.02)
         # SAF-016: while the arm is E-stopped a person swings the shoulder to -1.5 rad; after
         # release + reset + start the policy turns it back toward its pose, through the fixture
         # arm.toml's keep_out box stands for: the arm stops before the box and stays there.
@@ -468,6 +560,10 @@ def main():
         vetoes = summary.get("vetoes", {})
         check(f"SAF-016 Reflex named the keep-out box as the reason it held the arm "
               f"(vetoes.arm_keep_out = {vetoes.get('arm_keep_out')})", vetoes.get("arm_keep_out", 0) > 0)
+        check(f"SAF-017 Reflex named the person as the reason it stopped and slowed the arm "
+              f"(vetoes.arm_separation = {vetoes.get('arm_separation')}, "
+              f"arm_separation_slow = {vetoes.get('arm_separation_slow')})",
+              vetoes.get("arm_separation", 0) > 0 and vetoes.get("arm_separation_slow", 0) > 0)
         check(f"Reflex counted the silent camera's observations as camera_unavailable and took both cameras' "
               f"frames ({ {k: stats.get(k) for k in ('images', 'images_refused', 'camera_unavailable')} })",
               stats.get("camera_unavailable", 0) > 0 and stats.get("images", 0) > 100
