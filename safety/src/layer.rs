@@ -1,6 +1,7 @@
 //! The state machine: [`Safety::evaluate`] turns inputs and a proposed command into a
 //! [`Verdict`]. No allocation, no I/O, no panics; the same inputs give bit-identical verdicts.
 
+use core::cmp::Ordering;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ArmConfig, BaseKind, ConfigError, SafetyConfig, base_footprint};
@@ -641,7 +642,7 @@ impl Safety {
         }
         // The largest s in [0, 1] with a2·s² + a1·s + a0 <= 0 (the root in its stable form).
         let a0 = standing_m - f64::from(d);
-        let scale = if !(a0 < 0.0) {
+        let scale = if a0.partial_cmp(&0.0) != Some(Ordering::Less) {
             // Inside what a still arm needs; or NaN: stop.
             0.0
         } else if a2 + a1 + a0 <= 0.0 {
@@ -656,7 +657,7 @@ impl Safety {
         // last command or the measured speed): then the arm is inside the distance it needs to
         // stop, and brakes.
         let mut slowed = [0.0; MAX_JOINTS];
-        let mut brake = !(scale > 0.0);
+        let mut brake = scale.partial_cmp(&0.0) != Some(Ordering::Greater);
         for (i, joint) in arm.joints.iter().enumerate().take(n) {
             let previous = self.previous.joints[i];
             let moving = previous
@@ -666,7 +667,10 @@ impl Safety {
                 .max(state.velocities[i].abs());
             let reachable = (moving - joint.max_acceleration * dt_s).max(0.0);
             let wanted = scale * speed[i].abs();
-            brake |= !(reachable <= wanted + 1e-12);
+            brake |= !matches!(
+                reachable.partial_cmp(&(wanted + 1e-12)),
+                Some(Ordering::Less | Ordering::Equal)
+            );
             slowed[i] = wanted.copysign(speed[i]);
         }
         if brake {
@@ -779,11 +783,12 @@ impl Safety {
                 .map_or(0.0, |ns| ns as f64 * 1e-9);
             // How fast the base moves (SAF-017): the fastest of commanded, last and measured.
             let mut base_motion = [0.0_f64; 2];
-            for t in [Some(command.base), Some(self.previous.base), measured_base] {
-                if let Some(t) = t {
-                    base_motion[0] = base_motion[0].max(t.vx_mps.hypot(t.vy_mps));
-                    base_motion[1] = base_motion[1].max(t.wz_radps.abs());
-                }
+            for t in [Some(command.base), Some(self.previous.base), measured_base]
+                .into_iter()
+                .flatten()
+            {
+                base_motion[0] = base_motion[0].max(t.vx_mps.hypot(t.vy_mps));
+                base_motion[1] = base_motion[1].max(t.wz_radps.abs());
             }
             let separation_m = self.limit_arm(
                 proposed,

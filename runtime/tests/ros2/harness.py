@@ -748,7 +748,7 @@ def scenario_params_arm(a, check):
     try:
         wait_first_command(robot, proc, time.monotonic())
         check("the node is /reflex_arm ([ros] node_name of arm.toml)", robot.wait_node("/reflex_arm"))
-        names = ["ros.cameras.front", "ros.cameras.wrist", "ros.topics.joint_states"]
+        names = ["ros.cameras.front", "ros.cameras.wrist", "ros.topics.joint_states", "ros.topics.scan"]
         res = robot.call(GetParameters, "/reflex_arm/get_parameters", GetParameters.Request(names=names))
         got = {} if res is None else {
             n: parameter_value_to_python(v) for n, v in zip(names, res.values)
@@ -759,6 +759,7 @@ def scenario_params_arm(a, check):
                 "ros.cameras.front": "/camera_front/color/image_raw",
                 "ros.cameras.wrist": "/camera_wrist/color/image_raw",
                 "ros.topics.joint_states": "/joint_states",
+                "ros.topics.scan": "/scan",
             },
         )
 
