@@ -48,8 +48,15 @@ pub fn describe(package: &PolicyPackage) -> String {
     for (i, a) in m.action_space.iter().enumerate() {
         let _ = writeln!(
             out,
-            "  [{i}] {:<10} {:<8} drives {}",
-            a.name, a.unit, a.drives
+            "  [{i}] {:<10} {:<8} drives {}{}",
+            a.name,
+            a.unit,
+            a.drives,
+            if a.relative {
+                " (relative to its measured state at the observation)"
+            } else {
+                ""
+            }
         );
     }
     let _ = writeln!(

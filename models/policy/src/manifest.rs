@@ -148,6 +148,13 @@ pub struct ActionDim {
     /// `base_vx`, `base_vy`, `base_wz`, `gripper`, or (schema 2) `joint_position/<joint>`,
     /// `joint_velocity/<joint>` by the joint's `[safety.arm]` name.
     pub drives: String,
+    /// Schema 2: the value is an offset from the state measured at the chunk's observation
+    /// (openpi's and LeRobot's delta actions), not an absolute target: the backend adds the
+    /// `state_sources` entry that measures what the dimension drives (`joint_position/<j>` for
+    /// `joint_position/<j>`, `gripper_position` for `gripper`) to every step, after
+    /// denormalization, so the safety layer only ever sees absolute targets. Default: absolute.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relative: bool,
 }
 
 /// Per-dimension statistics: mean/std or min/max (exactly one pair).
@@ -281,6 +288,16 @@ fn check_semver(version: &str) -> bool {
                     .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')))
 }
 
+/// The state source a relative action dimension is an offset from (`None`: it cannot be
+/// relative).
+fn relative_reference(drives: &str) -> Option<String> {
+    match drives.split_once('/') {
+        Some(("joint_position", joint)) => Some(format!("joint_position/{joint}")),
+        _ if drives == "gripper" => Some("gripper_position".into()),
+        _ => None,
+    }
+}
+
 fn check_relative(field: &str, file: &str) -> Result<(), PackageError> {
     let path = Path::new(file);
     let inside = !file.is_empty()
@@ -394,6 +411,22 @@ impl PolicyManifest {
                 .to_lowercase();
             *slot = vocab.iter().position(|v| *v == word).unwrap_or(1) as i64;
         }
+    }
+
+    /// The relative action dimensions (`action_space[].relative`) with the index of the state
+    /// entry each is an offset from: `(action dimension, state entry)`. Empty when every
+    /// dimension is absolute; valid after [`Self::validate`].
+    pub fn relative_actions(&self) -> Vec<(usize, usize)> {
+        let sources = self.state_sources();
+        self.action_space
+            .iter()
+            .enumerate()
+            .filter(|(_, dim)| dim.relative)
+            .filter_map(|(i, dim)| {
+                let measured = relative_reference(&dim.drives)?;
+                Some((i, sources.iter().position(|s| *s == measured)?))
+            })
+            .collect()
     }
 
     /// Where each state entry comes from: `state_sources` (schema 2), or the base velocity for
@@ -752,6 +785,40 @@ impl PolicyManifest {
                 }
             }
             (None, _) => {}
+        }
+        let sources = self.state_sources();
+        for (i, dim) in self
+            .action_space
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.relative)
+        {
+            let field = format!("action_space[{i}].relative");
+            if self.schema_version < 2 {
+                return Err(field_error(
+                    field,
+                    "needs schema_version 2 (a schema 1 state holds no measured position to add)",
+                ));
+            }
+            let Some(measured) = relative_reference(&dim.drives) else {
+                return Err(field_error(
+                    field,
+                    format!(
+                        "`{}` cannot be relative: only joint_position/<joint> and gripper targets are offsets from a measured position (a velocity is never relative)",
+                        dim.drives
+                    ),
+                ));
+            };
+            if !sources.contains(&measured.as_str()) {
+                return Err(field_error(
+                    field,
+                    format!(
+                        "`{}` is an offset from `{measured}`, which is not among state_sources ({}): add it, or make the dimension absolute",
+                        dim.drives,
+                        sources.join(", ")
+                    ),
+                ));
+            }
         }
         check_stats(
             "normalization.state",

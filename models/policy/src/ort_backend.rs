@@ -268,6 +268,8 @@ pub struct OrtBackend {
     intra_threads: usize,
     state_norm: Affine,
     action_norm: Affine,
+    /// Relative action dimensions and the state entry each is an offset from.
+    relative: Vec<(usize, usize)>,
     /// Preallocated: normalized state, raw model output.
     state_buf: Vec<f32>,
     raw_out: Vec<f32>,
@@ -343,6 +345,7 @@ impl OrtBackend {
         Ok(Self {
             state_norm: Affine::from_stats(&manifest.normalization.state),
             action_norm: Affine::from_stats(&manifest.normalization.action),
+            relative: manifest.relative_actions(),
             session,
             model_file,
             model_digest: digest,
@@ -702,6 +705,18 @@ impl OrtBackend {
                 self.state_buf.len()
             )));
         }
+        if let Some(&(d, si)) = self
+            .relative
+            .iter()
+            .find(|(_, si)| !obs.state[*si].is_finite())
+        {
+            return Err(PackageError::Inference(format!(
+                "state entry {si} ({}) is {}: relative action `{}` has no measured position to add to",
+                self.manifest.state_sources()[si],
+                obs.state[si],
+                self.manifest.action_space[d].name
+            )));
+        }
         let dims = self.state_norm.offset.len().max(1);
         for (i, (n, x)) in self.state_buf.iter_mut().zip(&obs.state).enumerate() {
             let d = i % dims;
@@ -717,6 +732,12 @@ impl OrtBackend {
         for (i, (y, raw)) in out.actions.iter_mut().zip(&self.raw_out).enumerate() {
             let d = i % a;
             *y = raw / self.action_norm.scale[d] + self.action_norm.offset[d];
+        }
+        // Delta actions: offsets from the state measured at this observation, made absolute.
+        for step in out.actions.chunks_mut(a) {
+            for &(d, si) in &self.relative {
+                step[d] += obs.state[si];
+            }
         }
         out.t_obs_ns = obs.t_obs_ns;
         if out.model_digest != self.model_digest {

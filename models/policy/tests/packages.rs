@@ -292,6 +292,22 @@ fn schema_invalid_manifests_name_the_file_and_field() {
             "field `state_sources[3]`: `gripper` is not a state source",
         ),
         (
+            "v2-relative-velocity",
+            Box::new(|v| {
+                v["action_space"][0]["drives"] = "joint_velocity/shoulder".into();
+                v["action_space"][0]["relative"] = true.into();
+            }),
+            "field `action_space[0].relative`: `joint_velocity/shoulder` cannot be relative",
+        ),
+        (
+            "v2-relative-unmeasured",
+            Box::new(|v| {
+                v["action_space"][3]["relative"] = true.into();
+                v["state_sources"][3] = "joint_velocity/shoulder".into();
+            }),
+            "field `action_space[3].relative`: `gripper` is an offset from `gripper_position`, which is not among state_sources",
+        ),
+        (
             "v3",
             Box::new(|v| v["schema_version"] = 3.into()),
             "reads schemas [1, 2], the package has 3",
@@ -515,6 +531,87 @@ fn wrong_observations_at_run_time_are_errors_not_crashes() {
     assert_eq!(
         chunk, before,
         "a failed inference leaves the chunk untouched"
+    );
+}
+
+#[test]
+fn relative_actions_are_offsets_from_the_state_at_their_observation() {
+    // The arm demo's chunk steps from the measured state toward its pose (absolute targets).
+    // Marked relative, the shoulder's and the gripper's values are taken as offsets: the
+    // backend adds the state they measure (shoulder position, gripper position) to every step.
+    let absolute = PolicyPackage::open(&repo().join("models/demo/reflex-demo-arm-reach")).unwrap();
+    let dir = scratch("reflex-demo-arm-reach", "relative");
+    edit_manifest(&dir, |v| {
+        v["action_space"][0]["relative"] = true.into();
+        v["action_space"][3]["relative"] = true.into();
+    });
+    let relative = PolicyPackage::open(&dir).unwrap();
+    assert_eq!(relative.manifest.relative_actions(), [(0, 0), (3, 3)]);
+    assert!(absolute.manifest.relative_actions().is_empty());
+    assert_eq!(
+        absolute.manifest.contract_difference(&relative.manifest),
+        Some("action_space"),
+        "a hot swap between absolute and relative versions is refused"
+    );
+    let mut obs = absolute.manifest.observation();
+    // Lit cameras (a dark one holds the arm).
+    let lit = camera(64, 64, 120);
+    let specs: Vec<_> = absolute.manifest.image_inputs().collect();
+    for (spec, image) in specs.iter().zip(obs.images.iter_mut()) {
+        let frame = reflex_policy::image::RgbFrame {
+            width: 64,
+            height: 64,
+            step: 192,
+            bgr: false,
+            data: &lit,
+        };
+        assert!(reflex_policy::image::fill_image(&frame, spec, image));
+    }
+    obs.state.copy_from_slice(&[0.3, -0.2, 0.5, 0.02]);
+    let run = |package: &PolicyPackage, obs: &Observation| {
+        let mut backend = OrtBackend::load(package, &config()).unwrap();
+        let mut chunk = package.manifest.action_chunk();
+        backend.infer(obs, &mut chunk).unwrap();
+        chunk
+    };
+    let a = run(&absolute, &obs);
+    let r = run(&relative, &obs);
+    assert!(
+        a.actions.iter().any(|x| x.abs() > 1e-3),
+        "the policy moves: {:?}",
+        a.step(0)
+    );
+    for step in 0..a.horizon {
+        let (a, r) = (a.step(step), r.step(step));
+        assert!(
+            (r[0] - (a[0] + 0.3)).abs() < 1e-6,
+            "step {step}: {r:?} vs {a:?}"
+        );
+        assert!(
+            (r[3] - (a[3] + 0.02)).abs() < 1e-6,
+            "step {step}: {r:?} vs {a:?}"
+        );
+        assert_eq!((r[1], r[2]), (a[1], a[2]), "absolute dimensions unchanged");
+    }
+    // A relative dimension whose measured position is not a number: refused, chunk untouched.
+    let mut backend = OrtBackend::load(&relative, &config()).unwrap();
+    let mut chunk = relative.manifest.action_chunk();
+    let before = chunk.clone();
+    obs.state[3] = f32::INFINITY;
+    let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
+    assert!(
+        err.contains("state entry 3 (gripper_position) is inf")
+            && err.contains("relative action `gripper`"),
+        "{err}"
+    );
+    assert_eq!(chunk, before);
+    // A schema 1 policy has no measured position to add to.
+    let dir = scratch("reflex-demo-vla", "relative-v1");
+    edit_manifest(&dir, |v| v["action_space"][0]["relative"] = true.into());
+    let err = PolicyPackage::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("field `action_space[0].relative`: needs schema_version 2"),
+        "{err}"
     );
 }
 
