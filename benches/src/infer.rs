@@ -45,6 +45,8 @@ pub struct InferBench {
     pub chunk: ActionChunk,
     package: PolicyPackage,
     state_normalized: Vec<f32>,
+    /// A noise input's values (zeros: the bare run measures ORT, not the generator).
+    noise: Vec<f32>,
 }
 
 impl InferBench {
@@ -79,7 +81,15 @@ impl InferBench {
         }
         let chunk = package.manifest.action_chunk();
         let state_normalized = obs.state.clone();
+        let noise = vec![
+            0.0;
+            package
+                .manifest
+                .input(reflex_policy::InputRole::Noise)
+                .map_or(0, |i| i.values())
+        ];
         Ok(Self {
+            noise,
             name,
             backend,
             bare,
@@ -118,11 +128,15 @@ impl InferBench {
                 InputRole::InstructionTokens => {
                     TensorRef::from_array_view((shape, self.obs.instruction.as_slice()))?.into()
                 }
+                InputRole::Noise => {
+                    TensorRef::from_array_view((shape, self.noise.as_slice()))?.into()
+                }
             };
             inputs.push((spec.name.as_str(), value));
         }
         let outputs = self.bare.run(inputs)?;
-        let (_, data) = outputs[0].try_extract_tensor::<f32>()?;
+        let (_, data) =
+            outputs[self.package.manifest.outputs[0].name.as_str()].try_extract_tensor::<f32>()?;
         Ok(data[0])
     }
 }

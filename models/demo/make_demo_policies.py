@@ -18,6 +18,12 @@
                     targets at 50 Hz: each step moves toward a fixed reach pose by at most
                     0.5 rad/s (joints) and 0.05 m/s (gripper) from the measured state; either
                     camera dark (mean pixel <= 20, e.g. covered) holds it.
+  tiny-flow/        the I/O of a flow-matching head (schema 2), constructed: state float32
+                    [1,4] (the arm demo's joints and gripper) + noise float32 [1,10,4] (role
+                    `noise`, N(0,1) drawn by Reflex from seed 0) -> chunk [1,10,4] of absolute
+                    targets = state + 0.05 * noise, plus a second output `noise_power` [1,1]
+                    (mean square of the noise) that Reflex checks and does not use; the graph
+                    lists it first, so the chunk is found by name.
 
 Each package gets policy.json (with sha256 of every file) and golden.json (input/output pairs
 computed here with numpy, checked against onnxruntime when it is installed).
@@ -41,7 +47,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach"]
+PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach", "tiny-flow"]
 H, A = 20, 3
 RATE_HZ = 50.0
 VOCAB = ["<pad>", "<unk>", "go", "to", "the", "red", "blue", "marker", "drive", "find"]
@@ -266,6 +272,36 @@ def wrist_of(pixel):
     return np.broadcast_to(v, (1, 48, 48, 3)).astype(np.float32)
 
 
+FLOW_H, FLOW_A, FLOW_SCALE = 10, 4, np.float32(0.05)
+
+
+def tiny_flow_model():
+    nodes = [
+        const("state_shape", np.array([1, 1, FLOW_A], dtype=np.int64)),
+        helper.make_node("Reshape", ["state", "state_shape"], ["state_row"]),
+        const("scale", np.array(FLOW_SCALE, dtype=np.float32)),
+        helper.make_node("Mul", ["noise", "scale"], ["step"]),
+        helper.make_node("Add", ["state_row", "step"], ["actions"]),
+        helper.make_node("Mul", ["noise", "noise"], ["square"]),
+        helper.make_node("ReduceMean", ["square"], ["power"], axes=[1, 2], keepdims=0),
+        const("power_shape", np.array([1, 1], dtype=np.int64)),
+        helper.make_node("Reshape", ["power", "power_shape"], ["noise_power"]),
+    ]
+    return helper.make_graph(
+        nodes,
+        "reflex_tiny_flow",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, FLOW_A]),
+         helper.make_tensor_value_info("noise", TensorProto.FLOAT, [1, FLOW_H, FLOW_A])],
+        # The chunk is not the graph's first output: Reflex finds it by its policy.json name.
+        [helper.make_tensor_value_info("noise_power", TensorProto.FLOAT, [1, 1]),
+         helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, FLOW_H, FLOW_A])],
+    )
+
+
+def tiny_flow_reference(state, noise):
+    return (state.reshape(1, 1, FLOW_A) + FLOW_SCALE * noise).astype(np.float32)
+
+
 def tiny_mlp_reference(state, w, b):
     h = np.maximum(state @ w[0] + b[0], 0)
     h = np.maximum(h @ w[1] + b[1], 0)
@@ -420,6 +456,39 @@ def build(out):
         },
         h=ARM_H, a=ARM_A,
     )
+    # tiny-flow (schema 2, a noise input and a second output)
+    pkg = os.path.join(out, "tiny-flow")
+    os.makedirs(pkg, exist_ok=True)
+    save_model(tiny_flow_model(), os.path.join(pkg, "model.onnx"))
+    rng = np.random.default_rng(13)
+    golden = []
+    for note, state in [("at rest at zero", [0.0, 0.0, 0.0, 0.0]), ("reaching", [0.3, -0.2, 0.5, 0.02]),
+                        ("near the reach pose", [0.79, -0.55, 1.0, 0.06])]:
+        s_ = np.array([state], dtype=np.float32)
+        noise = rng.normal(0, 1, (1, FLOW_H, FLOW_A)).astype(np.float32)
+        golden.append({"note": note, "inputs": {"state": s_.flatten().tolist(), "noise": noise.flatten().tolist()},
+                       "outputs": {"actions": tiny_flow_reference(s_, noise).flatten().tolist()}})
+    write_package(
+        out, "tiny-flow", "0.1.0",
+        "Constructed flow-matching I/O (schema 2): targets = state + 0.05 * noise, the noise drawn by Reflex from a seed; a second output it does not use.",
+        "model.onnx",
+        [{"name": "state", "dtype": "float32", "shape": [1, FLOW_A], "role": "state"},
+         {"name": "noise", "dtype": "float32", "shape": [1, FLOW_H, FLOW_A], "role": "noise",
+          "generator": {"distribution": "standard_normal", "seed": 0}}],
+        golden,
+        {
+            "schema_version": 2,
+            "outputs": [{"name": "actions", "dtype": "float32", "shape": [1, FLOW_H, FLOW_A]},
+                        {"name": "noise_power", "dtype": "float32", "shape": [1, 1]}],
+            "normalization": {"state": {"mean": [0.0] * FLOW_A, "std": [1.0] * FLOW_A},
+                              "action": {"mean": [0.0] * FLOW_A, "std": [1.0] * FLOW_A}},
+            "state_sources": [f"joint_position/{j}" for j in ARM_JOINTS] + ["gripper_position"],
+            "action_space": [{"name": j, "unit": "rad", "drives": f"joint_position/{j}"} for j in ARM_JOINTS]
+            + [{"name": "gripper", "unit": "m", "drives": "gripper"}],
+            "safety_envelope": {"max_vx_mps": 0.0, "max_vy_mps": 0.0, "max_wz_radps": 0.0},
+        },
+        h=FLOW_H, a=FLOW_A,
+    )
     check_with_onnxruntime(out)
 
 
@@ -437,7 +506,7 @@ def check_with_onnxruntime(out):
         for pair in json.load(open(os.path.join(pkg, "golden.json"))):
             feeds = {i["name"]: np.array(pair["inputs"][i["name"]], dtype=dtypes[i["dtype"]]).reshape(i["shape"])
                      for i in manifest["inputs"]}
-            got = sess.run(None, feeds)[0].flatten()
+            got = sess.run([manifest["outputs"][0]["name"]], feeds)[0].flatten()
             want = np.array(pair["outputs"]["actions"], dtype=np.float32)
             err = np.abs(got - want).max()
             assert err <= 1e-4, f"{name}: onnxruntime differs from the numpy reference by {err}"

@@ -27,6 +27,7 @@ pub fn describe(package: &PolicyPackage) -> String {
             InputRole::Image => "image",
             InputRole::State => "state",
             InputRole::InstructionTokens => "instruction tokens",
+            InputRole::Noise => "noise, drawn per inference",
         };
         let _ = writeln!(
             out,
@@ -44,6 +45,13 @@ pub fn describe(package: &PolicyPackage) -> String {
         m.horizon_steps(),
         m.action_space.len()
     );
+    for o in &m.outputs[1..] {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:?} {:?}  (computed, not used)",
+            o.name, o.dtype, o.shape
+        );
+    }
     let _ = writeln!(out, "action space:");
     for (i, a) in m.action_space.iter().enumerate() {
         let _ = writeln!(

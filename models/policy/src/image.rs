@@ -180,6 +180,7 @@ mod tests {
             shape,
             role: InputRole::Image,
             preprocess: Some(p),
+            generator: None,
         }
     }
 

@@ -43,6 +43,28 @@ pub enum InputRole {
     State,
     /// Instruction token ids, [1, T].
     InstructionTokens,
+    /// Schema 2: the noise a flow-matching or diffusion head starts from (pi0's, Diffusion
+    /// Policy's), float32 `[1, …]`, drawn fresh for every inference from the input's
+    /// `generator` (seeded: the same package makes the same sequence of draws after every load).
+    Noise,
+}
+
+/// Schema 2, noise inputs: the distribution and the seed of the draws.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseGenerator {
+    pub distribution: NoiseDistribution,
+    /// The generator restarts from this seed at load and after warm-up, so the first
+    /// inference that drives the robot always gets the first draw.
+    pub seed: u64,
+}
+
+/// What a noise input's values are drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseDistribution {
+    /// N(0, 1) per value, independent.
+    StandardNormal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +86,9 @@ pub struct InputSpec {
     /// neighbour, stretched, no normalization).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<ImagePreprocess>,
+    /// Schema 2, noise inputs (required there, refused elsewhere): how its values are drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<NoiseGenerator>,
 }
 
 /// Tensor layout of an image input.
@@ -247,7 +272,8 @@ pub struct PolicyManifest {
     #[serde(default)]
     pub description: String,
     pub inputs: Vec<InputSpec>,
-    /// Exactly one output: the action chunk, float32 `[1, H, A]`.
+    /// The action chunk, float32 `[1, H, A]`, first; schema 2 may declare further outputs the
+    /// model computes (e.g. a value estimate), checked against the model and not used.
     pub outputs: Vec<TensorSpec>,
     pub action_space: Vec<ActionDim>,
     pub normalization: Normalization,
@@ -662,6 +688,8 @@ impl PolicyManifest {
                 InputRole::Image => (&[Dtype::Uint8, Dtype::Float32], 4),
                 InputRole::State => (&[Dtype::Float32], 2),
                 InputRole::InstructionTokens => (&[Dtype::Int64], 2),
+                // Any rank of at least 2 (e.g. [1, H, A] for a flow-matching head).
+                InputRole::Noise => (&[Dtype::Float32], input.shape.len().max(2)),
             };
             if !dtypes.contains(&input.dtype) {
                 return Err(field_error(
@@ -682,19 +710,57 @@ impl PolicyManifest {
                 ));
             }
             self.check_preprocess(i, input)?;
+            match (input.role, &input.generator) {
+                (InputRole::Noise, _) if self.schema_version < 2 => {
+                    return Err(field_error(field("role"), "`noise` needs schema_version 2"));
+                }
+                (InputRole::Noise, None) => {
+                    return Err(field_error(
+                        field("generator"),
+                        "a noise input needs its generator, e.g. {\"distribution\": \"standard_normal\", \"seed\": 0}",
+                    ));
+                }
+                (InputRole::Noise, Some(_)) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(field_error(
+                        field("generator"),
+                        "only noise inputs have a generator",
+                    ));
+                }
+            }
         }
         let Some(state) = self.input(InputRole::State) else {
             return Err(field_error("inputs", "no input has role `state`"));
         };
-        let [output] = self.outputs.as_slice() else {
-            return Err(field_error(
-                "outputs",
-                format!(
-                    "exactly one output (the action chunk) is supported, got {}",
-                    self.outputs.len()
-                ),
-            ));
+        let output = match self.outputs.as_slice() {
+            [] => {
+                return Err(field_error(
+                    "outputs",
+                    "is empty: the action chunk comes first",
+                ));
+            }
+            [output] => output,
+            [output, ..] if self.schema_version >= 2 => output,
+            _ => {
+                return Err(field_error(
+                    "outputs",
+                    format!(
+                        "schema 1 has exactly one output (the action chunk), got {}; further outputs need schema_version 2",
+                        self.outputs.len()
+                    ),
+                ));
+            }
         };
+        for (i, extra) in self.outputs.iter().enumerate().skip(1) {
+            if self.outputs[..i].iter().any(|o| o.name == extra.name)
+                || self.inputs.iter().any(|o| o.name == extra.name)
+            {
+                return Err(field_error(
+                    format!("outputs[{i}].name"),
+                    format!("`{}` is already the name of an input or output", extra.name),
+                ));
+            }
+        }
         let a = self.action_space.len();
         let h = self.horizon_steps();
         if output.dtype != Dtype::Float32 || output.shape != [1, h as i64, a as i64] {

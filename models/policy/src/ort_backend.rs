@@ -270,6 +270,8 @@ pub struct OrtBackend {
     action_norm: Affine,
     /// Relative action dimensions and the state entry each is an offset from.
     relative: Vec<(usize, usize)>,
+    /// The noise input's generator and its preallocated draws (schema 2 `role: noise`).
+    noise: Option<(crate::noise::NoiseSource, Vec<f32>)>,
     /// Preallocated: normalized state, raw model output.
     state_buf: Vec<f32>,
     raw_out: Vec<f32>,
@@ -346,6 +348,13 @@ impl OrtBackend {
             state_norm: Affine::from_stats(&manifest.normalization.state),
             action_norm: Affine::from_stats(&manifest.normalization.action),
             relative: manifest.relative_actions(),
+            noise: manifest.input(InputRole::Noise).and_then(|spec| {
+                let generator = spec.generator.as_ref()?;
+                Some((
+                    crate::noise::NoiseSource::new(generator),
+                    vec![0.0; spec.values()],
+                ))
+            }),
             session,
             model_file,
             model_digest: digest,
@@ -363,6 +372,7 @@ impl OrtBackend {
         images: &[ImageData],
         state: &[f32],
         instruction: &[i64],
+        noise: &[f32],
     ) -> Result<&[f32], PackageError> {
         let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
             Vec::with_capacity(self.manifest.inputs.len());
@@ -413,6 +423,12 @@ impl OrtBackend {
                     }
                     tensor(shape, instruction)?
                 }
+                (InputRole::Noise, _, _) => {
+                    if noise.len() != expected {
+                        return Err(wrong("float32 values", noise.len()));
+                    }
+                    tensor(shape, noise)?
+                }
             };
             inputs.push((spec.name.as_str(), value));
         }
@@ -426,7 +442,8 @@ impl OrtBackend {
             .session
             .run(inputs)
             .map_err(|e| PackageError::Inference(format!("run failed: {e}")))?;
-        let (_, data) = outputs[0]
+        // By name: with further outputs (schema 2) the chunk need not be the model's first.
+        let (_, data) = outputs[self.manifest.outputs[0].name.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(|e| PackageError::Inference(format!("output: {e}")))?;
         if data.len() != self.raw_out.len() {
@@ -455,6 +472,7 @@ impl OrtBackend {
             let mut images = Vec::new();
             let mut state = Vec::new();
             let mut tokens = Vec::new();
+            let mut noise = Vec::new();
             for spec in &self.manifest.inputs {
                 let values = &pair.inputs[&spec.name];
                 match (spec.role, spec.dtype) {
@@ -468,9 +486,11 @@ impl OrtBackend {
                     (InputRole::InstructionTokens, _) => {
                         tokens = values.iter().map(|v| *v as i64).collect()
                     }
+                    // The pair's own noise: golden outputs are reproducible only with it.
+                    (InputRole::Noise, _) => noise = values.iter().map(|v| *v as f32).collect(),
                 }
             }
-            let got = self.run_raw(&images, &state, &tokens)?;
+            let got = self.run_raw(&images, &state, &tokens, &noise)?;
             for (i, (g, w)) in got.iter().zip(&pair.outputs[&output]).enumerate() {
                 let err = (g - w).abs();
                 max_abs_error = max_abs_error.max(err);
@@ -599,25 +619,29 @@ fn check_io(session: &Session, manifest: &PolicyManifest) -> Result<(), String> 
             ));
         }
     }
-    let output = &manifest.outputs[0];
-    match session.outputs().iter().find(|o| o.name() == output.name) {
-        Some(outlet) => check_tensor(
-            &output.name,
-            output.dtype,
-            &output.shape,
-            outlet.dtype(),
-            "outputs",
-        ),
-        None => Err(format!(
-            "policy.json declares output `{}` but the model's outputs are {:?}",
-            output.name,
-            session
-                .outputs()
-                .iter()
-                .map(|o| format!("{} {}", o.name(), describe(o.dtype())))
-                .collect::<Vec<_>>()
-        )),
+    for output in &manifest.outputs {
+        match session.outputs().iter().find(|o| o.name() == output.name) {
+            Some(outlet) => check_tensor(
+                &output.name,
+                output.dtype,
+                &output.shape,
+                outlet.dtype(),
+                "outputs",
+            )?,
+            None => {
+                return Err(format!(
+                    "policy.json declares output `{}` but the model's outputs are {:?}",
+                    output.name,
+                    session
+                        .outputs()
+                        .iter()
+                        .map(|o| format!("{} {}", o.name(), describe(o.dtype())))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 fn check_tensor(
@@ -685,6 +709,10 @@ impl OrtBackend {
         for _ in 0..runs {
             self.infer(&obs, &mut chunk)?;
         }
+        // The first inference that drives the robot gets the seed's first draw.
+        if let Some((source, _)) = &mut self.noise {
+            source.reseed();
+        }
         Ok(())
     }
 
@@ -723,10 +751,16 @@ impl OrtBackend {
             *n = (x - self.state_norm.offset[d]) * self.state_norm.scale[d];
         }
         let state = std::mem::take(&mut self.state_buf);
+        let mut noise = self.noise.take();
+        if let Some((source, draws)) = &mut noise {
+            source.fill(draws);
+        }
+        let draws = noise.as_ref().map_or(&[][..], |(_, d)| d.as_slice());
         let result = self
-            .run_raw(&obs.images, &state, &obs.instruction)
+            .run_raw(&obs.images, &state, &obs.instruction, draws)
             .map(|_| ());
         self.state_buf = state;
+        self.noise = noise;
         result?;
         let a = self.action_norm.offset.len();
         for (i, (y, raw)) in out.actions.iter_mut().zip(&self.raw_out).enumerate() {

@@ -67,7 +67,12 @@ fn red_blob_at(column: i32, colour: [u8; 3]) -> Vec<u8> {
 
 #[test]
 fn demo_package_verifies_and_reproduces_its_golden_pairs() {
-    for name in ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach"] {
+    for name in [
+        "reflex-demo-vla",
+        "tiny-mlp",
+        "reflex-demo-arm-reach",
+        "tiny-flow",
+    ] {
         let package = PolicyPackage::open(&repo().join("models/demo").join(name)).unwrap();
         assert_eq!(package.verify_files().unwrap(), 2);
         let mut backend = OrtBackend::load(&package, &config()).unwrap();
@@ -611,6 +616,126 @@ fn relative_actions_are_offsets_from_the_state_at_their_observation() {
     let err = PolicyPackage::open(&dir).unwrap_err().to_string();
     assert!(
         err.contains("field `action_space[0].relative`: needs schema_version 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn noise_inputs_are_drawn_fresh_for_every_inference_from_the_seed() {
+    // tiny-flow: targets = state + 0.05 * noise, the noise drawn by Reflex (seed 0).
+    let package = PolicyPackage::open(&repo().join("models/demo/tiny-flow")).unwrap();
+    let m = &package.manifest;
+    let mut obs = m.observation();
+    obs.state.copy_from_slice(&[0.3, -0.2, 0.5, 0.02]);
+    let draws = |backend: &mut OrtBackend, obs: &Observation, n: usize| -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                let mut chunk = m.action_chunk();
+                backend.infer(obs, &mut chunk).unwrap();
+                chunk
+                    .actions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (a - obs.state[i % 4]) / 0.05)
+                    .collect()
+            })
+            .collect()
+    };
+    let mut a = OrtBackend::load(&package, &config()).unwrap();
+    let first = draws(&mut a, &obs, 200);
+    assert_ne!(first[0], first[1], "every inference draws fresh noise");
+    // Another load of the same package, warmed up first: the same sequence (the warm-up's
+    // draws do not shift it), within float32 rounding of (a - state) / 0.05.
+    let mut b = OrtBackend::load(&package, &config()).unwrap();
+    b.warm_up(3).unwrap();
+    let again = draws(&mut b, &obs, 2);
+    for (x, y) in first[..2].iter().flatten().zip(again.iter().flatten()) {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+    // Standard normal: 8000 values, mean within 4 standard errors (0.011), variance within
+    // 4 × sqrt(2/n) (0.063).
+    let all: Vec<f64> = first.iter().flatten().map(|&v| f64::from(v)).collect();
+    let n = all.len() as f64;
+    let mean = all.iter().sum::<f64>() / n;
+    let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    assert!(
+        mean.abs() < 0.045 && (var - 1.0).abs() < 0.063,
+        "mean {mean}, variance {var}"
+    );
+    // Another seed, other draws.
+    let dir = scratch("tiny-flow", "noise-seed");
+    edit_manifest(&dir, |v| v["inputs"][1]["generator"]["seed"] = 1.into());
+    let reseeded = PolicyPackage::open(&dir).unwrap();
+    let mut c = OrtBackend::load(&reseeded, &config()).unwrap();
+    let other = draws(&mut c, &obs, 1);
+    assert!(
+        other[0]
+            .iter()
+            .zip(&first[0])
+            .any(|(x, y)| (x - y).abs() > 0.1),
+        "seed 1 draws as seed 0"
+    );
+    // The golden pairs carry their own noise: verify reproduces them (not the generator's).
+    let report = a.check_golden(&package.golden_pairs().unwrap()).unwrap();
+    assert!(report.max_abs_error < 1e-5, "{report:?}");
+}
+
+#[test]
+fn noise_inputs_and_further_outputs_are_checked() {
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "no-generator",
+            Box::new(|v| {
+                v["inputs"][1].as_object_mut().unwrap().remove("generator");
+            }),
+            "field `inputs[1].generator`: a noise input needs its generator",
+        ),
+        (
+            "generator-on-state",
+            Box::new(|v| v["inputs"][0]["generator"] = v["inputs"][1]["generator"].clone()),
+            "field `inputs[0].generator`: only noise inputs have a generator",
+        ),
+        (
+            "uint8-noise",
+            Box::new(|v| v["inputs"][1]["dtype"] = "uint8".into()),
+            "field `inputs[1].dtype`: Uint8 is not allowed for role Noise",
+        ),
+        (
+            "distribution",
+            Box::new(|v| v["inputs"][1]["generator"]["distribution"] = "cauchy".into()),
+            "unknown variant `cauchy`",
+        ),
+        (
+            "schema-1",
+            Box::new(|v| {
+                v["schema_version"] = 1.into();
+                v.as_object_mut().unwrap().remove("state_sources");
+            }),
+            "field `inputs[1].role`: `noise` needs schema_version 2",
+        ),
+        (
+            "output-twice",
+            Box::new(|v| v["outputs"][1]["name"] = "noise".into()),
+            "field `outputs[1].name`: `noise` is already the name of an input or output",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = scratch("tiny-flow", &format!("noise-{name}"));
+        edit_manifest(&dir, edit);
+        let err = PolicyPackage::open(&dir).unwrap_err().to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    // A further output the model does not have: refused at load, naming it.
+    let dir = scratch("tiny-flow", "noise-missing-output");
+    edit_manifest(&dir, |v| v["outputs"][1]["name"] = "value".into());
+    let package = PolicyPackage::open(&dir).unwrap();
+    let err = OrtBackend::load(&package, &config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("declares output `value`") && err.contains("noise_power"),
         "{err}"
     );
 }
