@@ -570,13 +570,37 @@ impl Safety {
                 .unwrap_or(state.positions[i]);
         }
         // The capsules in the lidar's base frame, at the last target and the measured pose.
+        // When no link point is more than MERGE_M apart between the two (tracking, the usual
+        // case), the measured pose's capsules grown by that distance hold both poses' (each
+        // segment between points at most δ away stays within δ): half the work, at most
+        // MERGE_M more conservative.
+        const MERGE_M: f64 = 0.02;
         let mut capsules = [([0.0_f32; 2], [0.0_f32; 2], 0.0_f32); 2 * (MAX_JOINTS + 1)];
         let mut count = 0;
         let mut extent_m = 0.0_f64;
         let chain = &zones.kinematics;
         let (c, sn) = (sep.yaw[0], sep.yaw[1]);
-        for q in [&from[..n], state.positions] {
-            let p = chain.link_points(q);
+        let poses = [
+            chain.link_points(&from[..n]),
+            chain.link_points(state.positions),
+        ];
+        let apart_m = poses[0].points[..=poses[0].count]
+            .iter()
+            .zip(&poses[1].points[..=poses[1].count])
+            .map(|(a, b)| (a[0] - b[0]).hypot(a[1] - b[1]))
+            .fold(0.0_f64, |m, d| {
+                if m.is_nan() || d.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(d)
+                }
+            });
+        let (poses, grow_m) = if apart_m <= MERGE_M {
+            (&poses[1..], apart_m)
+        } else {
+            (&poses[..], 0.0)
+        };
+        for p in poses {
             let mut planar = [[0.0_f32; 2]; MAX_JOINTS + 1];
             for (out, point) in planar.iter_mut().zip(&p.points[..=p.count]) {
                 extent_m = extent_m.max(point[0].hypot(point[1]));
@@ -586,12 +610,12 @@ impl Safety {
                 ];
             }
             for i in 0..=p.count {
-                let r = chain.radius[i];
+                let r = chain.radius[i] + grow_m;
                 capsules[count] = (planar[i], planar[(i + 1).min(p.count)], r as f32);
                 count += 1;
             }
         }
-        let max_radius = chain.radius.iter().copied().fold(0.0, f64::max);
+        let max_radius = chain.radius.iter().copied().fold(0.0, f64::max) + grow_m;
         extent_m += max_radius;
 
         // This tick's joint speeds: the position step, or the velocity sent with it if faster;
@@ -632,6 +656,7 @@ impl Safety {
         let d = lidar.kth_separation(
             &capsules[..count],
             [sep.origin[0] as f32, sep.origin[1] as f32],
+            (extent_m * 1.001 + 1e-3) as f32,
             (cull_m * 1.001 + 1e-3) as f32,
         );
         let (invalid, beams) = lidar.invalid_fraction_inputs();

@@ -406,11 +406,14 @@ impl Lidar {
     /// scan to any of `capsules` ((a, b, radius), base frame), in the horizontal plane: each
     /// point stands for a vertical line, a person at any height. Only points within `cull_m`
     /// of `center` are measured; +inf when fewer than `min_points` are. Negative inside a
-    /// capsule.
+    /// capsule. Every capsule lies within `extent_m` of `center`, so a point whose distance
+    /// to that circle is already no nearer than the k-th nearest so far cannot change the
+    /// result and is not measured against each capsule (the same value, less work).
     pub(crate) fn kth_separation(
         &self,
         capsules: &[([f32; 2], [f32; 2], f32)],
         center: [f32; 2],
+        extent_m: f32,
         cull_m: f32,
     ) -> f32 {
         let r2 = cull_m * cull_m;
@@ -418,7 +421,12 @@ impl Lidar {
         // Beams without a point lie at FAR_M: culled here.
         for (&x, &y) in self.x[..self.beams].iter().zip(&self.y[..self.beams]) {
             let (cx, cy) = (x - center[0], y - center[1]);
-            if cx * cx + cy * cy > r2 {
+            let c2 = cx * cx + cy * cy;
+            if c2 > r2 {
+                continue;
+            }
+            // A lower bound of the point's distance to every capsule (NaN: measured below).
+            if c2.sqrt() - extent_m >= nearest.kth() {
                 continue;
             }
             let mut best = f32::INFINITY;
@@ -489,6 +497,69 @@ mod tests {
 
     fn square(half: f64) -> Footprint {
         Footprint::new(&[[-half, -half], [half, -half], [half, half], [-half, half]])
+    }
+
+    /// The pruned k-th separation equals the brute-force one: a point skipped by the
+    /// bounding circle could not have changed it.
+    #[test]
+    fn kth_separation_prunes_without_changing_the_result() {
+        let mut lidar = Lidar::new(&LidarConfig {
+            base_from_lidar: crate::config::Pose2 {
+                x_m: 0.0,
+                y_m: 0.0,
+                yaw_rad: 0.0,
+            },
+            max_beams: 720,
+            max_age_ms: 100.0,
+            reaction_time_ms: 0.0,
+            margin_m: 0.05,
+            slowdown_depth_m: 0.5,
+            min_points: 3,
+            hysteresis_m: 0.0,
+            release_delay_ms: 0.0,
+            max_invalid_fraction: 0.2,
+            intrusion_speed_mps: 0.0,
+        });
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for _ in 0..50 {
+            let beams = 720;
+            lidar.beams = beams;
+            for i in 0..beams {
+                let (r, a) = (0.2 + 5.0 * next(), std::f32::consts::TAU * next());
+                lidar.x[i] = r * a.cos();
+                lidar.y[i] = r * a.sin();
+            }
+            let capsules: Vec<_> = (0..6)
+                .map(|_| {
+                    let p = |n: &mut dyn FnMut() -> f32| [0.8 * n() - 0.4, 0.8 * n() - 0.4];
+                    (p(&mut next), p(&mut next), 0.05)
+                })
+                .collect();
+            // Every capsule within 0.4·√2 + 0.05 of the centre.
+            let extent = 0.62;
+            let got = lidar.kth_separation(&capsules, [0.0, 0.0], extent, 100.0);
+            let mut all: Vec<f32> = (0..beams)
+                .map(|i| {
+                    capsules
+                        .iter()
+                        .map(|&(a, b, r)| {
+                            let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
+                            let (px, py) = (lidar.x[i] - a[0], lidar.y[i] - a[1]);
+                            let t = ((px * ex + py * ey) / (ex * ex + ey * ey)).clamp(0.0, 1.0);
+                            (px - t * ex).hypot(py - t * ey) - r
+                        })
+                        .fold(f32::INFINITY, f32::min)
+                })
+                .collect();
+            all.sort_by(f32::total_cmp);
+            assert!((got - all[2]).abs() < 1e-5, "{got} vs {}", all[2]);
+        }
     }
 
     #[test]
