@@ -24,6 +24,9 @@
                     targets = state + 0.05 * noise, plus a second output `noise_power` [1,1]
                     (mean square of the noise) that Reflex checks and does not use; the graph
                     lists it first, so the chunk is found by name.
+  tiny-mlp-external/  tiny-mlp's graph with its weights as initializers in an external data file
+                    (`model.onnx.data`, as onnx writes models past 2 GB), listed in
+                    policy.json's `targets[0].external_data`; same golden pairs as tiny-mlp.
 
 Each package gets policy.json (with sha256 of every file) and golden.json (input/output pairs
 computed here with numpy, checked against onnxruntime when it is installed).
@@ -47,7 +50,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach", "tiny-flow"]
+PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach", "tiny-flow", "tiny-mlp-external"]
 H, A = 20, 3
 RATE_HZ = 50.0
 VOCAB = ["<pad>", "<unk>", "go", "to", "the", "red", "blue", "marker", "drive", "find"]
@@ -308,6 +311,44 @@ def tiny_mlp_reference(state, w, b):
     return (h @ w[2] + b[2]).reshape(1, H, A).astype(np.float32)
 
 
+def tiny_mlp_external_model(w, b):
+    """tiny-mlp with its weights as initializers (what external data holds)."""
+    inits = []
+    nodes = []
+    x = "state"
+    for i in range(3):
+        inits += [numpy_helper.from_array(w[i], f"w{i}"), numpy_helper.from_array(b[i], f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"h{i}"]))
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [f"h{i}"], [f"a{i}"]))
+            x = f"a{i}"
+    # The reshape target stays in the graph: ORT's shape inference reads it at load.
+    nodes += [const("shape", np.array([1, H, A], dtype=np.int64)), helper.make_node("Reshape", ["h2", "shape"], ["actions"])]
+    return helper.make_graph(
+        nodes,
+        "reflex_tiny_mlp_external",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, H, A])],
+        initializer=inits,
+    )
+
+
+def save_model_external(graph, pkg, name, data_name):
+    """The graph in `name`, every initializer in `data_name` beside it (onnx's own writer)."""
+    from onnx import external_data_helper
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="reflex-make-demo-policies")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    external_data_helper.convert_model_to_external_data(
+        model, all_tensors_to_one_file=True, location=data_name, size_threshold=0)
+    data_path = os.path.join(pkg, data_name)
+    if os.path.exists(data_path):
+        os.remove(data_path)
+    external_data_helper.write_external_data_tensors(model, pkg)
+    with open(os.path.join(pkg, name), "wb") as f:
+        f.write(model.SerializeToString(deterministic=True))
+
+
 def save_model(graph, path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="reflex-make-demo-policies")
     model.ir_version = 8
@@ -421,6 +462,23 @@ def build(out):
         [{"name": "state", "dtype": "float32", "shape": [1, 16], "role": "state"}],
         golden, {"normalization": norm},
     )
+    # tiny-mlp-external: the same weights and golden pairs, the weights in external data
+    pkg = os.path.join(out, "tiny-mlp-external")
+    os.makedirs(pkg, exist_ok=True)
+    save_model_external(tiny_mlp_external_model(w, b), pkg, "model.onnx", "model.onnx.data")
+    write_package(
+        out, "tiny-mlp-external", "0.1.0",
+        "tiny-mlp with its weights in an external data file (model.onnx.data).", "model.onnx",
+        [{"name": "state", "dtype": "float32", "shape": [1, 16], "role": "state"}],
+        golden, {"normalization": norm},
+    )
+    manifest_path = os.path.join(pkg, "policy.json")
+    manifest = json.load(open(manifest_path))
+    manifest["targets"][0]["external_data"] = [
+        {"file": "model.onnx.data", "sha256": sha256(os.path.join(pkg, "model.onnx.data"))}]
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
     # reflex-demo-arm-reach (schema 2)
     pkg = os.path.join(out, "reflex-demo-arm-reach")
     os.makedirs(pkg, exist_ok=True)
@@ -581,8 +639,9 @@ def check(out):
         bad = []
         for name in PACKAGES:
             fresh, kept = os.path.join(tmp, name), os.path.join(out, name)
-            if not filecmp.cmp(os.path.join(fresh, "model.onnx"), os.path.join(kept, "model.onnx"), shallow=False):
-                bad.append(f"{name}/model.onnx (bytes)")
+            for model_file in ["model.onnx"] + (["model.onnx.data"] if name == "tiny-mlp-external" else []):
+                if not filecmp.cmp(os.path.join(fresh, model_file), os.path.join(kept, model_file), shallow=False):
+                    bad.append(f"{name}/{model_file} (bytes)")
             if policy_without_golden_digest(os.path.join(fresh, "policy.json")) != policy_without_golden_digest(
                 os.path.join(kept, "policy.json")
             ):

@@ -59,10 +59,10 @@ use std::path::PathBuf;
 
 pub use device::{CUDA_BUILT, GpuDevice, GpuDiscovery, discover_gpus};
 pub use manifest::{
-    ActionDim, Dtype, Golden, ImageFit, ImageLayout, ImagePreprocess, InputRole, InputSpec,
-    MANIFEST_FILE, NoiseDistribution, NoiseGenerator, Normalization, PolicyManifest, ResizeMethod,
-    SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance, sha256_bytes,
-    sha256_file,
+    ActionDim, Dtype, ExternalData, Golden, ImageFit, ImageLayout, ImagePreprocess, InputRole,
+    InputSpec, MANIFEST_FILE, NoiseDistribution, NoiseGenerator, Normalization, PolicyManifest,
+    ResizeMethod, SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance,
+    sha256_bytes, sha256_file,
 };
 pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_build,

@@ -243,6 +243,38 @@ pub struct Target {
     /// `fp32`, `fp16` or `int8` (engines only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<String>,
+    /// The model's external data files (ONNX tensors stored beside the graph, as
+    /// `onnx.save_model(..., save_as_external_data=True)` writes them; needed past 2 GB),
+    /// each by its file name in the package directory (the name the graph's tensors give as
+    /// their `location`) and its SHA-256. Loaded only as verified bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_data: Vec<ExternalData>,
+}
+
+/// One external data file of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalData {
+    /// A plain file name in the package directory (no directories: a package is flat).
+    pub file: String,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+impl Target {
+    /// The model's identity: the graph's SHA-256, or with external data the SHA-256 of the
+    /// graph's digest and every data file's name and digest (a fine-tuned model with the same
+    /// graph file and other weights is another model: another digest, another engine cache).
+    pub fn model_digest(&self) -> String {
+        if self.external_data.is_empty() {
+            return self.sha256.clone();
+        }
+        let mut text = format!("onnx {}\n", self.sha256);
+        for data in &self.external_data {
+            text.push_str(&format!("data {} {}\n", data.file, data.sha256));
+        }
+        sha256_bytes(text.as_bytes())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -914,6 +946,35 @@ impl PolicyManifest {
         for (i, target) in self.targets.iter().enumerate() {
             check_relative(&format!("targets[{i}].file"), &target.file)?;
             check_sha256(&format!("targets[{i}].sha256"), &target.sha256)?;
+            for (j, data) in target.external_data.iter().enumerate() {
+                let field = format!("targets[{i}].external_data[{j}]");
+                let plain = !data.file.is_empty()
+                    && data.file != "."
+                    && data.file != ".."
+                    && !data.file.contains(['/', '\\']);
+                if !plain {
+                    return Err(field_error(
+                        format!("{field}.file"),
+                        format!(
+                            "`{}` must be a plain file name in the package directory (no directories)",
+                            data.file
+                        ),
+                    ));
+                }
+                let taken = data.file == crate::MANIFEST_FILE
+                    || data.file == self.golden.file
+                    || self.targets.iter().any(|t| t.file == data.file)
+                    || target.external_data[..j]
+                        .iter()
+                        .any(|d| d.file == data.file);
+                if taken {
+                    return Err(field_error(
+                        format!("{field}.file"),
+                        format!("`{}` is already another file of the package", data.file),
+                    ));
+                }
+                check_sha256(&format!("{field}.sha256"), &data.sha256)?;
+            }
             if target.kind == TargetKind::TensorrtEpContext
                 && (target.arch.is_none()
                     || target.gpu_sm.is_none()

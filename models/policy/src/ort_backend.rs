@@ -314,6 +314,26 @@ impl OrtBackend {
                 actual: digest,
             });
         }
+        // External data: every file read and verified before ONNX Runtime sees it, then handed
+        // over as those bytes (ORT never opens a file the digest did not cover).
+        let mut external = Vec::with_capacity(target.external_data.len());
+        for data in &target.external_data {
+            let path = package.dir.join(&data.file);
+            let bytes = read_shared(&path).map_err(|source| PackageError::Io {
+                file: path.clone(),
+                source,
+            })?;
+            let actual = sha256_bytes(&bytes);
+            if actual != data.sha256 {
+                return Err(PackageError::Digest {
+                    file: path,
+                    expected: data.sha256.clone(),
+                    actual,
+                });
+            }
+            external.push((data.file.clone(), bytes));
+        }
+        let digest = target.model_digest();
         let model_error = |problem: String| PackageError::Model {
             file: model_file.clone(),
             problem,
@@ -324,6 +344,20 @@ impl OrtBackend {
             .map_err(|e| model_error(format!("intra_threads: {e}")))?
             .with_inter_threads(config.inter_threads.max(1))
             .map_err(|e| model_error(format!("inter_threads: {e}")))?;
+        // A tensor in an external file that policy.json does not list would be read from disk
+        // unverified (relative to the working directory, for a model loaded from memory): point
+        // ORT's external data folder nowhere, so only the verified buffers below resolve.
+        builder = builder
+            .with_config_entry(
+                "session.model_external_initializers_file_folder_path",
+                UNLISTED_EXTERNAL_DATA,
+            )
+            .map_err(|e| model_error(format!("external data folder: {e}")))?;
+        for (file, bytes) in external {
+            builder = builder
+                .with_external_initializer_file_in_memory(&file, bytes)
+                .map_err(|e| model_error(format!("external data `{file}`: {e}")))?;
+        }
         let (b, registered) = register_accelerator(builder, config);
         builder = b;
         let provider = match registered {
@@ -334,9 +368,16 @@ impl OrtBackend {
             Err(err) => return Err(runtime_error(err)),
         };
         let session = builder.commit_from_memory(&bytes).map_err(|e| {
-            model_error(format!(
-                "not a loadable ONNX model (corrupt or truncated?): {e}"
-            ))
+            let e = e.to_string();
+            if e.contains(UNLISTED_EXTERNAL_DATA) {
+                model_error(format!(
+                    "the model keeps tensors in an external data file that policy.json does not list: add each file with its sha256 to targets[].external_data ({e})"
+                ))
+            } else {
+                model_error(format!(
+                    "not a loadable ONNX model (corrupt or truncated?): {e}"
+                ))
+            }
         })?;
         check_io(&session, &package.manifest).map_err(model_error)?;
         let manifest = package.manifest.clone();
@@ -594,6 +635,25 @@ fn register_tensorrt(builder: Builder, _config: &BackendConfig) -> Registered {
 }
 
 /// The model's declared inputs and output must be exactly the manifest's.
+/// Where ONNX Runtime would look for external data files policy.json does not list: nowhere.
+const UNLISTED_EXTERNAL_DATA: &str = "/nonexistent/reflex-unlisted-external-data";
+
+/// A whole file read straight into one shared buffer (no second copy of a multi-GB tensor
+/// file); a file that grows or shrinks while read is an error.
+fn read_shared(path: &std::path::Path) -> std::io::Result<std::sync::Arc<[u8]>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len())
+        .map_err(|_| std::io::Error::other("larger than this machine's address space"))?;
+    let mut buffer: std::sync::Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let slot = std::sync::Arc::get_mut(&mut buffer).expect("just made: the only reference");
+    file.read_exact(slot)?;
+    if file.read(&mut [0u8; 1])? != 0 {
+        return Err(std::io::Error::other("the file grew while it was read"));
+    }
+    Ok(buffer)
+}
+
 fn check_io(session: &Session, manifest: &PolicyManifest) -> Result<(), String> {
     let describe = |t: &ValueType| format!("{t:?}");
     for outlet in session.inputs() {

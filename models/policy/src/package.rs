@@ -92,13 +92,14 @@ impl PolicyPackage {
         self.dir.join(&target.file)
     }
 
-    /// SHA-256 of the ONNX model file as listed in the manifest (the model digest).
-    pub fn model_digest(&self) -> &str {
+    /// The portable ONNX model's digest ([`Target::model_digest`]: its file's SHA-256, or
+    /// with external data the digest of the graph's and every data file's).
+    pub fn model_digest(&self) -> String {
         self.manifest
             .targets
             .iter()
             .find(|t| t.kind == TargetKind::Onnx)
-            .map(|t| t.sha256.as_str())
+            .map(Target::model_digest)
             .unwrap_or_default()
     }
 
@@ -108,7 +109,13 @@ impl PolicyPackage {
             .manifest
             .targets
             .iter()
-            .map(|t| (t.file.as_str(), t.sha256.as_str()))
+            .flat_map(|t| {
+                std::iter::once((t.file.as_str(), t.sha256.as_str())).chain(
+                    t.external_data
+                        .iter()
+                        .map(|d| (d.file.as_str(), d.sha256.as_str())),
+                )
+            })
             .collect();
         files.push((&self.manifest.golden.file, &self.manifest.golden.sha256));
         for (file, expected) in &files {
@@ -322,6 +329,7 @@ mod tests {
             gpu_sm: Some(sm.into()),
             tensorrt_version: Some("10.3".into()),
             precision: Some(precision.into()),
+            external_data: vec![],
         };
         package.manifest.targets.push(engine("87", "fp16"));
         package.manifest.targets.push(engine("110", "fp16"));

@@ -37,8 +37,16 @@ fn scratch(name: &str, test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("reflex-models-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["policy.json", "golden.json", "model.onnx"] {
-        std::fs::copy(repo().join("models/demo").join(name).join(f), dir.join(f)).unwrap();
+    for f in [
+        "policy.json",
+        "golden.json",
+        "model.onnx",
+        "model.onnx.data",
+    ] {
+        let from = repo().join("models/demo").join(name).join(f);
+        if from.exists() {
+            std::fs::copy(from, dir.join(f)).unwrap();
+        }
     }
     dir
 }
@@ -72,9 +80,11 @@ fn demo_package_verifies_and_reproduces_its_golden_pairs() {
         "tiny-mlp",
         "reflex-demo-arm-reach",
         "tiny-flow",
+        "tiny-mlp-external",
     ] {
         let package = PolicyPackage::open(&repo().join("models/demo").join(name)).unwrap();
-        assert_eq!(package.verify_files().unwrap(), 2);
+        let external = package.manifest.targets[0].external_data.len();
+        assert_eq!(package.verify_files().unwrap(), 2 + external, "{name}");
         let mut backend = OrtBackend::load(&package, &config()).unwrap();
         let report = backend
             .check_golden(&package.golden_pairs().unwrap())
@@ -738,6 +748,112 @@ fn noise_inputs_and_further_outputs_are_checked() {
         err.contains("declares output `value`") && err.contains("noise_power"),
         "{err}"
     );
+}
+
+#[test]
+fn onnx_external_data_loads_only_as_listed_verified_bytes() {
+    // tiny-mlp-external: tiny-mlp's weights as initializers in model.onnx.data.
+    let plain = PolicyPackage::open(&repo().join("models/demo/tiny-mlp")).unwrap();
+    let package = PolicyPackage::open(&repo().join("models/demo/tiny-mlp-external")).unwrap();
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    let mut reference = OrtBackend::load(&plain, &config()).unwrap();
+    let mut obs = package.manifest.observation();
+    for (i, s) in obs.state.iter_mut().enumerate() {
+        *s = 0.1 * i as f32 - 0.7;
+    }
+    let (mut a, mut b) = (
+        package.manifest.action_chunk(),
+        plain.manifest.action_chunk(),
+    );
+    backend.infer(&obs, &mut a).unwrap();
+    reference.infer(&obs, &mut b).unwrap();
+    for (x, y) in a.actions.iter().zip(&b.actions) {
+        assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+    }
+    assert!(
+        a.actions.iter().any(|x| x.abs() > 1e-3),
+        "the weights were loaded"
+    );
+    // The model's identity covers its weights: not the graph file's digest alone.
+    let graph = &package.manifest.targets[0].sha256;
+    assert_ne!(&package.model_digest(), graph);
+    assert_eq!(backend.describe().model_digest, package.model_digest());
+    assert_eq!(a.model_digest, package.model_digest());
+
+    // Tampered weights: refused by digest, naming the data file (verify and load).
+    let dir = scratch("tiny-mlp-external", "external-tampered");
+    let data = dir.join("model.onnx.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&data, &bytes).unwrap();
+    let tampered = PolicyPackage::open(&dir).unwrap();
+    let err = tampered.verify_files().unwrap_err().to_string();
+    assert!(err.contains("model.onnx.data"), "{err}");
+    let err = OrtBackend::load(&tampered, &config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.onnx.data") && err.contains("sha256"),
+        "{err}"
+    );
+
+    // Missing: a clear error naming it.
+    std::fs::remove_file(&data).unwrap();
+    let err = OrtBackend::load(&tampered, &config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("model.onnx.data"), "{err}");
+
+    // Present beside the model but not listed in policy.json: never read unverified (ORT's
+    // external data folder points nowhere, so neither the package directory nor the working
+    // directory is searched).
+    let dir = scratch("tiny-mlp-external", "external-unlisted");
+    edit_manifest(&dir, |v| {
+        v["targets"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("external_data");
+    });
+    let unlisted = PolicyPackage::open(&dir).unwrap();
+    let err = OrtBackend::load(&unlisted, &config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("external data file that policy.json does not list")
+            && err.contains("targets[].external_data"),
+        "{err}"
+    );
+
+    // And the manifest's own checks.
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "subdir",
+            Box::new(|v| {
+                v["targets"][0]["external_data"][0]["file"] = "weights/model.onnx.data".into()
+            }),
+            "field `targets[0].external_data[0].file`: `weights/model.onnx.data` must be a plain file name",
+        ),
+        (
+            "golden",
+            Box::new(|v| v["targets"][0]["external_data"][0]["file"] = "golden.json".into()),
+            "`golden.json` is already another file of the package",
+        ),
+        (
+            "digest",
+            Box::new(|v| v["targets"][0]["external_data"][0]["sha256"] = "abc".into()),
+            "field `targets[0].external_data[0].sha256`",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = scratch("tiny-mlp-external", &format!("external-{name}"));
+        edit_manifest(&dir, edit);
+        let err = PolicyPackage::open(&dir).unwrap_err().to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
 }
 
 #[test]

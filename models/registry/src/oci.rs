@@ -20,6 +20,8 @@ pub const MEDIA_POLICY_JSON: &str = "application/vnd.reflex.policy.manifest.v1+j
 pub const MEDIA_ONNX: &str = "application/vnd.reflex.model.onnx.v1";
 pub const MEDIA_EP_CONTEXT: &str = "application/vnd.reflex.model.trt-ep-context.v1";
 pub const MEDIA_GOLDEN: &str = "application/vnd.reflex.golden.v1+json";
+/// An ONNX model's external data file (`targets[].external_data`), a layer after the model.
+pub const MEDIA_ONNX_DATA: &str = "application/vnd.reflex.model.onnx.external-data.v1";
 pub const MEDIA_SIGNATURE: &str = "application/vnd.reflex.signature.ed25519.v1";
 const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -278,6 +280,17 @@ pub fn pack(
             TargetKind::TensorrtEpContext => MEDIA_EP_CONTEXT,
         };
         let model = titled(layout.put_blob(media, &bytes)?, &target.file);
+        // Each external data file is a layer of its own: a pull fetches it, checks its digest
+        // and puts it beside the model (and a version that keeps its weights reuses the blob).
+        let mut data_layers = Vec::with_capacity(target.external_data.len());
+        for data in &target.external_data {
+            let path = package.dir.join(&data.file);
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            data_layers.push(titled(
+                layout.put_blob(MEDIA_ONNX_DATA, &bytes)?,
+                &data.file,
+            ));
+        }
         let mut annotations = BTreeMap::new();
         annotations.insert(
             "org.opencontainers.image.version".into(),
@@ -301,7 +314,11 @@ pub fn pack(
             media_type: MEDIA_MANIFEST.into(),
             artifact_type: Some(ARTIFACT_TYPE.into()),
             config: config.clone(),
-            layers: vec![policy.clone(), model, golden.clone()],
+            layers: [policy.clone(), model]
+                .into_iter()
+                .chain(data_layers)
+                .chain([golden.clone()])
+                .collect(),
             subject: None,
             annotations: annotations.clone(),
         };

@@ -128,6 +128,42 @@ fn pull_from_a_layout_verifies_and_materializes_the_package() {
 }
 
 #[test]
+fn a_model_with_external_data_travels_as_its_own_layer_and_arrives_whole() {
+    let dir = scratch("external");
+    let package = PolicyPackage::open(&repo().join("models/demo/tiny-mlp-external")).unwrap();
+    let layout = Layout::open_or_create(&dir.join("layout")).unwrap();
+    oci::pack(&package, &layout, "0.1.0").unwrap();
+    let store = reflex_registry::store::Store::open(&dir.join("store")).unwrap();
+    let pulled = store.pull_layout(&layout, "0.1.0", None).unwrap();
+    let manifest: oci::ImageManifest =
+        serde_json::from_slice(&std::fs::read(store.blob_path(&pulled.manifest_digest)).unwrap())
+            .unwrap();
+    let layers: Vec<_> = manifest
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.annotations["org.opencontainers.image.title"].as_str(),
+                l.media_type.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("policy.json", oci::MEDIA_POLICY_JSON),
+            ("model.onnx", oci::MEDIA_ONNX),
+            ("model.onnx.data", oci::MEDIA_ONNX_DATA),
+            ("golden.json", oci::MEDIA_GOLDEN),
+        ]
+    );
+    // The installed package has the weights beside the graph, each file verified.
+    assert_eq!(pulled.package.verify_files().unwrap(), 3);
+    assert_eq!(pulled.package.model_digest(), package.model_digest());
+    assert!(pulled.package.dir.join("model.onnx.data").is_file());
+}
+
+#[test]
 fn a_tampered_layout_blob_never_reaches_the_store() {
     let (dir, layout, _) = packed("pull-tamper");
     let hex =
