@@ -104,10 +104,14 @@ impl BackendConfig {
         }
     }
 
-    /// Engine and timing cache directory for a GPU of compute capability `sm`: an engine is
-    /// only valid for one GPU architecture, TensorRT version and precision, so each gets its own
-    /// directory (`<engine_cache_dir>/sm87/trt10.3/fp16`).
-    pub fn engine_cache_path(&self, sm: &str) -> PathBuf {
+    /// Engine and timing cache directory for the model `model_digest` on a GPU of compute
+    /// capability `sm`: an engine is only valid for one GPU architecture, TensorRT version and
+    /// precision, and only for one model's weights — ORT's TensorRT provider names a cached
+    /// engine from the graph's name and I/O, never its weights, so a fine-tuned model of the
+    /// same architecture would load the previous one's engine from a shared directory
+    /// (`<engine_cache_dir>/sm87/trt10.3/fp16/<first 16 hex of the model digest>`).
+    pub fn engine_cache_path(&self, sm: &str, model_digest: &str) -> PathBuf {
+        let model: String = model_digest.chars().take(16).collect();
         self.engine_cache_dir
             .join(format!("sm{sm}"))
             .join(format!(
@@ -115,6 +119,11 @@ impl BackendConfig {
                 self.tensorrt_version.as_deref().unwrap_or("unknown")
             ))
             .join(self.precision())
+            .join(if model.is_empty() {
+                "unknown".into()
+            } else {
+                model
+            })
     }
 }
 
@@ -358,7 +367,7 @@ impl OrtBackend {
                 .with_external_initializer_file_in_memory(&file, bytes)
                 .map_err(|e| model_error(format!("external data `{file}`: {e}")))?;
         }
-        let (b, registered) = register_accelerator(builder, config);
+        let (b, registered) = register_accelerator(builder, config, &digest);
         builder = b;
         let provider = match registered {
             Ok(provider) => provider,
@@ -371,7 +380,7 @@ impl OrtBackend {
             let e = e.to_string();
             if e.contains(UNLISTED_EXTERNAL_DATA) {
                 model_error(format!(
-                    "the model keeps tensors in an external data file that policy.json does not list: add each file with its sha256 to targets[].external_data ({e})"
+                    "the model keeps tensors in an external data file that policy.json does not list: add each file with its sha256 to targets[].external_data (a plain file name beside the model; a graph whose tensors name a location in another directory must be re-saved with onnx.save_model(..., location=\"<name>\")) ({e})"
                 ))
             } else {
                 model_error(format!(
@@ -565,11 +574,15 @@ type Registered = (Builder, Result<String, String>);
 
 /// Registers the configured execution provider with `error_on_failure`: a missing accelerator
 /// comes back as an error (with the builder, so the caller may fall back explicitly).
-fn register_accelerator(builder: Builder, config: &BackendConfig) -> Registered {
+fn register_accelerator(
+    builder: Builder,
+    config: &BackendConfig,
+    model_digest: &str,
+) -> Registered {
     match config.accelerator {
         Accelerator::Cpu => (builder, Ok("cpu".into())),
         Accelerator::Cuda => register_cuda(builder),
-        Accelerator::Tensorrt => register_tensorrt(builder, config),
+        Accelerator::Tensorrt => register_tensorrt(builder, config, model_digest),
     }
 }
 
@@ -596,13 +609,13 @@ fn register_cuda(builder: Builder) -> Registered {
 }
 
 #[cfg(feature = "tensorrt")]
-fn register_tensorrt(builder: Builder, config: &BackendConfig) -> Registered {
+fn register_tensorrt(builder: Builder, config: &BackendConfig, model_digest: &str) -> Registered {
     let precision = config.precision();
     let sm = match crate::device::discover_gpus() {
         crate::GpuDiscovery::Devices { devices } if !devices.is_empty() => devices[0].sm.clone(),
         _ => "unknown".to_string(),
     };
-    let cache = config.engine_cache_path(&sm);
+    let cache = config.engine_cache_path(&sm, model_digest);
     let ep = ort::ep::TensorRT::default()
         .with_fp16(config.fp16)
         .with_int8(config.int8)
@@ -627,7 +640,7 @@ fn register_tensorrt(builder: Builder, config: &BackendConfig) -> Registered {
 }
 
 #[cfg(not(feature = "tensorrt"))]
-fn register_tensorrt(builder: Builder, _config: &BackendConfig) -> Registered {
+fn register_tensorrt(builder: Builder, _config: &BackendConfig, _model_digest: &str) -> Registered {
     (
         builder,
         Err("accelerator `tensorrt` requested but this reflex was built without the `tensorrt` feature; rebuild with `--features jetpack6` (Orin) or `--features jetpack7` (Thor), or set accelerator = \"cpu\"".into()),
@@ -638,8 +651,10 @@ fn register_tensorrt(builder: Builder, _config: &BackendConfig) -> Registered {
 /// Where ONNX Runtime would look for external data files policy.json does not list: nowhere.
 const UNLISTED_EXTERNAL_DATA: &str = "/nonexistent/reflex-unlisted-external-data";
 
-/// A whole file read straight into one shared buffer (no second copy of a multi-GB tensor
-/// file); a file that grows or shrinks while read is an error.
+/// A whole file read straight into one shared buffer (no intermediate copy of a multi-GB
+/// tensor file); a file that grows or shrinks while read is an error. ONNX Runtime copies the
+/// tensors out of it while it builds the session (the buffer may be freed after that, and is,
+/// with the builder): the peak at load is about twice the weights, once after.
 fn read_shared(path: &std::path::Path) -> std::io::Result<std::sync::Arc<[u8]>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
@@ -846,27 +861,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn engine_caches_are_keyed_by_gpu_tensorrt_and_precision() {
+    fn engine_caches_are_keyed_by_gpu_tensorrt_precision_and_model() {
         let mut config = BackendConfig {
             engine_cache_dir: PathBuf::from("/var/cache/reflex/trt"),
             tensorrt_version: Some("10.3".into()),
             fp16: true,
             ..BackendConfig::default()
         };
+        let digest = "96794312c2aec5f630d2d5d0963161bb9bd5e73dc2569753d1ddcdc361188d65";
         assert_eq!(
-            config.engine_cache_path("87"),
-            PathBuf::from("/var/cache/reflex/trt/sm87/trt10.3/fp16")
+            config.engine_cache_path("87", digest),
+            PathBuf::from("/var/cache/reflex/trt/sm87/trt10.3/fp16/96794312c2aec5f6")
         );
         config.int8 = true;
         assert_eq!(
-            config.engine_cache_path("110"),
-            PathBuf::from("/var/cache/reflex/trt/sm110/trt10.3/int8")
+            config.engine_cache_path("110", digest),
+            PathBuf::from("/var/cache/reflex/trt/sm110/trt10.3/int8/96794312c2aec5f6")
         );
         config.tensorrt_version = None;
         assert!(
             config
-                .engine_cache_path("87")
-                .ends_with("sm87/trtunknown/int8")
+                .engine_cache_path("87", digest)
+                .ends_with("sm87/trtunknown/int8/96794312c2aec5f6")
+        );
+    }
+
+    /// Two packages with the same graph file and other weights (external data) are two
+    /// models: two digests, two engine caches — never one's engine for the other.
+    #[test]
+    fn same_graph_other_weights_get_another_engine_cache() {
+        use crate::manifest::{ExternalData, Target, TargetKind};
+        let target = |weights: &str| Target {
+            kind: TargetKind::Onnx,
+            file: "model.onnx".into(),
+            sha256: "a".repeat(64),
+            arch: None,
+            gpu_sm: None,
+            tensorrt_version: None,
+            precision: None,
+            external_data: vec![ExternalData {
+                file: "model.onnx.data".into(),
+                sha256: weights.repeat(64),
+            }],
+        };
+        let (a, b) = (target("b").model_digest(), target("c").model_digest());
+        assert_ne!(a, b);
+        let config = BackendConfig::default();
+        assert_ne!(
+            config.engine_cache_path("87", &a),
+            config.engine_cache_path("87", &b)
         );
     }
 }

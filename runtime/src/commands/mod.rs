@@ -205,7 +205,7 @@ pub(crate) fn ort_version(path: &std::path::Path) -> Option<String> {
 }
 
 /// `[models]` with the host's TensorRT version filled in when the config leaves it unset, so the
-/// engine cache key (`sm87/trt10.3/fp16`) names the TensorRT that builds and loads the engines.
+/// engine cache key (`sm87/trt10.3/fp16/<model>`) names the TensorRT that builds and loads the engines.
 pub(crate) fn host_backend(mut models: BackendConfig) -> BackendConfig {
     if models.tensorrt_version.is_none()
         && let Some(v) = crate::jetson::tensorrt_version(std::path::Path::new("/"))
