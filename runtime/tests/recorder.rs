@@ -186,7 +186,12 @@ fn the_disk_budget_drops_the_oldest_recording() {
     assert!(err.contains("dropped the oldest recording"), "{err}");
     let files = reflex_telemetry::upload::queued(&dir.join("queue")).unwrap();
     let total: u64 = files.iter().map(|(_, n)| n).sum();
-    assert!(!files.is_empty() && total <= 250_000, "{files:?}");
+    // Within the budget, or only the newest recording left when it alone exceeds it (a
+    // recording's size follows the host's tick rate: CI once saw one of 259 kB).
+    assert!(
+        !files.is_empty() && (total <= 250_000 || files.len() == 1),
+        "{files:?}"
+    );
     assert!(files.iter().all(|(p, _)| {
         p.file_name()
             .unwrap()
