@@ -348,13 +348,8 @@ impl Safety {
         match self.stop_category {
             StopCategory::Cat0 => power_enabled = false,
             StopCategory::Cat1 | StopCategory::Cat2 => {
-                if let Some(base) = &self.base {
-                    let p = self.previous.base;
-                    command.base = Twist {
-                        vx_mps: toward_zero(p.vx_mps, base.brake[0] * dt_s),
-                        vy_mps: toward_zero(p.vy_mps, base.brake[1] * dt_s),
-                        wz_radps: toward_zero(p.wz_radps, base.brake[2] * dt_s),
-                    };
+                if let Some(braked) = self.braked_base(dt_s) {
+                    command.base = braked;
                 }
                 // Joints decelerate at their max acceleration (hold_command), a
                 // position-driven one along its path.
@@ -722,14 +717,21 @@ impl Safety {
     /// from the last verdict (it would carry the arm into the person).
     fn brake_arm_and_base(&self, from: &[f64; MAX_JOINTS], dt_s: f64, command: &mut Command) {
         self.brake_arm(from, dt_s, command);
-        if let Some(base) = &self.base {
-            let p = self.previous.base;
-            command.base = Twist {
-                vx_mps: toward_zero(p.vx_mps, base.brake[0] * dt_s),
-                vy_mps: toward_zero(p.vy_mps, base.brake[1] * dt_s),
-                wz_radps: toward_zero(p.wz_radps, base.brake[2] * dt_s),
-            };
+        if let Some(braked) = self.braked_base(dt_s) {
+            command.base = braked;
         }
+    }
+
+    /// The base one tick nearer rest from the last verdict, at its brake limits (`None`
+    /// without a base).
+    fn braked_base(&self, dt_s: f64) -> Option<Twist> {
+        let base = self.base.as_ref()?;
+        let p = self.previous.base;
+        Some(Twist {
+            vx_mps: toward_zero(p.vx_mps, base.brake[0] * dt_s),
+            vy_mps: toward_zero(p.vy_mps, base.brake[1] * dt_s),
+            wz_radps: toward_zero(p.wz_radps, base.brake[2] * dt_s),
+        })
     }
 
     fn stop_verdict(&self, reasons: Reasons, now: Monotonic, dt_s: f64) -> Verdict {
