@@ -445,6 +445,21 @@ def main():
         time.sleep(0.4)
         check("joint_states without the wrist => refused => the arm stops", not arm.moved_within(0.5))
         arm.drop_wrist = False
+        def moved_by_hand_while_estopped(shoulder):
+            """E-stop; a person holds the shoulder at `shoulder` (the rest where they are);
+            release and reset. The caller sends start."""
+            arm.estop_w.write(Bool(data=True))
+            time.sleep(0.3)
+            with arm.lock:
+                arm.held_at = [shoulder, GOAL[1], GOAL[2]]
+            time.sleep(0.3)
+            arm.estop_w.write(Bool(data=False))
+            time.sleep(0.2)
+            arm.reset_w.write(Empty())
+            time.sleep(0.3)
+            with arm.lock:
+                arm.held_at = None
+
         # SAF-017: E-stopped, the shoulder swung back to 0 by hand; after release + reset +
         # start the policy turns it toward its pose (+0.8 rad, away from the keep-out box).
         # As it moves, a person stands beyond where it takes the tool, inside what even a still
@@ -454,17 +469,7 @@ def main():
         sep = arm_cfg["separation"]
         margin = sep["margin_m"]
         still_need = sep["human_speed_mps"] * (sep["reaction_time_ms"] + 50 + 10) / 1000 + margin
-        arm.estop_w.write(Bool(data=True))
-        time.sleep(0.3)
-        with arm.lock:
-            arm.held_at = [0.0, GOAL[1], GOAL[2]]
-        time.sleep(0.3)
-        arm.estop_w.write(Bool(data=False))
-        time.sleep(0.2)
-        arm.reset_w.write(Empty())
-        time.sleep(0.3)
-        with arm.lock:
-            arm.held_at = None
+        moved_by_hand_while_estopped(0.0)
         arm.start_w.write(Empty())
         check("SAF-017 start => the arm turns toward its pose", arm.moved_within(0.4))
 
@@ -512,17 +517,7 @@ def main():
         # SAF-016: while the arm is E-stopped a person swings the shoulder to -1.5 rad; after
         # release + reset + start the policy turns it back toward its pose, through the fixture
         # arm.toml's keep_out box stands for: the arm stops before the box and stays there.
-        arm.estop_w.write(Bool(data=True))
-        time.sleep(0.3)
-        with arm.lock:
-            arm.held_at = [-1.5, GOAL[1], GOAL[2]]
-        time.sleep(0.3)
-        arm.estop_w.write(Bool(data=False))
-        time.sleep(0.2)
-        arm.reset_w.write(Empty())
-        time.sleep(0.3)
-        with arm.lock:
-            arm.held_at = None
+        moved_by_hand_while_estopped(-1.5)
         t_zone = time.monotonic()
         arm.start_w.write(Empty())
         time.sleep(0.5)
