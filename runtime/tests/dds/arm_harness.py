@@ -34,6 +34,12 @@ standing beyond where the moving arm takes its tool, inside what even a still ar
 (arm.toml's separation keys): it stops short, farther than the margin from them, and stays;
 they step back 0.6 m past that distance: it moves on, slowed (arm_separation_slow); they
 leave: it reaches its pose.
+
+A run in which Reflex latched its own E-stop for the host's timing (its summary counts
+watchdog_trips: the RT thread starved past arm.toml's bounds, as on a CI VM with steal) and
+checks then failed is repeated, at most twice; any other failure fails at once.
+`--stall-first-run` checks that repeat: the first run's RT thread is stalled for 0.3 s (Reflex's
+--inject-rt-fault hook) while the arm moves; that run must fail and a repeat must pass.
 """
 import argparse
 import json
@@ -314,16 +320,15 @@ def keep_out_clearance(kin, q, box):
     return best
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reflex", required=True)
-    a = ap.parse_args()
+def run_once(a, domain, stall=None):
+    """One run of every phase against a fresh Reflex and arm on DDS domain `domain` (`stall`:
+    an RT-thread stall injected with reflex's test hook): the failed checks and Reflex's
+    summary."""
     config = tomllib.loads(CONFIG.read_text())
     arm_cfg = config["safety"]["arm"]
     limits = [(j["min_position"], j["max_position"], j["max_velocity"]) for j in arm_cfg["joints"]]
     kin = arm_cfg["kinematics"]
     g_lo, g_hi = arm_cfg["gripper"]["min_position"], arm_cfg["gripper"]["max_position"]
-    domain = random.randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     scan_topic = config["ros"].get("topics", {}).get("scan", "/scan")
     arm = Arm(domain, limits, config["ros"]["controllers"], config["ros"]["cameras"], scan_topic)
@@ -337,7 +342,7 @@ def main():
             failures.append(name)
 
     cmd = [a.reflex, "run", "--io", "dds", "--config", str(CONFIG), "--policy", str(POLICY),
-           "--duration", "60", "--metrics-bind", "127.0.0.1:0"]
+           "--duration", "60", "--metrics-bind", "127.0.0.1:0"] + (["--inject-rt-fault", stall] if stall else [])
     print("RUN " + " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -566,6 +571,37 @@ def main():
         if failures:
             print("reflex stderr (tail):\n" + err[-4000:])
             print("reflex summary:\n" + out.strip()[-3000:])
+    return failures, summary
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reflex", required=True)
+    ap.add_argument("--stall-first-run", action="store_true",
+                    help="check the repeat itself: stall the first run's RT thread for 0.3 s at 14 s "
+                         "(as a starved CI host does); that run must fail and the next one pass")
+    a = ap.parse_args()
+    # A noisy host (a CI VM's steal) can starve the RT thread for longer than arm.toml allows
+    # (3 deadlines in a row, or silent > stall_estop_ms): Reflex then latches its own E-stop
+    # (estop_internal / estop_watchdog) and stops the arm, as it must, and the phases after it
+    # that expect motion cannot hold. Such a run is repeated, at most twice, and only when
+    # Reflex's own summary counts the trip (watchdog_trips); any other failure fails at once.
+    domains = random.sample(range(1, 200), 3)
+    for attempt, domain in enumerate(domains, 1):
+        failures, summary = run_once(a, domain, "stall@14:0.3" if a.stall_first_run and attempt == 1 else None)
+        if a.stall_first_run and attempt == 1 and not failures:
+            sys.exit("the first run's RT thread stalled for 0.3 s and no check failed: the harness "
+                     f"would not have seen a latched stop (rt_stalls {summary.get('rt_stalls')}, "
+                     f"watchdog_trips {summary.get('watchdog_trips')})")
+        trips = summary.get("watchdog_trips", 0)
+        if not failures:
+            break
+        if not trips or attempt == len(domains):
+            break
+        print(f"HOST attempt {attempt}: {len(failures)} checks failed after Reflex latched its own E-stop "
+              f"for the host's timing (watchdog_trips {trips}, deadline_misses "
+              f"{summary.get('deadline_misses')}, lateness_p99_us {summary.get('lateness_p99_us')}, "
+              f"tick_max_us {summary.get('tick_max_us')}); the run is repeated", flush=True)
     if failures:
         sys.exit(f"{len(failures)} checks failed: {failures}")
     print("all checks passed")
