@@ -65,7 +65,8 @@ from cyclonedds.topic import Topic
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(HERE))
-from harness import LATCHED, RELIABLE, SENSOR, Bool, Empty, Header, Image, LaserScan, Time  # noqa: E402
+from harness import (LATCHED, RELIABLE, SENSOR, Bool, DiagnosticArray, Empty, Header, Image,  # noqa: E402
+                     LaserScan, Time)
 
 CONFIG = REPO / "launch/arm.toml"
 POLICY = REPO / "models/demo/reflex-demo-arm-reach"
@@ -144,6 +145,8 @@ class Arm:
         self.joints = jtc["joints"]
         self.traj_r = r("rt" + jtc["topic"], JointTrajectory, RELIABLE)
         self.grip_r = r("rt" + grip["topic"], Float64MultiArray, RELIABLE)
+        self.diag_r = r("rt/diagnostics", DiagnosticArray, RELIABLE)
+        self.diags = []  # (monotonic s, {key: value}) of Reflex's 1 Hz /diagnostics
         self.limits = limits
         self.q = [0.0, 0.0, 0.0]
         self.g = 0.0
@@ -231,11 +234,24 @@ class Arm:
                         self.grips.append((time.monotonic(), list(m.data)))
                         if m.data:
                             self.g_target = m.data[0]
+            for d in self.diag_r.take(5):
+                if isinstance(d, DiagnosticArray) and d.status:
+                    with self.lock:
+                        self.diags.append((time.monotonic(), {kv.key: kv.value for kv in d.status[0].values}))
             time.sleep(0.002)
 
     def trajs_since(self, t0):
         with self.lock:
             return [m for t_, m in self.trajs if t_ >= t0]
+
+    def diagnostics_after(self, t0, timeout=2.5):
+        """The values of the first /diagnostics received after monotonic t0 ({} if none came)."""
+        while True:
+            with self.lock:
+                later = [v for t_, v in self.diags if t_ > t0]
+            if later or time.monotonic() - t0 > timeout:
+                return later[0] if later else {}
+            time.sleep(0.05)
 
     def state(self):
         with self.lock:
@@ -535,27 +551,36 @@ def run_once(a, domain, stall=None):
         # SAF-016: while the arm is E-stopped a person swings the shoulder to -1.5 rad; after
         # release + reset + start the policy turns it back toward its pose, through the fixture
         # arm.toml's keep_out box stands for: the arm stops before the box and stays there.
-        # A stop short of the box for another reason (a stale heartbeat on a loaded host latches
-        # Reflex) gets reset + start again, up to 3 times: restarts never take it into the box.
+        # Why it stopped is read from Reflex itself (/diagnostics `state`, 1 Hz): the box holds
+        # the arm in a protective stop (not latched: a start does not move it). A stop in which
+        # Reflex latched instead (a stale heartbeat on a loaded host latches it, as it must)
+        # gets reset + start again, up to 3 times, and is printed: restarts never take the arm
+        # into the box. Which reason held it is Reflex's summary (vetoes.arm_keep_out, below).
         moved_by_hand_while_estopped(-1.5)
         t_zone = time.monotonic()
-        restarts = []
+        restarts, stops = [], []
         for _ in range(3):
             restarts.append(start_until_moving(window=0.3))
             t_wait = time.monotonic()
             while time.monotonic() - t_wait < 6 and arm.moved_within(0.3, eps=2e-3):
                 pass
             q_zone, _ = arm.state()
-            if not restarts[-1] or q_zone[0] > -1.2:
+            zone_state = arm.diagnostics_after(time.monotonic()).get("state")
+            stops.append((round(q_zone[0], 3), zone_state))
+            if zone_state not in ("latched", "stopping", "awaiting_start"):
                 break
+            print(f"  SAF-016 stopped at shoulder {q_zone[0]:.3f} with Reflex {zone_state}: "
+                  f"reset + start again", flush=True)
             arm.reset_w.write(Empty())
             time.sleep(0.3)
         zone_trajs = arm.trajs_since(t_zone)
         clearances = [keep_out_clearance(kin, p.positions, box) for m in zone_trajs for p in m.points
                       for box in arm_cfg["keep_out"]]
-        check(f"SAF-016 turned back toward the pose through the keep-out box => it stops before it "
-              f"(shoulder {q_zone[0]:.3f}; the tool touches it from about -1.03 rad; starts {restarts})",
-              -1.2 < q_zone[0] < -1.0 and not arm.moved_within(0.5, eps=2e-3))
+        check(f"SAF-016 turned back toward the pose through the keep-out box => it stops before it in a "
+              f"protective stop (shoulder {q_zone[0]:.3f}; the tool touches it from about -1.03 rad; "
+              f"starts {restarts}; stops (shoulder, Reflex state) {stops})",
+              -1.2 < q_zone[0] < -1.0 and zone_state == "protective_stop"
+              and not arm.moved_within(0.5, eps=2e-3))
         check(f"SAF-016 every link of every commanded point ({len(clearances)}) stays out of the box "
               f"(FK of arm.toml's chain here; closest {min(clearances, default=0):.4f} m)",
               clearances and min(clearances) >= -1e-6)
