@@ -193,6 +193,7 @@ fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
         "PASS start => moving again",
         "PASS joint_states without the wrist => refused => the arm stops",
         "PASS SAF-016 turned back toward the pose through the keep-out box => it stops before it",
+        "PASS SAF-016 Reflex says on /diagnostics, while the arm stands, that the keep-out box holds it",
         "PASS SAF-016 every link of every commanded point",
         "PASS SAF-016 Reflex named the keep-out box as the reason it held the arm",
         "PASS SAF-017 a person inside what a still arm needs, beyond the moving arm's goal => it stops short of it",

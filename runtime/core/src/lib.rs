@@ -41,4 +41,4 @@ pub use frames::{CommandFrame, SensorFrame, is_stationary};
 pub use ingress::{Actuator, EstopIngress};
 pub use policy::{ActionChunk, BackendError, BackendInfo, ImageData, Observation, PolicyBackend};
 pub use robot::RobotIo;
-pub use status::{LoopStatus, RunState};
+pub use status::{LoopStatus, ReasonCounters, RunState};

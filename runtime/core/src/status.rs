@@ -1,6 +1,8 @@
 //! What the loop and the inference worker publish about themselves.
 
 use std::sync::OnceLock;
+
+use reflex_safety::Reason;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Plain atomics the RT thread and the inference worker store into without waiting, read by the
@@ -13,6 +15,9 @@ pub struct LoopStatus {
     pub ticks: AtomicU64,
     /// RT thread: ticks whose verdict stopped or slowed the robot.
     pub vetoed_ticks: AtomicU64,
+    /// RT thread: ticks whose verdict gave each reason (clamps included), by `Reason as usize`,
+    /// so `/diagnostics` can say why the robot stopped while it runs.
+    pub reasons: ReasonCounters,
     pub deadline_misses: AtomicU64,
     /// RT thread: the robot stands still (odometry, else the last command).
     pub stationary: AtomicBool,
@@ -43,6 +48,32 @@ impl LoopStatus {
     /// What the robot is doing, from the last verdict.
     pub fn run_state(&self) -> RunState {
         RunState::from_u8(self.safety_state.load(Ordering::Relaxed))
+    }
+}
+
+/// One counter per safety [`Reason`], allocated once at start (the RT thread only adds).
+#[derive(Debug)]
+pub struct ReasonCounters(Box<[AtomicU64]>);
+
+impl Default for ReasonCounters {
+    fn default() -> Self {
+        Self((0..Reason::COUNT).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl ReasonCounters {
+    /// Counts one tick for every reason of `reasons` (relaxed adds, no allocation).
+    pub fn count(&self, reasons: reflex_safety::Reasons) {
+        let mut bits = reasons.bits();
+        while bits != 0 {
+            self.0[bits.trailing_zeros() as usize].fetch_add(1, Ordering::Relaxed);
+            bits &= bits - 1;
+        }
+    }
+
+    /// Ticks that gave `reason`.
+    pub fn get(&self, reason: Reason) -> u64 {
+        self.0[reason as usize].load(Ordering::Relaxed)
     }
 }
 

@@ -1227,6 +1227,8 @@ pub struct LoopDiagnostics {
     pub state: reflex_core::RunState,
     /// `sha256:<hex>` of the safety config in force.
     pub safety_config_hash: String,
+    /// `ticks_slowed_or_stopped`, then every safety reason given so far (clamps included) with
+    /// the ticks that gave it, as `vetoes.<reason>`; a reason never given is absent (0).
     pub vetoes: Vec<(String, u64)>,
     /// The actuator gate's and the RT supervisor's counters (SAF-011), as `gate.<name>`.
     pub gate: Vec<(String, u64)>,
@@ -1253,10 +1255,17 @@ impl LoopDiagnostics {
             estop_latched,
             state: run_state,
             safety_config_hash: status.safety_config_hash.get().cloned().unwrap_or_default(),
-            vetoes: vec![(
-                "ticks_slowed_or_stopped".into(),
+            vetoes: std::iter::once((
+                "ticks_slowed_or_stopped".to_string(),
                 status.vetoed_ticks.load(Ordering::Relaxed),
-            )],
+            ))
+            .chain(
+                reflex_safety::Reason::ALL
+                    .iter()
+                    .map(|r| (r.name().to_string(), status.reasons.get(*r)))
+                    .filter(|(_, n)| *n > 0),
+            )
+            .collect(),
             gate: vec![
                 (
                     "verdicts_sent".into(),
@@ -1758,6 +1767,38 @@ mod tests {
         };
         assert_eq!(value("inputs.estop_messages").as_deref(), Some("2"));
         assert_eq!(value("inputs.resets_refused").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn diagnostics_name_every_reason_the_loop_gave_while_it_runs() {
+        use reflex_safety::{Reason, Reasons};
+        let st = PortState::new(&demo_manifest(), 8, vec![]);
+        let status = reflex_core::LoopStatus::default();
+        let mut held = Reasons::empty();
+        held.insert(Reason::ArmKeepOut);
+        held.insert(Reason::JointVelocityLimit);
+        status.reasons.count(held);
+        let mut stale = Reasons::empty();
+        stale.insert(Reason::EstopSourceStale);
+        status.reasons.count(stale);
+        status.reasons.count(held);
+        let msg = LoopDiagnostics::from_port(&status, &st).to_msg(0, "/reflex");
+        let value = |k: &str| {
+            msg.status[0]
+                .values
+                .iter()
+                .find(|kv| kv.key == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(value("vetoes.arm_keep_out").as_deref(), Some("2"));
+        assert_eq!(value("vetoes.joint_velocity_limit").as_deref(), Some("2"));
+        assert_eq!(value("vetoes.estop_source_stale").as_deref(), Some("1"));
+        // A reason never given is absent, not a row of zeros.
+        assert_eq!(value("vetoes.protective_zone"), None);
+        assert_eq!(
+            value("vetoes.ticks_slowed_or_stopped").as_deref(),
+            Some("0")
+        );
     }
 
     #[test]

@@ -220,6 +220,7 @@ impl RtThread {
             if verdict.action >= reflex_safety::Action::Slow {
                 status.vetoed_ticks.fetch_add(1, Ordering::Relaxed);
             }
+            status.reasons.count(verdict.reasons);
             status
                 .deadline_misses
                 .store(ticker.misses, Ordering::Relaxed);

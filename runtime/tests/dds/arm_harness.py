@@ -253,6 +253,11 @@ class Arm:
                 return later[0] if later else {}
             time.sleep(0.05)
 
+    def last_diagnostics(self):
+        """The values of the last /diagnostics received ({} if none came yet)."""
+        with self.lock:
+            return dict(self.diags[-1][1]) if self.diags else {}
+
     def state(self):
         with self.lock:
             return list(self.q), self.g
@@ -555,22 +560,32 @@ def run_once(a, domain, stall=None):
         # the arm in a protective stop (not latched: a start does not move it). A stop in which
         # Reflex latched instead (a stale heartbeat on a loaded host latches it, as it must)
         # gets reset + start again, up to 3 times, and is printed: restarts never take the arm
-        # into the box. Which reason held it is Reflex's summary (vetoes.arm_keep_out, below).
+        # into the box. Which reason held it is Reflex's own count on /diagnostics
+        # (vetoes.<reason>, ticks that gave it): arm_keep_out must grow while the arm stands
+        # there; a latch prints the reasons that grew since the previous stop (its cause).
         moved_by_hand_while_estopped(-1.5)
         t_zone = time.monotonic()
         restarts, stops = [], []
+        def vetoes(d):
+            return {k[len("vetoes."):]: int(v) for k, v in d.items() if k.startswith("vetoes.")}
+        before = vetoes(arm.last_diagnostics())
         for _ in range(3):
             restarts.append(start_until_moving(window=0.3))
             t_wait = time.monotonic()
             while time.monotonic() - t_wait < 6 and arm.moved_within(0.3, eps=2e-3):
                 pass
             q_zone, _ = arm.state()
-            zone_state = arm.diagnostics_after(time.monotonic()).get("state")
-            stops.append((round(q_zone[0], 3), zone_state))
+            # A report made after a second of standing still: its counts cover the stop.
+            at_stop = arm.diagnostics_after(time.monotonic() + 1.0)
+            zone_state = at_stop.get("state")
+            grew = {k: n - before.get(k, 0) for k, n in vetoes(at_stop).items()
+                    if n > before.get(k, 0) and k != "ticks_slowed_or_stopped"}
+            before = vetoes(at_stop)
+            stops.append((round(q_zone[0], 3), zone_state, grew))
             if zone_state not in ("latched", "stopping", "awaiting_start"):
                 break
-            print(f"  SAF-016 stopped at shoulder {q_zone[0]:.3f} with Reflex {zone_state}: "
-                  f"reset + start again", flush=True)
+            print(f"  SAF-016 stopped at shoulder {q_zone[0]:.3f} with Reflex {zone_state} "
+                  f"(reasons since the last stop: {grew}): reset + start again", flush=True)
             arm.reset_w.write(Empty())
             time.sleep(0.3)
         zone_trajs = arm.trajs_since(t_zone)
@@ -578,9 +593,13 @@ def run_once(a, domain, stall=None):
                       for box in arm_cfg["keep_out"]]
         check(f"SAF-016 turned back toward the pose through the keep-out box => it stops before it in a "
               f"protective stop (shoulder {q_zone[0]:.3f}; the tool touches it from about -1.03 rad; "
-              f"starts {restarts}; stops (shoulder, Reflex state) {stops})",
+              f"starts {restarts}; stops (shoulder, Reflex state, reasons given meanwhile) {stops})",
               -1.2 < q_zone[0] < -1.0 and zone_state == "protective_stop"
               and not arm.moved_within(0.5, eps=2e-3))
+        held_by = vetoes(arm.diagnostics_after(time.monotonic()))
+        check(f"SAF-016 Reflex says on /diagnostics, while the arm stands, that the keep-out box holds it "
+              f"(vetoes.arm_keep_out {before.get('arm_keep_out', 0)} -> {held_by.get('arm_keep_out', 0)})",
+              held_by.get("arm_keep_out", 0) > before.get("arm_keep_out", 0) > 0)
         check(f"SAF-016 every link of every commanded point ({len(clearances)}) stays out of the box "
               f"(FK of arm.toml's chain here; closest {min(clearances, default=0):.4f} m)",
               clearances and min(clearances) >= -1e-6)
