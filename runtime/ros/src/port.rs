@@ -1227,9 +1227,10 @@ pub struct LoopDiagnostics {
     pub state: reflex_core::RunState,
     /// `sha256:<hex>` of the safety config in force.
     pub safety_config_hash: String,
-    /// `ticks_slowed_or_stopped`, then every safety reason given so far (clamps included) with
-    /// the ticks that gave it, as `vetoes.<reason>`; a reason never given is absent (0).
     pub vetoes: Vec<(String, u64)>,
+    /// Every safety reason given so far (clamps included) with the ticks that gave it, as
+    /// `reasons.<reason>` (as Prometheus' `reflex_safety_reasons_total`); absent = never given.
+    pub reasons: Vec<(String, u64)>,
     /// The actuator gate's and the RT supervisor's counters (SAF-011), as `gate.<name>`.
     pub gate: Vec<(String, u64)>,
     /// What the adapter received and refused (`PortStats`), as `inputs.<name>`.
@@ -1255,17 +1256,15 @@ impl LoopDiagnostics {
             estop_latched,
             state: run_state,
             safety_config_hash: status.safety_config_hash.get().cloned().unwrap_or_default(),
-            vetoes: std::iter::once((
-                "ticks_slowed_or_stopped".to_string(),
+            vetoes: vec![(
+                "ticks_slowed_or_stopped".into(),
                 status.vetoed_ticks.load(Ordering::Relaxed),
-            ))
-            .chain(
-                reflex_safety::Reason::ALL
-                    .iter()
-                    .map(|r| (r.name().to_string(), status.reasons.get(*r)))
-                    .filter(|(_, n)| *n > 0),
-            )
-            .collect(),
+            )],
+            reasons: reflex_safety::Reason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), status.reasons.get(*r)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             gate: vec![
                 (
                     "verdicts_sent".into(),
@@ -1341,6 +1340,11 @@ impl LoopDiagnostics {
             self.vetoes
                 .iter()
                 .map(|(reason, n)| kv(&format!("vetoes.{reason}"), n)),
+        );
+        values.extend(
+            self.reasons
+                .iter()
+                .map(|(reason, n)| kv(&format!("reasons.{reason}"), n)),
         );
         values.extend(
             self.gate
@@ -1790,11 +1794,11 @@ mod tests {
                 .find(|kv| kv.key == k)
                 .map(|kv| kv.value.clone())
         };
-        assert_eq!(value("vetoes.arm_keep_out").as_deref(), Some("2"));
-        assert_eq!(value("vetoes.joint_velocity_limit").as_deref(), Some("2"));
-        assert_eq!(value("vetoes.estop_source_stale").as_deref(), Some("1"));
+        assert_eq!(value("reasons.arm_keep_out").as_deref(), Some("2"));
+        assert_eq!(value("reasons.joint_velocity_limit").as_deref(), Some("2"));
+        assert_eq!(value("reasons.estop_source_stale").as_deref(), Some("1"));
         // A reason never given is absent, not a row of zeros.
-        assert_eq!(value("vetoes.protective_zone"), None);
+        assert_eq!(value("reasons.protective_zone"), None);
         assert_eq!(
             value("vetoes.ticks_slowed_or_stopped").as_deref(),
             Some("0")

@@ -561,15 +561,15 @@ def run_once(a, domain, stall=None):
         # Reflex latched instead (a stale heartbeat on a loaded host latches it, as it must)
         # gets reset + start again, up to 3 times, and is printed: restarts never take the arm
         # into the box. Which reason held it is Reflex's own count on /diagnostics
-        # (vetoes.<reason>, ticks that gave it): arm_keep_out must grow while the arm stands
-        # there; a latch prints the reasons that grew since the previous stop (its cause).
+        # (reasons.<reason>, ticks that gave it): arm_keep_out must grow while the arm stands
+        # there; a latch prints the reasons that grew since the report before its start.
         moved_by_hand_while_estopped(-1.5)
         t_zone = time.monotonic()
         restarts, stops = [], []
-        def vetoes(d):
-            return {k[len("vetoes."):]: int(v) for k, v in d.items() if k.startswith("vetoes.")}
-        before = vetoes(arm.last_diagnostics())
+        def reasons_of(d):
+            return {k[len("reasons."):]: int(v) for k, v in d.items() if k.startswith("reasons.")}
         for _ in range(3):
+            base = reasons_of(arm.diagnostics_after(time.monotonic()))
             restarts.append(start_until_moving(window=0.3))
             t_wait = time.monotonic()
             while time.monotonic() - t_wait < 6 and arm.moved_within(0.3, eps=2e-3):
@@ -578,14 +578,13 @@ def run_once(a, domain, stall=None):
             # A report made after a second of standing still: its counts cover the stop.
             at_stop = arm.diagnostics_after(time.monotonic() + 1.0)
             zone_state = at_stop.get("state")
-            grew = {k: n - before.get(k, 0) for k, n in vetoes(at_stop).items()
-                    if n > before.get(k, 0) and k != "ticks_slowed_or_stopped"}
-            before = vetoes(at_stop)
+            at_stop = reasons_of(at_stop)
+            grew = {k: n - base.get(k, 0) for k, n in at_stop.items() if n > base.get(k, 0)}
             stops.append((round(q_zone[0], 3), zone_state, grew))
             if zone_state not in ("latched", "stopping", "awaiting_start"):
                 break
             print(f"  SAF-016 stopped at shoulder {q_zone[0]:.3f} with Reflex {zone_state} "
-                  f"(reasons since the last stop: {grew}): reset + start again", flush=True)
+                  f"(reasons since the report before this start: {grew}): reset + start again", flush=True)
             arm.reset_w.write(Empty())
             time.sleep(0.3)
         zone_trajs = arm.trajs_since(t_zone)
@@ -596,10 +595,11 @@ def run_once(a, domain, stall=None):
               f"starts {restarts}; stops (shoulder, Reflex state, reasons given meanwhile) {stops})",
               -1.2 < q_zone[0] < -1.0 and zone_state == "protective_stop"
               and not arm.moved_within(0.5, eps=2e-3))
-        held_by = vetoes(arm.diagnostics_after(time.monotonic()))
+        held_by = reasons_of(arm.diagnostics_after(time.monotonic()))
         check(f"SAF-016 Reflex says on /diagnostics, while the arm stands, that the keep-out box holds it "
-              f"(vetoes.arm_keep_out {before.get('arm_keep_out', 0)} -> {held_by.get('arm_keep_out', 0)})",
-              held_by.get("arm_keep_out", 0) > before.get("arm_keep_out", 0) > 0)
+              f"(reasons.arm_keep_out {base.get('arm_keep_out', 0)} -> {at_stop.get('arm_keep_out', 0)} "
+              f"-> {held_by.get('arm_keep_out', 0)})",
+              held_by.get("arm_keep_out", 0) > at_stop.get("arm_keep_out", 0) > base.get("arm_keep_out", 0))
         check(f"SAF-016 every link of every commanded point ({len(clearances)}) stays out of the box "
               f"(FK of arm.toml's chain here; closest {min(clearances, default=0):.4f} m)",
               clearances and min(clearances) >= -1e-6)
