@@ -131,6 +131,9 @@ impl InferBench {
                 InputRole::Noise => {
                     TensorRef::from_array_view((shape, self.noise.as_slice()))?.into()
                 }
+                InputRole::InstructionEmbedding => {
+                    anyhow::bail!("the bare-ORT comparison takes no instruction embedding")
+                }
             };
             inputs.push((spec.name.as_str(), value));
         }

@@ -24,6 +24,13 @@
                     targets = state + 0.05 * noise, plus a second output `noise_power` [1,1]
                     (mean square of the noise) that Reflex checks and does not use; the graph
                     lists it first, so the chunk is found by name.
+  tiny-language/  an instruction given as a precomputed embedding (schema 2), constructed:
+                    state float32 [1,4] (the arm demo's joints and gripper) + `instruction`
+                    float32 [1,8] (role `instruction_embedding`: the row of `instructions.npy`
+                    for the instruction the robot was given) -> chunk [1,10,4] of absolute
+                    targets ramping from the state to state + embedding @ M over the chunk;
+                    each instruction's embedding is built so that @ M it is that
+                    instruction's offset (LANGUAGE_OFFSETS), exactly in float32.
   tiny-mlp-external/  tiny-mlp's graph with its weights as initializers in an external data file
                     (`model.onnx.data`, as onnx writes models past 2 GB), listed in
                     policy.json's `targets[0].external_data`; same golden pairs as tiny-mlp.
@@ -50,7 +57,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach", "tiny-flow", "tiny-mlp-external"]
+PACKAGES = ["reflex-demo-vla", "tiny-mlp", "reflex-demo-arm-reach", "tiny-flow", "tiny-mlp-external", "tiny-language"]
 H, A = 20, 3
 RATE_HZ = 50.0
 VOCAB = ["<pad>", "<unk>", "go", "to", "the", "red", "blue", "marker", "drive", "find"]
@@ -301,6 +308,62 @@ def tiny_flow_model():
     )
 
 
+LANG_H, LANG_A, LANG_D = 10, 4, 8
+# The instructions tiny-language knows and the offset (shoulder, elbow, wrist rad, gripper m)
+# each asks for.
+LANGUAGE_OFFSETS = [
+    ("raise the arm", [-0.3, 0.2, 0.0, 0.0]),
+    ("lower the arm", [0.3, -0.2, 0.1, 0.0]),
+    ("open the gripper", [0.0, 0.0, 0.0, 0.04]),
+]
+
+
+def language_embeddings():
+    """[3, 8]: instruction i is one-hot at i plus a shared pattern on dims 3..7 (what a text
+    encoder's common words would add); exact in float32."""
+    shared = np.array([0.0, 0.0, 0.0, 0.25, -0.5, 0.75, 0.125, -0.25], dtype=np.float32)
+    e = np.tile(shared, (len(LANGUAGE_OFFSETS), 1))
+    for i in range(len(LANGUAGE_OFFSETS)):
+        e[i, i] = 1.0
+    return e.astype(np.float32)
+
+
+def language_projection():
+    """[8, 4]: rows 0..2 are the offsets, the shared dims project to nothing."""
+    m = np.zeros((LANG_D, LANG_A), dtype=np.float32)
+    for i, (_, offset) in enumerate(LANGUAGE_OFFSETS):
+        m[i] = offset
+    return m
+
+
+LANG_RAMP = (np.arange(1, LANG_H + 1, dtype=np.float32) / np.float32(LANG_H)).reshape(1, LANG_H, 1)
+
+
+def tiny_language_model():
+    nodes = [
+        const("m", language_projection()),
+        helper.make_node("MatMul", ["instruction", "m"], ["offset"]),
+        const("row_shape", np.array([1, 1, LANG_A], dtype=np.int64)),
+        helper.make_node("Reshape", ["offset", "row_shape"], ["offset_row"]),
+        helper.make_node("Reshape", ["state", "row_shape"], ["state_row"]),
+        const("ramp", LANG_RAMP),
+        helper.make_node("Mul", ["ramp", "offset_row"], ["step"]),
+        helper.make_node("Add", ["state_row", "step"], ["actions"]),
+    ]
+    return helper.make_graph(
+        nodes,
+        "reflex_tiny_language",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, LANG_A]),
+         helper.make_tensor_value_info("instruction", TensorProto.FLOAT, [1, LANG_D])],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, LANG_H, LANG_A])],
+    )
+
+
+def tiny_language_reference(state, embedding):
+    offset = (embedding.reshape(1, LANG_D) @ language_projection()).reshape(1, 1, LANG_A)
+    return (state.reshape(1, 1, LANG_A) + LANG_RAMP * offset).astype(np.float32)
+
+
 def tiny_flow_reference(state, noise):
     return (state.reshape(1, 1, FLOW_A) + FLOW_SCALE * noise).astype(np.float32)
 
@@ -547,6 +610,39 @@ def build(out):
         },
         h=FLOW_H, a=FLOW_A,
     )
+    # tiny-language (schema 2, the instruction as a precomputed embedding)
+    pkg = os.path.join(out, "tiny-language")
+    os.makedirs(pkg, exist_ok=True)
+    save_model(tiny_language_model(), os.path.join(pkg, "model.onnx"))
+    emb = language_embeddings()
+    np.save(os.path.join(pkg, "instructions.npy"), emb)
+    golden = []
+    for i, ((text, _), state) in enumerate(zip(LANGUAGE_OFFSETS, [[0.0, 0.0, 0.0, 0.0], [0.3, -0.2, 0.5, 0.02],
+                                                                   [0.79, -0.55, 1.0, 0.06]])):
+        s_ = np.array([state], dtype=np.float32)
+        golden.append({"note": text, "inputs": {"state": s_.flatten().tolist(), "instruction": emb[i].tolist()},
+                       "outputs": {"actions": tiny_language_reference(s_, emb[i]).flatten().tolist()}})
+    write_package(
+        out, "tiny-language", "0.1.0",
+        "Constructed language I/O (schema 2): the instruction as a precomputed embedding from the package; targets ramp from the state by the offset the instruction names.",
+        "model.onnx",
+        [{"name": "state", "dtype": "float32", "shape": [1, LANG_A], "role": "state"},
+         {"name": "instruction", "dtype": "float32", "shape": [1, LANG_D], "role": "instruction_embedding"}],
+        golden,
+        {
+            "schema_version": 2,
+            "normalization": {"state": {"mean": [0.0] * LANG_A, "std": [1.0] * LANG_A},
+                              "action": {"mean": [0.0] * LANG_A, "std": [1.0] * LANG_A}},
+            "state_sources": [f"joint_position/{j}" for j in ARM_JOINTS] + ["gripper_position"],
+            "action_space": [{"name": j, "unit": "rad", "drives": f"joint_position/{j}"} for j in ARM_JOINTS]
+            + [{"name": "gripper", "unit": "m", "drives": "gripper"}],
+            "safety_envelope": {"max_vx_mps": 0.0, "max_vy_mps": 0.0, "max_wz_radps": 0.0},
+            "instruction_embeddings": {"file": "instructions.npy",
+                                       "sha256": sha256(os.path.join(pkg, "instructions.npy")),
+                                       "instructions": [t for t, _ in LANGUAGE_OFFSETS]},
+        },
+        h=LANG_H, a=LANG_A,
+    )
     check_with_onnxruntime(out)
 
 
@@ -639,7 +735,8 @@ def check(out):
         bad = []
         for name in PACKAGES:
             fresh, kept = os.path.join(tmp, name), os.path.join(out, name)
-            for model_file in ["model.onnx"] + (["model.onnx.data"] if name == "tiny-mlp-external" else []):
+            extra_files = {"tiny-mlp-external": ["model.onnx.data"], "tiny-language": ["instructions.npy"]}
+            for model_file in ["model.onnx"] + extra_files.get(name, []):
                 if not filecmp.cmp(os.path.join(fresh, model_file), os.path.join(kept, model_file), shallow=False):
                     bad.append(f"{name}/{model_file} (bytes)")
             if policy_without_golden_digest(os.path.join(fresh, "policy.json")) != policy_without_golden_digest(

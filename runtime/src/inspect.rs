@@ -27,6 +27,7 @@ pub fn describe(package: &PolicyPackage) -> String {
             InputRole::Image => "image",
             InputRole::State => "state",
             InputRole::InstructionTokens => "instruction tokens",
+            InputRole::InstructionEmbedding => "instruction embedding, from the package",
             InputRole::Noise => "noise, drawn per inference",
         };
         let _ = writeln!(
@@ -110,6 +111,14 @@ pub fn describe(package: &PolicyPackage) -> String {
     );
     if let Some(v) = &m.instruction_vocabulary {
         let _ = writeln!(out, "instruction vocabulary: {}", v.join(" "));
+    }
+    if let Some(e) = &m.instruction_embeddings {
+        let _ = writeln!(
+            out,
+            "instructions ({}, embedded): {}",
+            e.file,
+            m.known_instructions()
+        );
     }
     out
 }

@@ -22,7 +22,13 @@ impl PolicyManifest {
                 })
                 .collect(),
             state: vec![0.0; len(InputRole::State)],
-            instruction: vec![0; len(InputRole::InstructionTokens)],
+            // Tokens start as padding; an embedding row as -1, no instruction yet (the backend
+            // refuses to run until one the package knows is given).
+            instruction: if self.input(InputRole::InstructionEmbedding).is_some() {
+                vec![-1]
+            } else {
+                vec![0; len(InputRole::InstructionTokens)]
+            },
         }
     }
 

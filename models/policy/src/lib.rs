@@ -60,15 +60,17 @@ use std::path::PathBuf;
 pub use device::{CUDA_BUILT, GpuDevice, GpuDiscovery, discover_gpus};
 pub use manifest::{
     ActionDim, Dtype, ExternalData, Golden, ImageFit, ImageLayout, ImagePreprocess, InputRole,
-    InputSpec, MANIFEST_FILE, NoiseDistribution, NoiseGenerator, Normalization, PolicyManifest,
-    ResizeMethod, SCHEMA_VERSION, SafetyEnvelope, Stats, Target, TargetKind, TensorSpec, Tolerance,
-    sha256_bytes, sha256_file,
+    InputSpec, InstructionEmbeddings, MANIFEST_FILE, NoiseDistribution, NoiseGenerator,
+    Normalization, PolicyManifest, ResizeMethod, SCHEMA_VERSION, SafetyEnvelope, Stats, Target,
+    TargetKind, TensorSpec, Tolerance, normalize_instruction, sha256_bytes, sha256_file,
 };
 pub use ort_backend::{
     Accelerator, BackendConfig, ORT_SETUP_HINT, OrtBackend, load_onnx_runtime, ort_build,
     ort_environment, ort_library_or_venv,
 };
-pub use package::{EngineHost, GoldenPair, GoldenReport, PolicyPackage, derive_package};
+pub use package::{
+    EngineHost, GoldenPair, GoldenReport, PolicyPackage, derive_package, read_npy_f32,
+};
 pub use reflex_core::{
     ActionChunk, BackendError, BackendInfo, ImageData, Observation, PolicyBackend,
 };

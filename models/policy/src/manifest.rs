@@ -43,6 +43,11 @@ pub enum InputRole {
     State,
     /// Instruction token ids, [1, T].
     InstructionTokens,
+    /// Schema 2: the instruction as an embedding computed offline by the text encoder the
+    /// policy was trained with, float32 `[1, …]`: the row of the package's
+    /// `instruction_embeddings` file for the instruction the robot was given (one the package
+    /// does not list makes no observation: the robot stops, never runs on a guessed one).
+    InstructionEmbedding,
     /// Schema 2: the noise a flow-matching or diffusion head starts from (pi0's, Diffusion
     /// Policy's), float32 `[1, …]`, drawn fresh for every inference from the input's
     /// `generator` (seeded: the same package makes the same sequence of draws after every load).
@@ -89,6 +94,34 @@ pub struct InputSpec {
     /// Schema 2, noise inputs (required there, refused elsewhere): how its values are drawn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<NoiseGenerator>,
+}
+
+/// Schema 2: the instructions a package with an `instruction_embedding` input knows, and the
+/// file of their embeddings (row `i` is `instructions[i]`'s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionEmbeddings {
+    /// A NumPy `.npy` file in the package (`np.save`): little-endian float32, C order, shape
+    /// `[len(instructions), …the input's shape without its batch]`.
+    pub file: String,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+    /// The instruction texts, matched as [`normalize_instruction`] spells them.
+    pub instructions: Vec<String>,
+}
+
+/// How an instruction is matched against a package's `instruction_embeddings.instructions`:
+/// lowercase words, punctuation around each word dropped, single spaces ("Pick up the red
+/// cube." is "pick up the red cube").
+pub fn normalize_instruction(text: &str) -> String {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Tensor layout of an image input.
@@ -322,6 +355,10 @@ pub struct PolicyManifest {
     /// `joint_velocity/<joint>`, `gripper_position`, `base_vx`, `base_vy`, `base_wz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_sources: Option<Vec<String>>,
+    /// Schema 2: the known instructions and their embeddings, required with (and only with) an
+    /// `instruction_embedding` input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction_embeddings: Option<InstructionEmbeddings>,
 }
 
 fn field_error(field: impl Into<String>, problem: impl Into<String>) -> PackageError {
@@ -471,6 +508,52 @@ impl PolicyManifest {
         }
     }
 
+    /// The row of `instruction_embeddings` for `text` ([`normalize_instruction`]), if the
+    /// package knows it.
+    pub fn instruction_id(&self, text: &str) -> Option<usize> {
+        let known = &self.instruction_embeddings.as_ref()?.instructions;
+        let text = normalize_instruction(text);
+        known.iter().position(|k| normalize_instruction(k) == text)
+    }
+
+    /// Length of `Observation::instruction`: the token count of a tokens input, 1 (the row)
+    /// for an embedding input, 0 without an instruction input.
+    pub fn instruction_len(&self) -> usize {
+        if self.input(InputRole::InstructionEmbedding).is_some() {
+            return 1;
+        }
+        self.input(InputRole::InstructionTokens)
+            .map_or(0, |i| i.shape.iter().product::<i64>() as usize)
+    }
+
+    /// Writes the instruction `text` into `out` (`Observation::instruction`): token ids for a
+    /// tokens input ([`Self::tokenize`]: unknown words are `<unk>`), the embedding row for an
+    /// embedding input. Returns false, with `out` set to -1 (no instruction: the backend
+    /// refuses to run), when the package has no embedding for `text`.
+    pub fn encode_instruction(&self, text: &str, out: &mut [i64]) -> bool {
+        if self.input(InputRole::InstructionEmbedding).is_none() {
+            self.tokenize(text, out);
+            return true;
+        }
+        let id = self.instruction_id(text);
+        out.fill(id.map_or(-1, |i| i as i64));
+        id.is_some()
+    }
+
+    /// The known instructions, for an error that names them (empty without embeddings).
+    pub fn known_instructions(&self) -> String {
+        self.instruction_embeddings
+            .as_ref()
+            .map(|e| {
+                e.instructions
+                    .iter()
+                    .map(|i| format!("{:?}", normalize_instruction(i)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    }
+
     /// The relative action dimensions (`action_space[].relative`) with the index of the state
     /// entry each is an offset from: `(action dimension, state entry)`. Empty when every
     /// dimension is absolute; valid after [`Self::validate`].
@@ -570,6 +653,18 @@ impl PolicyManifest {
             Some("state_sources")
         } else if self.instruction_vocabulary != other.instruction_vocabulary {
             Some("instruction_vocabulary")
+        } else if self
+            .instruction_embeddings
+            .as_ref()
+            .map(|e| &e.instructions)
+            != other
+                .instruction_embeddings
+                .as_ref()
+                .map(|e| &e.instructions)
+        {
+            // The robot's instruction is held as a row of this list: another list would
+            // silently give the new model another instruction's embedding.
+            Some("instruction_embeddings.instructions")
         } else {
             None
         }
@@ -639,6 +734,84 @@ impl PolicyManifest {
                         if name == "std" { " and > 0" } else { "" },
                         values[c]
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `instruction_embeddings`: given exactly when an `instruction_embedding` input is, not
+    /// beside instruction tokens, a plain file name of its own, at least one instruction, each
+    /// non-empty and distinct as matched.
+    fn check_instruction_embeddings(&self) -> Result<(), PackageError> {
+        let input = self.input(InputRole::InstructionEmbedding);
+        let table = match (input, &self.instruction_embeddings) {
+            (None, None) => return Ok(()),
+            (Some(input), None) => {
+                return Err(field_error(
+                    "instruction_embeddings",
+                    format!(
+                        "input `{}` takes an instruction embedding, so the package must list its instructions and their embeddings: {{\"file\": \"instructions.npy\", \"sha256\": \"…\", \"instructions\": [\"…\"]}}",
+                        input.name
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(field_error(
+                    "instruction_embeddings",
+                    "no input has role `instruction_embedding`; remove the field or add the input",
+                ));
+            }
+            (Some(_), Some(table)) => table,
+        };
+        if let Some(tokens) = self.input(InputRole::InstructionTokens) {
+            return Err(field_error(
+                format!("inputs (`{}`)", tokens.name),
+                "a policy takes its instruction as tokens or as an embedding, not both",
+            ));
+        }
+        let file = &table.file;
+        let plain = !file.is_empty() && !file.contains(['/', '\\']) && file != "." && file != "..";
+        if !plain {
+            return Err(field_error(
+                "instruction_embeddings.file",
+                format!(
+                    "`{file}` must be a plain file name in the package directory (a package is flat)"
+                ),
+            ));
+        }
+        let taken = *file == MANIFEST_FILE
+            || *file == self.golden.file
+            || self
+                .targets
+                .iter()
+                .any(|t| t.file == *file || t.external_data.iter().any(|d| d.file == *file));
+        if taken {
+            return Err(field_error(
+                "instruction_embeddings.file",
+                format!("`{file}` is already another file of the package"),
+            ));
+        }
+        check_sha256("instruction_embeddings.sha256", &table.sha256)?;
+        if table.instructions.is_empty() {
+            return Err(field_error(
+                "instruction_embeddings.instructions",
+                "is empty: list the instructions the embeddings were computed for",
+            ));
+        }
+        for (i, text) in table.instructions.iter().enumerate() {
+            let field = format!("instruction_embeddings.instructions[{i}]");
+            let norm = normalize_instruction(text);
+            if norm.is_empty() {
+                return Err(field_error(field, "has no words"));
+            }
+            if let Some(j) = table.instructions[..i]
+                .iter()
+                .position(|o| normalize_instruction(o) == norm)
+            {
+                return Err(field_error(
+                    field,
+                    format!("{text:?} is instruction {j} again (matched as {norm:?})"),
                 ));
             }
         }
@@ -720,6 +893,8 @@ impl PolicyManifest {
                 InputRole::Image => (&[Dtype::Uint8, Dtype::Float32], 4),
                 InputRole::State => (&[Dtype::Float32], 2),
                 InputRole::InstructionTokens => (&[Dtype::Int64], 2),
+                // [1, D] (a pooled embedding) or [1, T, D] (one per token).
+                InputRole::InstructionEmbedding => (&[Dtype::Float32], input.shape.len().max(2)),
                 // Any rank of at least 2 (e.g. [1, H, A] for a flow-matching head).
                 InputRole::Noise => (&[Dtype::Float32], input.shape.len().max(2)),
             };
@@ -745,6 +920,12 @@ impl PolicyManifest {
             match (input.role, &input.generator) {
                 (InputRole::Noise, _) if self.schema_version < 2 => {
                     return Err(field_error(field("role"), "`noise` needs schema_version 2"));
+                }
+                (InputRole::InstructionEmbedding, _) if self.schema_version < 2 => {
+                    return Err(field_error(
+                        field("role"),
+                        "`instruction_embedding` needs schema_version 2",
+                    ));
                 }
                 (InputRole::Noise, None) => {
                     return Err(field_error(
@@ -1001,6 +1182,7 @@ impl PolicyManifest {
                 }
             }
         }
+        self.check_instruction_embeddings()?;
         check_relative("golden.file", &self.golden.file)?;
         check_sha256("golden.sha256", &self.golden.sha256)?;
         let t = self.golden.tolerance;

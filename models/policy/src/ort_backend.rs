@@ -281,6 +281,9 @@ pub struct OrtBackend {
     relative: Vec<(usize, usize)>,
     /// The noise input's generator and its preallocated draws (schema 2 `role: noise`).
     noise: Option<(crate::noise::NoiseSource, Vec<f32>)>,
+    /// The package's instruction embeddings, one row per known instruction (schema 2
+    /// `role: instruction_embedding`), verified at load.
+    embeddings: Option<Vec<f32>>,
     /// Preallocated: normalized state, raw model output.
     state_buf: Vec<f32>,
     raw_out: Vec<f32>,
@@ -389,6 +392,7 @@ impl OrtBackend {
             }
         })?;
         check_io(&session, &package.manifest).map_err(model_error)?;
+        let embeddings = package.instruction_embeddings()?;
         let manifest = package.manifest.clone();
         let state_len = manifest
             .input(InputRole::State)
@@ -405,6 +409,7 @@ impl OrtBackend {
                     vec![0.0; spec.values()],
                 ))
             }),
+            embeddings,
             session,
             model_file,
             model_digest: digest,
@@ -422,6 +427,7 @@ impl OrtBackend {
         images: &[ImageData],
         state: &[f32],
         instruction: &[i64],
+        embedding: &[f32],
         noise: &[f32],
     ) -> Result<&[f32], PackageError> {
         let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
@@ -473,6 +479,12 @@ impl OrtBackend {
                     }
                     tensor(shape, instruction)?
                 }
+                (InputRole::InstructionEmbedding, _, _) => {
+                    if embedding.len() != expected {
+                        return Err(wrong("float32 values", embedding.len()));
+                    }
+                    tensor(shape, embedding)?
+                }
                 (InputRole::Noise, _, _) => {
                     if noise.len() != expected {
                         return Err(wrong("float32 values", noise.len()));
@@ -522,6 +534,7 @@ impl OrtBackend {
             let mut images = Vec::new();
             let mut state = Vec::new();
             let mut tokens = Vec::new();
+            let mut embedding = Vec::new();
             let mut noise = Vec::new();
             for spec in &self.manifest.inputs {
                 let values = &pair.inputs[&spec.name];
@@ -536,11 +549,15 @@ impl OrtBackend {
                     (InputRole::InstructionTokens, _) => {
                         tokens = values.iter().map(|v| *v as i64).collect()
                     }
+                    // The pair carries the embedding itself: golden pairs check the model.
+                    (InputRole::InstructionEmbedding, _) => {
+                        embedding = values.iter().map(|v| *v as f32).collect()
+                    }
                     // The pair's own noise: golden outputs are reproducible only with it.
                     (InputRole::Noise, _) => noise = values.iter().map(|v| *v as f32).collect(),
                 }
             }
-            let got = self.run_raw(&images, &state, &tokens, &noise)?;
+            let got = self.run_raw(&images, &state, &tokens, &embedding, &noise)?;
             for (i, (g, w)) in got.iter().zip(&pair.outputs[&output]).enumerate() {
                 let err = (g - w).abs();
                 max_abs_error = max_abs_error.max(err);
@@ -777,9 +794,14 @@ impl OrtBackend {
         }
     }
 
-    /// Runs `runs` inferences on a zero observation (first-run allocations, kernel selection).
+    /// Runs `runs` inferences on a zero observation (first-run allocations, kernel selection),
+    /// with the first known instruction's embedding when the policy takes one (the results are
+    /// thrown away).
     pub fn warm_up(&mut self, runs: usize) -> Result<(), PackageError> {
-        let obs = self.manifest.observation();
+        let mut obs = self.manifest.observation();
+        if self.embeddings.is_some() {
+            obs.instruction.fill(0);
+        }
         let mut chunk = self.manifest.action_chunk();
         for _ in 0..runs {
             self.infer(&obs, &mut chunk)?;
@@ -825,17 +847,41 @@ impl OrtBackend {
             let d = i % dims;
             *n = (x - self.state_norm.offset[d]) * self.state_norm.scale[d];
         }
+        // The embedding row of the instruction: none (-1, or out of the table) runs nothing.
+        let rows = self
+            .manifest
+            .instruction_embeddings
+            .as_ref()
+            .map_or(0, |e| e.instructions.len());
+        let row = match obs.instruction.first().map(|&r| usize::try_from(r)) {
+            Some(Ok(row)) if row < rows => row,
+            _ if self.embeddings.is_none() => 0,
+            _ => {
+                return Err(PackageError::Inference(format!(
+                    "no instruction the package knows was given (embedding row {:?} of {rows}); send one of: {}",
+                    obs.instruction.first(),
+                    self.manifest.known_instructions()
+                )));
+            }
+        };
+        // Moved out for the run (run_raw borrows self mutably), as the state buffer is.
+        let table = self.embeddings.take();
         let state = std::mem::take(&mut self.state_buf);
         let mut noise = self.noise.take();
         if let Some((source, draws)) = &mut noise {
             source.fill(draws);
         }
         let draws = noise.as_ref().map_or(&[][..], |(_, d)| d.as_slice());
+        let embedding = table.as_ref().map_or(&[][..], |t| {
+            let width = t.len() / rows.max(1);
+            &t[row * width..(row + 1) * width]
+        });
         let result = self
-            .run_raw(&obs.images, &state, &obs.instruction, draws)
+            .run_raw(&obs.images, &state, &obs.instruction, embedding, draws)
             .map(|_| ());
         self.state_buf = state;
         self.noise = noise;
+        self.embeddings = table;
         result?;
         let a = self.action_norm.offset.len();
         for (i, (y, raw)) in out.actions.iter_mut().zip(&self.raw_out).enumerate() {

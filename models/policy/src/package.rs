@@ -118,6 +118,9 @@ impl PolicyPackage {
             })
             .collect();
         files.push((&self.manifest.golden.file, &self.manifest.golden.sha256));
+        if let Some(e) = &self.manifest.instruction_embeddings {
+            files.push((&e.file, &e.sha256));
+        }
         for (file, expected) in &files {
             let path = self.dir.join(file);
             let actual = sha256_file(&path).map_err(|source| PackageError::Io {
@@ -133,6 +136,60 @@ impl PolicyPackage {
             }
         }
         Ok(files.len())
+    }
+
+    /// The instruction embeddings (`instruction_embeddings`), row `i` for instruction `i`, read
+    /// once, checked against their digest and the `instruction_embedding` input's shape (`None`
+    /// without one). Refused, naming the file and the fix, when anything differs.
+    pub fn instruction_embeddings(&self) -> Result<Option<Vec<f32>>, PackageError> {
+        let (Some(table), Some(input)) = (
+            &self.manifest.instruction_embeddings,
+            self.manifest.input(InputRole::InstructionEmbedding),
+        ) else {
+            return Ok(None);
+        };
+        let path = self.dir.join(&table.file);
+        let bytes = std::fs::read(&path).map_err(|source| PackageError::Io {
+            file: path.clone(),
+            source,
+        })?;
+        let actual = crate::manifest::sha256_bytes(&bytes);
+        if actual != table.sha256 {
+            return Err(PackageError::Digest {
+                file: path,
+                expected: table.sha256.clone(),
+                actual,
+            });
+        }
+        let refuse = |problem: String| PackageError::Field {
+            file: path.clone(),
+            field: "instruction_embeddings.file".into(),
+            problem,
+        };
+        let (shape, values) = read_npy_f32(&bytes).map_err(|p| {
+            refuse(format!(
+                "{p}; write it with numpy: np.save(path, embeddings.astype(np.float32))"
+            ))
+        })?;
+        let want: Vec<usize> = std::iter::once(table.instructions.len())
+            .chain(input.shape[1..].iter().map(|&d| d as usize))
+            .collect();
+        if shape != want {
+            return Err(refuse(format!(
+                "holds an array of shape {shape:?}; {} instructions for input `{}` {:?} need {want:?} (one row per instruction, in the order of instruction_embeddings.instructions)",
+                table.instructions.len(),
+                input.name,
+                input.shape
+            )));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            let row = i / (values.len() / table.instructions.len()).max(1);
+            return Err(refuse(format!(
+                "value {i} (instruction {row}, {:?}) is {}: an embedding must be finite",
+                table.instructions[row], values[i]
+            )));
+        }
+        Ok(Some(values))
     }
 
     /// Reads the golden pairs and checks they fit the manifest's inputs and output.
@@ -368,4 +425,62 @@ mod tests {
         }
         assert_eq!(package.select_target(None).kind, TargetKind::Onnx);
     }
+}
+
+/// A NumPy `.npy` array of little-endian float32 in C order: (shape, values). The problem
+/// otherwise.
+pub fn read_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let Some(rest) = bytes.strip_prefix(b"\x93NUMPY") else {
+        return Err("not a NumPy .npy file (no \\x93NUMPY magic)".into());
+    };
+    let (header_len, start) = match rest.first() {
+        Some(1) if rest.len() >= 4 => (u16::from_le_bytes([rest[2], rest[3]]) as usize, 10),
+        Some(2 | 3) if rest.len() >= 6 => (
+            u32::from_le_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize,
+            12,
+        ),
+        _ => return Err("an .npy version this reader does not know (1, 2 and 3 are)".into()),
+    };
+    let header = bytes
+        .get(start..start + header_len)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or("a truncated or non-text .npy header")?;
+    let value_of = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}'"))? + key.len() + 2;
+        Some(header[at..].trim_start().strip_prefix(':')?.trim_start())
+    };
+    let descr = value_of("descr").ok_or("the .npy header has no 'descr'")?;
+    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+        let shown: String = descr.chars().take_while(|&c| c != ',').collect();
+        return Err(format!("holds {shown}, not little-endian float32 ('<f4')"));
+    }
+    if !value_of("fortran_order").is_some_and(|v| v.starts_with("False")) {
+        return Err("is in Fortran order; save a C-ordered array (np.ascontiguousarray)".into());
+    }
+    let shape_text = value_of("shape")
+        .and_then(|v| v.strip_prefix('('))
+        .and_then(|v| v.split_once(')'))
+        .map(|(inside, _)| inside)
+        .ok_or("the .npy header has no 'shape'")?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("the .npy shape ({shape_text}) is not a list of sizes"))?;
+    let count: usize = shape.iter().product();
+    let data = &bytes[start + header_len..];
+    if data.len() != count * 4 {
+        return Err(format!(
+            "holds {} bytes of data, shape {shape:?} of float32 needs {} (truncated?)",
+            data.len(),
+            count * 4
+        ));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((shape, values))
 }

@@ -42,6 +42,7 @@ fn scratch(name: &str, test: &str) -> PathBuf {
         "golden.json",
         "model.onnx",
         "model.onnx.data",
+        "instructions.npy",
     ] {
         let from = repo().join("models/demo").join(name).join(f);
         if from.exists() {
@@ -81,9 +82,11 @@ fn demo_package_verifies_and_reproduces_its_golden_pairs() {
         "reflex-demo-arm-reach",
         "tiny-flow",
         "tiny-mlp-external",
+        "tiny-language",
     ] {
         let package = PolicyPackage::open(&repo().join("models/demo").join(name)).unwrap();
-        let external = package.manifest.targets[0].external_data.len();
+        let external = package.manifest.targets[0].external_data.len()
+            + usize::from(package.manifest.instruction_embeddings.is_some());
         assert_eq!(package.verify_files().unwrap(), 2 + external, "{name}");
         let mut backend = OrtBackend::load(&package, &config()).unwrap();
         let report = backend
@@ -748,6 +751,237 @@ fn noise_inputs_and_further_outputs_are_checked() {
         err.contains("declares output `value`") && err.contains("noise_power"),
         "{err}"
     );
+}
+
+/// An `.npy` file of `descr` values (little-endian float32 unless `descr` says otherwise).
+fn npy(descr: &str, shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let dims = if dims.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    for v in values {
+        out.extend(v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes `bytes` as the scratch package's instructions.npy and lists its digest.
+fn replace_embeddings(dir: &Path, bytes: &[u8]) {
+    std::fs::write(dir.join("instructions.npy"), bytes).unwrap();
+    let digest = sha256_bytes(bytes);
+    edit_manifest(dir, |v| {
+        v["instruction_embeddings"]["sha256"] = digest.into();
+    });
+}
+
+#[test]
+fn the_instruction_embedding_comes_from_the_package_for_the_instruction_given() {
+    // tiny-language: targets ramp from the state to state + embedding @ M over 10 steps, and
+    // each instruction's embedding @ M is its offset (make_demo_policies.py LANGUAGE_OFFSETS).
+    let package = PolicyPackage::open(&repo().join("models/demo/tiny-language")).unwrap();
+    let m = &package.manifest;
+    let mut backend = OrtBackend::load(&package, &config()).unwrap();
+    backend.warm_up(1).unwrap();
+    let state = [0.3f32, -0.2, 0.5, 0.02];
+    let mut obs = m.observation();
+    obs.state.copy_from_slice(&state);
+    let mut chunk = m.action_chunk();
+    // No instruction yet: nothing runs (never an embedding the robot was not given).
+    assert_eq!(obs.instruction, [-1]);
+    let err = backend.infer(&obs, &mut chunk).unwrap_err().to_string();
+    assert!(
+        err.contains("no instruction the package knows was given")
+            && err.contains("\"raise the arm\", \"lower the arm\", \"open the gripper\""),
+        "{err}"
+    );
+    for (text, offset) in [
+        ("Raise the arm.", [-0.3f32, 0.2, 0.0, 0.0]),
+        ("  lower   THE arm ", [0.3, -0.2, 0.1, 0.0]),
+        ("open the gripper!", [0.0, 0.0, 0.0, 0.04]),
+    ] {
+        assert!(m.encode_instruction(text, &mut obs.instruction), "{text}");
+        backend.infer(&obs, &mut chunk).unwrap();
+        let last = chunk.step(9);
+        for d in 0..4 {
+            assert!(
+                (last[d] - (state[d] + offset[d])).abs() < 1e-6,
+                "{text}: step 9 = {last:?}, want state + {offset:?}"
+            );
+        }
+    }
+    // An instruction the package has no embedding for replaces the one before it: the
+    // backend refuses to run (the robot stops) instead of reusing "open the gripper".
+    assert!(!m.encode_instruction("wave hello", &mut obs.instruction));
+    assert_eq!(obs.instruction, [-1]);
+    assert!(backend.infer(&obs, &mut chunk).is_err());
+    // A row past the table (a corrupted observation) is refused too.
+    obs.instruction[0] = 3;
+    assert!(backend.infer(&obs, &mut chunk).is_err());
+    // The golden pairs carry their embeddings: verify checks the model.
+    let report = backend
+        .check_golden(&package.golden_pairs().unwrap())
+        .unwrap();
+    assert!(
+        report.pairs == 3 && report.max_abs_error < 1e-6,
+        "{report:?}"
+    );
+    // A hot swap to a package with other instructions (or another order) is refused: the
+    // robot's instruction is held as a row of this list.
+    let mut other = m.clone();
+    other
+        .instruction_embeddings
+        .as_mut()
+        .unwrap()
+        .instructions
+        .swap(0, 1);
+    assert_eq!(
+        m.contract_difference(&other),
+        Some("instruction_embeddings.instructions")
+    );
+}
+
+#[test]
+fn instruction_embeddings_are_checked_and_refused_naming_the_fix() {
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "missing",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("instruction_embeddings");
+            }),
+            "field `instruction_embeddings`: input `instruction` takes an instruction embedding",
+        ),
+        (
+            "no-input",
+            Box::new(|v| {
+                v["inputs"].as_array_mut().unwrap().pop();
+            }),
+            "field `instruction_embeddings`: no input has role `instruction_embedding`",
+        ),
+        (
+            "twice",
+            Box::new(|v| v["instruction_embeddings"]["instructions"][2] = "Raise the ARM.".into()),
+            "field `instruction_embeddings.instructions[2]`: \"Raise the ARM.\" is instruction 0 again",
+        ),
+        (
+            "empty",
+            Box::new(|v| v["instruction_embeddings"]["instructions"] = serde_json::json!([])),
+            "field `instruction_embeddings.instructions`: is empty",
+        ),
+        (
+            "path",
+            Box::new(|v| v["instruction_embeddings"]["file"] = "../instructions.npy".into()),
+            "must be a plain file name in the package directory",
+        ),
+        (
+            "golden-file",
+            Box::new(|v| v["instruction_embeddings"]["file"] = "golden.json".into()),
+            "`golden.json` is already another file of the package",
+        ),
+        (
+            "int64",
+            Box::new(|v| v["inputs"][1]["dtype"] = "int64".into()),
+            "Int64 is not allowed for role InstructionEmbedding",
+        ),
+        (
+            "schema-1",
+            Box::new(|v| {
+                v["schema_version"] = 1.into();
+                v.as_object_mut().unwrap().remove("state_sources");
+            }),
+            "field `inputs[1].role`: `instruction_embedding` needs schema_version 2",
+        ),
+        (
+            "with-tokens",
+            Box::new(|v| {
+                v["inputs"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"name": "tokens", "dtype": "int64", "shape": [1, 4], "role": "instruction_tokens"}
+                ));
+                v["instruction_vocabulary"] = serde_json::json!(["<pad>", "<unk>", "arm"]);
+            }),
+            "as tokens or as an embedding, not both",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = scratch("tiny-language", &format!("language-{name}"));
+        edit_manifest(&dir, edit);
+        let err = PolicyPackage::open(&dir).unwrap_err().to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    // The file itself: checked at load against its digest, its dtype and the input's shape.
+    let rows = |n: usize| vec![0.5f32; n * 8];
+    let files: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "rows",
+            npy("<f4", &[2, 8], &rows(2)),
+            "holds an array of shape [2, 8]; 3 instructions for input `instruction` [1, 8] need [3, 8]",
+        ),
+        (
+            "float64",
+            npy("<f8", &[3, 8], &rows(6)),
+            "holds '<f8', not little-endian float32",
+        ),
+        (
+            "truncated",
+            {
+                let mut b = npy("<f4", &[3, 8], &rows(3));
+                b.truncate(b.len() - 4);
+                b
+            },
+            "(truncated?)",
+        ),
+        (
+            "nan",
+            {
+                let mut values = rows(3);
+                values[17] = f32::NAN;
+                npy("<f4", &[3, 8], &values)
+            },
+            "value 17 (instruction 2, \"open the gripper\") is NaN",
+        ),
+        ("not-npy", b"0.5 0.5 0.5".to_vec(), "not a NumPy .npy file"),
+    ];
+    for (name, bytes, expected) in files {
+        let dir = scratch("tiny-language", &format!("language-file-{name}"));
+        replace_embeddings(&dir, &bytes);
+        let package = PolicyPackage::open(&dir).unwrap();
+        let err = OrtBackend::load(&package, &config())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(expected) && err.contains("instructions.npy"),
+            "{name}: {err}"
+        );
+    }
+    // A well-formed file of the right shape loads (the helper writes what numpy writes).
+    let dir = scratch("tiny-language", "language-file-ok");
+    replace_embeddings(&dir, &npy("<f4", &[3, 8], &rows(3)));
+    OrtBackend::load(&PolicyPackage::open(&dir).unwrap(), &config()).unwrap();
+    // A file changed after packing: refused by its digest, by verify and at load.
+    let dir = scratch("tiny-language", "language-file-tampered");
+    let mut bytes = std::fs::read(dir.join("instructions.npy")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(dir.join("instructions.npy"), &bytes).unwrap();
+    let package = PolicyPackage::open(&dir).unwrap();
+    let err = package.verify_files().unwrap_err().to_string();
+    assert!(err.contains("instructions.npy"), "{err}");
+    let err = OrtBackend::load(&package, &config())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("instructions.npy"), "{err}");
 }
 
 #[test]

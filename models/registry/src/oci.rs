@@ -22,6 +22,8 @@ pub const MEDIA_EP_CONTEXT: &str = "application/vnd.reflex.model.trt-ep-context.
 pub const MEDIA_GOLDEN: &str = "application/vnd.reflex.golden.v1+json";
 /// An ONNX model's external data file (`targets[].external_data`), a layer after the model.
 pub const MEDIA_ONNX_DATA: &str = "application/vnd.reflex.model.onnx.external-data.v1";
+/// A package's instruction embeddings (`instruction_embeddings.file`, NumPy `.npy`).
+pub const MEDIA_INSTRUCTION_EMBEDDINGS: &str = "application/vnd.reflex.instruction-embeddings.v1";
 pub const MEDIA_SIGNATURE: &str = "application/vnd.reflex.signature.ed25519.v1";
 const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -270,6 +272,16 @@ pub fn pack(
         layout.put_blob(MEDIA_GOLDEN, &golden_bytes)?,
         &package.manifest.golden.file,
     );
+    // Files every target shares, after the model's layers.
+    let mut shared = vec![golden];
+    if let Some(table) = &package.manifest.instruction_embeddings {
+        let path = package.dir.join(&table.file);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        shared.push(titled(
+            layout.put_blob(MEDIA_INSTRUCTION_EMBEDDINGS, &bytes)?,
+            &table.file,
+        ));
+    }
     let config = layout.put_blob(MEDIA_EMPTY, b"{}")?;
     let mut entries = Vec::new();
     for target in &package.manifest.targets {
@@ -317,7 +329,7 @@ pub fn pack(
             layers: [policy.clone(), model]
                 .into_iter()
                 .chain(data_layers)
-                .chain([golden.clone()])
+                .chain(shared.iter().cloned())
                 .collect(),
             subject: None,
             annotations: annotations.clone(),

@@ -164,6 +164,33 @@ fn a_model_with_external_data_travels_as_its_own_layer_and_arrives_whole() {
 }
 
 #[test]
+fn instruction_embeddings_travel_with_the_package() {
+    let dir = scratch("language");
+    let package = PolicyPackage::open(&repo().join("models/demo/tiny-language")).unwrap();
+    let layout = Layout::open_or_create(&dir.join("layout")).unwrap();
+    oci::pack(&package, &layout, "0.1.0").unwrap();
+    let store = reflex_registry::store::Store::open(&dir.join("store")).unwrap();
+    let pulled = store.pull_layout(&layout, "0.1.0", None).unwrap();
+    let manifest: oci::ImageManifest =
+        serde_json::from_slice(&std::fs::read(store.blob_path(&pulled.manifest_digest)).unwrap())
+            .unwrap();
+    let last = manifest.layers.last().unwrap();
+    assert_eq!(
+        (
+            last.annotations["org.opencontainers.image.title"].as_str(),
+            last.media_type.as_str()
+        ),
+        ("instructions.npy", oci::MEDIA_INSTRUCTION_EMBEDDINGS)
+    );
+    // Installed whole: the table verifies and reads as the package's.
+    assert_eq!(pulled.package.verify_files().unwrap(), 3);
+    assert_eq!(
+        pulled.package.instruction_embeddings().unwrap(),
+        package.instruction_embeddings().unwrap()
+    );
+}
+
+#[test]
 fn a_tampered_layout_blob_never_reaches_the_store() {
     let (dir, layout, _) = packed("pull-tamper");
     let hex =

@@ -512,6 +512,13 @@ pub struct PortStats {
     pub state_unavailable: u64,
     /// Joint-command messages published (`[[ros.controllers]]`).
     pub joint_commands_published: u64,
+    /// Instructions for which the policy's package has no embedding (a policy with an
+    /// `instruction_embedding` input): each replaces the instruction before it, so the
+    /// robot stops instead of carrying on with the task it was given before.
+    pub instructions_unknown: u64,
+    /// Observations not made because no instruction the package knows is set (none received
+    /// yet, or the last one unknown): no inference then, so the robot does not move.
+    pub instruction_unavailable: u64,
 }
 
 /// `[ros] odom_timeout_ms` by default (200 ms): older odometry is not used.
@@ -608,9 +615,8 @@ impl PortState {
         beams: usize,
         joint_names: Vec<String>,
     ) -> Self {
-        let tokens_len = manifest
-            .input(reflex_policy::InputRole::InstructionTokens)
-            .map_or(0, |i| i.shape.iter().product::<i64>() as usize);
+        // Token ids (padding at first) or the embedding row (-1 at first: none yet).
+        let tokens = manifest.observation().instruction;
         Self {
             manifest: manifest.clone(),
             beams,
@@ -625,7 +631,7 @@ impl PortState {
             start_seq: 0,
             clock_ns: 0,
             heartbeat_ns: [None; reflex_safety::EstopSource::COUNT],
-            tokens: vec![0; tokens_len],
+            tokens,
             last_command: reflex_safety::Twist::default(),
             image_fresh: false,
             camera_stamps: vec![0; manifest.image_inputs().count()],
@@ -1042,7 +1048,9 @@ impl PortState {
 
     pub fn on_instruction(&mut self, text: &str) {
         self.stats.instructions += 1;
-        self.manifest.tokenize(text, &mut self.tokens);
+        if !self.manifest.encode_instruction(text, &mut self.tokens) {
+            self.stats.instructions_unknown += 1;
+        }
     }
 
     /// A frame of camera `camera` (the index of its image input among the policy's image
@@ -1178,6 +1186,10 @@ impl PortState {
             self.stats.state_unavailable += 1;
             return false;
         }
+        if self.tokens.first().is_some_and(|&row| row < 0) {
+            self.stats.instruction_unavailable += 1;
+            return false;
+        }
         obs.instruction.copy_from_slice(&self.tokens);
         for (dst, src) in obs.images.iter_mut().zip(&self.camera_images) {
             dst.clone_from(src);
@@ -1302,6 +1314,8 @@ impl LoopDiagnostics {
                     ("stale_stamps", s.stale_stamps),
                     ("state_unavailable", s.state_unavailable),
                     ("instructions", s.instructions),
+                    ("instructions_unknown", s.instructions_unknown),
+                    ("instruction_unavailable", s.instruction_unavailable),
                     ("commands_published", s.commands_published),
                     ("joint_commands_published", s.joint_commands_published),
                     ("estop_ambiguous_devices", state.ambiguous_devices() as u64),
@@ -1554,6 +1568,58 @@ mod tests {
         assert!(!st.finish_step(&mut frame, &mut obs));
         assert_eq!(st.stats.state_unavailable, 2);
         assert_eq!(st.stats.camera_unavailable, 0);
+    }
+
+    #[test]
+    fn an_instruction_the_package_has_no_embedding_for_stops_observations() {
+        // tiny-language: no camera, so a joint state triggers each observation.
+        let pkg = reflex_policy::PolicyPackage::open(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/demo/tiny-language"),
+        )
+        .unwrap();
+        let m = pkg.manifest;
+        let shape = reflex_core::actions::RobotShape {
+            has_base: false,
+            joints: ["shoulder", "elbow", "wrist"].map(String::from).to_vec(),
+            has_gripper: true,
+        };
+        let (_, sources) = m.resolve(&shape).unwrap();
+        let mut st = PortState::new(&m, 8, shape.joints.clone())
+            .with_state_sources(sources, Some("gripper".into()));
+        let mut obs = m.observation();
+        let step = |st: &mut PortState, obs: &mut reflex_core::Observation, t: u64| {
+            let js = JointState {
+                name: ["shoulder", "elbow", "wrist", "gripper"]
+                    .map(String::from)
+                    .to_vec(),
+                position: vec![0.1, 0.2, 0.3, 0.04],
+                ..JointState::default()
+            };
+            st.on_joint_state(&js, t);
+            st.begin_step(t, 0);
+            st.finish_step(&mut reflex_core::SensorFrame::new(8, 3), obs)
+        };
+        // No instruction yet: the policy is not run (the robot does not move).
+        assert!(!step(&mut st, &mut obs, 1_000));
+        assert_eq!(st.stats.instruction_unavailable, 1);
+        st.on_instruction("Open the gripper.");
+        assert!(step(&mut st, &mut obs, 2_000));
+        assert_eq!(obs.instruction, [2]);
+        // An instruction the package does not know replaces it: no observation, never the
+        // previous task carried on.
+        st.on_instruction("wave hello");
+        assert!(!step(&mut st, &mut obs, 3_000));
+        assert_eq!(
+            (
+                st.stats.instructions_unknown,
+                st.stats.instruction_unavailable
+            ),
+            (1, 2)
+        );
+        st.on_instruction("raise the arm");
+        assert!(step(&mut st, &mut obs, 4_000));
+        assert_eq!(obs.instruction, [0]);
     }
 
     #[test]

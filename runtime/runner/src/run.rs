@@ -277,7 +277,14 @@ pub fn run_robot(
     // What the gate last sent, for the robot I/O (the port's state input, HIL checks).
     let (sent_in, mut sent_out) = triple_buffer::triple_buffer(&CommandFrame::default());
     let mut obs = manifest.observation();
-    manifest.tokenize(task.1, &mut obs.instruction);
+    if !manifest.encode_instruction(task.1, &mut obs.instruction) {
+        anyhow::bail!(
+            "instruction {:?}: policy `{}` has no embedding for it; give one of its instructions: {}",
+            task.1,
+            manifest.name,
+            manifest.known_instructions()
+        );
+    }
     let (mut obs_in, obs_out) = triple_buffer::triple_buffer(&obs);
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -239,7 +239,14 @@ pub fn run_lockstep_with_faults(
     let mut ranges = vec![f32::INFINITY; robot.lidar.beams];
     let mut scan_stamp = 0u64;
     let mut obs = manifest.observation();
-    manifest.tokenize(&scenario.instruction, &mut obs.instruction);
+    if !manifest.encode_instruction(&scenario.instruction, &mut obs.instruction) {
+        anyhow::bail!(
+            "instruction {:?}: policy `{}` has no embedding for it; give one of its instructions: {}",
+            &scenario.instruction,
+            manifest.name,
+            manifest.known_instructions()
+        );
+    }
     let mut chunk = manifest.action_chunk();
     let mut pending: Option<u64> = None; // arrival time of the chunk in flight
     let latency_ns = (options.inference_latency_ms * 1e6).round() as u64;
