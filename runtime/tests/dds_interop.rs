@@ -206,3 +206,23 @@ fn the_shipped_arm_config_drives_an_arm_through_ros2_control_topics() {
         assert!(text.contains(check), "{check}: {text}");
     }
 }
+
+#[test]
+fn an_instruction_selects_the_packages_embedding_and_an_unknown_one_stops_the_arm() {
+    let (code, text) = run_harness("runtime/tests/dds/language_harness.py", &[]);
+    println!("{text}");
+    assert_eq!(code, 0, "{text}");
+    for check in [
+        "PASS Reflex runs the language package on arm.toml without cameras",
+        "PASS release + reset + start => Reflex is running",
+        "PASS no instruction yet => the arm does not move, and Reflex says so",
+        "PASS \"Lower the arm.\" => shoulder and wrist up, elbow down",
+        "PASS \"raise the arm\" => it reverses",
+        "PASS \"wave hello\" (no embedding in the package) => the arm stops and stays",
+        "PASS \"open the gripper!\" => the gripper opens",
+        "PASS every trajectory",
+        "PASS Reflex's summary counts 4 instructions, 1 unknown",
+    ] {
+        assert!(text.contains(check), "{check}: {text}");
+    }
+}

@@ -277,7 +277,9 @@ pub fn run_robot(
     // What the gate last sent, for the robot I/O (the port's state input, HIL checks).
     let (sent_in, mut sent_out) = triple_buffer::triple_buffer(&CommandFrame::default());
     let mut obs = manifest.observation();
-    if !manifest.encode_instruction(task.1, &mut obs.instruction) {
+    // An empty task instruction is none: a ROS robot's come on /reflex/instruction (until one
+    // does, an embedding policy makes no observation). A given one must be known.
+    if !manifest.encode_instruction(task.1, &mut obs.instruction) && !task.1.is_empty() {
         anyhow::bail!(
             "instruction {:?}: policy `{}` has no embedding for it; give one of its instructions: {}",
             task.1,
