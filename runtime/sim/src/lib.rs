@@ -11,6 +11,9 @@
 //! - [`SimRobot`]: the simulator as a `reflex_core::RobotIo`; [`realtime`] drives it through the
 //!   production runner on real threads, with injected worker faults (crash, hang) as a backend
 //!   wrapper.
+//! - [`arm`]: `reflex sim --robot arm`, an arm on a table (the config's `[safety.arm]`) that
+//!   speaks to Reflex through the ROS port's own observation assembly, with a person entering
+//!   the cell on its scanner.
 //! - [`demo`]: `reflex safety-demo`; [`report`]: `--report` folders (CSV, SVG, MCAP).
 //!
 //! # Guarantees
@@ -29,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod arm;
 pub mod demo;
 pub mod lockstep;
 pub mod realtime;
@@ -36,6 +40,9 @@ pub mod report;
 mod sim_robot;
 pub mod world;
 
+pub use arm::{
+    ArmScenario, ArmSim, ArmSimSummary, CellPerson, default_arm_scenario, run_arm_realtime,
+};
 pub use lockstep::{
     Faults, Robot, Scenario, SimOptions, SimSummary, SimTick, default_scenario, run_lockstep,
     run_lockstep_with_faults,

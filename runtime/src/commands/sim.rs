@@ -13,12 +13,23 @@ use reflex_runner::config::ReflexConfig;
 /// the production thread topology (RT thread, inference worker, supervisor) on the real clock.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The Reflex TOML config.
-    #[arg(long, default_value = "launch/reflex.example.toml")]
-    config: PathBuf,
-    /// The policy package.
-    #[arg(long, default_value = "models/demo/reflex-demo-vla")]
-    policy: PathBuf,
+    /// The simulated robot: `base` (a mobile base among people, lockstep or real time) or `arm`
+    /// (an arm on a table, the config's [safety.arm], with a person entering the cell; real
+    /// time, through the ROS port's observation assembly).
+    #[arg(long, value_enum, default_value_t = SimRobotKind::Base)]
+    robot: SimRobotKind,
+    /// The Reflex TOML config (default: launch/reflex.example.toml; launch/arm.toml with
+    /// `--robot arm`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The policy package (default: models/demo/reflex-demo-vla; models/demo/reflex-demo-arm-reach
+    /// with `--robot arm`).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The instruction given to the policy (default: the scenario's: "go to the red marker" for
+    /// the base, none for the arm).
+    #[arg(long)]
+    instruction: Option<String>,
     /// Scenario name. Built in: `default` (go to the red marker past a pedestrian).
     #[arg(long, default_value = "default")]
     scenario: String,
@@ -63,10 +74,19 @@ pub struct Args {
     cloud_ca: Option<PathBuf>,
 }
 
+/// `reflex sim --robot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimRobotKind {
+    Base,
+    Arm,
+}
+
 pub fn exec(args: Args) -> Result<()> {
     let Args {
+        robot,
         config,
         policy,
+        instruction,
         scenario,
         duration,
         period_ms,
@@ -89,6 +109,31 @@ pub fn exec(args: Args) -> Result<()> {
         period_ms.is_finite() && (0.5..=100.0).contains(&period_ms),
         "--period-ms must be in [0.5, 100], got {period_ms}"
     );
+    let arm = robot == SimRobotKind::Arm;
+    let config = config.unwrap_or_else(|| {
+        PathBuf::from(if arm {
+            "launch/arm.toml"
+        } else {
+            "launch/reflex.example.toml"
+        })
+    });
+    let policy = policy.unwrap_or_else(|| {
+        PathBuf::from(if arm {
+            "models/demo/reflex-demo-arm-reach"
+        } else {
+            "models/demo/reflex-demo-vla"
+        })
+    });
+    if arm {
+        anyhow::ensure!(
+            report.is_none(),
+            "--report records lockstep runs of the base; `--robot arm` runs in real time"
+        );
+        anyhow::ensure!(
+            cloud_url.is_none(),
+            "--cloud-url: the cloud link sends base commands only; it does not drive an arm yet"
+        );
+    }
     let config = ReflexConfig::load(&config)?;
     let package = PolicyPackage::open(&policy)?;
     package.verify_files()?;
@@ -128,7 +173,7 @@ pub fn exec(args: Args) -> Result<()> {
             .ca_file = Some(ca);
     }
     anyhow::ensure!(
-        cloud.is_none() || realtime,
+        cloud.is_none() || realtime || arm,
         "a cloud policy link runs on the real clock: add --realtime"
     );
     let options = reflex_sim::lockstep::SimOptions {
@@ -143,11 +188,52 @@ pub fn exec(args: Args) -> Result<()> {
         ..Default::default()
     };
     let _finish = FinishRecorder(recorder);
+    if arm {
+        anyhow::ensure!(
+            options.cloud.is_none(),
+            "[cloud] in the config: the cloud link sends base commands only; it does not drive an arm yet (remove [cloud] for `--robot arm`)"
+        );
+        let scenario = reflex_sim::default_arm_scenario(instruction.as_deref().unwrap_or(""));
+        let (summary, report) = reflex_sim::run_arm_realtime(
+            &config,
+            &package,
+            &backend,
+            scenario,
+            &options,
+            &std::sync::Arc::new(reflex_runner::swap::SwapPort {
+                telemetry: telemetry.clone(),
+                ..Default::default()
+            }),
+        )?;
+        if !report.grants.is_empty() {
+            eprintln!("reflex: rt thread: {}", report.grants);
+        }
+        if json {
+            let mut value = serde_json::to_value(&summary)?;
+            value["lateness_p99_us"] = report.lateness_p99_us.into();
+            value["lateness_max_us"] = report.lateness_max_us.into();
+            value["watchdog_trips"] = report.watchdog_trips.into();
+            value["worker_restarts"] = report.worker_restarts.into();
+            println!("{}", serde_json::to_string(&value)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        anyhow::ensure!(
+            summary.position_violations == 0,
+            "the arm was outside its joint limits in {} steps",
+            summary.position_violations
+        );
+        return Ok(());
+    }
     anyhow::ensure!(
         scenario == "default",
         "--scenario {scenario:?}: the built-in scenario is `default`; scenario files arrive with the HIL scenario suite"
     );
-    let scenario = reflex_sim::lockstep::default_scenario(seed);
+    let mut scenario = reflex_sim::lockstep::default_scenario(seed);
+    if let Some(text) = instruction {
+        scenario.instruction = text;
+    }
     anyhow::ensure!(
         !(realtime && report.is_some()),
         "--report records lockstep runs; drop --realtime or --report"
