@@ -370,63 +370,6 @@ pub fn derive_package(
     PolicyPackage::open(dst)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engines_are_chosen_only_for_the_exact_gpu_tensorrt_and_precision() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/tiny-mlp");
-        let mut package = PolicyPackage::open(&dir).unwrap();
-        let engine = |sm: &str, precision: &str| Target {
-            kind: TargetKind::TensorrtEpContext,
-            file: format!("engine_sm{sm}_{precision}.onnx"),
-            sha256: "0".repeat(64),
-            arch: Some("aarch64".into()),
-            gpu_sm: Some(sm.into()),
-            tensorrt_version: Some("10.3".into()),
-            precision: Some(precision.into()),
-            external_data: vec![],
-        };
-        package.manifest.targets.push(engine("87", "fp16"));
-        package.manifest.targets.push(engine("110", "fp16"));
-        let host = |sm, precision| EngineHost {
-            arch: "aarch64",
-            gpu_sm: sm,
-            tensorrt_version: "10.3",
-            precision,
-        };
-        assert_eq!(
-            package.select_target(Some(&host("87", "fp16"))).file,
-            "engine_sm87_fp16.onnx"
-        );
-        assert_eq!(
-            package.select_target(Some(&host("110", "fp16"))).file,
-            "engine_sm110_fp16.onnx"
-        );
-        // Another GPU, precision, TensorRT or arch: the portable ONNX model, never a foreign engine.
-        for h in [
-            host("86", "fp16"),
-            host("87", "int8"),
-            EngineHost {
-                tensorrt_version: "10.7",
-                ..host("87", "fp16")
-            },
-            EngineHost {
-                arch: "x86_64",
-                ..host("87", "fp16")
-            },
-        ] {
-            assert_eq!(
-                package.select_target(Some(&h)).kind,
-                TargetKind::Onnx,
-                "{h:?}"
-            );
-        }
-        assert_eq!(package.select_target(None).kind, TargetKind::Onnx);
-    }
-}
-
 /// A NumPy `.npy` array of little-endian float32 in C order: (shape, values). The problem
 /// otherwise.
 pub fn read_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
@@ -483,4 +426,61 @@ pub fn read_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     Ok((shape, values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_are_chosen_only_for_the_exact_gpu_tensorrt_and_precision() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/tiny-mlp");
+        let mut package = PolicyPackage::open(&dir).unwrap();
+        let engine = |sm: &str, precision: &str| Target {
+            kind: TargetKind::TensorrtEpContext,
+            file: format!("engine_sm{sm}_{precision}.onnx"),
+            sha256: "0".repeat(64),
+            arch: Some("aarch64".into()),
+            gpu_sm: Some(sm.into()),
+            tensorrt_version: Some("10.3".into()),
+            precision: Some(precision.into()),
+            external_data: vec![],
+        };
+        package.manifest.targets.push(engine("87", "fp16"));
+        package.manifest.targets.push(engine("110", "fp16"));
+        let host = |sm, precision| EngineHost {
+            arch: "aarch64",
+            gpu_sm: sm,
+            tensorrt_version: "10.3",
+            precision,
+        };
+        assert_eq!(
+            package.select_target(Some(&host("87", "fp16"))).file,
+            "engine_sm87_fp16.onnx"
+        );
+        assert_eq!(
+            package.select_target(Some(&host("110", "fp16"))).file,
+            "engine_sm110_fp16.onnx"
+        );
+        // Another GPU, precision, TensorRT or arch: the portable ONNX model, never a foreign engine.
+        for h in [
+            host("86", "fp16"),
+            host("87", "int8"),
+            EngineHost {
+                tensorrt_version: "10.7",
+                ..host("87", "fp16")
+            },
+            EngineHost {
+                arch: "x86_64",
+                ..host("87", "fp16")
+            },
+        ] {
+            assert_eq!(
+                package.select_target(Some(&h)).kind,
+                TargetKind::Onnx,
+                "{h:?}"
+            );
+        }
+        assert_eq!(package.select_target(None).kind, TargetKind::Onnx);
+    }
 }
