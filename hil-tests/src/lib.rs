@@ -25,6 +25,7 @@
 // The counting allocator is the only unsafe code (forwarding to `System`).
 #[allow(unsafe_code)]
 pub mod alloc;
+pub mod arm;
 pub mod hardware;
 pub mod scenario;
 

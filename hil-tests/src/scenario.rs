@@ -447,7 +447,7 @@ impl CloudLink {
 }
 
 /// Deep-merges `over` into `base` (tables recursively, everything else replaced).
-fn merge(base: &mut toml::Table, over: &toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),

@@ -39,13 +39,16 @@ const SCAN_BEAMS: usize = 720;
 const WALL_M: f32 = 4.0;
 /// A person's body in the scan plane (radius, m).
 const BODY_RADIUS_M: f64 = 0.15;
+/// How fast a person pushes a joint they hold (rad/s).
+const PUSH_RAD_S: f64 = 3.0;
 /// Cameras and the scanner publish at 20 Hz.
 const SENSOR_PERIOD_NS: u64 = 50_000_000;
 
 /// Someone entering the cell, as the scanner sees them: they walk in along `bearing_rad` (in
 /// the scanner's frame) from `from_m` to `to_m` from it between `enter_s` and `stand_s`, stand
 /// there until `leave_s`, walk back out to `from_m` by `gone_s`, and are gone.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CellPerson {
     pub bearing_rad: f64,
     pub from_m: f64,
@@ -72,6 +75,81 @@ impl CellPerson {
     }
 }
 
+/// A fault or an operator's action during an arm run (HIL scenarios: `hil-tests/scenarios/arm`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArmEvent {
+    /// The E-stop circuit opens (the hardware device reports pressed; the operator's button).
+    EstopPressed,
+    EstopReleased,
+    /// The operator resets (the simulated operator asks for a start on every step after it).
+    Reset,
+    /// Camera `camera` (the policy's image input index) stops publishing, or resumes.
+    CameraStops {
+        camera: usize,
+    },
+    CameraResumes {
+        camera: usize,
+    },
+    /// Something holds the joint (a person, a collision): its drive cannot move it. With
+    /// `position`, a person first pushes it there (at 3 rad/s), then holds it.
+    JointBlocked {
+        joint: String,
+        #[serde(default)]
+        position: Option<f64>,
+    },
+    JointReleased {
+        joint: String,
+    },
+    /// The joint's encoder reads NaN in /joint_states, or reads again.
+    JointStateNan {
+        joint: String,
+    },
+    JointStateOk,
+    /// /joint_states stops (a drive bus down), or resumes.
+    JointStatesStop,
+    JointStatesResume,
+    /// The cell scanner stops publishing, or resumes.
+    ScanStops,
+    ScanResumes,
+    /// A new instruction on /reflex/instruction.
+    Instruction {
+        text: String,
+    },
+}
+
+impl ArmEvent {
+    /// The event's `kind` as written in a scenario file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::EstopPressed => "estop_pressed",
+            Self::EstopReleased => "estop_released",
+            Self::Reset => "reset",
+            Self::CameraStops { .. } => "camera_stops",
+            Self::CameraResumes { .. } => "camera_resumes",
+            Self::JointBlocked { .. } => "joint_blocked",
+            Self::JointReleased { .. } => "joint_released",
+            Self::JointStateNan { .. } => "joint_state_nan",
+            Self::JointStateOk => "joint_state_ok",
+            Self::JointStatesStop => "joint_states_stop",
+            Self::JointStatesResume => "joint_states_resume",
+            Self::ScanStops => "scan_stops",
+            Self::ScanResumes => "scan_resumes",
+            Self::Instruction { .. } => "instruction",
+        }
+    }
+}
+
+/// One step of a traced arm run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArmTick {
+    pub t_s: f64,
+    /// The largest |measured joint speed| / `max_velocity` this step.
+    pub speed_ratio: f64,
+    pub positions: Vec<f64>,
+    pub gripper_m: f64,
+}
+
 /// An arm run: the task, the person (if any) and the drive's lag.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArmScenario {
@@ -81,6 +159,10 @@ pub struct ArmScenario {
     pub person: Option<CellPerson>,
     /// The drives' position-following time constant (s).
     pub joint_tau_s: f64,
+    /// Faults and operator actions at their times (s from the first step), in time order.
+    pub events: Vec<(f64, ArmEvent)>,
+    /// Record an [`ArmTick`] per step ([`ArmSimSummary::trace`]).
+    pub trace: bool,
 }
 
 /// `reflex sim --robot arm`'s scenario: the arm reaches (the demo takes about 2.5 s); 0.3 s in, a
@@ -100,6 +182,8 @@ pub fn default_arm_scenario(instruction: &str) -> ArmScenario {
             gone_s: 7.25,
         }),
         joint_tau_s: 0.04,
+        events: Vec::new(),
+        trace: false,
     }
 }
 
@@ -128,6 +212,9 @@ pub struct ArmSimSummary {
     pub positions_when_person_left: Option<Vec<f64>>,
     /// The port's input counts (as `reflex run` reports them under `dds`/`ros2`).
     pub inputs: PortStats,
+    /// Every step, when the scenario asked for a trace (not in the JSON).
+    #[serde(skip)]
+    pub trace: Vec<ArmTick>,
 }
 
 /// The simulated arm as a [`RobotIo`].
@@ -154,6 +241,18 @@ pub struct ArmSim {
     min_person_separation_m: Option<f64>,
     peak_while_stood: Option<f64>,
     left_at: Option<Vec<f64>>,
+    /// Events applied so far (`scenario.events[..next_event]`) and what they set.
+    next_event: usize,
+    estop_pressed: bool,
+    camera_on: Vec<bool>,
+    /// Joints a person holds, at this position (pushed there first).
+    held: Vec<Option<f64>>,
+    nan_joint: Option<usize>,
+    joint_states_on: bool,
+    scan_on: bool,
+    /// The hardware E-stop device's index (else the first device).
+    estop_device: usize,
+    trace: Vec<ArmTick>,
 }
 
 impl std::fmt::Debug for ArmSim {
@@ -261,6 +360,36 @@ impl ArmSim {
             .collect();
         let joint_names: Vec<String> = arm.joints.iter().map(|j| j.name.clone()).collect();
         let n = joint_names.len();
+        for (_, event) in &scenario.events {
+            let joint = match event {
+                ArmEvent::JointBlocked { joint, .. }
+                | ArmEvent::JointReleased { joint }
+                | ArmEvent::JointStateNan { joint } => Some(joint),
+                _ => None,
+            };
+            if let Some(joint) = joint {
+                anyhow::ensure!(
+                    joint_names.contains(joint),
+                    "event {}: no joint {joint:?} in [safety.arm] joints ({})",
+                    event.kind(),
+                    joint_names.join(", ")
+                );
+            }
+            if let ArmEvent::CameraStops { camera } | ArmEvent::CameraResumes { camera } = event {
+                anyhow::ensure!(
+                    *camera < plan.cameras.len(),
+                    "event {}: camera {camera}, but policy `{}` takes {} cameras",
+                    event.kind(),
+                    package.manifest.name,
+                    plan.cameras.len()
+                );
+            }
+        }
+        let estop_device = plan
+            .devices
+            .iter()
+            .position(|d| d.source == reflex_safety::EstopSource::Hardware)
+            .unwrap_or(0);
         let base_from_arm = arm.separation.as_ref().map_or((0.0, 0.0, 0.0), |s| {
             (
                 s.base_from_arm.x_m,
@@ -297,6 +426,15 @@ impl ArmSim {
             min_person_separation_m: None,
             peak_while_stood: None,
             left_at: None,
+            next_event: 0,
+            estop_pressed: false,
+            camera_on: vec![true; plan.cameras.len()],
+            held: vec![None; n],
+            nan_joint: None,
+            joint_states_on: true,
+            scan_on: true,
+            estop_device,
+            trace: Vec::new(),
             scenario,
         })
     }
@@ -307,7 +445,10 @@ impl ArmSim {
         let mut ratio = 0.0f64;
         for i in 0..self.q.len() {
             let before = self.q[i];
-            if command.drive_enabled {
+            if let Some(at) = self.held[i] {
+                let step = PUSH_RAD_S * dt_s;
+                self.q[i] += (at - self.q[i]).clamp(-step, step);
+            } else if command.drive_enabled {
                 let target = command.joints[i];
                 match (target.position, target.velocity) {
                     (Some(p), _) => self.q[i] += (p - self.q[i]) * follow,
@@ -332,6 +473,14 @@ impl ArmSim {
             self.gripper += (g - self.gripper) * follow;
         }
         self.peak_speed_ratio = self.peak_speed_ratio.max(ratio);
+        if self.scenario.trace {
+            self.trace.push(ArmTick {
+                t_s,
+                speed_ratio: ratio,
+                positions: self.q.clone(),
+                gripper_m: self.gripper,
+            });
+        }
         let Some(person) = self.scenario.person else {
             return;
         };
@@ -365,6 +514,9 @@ impl ArmSim {
     fn joint_state(&self, wall_ns: u64) -> JointState {
         let mut name = self.joint_names.clone();
         let mut position = self.q.clone();
+        if let Some(i) = self.nan_joint {
+            position[i] = f64::NAN;
+        }
         let mut velocity = self.qd.clone();
         if let Some(g) = &self.gripper_joint {
             name.push(g.clone());
@@ -435,6 +587,42 @@ impl ArmSim {
             peak_speed_ratio_while_person_stood: self.peak_while_stood,
             positions_when_person_left: self.left_at.clone(),
             inputs: self.state.stats.clone(),
+            trace: self.trace.clone(),
+        }
+    }
+
+    /// Applies the scenario's events due at `t_s`.
+    fn apply_events(&mut self, t_s: f64) {
+        while let Some((at, event)) = self.scenario.events.get(self.next_event).cloned() {
+            if at > t_s {
+                break;
+            }
+            self.next_event += 1;
+            let joint = |name: &str| self.joint_names.iter().position(|j| j == name);
+            match event {
+                ArmEvent::EstopPressed => self.estop_pressed = true,
+                ArmEvent::EstopReleased => self.estop_pressed = false,
+                ArmEvent::Reset => self.state.on_reset(),
+                ArmEvent::CameraStops { camera } => self.camera_on[camera] = false,
+                ArmEvent::CameraResumes { camera } => self.camera_on[camera] = true,
+                ArmEvent::JointBlocked { joint: j, position } => {
+                    if let Some(i) = joint(&j) {
+                        self.held[i] = Some(position.unwrap_or(self.q[i]));
+                    }
+                }
+                ArmEvent::JointReleased { joint: j } => {
+                    if let Some(i) = joint(&j) {
+                        self.held[i] = None;
+                    }
+                }
+                ArmEvent::JointStateNan { joint: j } => self.nan_joint = joint(&j),
+                ArmEvent::JointStateOk => self.nan_joint = None,
+                ArmEvent::JointStatesStop => self.joint_states_on = false,
+                ArmEvent::JointStatesResume => self.joint_states_on = true,
+                ArmEvent::ScanStops => self.scan_on = false,
+                ArmEvent::ScanResumes => self.scan_on = true,
+                ArmEvent::Instruction { text } => self.state.on_instruction(&text),
+            }
         }
     }
 }
@@ -465,6 +653,7 @@ impl RobotIo for ArmSim {
         let dt_s = now.saturating_sub(self.last_ns) as f64 * 1e-9;
         self.last_ns = now;
         let t_s = now.saturating_sub(self.start_ns) as f64 * 1e-9;
+        self.apply_events(t_s);
         self.actuate(command, dt_s, t_s);
         let wall = reflex_ros::port::wall_clock_ns();
         self.state.command(command.base, command.drive_enabled);
@@ -476,10 +665,13 @@ impl RobotIo for ArmSim {
         // The drives' joint states at the loop rate; a healthy E-stop circuit's heartbeat and
         // a released operator E-stop on every device; the operator resets once, then asks for
         // a start on every step (the loop honours the first after the reset, SAF-013).
-        let js = self.joint_state(wall);
-        self.state.on_joint_state(&js, now);
+        if self.joint_states_on {
+            let js = self.joint_state(wall);
+            self.state.on_joint_state(&js, now);
+        }
         for device in 0..self.devices {
-            self.state.on_estop_from(device, 1, false, now);
+            let pressed = self.estop_pressed && device == self.estop_device;
+            self.state.on_estop_from(device, 1, pressed, now);
         }
         match self.step {
             0 => {}
@@ -488,12 +680,14 @@ impl RobotIo for ArmSim {
         }
         if now >= self.next_sensor_ns {
             self.next_sensor_ns = now + SENSOR_PERIOD_NS;
-            if self.scan_enabled {
+            if self.scan_enabled && self.scan_on {
                 let scan = self.scan(t_s, wall);
                 self.state.on_scan(&scan, now);
             }
             for (camera, image) in self.images.iter().enumerate() {
-                self.state.on_image(camera, image, now);
+                if self.camera_on[camera] {
+                    self.state.on_image(camera, image, now);
+                }
             }
         }
         self.step += 1;

@@ -41,7 +41,8 @@ mod sim_robot;
 pub mod world;
 
 pub use arm::{
-    ArmScenario, ArmSim, ArmSimSummary, CellPerson, default_arm_scenario, run_arm_realtime,
+    ArmEvent, ArmScenario, ArmSim, ArmSimSummary, ArmTick, CellPerson, default_arm_scenario,
+    run_arm_realtime,
 };
 pub use lockstep::{
     Faults, Robot, Scenario, SimOptions, SimSummary, SimTick, default_scenario, run_lockstep,

@@ -1,0 +1,332 @@
+//! Arm scenarios as data (`hil-tests/scenarios/arm/*.toml`): the shipped `launch/arm.toml`
+//! (with a scenario's `[robot]` overrides merged over it), a policy package, the simulated arm
+//! of `reflex sim --robot arm` ([`reflex_sim::ArmSim`]: the ROS port's own observation
+//! assembly, first-order drives, a cell scanner) in real time through the production runner,
+//! faults and operator actions at times, and assertions on what the simulator measured.
+//!
+//! ```toml
+//! name = "arm_estop_category_1"
+//! description = "…"
+//! covers = ["SAF-001"]
+//! duration_s = 6.0
+//! [policy]                     # optional: package (default models/demo/reflex-demo-arm-reach)
+//! package = "models/demo/tiny-language"
+//! instruction = "lower the arm"
+//! [robot.safety.arm]           # optional: merged over launch/arm.toml
+//! max_following_error = 0.2
+//! [person]                     # optional: reflex_sim::CellPerson (bearing_rad, from_m, to_m,
+//! bearing_rad = -0.6           # enter_s, stand_s, leave_s, gone_s)
+//! [[events]]                   # reflex_sim::ArmEvent: estop_pressed, estop_released, reset,
+//! at_s = 1.5                   # camera_stops/resumes {camera}, joint_blocked/released {joint},
+//! kind = "estop_pressed"       # joint_state_nan {joint}, joint_state_ok, joint_states_stop/
+//! [[assert]]                   # resume, scan_stops/resumes, instruction {text}
+//! kind = "still_after"         # see [`ArmAssert`]
+//! after = "estop_pressed"
+//! within_ms = 400
+//! ```
+//!
+//! Runs on the simulator only: `reflex-hil hardware` does not take arm scenarios yet.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use reflex_sim::{ArmEvent, ArmScenario, ArmSimSummary, CellPerson};
+use serde::Deserialize;
+
+/// The shipped arm config.
+pub const ARM_CONFIG: &str = include_str!("../../launch/arm.toml");
+
+/// Below this speed ratio (measured speed / `max_velocity`) a joint counts as still.
+pub const STILL_RATIO: f64 = 0.01;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmScenarioFile {
+    pub name: String,
+    pub description: String,
+    pub covers: Vec<String>,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// Merged over launch/arm.toml.
+    #[serde(default)]
+    pub robot: toml::Table,
+    pub person: Option<CellPerson>,
+    #[serde(default)]
+    pub events: Vec<TimedEvent>,
+    #[serde(rename = "assert")]
+    pub asserts: Vec<ArmAssert>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default = "default_package")]
+    pub package: PathBuf,
+    #[serde(default)]
+    pub instruction: String,
+}
+
+impl Default for PolicySpec {
+    fn default() -> Self {
+        Self {
+            package: default_package(),
+            instruction: String::new(),
+        }
+    }
+}
+
+fn default_package() -> PathBuf {
+    "models/demo/reflex-demo-arm-reach".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TimedEvent {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub event: ArmEvent,
+}
+
+/// What a scenario asserts, on the simulator's own measurements.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum ArmAssert {
+    /// Every joint still (speed ratio < [`STILL_RATIO`]) from `within_ms` after the first event
+    /// of kind `after` until the next event (or the end).
+    StillAfter { after: String, within_ms: f64 },
+    /// Every joint still between `from_s` and `to_s` (s from the start).
+    StillBetween { from_s: f64, to_s: f64 },
+    /// Some joint moves at least `rad` from where it was `after` that event's first occurrence.
+    MovedAfter { after: String, rad: f64 },
+    /// The final joint positions within `tolerance` of `positions`.
+    Reaches { positions: Vec<f64>, tolerance: f64 },
+    /// The safety layer gave `reason` (a slow or stop reason) in at least one tick.
+    Vetoed { reason: String },
+    /// No measured joint outside its `[safety.arm]` position limits, ever.
+    NoLimitViolations,
+    /// The measured speed ratio never above `ratio`.
+    NeverFasterThan { ratio: f64 },
+    /// Joint `joint` (by index) stays within [`min`, `max`] throughout.
+    StaysWithin { joint: usize, min: f64, max: f64 },
+}
+
+/// One assertion's outcome.
+#[derive(Debug, Clone)]
+pub struct ArmCheck {
+    pub what: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl ArmScenarioFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let s: Self =
+            toml::from_str(&text).with_context(|| format!("scenario {}", path.display()))?;
+        anyhow::ensure!(
+            s.duration_s.is_finite() && s.duration_s > 0.0 && s.duration_s <= 60.0,
+            "{}: duration_s must be in (0, 60]",
+            s.name
+        );
+        anyhow::ensure!(
+            s.events.windows(2).all(|w| w[0].at_s <= w[1].at_s),
+            "{}: events must be in time order",
+            s.name
+        );
+        for a in &s.asserts {
+            if let ArmAssert::StillAfter { after, .. } | ArmAssert::MovedAfter { after, .. } = a {
+                anyhow::ensure!(
+                    s.events.iter().any(|e| e.event.kind() == after),
+                    "{}: an assertion is about event {after:?}, which the scenario has not",
+                    s.name
+                );
+            }
+        }
+        Ok(s)
+    }
+
+    /// launch/arm.toml with `[robot]` merged over it.
+    pub fn config(&self) -> Result<reflex_runner::config::ReflexConfig> {
+        let mut base: toml::Table = toml::from_str(ARM_CONFIG)?;
+        crate::scenario::merge(&mut base, &self.robot);
+        reflex_runner::config::ReflexConfig::from_table(base)
+            .with_context(|| format!("{}: launch/arm.toml with [robot] merged", self.name))
+    }
+
+    /// Runs the scenario in real time (about `duration_s`): what the simulator saw, and the
+    /// watchdog trips of the run (the host starved the RT thread past the config's bounds).
+    pub fn run(&self, repo: &Path) -> Result<(ArmSimSummary, u64)> {
+        let config = self.config()?;
+        let package = reflex_policy::PolicyPackage::open(&repo.join(&self.policy.package))?;
+        let backend = reflex_policy::BackendConfig {
+            ort_library: Some(reflex_policy::ort_library_or_venv(repo)),
+            ..reflex_policy::BackendConfig::default()
+        };
+        let mut scenario = reflex_sim::default_arm_scenario(&self.policy.instruction);
+        scenario.name = self.name.clone();
+        scenario.person = self.person;
+        scenario.events = self
+            .events
+            .iter()
+            .map(|e| (e.at_s, e.event.clone()))
+            .collect();
+        scenario.trace = true;
+        let options = reflex_sim::SimOptions {
+            duration_s: self.duration_s,
+            period_ms: config.runtime.period_ms,
+            chunks: config.chunks,
+            arbitration: config.arbitration.clone(),
+            ..Default::default()
+        };
+        let (summary, report) = run(&config, &package, &backend, scenario, &options)?;
+        Ok((summary, report.watchdog_trips))
+    }
+
+    /// Every assertion on `summary`.
+    pub fn check(&self, summary: &ArmSimSummary) -> Vec<ArmCheck> {
+        let trace = &summary.trace;
+        let first = |kind: &str| {
+            self.events
+                .iter()
+                .position(|e| e.event.kind() == kind)
+                .map(|i| (self.events[i].at_s, self.events.get(i + 1).map(|e| e.at_s)))
+        };
+        self.asserts
+            .iter()
+            .map(|a| match a {
+                ArmAssert::StillAfter { after, within_ms } => {
+                    let (at, next) = first(after).unwrap_or((f64::INFINITY, None));
+                    let from = at + within_ms / 1000.0;
+                    let until = next.unwrap_or(f64::INFINITY);
+                    let window: Vec<_> = trace
+                        .iter()
+                        .filter(|t| t.t_s >= from && t.t_s < until)
+                        .collect();
+                    let peak = window.iter().map(|t| t.speed_ratio).fold(0.0, f64::max);
+                    ArmCheck {
+                        what: format!("still {within_ms} ms after {after}"),
+                        passed: !window.is_empty() && peak < STILL_RATIO,
+                        detail: format!(
+                            "peak speed ratio {peak:.4} over {} steps from {from:.2} s",
+                            window.len()
+                        ),
+                    }
+                }
+                ArmAssert::StillBetween { from_s, to_s } => {
+                    let window: Vec<_> = trace
+                        .iter()
+                        .filter(|t| t.t_s >= *from_s && t.t_s < *to_s)
+                        .collect();
+                    let peak = window.iter().map(|t| t.speed_ratio).fold(0.0, f64::max);
+                    ArmCheck {
+                        what: format!("still from {from_s} s to {to_s} s"),
+                        passed: !window.is_empty() && peak < STILL_RATIO,
+                        detail: format!("peak speed ratio {peak:.4} over {} steps", window.len()),
+                    }
+                }
+                ArmAssert::MovedAfter { after, rad } => {
+                    let (at, _) = first(after).unwrap_or((f64::INFINITY, None));
+                    let start = trace.iter().find(|t| t.t_s >= at);
+                    let moved = start.map_or(0.0, |s| {
+                        trace
+                            .iter()
+                            .filter(|t| t.t_s >= at)
+                            .flat_map(|t| {
+                                t.positions
+                                    .iter()
+                                    .zip(&s.positions)
+                                    .map(|(a, b)| (a - b).abs())
+                            })
+                            .fold(0.0, f64::max)
+                    });
+                    ArmCheck {
+                        what: format!("moved {rad} rad after {after}"),
+                        passed: moved >= *rad,
+                        detail: format!("moved {moved:.3} rad"),
+                    }
+                }
+                ArmAssert::Reaches {
+                    positions,
+                    tolerance,
+                } => {
+                    let err = summary
+                        .final_positions
+                        .iter()
+                        .zip(positions)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    ArmCheck {
+                        what: format!("reaches {positions:?}"),
+                        passed: positions.len() == summary.final_positions.len()
+                            && err <= *tolerance,
+                        detail: format!("final {:?}", rounded(&summary.final_positions)),
+                    }
+                }
+                ArmAssert::Vetoed { reason } => {
+                    let n = summary.run.vetoes.get(reason).copied().unwrap_or(0);
+                    ArmCheck {
+                        what: format!("vetoed {reason}"),
+                        passed: n > 0,
+                        detail: format!("{n} ticks; vetoes {:?}", summary.run.vetoes),
+                    }
+                }
+                ArmAssert::NoLimitViolations => ArmCheck {
+                    what: "no joint outside its limits".into(),
+                    passed: summary.position_violations == 0,
+                    detail: format!("{} steps outside", summary.position_violations),
+                },
+                ArmAssert::NeverFasterThan { ratio } => ArmCheck {
+                    what: format!("never faster than {ratio} of max_velocity"),
+                    passed: summary.peak_speed_ratio <= *ratio,
+                    detail: format!("peak {:.3}", summary.peak_speed_ratio),
+                },
+                ArmAssert::StaysWithin { joint, min, max } => {
+                    let (lo, hi) = trace
+                        .iter()
+                        .filter_map(|t| t.positions.get(*joint))
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                            (lo.min(*x), hi.max(*x))
+                        });
+                    ArmCheck {
+                        what: format!("joint {joint} within [{min}, {max}]"),
+                        passed: !trace.is_empty() && lo >= *min && hi <= *max,
+                        detail: format!("range [{lo:.3}, {hi:.3}]"),
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn rounded(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 1000.0).round() / 1000.0).collect()
+}
+
+fn run(
+    config: &reflex_runner::config::ReflexConfig,
+    package: &reflex_policy::PolicyPackage,
+    backend: &reflex_policy::BackendConfig,
+    scenario: ArmScenario,
+    options: &reflex_sim::SimOptions,
+) -> Result<(ArmSimSummary, reflex_runner::run::RealtimeReport)> {
+    reflex_sim::run_arm_realtime(
+        config,
+        package,
+        backend,
+        scenario,
+        options,
+        &std::sync::Arc::new(reflex_runner::swap::SwapPort::default()),
+    )
+}
+
+/// `hil-tests/scenarios/arm/*.toml`, sorted.
+pub fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/arm");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    files.sort();
+    files
+}
