@@ -108,6 +108,9 @@ pub enum ArmAssert {
     NeverFasterThan { ratio: f64 },
     /// Joint `joint` (by index) stays within [`min`, `max`] throughout.
     StaysWithin { joint: usize, min: f64, max: f64 },
+    /// The measured gripper stays within [`min`, `max`] throughout and ends at least at
+    /// `reaches_m` (it was driven there, not left shut).
+    GripperWithin { min: f64, max: f64, reaches_m: f64 },
 }
 
 /// One assertion's outcome.
@@ -292,6 +295,24 @@ impl ArmScenarioFile {
                         what: format!("joint {joint} within [{min}, {max}]"),
                         passed: !trace.is_empty() && lo >= *min && hi <= *max,
                         detail: format!("range [{lo:.3}, {hi:.3}]"),
+                    }
+                }
+                ArmAssert::GripperWithin {
+                    min,
+                    max,
+                    reaches_m,
+                } => {
+                    let (lo, hi) = trace
+                        .iter()
+                        .map(|t| t.gripper_m)
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                            (lo.min(x), hi.max(x))
+                        });
+                    let last = trace.last().map_or(f64::NAN, |t| t.gripper_m);
+                    ArmCheck {
+                        what: format!("gripper within [{min}, {max}], reaching {reaches_m}"),
+                        passed: !trace.is_empty() && lo >= *min && hi <= *max && last >= *reaches_m,
+                        detail: format!("range [{lo:.4}, {hi:.4}], final {last:.4}"),
                     }
                 }
             })

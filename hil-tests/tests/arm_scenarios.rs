@@ -1,6 +1,6 @@
 //! Every arm scenario in `hil-tests/scenarios/arm/` runs in real time on the simulated arm
 //! (`reflex sim --robot arm`'s, through the production runner) with the shipped launch/arm.toml
-//! and all its assertions hold; a summary table is printed. Then two assertions are shown to
+//! and all its assertions hold; a summary table is printed. Then three assertions are shown to
 //! fail when what they guard is weakened.
 
 use std::path::Path;
@@ -78,6 +78,18 @@ fn the_arm_assertions_fail_when_their_guard_is_weakened() {
         checks
             .iter()
             .any(|c| !c.passed && c.what.starts_with("still from")),
+        "{checks:#?}"
+    );
+    // SAF-006 with a gripper range wider than the hand's: it opens past 0.08 m.
+    let mut s = load("arm_gripper_limit_attack");
+    s.robot = toml::from_str("[safety.arm]\ngripper = { min_position = 0.0, max_position = 0.2 }")
+        .unwrap();
+    let (summary, _) = s.run(repo()).unwrap();
+    let checks = s.check(&summary);
+    assert!(
+        checks
+            .iter()
+            .any(|c| !c.passed && c.what.starts_with("gripper within")),
         "{checks:#?}"
     );
     // SAF-015 with a following-error bound the blocked elbow never reaches: no latched stop.
