@@ -16,11 +16,12 @@
 //! max_following_error = 0.2
 //! [person]                     # optional: reflex_sim::CellPerson (bearing_rad, from_m, to_m,
 //! bearing_rad = -0.6           # enter_s, stand_s, leave_s, gone_s)
-//! [[events]]                   # reflex_sim::ArmEvent: estop_pressed, estop_released, reset,
+//! [[events]]                   # reflex_sim::ArmEvent: estop_pressed/released, estop_heartbeat_
+//!                              # stops/resumes, ros_estop_pressed/released, reset,
 //! at_s = 1.5                   # camera_stops/resumes {camera}, joint_blocked/released {joint},
 //! kind = "estop_pressed"       # joint_state_nan {joint}, joint_state_ok, joint_states_stop/
 //! [[assert]]                   # resume, scan_stops/resumes, instruction {text}
-//! kind = "still_after"         # see [`ArmAssert`]
+//! kind = "still_after"         # see [`ArmAssert`]; `occurrence` picks which such event
 //! after = "estop_pressed"
 //! within_ms = 400
 //! ```
@@ -76,6 +77,10 @@ impl Default for PolicySpec {
     }
 }
 
+fn first_occurrence() -> usize {
+    1
+}
+
 fn default_package() -> PathBuf {
     "models/demo/reflex-demo-arm-reach".into()
 }
@@ -91,13 +96,34 @@ pub struct TimedEvent {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum ArmAssert {
-    /// Every joint still (speed ratio < [`STILL_RATIO`]) from `within_ms` after the first event
-    /// of kind `after` until the next event (or the end).
-    StillAfter { after: String, within_ms: f64 },
+    /// Every joint still (speed ratio < [`STILL_RATIO`]) from `within_ms` after the
+    /// `occurrence`-th (default first) event of kind `after` until the next event (or the end).
+    StillAfter {
+        after: String,
+        within_ms: f64,
+        #[serde(default = "first_occurrence")]
+        occurrence: usize,
+    },
     /// Every joint still between `from_s` and `to_s` (s from the start).
     StillBetween { from_s: f64, to_s: f64 },
-    /// Some joint moves at least `rad` from where it was `after` that event's first occurrence.
-    MovedAfter { after: String, rad: f64 },
+    /// After the `occurrence`-th event of kind `after`, some joint moves at least `rad` from
+    /// where it was then; with `joint` (index) and `direction` (+1 or -1), that joint, that way.
+    MovedAfter {
+        after: String,
+        rad: f64,
+        #[serde(default = "first_occurrence")]
+        occurrence: usize,
+        joint: Option<usize>,
+        direction: Option<f64>,
+    },
+    /// At `at_s` some joint is further than `by` from `positions` (the arm was held short).
+    ShortOf {
+        at_s: f64,
+        positions: Vec<f64>,
+        by: f64,
+    },
+    /// The person never came nearer than `m` to a link capsule or the tool (no contact: > 0).
+    SeparationAbove { m: f64 },
     /// The final joint positions within `tolerance` of `positions`.
     Reaches { positions: Vec<f64>, tolerance: f64 },
     /// The safety layer gave `reason` (a slow or stop reason) in at least one tick.
@@ -106,8 +132,14 @@ pub enum ArmAssert {
     NoLimitViolations,
     /// The measured speed ratio never above `ratio`.
     NeverFasterThan { ratio: f64 },
-    /// Joint `joint` (by index) stays within [`min`, `max`] throughout.
-    StaysWithin { joint: usize, min: f64, max: f64 },
+    /// Joint `joint` (by index) stays within [`min`, `max`] throughout (and, with
+    /// `ends_beyond`, ends further from 0 than it: it was pushed to the limit, not left short).
+    StaysWithin {
+        joint: usize,
+        min: f64,
+        max: f64,
+        ends_beyond: Option<f64>,
+    },
     /// The measured gripper stays within [`min`, `max`] throughout and ends at least at
     /// `reaches_m` (it was driven there, not left shut).
     GripperWithin { min: f64, max: f64, reaches_m: f64 },
@@ -138,10 +170,17 @@ impl ArmScenarioFile {
             s.name
         );
         for a in &s.asserts {
-            if let ArmAssert::StillAfter { after, .. } | ArmAssert::MovedAfter { after, .. } = a {
+            if let ArmAssert::StillAfter {
+                after, occurrence, ..
+            }
+            | ArmAssert::MovedAfter {
+                after, occurrence, ..
+            } = a
+            {
+                let n = s.events.iter().filter(|e| e.event.kind() == after).count();
                 anyhow::ensure!(
-                    s.events.iter().any(|e| e.event.kind() == after),
-                    "{}: an assertion is about event {after:?}, which the scenario has not",
+                    *occurrence >= 1 && *occurrence <= n,
+                    "{}: an assertion is about occurrence {occurrence} of event {after:?}, which the scenario has {n} of",
                     s.name
                 );
             }
@@ -189,17 +228,23 @@ impl ArmScenarioFile {
     /// Every assertion on `summary`.
     pub fn check(&self, summary: &ArmSimSummary) -> Vec<ArmCheck> {
         let trace = &summary.trace;
-        let first = |kind: &str| {
+        let nth = |kind: &str, occurrence: usize| {
             self.events
                 .iter()
-                .position(|e| e.event.kind() == kind)
-                .map(|i| (self.events[i].at_s, self.events.get(i + 1).map(|e| e.at_s)))
+                .enumerate()
+                .filter(|(_, e)| e.event.kind() == kind)
+                .nth(occurrence.saturating_sub(1))
+                .map(|(i, e)| (e.at_s, self.events.get(i + 1).map(|e| e.at_s)))
         };
         self.asserts
             .iter()
             .map(|a| match a {
-                ArmAssert::StillAfter { after, within_ms } => {
-                    let (at, next) = first(after).unwrap_or((f64::INFINITY, None));
+                ArmAssert::StillAfter {
+                    after,
+                    within_ms,
+                    occurrence,
+                } => {
+                    let (at, next) = nth(after, *occurrence).unwrap_or((f64::INFINITY, None));
                     let from = at + within_ms / 1000.0;
                     let until = next.unwrap_or(f64::INFINITY);
                     let window: Vec<_> = trace
@@ -228,25 +273,70 @@ impl ArmScenarioFile {
                         detail: format!("peak speed ratio {peak:.4} over {} steps", window.len()),
                     }
                 }
-                ArmAssert::MovedAfter { after, rad } => {
-                    let (at, _) = first(after).unwrap_or((f64::INFINITY, None));
+                ArmAssert::MovedAfter {
+                    after,
+                    rad,
+                    occurrence,
+                    joint,
+                    direction,
+                } => {
+                    let (at, _) = nth(after, *occurrence).unwrap_or((f64::INFINITY, None));
                     let start = trace.iter().find(|t| t.t_s >= at);
+                    let sign = direction.unwrap_or(1.0).signum();
                     let moved = start.map_or(0.0, |s| {
                         trace
                             .iter()
                             .filter(|t| t.t_s >= at)
                             .flat_map(|t| {
-                                t.positions
-                                    .iter()
-                                    .zip(&s.positions)
-                                    .map(|(a, b)| (a - b).abs())
+                                t.positions.iter().zip(&s.positions).enumerate().filter_map(
+                                    |(k, (a, b))| match joint {
+                                        Some(j) if *j != k => None,
+                                        Some(_) if direction.is_some() => Some((a - b) * sign),
+                                        _ => Some((a - b).abs()),
+                                    },
+                                )
                             })
                             .fold(0.0, f64::max)
                     });
+                    let which = match (joint, direction) {
+                        (Some(j), Some(d)) => format!("joint {j} by {d:+}·"),
+                        (Some(j), None) => format!("joint {j} "),
+                        _ => String::new(),
+                    };
                     ArmCheck {
-                        what: format!("moved {rad} rad after {after}"),
+                        what: format!("moved {which}{rad} rad after {after} #{occurrence}"),
                         passed: moved >= *rad,
                         detail: format!("moved {moved:.3} rad"),
+                    }
+                }
+                ArmAssert::ShortOf {
+                    at_s,
+                    positions,
+                    by,
+                } => {
+                    let at = trace.iter().find(|t| t.t_s >= *at_s);
+                    let off = at.map_or(0.0, |t| {
+                        t.positions
+                            .iter()
+                            .zip(positions)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f64::max)
+                    });
+                    ArmCheck {
+                        what: format!("short of {positions:?} at {at_s} s"),
+                        passed: at.is_some() && off > *by,
+                        detail: format!(
+                            "at {:?}",
+                            at.map(|t| rounded(&t.positions)).unwrap_or_default()
+                        ),
+                    }
+                }
+                ArmAssert::SeparationAbove { m } => {
+                    let d = summary.min_person_separation_m.unwrap_or(f64::NAN);
+                    ArmCheck {
+                        what: format!("the person never nearer than {m} m"),
+                        passed: d > *m,
+                        detail: format!("closest {d:.3} m"),
                     }
                 }
                 ArmAssert::Reaches {
@@ -284,17 +374,28 @@ impl ArmScenarioFile {
                     passed: summary.peak_speed_ratio <= *ratio,
                     detail: format!("peak {:.3}", summary.peak_speed_ratio),
                 },
-                ArmAssert::StaysWithin { joint, min, max } => {
+                ArmAssert::StaysWithin {
+                    joint,
+                    min,
+                    max,
+                    ends_beyond,
+                } => {
                     let (lo, hi) = trace
                         .iter()
                         .filter_map(|t| t.positions.get(*joint))
                         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
                             (lo.min(*x), hi.max(*x))
                         });
+                    let last = trace
+                        .last()
+                        .and_then(|t| t.positions.get(*joint))
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    let ends_ok = ends_beyond.is_none_or(|e| last.abs() >= e);
                     ArmCheck {
                         what: format!("joint {joint} within [{min}, {max}]"),
-                        passed: !trace.is_empty() && lo >= *min && hi <= *max,
-                        detail: format!("range [{lo:.3}, {hi:.3}]"),
+                        passed: !trace.is_empty() && lo >= *min && hi <= *max && ends_ok,
+                        detail: format!("range [{lo:.3}, {hi:.3}], final {last:.3}"),
                     }
                 }
                 ArmAssert::GripperWithin {

@@ -1,6 +1,6 @@
 //! Every arm scenario in `hil-tests/scenarios/arm/` runs in real time on the simulated arm
 //! (`reflex sim --robot arm`'s, through the production runner) with the shipped launch/arm.toml
-//! and all its assertions hold; a summary table is printed. Then three assertions are shown to
+//! and all its assertions hold; a summary table is printed. Then four assertions are shown to
 //! fail when what they guard is weakened.
 
 use std::path::Path;
@@ -35,7 +35,7 @@ fn run_checked(s: &ArmScenarioFile) -> Vec<reflex_hil::arm::ArmCheck> {
 #[test]
 fn every_arm_scenario_passes_its_assertions() {
     let files = scenario_files();
-    assert!(files.len() >= 10, "{files:?}");
+    assert!(files.len() >= 14, "{files:?}");
     let mut failures = Vec::new();
     println!("{:<36} {:<6} covers / checks", "scenario", "result");
     for file in &files {
@@ -65,11 +65,11 @@ fn every_arm_scenario_passes_its_assertions() {
 
 #[test]
 fn the_arm_assertions_fail_when_their_guard_is_weakened() {
-    // SAF-017 with a separation a person 0.9 m away never reaches: the arm keeps moving while
-    // they stand there.
+    // SAF-017 with the arm's base placed 20 m from the scanner (a wrong calibration): nobody
+    // is near it, and it goes on toward them (not still while they stand, or not held short).
     let mut s = load("arm_person_walks_into_the_cell");
     s.robot = toml::from_str(
-        "[safety.arm.separation]\nmargin_m = 0.05\nhuman_speed_mps = 0.1\nreaction_time_ms = 10.0",
+        "[safety.arm.separation]\nbase_from_arm = { x_m = 20.0, y_m = 0.0, yaw_rad = 0.0 }",
     )
     .unwrap();
     let (summary, _) = s.run(repo()).unwrap();
@@ -77,7 +77,8 @@ fn the_arm_assertions_fail_when_their_guard_is_weakened() {
     assert!(
         checks
             .iter()
-            .any(|c| !c.passed && c.what.starts_with("still from")),
+            .any(|c| !c.passed
+                && (c.what.starts_with("short of") || c.what.starts_with("still from"))),
         "{checks:#?}"
     );
     // SAF-006 with a gripper range wider than the hand's: it opens past 0.08 m.
@@ -90,6 +91,27 @@ fn the_arm_assertions_fail_when_their_guard_is_weakened() {
         checks
             .iter()
             .any(|c| !c.passed && c.what.starts_with("gripper within")),
+        "{checks:#?}"
+    );
+    // SAF-006 with the shoulder's range widened to 3 rad: it is driven past 2.5.
+    let mut s = load("arm_joint_limit_attack");
+    s.robot = toml::from_str(
+        r#"[safety.arm]
+joints = [
+    { name = "shoulder", min_position = -2.5, max_position = 3.0, max_velocity = 1.0, max_acceleration = 4.0 },
+    { name = "elbow", min_position = -2.0, max_position = 2.0, max_velocity = 1.2, max_acceleration = 4.0 },
+    { name = "wrist", min_position = -3.0, max_position = 3.0, max_velocity = 2.0, max_acceleration = 8.0 },
+]
+workspace = { min_m = [-2.0, -2.0, -2.0], max_m = [2.0, 2.0, 2.0] }
+keep_out = []"#,
+    )
+    .unwrap();
+    let (summary, _) = s.run(repo()).unwrap();
+    let checks = s.check(&summary);
+    assert!(
+        checks
+            .iter()
+            .any(|c| !c.passed && c.what == "joint 0 within [-2.5, 2.5]"),
         "{checks:#?}"
     );
     // SAF-015 with a following-error bound the blocked elbow never reaches: no latched stop.

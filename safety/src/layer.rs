@@ -73,6 +73,9 @@ pub struct Safety {
     joint_state_max_age_ns: u64,
     zones: Option<Zones>,
     latched: bool,
+    /// SAF-015: per joint, moved by hand while latched (it then follows its measured pose
+    /// until the reset).
+    yielding: [bool; crate::MAX_JOINTS],
     last_reset_seq: u64,
     last_now: Option<Monotonic>,
     previous: Command,
@@ -187,6 +190,7 @@ impl Safety {
             config,
             config_hash,
             latched: true,
+            yielding: [false; crate::MAX_JOINTS],
             last_reset_seq: 0,
             last_now: None,
             previous: Command::default(),
@@ -273,8 +277,10 @@ impl Safety {
         self.update_estop(inputs, now, &mut reasons);
         let verdict = if self.latched {
             reasons.insert(Reason::EstopLatched);
+            self.yield_to_a_push(inputs, now);
             self.estop_verdict(dt_s, reasons, now)
         } else {
+            self.yielding = [false; crate::MAX_JOINTS];
             self.motion_verdict(inputs, proposed, now, dt_s, reasons)
         };
         self.previous = verdict.command;
@@ -338,6 +344,56 @@ impl Safety {
         }
         if self.latched && not_ready {
             reasons.insert(Reason::EstopNotReady);
+        }
+    }
+
+    /// SAF-015, latched and at rest: a position-driven joint that someone moves further than a
+    /// tenth of `max_following_error` from where it is held is from then on (until the reset)
+    /// held where it is measured, so a drive that holds under power (a
+    /// joint_trajectory_controller has no drive-off) never pushes back against them nor springs
+    /// back when they let go. Smaller errors (gravity, the drive's lag) keep the held pose: an
+    /// arm nobody touches does not creep. Only with a fresh, well-formed joint state; while the
+    /// arm still brakes the hold is the braking path.
+    fn yield_to_a_push(&mut self, inputs: &SafetyInputs<'_>, now: Monotonic) {
+        let Some(arm) = &self.config.arm else {
+            return;
+        };
+        let Some(bound) = arm.max_following_error else {
+            return;
+        };
+        let Some(state) = inputs.joint_state else {
+            return;
+        };
+        let n = self.joint_count;
+        let fresh = now
+            .age_of(state.stamp)
+            .is_some_and(|age| age <= self.joint_state_max_age_ns);
+        if !fresh
+            || state.positions.len() != n
+            || !state.positions.iter().all(|p| p.is_finite())
+            || self.previous.joints[..n]
+                .iter()
+                .any(|j| j.velocity.is_some_and(|v| v != 0.0))
+        {
+            return;
+        }
+        let tolerance = 0.1 * bound;
+        for (((target, measured), joint), yielding) in self.previous.joints[..n]
+            .iter_mut()
+            .zip(state.positions)
+            .zip(&arm.joints)
+            .zip(&mut self.yielding)
+        {
+            let Some(held) = target.position else {
+                continue;
+            };
+            // Once moved by hand, the joint follows its measured pose exactly until the reset:
+            // letting go leaves it where they left it.
+            *yielding |= (measured - held).abs() > tolerance;
+            if *yielding {
+                target.position = Some(measured.clamp(joint.min_position, joint.max_position));
+                target.velocity = Some(0.0);
+            }
         }
     }
 

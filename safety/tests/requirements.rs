@@ -702,6 +702,41 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
 }
 
 #[test]
+fn saf_015_latched_and_at_rest_the_hold_yields_to_a_push_and_never_springs_back() {
+    let mut rig = Rig::started(config_with("arm", "max_following_error", "0.1"));
+    for _ in 0..30 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    let at = rig.positions[0];
+    // Blocked until the following error latches (held at `at`, at rest).
+    for _ in 0..20 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        if v.reasons.contains(Reason::FollowingError) {
+            break;
+        }
+    }
+    assert!(rig.safety.is_latched());
+    // A small error (gravity, the drive's lag: under a tenth of the bound) keeps the hold:
+    // it does not creep.
+    rig.positions[0] = at - 0.005;
+    let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+    assert_eq!(v.command.joints[0].position, Some(at), "{v:?}");
+    // A person pushes it 0.3 rad back and holds it: the hold goes with them (the drive never
+    // pushes back under power) ...
+    rig.positions[0] = at - 0.3;
+    let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+    assert_eq!(v.command.joints[0].position, Some(at - 0.3), "{v:?}");
+    assert_eq!(v.command.joints[0].velocity, Some(0.0));
+    // ... and when they let go it stays there: no spring back toward them.
+    for _ in 0..20 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        assert_eq!(v.command.joints[0].position, Some(at - 0.3), "{v:?}");
+        assert!(rig.safety.is_latched());
+    }
+}
+
+#[test]
 fn saf_006_a_stop_decelerates_a_position_driven_arm_along_its_path() {
     // A non-latched stop (here: the joint state goes missing) while the shoulder moves at 1 rad/s: it
     // decelerates at 5 rad/s² along its path instead of freezing its target at once.

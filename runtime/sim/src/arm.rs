@@ -9,15 +9,18 @@
 //! controllers that must carry every joint the policy drives; the simulator has one camera per
 //! image input of the policy, so `[ros.cameras]` is not read).
 //! So the observation the policy sees here is assembled and preprocessed by the code that
-//! assembles it on the robot. The gated command (what the actuator gate would send to
-//! ros2_control) moves the joints: each follows its position target as a first-order lag
-//! (`joint_tau_s`, a position-controlled drive), or integrates its velocity target; with the
-//! drive disabled the brakes hold it.
+//! assembles it on the robot. The gated command goes out the same way too: the plan's own
+//! controllers turn it into the JointTrajectory / Float64MultiArray messages `reflex run` would
+//! publish, and the simulated drives follow those: a joint_trajectory_controller joint reaches
+//! its point at the point's `time_from_start` (straight toward it), a position controller's
+//! follows with the drive's lag (`joint_tau_s`), a velocity controller's integrates. There is no
+//! drive-off (the controllers' topics have none): a stop is what the messages say.
 //!
 //! What the simulator itself observes (never Reflex's own numbers): measured positions outside
 //! the config's limits, the peak joint speed against `max_velocity`, and, with a person in the
-//! cell, the closest any joint or the tool came to them (forward kinematics of the config's
-//! chain) and how fast the arm moved while they stood there.
+//! cell, the closest any link capsule or the tool came to them (forward kinematics of the
+//! config's chain, horizontally: the scan plane sees a person as a column) and how fast the arm
+//! moved while they stood there.
 
 use std::sync::Arc;
 
@@ -25,6 +28,7 @@ use anyhow::{Context as _, Result};
 use reflex_core::{CommandFrame, Observation, RobotIo, SensorFrame};
 use reflex_policy::{BackendConfig, PolicyPackage};
 use reflex_ros::RobotPlan;
+use reflex_ros::joints::{ControllerKind, ControllerPlan, JointCommand};
 use reflex_ros::port::{Header, Image, JointState, LaserScan, PortState, PortStats, Time};
 use reflex_runner::config::ReflexConfig;
 use reflex_runner::run::{LoopSummary, RealtimeReport};
@@ -82,6 +86,12 @@ pub enum ArmEvent {
     /// The E-stop circuit opens (the hardware device reports pressed; the operator's button).
     EstopPressed,
     EstopReleased,
+    /// The E-stop circuit's heartbeat stops (the safety controller dies), or resumes.
+    EstopHeartbeatStops,
+    EstopHeartbeatResumes,
+    /// The operator's /reflex/estop (std_msgs/Bool, latched: sent once and on change).
+    RosEstopPressed,
+    RosEstopReleased,
     /// The operator resets (the simulated operator asks for a start on every step after it).
     Reset,
     /// Camera `camera` (the policy's image input index) stops publishing, or resumes.
@@ -124,6 +134,10 @@ impl ArmEvent {
         match self {
             Self::EstopPressed => "estop_pressed",
             Self::EstopReleased => "estop_released",
+            Self::EstopHeartbeatStops => "estop_heartbeat_stops",
+            Self::EstopHeartbeatResumes => "estop_heartbeat_resumes",
+            Self::RosEstopPressed => "ros_estop_pressed",
+            Self::RosEstopReleased => "ros_estop_released",
             Self::Reset => "reset",
             Self::CameraStops { .. } => "camera_stops",
             Self::CameraResumes { .. } => "camera_resumes",
@@ -150,14 +164,14 @@ pub struct ArmTick {
     pub gripper_m: f64,
 }
 
-/// An arm run: the task, the person (if any) and the drive's lag.
+/// An arm run: the task, the person (if any), the position drives' lag, events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArmScenario {
     pub name: String,
     /// Given to the policy as `/reflex/instruction` would be (empty: none).
     pub instruction: String,
     pub person: Option<CellPerson>,
-    /// The drives' position-following time constant (s).
+    /// The position-controller drives' following time constant (s).
     pub joint_tau_s: f64,
     /// Faults and operator actions at their times (s from the first step), in time order.
     pub events: Vec<(f64, ArmEvent)>,
@@ -166,20 +180,21 @@ pub struct ArmScenario {
 }
 
 /// `reflex sim --robot arm`'s scenario: the arm reaches (the demo takes about 2.5 s); 0.3 s in, a
-/// person walks from 3.5 m to 0.9 m of the arm at 1.6 m/s, stands there until 4 s, then walks
-/// back out at 0.8 m/s (gone at 7.25 s).
+/// person walks toward where it reaches (bearing 0.8 rad) from 3.5 m to 0.7 m of its base at
+/// 1.6 m/s — where the demo's pose puts the tool against their body — stands there until 4 s,
+/// then walks back out at 0.8 m/s (gone at 7.5 s).
 pub fn default_arm_scenario(instruction: &str) -> ArmScenario {
     ArmScenario {
         name: "arm".into(),
         instruction: instruction.into(),
         person: Some(CellPerson {
-            bearing_rad: -0.6,
+            bearing_rad: 0.8,
             from_m: 3.5,
-            to_m: 0.9,
+            to_m: 0.7,
             enter_s: 0.3,
-            stand_s: 1.925,
+            stand_s: 2.05,
             leave_s: 4.0,
-            gone_s: 7.25,
+            gone_s: 7.5,
         }),
         joint_tau_s: 0.04,
         events: Vec::new(),
@@ -203,7 +218,8 @@ pub struct ArmSimSummary {
     pub position_violations: u64,
     /// The largest |measured joint speed| / `max_velocity` of the run.
     pub peak_speed_ratio: f64,
-    /// The closest a joint or the tool came to the person (horizontal, to their body), m.
+    /// The closest a link capsule or the tool came to the person's body (horizontal), m;
+    /// <= 0 is contact.
     pub min_person_separation_m: Option<f64>,
     /// The largest speed ratio from 0.5 s after the person stopped walking until they turned to
     /// leave.
@@ -224,9 +240,16 @@ pub struct ArmSim {
     joint_names: Vec<String>,
     gripper_joint: Option<String>,
     limits: Vec<(f64, f64, f64)>,
-    devices: usize,
+    /// The E-stop devices' sources, in `[[ros.estop_devices]]` order.
+    devices: Vec<reflex_safety::EstopSource>,
+    heartbeat_on: bool,
+    ros_estop_pressed: bool,
+    /// What the /reflex/estop device last sent (None: nothing yet).
+    ros_estop_sent: Option<bool>,
     images: Vec<Image>,
     kinematics: Option<Kinematics>,
+    /// Each link capsule's radius, then the tool sphere's (`[safety.arm.kinematics]`).
+    radii: Vec<f64>,
     base_from_arm: (f64, f64, f64),
     scan_enabled: bool,
     q: Vec<f64>,
@@ -247,6 +270,12 @@ pub struct ArmSim {
     camera_on: Vec<bool>,
     /// Joints a person holds, at this position (pushed there first).
     held: Vec<Option<f64>>,
+    /// The robot's controllers as `reflex run` plans them: the sim's drives follow exactly
+    /// the messages they would publish, per controller slot (a joint index, or `n` for the
+    /// gripper).
+    controllers: Vec<(ControllerPlan, Vec<Option<usize>>)>,
+    /// Per joint and the gripper (last): what its drive is doing.
+    drives: Vec<Drive>,
     nan_joint: Option<usize>,
     joint_states_on: bool,
     scan_on: bool,
@@ -262,6 +291,21 @@ impl std::fmt::Debug for ArmSim {
             .field("q", &self.q)
             .finish_non_exhaustive()
     }
+}
+
+/// What a simulated drive does with its controller's last message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Drive {
+    /// No message yet: it holds where it is.
+    Idle,
+    /// joint_trajectory_controller: it reaches `position` at `at_ns` (the point's
+    /// time_from_start), moving straight toward it, then holds there.
+    Reach { position: f64, at_ns: u64 },
+    /// A position controller (forward_position): the hardware follows `position` with the
+    /// drive's lag (`joint_tau_s`).
+    Follow { position: f64 },
+    /// A velocity controller (forward_velocity).
+    Velocity { velocity: f64 },
 }
 
 /// Per E-stop source, its heartbeat (`[safety.estop] sources.max_age_ms`, ns), as `reflex run`
@@ -385,6 +429,26 @@ impl ArmSim {
                 );
             }
         }
+        let gripper_name = arm
+            .gripper
+            .as_ref()
+            .map(|_| config.ros.gripper_joint.clone());
+        let controllers = plan
+            .controllers
+            .iter()
+            .map(|c| {
+                let slots = c
+                    .joint_names
+                    .iter()
+                    .map(|name| {
+                        joint_names.iter().position(|j| j == name).or_else(|| {
+                            (gripper_name.as_deref() == Some(name.as_str())).then_some(n)
+                        })
+                    })
+                    .collect();
+                (c.clone(), slots)
+            })
+            .collect();
         let estop_device = plan
             .devices
             .iter()
@@ -409,9 +473,19 @@ impl ArmSim {
                 .iter()
                 .map(|j| (j.min_position, j.max_position, j.max_velocity))
                 .collect(),
-            devices: plan.devices.len(),
+            devices: plan.devices.iter().map(|d| d.source).collect(),
+            heartbeat_on: true,
+            ros_estop_pressed: false,
+            ros_estop_sent: None,
             images,
             kinematics: arm.kinematics.as_ref().map(Kinematics::new),
+            radii: arm.kinematics.as_ref().map_or(Vec::new(), |k| {
+                k.links
+                    .iter()
+                    .map(|l| l.radius_m)
+                    .chain([k.tool.radius_m])
+                    .collect()
+            }),
             base_from_arm,
             scan_enabled: beams >= SCAN_BEAMS,
             q: vec![0.0; n],
@@ -430,6 +504,8 @@ impl ArmSim {
             estop_pressed: false,
             camera_on: vec![true; plan.cameras.len()],
             held: vec![None; n],
+            controllers,
+            drives: vec![Drive::Idle; n + 1],
             nan_joint: None,
             joint_states_on: true,
             scan_on: true,
@@ -439,22 +515,71 @@ impl ArmSim {
         })
     }
 
-    /// Moves the joints for `dt_s` under `command` and records what the simulator sees.
-    fn actuate(&mut self, command: &CommandFrame, dt_s: f64, t_s: f64) {
+    /// The controllers' messages for `command` (what the actuator gate would publish at
+    /// `now_ns`) become the drives' setpoints.
+    fn send(&mut self, command: &CommandFrame, now_ns: u64) {
+        for (plan, slots) in &mut self.controllers {
+            let Some(message) = plan.message(command, now_ns) else {
+                continue;
+            };
+            match message {
+                JointCommand::Trajectory(t) => {
+                    let Some(point) = t.points.first() else {
+                        continue;
+                    };
+                    let after = point.time_from_start.sec.max(0) as u64 * 1_000_000_000
+                        + u64::from(point.time_from_start.nanosec);
+                    for (slot, p) in slots.iter().zip(&point.positions) {
+                        if let Some(i) = slot {
+                            self.drives[*i] = Drive::Reach {
+                                position: *p,
+                                at_ns: now_ns + after,
+                            };
+                        }
+                    }
+                }
+                JointCommand::Array(a) => {
+                    for (slot, x) in slots.iter().zip(&a.data) {
+                        if let Some(i) = slot {
+                            self.drives[*i] = match plan.kind {
+                                ControllerKind::ForwardVelocity => Drive::Velocity { velocity: *x },
+                                _ => Drive::Follow { position: *x },
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the joints and the gripper for `dt_s` (to `now_ns`) as their drives do, and
+    /// records what the simulator sees. There is no drive-off here, as there is none on the
+    /// controllers' topics: a stop is what the messages say (the emergency stop's power cut is
+    /// the safety relay's, outside Reflex).
+    fn actuate(&mut self, dt_s: f64, now_ns: u64, t_s: f64) {
         let follow = (dt_s / self.scenario.joint_tau_s).min(1.0);
+        let n = self.q.len();
+        let drive = |x: f64, d: Drive| match d {
+            Drive::Idle => x,
+            Drive::Reach { position, at_ns } => {
+                let left_s = at_ns.saturating_sub(now_ns) as f64 * 1e-9;
+                if left_s <= dt_s {
+                    position
+                } else {
+                    x + (position - x) * dt_s / left_s
+                }
+            }
+            Drive::Follow { position } => x + (position - x) * follow,
+            Drive::Velocity { velocity } => x + velocity * dt_s,
+        };
         let mut ratio = 0.0f64;
-        for i in 0..self.q.len() {
+        for i in 0..n {
             let before = self.q[i];
             if let Some(at) = self.held[i] {
                 let step = PUSH_RAD_S * dt_s;
                 self.q[i] += (at - self.q[i]).clamp(-step, step);
-            } else if command.drive_enabled {
-                let target = command.joints[i];
-                match (target.position, target.velocity) {
-                    (Some(p), _) => self.q[i] += (p - self.q[i]) * follow,
-                    (None, Some(v)) => self.q[i] += v * dt_s,
-                    (None, None) => {}
-                }
+            } else {
+                self.q[i] = drive(self.q[i], self.drives[i]);
             }
             self.qd[i] = if dt_s > 0.0 {
                 (self.q[i] - before) / dt_s
@@ -467,11 +592,7 @@ impl ArmSim {
             }
             ratio = ratio.max(self.qd[i].abs() / vmax);
         }
-        if command.drive_enabled
-            && let Some(g) = command.gripper_position
-        {
-            self.gripper += (g - self.gripper) * follow;
-        }
+        self.gripper = drive(self.gripper, self.drives[n]);
         self.peak_speed_ratio = self.peak_speed_ratio.max(ratio);
         if self.scenario.trace {
             self.trace.push(ArmTick {
@@ -493,14 +614,30 @@ impl ArmSim {
         if let Some(kin) = &self.kinematics {
             let p = kin.link_points(&self.q);
             let (bx, by, yaw) = self.base_from_arm;
-            let closest = p.points[..=p.count]
-                .iter()
-                .map(|a| {
-                    let x = bx + a[0] * yaw.cos() - a[1] * yaw.sin();
-                    let y = by + a[0] * yaw.sin() + a[1] * yaw.cos();
-                    (x - px).hypot(y - py) - BODY_RADIUS_M
-                })
-                .fold(f64::INFINITY, f64::min);
+            let plane = |a: &[f64; 3]| {
+                (
+                    bx + a[0] * yaw.cos() - a[1] * yaw.sin(),
+                    by + a[0] * yaw.sin() + a[1] * yaw.cos(),
+                )
+            };
+            // Horizontal distance from the person's body to each link capsule (the scan
+            // plane sees a person as a vertical column) and to the tool sphere.
+            let mut closest = f64::INFINITY;
+            for i in 0..=p.count {
+                let a = plane(&p.points[i]);
+                let b = plane(&p.points[(i + 1).min(p.count)]);
+                let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+                let len2 = dx * dx + dy * dy;
+                let t = if len2 > 0.0 {
+                    (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let d = (a.0 + t * dx - px).hypot(a.1 + t * dy - py)
+                    - self.radii.get(i).copied().unwrap_or(0.0)
+                    - BODY_RADIUS_M;
+                closest = closest.min(d);
+            }
             self.min_person_separation_m = Some(
                 self.min_person_separation_m
                     .map_or(closest, |m| m.min(closest)),
@@ -602,6 +739,10 @@ impl ArmSim {
             match event {
                 ArmEvent::EstopPressed => self.estop_pressed = true,
                 ArmEvent::EstopReleased => self.estop_pressed = false,
+                ArmEvent::EstopHeartbeatStops => self.heartbeat_on = false,
+                ArmEvent::EstopHeartbeatResumes => self.heartbeat_on = true,
+                ArmEvent::RosEstopPressed => self.ros_estop_pressed = true,
+                ArmEvent::RosEstopReleased => self.ros_estop_pressed = false,
                 ArmEvent::Reset => self.state.on_reset(),
                 ArmEvent::CameraStops { camera } => self.camera_on[camera] = false,
                 ArmEvent::CameraResumes { camera } => self.camera_on[camera] = true,
@@ -654,7 +795,8 @@ impl RobotIo for ArmSim {
         self.last_ns = now;
         let t_s = now.saturating_sub(self.start_ns) as f64 * 1e-9;
         self.apply_events(t_s);
-        self.actuate(command, dt_s, t_s);
+        self.actuate(dt_s, now, t_s);
+        self.send(command, now);
         let wall = reflex_ros::port::wall_clock_ns();
         self.state.command(command.base, command.drive_enabled);
         self.state.begin_step(now, wall);
@@ -662,16 +804,26 @@ impl RobotIo for ArmSim {
             let text = self.scenario.instruction.clone();
             self.state.on_instruction(&text);
         }
-        // The drives' joint states at the loop rate; a healthy E-stop circuit's heartbeat and
-        // a released operator E-stop on every device; the operator resets once, then asks for
-        // a start on every step (the loop honours the first after the reset, SAF-013).
+        // The drives' joint states at the loop rate; the E-stop circuit's heartbeat every step
+        // and the operator's latched /reflex/estop once and on change; the operator resets
+        // once, then asks for a start on every step (the loop honours the first after a
+        // reset, SAF-013).
         if self.joint_states_on {
             let js = self.joint_state(wall);
             self.state.on_joint_state(&js, now);
         }
-        for device in 0..self.devices {
-            let pressed = self.estop_pressed && device == self.estop_device;
-            self.state.on_estop_from(device, 1, pressed, now);
+        for (device, source) in self.devices.iter().enumerate() {
+            if *source == reflex_safety::EstopSource::RosTopic {
+                // Latched topic: once, then on change.
+                if self.ros_estop_sent != Some(self.ros_estop_pressed) {
+                    self.ros_estop_sent = Some(self.ros_estop_pressed);
+                    self.state
+                        .on_estop_from(device, 1, self.ros_estop_pressed, now);
+                }
+            } else if self.heartbeat_on || device != self.estop_device {
+                let pressed = self.estop_pressed && device == self.estop_device;
+                self.state.on_estop_from(device, 1, pressed, now);
+            }
         }
         match self.step {
             0 => {}

@@ -188,6 +188,10 @@ pub fn exec(args: Args) -> Result<()> {
         ..Default::default()
     };
     let _finish = FinishRecorder(recorder);
+    anyhow::ensure!(
+        scenario == "default",
+        "--scenario {scenario:?}: the built-in scenario is `default`; scenario files arrive with the HIL scenario suite (hil-tests/scenarios, hil-tests/scenarios/arm)"
+    );
     if arm {
         anyhow::ensure!(
             options.cloud.is_none(),
@@ -226,10 +230,6 @@ pub fn exec(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    anyhow::ensure!(
-        scenario == "default",
-        "--scenario {scenario:?}: the built-in scenario is `default`; scenario files arrive with the HIL scenario suite"
-    );
     let mut scenario = reflex_sim::lockstep::default_scenario(seed);
     if let Some(text) = instruction {
         scenario.instruction = text;
