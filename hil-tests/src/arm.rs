@@ -16,6 +16,8 @@
 //! max_following_error = 0.2
 //! [person]                     # optional: reflex_sim::CellPerson (bearing_rad, from_m, to_m,
 //! bearing_rad = -0.6           # enter_s, stand_s, leave_s, gone_s)
+//! [inference]                  # optional: the model's faults (s): outputs_nan_at_s,
+//! outputs_nan_at_s = 1.0       # hangs_at_s, crashes_at_s
 //! [[events]]                   # reflex_sim::ArmEvent: estop_pressed/released, estop_heartbeat_
 //!                              # stops/resumes, ros_estop_pressed/released, reset,
 //! at_s = 1.5                   # camera_stops/resumes {camera}, joint_blocked/released {joint},
@@ -53,6 +55,10 @@ pub struct ArmScenarioFile {
     #[serde(default)]
     pub robot: toml::Table,
     pub person: Option<CellPerson>,
+    /// Faults of the inference worker's model (the first worker; the supervisor's
+    /// replacement is healthy).
+    #[serde(default)]
+    pub inference: InferenceFaults,
     #[serde(default)]
     pub events: Vec<TimedEvent>,
     #[serde(rename = "assert")]
@@ -75,6 +81,18 @@ impl Default for PolicySpec {
             instruction: String::new(),
         }
     }
+}
+
+/// `[inference]`: times (s from the first inference) at which the model goes wrong.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceFaults {
+    /// From then on every chunk it makes is NaN.
+    pub outputs_nan_at_s: Option<f64>,
+    /// It blocks (alive, silent) until the run ends.
+    pub hangs_at_s: Option<f64>,
+    /// Its inference returns an error (the worker thread ends).
+    pub crashes_at_s: Option<f64>,
 }
 
 fn first_occurrence() -> usize {
@@ -106,6 +124,9 @@ pub enum ArmAssert {
     },
     /// Every joint still between `from_s` and `to_s` (s from the start).
     StillBetween { from_s: f64, to_s: f64 },
+    /// Every joint still for at least `ms` in a row somewhere between `from_s` and `to_s` (it
+    /// stopped, when exactly depends on the host: a worker's replacement, a model load).
+    StillFor { from_s: f64, to_s: f64, ms: f64 },
     /// After the `occurrence`-th event of kind `after`, some joint moves at least `rad` from
     /// where it was then; with `joint` (index) and `direction` (+1 or -1), that joint, that way.
     MovedAfter {
@@ -219,6 +240,9 @@ impl ArmScenarioFile {
             period_ms: config.runtime.period_ms,
             chunks: config.chunks,
             arbitration: config.arbitration.clone(),
+            nan_output_at_s: self.inference.outputs_nan_at_s,
+            kill_inference_at_s: self.inference.hangs_at_s,
+            crash_inference_at_s: self.inference.crashes_at_s,
             ..Default::default()
         };
         let (summary, report) = run(&config, &package, &backend, scenario, &options)?;
@@ -271,6 +295,23 @@ impl ArmScenarioFile {
                         what: format!("still from {from_s} s to {to_s} s"),
                         passed: !window.is_empty() && peak < STILL_RATIO,
                         detail: format!("peak speed ratio {peak:.4} over {} steps", window.len()),
+                    }
+                }
+                ArmAssert::StillFor { from_s, to_s, ms } => {
+                    let mut run_start: Option<f64> = None;
+                    let mut longest = 0.0f64;
+                    for t in trace.iter().filter(|t| t.t_s >= *from_s && t.t_s < *to_s) {
+                        if t.speed_ratio < STILL_RATIO {
+                            let s0 = *run_start.get_or_insert(t.t_s);
+                            longest = longest.max(t.t_s - s0);
+                        } else {
+                            run_start = None;
+                        }
+                    }
+                    ArmCheck {
+                        what: format!("still for {ms} ms between {from_s} s and {to_s} s"),
+                        passed: longest * 1000.0 >= *ms,
+                        detail: format!("longest still {:.0} ms", longest * 1000.0),
                     }
                 }
                 ArmAssert::MovedAfter {

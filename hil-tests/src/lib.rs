@@ -26,6 +26,7 @@
 #[allow(unsafe_code)]
 pub mod alloc;
 pub mod arm;
+pub mod arm_campaign;
 pub mod hardware;
 pub mod scenario;
 

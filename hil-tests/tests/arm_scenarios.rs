@@ -1,7 +1,7 @@
 //! Every arm scenario in `hil-tests/scenarios/arm/` runs in real time on the simulated arm
 //! (`reflex sim --robot arm`'s, through the production runner) with the shipped launch/arm.toml
 //! and all its assertions hold; a summary table is printed. Then four assertions are shown to
-//! fail when what they guard is weakened.
+//! fail when what they guard is weakened, and the inference faults' when the fault is absent.
 
 use std::path::Path;
 
@@ -35,7 +35,7 @@ fn run_checked(s: &ArmScenarioFile) -> Vec<reflex_hil::arm::ArmCheck> {
 #[test]
 fn every_arm_scenario_passes_its_assertions() {
     let files = scenario_files();
-    assert!(files.len() >= 14, "{files:?}");
+    assert!(files.len() >= 16, "{files:?}");
     let mut failures = Vec::new();
     println!("{:<36} {:<6} covers / checks", "scenario", "result");
     for file in &files {
@@ -125,6 +125,21 @@ keep_out = []"#,
             .any(|c| !c.passed && c.what == "vetoed following_error"),
         "{checks:#?}"
     );
+    // The inference faults' checks see motion: the same files without the fault (no guard to
+    // weaken in data: the worker's finiteness check and the supervisor are code) fail them.
+    for (name, what) in [
+        ("arm_policy_outputs_nan", "still from"),
+        ("arm_inference_hangs", "still for"),
+    ] {
+        let mut s = load(name);
+        s.inference = Default::default();
+        let (summary, _) = s.run(repo()).unwrap();
+        let checks = s.check(&summary);
+        assert!(
+            checks.iter().any(|c| !c.passed && c.what.starts_with(what)),
+            "{name}: {checks:#?}"
+        );
+    }
 }
 
 #[test]

@@ -118,6 +118,47 @@ fn an_arm_without_arm_config_or_with_an_unknown_instruction_is_refused_by_name()
 }
 
 #[test]
+fn a_package_whose_model_makes_another_chunk_length_is_refused_at_start() {
+    // The arm package says its chunks are 30 steps (0.6 s at 50 Hz); its model makes 25. Run,
+    // the loop would time 25 actions as 30 (or read past them): refused before anything
+    // moves, naming the output and both shapes.
+    let dir = std::env::temp_dir().join(format!("reflex-arm-chunk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = repo().join("models/demo/reflex-demo-arm-reach");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let policy = dir.join("policy.json");
+    let mut p: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    assert_eq!(p["outputs"][0]["shape"], serde_json::json!([1, 25, 4]));
+    p["outputs"][0]["shape"] = serde_json::json!([1, 30, 4]);
+    p["chunk_horizon_s"] = 0.6.into();
+    std::fs::write(&policy, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+    let out = reflex(&[
+        "sim",
+        "--robot",
+        "arm",
+        "--policy",
+        dir.to_str().unwrap(),
+        "--duration",
+        "2",
+        "--json",
+    ]);
+    let t = text(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("outputs `actions`")
+            && t.contains("[1, 30, 4]")
+            && t.contains("the model has [1, 25, 4]"),
+        "{t}"
+    );
+}
+
+#[test]
 fn an_instruction_drives_the_language_package_on_the_simulated_arm() {
     let out = reflex(&[
         "sim",

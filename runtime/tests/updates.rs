@@ -1,7 +1,7 @@
 //! The model manager end to end: the real `reflex run` binary following a channel on a real
 //! registry (Debian's docker-registry on 127.0.0.1, stopped by PID): hot swap while the loop
-//! runs, golden and health-window rollbacks, a tampered blob refused, and SIGKILL in every
-//! activation state leaving exactly one consistent version active.
+//! runs, golden and health-window rollbacks, another I/O contract refused, a tampered blob
+//! refused, and SIGKILL in every activation state leaving exactly one consistent version active.
 
 mod common;
 
@@ -239,7 +239,7 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
     // The health window fails when an inference takes more than 0.001 ms (always).
     let bench = Bench::new("rollback", "window_s = 1.0\nmax_inference_ms = 0.001");
     bench.publish("0.1.0", |_| {});
-    let child = bench.run(14.0);
+    let child = bench.run(18.0);
     wait_for("0.1.0 committed", 30.0, || {
         bench.store.join("activation.json").exists() && active_version(&bench.status()) == "0.1.0"
     });
@@ -262,6 +262,20 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
     bench.publish("0.3.0", |_| {});
     wait_for("0.3.0 rolled back", 20.0, || {
         bench.status()["last_rollback"]["version"] == "0.3.0"
+    });
+    // 0.3.5: the same model, but its actions are meant 25 per second (over 0.8 s): the running
+    // loop times them at 50 Hz, so taking it would run every action at twice its speed. Its
+    // I/O contract differs: refused before it is loaded.
+    bench.publish("0.3.5", |dir| {
+        let policy = dir.join("policy.json");
+        let mut p: Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+        assert_eq!(p["control_rate_hz"], 50.0, "the demo policy changed");
+        p["control_rate_hz"] = 25.0.into();
+        p["chunk_horizon_s"] = 0.8.into();
+        std::fs::write(&policy, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+    });
+    wait_for("0.3.5 rolled back", 20.0, || {
+        bench.status()["last_rollback"]["version"] == "0.3.5"
     });
     // 0.4.0: its model blob is corrupted in the registry's storage.
     let model_hex = {
@@ -316,6 +330,12 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
             .unwrap()
             .contains("health: inference took"),
         "{health}"
+    );
+    let contract = event(&events, "rolled_back", "0.3.5").unwrap_or_else(|| panic!("{log}"));
+    let detail = contract["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("I/O contract differs") && detail.contains("`control_rate_hz`"),
+        "{contract}"
     );
     assert!(
         event(&events, "held", "").is_some_and(|e| e["index_digest"] == v4.as_str()),

@@ -1,6 +1,9 @@
 //! The frames between the robot I/O and the RT thread.
 
-use reflex_safety::{EstopReport, EstopSource, JointTarget, MAX_JOINTS, Twist, Verdict};
+use reflex_safety::{
+    EstopReport, EstopSource, JointTarget, MAX_JOINTS, Monotonic, Odometry, SafetyInputs, Twist,
+    Verdict,
+};
 
 /// Sensors as the RT thread reads them (written by the robot I/O; stamps on the monotonic clock
 /// at reception, so a source that stops publishing goes stale).
@@ -48,6 +51,37 @@ impl SensorFrame {
             estop: [EstopReport::Unknown; EstopSource::COUNT],
             reset_seq: 0,
             start_seq: 0,
+        }
+    }
+}
+
+impl SensorFrame {
+    /// The safety layer's inputs from this frame, with `estop` (the frame's own sources plus
+    /// what the loop adds: watchdog, internal, latched presses). A source that never reported
+    /// (stamp 0) is absent, so its staleness check stops the robot.
+    pub fn safety_inputs(&self, estop: [EstopReport; EstopSource::COUNT]) -> SafetyInputs<'_> {
+        SafetyInputs {
+            estop,
+            reset_request_seq: self.reset_seq,
+            scan: (self.scan_stamp_ns > 0).then_some(reflex_safety::Scan {
+                stamp: Monotonic::from_nanos(self.scan_stamp_ns),
+                angle_min_rad: self.angle_min_rad,
+                angle_increment_rad: self.angle_increment_rad,
+                range_min_m: self.range_min_m,
+                range_max_m: self.range_max_m,
+                ranges_m: &self.ranges,
+            }),
+            odometry: self.odom.map(|twist| Odometry {
+                stamp: Monotonic::from_nanos(self.odom_stamp_ns),
+                twist,
+            }),
+            joint_state: (self.joint_stamp_ns > 0 && !self.joint_positions.is_empty()).then_some(
+                reflex_safety::JointState {
+                    stamp: Monotonic::from_nanos(self.joint_stamp_ns),
+                    positions: &self.joint_positions,
+                    velocities: &self.joint_velocities,
+                },
+            ),
         }
     }
 }

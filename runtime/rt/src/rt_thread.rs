@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use reflex_core::{CommandFrame, EstopIngress, LoopStatus, SensorFrame, is_stationary};
-use reflex_safety::{EstopReport, EstopSource, Monotonic, Odometry, SafetyInputs};
+use reflex_safety::{EstopReport, EstopSource, Monotonic};
 
 use crate::control::{ControlLoop, Histogram};
 use crate::ticker::{self, RtConfig, RtGrants, Ticker};
@@ -174,28 +174,7 @@ impl RtThread {
             {
                 tap.flags |= crate::tap::FLAG_INFERENCE_FAULT;
             }
-            let inputs = SafetyInputs {
-                estop,
-                reset_request_seq: sensors.reset_seq,
-                scan: (sensors.scan_stamp_ns > 0).then_some(reflex_safety::Scan {
-                    stamp: Monotonic::from_nanos(sensors.scan_stamp_ns),
-                    angle_min_rad: sensors.angle_min_rad,
-                    angle_increment_rad: sensors.angle_increment_rad,
-                    range_min_m: sensors.range_min_m,
-                    range_max_m: sensors.range_max_m,
-                    ranges_m: &sensors.ranges,
-                }),
-                odometry: sensors.odom.map(|twist| Odometry {
-                    stamp: Monotonic::from_nanos(sensors.odom_stamp_ns),
-                    twist,
-                }),
-                joint_state: (sensors.joint_stamp_ns > 0 && !sensors.joint_positions.is_empty())
-                    .then_some(reflex_safety::JointState {
-                        stamp: Monotonic::from_nanos(sensors.joint_stamp_ns),
-                        positions: &sensors.joint_positions,
-                        velocities: &sensors.joint_velocities,
-                    }),
-            };
+            let inputs = sensors.safety_inputs(estop);
             let verdict = control.tick_with_start(now, &inputs, sensors.start_seq, &clock);
             commands.write(CommandFrame::from_verdict(
                 control.stats.ticks,

@@ -45,6 +45,10 @@ const WALL_M: f32 = 4.0;
 const BODY_RADIUS_M: f64 = 0.15;
 /// How fast a person pushes a joint they hold (rad/s).
 const PUSH_RAD_S: f64 = 3.0;
+/// Above this speed ratio (measured / `max_velocity`, any joint) the arm counts as moving.
+const MOVING_RATIO: f64 = 0.01;
+/// The arm moved into a person when a step brought it nearer by more than this (m).
+const CONTACT_TOWARD_M: f64 = 1e-6;
 /// Cameras and the scanner publish at 20 Hz.
 const SENSOR_PERIOD_NS: u64 = 50_000_000;
 
@@ -177,6 +181,9 @@ pub struct ArmScenario {
     pub events: Vec<(f64, ArmEvent)>,
     /// Record an [`ArmTick`] per step ([`ArmSimSummary::trace`]).
     pub trace: bool,
+    /// Render and publish the cameras (false: a scripted policy that needs no images, as in
+    /// the randomized campaign; the policy's observations are then never ready).
+    pub cameras: bool,
 }
 
 /// `reflex sim --robot arm`'s scenario: the arm reaches (the demo takes about 2.5 s); 0.3 s in, a
@@ -199,6 +206,7 @@ pub fn default_arm_scenario(instruction: &str) -> ArmScenario {
         joint_tau_s: 0.04,
         events: Vec::new(),
         trace: false,
+        cameras: true,
     }
 }
 
@@ -221,6 +229,14 @@ pub struct ArmSimSummary {
     /// The closest a link capsule or the tool came to the person's body (horizontal), m;
     /// <= 0 is contact.
     pub min_person_separation_m: Option<f64>,
+    /// The same, over the steps in which the arm moved (a joint faster than 1 % of its
+    /// `max_velocity`): how near its own motion took it to them.
+    pub min_moving_separation_m: Option<f64>,
+    /// Steps in which a link or the tool touched the person.
+    pub contact_steps: u64,
+    /// Of those, steps in which the arm itself moved into them (nearer than a step before, the
+    /// person where they are now): a contact the policy's motion caused.
+    pub contacts_moving_toward: u64,
     /// The largest speed ratio from 0.5 s after the person stopped walking until they turned to
     /// leave.
     pub peak_speed_ratio_while_person_stood: Option<f64>,
@@ -253,6 +269,8 @@ pub struct ArmSim {
     base_from_arm: (f64, f64, f64),
     scan_enabled: bool,
     q: Vec<f64>,
+    /// The positions a step ago (contact direction).
+    q_before: Vec<f64>,
     qd: Vec<f64>,
     gripper: f64,
     step: u64,
@@ -262,6 +280,9 @@ pub struct ArmSim {
     position_violations: u64,
     peak_speed_ratio: f64,
     min_person_separation_m: Option<f64>,
+    min_moving_separation_m: Option<f64>,
+    contact_steps: u64,
+    contacts_moving_toward: u64,
     peak_while_stood: Option<f64>,
     left_at: Option<Vec<f64>>,
     /// Events applied so far (`scenario.events[..next_event]`) and what they set.
@@ -489,6 +510,7 @@ impl ArmSim {
             base_from_arm,
             scan_enabled: beams >= SCAN_BEAMS,
             q: vec![0.0; n],
+            q_before: vec![0.0; n],
             qd: vec![0.0; n],
             gripper: 0.0,
             step: 0,
@@ -498,11 +520,14 @@ impl ArmSim {
             position_violations: 0,
             peak_speed_ratio: 0.0,
             min_person_separation_m: None,
+            min_moving_separation_m: None,
+            contact_steps: 0,
+            contacts_moving_toward: 0,
             peak_while_stood: None,
             left_at: None,
             next_event: 0,
             estop_pressed: false,
-            camera_on: vec![true; plan.cameras.len()],
+            camera_on: vec![scenario.cameras; plan.cameras.len()],
             held: vec![None; n],
             controllers,
             drives: vec![Drive::Idle; n + 1],
@@ -573,6 +598,7 @@ impl ArmSim {
             Drive::Velocity { velocity } => x + velocity * dt_s,
         };
         let mut ratio = 0.0f64;
+        self.q_before.copy_from_slice(&self.q);
         for i in 0..n {
             let before = self.q[i];
             if let Some(at) = self.held[i] {
@@ -611,41 +637,62 @@ impl ArmSim {
         let Some((px, py)) = person.at(t_s) else {
             return;
         };
-        if let Some(kin) = &self.kinematics {
-            let p = kin.link_points(&self.q);
-            let (bx, by, yaw) = self.base_from_arm;
-            let plane = |a: &[f64; 3]| {
-                (
-                    bx + a[0] * yaw.cos() - a[1] * yaw.sin(),
-                    by + a[0] * yaw.sin() + a[1] * yaw.cos(),
-                )
-            };
-            // Horizontal distance from the person's body to each link capsule (the scan
-            // plane sees a person as a vertical column) and to the tool sphere.
-            let mut closest = f64::INFINITY;
-            for i in 0..=p.count {
-                let a = plane(&p.points[i]);
-                let b = plane(&p.points[(i + 1).min(p.count)]);
-                let (dx, dy) = (b.0 - a.0, b.1 - a.1);
-                let len2 = dx * dx + dy * dy;
-                let t = if len2 > 0.0 {
-                    (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                let d = (a.0 + t * dx - px).hypot(a.1 + t * dy - py)
-                    - self.radii.get(i).copied().unwrap_or(0.0)
-                    - BODY_RADIUS_M;
-                closest = closest.min(d);
-            }
+        if let Some(closest) = self.separation(&self.q, px, py) {
             self.min_person_separation_m = Some(
                 self.min_person_separation_m
                     .map_or(closest, |m| m.min(closest)),
             );
+            if ratio >= MOVING_RATIO {
+                self.min_moving_separation_m = Some(
+                    self.min_moving_separation_m
+                        .map_or(closest, |m| m.min(closest)),
+                );
+            }
+            if closest <= 0.0 {
+                self.contact_steps += 1;
+                // The same person against where the arm was a step ago: nearer now means the
+                // arm itself moved into them (a person walking into a still arm does not count).
+                let before = self.separation(&self.q_before, px, py).unwrap_or(closest);
+                if closest < before - CONTACT_TOWARD_M {
+                    self.contacts_moving_toward += 1;
+                }
+            }
         }
         if t_s >= person.stand_s + 0.5 && t_s < person.leave_s {
             self.peak_while_stood = Some(self.peak_while_stood.unwrap_or(0.0).max(ratio));
         }
+    }
+
+    /// The horizontal distance from a person's body at (`px`, `py`) (scanner frame) to the
+    /// nearest link capsule or the tool sphere with the arm at `q` (the scan plane sees a
+    /// person as a vertical column); <= 0 is contact. None without a kinematic chain.
+    fn separation(&self, q: &[f64], px: f64, py: f64) -> Option<f64> {
+        let kin = self.kinematics.as_ref()?;
+        let p = kin.link_points(q);
+        let (bx, by, yaw) = self.base_from_arm;
+        let plane = |a: &[f64; 3]| {
+            (
+                bx + a[0] * yaw.cos() - a[1] * yaw.sin(),
+                by + a[0] * yaw.sin() + a[1] * yaw.cos(),
+            )
+        };
+        let mut closest = f64::INFINITY;
+        for i in 0..=p.count {
+            let a = plane(&p.points[i]);
+            let b = plane(&p.points[(i + 1).min(p.count)]);
+            let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+            let len2 = dx * dx + dy * dy;
+            let t = if len2 > 0.0 {
+                (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let d = (a.0 + t * dx - px).hypot(a.1 + t * dy - py)
+                - self.radii.get(i).copied().unwrap_or(0.0)
+                - BODY_RADIUS_M;
+            closest = closest.min(d);
+        }
+        Some(closest)
     }
 
     fn joint_state(&self, wall_ns: u64) -> JointState {
@@ -721,6 +768,9 @@ impl ArmSim {
             position_violations: self.position_violations,
             peak_speed_ratio: self.peak_speed_ratio,
             min_person_separation_m: self.min_person_separation_m,
+            min_moving_separation_m: self.min_moving_separation_m,
+            contact_steps: self.contact_steps,
+            contacts_moving_toward: self.contacts_moving_toward,
             peak_speed_ratio_while_person_stood: self.peak_while_stood,
             positions_when_person_left: self.left_at.clone(),
             inputs: self.state.stats.clone(),
@@ -877,4 +927,71 @@ pub fn run_arm_realtime(
         &mut robot,
     )?;
     Ok((robot.summary(run), report))
+}
+
+/// A scripted arm policy for [`run_arm_lockstep`]: called every step with the time (monotonic
+/// ns, and s from the start) and the measured joint positions (`[safety.arm] joints` order, as
+/// the loop last read them); it may fill `actions` (horizon × action dimensions, the package's
+/// layout) and return the observation time the chunk answers (ns), or return None (nothing
+/// new this step).
+pub type ScriptedArmPolicy<'a> = dyn FnMut(u64, f64, &[f64], &mut [f32]) -> Option<u64> + 'a;
+
+/// `scenario` on the arm of `config` in lockstep for `duration_s`: the production control loop
+/// (`reflex_runner::run::control_loop`: chunk queue, arbiter, safety layer) on a simulated
+/// clock, fed the [`ArmSim`]'s frames as the RT thread reads them and chunks from `policy`
+/// in place of the inference worker (no model runs: `package` gives the action map, horizon
+/// and rate). Deterministic for a scenario and policy, and much faster than real time: the
+/// randomized arm campaign (`hil-tests`) runs through here.
+pub fn run_arm_lockstep(
+    config: &ReflexConfig,
+    package: &PolicyPackage,
+    scenario: ArmScenario,
+    duration_s: f64,
+    policy: &mut ScriptedArmPolicy<'_>,
+) -> Result<ArmSimSummary> {
+    use reflex_safety::{EstopReport, EstopSource, Monotonic};
+    let period_ms = config.runtime.period_ms;
+    let period_ns = (period_ms * 1e6).round() as u64;
+    let mut safety = config.safety.clone();
+    safety.control_period_ms = period_ms;
+    let options = SimOptions {
+        duration_s,
+        period_ms,
+        chunks: config.chunks,
+        arbitration: config.arbitration.clone(),
+        ..SimOptions::default()
+    };
+    let (chunk_tx, chunk_rx) = reflex_runner::run::chunk_channel(package);
+    let mut control =
+        reflex_runner::run::control_loop(&safety, package, &options.run_options(), chunk_rx)?;
+    let mut robot = ArmSim::new(config, package, scenario)?;
+    let joints = safety.arm.as_ref().map_or(0, |a| a.joints.len());
+    let mut frame = SensorFrame::new(robot.beams(), joints);
+    let mut obs = package.manifest.observation();
+    let mut command = CommandFrame::default();
+    let m = &package.manifest;
+    let mut actions = vec![0.0f32; m.horizon_steps() * m.action_space.len()];
+    let wall = std::time::Instant::now();
+    let clock = move || wall.elapsed().as_nanos() as u64;
+    let start_ns = 1_000_000_000u64;
+    let ticks = (duration_s * 1e9 / period_ns as f64).round() as u64;
+    for tick in 0..ticks {
+        let now = start_ns + tick * period_ns;
+        robot.step(now, &command, &mut frame, &mut obs);
+        let t_s = (tick * period_ns) as f64 * 1e-9;
+        if let Some(t_obs) = policy(now, t_s, &frame.joint_positions, &mut actions) {
+            // No free buffer: the chunk is dropped, as in a real run.
+            let _ = chunk_tx.try_send(t_obs, &actions, 0);
+        }
+        // As the RT thread reads them: the loop's own sources are healthy.
+        let mut estop = frame.estop;
+        estop[EstopSource::Watchdog.index()] = EstopReport::Clear(Monotonic::from_nanos(now));
+        estop[EstopSource::Internal.index()] = EstopReport::Clear(Monotonic::from_nanos(now));
+        let inputs = frame.safety_inputs(estop);
+        let verdict = control.tick_with_start(now, &inputs, frame.start_seq, &clock);
+        command = CommandFrame::from_verdict(control.stats.ticks, now, 0, &verdict);
+    }
+    let mut summary = robot.summary(LoopSummary::of(&control, 0, &[]));
+    summary.mode = "lockstep";
+    Ok(summary)
 }

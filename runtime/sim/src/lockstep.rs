@@ -76,6 +76,9 @@ pub struct SimOptions {
     /// Real-time runs: the first inference worker crashes (its thread ends with an error) at
     /// this time; the supervisor must replace it. For tests.
     pub crash_inference_at_s: Option<f64>,
+    /// Real-time runs: from this time on, every chunk the first inference worker's model makes
+    /// is NaN (a model that diverges); the worker must drop them. For tests.
+    pub nan_output_at_s: Option<f64>,
     /// The arbiter's inboxes (cloud, operator), when something outside the loop feeds them
     /// (the HIL hardware runner's scripted policy, the cloud link).
     pub inboxes: Option<reflex_rt::arbiter::Inboxes>,
@@ -129,6 +132,7 @@ impl Default for SimOptions {
             arbitration: Default::default(),
             kill_inference_at_s: None,
             crash_inference_at_s: None,
+            nan_output_at_s: None,
             inboxes: None,
             telemetry: None,
             recorder: None,

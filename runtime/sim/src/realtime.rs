@@ -70,7 +70,8 @@ pub fn run_sim_robot(
 }
 
 /// The production runner ([`run_robot`]) on any robot, with `options`' injected inference
-/// worker faults (`crash_inference_at_s`, `kill_inference_at_s` = a hang) on the first worker's
+/// worker faults (`crash_inference_at_s`, `kill_inference_at_s` = a hang, `nan_output_at_s`) on
+/// the first worker's
 /// backend: what HIL scenarios run, in simulation and on hardware.
 #[allow(clippy::too_many_arguments)]
 pub fn run_with_faults(
@@ -85,9 +86,10 @@ pub fn run_with_faults(
 ) -> Result<(LoopSummary, RealtimeReport)> {
     let ort = ort_loader(backend_config);
     let ns = |s: f64| (s * 1e9) as u64;
-    let (crash_after_ns, hang_after_ns) = (
+    let (crash_after_ns, hang_after_ns, nan_after_ns) = (
         options.crash_inference_at_s.map(ns),
         options.kill_inference_at_s.map(ns),
+        options.nan_output_at_s.map(ns),
     );
     // The hang ends a little after the run (the runner waits 2 s for a busy worker at shutdown).
     let hang_for_ns = ns(options.duration_s + 0.5);
@@ -96,7 +98,7 @@ pub fn run_with_faults(
     let loader = |p: &PolicyPackage| -> Result<Box<dyn PolicyBackend>> {
         let backend = ort(p)?;
         if !first.swap(false, std::sync::atomic::Ordering::AcqRel)
-            || (crash_after_ns.is_none() && hang_after_ns.is_none())
+            || (crash_after_ns.is_none() && hang_after_ns.is_none() && nan_after_ns.is_none())
         {
             return Ok(backend);
         }
@@ -106,6 +108,7 @@ pub fn run_with_faults(
             crash_after_ns,
             hang_after_ns,
             hang_for_ns,
+            nan_after_ns,
         }))
     };
     run_robot(
@@ -125,13 +128,15 @@ pub fn run_with_faults(
 /// warm-up are not counted, as the old in-worker hooks did not count them): `crash_after_ns`
 /// into the run its `infer` returns an error (the worker thread ends; the supervisor must
 /// replace it); `hang_after_ns` into the run it blocks (alive, silent: the supervisor must replace it)
-/// until `hang_for_ns` into the run (just past its end), then errors.
+/// until `hang_for_ns` into the run (just past its end), then errors; `nan_after_ns` into the
+/// run the model's every output is NaN (the worker's finiteness check must drop them).
 struct FaultyBackend {
     inner: Box<dyn PolicyBackend>,
     start_ns: Option<u64>,
     crash_after_ns: Option<u64>,
     hang_after_ns: Option<u64>,
     hang_for_ns: u64,
+    nan_after_ns: Option<u64>,
 }
 
 impl PolicyBackend for FaultyBackend {
@@ -156,6 +161,10 @@ impl PolicyBackend for FaultyBackend {
             }
             return Err("simulated inference hang ended (injected fault)".into());
         }
-        self.inner.infer(obs, out)
+        self.inner.infer(obs, out)?;
+        if self.nan_after_ns.is_some_and(|t| since >= t) {
+            out.actions.fill(f32::NAN);
+        }
+        Ok(())
     }
 }
