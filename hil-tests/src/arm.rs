@@ -17,7 +17,7 @@
 //! [person]                     # optional: reflex_sim::CellPerson (bearing_rad, from_m, to_m,
 //! bearing_rad = -0.6           # enter_s, stand_s, leave_s, gone_s)
 //! [inference]                  # optional: the model's faults (s): outputs_nan_at_s,
-//! outputs_nan_at_s = 1.0       # hangs_at_s, crashes_at_s
+//! outputs_nan_at_s = 1.0       # hangs_at_s, crashes_at_s; first_inference_ms
 //! [[events]]                   # reflex_sim::ArmEvent: estop_pressed/released, estop_heartbeat_
 //!                              # stops/resumes, ros_estop_pressed/released, reset,
 //! at_s = 1.5                   # camera_stops/resumes {camera}, joint_blocked/released {joint},
@@ -93,6 +93,8 @@ pub struct InferenceFaults {
     pub hangs_at_s: Option<f64>,
     /// Its inference returns an error (the worker thread ends).
     pub crashes_at_s: Option<f64>,
+    /// Its first inference in service takes this long (ms): the first chunk arrives late.
+    pub first_inference_ms: Option<f64>,
 }
 
 fn first_occurrence() -> usize {
@@ -243,6 +245,7 @@ impl ArmScenarioFile {
             nan_output_at_s: self.inference.outputs_nan_at_s,
             kill_inference_at_s: self.inference.hangs_at_s,
             crash_inference_at_s: self.inference.crashes_at_s,
+            first_inference_ms: self.inference.first_inference_ms,
             ..Default::default()
         };
         let (summary, report) = run(&config, &package, &backend, scenario, &options)?;

@@ -35,7 +35,7 @@ fn run_checked(s: &ArmScenarioFile) -> Vec<reflex_hil::arm::ArmCheck> {
 #[test]
 fn every_arm_scenario_passes_its_assertions() {
     let files = scenario_files();
-    assert!(files.len() >= 16, "{files:?}");
+    assert!(files.len() >= 17, "{files:?}");
     let mut failures = Vec::new();
     println!("{:<36} {:<6} covers / checks", "scenario", "result");
     for file in &files {

@@ -79,6 +79,10 @@ pub struct SimOptions {
     /// Real-time runs: from this time on, every chunk the first inference worker's model makes
     /// is NaN (a model that diverges); the worker must drop them. For tests.
     pub nan_output_at_s: Option<f64>,
+    /// Real-time runs: the first inference worker's first inference in service takes this long
+    /// (ms) — a lazily initialised engine (TensorRT, CUDA graphs) whose warm-up did not
+    /// warm everything. For tests.
+    pub first_inference_ms: Option<f64>,
     /// The arbiter's inboxes (cloud, operator), when something outside the loop feeds them
     /// (the HIL hardware runner's scripted policy, the cloud link).
     pub inboxes: Option<reflex_rt::arbiter::Inboxes>,
@@ -133,6 +137,7 @@ impl Default for SimOptions {
             kill_inference_at_s: None,
             crash_inference_at_s: None,
             nan_output_at_s: None,
+            first_inference_ms: None,
             inboxes: None,
             telemetry: None,
             recorder: None,

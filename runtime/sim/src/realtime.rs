@@ -70,8 +70,8 @@ pub fn run_sim_robot(
 }
 
 /// The production runner ([`run_robot`]) on any robot, with `options`' injected inference
-/// worker faults (`crash_inference_at_s`, `kill_inference_at_s` = a hang, `nan_output_at_s`) on
-/// the first worker's
+/// worker faults (`crash_inference_at_s`, `kill_inference_at_s` = a hang, `nan_output_at_s`,
+/// `first_inference_ms`) on the first worker's
 /// backend: what HIL scenarios run, in simulation and on hardware.
 #[allow(clippy::too_many_arguments)]
 pub fn run_with_faults(
@@ -91,6 +91,7 @@ pub fn run_with_faults(
         options.kill_inference_at_s.map(ns),
         options.nan_output_at_s.map(ns),
     );
+    let first_ns = options.first_inference_ms.map(|ms| (ms * 1e6) as u64);
     // The hang ends a little after the run (the runner waits 2 s for a busy worker at shutdown).
     let hang_for_ns = ns(options.duration_s + 0.5);
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -98,7 +99,10 @@ pub fn run_with_faults(
     let loader = |p: &PolicyPackage| -> Result<Box<dyn PolicyBackend>> {
         let backend = ort(p)?;
         if !first.swap(false, std::sync::atomic::Ordering::AcqRel)
-            || (crash_after_ns.is_none() && hang_after_ns.is_none() && nan_after_ns.is_none())
+            || (crash_after_ns.is_none()
+                && hang_after_ns.is_none()
+                && nan_after_ns.is_none()
+                && first_ns.is_none())
         {
             return Ok(backend);
         }
@@ -109,6 +113,7 @@ pub fn run_with_faults(
             hang_after_ns,
             hang_for_ns,
             nan_after_ns,
+            first_ns,
         }))
     };
     run_robot(
@@ -129,7 +134,8 @@ pub fn run_with_faults(
 /// into the run its `infer` returns an error (the worker thread ends; the supervisor must
 /// replace it); `hang_after_ns` into the run it blocks (alive, silent: the supervisor must replace it)
 /// until `hang_for_ns` into the run (just past its end), then errors; `nan_after_ns` into the
-/// run the model's every output is NaN (the worker's finiteness check must drop them).
+/// run the model's every output is NaN (the worker's finiteness check must drop them);
+/// `first_ns`: the first inference takes at least this long (a slow first call after warm-up).
 struct FaultyBackend {
     inner: Box<dyn PolicyBackend>,
     start_ns: Option<u64>,
@@ -137,6 +143,7 @@ struct FaultyBackend {
     hang_after_ns: Option<u64>,
     hang_for_ns: u64,
     nan_after_ns: Option<u64>,
+    first_ns: Option<u64>,
 }
 
 impl PolicyBackend for FaultyBackend {
@@ -150,6 +157,11 @@ impl PolicyBackend for FaultyBackend {
 
     fn infer(&mut self, obs: &Observation, out: &mut ActionChunk) -> Result<(), BackendError> {
         let now = reflex_core::clock::now_ns();
+        if self.start_ns.is_none()
+            && let Some(ns) = self.first_ns
+        {
+            std::thread::sleep(std::time::Duration::from_nanos(ns));
+        }
         let start = *self.start_ns.get_or_insert(now);
         let since = now - start;
         if self.crash_after_ns.is_some_and(|t| since >= t) {
