@@ -190,6 +190,13 @@ pub struct ArmConfig {
     /// drive not tracking) stops the arm where it is measured, and targets restart from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_following_error: Option<f64>,
+    /// Stall detection (SAF-018): a position-driven joint that its moving target keeps
+    /// `min_error` or more ahead of it, one way, while it moves less than `min_error`, for
+    /// `time_ms`, is held by something (a hand, a fixture): the arm stops where it is
+    /// measured and latches, as for a following error. For a closed-loop policy that
+    /// re-plans from the measured pose, whose targets never run `max_following_error` ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<StallConfig>,
     /// The arm's kinematic chain (SAF-016): with it, `workspace` holds every link and the tool,
     /// and no link may enter a `keep_out` box.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +291,18 @@ pub struct JointLimits {
     pub max_position: f64,
     pub max_velocity: f64,
     pub max_acceleration: f64,
+}
+
+/// `[safety.arm] stall` (SAF-018).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StallConfig {
+    /// How far (rad, or m for prismatic joints) the target must stay ahead of the joint, and
+    /// the most it may move meanwhile. Above the drive's lag at low speed and the noise of its
+    /// encoder; below `max_following_error`.
+    pub min_error: f64,
+    /// How long (ms) before that is a stall. Longer than the drive takes to start moving.
+    pub time_ms: f64,
 }
 
 /// `[safety.arm.gripper]`.
@@ -760,6 +779,22 @@ fn validate_arm(arm: &ArmConfig) -> Result<(), ConfigError> {
     }
     if let Some(bound) = arm.max_following_error {
         positive("arm.max_following_error", bound)?;
+    }
+    if let Some(stall) = arm.stall {
+        positive("arm.stall.min_error", stall.min_error)?;
+        positive("arm.stall.time_ms", stall.time_ms)?;
+        if let Some(bound) = arm.max_following_error
+            && stall.min_error >= bound
+        {
+            return Err(err(
+                "arm.stall.min_error",
+                format!(
+                    "{} is not below max_following_error = {bound}: the following-error stop would always come first",
+                    stall.min_error
+                ),
+                "set min_error to a few times the drive's lag at low speed (e.g. 0.02 rad)",
+            ));
+        }
     }
     if let Some(gripper) = arm.gripper
         && !(gripper.min_position.is_finite()

@@ -76,6 +76,9 @@ pub struct Safety {
     /// SAF-015: per joint, moved by hand while latched (it then follows its measured pose
     /// until the reset).
     yielding: [bool; crate::MAX_JOINTS],
+    /// SAF-018, per joint: the sign the target has stayed ahead (0: not ahead), the measured
+    /// position when that began, how long (s) since, and whether the target was moving then.
+    stall: [(i8, f64, f64, bool); crate::MAX_JOINTS],
     last_reset_seq: u64,
     last_now: Option<Monotonic>,
     previous: Command,
@@ -191,6 +194,7 @@ impl Safety {
             config_hash,
             latched: true,
             yielding: [false; crate::MAX_JOINTS],
+            stall: [(0, 0.0, 0.0, false); crate::MAX_JOINTS],
             last_reset_seq: 0,
             last_now: None,
             previous: Command::default(),
@@ -277,6 +281,7 @@ impl Safety {
         self.update_estop(inputs, now, &mut reasons);
         let verdict = if self.latched {
             reasons.insert(Reason::EstopLatched);
+            self.stall = [(0, 0.0, 0.0, false); crate::MAX_JOINTS];
             self.yield_to_a_push(inputs, now);
             self.estop_verdict(dt_s, reasons, now)
         } else {
@@ -815,8 +820,25 @@ impl Safety {
         // SAF-015: a joint far from where it was commanded (blocked, pushed, not tracking) is
         // a protective stop that latches (reset + start to move again), held where the arm
         // is measured: it never pushes on against what blocks it.
-        if let Some(state) = joint_state.as_ref().filter(|s| self.following_error(s)) {
-            reasons.insert(Reason::FollowingError);
+        // Only on a fresh joint state: a stale one is frozen while the hold's targets move on.
+        let fresh = !reasons.contains(Reason::JointStateStale);
+        let stalled = match joint_state.as_ref() {
+            Some(state) if fresh => self.stalled(state, dt_s),
+            _ => {
+                self.stall = [(0, 0.0, 0.0, false); crate::MAX_JOINTS];
+                false
+            }
+        };
+        let following = joint_state
+            .as_ref()
+            .is_some_and(|s| self.following_error(s));
+        if let Some(state) = joint_state.as_ref().filter(|_| following || stalled) {
+            if following {
+                reasons.insert(Reason::FollowingError);
+            }
+            if stalled {
+                reasons.insert(Reason::JointStalled);
+            }
             reasons.insert(Reason::EstopLatched);
             self.latched = true;
             for (target, measured) in self.previous.joints[..self.joint_count]
@@ -1199,6 +1221,46 @@ impl Safety {
             }
         }
         (clearance, depth as f32)
+    }
+
+    /// SAF-018: some position-driven joint has had its target at least `min_error` ahead of
+    /// it, one way, for `time_ms` while it moved less than `min_error` — a gap its target
+    /// opened by moving (a joint that sags away from a still target, under gravity, is not
+    /// held by anything). The window restarts whenever the joint does move that far or the
+    /// gap closes.
+    fn stalled(&mut self, state: &JointState<'_>, dt_s: f64) -> bool {
+        let Some(stall) = self.config.arm.as_ref().and_then(|a| a.stall) else {
+            return false;
+        };
+        let time_s = stall.time_ms * 1e-3;
+        let mut any = false;
+        for ((target, measured), (sign, anchor, since_s, opened)) in self.previous.joints
+            [..self.joint_count]
+            .iter()
+            .zip(state.positions)
+            .zip(&mut self.stall)
+        {
+            let Some(position) = target.position else {
+                *sign = 0;
+                continue;
+            };
+            let ahead = position - measured;
+            let now_sign = if ahead >= stall.min_error {
+                1
+            } else if ahead <= -stall.min_error {
+                -1
+            } else {
+                0
+            };
+            if now_sign == 0 || now_sign != *sign || (measured - *anchor).abs() >= stall.min_error {
+                let moving = target.velocity.is_some_and(|v| v != 0.0);
+                (*sign, *anchor, *since_s, *opened) = (now_sign, *measured, 0.0, moving);
+                continue;
+            }
+            *since_s += dt_s;
+            any |= *opened && *since_s >= time_s;
+        }
+        any
     }
 
     /// SAF-015: some joint is measured further than `max_following_error` from its last

@@ -39,6 +39,8 @@
 //! | `arm.state_max_age_ms` | f64, ms | — | joint-state staleness limit |
 //! | `arm.joints` | `[{ name, min_position, max_position, max_velocity, max_acceleration }]` | — | at most 16 |
 //! | `arm.gripper` | `{ min_position, max_position }` | unset | gripper range |
+//! | `arm.max_following_error` | f64 > 0, rad (m) | unset | SAF-015: a joint measured further than this from its last target latches a stop where it is |
+//! | `arm.stall` | `{ min_error, time_ms }` | unset | SAF-018: a joint its moving target keeps `min_error` ahead of while it moves less than that for `time_ms` latches a stop where it is; `min_error` < `max_following_error` |
 //! | `arm.workspace` | `{ min_m, max_m }` | unset | Cartesian box (arm base frame): end-effector targets are clamped into it; with `arm.kinematics`, every link and the tool must stay inside (SAF-016) |
 //! | `arm.keep_out` | `[{ min_m, max_m }]`, at most 16 | none | boxes no link or the tool may enter (SAF-016; needs `arm.kinematics`) |
 //! | `arm.kinematics.links` | `[{ joint, type?, xyz_m, rpy_rad?, axis, radius_m }]` | unset | URDF subset, one per `arm.joints` entry in order: the joint's `<origin>` in the previous joint's frame, its `<axis>`, `revolute` (default) or `prismatic`, and the radius of the capsule from it to the next joint |
@@ -131,7 +133,7 @@ pub use config::{
     ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
     GripperLimits, JointKind, JointLimits, KinematicsConfig, LidarConfig, LinkConfig,
     MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES, MAX_KEEP_OUT, MAX_MIN_POINTS, Pose2, Restart,
-    SafetyConfig, SeparationConfig, ToolConfig, WorkspaceBox,
+    SafetyConfig, SeparationConfig, StallConfig, ToolConfig, WorkspaceBox,
 };
 pub use kinematics::{Kinematics, LinkPoints};
 pub use layer::Safety;

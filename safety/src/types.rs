@@ -297,6 +297,7 @@ reasons! {
     ArmKeepOut => "arm_keep_out", Stop;
     ArmSeparation => "arm_separation", Stop;
     ArmSeparationSlow => "arm_separation_slow", Slow;
+    JointStalled => "joint_stalled", Stop;
 }
 
 /// A fixed-size set of [`Reason`]s (a bit set; no allocation).

@@ -250,6 +250,26 @@ fn arm_zones_and_kinematics_are_checked() {
 }
 
 #[test]
+fn arm_stall_detection_is_checked() {
+    let with = |min_error: f64, time_ms: f64, following: Option<f64>| {
+        let mut cfg = config();
+        let arm = cfg.arm.as_mut().unwrap();
+        arm.max_following_error = following;
+        arm.stall = Some(reflex_safety::StallConfig { min_error, time_ms });
+        cfg
+    };
+    Safety::new(with(0.02, 300.0, Some(0.2))).unwrap();
+    Safety::new(with(0.02, 300.0, None)).unwrap();
+    refused(with(0.0, 300.0, None), "arm.stall.min_error");
+    refused(with(f64::NAN, 300.0, None), "arm.stall.min_error");
+    refused(with(0.02, 0.0, None), "arm.stall.time_ms");
+    refused(with(0.02, f64::INFINITY, None), "arm.stall.time_ms");
+    // The following-error stop would always come first.
+    let text = refused(with(0.3, 300.0, Some(0.2)), "arm.stall.min_error");
+    assert!(text.contains("max_following_error"), "{text}");
+}
+
+#[test]
 fn arm_separation_is_checked() {
     // Valid on a mobile manipulator and on an arm alone (the lidar then serves only it).
     Safety::new(separated(false)).unwrap();

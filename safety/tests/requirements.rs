@@ -737,6 +737,89 @@ fn saf_015_latched_and_at_rest_the_hold_yields_to_a_push_and_never_springs_back(
 }
 
 #[test]
+fn saf_018_a_joint_held_where_it_is_stops_the_arm_though_its_targets_never_run_far_ahead() {
+    // A closed-loop policy re-plans from the measured pose: every target is 0.03 rad ahead of
+    // where the shoulder is measured, so the following error (bound 0.1) never grows.
+    let stall = "{ min_error = 0.02, time_ms = 300.0 }";
+    let with = |stall: Option<&str>| {
+        let mut c = config_with("arm", "max_following_error", "0.1");
+        if let Some(s) = stall {
+            c.arm.as_mut().unwrap().stall = Some(
+                toml::from_str(&format!("x = {s}"))
+                    .map(|t: toml::Table| t["x"].clone().try_into().unwrap())
+                    .unwrap(),
+            );
+        }
+        c
+    };
+    let mut rig = Rig::started(with(Some(stall)));
+    // Moving: the measured shoulder follows one tick behind (a drive's lag): never a stall.
+    for _ in 0..100 {
+        let target = rig.positions[0] + 0.03;
+        let v = rig.step(arm_command(
+            [Some(target.min(0.9)), Some(1.0)],
+            [None, None],
+        ));
+        assert!(!v.reasons.contains(Reason::JointStalled), "{v:?}");
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    // Holding a still target with a sag of 0.05 rad (gravity): the target does not move, so
+    // this is no stall either.
+    let held = rig.positions[0];
+    for _ in 0..60 {
+        let v = rig.step(arm_command([Some(held), Some(1.0)], [None, None]));
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    rig.positions[0] -= 0.05;
+    for _ in 0..60 {
+        let v = rig.step(arm_command([Some(held), Some(1.0)], [None, None]));
+        assert!(!v.reasons.contains(Reason::JointStalled), "{v:?}");
+    }
+    // Blocked where it is (a hand in the way): targets keep coming 0.03 rad ahead of the
+    // measured pose ⇒ after 0.3 s of pushing, a protective stop that latches.
+    let mut rig = Rig::started(with(Some(stall)));
+    let at = 0.2;
+    rig.positions[0] = at;
+    let mut stopped = None;
+    for tick in 0..80 {
+        let v = rig.step(arm_command([Some(at + 0.03), Some(1.0)], [None, None]));
+        assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
+        if v.reasons.contains(Reason::JointStalled) {
+            stopped = Some((tick, v));
+            break;
+        }
+    }
+    let (tick, v) = stopped.expect("a joint held where it is stops the arm");
+    assert!((28..=40).contains(&tick), "stopped after {tick} ticks");
+    assert_eq!(v.action, Action::Estop);
+    assert!(rig.safety.is_latched());
+    assert_eq!(v.command.joints[0].position, Some(at));
+    assert_eq!(v.command.joints[0].velocity, Some(0.0));
+    // A stale joint state is frozen while targets move on: no stall from it (the staleness
+    // itself stops the arm, not latched), and the fresh states after it start a new window.
+    let mut rig = Rig::started(with(Some(stall)));
+    for _ in 0..20 {
+        let target = rig.positions[0] + 0.03;
+        let v = rig.step(arm_command([Some(target), Some(1.0)], [None, None]));
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    rig.joint_age_ns = 80_000_000;
+    for _ in 0..60 {
+        let v = rig.step(arm_command([Some(0.9), Some(1.0)], [None, None]));
+        assert!(v.reasons.contains(Reason::JointStateStale), "{v:?}");
+        assert!(!v.reasons.contains(Reason::JointStalled), "{v:?}");
+    }
+    assert!(!rig.safety.is_latched());
+    // Without stall detection the same block goes on for ever, pushing 0.03 rad ahead.
+    let mut rig = Rig::started(with(None));
+    rig.positions[0] = at;
+    for _ in 0..200 {
+        let v = rig.step(arm_command([Some(at + 0.03), Some(1.0)], [None, None]));
+        assert!(!rig.safety.is_latched(), "{v:?}");
+    }
+}
+
+#[test]
 fn saf_006_a_stop_decelerates_a_position_driven_arm_along_its_path() {
     // A non-latched stop (here: the joint state goes missing) while the shoulder moves at 1 rad/s: it
     // decelerates at 5 rad/s² along its path instead of freezing its target at once.

@@ -130,6 +130,8 @@ pub struct World {
     pub velocities: Vec<f64>,
     pub scan_present: bool,
     pub joints_present: bool,
+    /// How old the joint state is when the layer reads it (ns).
+    pub joint_age_ns: u64,
     pub scan_age_ns: u64,
 }
 
@@ -158,6 +160,7 @@ impl Rig {
                 velocities: vec![0.0, 0.0],
                 scan_present: true,
                 joints_present: true,
+                joint_age_ns: 0,
                 scan_age_ns: 0,
             },
         }
@@ -231,7 +234,7 @@ impl World {
             }),
             odometry: None,
             joint_state: self.joints_present.then(|| JointState {
-                stamp: self.now,
+                stamp: Monotonic::from_nanos(self.now.as_nanos().saturating_sub(self.joint_age_ns)),
                 positions: &self.positions,
                 velocities: &self.velocities,
             }),
