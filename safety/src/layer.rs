@@ -233,6 +233,8 @@ impl Safety {
             previous: self.previous,
             translation_hold: self.translation_hold,
             rotation_hold: self.rotation_hold,
+            yielding: self.yielding,
+            stall: self.stall,
         }
     }
 
@@ -245,6 +247,8 @@ impl Safety {
         self.previous = state.previous;
         self.translation_hold = state.translation_hold;
         self.rotation_hold = state.rotation_hold;
+        self.yielding = state.yielding;
+        self.stall = state.stall;
     }
 
     /// How many verdicts carried each reason, indexed by `Reason as usize`.

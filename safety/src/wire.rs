@@ -167,8 +167,9 @@ impl Reader<'_> {
 }
 
 /// Everything in [`crate::Safety`] that changes from tick to tick (latch, reset sequence, last
-/// clock, last output, zone holds). Copy; taken and restored without allocation, so a recording
-/// can start a replay from any tick.
+/// clock, last output, zone holds, and per joint SAF-015's yield to a push and SAF-018's stall
+/// window). Copy; taken and restored without allocation, so a recording can start a replay
+/// from any tick.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SafetyState {
     pub(crate) latched: bool,
@@ -177,6 +178,8 @@ pub struct SafetyState {
     pub(crate) previous: Command,
     pub(crate) translation_hold: Option<Hold>,
     pub(crate) rotation_hold: Option<Hold>,
+    pub(crate) yielding: [bool; MAX_JOINTS],
+    pub(crate) stall: [(i8, f64, f64, bool); MAX_JOINTS],
 }
 
 fn put_hold(w: &mut Writer, h: &Option<Hold>) {
@@ -218,7 +221,36 @@ impl SafetyState {
             previous: r.command()?,
             translation_hold: get_hold(r)?,
             rotation_hold: get_hold(r)?,
+            yielding: [false; MAX_JOINTS],
+            stall: [(0, 0.0, 0.0, false); MAX_JOINTS],
         })
+    }
+
+    /// The per-joint arm state (SAF-015 yield, SAF-018 stall window), written after the rest
+    /// of a record so that files from before it still read (without it: all clear).
+    pub fn encode_arm(&self, w: &mut Writer) {
+        for (yielding, (sign, anchor, since_s, opened)) in self.yielding.iter().zip(&self.stall) {
+            w.u8(u8::from(*yielding));
+            w.u8(*sign as u8);
+            w.f64(*anchor);
+            w.f64(*since_s);
+            w.u8(u8::from(*opened));
+        }
+    }
+
+    /// Reads what [`Self::encode_arm`] wrote; None (and `self` unchanged) when it is absent.
+    pub fn decode_arm(&mut self, r: &mut Reader<'_>) -> Option<()> {
+        let mut yielding = [false; MAX_JOINTS];
+        let mut stall = [(0i8, 0.0, 0.0, false); MAX_JOINTS];
+        for (y, (sign, anchor, since_s, opened)) in yielding.iter_mut().zip(&mut stall) {
+            *y = r.u8()? == 1;
+            *sign = r.u8()? as i8;
+            *anchor = r.f64()?;
+            *since_s = r.f64()?;
+            *opened = r.u8()? == 1;
+        }
+        (self.yielding, self.stall) = (yielding, stall);
+        Some(())
     }
 }
 
@@ -262,13 +294,30 @@ mod tests {
                 clear_since: Some(Monotonic::from_nanos(5)),
             }),
             rotation_hold: None,
+            yielding: [false; MAX_JOINTS],
+            stall: [(0, 0.0, 0.0, false); MAX_JOINTS],
         };
+        let mut s = s;
+        s.yielding[2] = true;
+        s.stall[1] = (-1, 0.25, 0.125, true);
         let mut w = Writer::default();
         s.encode(&mut w);
-        let back = SafetyState::decode(&mut Reader(&w.0)).unwrap();
+        s.encode_arm(&mut w);
+        let mut r = Reader(&w.0);
+        let mut back = SafetyState::decode(&mut r).unwrap();
+        back.decode_arm(&mut r).unwrap();
+        assert_eq!((back.yielding, back.stall), (s.yielding, s.stall));
         let mut w2 = Writer::default();
         back.encode(&mut w2);
+        back.encode_arm(&mut w2);
         assert_eq!(w.0, w2.0);
+        // A record from before the arm state: it reads, all clear.
+        let mut w3 = Writer::default();
+        s.encode(&mut w3);
+        let mut r = Reader(&w3.0);
+        let mut old = SafetyState::decode(&mut r).unwrap();
+        assert!(old.decode_arm(&mut r).is_none());
+        assert_eq!(old.stall[1], (0, 0.0, 0.0, false));
         assert!(back.previous.base.vx_mps.is_nan());
         assert!(SafetyState::decode(&mut Reader(&w.0[..10])).is_none());
     }

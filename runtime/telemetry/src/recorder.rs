@@ -583,6 +583,8 @@ pub fn encode_safety_io(t: &TickRecord) -> Vec<u8> {
     w.u64(t.verdict.reasons.bits());
     w.u8(u8::from(t.verdict.power_enabled));
     w.u8(t.flags);
+    // After the flags (older readers stop before): the arm's per-joint state.
+    t.state_before.encode_arm(&mut w);
     w.0
 }
 

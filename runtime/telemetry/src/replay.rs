@@ -46,6 +46,7 @@ fn bits(c: &reflex_safety::Command) -> Vec<u8> {
 fn state_bits(s: &SafetyState) -> Vec<u8> {
     let mut w = Writer::default();
     s.encode(&mut w);
+    s.encode_arm(&mut w);
     w.0
 }
 
@@ -223,13 +224,15 @@ pub fn replay(
             velocities.push(r.f64().ok_or_else(corrupt)?);
         }
         let proposed = r.command().ok_or_else(corrupt)?;
-        let state = SafetyState::decode(&mut r).ok_or_else(corrupt)?;
+        let mut state = SafetyState::decode(&mut r).ok_or_else(corrupt)?;
         let expected_command = r.command().ok_or_else(corrupt)?;
         let expected_action = r.u8().ok_or_else(corrupt)?;
         let expected_reasons = r.u64().ok_or_else(corrupt)?;
         let expected_power = r.u8().ok_or_else(corrupt)? == 1;
-        // Older files end the tick here; newer ones carry the tick's flags.
+        // Older files end the tick here; newer ones carry the tick's flags, then the arm's
+        // per-joint state (SAF-015 yield, SAF-018 stall window; all clear when absent).
         let flags = r.u8().unwrap_or(0);
+        let _ = state.decode_arm(&mut r);
         let mut mismatch = Vec::new();
         if i == 0 || flags & reflex_rt::tap::FLAG_ACTUATOR_ZEROED != 0 {
             // The first tick, or one where the actuator gate had set the layer to standstill

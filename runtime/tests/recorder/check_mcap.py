@@ -74,9 +74,11 @@ def tamper(path, out_path, keep_hash, flip_tick=None):
                 data = m.data
                 if channel.topic == "/reflex/safety_io":
                     if io_seen == flip_tick:
-                        # ... action u8, reasons u64, power u8, flags u8 (the record's tail)
+                        # ... action u8, reasons u64, power u8, flags u8, then the arm's
+                        # per-joint state (16 joints x yield u8, stall sign u8, anchor f64,
+                        # time f64, opened u8 = 304 bytes: the record's tail)
                         b = bytearray(data)
-                        b[-2] ^= 1
+                        b[-2 - 16 * 19] ^= 1
                         data = bytes(b)
                     io_seen += 1
                 w.add_message(chans[channel.id], m.log_time, data, m.publish_time, m.sequence)
