@@ -11,6 +11,8 @@
 //!   the arm itself moved into them ([`ArmOutcome::contacts_moving_toward`]). A person walking
 //!   into a stopped arm is counted apart (`walked_in`): no arm can prevent that.
 //! - No measured joint outside its position limits, ever.
+//! - The arm never moves with any part of it touching the person (closest approach while it
+//!   moves > 0), and no joint stalls (nothing holds one here: a stall would be a false stop).
 //! - The closest approach of every encounter is reported (p1, p5, p50).
 //!
 //! CI runs a sample; the full campaign is
@@ -78,6 +80,8 @@ pub struct ArmOutcome {
     pub contacts_moving_toward: u64,
     /// Steps with a measured joint outside its limits.
     pub position_violations: u64,
+    /// Ticks with a SAF-018 stall: nothing holds a joint here, so any is a false stop.
+    pub stalls: u64,
     /// The largest distance any joint moved from its start (rad): the arm was not just still.
     pub moved_rad: f64,
     /// How near the person came to the arm's base (m).
@@ -253,6 +257,12 @@ pub fn run_arm_encounter(
         contact_steps: summary.contact_steps,
         contacts_moving_toward: summary.contacts_moving_toward,
         position_violations: summary.position_violations,
+        stalls: summary
+            .run
+            .vetoes
+            .get("joint_stalled")
+            .copied()
+            .unwrap_or(0),
         moved_rad,
         person_to_m: to_m,
     })

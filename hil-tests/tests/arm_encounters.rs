@@ -99,6 +99,18 @@ fn randomized_arm_encounters_never_touch_a_person_by_moving() {
         outside.is_empty(),
         "joints outside their limits: {outside:?}"
     );
+    // Moving, it never touched anyone (sideways sweeps and people walking into a moving arm
+    // included); and nothing holds a joint here, so no stall may stop it.
+    let touched_moving: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.min_moving_separation_m <= 0.0)
+        .collect();
+    assert!(
+        touched_moving.is_empty(),
+        "touched while moving: {touched_moving:?}"
+    );
+    let stalled: Vec<_> = outcomes.iter().filter(|o| o.stalls > 0).collect();
+    assert!(stalled.is_empty(), "false stall stops: {stalled:?}");
     // The arm really moved: most encounters swung a joint by more than 0.3 rad.
     let moved = outcomes.iter().filter(|o| o.moved_rad > 0.3).count();
     assert!(moved as u64 > n * 2 / 3, "{moved} of {n} moved");

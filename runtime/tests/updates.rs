@@ -265,7 +265,7 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
     });
     // 0.3.5: the same model, but its actions are meant 25 per second (over 0.8 s): the running
     // loop times them at 50 Hz, so taking it would run every action at twice its speed. Its
-    // I/O contract differs: refused before it is loaded.
+    // I/O contract differs: refused at `downloaded`, before a session is made from it.
     bench.publish("0.3.5", |dir| {
         let policy = dir.join("policy.json");
         let mut p: Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
@@ -334,7 +334,9 @@ fn bad_versions_are_refused_or_rolled_back_and_the_old_one_keeps_running() {
     let contract = event(&events, "rolled_back", "0.3.5").unwrap_or_else(|| panic!("{log}"));
     let detail = contract["detail"].as_str().unwrap();
     assert!(
-        detail.contains("I/O contract differs") && detail.contains("`control_rate_hz`"),
+        detail.starts_with("at downloaded")
+            && detail.contains("I/O contract differs")
+            && detail.contains("`control_rate_hz`"),
         "{contract}"
     );
     assert!(

@@ -783,9 +783,16 @@ fn validate_arm(arm: &ArmConfig) -> Result<(), ConfigError> {
     if let Some(stall) = arm.stall {
         positive("arm.stall.min_error", stall.min_error)?;
         positive("arm.stall.time_ms", stall.time_ms)?;
-        if let Some(bound) = arm.max_following_error
-            && stall.min_error >= bound
-        {
+        // A stall latches like a following error; without the bound, the latched hold would
+        // not yield to the person who pulls the joint free (SAF-015) and would spring back.
+        let Some(bound) = arm.max_following_error else {
+            return Err(err(
+                "arm.stall",
+                "stall detection needs max_following_error: a latched stop yields to a push only with it (SAF-015), else the held joint springs back at the person when they let go",
+                "set [safety.arm] max_following_error (e.g. 0.2 rad) or remove stall",
+            ));
+        };
+        if stall.min_error >= bound {
             return Err(err(
                 "arm.stall.min_error",
                 format!(

@@ -76,9 +76,10 @@ pub struct Safety {
     /// SAF-015: per joint, moved by hand while latched (it then follows its measured pose
     /// until the reset).
     yielding: [bool; crate::MAX_JOINTS],
-    /// SAF-018, per joint: the sign the target has stayed ahead (0: not ahead), the measured
-    /// position when that began, how long (s) since, and whether the target was moving then.
-    stall: [(i8, f64, f64, bool); crate::MAX_JOINTS],
+    /// SAF-018, per joint.
+    stall: [StallWindow; crate::MAX_JOINTS],
+    /// Time since the last tick (s, not capped at a period: the stall timer's clock).
+    tick_elapsed_s: f64,
     last_reset_seq: u64,
     last_now: Option<Monotonic>,
     previous: Command,
@@ -86,6 +87,22 @@ pub struct Safety {
     rotation_hold: Option<Hold>,
     reason_counts: [u64; Reason::COUNT],
     evaluations: u64,
+}
+
+/// SAF-018, one joint's stall window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct StallWindow {
+    /// Which way the target is ahead (0: no window).
+    pub(crate) sign: i8,
+    /// The measured position when the window began.
+    pub(crate) anchor: f64,
+    /// How long (s) since the target opened the gap by moving.
+    pub(crate) since_s: f64,
+    /// The target has moved the gap's way during the window (a joint sagging from a still
+    /// target has not).
+    pub(crate) opened: bool,
+    /// The target last tick.
+    pub(crate) last_target: f64,
 }
 
 impl Safety {
@@ -194,7 +211,8 @@ impl Safety {
             config_hash,
             latched: true,
             yielding: [false; crate::MAX_JOINTS],
-            stall: [(0, 0.0, 0.0, false); crate::MAX_JOINTS],
+            stall: [StallWindow::default(); crate::MAX_JOINTS],
+            tick_elapsed_s: 0.0,
             last_reset_seq: 0,
             last_now: None,
             previous: Command::default(),
@@ -281,11 +299,12 @@ impl Safety {
         }
         // Ramps never step further than one nominal period allows.
         let dt_s = dt_ns.min(self.period_ns) as f64 * 1e-9;
+        self.tick_elapsed_s = dt_ns as f64 * 1e-9;
 
         self.update_estop(inputs, now, &mut reasons);
         let verdict = if self.latched {
             reasons.insert(Reason::EstopLatched);
-            self.stall = [(0, 0.0, 0.0, false); crate::MAX_JOINTS];
+            self.stall = [StallWindow::default(); crate::MAX_JOINTS];
             self.yield_to_a_push(inputs, now);
             self.estop_verdict(dt_s, reasons, now)
         } else {
@@ -824,14 +843,12 @@ impl Safety {
         // SAF-015: a joint far from where it was commanded (blocked, pushed, not tracking) is
         // a protective stop that latches (reset + start to move again), held where the arm
         // is measured: it never pushes on against what blocks it.
-        // Only on a fresh joint state: a stale one is frozen while the hold's targets move on.
+        // Only on a fresh joint state: a stale one is frozen while the hold's targets move on
+        // (the windows pause; the staleness itself stops the arm).
         let fresh = !reasons.contains(Reason::JointStateStale);
         let stalled = match joint_state.as_ref() {
-            Some(state) if fresh => self.stalled(state, dt_s),
-            _ => {
-                self.stall = [(0, 0.0, 0.0, false); crate::MAX_JOINTS];
-                false
-            }
+            Some(state) if fresh => self.stalled(state),
+            _ => false,
         };
         let following = joint_state
             .as_ref()
@@ -1227,42 +1244,61 @@ impl Safety {
         (clearance, depth as f32)
     }
 
-    /// SAF-018: some position-driven joint has had its target at least `min_error` ahead of
-    /// it, one way, for `time_ms` while it moved less than `min_error` — a gap its target
-    /// opened by moving (a joint that sags away from a still target, under gravity, is not
-    /// held by anything). The window restarts whenever the joint does move that far or the
-    /// gap closes.
-    fn stalled(&mut self, state: &JointState<'_>, dt_s: f64) -> bool {
+    /// SAF-018: some position-driven joint has had its target ahead of it, one way, for
+    /// `time_ms` since the target moved that way, while the joint moved less than `min_error`
+    /// toward it. A window opens when the gap reaches `min_error` and closes when it falls
+    /// below half of that (hysteresis) or the joint moves `min_error` toward the target; its
+    /// timer runs from the first tick in it on which the target moved the gap's way (a joint
+    /// sagging from a still target, or pushed from it at rest, is not held by anything — until
+    /// the target moves on into it). Time is the clock's, not capped at a period.
+    fn stalled(&mut self, state: &JointState<'_>) -> bool {
         let Some(stall) = self.config.arm.as_ref().and_then(|a| a.stall) else {
             return false;
         };
-        let time_s = stall.time_ms * 1e-3;
+        let (time_s, elapsed_s) = (stall.time_ms * 1e-3, self.tick_elapsed_s);
         let mut any = false;
-        for ((target, measured), (sign, anchor, since_s, opened)) in self.previous.joints
-            [..self.joint_count]
+        for ((target, measured), w) in self.previous.joints[..self.joint_count]
             .iter()
             .zip(state.positions)
             .zip(&mut self.stall)
         {
             let Some(position) = target.position else {
-                *sign = 0;
+                *w = StallWindow::default();
                 continue;
             };
             let ahead = position - measured;
-            let now_sign = if ahead >= stall.min_error {
-                1
-            } else if ahead <= -stall.min_error {
-                -1
-            } else {
-                0
-            };
-            if now_sign == 0 || now_sign != *sign || (measured - *anchor).abs() >= stall.min_error {
-                let moving = target.velocity.is_some_and(|v| v != 0.0);
-                (*sign, *anchor, *since_s, *opened) = (now_sign, *measured, 0.0, moving);
+            if w.sign == 0 {
+                if ahead.abs() >= stall.min_error {
+                    let sign = ahead.signum();
+                    *w = StallWindow {
+                        sign: sign as i8,
+                        anchor: *measured,
+                        since_s: 0.0,
+                        opened: (position - w.last_target) * sign > 0.0,
+                        last_target: position,
+                    };
+                } else {
+                    w.last_target = position;
+                }
                 continue;
             }
-            *since_s += dt_s;
-            any |= *opened && *since_s >= time_s;
+            let sign = f64::from(w.sign);
+            if ahead * sign < stall.min_error / 2.0
+                || (measured - w.anchor) * sign >= stall.min_error
+            {
+                *w = StallWindow {
+                    last_target: position,
+                    ..StallWindow::default()
+                };
+                continue;
+            }
+            if !w.opened && (position - w.last_target) * sign > 0.0 {
+                (w.opened, w.anchor, w.since_s) = (true, *measured, 0.0);
+            } else if w.opened {
+                w.since_s += elapsed_s;
+            }
+            w.last_target = position;
+            any |= w.opened && w.since_s >= time_s;
         }
         any
     }

@@ -179,7 +179,7 @@ pub struct SafetyState {
     pub(crate) translation_hold: Option<Hold>,
     pub(crate) rotation_hold: Option<Hold>,
     pub(crate) yielding: [bool; MAX_JOINTS],
-    pub(crate) stall: [(i8, f64, f64, bool); MAX_JOINTS],
+    pub(crate) stall: [crate::layer::StallWindow; MAX_JOINTS],
 }
 
 fn put_hold(w: &mut Writer, h: &Option<Hold>) {
@@ -222,32 +222,38 @@ impl SafetyState {
             translation_hold: get_hold(r)?,
             rotation_hold: get_hold(r)?,
             yielding: [false; MAX_JOINTS],
-            stall: [(0, 0.0, 0.0, false); MAX_JOINTS],
+            stall: [crate::layer::StallWindow::default(); MAX_JOINTS],
         })
     }
 
     /// The per-joint arm state (SAF-015 yield, SAF-018 stall window), written after the rest
     /// of a record so that files from before it still read (without it: all clear).
+    /// [`Self::ARM_BYTES`] bytes.
     pub fn encode_arm(&self, w: &mut Writer) {
-        for (yielding, (sign, anchor, since_s, opened)) in self.yielding.iter().zip(&self.stall) {
+        for (yielding, s) in self.yielding.iter().zip(&self.stall) {
             w.u8(u8::from(*yielding));
-            w.u8(*sign as u8);
-            w.f64(*anchor);
-            w.f64(*since_s);
-            w.u8(u8::from(*opened));
+            w.u8(s.sign as u8);
+            w.f64(s.anchor);
+            w.f64(s.since_s);
+            w.u8(u8::from(s.opened));
+            w.f64(s.last_target);
         }
     }
+
+    /// The size of [`Self::encode_arm`]'s output.
+    pub const ARM_BYTES: usize = MAX_JOINTS * (1 + 1 + 8 + 8 + 1 + 8);
 
     /// Reads what [`Self::encode_arm`] wrote; None (and `self` unchanged) when it is absent.
     pub fn decode_arm(&mut self, r: &mut Reader<'_>) -> Option<()> {
         let mut yielding = [false; MAX_JOINTS];
-        let mut stall = [(0i8, 0.0, 0.0, false); MAX_JOINTS];
-        for (y, (sign, anchor, since_s, opened)) in yielding.iter_mut().zip(&mut stall) {
+        let mut stall = [crate::layer::StallWindow::default(); MAX_JOINTS];
+        for (y, s) in yielding.iter_mut().zip(&mut stall) {
             *y = r.u8()? == 1;
-            *sign = r.u8()? as i8;
-            *anchor = r.f64()?;
-            *since_s = r.f64()?;
-            *opened = r.u8()? == 1;
+            s.sign = r.u8()? as i8;
+            s.anchor = r.f64()?;
+            s.since_s = r.f64()?;
+            s.opened = r.u8()? == 1;
+            s.last_target = r.f64()?;
         }
         (self.yielding, self.stall) = (yielding, stall);
         Some(())
@@ -295,11 +301,17 @@ mod tests {
             }),
             rotation_hold: None,
             yielding: [false; MAX_JOINTS],
-            stall: [(0, 0.0, 0.0, false); MAX_JOINTS],
+            stall: [crate::layer::StallWindow::default(); MAX_JOINTS],
         };
         let mut s = s;
         s.yielding[2] = true;
-        s.stall[1] = (-1, 0.25, 0.125, true);
+        s.stall[1] = crate::layer::StallWindow {
+            sign: -1,
+            anchor: 0.25,
+            since_s: 0.125,
+            opened: true,
+            last_target: 0.5,
+        };
         let mut w = Writer::default();
         s.encode(&mut w);
         s.encode_arm(&mut w);
@@ -317,7 +329,8 @@ mod tests {
         let mut r = Reader(&w3.0);
         let mut old = SafetyState::decode(&mut r).unwrap();
         assert!(old.decode_arm(&mut r).is_none());
-        assert_eq!(old.stall[1], (0, 0.0, 0.0, false));
+        assert_eq!(old.stall[1], crate::layer::StallWindow::default());
+        assert_eq!(w.0.len() - w3.0.len(), SafetyState::ARM_BYTES);
         assert!(back.previous.base.vx_mps.is_nan());
         assert!(SafetyState::decode(&mut Reader(&w.0[..10])).is_none());
     }

@@ -259,7 +259,9 @@ fn arm_stall_detection_is_checked() {
         cfg
     };
     Safety::new(with(0.02, 300.0, Some(0.2))).unwrap();
-    Safety::new(with(0.02, 300.0, None)).unwrap();
+    // A stall latches; without the following-error bound the hold would not yield to a push.
+    let text = refused(with(0.02, 300.0, None), "arm.stall");
+    assert!(text.contains("max_following_error"), "{text}");
     refused(with(0.0, 300.0, None), "arm.stall.min_error");
     refused(with(f64::NAN, 300.0, None), "arm.stall.min_error");
     refused(with(0.02, 0.0, None), "arm.stall.time_ms");

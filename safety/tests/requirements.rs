@@ -763,6 +763,18 @@ fn saf_018_a_joint_held_where_it_is_stops_the_arm_though_its_targets_never_run_f
         assert!(!v.reasons.contains(Reason::JointStalled), "{v:?}");
         rig.positions[0] = v.command.joints[0].position.unwrap();
     }
+    // A drive lagging its targets by four ticks (0.04 rad at full speed), fast and slow, to a
+    // stop and back: the gap opens and closes as it moves, never a stall.
+    let mut lagging = Rig::started(with(Some(stall)));
+    let mut sent = std::collections::VecDeque::from([0.0; 4]);
+    for (goal, ticks) in [(0.8, 150), (0.75, 60), (-0.5, 250), (-0.5, 60)] {
+        for _ in 0..ticks {
+            let v = lagging.step(arm_command([Some(goal), Some(1.0)], [None, None]));
+            assert!(!v.reasons.contains(Reason::JointStalled), "{v:?}");
+            sent.push_back(v.command.joints[0].position.unwrap());
+            lagging.positions[0] = sent.pop_front().unwrap();
+        }
+    }
     // Holding a still target with a sag of 0.05 rad (gravity): the target does not move, so
     // this is no stall either.
     let held = rig.positions[0];
@@ -795,6 +807,35 @@ fn saf_018_a_joint_held_where_it_is_stops_the_arm_though_its_targets_never_run_f
     assert!(rig.safety.is_latched());
     assert_eq!(v.command.joints[0].position, Some(at));
     assert_eq!(v.command.joints[0].velocity, Some(0.0));
+    // Pushed 0.03 rad from a still target at rest (no stall: nothing holds it against the
+    // target), then the policy drives the target on into the hand: a stall.
+    let mut rig = Rig::started(with(Some(stall)));
+    for _ in 0..100 {
+        let v = rig.step(arm_command([Some(at), Some(1.0)], [None, None]));
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    assert_eq!(rig.positions[0], at);
+    rig.positions[0] = at - 0.03;
+    for _ in 0..60 {
+        let v = rig.step(arm_command([Some(at), Some(1.0)], [None, None]));
+        assert!(!v.reasons.contains(Reason::JointStalled), "{v:?}");
+    }
+    let latched = (0..60).any(|_| {
+        rig.step(arm_command([Some(at + 0.05), Some(1.0)], [None, None]))
+            .reasons
+            .contains(Reason::JointStalled)
+    });
+    assert!(latched, "driven into the hand that holds it: a stall");
+    // Every fifth joint state stale (a lossy link): the window pauses, it does not restart.
+    let mut rig = Rig::started(with(Some(stall)));
+    rig.positions[0] = at;
+    let mut stalled = false;
+    for tick in 0..120 {
+        rig.joint_age_ns = if tick % 5 == 4 { 80_000_000 } else { 0 };
+        let v = rig.step(arm_command([Some(at + 0.03), Some(1.0)], [None, None]));
+        stalled |= v.reasons.contains(Reason::JointStalled);
+    }
+    assert!(stalled, "a lossy joint-state link must not hide a stall");
     // A stale joint state is frozen while targets move on: no stall from it (the staleness
     // itself stops the arm, not latched), and the fresh states after it start a new window.
     let mut rig = Rig::started(with(Some(stall)));

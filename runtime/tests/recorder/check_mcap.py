@@ -75,10 +75,11 @@ def tamper(path, out_path, keep_hash, flip_tick=None):
                 if channel.topic == "/reflex/safety_io":
                     if io_seen == flip_tick:
                         # ... action u8, reasons u64, power u8, flags u8, then the arm's
-                        # per-joint state (16 joints x yield u8, stall sign u8, anchor f64,
-                        # time f64, opened u8 = 304 bytes: the record's tail)
+                        # per-joint state (SafetyState::ARM_BYTES: 16 joints x yield u8, stall
+                        # sign u8, anchor f64, time f64, opened u8, last target f64 = 432
+                        # bytes: the record's tail)
                         b = bytearray(data)
-                        b[-2 - 16 * 19] ^= 1
+                        b[-2 - 16 * 27] ^= 1
                         data = bytes(b)
                     io_seen += 1
                 w.add_message(chans[channel.id], m.log_time, data, m.publish_time, m.sequence)
