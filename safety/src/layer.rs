@@ -9,7 +9,7 @@ use crate::kinematics::{Depths, Zones};
 use crate::lidar::{Footprint, Lidar};
 use crate::types::{
     Command, CommandSource, EstopReport, EstopSource, JointState, MAX_JOINTS, Monotonic, Reason,
-    Reasons, SafetyInputs, StopCategory, Twist, Verdict,
+    Reasons, SafetyInputs, StallWindow, StopCategory, Twist, Verdict,
 };
 use crate::wire::Hold;
 
@@ -87,22 +87,6 @@ pub struct Safety {
     rotation_hold: Option<Hold>,
     reason_counts: [u64; Reason::COUNT],
     evaluations: u64,
-}
-
-/// SAF-018, one joint's stall window.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub(crate) struct StallWindow {
-    /// Which way the target is ahead (0: no window).
-    pub(crate) sign: i8,
-    /// The measured position when the window began.
-    pub(crate) anchor: f64,
-    /// How long (s) since the target opened the gap by moving.
-    pub(crate) since_s: f64,
-    /// The target has moved the gap's way during the window (a joint sagging from a still
-    /// target has not).
-    pub(crate) opened: bool,
-    /// The target last tick.
-    pub(crate) last_target: f64,
 }
 
 impl Safety {

@@ -372,3 +372,19 @@ pub struct Verdict {
     /// Depth (m) of the protective zone used this tick (stopping distance + margin).
     pub protective_depth_m: f32,
 }
+
+/// SAF-018, one joint's stall window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct StallWindow {
+    /// Which way the target is ahead (0: no window).
+    pub(crate) sign: i8,
+    /// The measured position when the window began.
+    pub(crate) anchor: f64,
+    /// How long (s) since the target opened the gap by moving.
+    pub(crate) since_s: f64,
+    /// The target has moved the gap's way during the window (a joint sagging from a still
+    /// target has not).
+    pub(crate) opened: bool,
+    /// The target last tick.
+    pub(crate) last_target: f64,
+}

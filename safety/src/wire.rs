@@ -179,7 +179,7 @@ pub struct SafetyState {
     pub(crate) translation_hold: Option<Hold>,
     pub(crate) rotation_hold: Option<Hold>,
     pub(crate) yielding: [bool; MAX_JOINTS],
-    pub(crate) stall: [crate::layer::StallWindow; MAX_JOINTS],
+    pub(crate) stall: [crate::types::StallWindow; MAX_JOINTS],
 }
 
 fn put_hold(w: &mut Writer, h: &Option<Hold>) {
@@ -222,7 +222,7 @@ impl SafetyState {
             translation_hold: get_hold(r)?,
             rotation_hold: get_hold(r)?,
             yielding: [false; MAX_JOINTS],
-            stall: [crate::layer::StallWindow::default(); MAX_JOINTS],
+            stall: [crate::types::StallWindow::default(); MAX_JOINTS],
         })
     }
 
@@ -246,7 +246,7 @@ impl SafetyState {
     /// Reads what [`Self::encode_arm`] wrote; None (and `self` unchanged) when it is absent.
     pub fn decode_arm(&mut self, r: &mut Reader<'_>) -> Option<()> {
         let mut yielding = [false; MAX_JOINTS];
-        let mut stall = [crate::layer::StallWindow::default(); MAX_JOINTS];
+        let mut stall = [crate::types::StallWindow::default(); MAX_JOINTS];
         for (y, s) in yielding.iter_mut().zip(&mut stall) {
             *y = r.u8()? == 1;
             s.sign = r.u8()? as i8;
@@ -301,11 +301,11 @@ mod tests {
             }),
             rotation_hold: None,
             yielding: [false; MAX_JOINTS],
-            stall: [crate::layer::StallWindow::default(); MAX_JOINTS],
+            stall: [crate::types::StallWindow::default(); MAX_JOINTS],
         };
         let mut s = s;
         s.yielding[2] = true;
-        s.stall[1] = crate::layer::StallWindow {
+        s.stall[1] = crate::types::StallWindow {
             sign: -1,
             anchor: 0.25,
             since_s: 0.125,
@@ -329,7 +329,7 @@ mod tests {
         let mut r = Reader(&w3.0);
         let mut old = SafetyState::decode(&mut r).unwrap();
         assert!(old.decode_arm(&mut r).is_none());
-        assert_eq!(old.stall[1], crate::layer::StallWindow::default());
+        assert_eq!(old.stall[1], crate::types::StallWindow::default());
         assert_eq!(w.0.len() - w3.0.len(), SafetyState::ARM_BYTES);
         assert!(back.previous.base.vx_mps.is_nan());
         assert!(SafetyState::decode(&mut Reader(&w.0[..10])).is_none());
