@@ -63,40 +63,48 @@ fn every_arm_scenario_passes_its_assertions() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// `name` with `robot` (TOML) merged over launch/arm.toml.
+fn weakened(name: &str, robot: &str) -> ArmScenarioFile {
+    let mut s = load(name);
+    s.robot = toml::from_str(robot).unwrap();
+    s
+}
+
+/// Runs `s` and asserts that a check whose name satisfies `what` fails.
+fn assert_fails(s: &ArmScenarioFile, what: impl Fn(&str) -> bool) {
+    let (summary, _) = s.run(repo()).unwrap();
+    let checks = s.check(&summary);
+    assert!(
+        checks.iter().any(|c| !c.passed && what(&c.what)),
+        "{}: {checks:#?}",
+        s.name
+    );
+}
+
 #[test]
 fn the_arm_assertions_fail_when_their_guard_is_weakened() {
     // SAF-017 with the arm's base placed 20 m from the scanner (a wrong calibration): nobody
     // is near it, and it goes on toward them (not still while they stand, or not held short).
-    let mut s = load("arm_person_walks_into_the_cell");
-    s.robot = toml::from_str(
-        "[safety.arm.separation]\nbase_from_arm = { x_m = 20.0, y_m = 0.0, yaw_rad = 0.0 }",
-    )
-    .unwrap();
-    let (summary, _) = s.run(repo()).unwrap();
-    let checks = s.check(&summary);
-    assert!(
-        checks
-            .iter()
-            .any(|c| !c.passed
-                && (c.what.starts_with("short of") || c.what.starts_with("still from"))),
-        "{checks:#?}"
+    assert_fails(
+        &weakened(
+            "arm_person_walks_into_the_cell",
+            "[safety.arm.separation]\nbase_from_arm = { x_m = 20.0, y_m = 0.0, yaw_rad = 0.0 }",
+        ),
+        |w| w.starts_with("short of") || w.starts_with("still from"),
     );
     // SAF-006 with a gripper range wider than the hand's: it opens past 0.08 m.
-    let mut s = load("arm_gripper_limit_attack");
-    s.robot = toml::from_str("[safety.arm]\ngripper = { min_position = 0.0, max_position = 0.2 }")
-        .unwrap();
-    let (summary, _) = s.run(repo()).unwrap();
-    let checks = s.check(&summary);
-    assert!(
-        checks
-            .iter()
-            .any(|c| !c.passed && c.what.starts_with("gripper within")),
-        "{checks:#?}"
+    assert_fails(
+        &weakened(
+            "arm_gripper_limit_attack",
+            "[safety.arm]\ngripper = { min_position = 0.0, max_position = 0.2 }",
+        ),
+        |w| w.starts_with("gripper within"),
     );
     // SAF-006 with the shoulder's range widened to 3 rad: it is driven past 2.5.
-    let mut s = load("arm_joint_limit_attack");
-    s.robot = toml::from_str(
-        r#"[safety.arm]
+    assert_fails(
+        &weakened(
+            "arm_joint_limit_attack",
+            r#"[safety.arm]
 joints = [
     { name = "shoulder", min_position = -2.5, max_position = 3.0, max_velocity = 1.0, max_acceleration = 4.0 },
     { name = "elbow", min_position = -2.0, max_position = 2.0, max_velocity = 1.2, max_acceleration = 4.0 },
@@ -104,38 +112,24 @@ joints = [
 ]
 workspace = { min_m = [-2.0, -2.0, -2.0], max_m = [2.0, 2.0, 2.0] }
 keep_out = []"#,
-    )
-    .unwrap();
-    let (summary, _) = s.run(repo()).unwrap();
-    let checks = s.check(&summary);
-    assert!(
-        checks
-            .iter()
-            .any(|c| !c.passed && c.what == "joint 0 within [-2.5, 2.5]"),
-        "{checks:#?}"
+        ),
+        |w| w == "joint 0 within [-2.5, 2.5]",
     );
     // SAF-015 with a following-error bound the blocked elbow never reaches: no latched stop.
-    let mut s = load("arm_blocked_joint_following_error");
-    s.robot = toml::from_str("[safety.arm]\nmax_following_error = 3.0").unwrap();
-    let (summary, _) = s.run(repo()).unwrap();
-    let checks = s.check(&summary);
-    assert!(
-        checks
-            .iter()
-            .any(|c| !c.passed && c.what == "vetoed following_error"),
-        "{checks:#?}"
+    assert_fails(
+        &weakened(
+            "arm_blocked_joint_following_error",
+            "[safety.arm]\nmax_following_error = 3.0",
+        ),
+        |w| w == "vetoed following_error",
     );
     // SAF-018 with a stall taking longer than the run: the held elbow is never noticed.
-    let mut s = load("arm_joint_blocked_where_it_is");
-    s.robot =
-        toml::from_str("[safety.arm]\nstall = { min_error = 0.02, time_ms = 100000.0 }").unwrap();
-    let (summary, _) = s.run(repo()).unwrap();
-    let checks = s.check(&summary);
-    assert!(
-        checks
-            .iter()
-            .any(|c| !c.passed && c.what == "vetoed joint_stalled"),
-        "{checks:#?}"
+    assert_fails(
+        &weakened(
+            "arm_joint_blocked_where_it_is",
+            "[safety.arm]\nstall = { min_error = 0.02, time_ms = 100000.0 }",
+        ),
+        |w| w == "vetoed joint_stalled",
     );
     // The inference faults' checks see motion: the same files without the fault (no guard to
     // weaken in data: the worker's finiteness check and the supervisor are code) fail them.
@@ -145,12 +139,7 @@ keep_out = []"#,
     ] {
         let mut s = load(name);
         s.inference = Default::default();
-        let (summary, _) = s.run(repo()).unwrap();
-        let checks = s.check(&summary);
-        assert!(
-            checks.iter().any(|c| !c.passed && c.what.starts_with(what)),
-            "{name}: {checks:#?}"
-        );
+        assert_fails(&s, |w| w.starts_with(what));
     }
 }
 
