@@ -359,3 +359,78 @@ fn saf_013_new_command_mode_needs_a_command_made_after_the_reset() {
     }
     assert!(moved);
 }
+
+/// A cloud answer's whole chunk is executed by its observation time from the loop's cloud
+/// queue: an answer arriving 100 ms after its observation starts at its step for now (the
+/// steps already past are dropped), its later steps run in turn (here: 0.1 m/s, then a stop
+/// at 160 ms after arrival), and when it runs out the local policy (here: nothing, a stop)
+/// takes over. Each check fails if the chunk were executed from its arrival or only its first
+/// step were.
+#[test]
+fn a_cloud_chunk_runs_step_by_step_from_its_observation_time_then_the_local_policy_takes_over() {
+    let (control, _local) = control();
+    let (cloud, cloud_rx) = chunk_channel(4, 20 * 3);
+    let mut queue = *control.queue.config();
+    queue.max_action_age_ns = 400_000_000;
+    let mut control = control.with_cloud_chunks(queue, cloud_rx);
+    let ranges = vec![f32::INFINITY; BEAMS];
+    let arrival = 2_000_000_000u64;
+    let t_obs = arrival - 100_000_000;
+    // 20 steps of 20 ms: 0.3 m/s for the first 100 ms (past when it arrives), 0.1 m/s to
+    // 260 ms, then 0.
+    let mut actions = [0.0f32; 20 * 3];
+    for (k, step) in actions.chunks_mut(3).enumerate() {
+        step[0] = match k {
+            0..5 => 0.3,
+            5..13 => 0.1,
+            _ => 0.0,
+        };
+    }
+    let mut now = arrival - 50 * PERIOD;
+    let mut vx_at = std::collections::BTreeMap::new();
+    let mut cloud_at = std::collections::BTreeMap::new();
+    while now <= arrival + 400_000_000 {
+        if now == arrival {
+            assert!(cloud.try_send(t_obs, &actions, 0));
+        }
+        let before = control.stats.cloud_ticks;
+        let v = control.tick(now, &inputs(now, &ranges), &fake_clock);
+        let ms = (now as i64 - arrival as i64) / 1_000_000;
+        vx_at.insert(ms, v.command.base.vx_mps);
+        cloud_at.insert(ms, control.stats.cloud_ticks > before);
+        now += PERIOD;
+    }
+    assert!(!cloud_at[&-10], "no cloud before its answer");
+    // The steps before now were dropped on arrival: 5 of them.
+    let q = control.cloud_queue().unwrap();
+    assert_eq!(q.stats.actions_late_on_arrival, 5, "{:?}", q.stats);
+    // 0.1 m/s, reached at the 1 m/s² limit, never 0.3's ramp beyond it.
+    for ms in [120, 150] {
+        assert!(cloud_at[&ms], "{ms} ms");
+        assert!((vx_at[&ms] - 0.1).abs() < 1e-6, "{ms} ms: {}", vx_at[&ms]);
+    }
+    // The chunk's stop, 160 ms after arrival (260 ms after its observation), braked to 0.
+    assert!(cloud_at[&270], "still the cloud's chunk");
+    assert!(vx_at[&270].abs() < 1e-6, "270 ms: {}", vx_at[&270]);
+    // Run out 300 ms after arrival (its last step's end): the local policy's turn.
+    assert!(cloud_at[&290], "290 ms");
+    assert!(!cloud_at[&310], "the chunk ended at 300 ms");
+}
+
+#[test]
+fn ten_thousand_ticks_executing_cloud_chunks_do_not_allocate() {
+    let (control, channel) = control();
+    let (cloud, cloud_rx) = chunk_channel(4, 20 * 3);
+    let queue = *control.queue.config();
+    let control = control.with_cloud_chunks(queue, cloud_rx);
+    let mut send = |now: u64| {
+        // An answer every 50 ms, 60 ms after its observation, off the RT thread.
+        send_chunk(&cloud, now - 60_000_000, 0.2);
+    };
+    let control = steady_ticks_with(control, channel, &mut send);
+    assert!(
+        control.stats.cloud_ticks > 5_000,
+        "{:?}",
+        control.stats.cloud_ticks
+    );
+}

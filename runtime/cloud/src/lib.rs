@@ -1,28 +1,32 @@
 //! The cloud policy link: a remote policy server speaking the openpi protocol (websocket,
 //! msgpack-numpy frames, the server's metadata frame first, `Authorization: Api-Key …`) as a
-//! command source. One non-RT thread: it sends the newest observation at `rate_hz`, reads the
-//! answers, and hands each action to the loop's arbiter as a [`CloudCommand`] stamped with the
-//! observation's time, where it goes through the same arbitration and safety as local ones.
+//! command source. One non-RT thread: it sends the newest observation at `rate_hz`, mapped to
+//! the server's keys, sizes and layouts ([`observation`]), reads the answers, and hands each
+//! answer's whole action chunk, stamped with the time of the observation it answers, to the
+//! loop's cloud chunk queue, where it is executed like a local chunk (interpolated to the loop
+//! rate, spliced, aged) and goes through the same action map, arbitration and safety.
 //!
 //! Late answers (older than `timeout_ms` since their observation), answers nobody asked for (a
-//! flood), malformed frames (not msgpack, no `actions`, wrong shape, NaN/inf) and server errors
-//! (text frames) are dropped and counted, never queued: the inbox holds 8 commands and a full
-//! one drops the newest. A lost link is retried with backoff while the last cloud command ages
-//! out in the arbiter (the local policy, or a stop, takes over).
+//! flood), malformed frames (not msgpack, no `actions`, wrong shape or width, NaN/inf) and
+//! server errors (text frames) are dropped and counted, never queued; so is an answer that
+//! finds every chunk buffer full. A lost link is retried with backoff while the last cloud
+//! chunk ages out in the loop (the local policy, or a stop, takes over).
 //!
 //! # Guarantees
-//! - The cloud is one more command source, never a privileged one: its commands pass the same
-//!   arbitration and the same safety layer; a cloud stop request wins and holds until a newer
-//!   cloud command lifts it.
-//! - Nothing here runs on the RT thread; the only hop into it is the arbiter's SPSC inbox.
+//! - The cloud is one more command source, never a privileged one: its actions pass the same
+//!   action map, arbitration and safety layer as local ones.
+//! - Nothing here runs on the RT thread; the only hop into it is the chunk channel's SPSC ring.
+//! - An observation that is not whole (a state entry not finite, a camera missing) is not sent.
 //! - TLS with the public roots (plus `ca_file`); plain `ws://` only toward loopback. The API key
 //!   comes from the environment, never from the config file.
 //!
 //! # Config keys
 //! `[cloud]` ([`CloudConfig`], absent = off): `url` (`wss://…`), `ca_file` (unset),
 //! `api_key_env` (`REFLEX_CLOUD_API_KEY`), `timeout_ms` (300 ms, in [10, 5000]: a later answer
-//! is dropped), `rate_hz` (10, in [0.5, 100] requests per second), `max_frame_bytes` (1 MiB; a
-//! bigger frame closes the link).
+//! is dropped), `rate_hz` (10, in [0.5, 100] requests per second), `max_frame_bytes` (4 MiB; a
+//! bigger frame closes the link), `action_rate_hz` (the spacing of an answer's actions; unset =
+//! the local policy's `control_rate_hz`), `horizon_steps` (50, in 1..=1000: the steps of an
+//! answer executed, the rest dropped), `[cloud.observation]` ([`observation::ObservationMap`]).
 //!
 //! # Example
 //! ```
@@ -46,9 +50,11 @@ use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use tungstenite::Message;
 
-use reflex_core::actions::ActionTarget;
 use reflex_core::metrics::Telemetry;
-use reflex_rt::arbiter::CloudCommand;
+use reflex_rt::control::ChunkSender;
+
+pub mod observation;
+pub use observation::{CloudObservation, Mapping, ObservationMap};
 
 /// `[cloud]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +77,16 @@ pub struct CloudConfig {
     /// Largest frame accepted (bytes); bigger ones close the link.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
+    /// Spacing of an answer's actions (Hz); unset: the local policy's `control_rate_hz`.
+    #[serde(default)]
+    pub action_rate_hz: Option<f64>,
+    /// Steps of an answer executed (the cloud queue's length); later ones are dropped.
+    #[serde(default = "default_horizon")]
+    pub horizon_steps: usize,
+    /// `[cloud.observation]`: the server's keys, sizes and layouts (unset: `observation/state`
+    /// and `observation/image`, see [`observation`]).
+    #[serde(default)]
+    pub observation: Option<ObservationMap>,
 }
 
 fn default_key_env() -> String {
@@ -83,7 +99,10 @@ fn default_rate() -> f64 {
     10.0
 }
 fn default_max_frame() -> usize {
-    1 << 20
+    4 << 20
+}
+fn default_horizon() -> usize {
+    50
 }
 
 impl CloudConfig {
@@ -106,17 +125,24 @@ impl CloudConfig {
             "cloud.rate_hz = {}: must be in [0.5, 100]",
             self.rate_hz
         );
+        if let Some(r) = self.action_rate_hz {
+            anyhow::ensure!(
+                r.is_finite() && r > 0.0 && r <= 1000.0,
+                "cloud.action_rate_hz = {r}: must be in (0, 1000]; fix: the rate the server's policy was trained at (DROID: 15)"
+            );
+        }
+        anyhow::ensure!(
+            (1..=1000).contains(&self.horizon_steps),
+            "cloud.horizon_steps = {}: must be in 1..=1000",
+            self.horizon_steps
+        );
         Ok(())
     }
-}
 
-/// The newest observation for the cloud (written by the robot-I/O thread, never the RT thread).
-#[derive(Debug, Clone, Default)]
-pub struct CloudObservation {
-    pub t_obs_ns: u64,
-    pub state: Vec<f32>,
-    /// The policy's image tensor as the local policy gets it (u8), with its shape.
-    pub image: Option<(Vec<u8>, Vec<i64>)>,
+    /// The spacing of an answer's actions (ns) for a local policy running at `local_rate_hz`.
+    pub fn action_step_ns(&self, local_rate_hz: f64) -> u64 {
+        (1e9 / self.action_rate_hz.unwrap_or(local_rate_hz)).round() as u64
+    }
 }
 
 /// What the link did.
@@ -129,7 +155,10 @@ pub struct CloudStats {
     pub dropped_late: AtomicU64,
     pub dropped_unsolicited: AtomicU64,
     pub dropped_malformed: AtomicU64,
-    pub dropped_inbox_full: AtomicU64,
+    /// Answers that found every chunk buffer full (the loop had not merged the last ones).
+    pub dropped_queue_full: AtomicU64,
+    /// Observations not sent: not whole (a state entry not finite, a camera missing).
+    pub observations_not_sent: AtomicU64,
     pub server_errors: AtomicU64,
 }
 
@@ -149,17 +178,20 @@ pub struct CloudLink {
 }
 
 impl CloudLink {
-    /// Starts the link thread; `axes` maps action dimensions onto the base (joint and gripper
-    /// dimensions are not sent by the cloud link yet) (the local policy's
-    /// action space), `prompt` is the task instruction.
+    /// Starts the link thread for the local policy `manifest` (the observation mapping is
+    /// resolved against its cameras and state sources; answers must have its action width):
+    /// answers go into `chunks` (the loop's cloud chunk channel, `config.horizon_steps` ×
+    /// action width values per buffer), `prompt` is the task instruction.
     pub fn start(
         config: CloudConfig,
-        axes: Vec<ActionTarget>,
+        manifest: &reflex_policy::PolicyManifest,
         prompt: String,
-        inbox: Arc<reflex_rt::arbiter::Inbox<CloudCommand>>,
+        chunks: ChunkSender,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
         config.validate()?;
+        let mapping = Mapping::resolve(config.observation.as_ref(), manifest)?;
+        let dims = manifest.action_space.len();
         let tls = tls_config(&config)?;
         let api_key = std::env::var(&config.api_key_env)
             .ok()
@@ -171,14 +203,15 @@ impl CloudLink {
             config,
             tls,
             api_key,
-            axes,
+            mapping,
+            dims,
             prompt,
-            inbox,
+            chunks,
             telemetry,
             stats: stats.clone(),
             observation: observation.clone(),
             stop: stop.clone(),
-            seq: 0,
+            reported_width: false,
         };
         let thread = std::thread::Builder::new()
             .name("reflex-cloud".into())
@@ -242,14 +275,17 @@ struct Worker {
     config: CloudConfig,
     tls: Arc<rustls::ClientConfig>,
     api_key: Option<String>,
-    axes: Vec<ActionTarget>,
+    mapping: Mapping,
+    /// The local policy's action width: an answer of another width is malformed.
+    dims: usize,
     prompt: String,
-    inbox: Arc<reflex_rt::arbiter::Inbox<CloudCommand>>,
+    chunks: ChunkSender,
     telemetry: Arc<Telemetry>,
     stats: Arc<CloudStats>,
     observation: Arc<Mutex<Option<CloudObservation>>>,
     stop: Arc<AtomicBool>,
-    seq: u64,
+    /// Whether a wrong-width answer was reported (once per link).
+    reported_width: bool,
 }
 
 type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
@@ -357,20 +393,36 @@ impl Worker {
         // answers in order and carries no request id, so answers are matched by order; one
         // later than `timeout_ms` is dropped when it comes.
         let mut pending: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+        let mut obs = CloudObservation::default();
+        let mut sent_obs_ns = 0;
         while !self.stop.load(Ordering::Acquire) {
             if pending.len() < 2 && Instant::now() >= next_send {
                 next_send = Instant::now() + period;
-                let obs = self
-                    .observation
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if let Some(obs) = obs {
-                    let frame = encode_observation(&obs, &self.prompt)?;
-                    ws.send(Message::Binary(frame.into()))
-                        .context("cannot send the observation")?;
-                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    pending.push_back(obs.t_obs_ns);
+                let have = {
+                    let slot = self.observation.lock().unwrap_or_else(|e| e.into_inner());
+                    match &*slot {
+                        Some(o) if o.t_obs_ns != sent_obs_ns => {
+                            obs.clone_from(o);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if have {
+                    sent_obs_ns = obs.t_obs_ns;
+                    match self.mapping.encode(&obs, &self.prompt)? {
+                        Some(frame) => {
+                            ws.send(Message::Binary(frame.into()))
+                                .context("cannot send the observation")?;
+                            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                            pending.push_back(obs.t_obs_ns);
+                        }
+                        None => {
+                            self.stats
+                                .observations_not_sent
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             // Read what arrived, a bounded number of frames per turn.
@@ -423,35 +475,30 @@ impl Worker {
             self.telemetry.cloud_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(action) = decode_first_action(frame) else {
-            self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
-            self.telemetry.cloud_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let mut base = reflex_safety::Twist::default();
-        for (v, axis) in action.iter().zip(&self.axes) {
-            match axis {
-                ActionTarget::BaseVx => base.vx_mps = *v,
-                ActionTarget::BaseVy => base.vy_mps = *v,
-                ActionTarget::BaseWz => base.wz_radps = *v,
-                // The cloud link carries base commands only (joint chunks: not yet).
-                _ => {}
+        let actions = match decode_actions(frame, self.dims, self.config.horizon_steps) {
+            Ok(a) => a,
+            Err(why) => {
+                if let Malformed::Width(got) = why
+                    && !self.reported_width
+                {
+                    self.reported_width = true;
+                    eprintln!(
+                        "reflex: cloud link: answers have {got} action dimensions, the policy's action map has {}; dropped (fix the server's output transform or the package)",
+                        self.dims
+                    );
+                }
+                self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                self.telemetry.cloud_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-        }
-        self.seq += 1;
-        let c = CloudCommand {
-            seq: self.seq,
-            t_ns: t_obs,
-            base,
-            stop: false,
         };
-        if !self.inbox.try_send(c) {
+        if self.chunks.try_send(t_obs, &actions, 0) {
+            self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        } else {
             self.stats
-                .dropped_inbox_full
+                .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
             self.telemetry.cloud_dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.stats.commands.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -466,41 +513,6 @@ fn set_read_timeout(ws: &Socket, d: Duration) -> Result<()> {
     Ok(())
 }
 
-fn ndarray(data: Vec<u8>, dtype: &str, shape: &[i64]) -> Value {
-    Value::Map(vec![
-        (Value::Binary(b"__ndarray__".to_vec()), Value::Boolean(true)),
-        (Value::Binary(b"data".to_vec()), Value::Binary(data)),
-        (Value::Binary(b"dtype".to_vec()), Value::from(dtype)),
-        (
-            Value::Binary(b"shape".to_vec()),
-            Value::Array(shape.iter().map(|&d| Value::from(d)).collect()),
-        ),
-    ])
-}
-
-/// An openpi observation: `observation/state` (f32), `observation/image` (u8, the local
-/// policy's layout), `prompt`, and the robot's observation time.
-pub fn encode_observation(obs: &CloudObservation, prompt: &str) -> Result<Vec<u8>> {
-    let state: Vec<u8> = obs.state.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let mut map = vec![
-        (
-            Value::from("observation/state"),
-            ndarray(state, "<f4", &[obs.state.len() as i64]),
-        ),
-        (Value::from("prompt"), Value::from(prompt)),
-        (Value::from("reflex/t_obs_ns"), Value::from(obs.t_obs_ns)),
-    ];
-    if let Some((data, shape)) = &obs.image {
-        map.push((
-            Value::from("observation/image"),
-            ndarray(data.clone(), "|u1", shape),
-        ));
-    }
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &Value::Map(map))?;
-    Ok(out)
-}
-
 fn get<'a>(map: &'a [(Value, Value)], key: &[u8]) -> Option<&'a Value> {
     map.iter().find_map(|(k, v)| {
         let matches = match k {
@@ -512,91 +524,119 @@ fn get<'a>(map: &'a [(Value, Value)], key: &[u8]) -> Option<&'a Value> {
     })
 }
 
-/// The first action of an answer's `actions` (`(H, A)` or `(A,)`, float32/float64, finite), or
-/// None when the frame is not that.
-pub fn decode_first_action(frame: &[u8]) -> Option<Vec<f64>> {
-    let v = rmpv::decode::read_value(&mut &frame[..]).ok()?;
-    let Value::Map(map) = v else { return None };
-    let Value::Map(arr) = get(&map, b"actions")? else {
-        return None;
+/// Why an answer was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not a msgpack map with an `actions` ndarray of float32/float64 of rank 1 or 2.
+    Frame,
+    /// `actions` has this many columns, not the policy's action width.
+    Width(usize),
+    /// No steps, or a value not finite.
+    Values,
+}
+
+/// An answer's `actions` (`(H, A)` or `(A,)`, float32/float64, every value finite, `A` =
+/// `dims`) as row-major f32, at most `max_steps` rows (later ones dropped).
+pub fn decode_actions(frame: &[u8], dims: usize, max_steps: usize) -> Result<Vec<f32>, Malformed> {
+    let v = rmpv::decode::read_value(&mut &frame[..]).map_err(|_| Malformed::Frame)?;
+    let Value::Map(map) = v else {
+        return Err(Malformed::Frame);
     };
-    if get(arr, b"__ndarray__")?.as_bool() != Some(true) {
-        return None;
+    let Some(Value::Map(arr)) = get(&map, b"actions") else {
+        return Err(Malformed::Frame);
+    };
+    if get(arr, b"__ndarray__").and_then(Value::as_bool) != Some(true) {
+        return Err(Malformed::Frame);
     }
-    let data = match get(arr, b"data")? {
-        Value::Binary(b) => b,
-        _ => return None,
+    let Some(Value::Binary(data)) = get(arr, b"data") else {
+        return Err(Malformed::Frame);
     };
-    let dtype = get(arr, b"dtype")?.as_str()?;
-    let shape: Vec<usize> = get(arr, b"shape")?
-        .as_array()?
+    let dtype = get(arr, b"dtype")
+        .and_then(Value::as_str)
+        .ok_or(Malformed::Frame)?;
+    let shape: Vec<usize> = get(arr, b"shape")
+        .and_then(Value::as_array)
+        .ok_or(Malformed::Frame)?
         .iter()
         .map(|d| d.as_u64().map(|d| d as usize))
-        .collect::<Option<_>>()?;
+        .collect::<Option<_>>()
+        .ok_or(Malformed::Frame)?;
     let (rows, cols) = match shape.as_slice() {
         [a] => (1, *a),
         [h, a] => (*h, *a),
-        _ => return None,
+        _ => return Err(Malformed::Frame),
     };
-    if rows == 0 || cols == 0 || cols > 64 {
-        return None;
+    if cols != dims {
+        return Err(Malformed::Width(cols));
     }
-    let values: Vec<f64> = match dtype {
-        "<f4" => {
-            if data.len() != rows * cols * 4 {
-                return None;
-            }
-            data.chunks_exact(4)
-                .take(cols)
-                .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect()
-        }
-        "<f8" => {
-            if data.len() != rows * cols * 8 {
-                return None;
-            }
-            data.chunks_exact(8)
-                .take(cols)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect()
-        }
-        _ => return None,
+    let size = match dtype {
+        "<f4" => 4,
+        "<f8" => 8,
+        _ => return Err(Malformed::Frame),
     };
-    values.iter().all(|v| v.is_finite()).then_some(values)
+    if rows.checked_mul(cols).and_then(|n| n.checked_mul(size)) != Some(data.len()) {
+        return Err(Malformed::Frame);
+    }
+    if rows == 0 {
+        return Err(Malformed::Values);
+    }
+    let keep = rows.min(max_steps) * cols;
+    let values: Vec<f32> = if size == 4 {
+        data.chunks_exact(4)
+            .take(keep)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        data.chunks_exact(8)
+            .take(keep)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect()
+    };
+    if values.iter().all(|v| v.is_finite()) {
+        Ok(values)
+    } else {
+        Err(Malformed::Values)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn actions_decode_and_garbage_does_not() {
+    use crate::observation::ndarray;
+
+    fn answer(values: &[f32], shape: &[i64]) -> Vec<u8> {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = Vec::new();
-        let data: Vec<u8> = [0.5f32, 0.0, 0.1, 0.4, 0.0, 0.2]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
         rmpv::encode::write_value(
             &mut out,
-            &Value::Map(vec![(
-                Value::from("actions"),
-                ndarray(data, "<f4", &[2, 3]),
-            )]),
+            &Value::Map(vec![(Value::from("actions"), ndarray(data, "<f4", shape))]),
         )
         .unwrap();
-        let a = decode_first_action(&out).unwrap();
-        assert_eq!(a.len(), 3);
-        assert!((a[0] - 0.5).abs() < 1e-6 && (a[2] - 0.1).abs() < 1e-6);
-        assert!(decode_first_action(b"not msgpack").is_none());
-        let mut nan = Vec::new();
-        rmpv::encode::write_value(
-            &mut nan,
-            &Value::Map(vec![(
-                Value::from("actions"),
-                ndarray(f32::NAN.to_le_bytes().to_vec(), "<f4", &[1]),
-            )]),
-        )
-        .unwrap();
-        assert!(decode_first_action(&nan).is_none());
+        out
+    }
+
+    #[test]
+    fn whole_chunks_decode_and_garbage_does_not() {
+        let a = decode_actions(&answer(&[0.5, 0.0, 0.1, 0.4, 0.0, 0.2], &[2, 3]), 3, 50).unwrap();
+        assert_eq!(a, vec![0.5, 0.0, 0.1, 0.4, 0.0, 0.2]);
+        // Longer than the queue: the first steps are kept.
+        let a = decode_actions(&answer(&[0.5, 0.0, 0.1, 0.4, 0.0, 0.2], &[2, 3]), 3, 1).unwrap();
+        assert_eq!(a, vec![0.5, 0.0, 0.1]);
+        assert_eq!(decode_actions(b"not msgpack", 3, 50), Err(Malformed::Frame));
+        assert_eq!(
+            decode_actions(&answer(&[f32::NAN], &[1]), 1, 50),
+            Err(Malformed::Values)
+        );
+        // Another width than the action map's: named, not cut or padded.
+        assert_eq!(
+            decode_actions(&answer(&[0.0; 8], &[1, 8]), 3, 50),
+            Err(Malformed::Width(8))
+        );
+        // A shape that does not describe the data.
+        assert_eq!(
+            decode_actions(&answer(&[0.0; 5], &[2, 3]), 3, 50),
+            Err(Malformed::Frame)
+        );
     }
 }

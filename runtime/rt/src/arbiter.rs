@@ -201,6 +201,18 @@ impl Arbiter {
 
     /// Picks this tick's proposal from `local` and the inboxes.
     pub fn arbitrate(&mut self, now_ns: u64, local: Command) -> Command {
+        self.arbitrate_with(now_ns, local, None)
+    }
+
+    /// Picks this tick's proposal from `local`, the cloud policy's action for now (`cloud`,
+    /// from the loop's cloud chunk queue, fresh by that queue's age limit) and the inboxes. At
+    /// the cloud's priority, its chunk action comes before a single cloud command.
+    pub fn arbitrate_with(
+        &mut self,
+        now_ns: u64,
+        local: Command,
+        cloud: Option<Command>,
+    ) -> Command {
         while let Some(c) = self.cloud_rx.as_mut().and_then(|rx| rx.pop().ok()) {
             if self.cloud.is_some_and(|old| c.seq <= old.seq) {
                 self.cloud_out_of_order += 1;
@@ -238,6 +250,9 @@ impl Arbiter {
                     }
                 }
                 Source::Cloud => {
+                    if let Some(c) = cloud {
+                        return c;
+                    }
                     if let Some(c) = self.cloud
                         && now_ns.saturating_sub(c.t_ns) <= self.cloud_max_age_ns
                     {

@@ -17,7 +17,9 @@ use crate::chunks::{ChunkQueue, NoAction, QueueConfig};
 #[derive(Debug)]
 pub struct ChunkMsg {
     pub t_obs_ns: u64,
+    /// The buffer; the chunk is its first `len` values (a cloud answer may be shorter).
     pub actions: Vec<f32>,
+    pub len: usize,
     /// Which loaded model produced it (0 = the one the run started with; +1 per hot swap).
     pub generation: u32,
 }
@@ -28,19 +30,25 @@ pub struct ChunkMsg {
 #[derive(Debug, Clone)]
 pub struct ChunkSender {
     rings: Arc<std::sync::Mutex<(rtrb::Consumer<ChunkMsg>, rtrb::Producer<ChunkMsg>)>>,
+    capacity: usize,
 }
 
 impl ChunkSender {
     /// Copies `actions` into a recycled buffer and sends it. Returns false, dropping the chunk,
-    /// when no buffer is free (the loop has not merged the earlier ones yet): never waits.
+    /// when no buffer is free (the loop has not merged the earlier ones yet) or `actions` is
+    /// longer than a buffer: never waits.
     pub fn try_send(&self, t_obs_ns: u64, actions: &[f32], generation: u32) -> bool {
+        if actions.len() > self.capacity {
+            return false;
+        }
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         let (free, ready) = &mut *rings;
         let Ok(mut msg) = free.pop() else {
             return false;
         };
         msg.t_obs_ns = t_obs_ns;
-        msg.actions.copy_from_slice(actions);
+        msg.actions[..actions.len()].copy_from_slice(actions);
+        msg.len = actions.len();
         msg.generation = generation;
         // `ready` holds every buffer there is: a popped buffer always fits.
         ready.push(msg).is_ok()
@@ -64,12 +72,14 @@ pub fn chunk_channel(buffers: usize, len: usize) -> (ChunkSender, ChunkReceiver)
         let _ = free_tx.push(ChunkMsg {
             t_obs_ns: 0,
             actions: vec![0.0; len],
+            len,
             generation: 0,
         });
     }
     (
         ChunkSender {
             rings: Arc::new(std::sync::Mutex::new((free_rx, ready_tx))),
+            capacity: len,
         },
         ChunkReceiver {
             ready: ready_rx,
@@ -160,6 +170,8 @@ pub struct ControlLoop {
     /// What each action dimension drives (resolved against the robot's config at load).
     targets: Vec<ActionTarget>,
     channel: ChunkReceiver,
+    /// The cloud policy's chunks (`with_cloud_chunks`): their own queue, the same action map.
+    cloud: Option<(ChunkQueue, ChunkReceiver)>,
     pub stats: LoopStats,
     /// Last tick time (ns), read by the watchdog.
     pub heartbeat_ns: Arc<AtomicU64>,
@@ -189,6 +201,7 @@ impl ControlLoop {
             arbiter: Arbiter::without_inboxes(&ArbiterConfig::default()),
             targets: targets.to_vec(),
             channel,
+            cloud: None,
             stats: LoopStats::default(),
             heartbeat_ns: Arc::new(AtomicU64::new(0)),
             last_no_action: None,
@@ -243,6 +256,39 @@ impl ControlLoop {
             None => Arbiter::without_inboxes(config),
         };
         Ok(self)
+    }
+
+    /// Executes the cloud policy's chunks (sent into `channel` by the cloud link) from their own
+    /// queue, `queue` (its step is the cloud's action rate, its age limit the arbitration's
+    /// `cloud_max_age_ms`), through the same action map, arbitration and safety as local ones.
+    pub fn with_cloud_chunks(mut self, queue: QueueConfig, channel: ChunkReceiver) -> Self {
+        self.cloud = Some((ChunkQueue::new(queue), channel));
+        self
+    }
+
+    /// The cloud queue, when the loop has one (tests, telemetry).
+    pub fn cloud_queue(&self) -> Option<&ChunkQueue> {
+        self.cloud.as_ref().map(|(q, _)| q)
+    }
+
+    /// The cloud's proposal for `now`: its queued action for now mapped like a local one and
+    /// stamped with the observation it answers, or None (no cloud chunk covers now, or the
+    /// covering action is older than its age limit).
+    fn cloud_command(&mut self, now_ns: u64) -> Option<Command> {
+        let (queue, channel) = self.cloud.as_mut()?;
+        while let Ok(msg) = channel.ready.pop() {
+            queue.merge(msg.t_obs_ns, &msg.actions[..msg.len], now_ns);
+            let _ = channel.free.push(msg);
+        }
+        let obs_ns = queue.obs_time_at(now_ns)?;
+        let action = queue.action_at(now_ns).ok()?;
+        let mut command = Command {
+            source: CommandSource::Cloud,
+            stamp: Monotonic::from_nanos(obs_ns),
+            ..Command::default()
+        };
+        apply_action(&self.targets, action, &mut command);
+        Some(command)
     }
 
     /// The policy's proposal for `now`: the queued action mapped onto what it drives (base
@@ -310,7 +356,8 @@ impl ControlLoop {
         let mut swapped = false;
         // 1. Chunks that arrived since the last tick, oldest first; buffers go back.
         while let Ok(msg) = self.channel.ready.pop() {
-            self.queue.merge(msg.t_obs_ns, &msg.actions, now_ns);
+            self.queue
+                .merge(msg.t_obs_ns, &msg.actions[..msg.len], now_ns);
             self.stats.chunks_merged += 1;
             if msg.generation != self.stats.model_generation {
                 self.stats.model_generation = msg.generation;
@@ -322,7 +369,8 @@ impl ControlLoop {
         }
         // 2-3. The action for now, then arbitration with cloud and operator commands.
         let local = self.policy_command(now_ns);
-        let mut proposed = self.arbiter.arbitrate(now_ns, local);
+        let cloud = self.cloud_command(now_ns);
+        let mut proposed = self.arbiter.arbitrate_with(now_ns, local, cloud);
         if proposed.source == reflex_safety::CommandSource::Cloud {
             self.stats.cloud_ticks += 1;
         }

@@ -229,33 +229,43 @@ pub fn run_robot(
         .telemetry
         .get_or_insert_with(Default::default)
         .clone();
+    // The cloud link sends whole answer chunks into the loop's cloud queue (its own chunk
+    // channel: the same action map, arbitration and safety as local chunks).
+    let m = &package.manifest;
+    let mut cloud_queue = None;
     let cloud_link = match options.cloud.clone() {
         Some(cfg) => {
-            let inboxes = options
-                .inboxes
-                .get_or_insert_with(reflex_rt::arbiter::Inboxes::default)
-                .clone();
+            cfg.validate()?;
+            let dims = m.action_space.len();
+            let (tx, rx) = reflex_rt::control::chunk_channel(4, cfg.horizon_steps * dims);
+            let mut queue = options.chunks.queue(
+                dims,
+                cfg.horizon_steps,
+                cfg.action_step_ns(m.control_rate_hz),
+            );
+            // A cloud action is usable as long as a cloud command is ([arbitration]).
+            queue.max_action_age_ns = (options.arbitration.cloud_max_age_ms * 1e6).round() as u64;
+            cloud_queue = Some((queue, rx));
             Some(reflex_cloud::CloudLink::start(
                 cfg,
-                contract(safety_config, package)?.0,
+                m,
                 task.1.to_string(),
-                inboxes.cloud,
+                tx,
                 telemetry.clone(),
             )?)
         }
         None => None,
     };
     let options = &options;
-    let image_shape = package
-        .manifest
-        .input(reflex_policy::InputRole::Image)
-        .map(|i| i.shape.clone());
     let manifest = package.manifest.clone();
     let period_ns = rt_config.period_ns();
     let mut config = safety_config.clone();
     config.control_period_ms = rt_config.period_ms;
     let (chunk_tx, chunk_rx) = chunk_channel(package);
-    let control = control_loop(&config, package, options, chunk_rx)?;
+    let mut control = control_loop(&config, package, options, chunk_rx)?;
+    if let Some((queue, rx)) = cloud_queue {
+        control = control.with_cloud_chunks(queue, rx);
+    }
     let mut backend = loader(package)?;
     backend
         .warm_up(3)
@@ -555,18 +565,12 @@ pub fn run_robot(
                     // Never waits: the cloud link's thread holds it only to take the latest.
                     && let Ok(mut slot) = link.observation.try_lock()
                 {
-                    // The cloud link sends the first camera (its observation mapping: issue 20).
-                    let image = match (o.images.first(), &image_shape) {
-                        (Some(reflex_policy::ImageData::U8(d)), Some(shape)) => {
-                            Some((d.clone(), shape.clone()))
-                        }
-                        _ => None,
-                    };
-                    *slot = Some(reflex_cloud::CloudObservation {
-                        t_obs_ns: now,
-                        state: o.state.clone(),
-                        image,
-                    });
+                    // What the local policy gets, in its buffers' places (no allocation once
+                    // sized): the link maps it to the server's keys on its own thread.
+                    let c = slot.get_or_insert_with(Default::default);
+                    c.t_obs_ns = now;
+                    c.state.clone_from(&o.state);
+                    c.images.clone_from(&o.images);
                 }
                 obs_in.publish();
             }

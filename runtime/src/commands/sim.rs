@@ -129,10 +129,6 @@ pub fn exec(args: Args) -> Result<()> {
             report.is_none(),
             "--report records lockstep runs of the base; `--robot arm` runs in real time"
         );
-        anyhow::ensure!(
-            cloud_url.is_none(),
-            "--cloud-url: the cloud link sends base commands only; it does not drive an arm yet"
-        );
     }
     let config = ReflexConfig::load(&config)?;
     let package = PolicyPackage::open(&policy)?;
@@ -193,10 +189,6 @@ pub fn exec(args: Args) -> Result<()> {
         "--scenario {scenario:?}: the built-in scenario is `default`; scenario files arrive with the HIL scenario suite (hil-tests/scenarios, hil-tests/scenarios/arm)"
     );
     if arm {
-        anyhow::ensure!(
-            options.cloud.is_none(),
-            "[cloud] in the config: the cloud link sends base commands only; it does not drive an arm yet (remove [cloud] for `--robot arm`)"
-        );
         let scenario = reflex_sim::default_arm_scenario(instruction.as_deref().unwrap_or(""));
         let (summary, report) = reflex_sim::run_arm_realtime(
             &config,
@@ -218,6 +210,10 @@ pub fn exec(args: Args) -> Result<()> {
             value["lateness_max_us"] = report.lateness_max_us.into();
             value["watchdog_trips"] = report.watchdog_trips.into();
             value["worker_restarts"] = report.worker_restarts.into();
+            if let Some(cloud) = &report.cloud {
+                value["cloud"] = cloud.clone();
+                value["cloud_ticks"] = report.cloud_ticks.into();
+            }
             println!("{}", serde_json::to_string(&value)?);
         } else {
             println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -3,9 +3,15 @@
 client's msgpack-numpy encoding (`openpi_client.msgpack_numpy`), TLS from a test CA made here
 with openssl, and an API key. Listens on 127.0.0.1; prints `READY <port> <ca.pem>`.
 
-    server.py --dir DIR --api-key KEY --mode normal|slow|malformed|flood|drop [--vx 0.3]
+    server.py --dir DIR --api-key KEY --mode normal|slow|malformed|flood|drop|droid [--vx 0.3]
+              [--goal q1,q2,q3,gripper]
 
 normal: answers every observation with a (10, 3) float32 chunk [vx, 0, 0].
+droid: takes the observation a DROID policy server takes (openpi's `DroidInputs`: two
+224 x 224 x 3 uint8 images, `observation/joint_position`, `observation/gripper_position`,
+`prompt`), refuses anything else with a text error frame naming what is wrong, and answers a
+(15, 4) chunk of absolute joint and gripper targets stepping from the measured joint position
+toward `--goal` by 0.04 rad per step (0.6 rad/s at 15 Hz) - a closed-loop policy of its own.
 slow: answers 0.5 s late.            malformed: garbage, no `actions`, NaN, a wrong shape, a
 text error frame, then one good answer, in turn.   flood: each answer followed by 200
 unsolicited ones.   drop: closes the connection after 15 answers (the client must reconnect).
@@ -48,13 +54,53 @@ def make_tls(d: pathlib.Path):
     return ctx, d / "ca.pem"
 
 
+def droid_problem(obs):
+    """What is wrong with a DROID observation, or None."""
+    want = {
+        "observation/exterior_image_1_left": ((224, 224, 3), np.uint8),
+        "observation/wrist_image_left": ((224, 224, 3), np.uint8),
+        "observation/joint_position": ((3,), np.float32),
+        "observation/gripper_position": ((1,), np.float32),
+    }
+    for key, (shape, dtype) in want.items():
+        if key not in obs:
+            return f"no {key} (keys: {sorted(obs)})"
+        v = obs[key]
+        if not isinstance(v, np.ndarray) or v.shape != shape or v.dtype != dtype:
+            return f"{key}: {getattr(v, 'dtype', type(v))} {getattr(v, 'shape', '')}, want {dtype.__name__} {shape}"
+        if dtype == np.float32 and not np.all(np.isfinite(v)):
+            return f"{key}: not finite: {v}"
+    for key in ("observation/exterior_image_1_left", "observation/wrist_image_left"):
+        if obs[key].std() < 1.0:
+            return f"{key}: a flat image (std {obs[key].std():.2f}): not the rendered camera"
+    if not isinstance(obs.get("prompt"), str):
+        return "no prompt"
+    if "observation/state" in obs or "observation/image" in obs:
+        return "the default keys are sent beside the mapped ones"
+    return None
+
+
+def droid(obs, goal):
+    problem = droid_problem(obs)
+    if problem is not None:
+        print(f"bad observation: {problem}", file=sys.stderr, flush=True)
+        return f"bad observation: {problem}"
+    q = np.concatenate([obs["observation/joint_position"], obs["observation/gripper_position"]])
+    steps = np.arange(1, 16, dtype=np.float32).reshape(15, 1) * np.float32(0.04)
+    chunk = q + np.clip(goal - q, -steps, steps)
+    chunk[:, 3] = goal[3]
+    return msgpack_numpy.packb({"actions": chunk.astype(np.float32)})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--mode", default="normal")
     ap.add_argument("--vx", type=float, default=0.3)
+    ap.add_argument("--goal", default="0.5,-0.3,0.6,0.02")
     a = ap.parse_args()
+    goal = np.array([float(v) for v in a.goal.split(",")], dtype=np.float32)
     ctx, ca = make_tls(pathlib.Path(a.dir))
     good = msgpack_numpy.packb(
         {"actions": np.tile(np.array([a.vx, 0.0, 0.0], dtype=np.float32), (10, 1))}
@@ -77,6 +123,9 @@ def main():
         n = 0
         for frame in ws:
             obs = msgpack_numpy.unpackb(frame)
+            if a.mode == "droid":
+                ws.send(droid(obs, goal))
+                continue
             state = obs["observation/state"]
             assert state.dtype == np.float32 and state.shape == (3,), state
             assert isinstance(obs["prompt"], str)
