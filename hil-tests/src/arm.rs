@@ -16,6 +16,9 @@
 //! max_following_error = 0.2
 //! [person]                     # optional: reflex_sim::CellPerson (bearing_rad, from_m, to_m,
 //! bearing_rad = -0.6           # enter_s, stand_s, leave_s, gone_s)
+//! fixtures = [{ x_m = 0.4, y_m = 0.3, radius_m = 0.03 }]  # optional (top level, before the
+//! teach_background = true      # tables): static objects the scanner sees; and whether the
+//!                              # background is taught from the empty cell first (SAF-019)
 //! [inference]                  # optional: the model's faults (s): outputs_nan_at_s,
 //! outputs_nan_at_s = 1.0       # hangs_at_s, crashes_at_s; first_inference_ms
 //! [[events]]                   # reflex_sim::ArmEvent: estop_pressed/released, estop_heartbeat_
@@ -33,11 +36,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use reflex_sim::{ArmEvent, ArmScenario, ArmSimSummary, CellPerson};
+use reflex_sim::{ArmEvent, ArmScenario, ArmSimSummary, CellFixture, CellPerson};
 use serde::Deserialize;
 
 /// The shipped arm config.
 pub const ARM_CONFIG: &str = include_str!("../../launch/arm.toml");
+
+/// `reflex teach-background`'s default band (m).
+pub const DEFAULT_TEACH_TOLERANCE_M: f64 = 0.03;
 
 /// Below this speed ratio (measured speed / `max_velocity`) a joint counts as still.
 pub const STILL_RATIO: f64 = 0.01;
@@ -55,6 +61,13 @@ pub struct ArmScenarioFile {
     #[serde(default)]
     pub robot: toml::Table,
     pub person: Option<CellPerson>,
+    /// Static objects of the cell the scanner sees (table legs, posts).
+    #[serde(default)]
+    pub fixtures: Vec<CellFixture>,
+    /// Teach `[safety.lidar.background]` from 20 scans of the empty cell (the fixtures, nobody
+    /// in it) with `reflex teach-background`'s code and tolerance, before the run (SAF-019).
+    #[serde(default)]
+    pub teach_background: bool,
     /// Faults of the inference worker's model (the first worker; the supervisor's
     /// replacement is healthy).
     #[serde(default)]
@@ -215,8 +228,35 @@ impl ArmScenarioFile {
     pub fn config(&self) -> Result<reflex_runner::config::ReflexConfig> {
         let mut base: toml::Table = toml::from_str(ARM_CONFIG)?;
         crate::scenario::merge(&mut base, &self.robot);
-        reflex_runner::config::ReflexConfig::from_table(base)
-            .with_context(|| format!("{}: launch/arm.toml with [robot] merged", self.name))
+        let mut config = reflex_runner::config::ReflexConfig::from_table(base)
+            .with_context(|| format!("{}: launch/arm.toml with [robot] merged", self.name))?;
+        if self.teach_background {
+            let recording: Vec<_> = (0..20u64)
+                .map(|k| reflex_sim::cell_scan(None, &self.fixtures, k * 50_000_000))
+                .collect();
+            let scans: Vec<_> = recording
+                .iter()
+                .map(|s| reflex_safety::Scan {
+                    stamp: reflex_safety::Monotonic::from_nanos(0),
+                    angle_min_rad: s.angle_min,
+                    angle_increment_rad: s.angle_increment,
+                    range_min_m: s.range_min,
+                    range_max_m: s.range_max,
+                    ranges_m: &s.ranges,
+                })
+                .collect();
+            let taught = reflex_safety::teach_background(&scans, DEFAULT_TEACH_TOLERANCE_M)
+                .with_context(|| format!("{}: teaching the cell's background", self.name))?;
+            let lidar =
+                config.safety.lidar.as_mut().with_context(|| {
+                    format!("{}: teach_background needs [safety.lidar]", self.name)
+                })?;
+            lidar.background = Some(taught.background);
+            config.safety.validate().map_err(|e| {
+                anyhow::anyhow!("{}: the taught background is refused: {e}", self.name)
+            })?;
+        }
+        Ok(config)
     }
 
     /// Runs the scenario in real time (about `duration_s`): what the simulator saw, and the
@@ -231,6 +271,7 @@ impl ArmScenarioFile {
         let mut scenario = reflex_sim::default_arm_scenario(&self.policy.instruction);
         scenario.name = self.name.clone();
         scenario.person = self.person;
+        scenario.fixtures = self.fixtures.clone();
         scenario.events = self
             .events
             .iter()

@@ -35,7 +35,7 @@ fn run_checked(s: &ArmScenarioFile) -> Vec<reflex_hil::arm::ArmCheck> {
 #[test]
 fn every_arm_scenario_passes_its_assertions() {
     let files = scenario_files();
-    assert!(files.len() >= 18, "{files:?}");
+    assert!(files.len() >= 19, "{files:?}");
     let mut failures = Vec::new();
     println!("{:<36} {:<6} covers / checks", "scenario", "result");
     for file in &files {
@@ -92,6 +92,10 @@ fn the_arm_assertions_fail_when_their_guard_is_weakened() {
         ),
         |w| w.starts_with("short of") || w.starts_with("still from"),
     );
+    // SAF-019 untaught: the table legs are people within reach, and the arm never reaches.
+    let mut s = load("arm_table_legs_taught_background");
+    s.teach_background = false;
+    assert_fails(&s, |w| w.starts_with("reaches"));
     // SAF-006 with a gripper range wider than the hand's: it opens past 0.08 m.
     assert_fails(
         &weakened(

@@ -67,6 +67,9 @@ enum Cmd {
     Status(commands::status::Args),
     /// Validate a config file and print the safety config hash.
     CheckConfig(commands::check_config::Args),
+    /// Teach a fixed cell's static scan returns (table legs, fences) from a recording of the
+    /// empty cell and print the `[safety.lidar.background]` table (SAF-019).
+    TeachBackground(commands::teach_background::Args),
 }
 
 fn main() {
@@ -86,6 +89,7 @@ fn main() {
         Cmd::Run(args) => commands::run::exec(args),
         Cmd::Status(args) => commands::status::exec(args),
         Cmd::CheckConfig(args) => commands::check_config::exec(args),
+        Cmd::TeachBackground(args) => commands::teach_background::exec(args),
     };
     if let Err(err) = result {
         eprintln!("reflex: error: {err:#}");

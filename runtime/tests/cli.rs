@@ -473,3 +473,83 @@ fn the_systemd_unit_names_a_robot_io_and_never_the_simulator() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("built without the `dds` feature"), "{t}");
 }
+
+/// SAF-019: `reflex teach-background` reads a rosbag2-style recording written by
+/// mcap-ros2-support's own writer, prints a table that launch/arm.toml accepts with it appended,
+/// and refuses a recording with someone walking through the cell (or without the topic), naming
+/// what moved.
+#[test]
+fn teach_background_teaches_a_recorded_empty_cell_and_refuses_a_moving_one() {
+    let dir = std::env::temp_dir().join(format!("reflex-teach-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let out = Command::new(repo().join(".venv/bin/python"))
+            .arg(repo().join("runtime/tests/recorder/write_scan_bag.py"))
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("run python");
+        assert!(out.status.success(), "{}", text(&out));
+        path.to_str().unwrap().to_string()
+    };
+    let empty = write("empty.mcap", &[]);
+    let out = reflex(&[
+        "teach-background",
+        "--recording",
+        &empty,
+        "--config",
+        "launch/arm.toml",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("40 scans, 720 beams") && t.contains("accepts it"),
+        "{t}"
+    );
+    let table = String::from_utf8(out.stdout.clone()).unwrap();
+    let parsed: toml::Table = toml::from_str(&table).unwrap();
+    let b = &parsed["safety"]["lidar"]["background"];
+    let ranges: Vec<f64> = b["ranges_m"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_float().unwrap())
+        .collect();
+    assert_eq!(ranges.len(), 720);
+    // The legs (0.36–0.45 m, 5 cm thick: 12–16 beams of 0.5° each), the wall (4 m) on the rest.
+    let legs = ranges.iter().filter(|r| **r < 0.5).count();
+    assert!((40..=70).contains(&legs), "{legs} leg beams");
+    assert!(ranges.iter().all(|r| *r > 0.3 && *r <= 4.0), "{ranges:?}");
+    assert_eq!(b["tolerance_m"].as_float(), Some(0.03));
+    // Appended to the shipped arm config, as the README says to.
+    let arm = std::fs::read_to_string(repo().join("launch/arm.toml")).unwrap();
+    let config = reflex_runner::config::ReflexConfig::parse(&format!("{arm}\n{table}")).unwrap();
+    let taught = config.safety.lidar.unwrap().background.unwrap();
+    assert_eq!(taught.ranges_m, ranges);
+
+    let walking = write("walking.mcap", &["--person"]);
+    let out = reflex(&["teach-background", "--recording", &walking]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("walking.mcap") && t.contains("something moved") && t.contains("beams "),
+        "{t}"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed to paste: {t}");
+
+    let out = reflex(&[
+        "teach-background",
+        "--recording",
+        &empty,
+        "--topic",
+        "/front/scan",
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("no messages on /front/scan") && t.contains("/scan"),
+        "{t}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -171,6 +171,36 @@ pub struct LidarConfig {
     /// path ahead is widened on both sides by this speed × the stopping time, so someone about
     /// to step in front of the robot already counts. Set 0 only where nothing moves.
     pub intrusion_speed_mps: f64,
+    /// SAF-019: the fixed cell's static returns (table legs, fences, the robot's own column),
+    /// taught with `reflex teach-background`; allowed only on a lidar that does not move (no
+    /// `[safety.base]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<BackgroundConfig>,
+}
+
+/// Largest `lidar.background.tolerance_m`: a wider band would hide a person standing just in
+/// front of a taught object.
+pub const MAX_BACKGROUND_TOLERANCE_M: f64 = 0.1;
+
+/// `[safety.lidar.background]` (SAF-019): per beam, the nearest return of the cell's static
+/// scene, taught from a recording of the empty cell (`reflex teach-background`). A return
+/// within `tolerance_m` of its beam's background is that object, not a person: it counts as no
+/// return. A return nearer than that is a point (a person in front of the object); one
+/// farther, or no return where the object was, is an invalid beam (the object or the scanner
+/// moved: `max_invalid_fraction` of them stops the arm). A scan whose geometry differs from
+/// the taught one stops the arm (`scan_background_mismatch`): re-teach after moving the
+/// scanner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundConfig {
+    /// The taught scans' `angle_min` and `angle_increment` (rad); live scans must match.
+    pub angle_min_rad: f64,
+    pub angle_increment_rad: f64,
+    /// Half-width of the band around each background range that is masked (m), (0, 0.1].
+    pub tolerance_m: f64,
+    /// One entry per beam (the taught scans' beam count): the background range (m), or 0 for a
+    /// beam with no static return (it is never masked).
+    pub ranges_m: Vec<f64>,
 }
 
 /// `[safety.arm]`.
@@ -379,6 +409,13 @@ impl SafetyConfig {
         )?;
         match (&self.base, &self.lidar) {
             (Some(base), Some(lidar)) => {
+                if lidar.background.is_some() {
+                    return Err(err(
+                        "lidar.background",
+                        "a taught background is for a scanner that stands still in a fixed cell, and this lidar rides on the mobile base (its scene moves as the base drives)",
+                        "remove [safety.lidar.background], or mount a fixed scanner for an arm without a base",
+                    ));
+                }
                 validate_base(base)?;
                 validate_lidar(lidar, base)?;
             }
@@ -673,6 +710,70 @@ fn validate_lidar_sensor(lidar: &LidarConfig) -> Result<(), ConfigError> {
             "lidar.max_invalid_fraction",
             format!("must be in [0, 1), got {}", lidar.max_invalid_fraction),
             "set e.g. 0.2",
+        ));
+    }
+    if let Some(background) = &lidar.background {
+        validate_background(background, lidar.max_beams)?;
+    }
+    Ok(())
+}
+
+/// SAF-019's taught background: its geometry, band and ranges.
+fn validate_background(bg: &BackgroundConfig, max_beams: usize) -> Result<(), ConfigError> {
+    let reteach = "teach it again from a recording of the empty cell: reflex teach-background --recording FILE.mcap";
+    if !(bg.angle_min_rad.is_finite()
+        && bg.angle_increment_rad.is_finite()
+        && bg.angle_increment_rad != 0.0)
+    {
+        return Err(err(
+            "lidar.background.angle_increment_rad",
+            format!(
+                "the taught scan geometry must be finite with a non-zero increment, got angle_min_rad {} and angle_increment_rad {}",
+                bg.angle_min_rad, bg.angle_increment_rad
+            ),
+            reteach,
+        ));
+    }
+    if !(bg.tolerance_m.is_finite()
+        && bg.tolerance_m > 0.0
+        && bg.tolerance_m <= MAX_BACKGROUND_TOLERANCE_M)
+    {
+        return Err(err(
+            "lidar.background.tolerance_m",
+            format!(
+                "must be in (0, {MAX_BACKGROUND_TOLERANCE_M}] m (a wider band hides a person standing just in front of a taught object), got {}",
+                bg.tolerance_m
+            ),
+            "set the scanner's range noise plus a little, e.g. 0.03",
+        ));
+    }
+    if bg.ranges_m.is_empty() || bg.ranges_m.len() > max_beams {
+        return Err(err(
+            "lidar.background.ranges_m",
+            format!(
+                "has {} entries; it needs one per beam of the scan, between 1 and lidar.max_beams ({max_beams})",
+                bg.ranges_m.len()
+            ),
+            reteach,
+        ));
+    }
+    if let Some((i, r)) = bg
+        .ranges_m
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !(r.is_finite() && **r >= 0.0 && **r <= 10_000.0))
+    {
+        return Err(err(
+            "lidar.background.ranges_m",
+            format!("beam {i} has {r}; each entry is a range in [0, 10000] m, 0 for no background"),
+            reteach,
+        ));
+    }
+    if bg.ranges_m.iter().all(|r| *r == 0.0) {
+        return Err(err(
+            "lidar.background.ranges_m",
+            "no beam has a background, so nothing is masked",
+            "remove [safety.lidar.background], or teach it from a recording of the cell",
         ));
     }
     Ok(())

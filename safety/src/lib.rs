@@ -36,6 +36,7 @@
 //! | `lidar.min_points` | 1..=16 | — | points needed to trigger a zone |
 //! | `lidar.hysteresis_m`, `lidar.release_delay_ms` | f64 | — | release only when clear by this much, for this long |
 //! | `lidar.max_invalid_fraction` | [0, 1) | — | invalid beams tolerated in the direction of motion |
+//! | `lidar.background` | `{ angle_min_rad, angle_increment_rad, tolerance_m, ranges_m }` | unset | SAF-019, a fixed cell's scanner only (no `[safety.base]`): per beam the static scene's nearest return, taught by `reflex teach-background`; returns within `tolerance_m` (≤ 0.1 m) of it are no return, nearer ones are points, farther ones or none are invalid beams; another scan geometry stops (`scan_background_mismatch`) |
 //! | `arm.state_max_age_ms` | f64, ms | — | joint-state staleness limit |
 //! | `arm.joints` | `[{ name, min_position, max_position, max_velocity, max_acceleration }]` | — | at most 16 |
 //! | `arm.gripper` | `{ min_position, max_position }` | unset | gripper range |
@@ -121,6 +122,7 @@
 
 #![forbid(unsafe_code)]
 
+mod background;
 mod config;
 mod kinematics;
 mod layer;
@@ -129,11 +131,13 @@ mod rotation;
 mod types;
 pub mod wire;
 
+pub use background::{MAX_UNSTEADY_RUN, MIN_TEACH_SCANS, Taught, TeachError, teach_background};
 pub use config::{
-    ArmConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig, EstopSourceConfig,
-    GripperLimits, JointKind, JointLimits, KinematicsConfig, LidarConfig, LinkConfig,
-    MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES, MAX_KEEP_OUT, MAX_MIN_POINTS, Pose2, Restart,
-    SafetyConfig, SeparationConfig, StallConfig, ToolConfig, WorkspaceBox,
+    ArmConfig, BackgroundConfig, BaseConfig, BaseKind, CommandAges, ConfigError, EstopConfig,
+    EstopSourceConfig, GripperLimits, JointKind, JointLimits, KinematicsConfig, LidarConfig,
+    LinkConfig, MAX_BACKGROUND_TOLERANCE_M, MAX_BEAMS_LIMIT, MAX_FOOTPRINT_VERTICES, MAX_KEEP_OUT,
+    MAX_MIN_POINTS, Pose2, Restart, SafetyConfig, SeparationConfig, StallConfig, ToolConfig,
+    WorkspaceBox,
 };
 pub use kinematics::{Kinematics, LinkPoints};
 pub use layer::Safety;

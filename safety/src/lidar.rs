@@ -14,6 +14,9 @@ const PARALLEL_EPS: f32 = 1e-9;
 const BLOCK: usize = 16;
 /// Where beams without a point (clear, invalid, padding) are placed: beyond every zone.
 const FAR_M: f32 = 1.0e6;
+/// How closely a scan's angles must match a taught background's (rad): the f32 round trip
+/// through TOML is exact, so this only absorbs a driver's float formatting.
+const BACKGROUND_ANGLE_EPS: f32 = 1e-6;
 
 /// Beam classes: 0 = a point (in range, or -inf), 1 = clear (+inf), 2 = invalid. u32, not
 /// u8, so the counting loops vectorise alongside the f32 lanes.
@@ -123,6 +126,12 @@ pub(crate) struct Lidar {
     invalid_total: u32,
     angle_min: f32,
     angle_increment: f32,
+    /// SAF-019: per-beam background range (0: none; always 0 without a taught background, so
+    /// the masking pass is the same branch-free code either way) and its band.
+    background: Vec<f32>,
+    background_tolerance: f32,
+    /// The taught geometry (angle_min, increment, beams) a scan must match.
+    background_geometry: Option<(f32, f32, usize)>,
 }
 
 impl Lidar {
@@ -150,6 +159,26 @@ impl Lidar {
             invalid_total: 0,
             angle_min: 0.0,
             angle_increment: 0.0,
+            background: {
+                let mut ranges = vec![0.0; n];
+                if let Some(bg) = &cfg.background {
+                    for (slot, r) in ranges.iter_mut().zip(&bg.ranges_m) {
+                        *slot = *r as f32;
+                    }
+                }
+                ranges
+            },
+            background_tolerance: cfg
+                .background
+                .as_ref()
+                .map_or(0.0, |b| b.tolerance_m as f32),
+            background_geometry: cfg.background.as_ref().map(|b| {
+                (
+                    b.angle_min_rad as f32,
+                    b.angle_increment_rad as f32,
+                    b.ranges_m.len(),
+                )
+            }),
         }
     }
 
@@ -171,6 +200,17 @@ impl Lidar {
         if !meta_ok {
             self.beams = 0;
             return Err(Reason::ScanInvalid);
+        }
+        if let Some((angle_min, increment, beams)) = self.background_geometry {
+            // SAF-019: the taught ranges belong to these beams only; another geometry (a
+            // reconfigured or replaced scanner) would mask the wrong directions.
+            let matches = n == beams
+                && (scan.angle_min_rad - angle_min).abs() <= BACKGROUND_ANGLE_EPS
+                && (scan.angle_increment_rad - increment).abs() <= BACKGROUND_ANGLE_EPS;
+            if !matches {
+                self.beams = 0;
+                return Err(Reason::ScanBackgroundMismatch);
+            }
         }
         let key = (
             scan.angle_min_rad.to_bits(),
@@ -200,11 +240,20 @@ impl Lidar {
         let ranges = &scan.ranges_m[..n];
         let (cos, sin) = (&self.cos[..n], &self.sin[..n]);
         let (xs, ys, classes) = (&mut self.x[..n], &mut self.y[..n], &mut self.class[..n]);
+        let background = &self.background[..n];
+        let tol = self.background_tolerance;
         for i in 0..n {
             let r = ranges[i];
             let in_range = (r >= rmin) & (r <= rmax);
-            let point = in_range | (r == f32::NEG_INFINITY);
-            let clear = r == f32::INFINITY;
+            // SAF-019: within the band of the beam's taught background it is that object (no
+            // return); beyond it, or no return where the object stood, the beam cannot be
+            // trusted (invalid). Nearer is a point; -inf is never masked.
+            let b = background[i];
+            let taught = b > 0.0;
+            let masked = taught & in_range & (r >= b - tol) & (r <= b + tol);
+            let missing = taught & ((in_range & (r > b + tol)) | (r == f32::INFINITY));
+            let point = (in_range & !masked & !missing) | (r == f32::NEG_INFINITY);
+            let clear = ((r == f32::INFINITY) & !missing) | masked;
             let range = if in_range { r } else { 0.0 };
             let range = if point { range } else { FAR_M };
             // VALID 0, CLEAR 1, INVALID 2.
@@ -519,6 +568,7 @@ mod tests {
             release_delay_ms: 0.0,
             max_invalid_fraction: 0.2,
             intrusion_speed_mps: 0.0,
+            background: None,
         });
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
@@ -597,6 +647,7 @@ mod tests {
             release_delay_ms: 0.0,
             max_invalid_fraction: 0.2,
             intrusion_speed_mps: 0.0,
+            background: None,
         };
         let mut lidar = Lidar::new(&cfg);
         let scan = Scan {
@@ -659,6 +710,78 @@ mod tests {
         // the square; 0.01 rad leaves it outside the front edge.
         assert_eq!(lidar.rotation_hits(&f, 1.0), 1);
         assert_eq!(lidar.rotation_hits(&f, 0.01), 0);
+    }
+
+    /// SAF-019: a return at its beam's taught background is no return; one nearer is a point;
+    /// one beyond it, or none where the object stood, is invalid; -inf is never masked; an
+    /// untaught beam is unchanged; another scan geometry is refused.
+    #[test]
+    fn a_taught_background_masks_only_its_own_returns() {
+        let mut cfg = LidarConfig {
+            base_from_lidar: crate::config::Pose2 {
+                x_m: 0.0,
+                y_m: 0.0,
+                yaw_rad: 0.0,
+            },
+            max_beams: 8,
+            max_age_ms: 100.0,
+            reaction_time_ms: 0.0,
+            margin_m: 0.05,
+            slowdown_depth_m: 0.5,
+            min_points: 1,
+            hysteresis_m: 0.0,
+            release_delay_ms: 0.0,
+            max_invalid_fraction: 0.2,
+            intrusion_speed_mps: 0.0,
+            background: Some(crate::config::BackgroundConfig {
+                angle_min_rad: 0.0,
+                angle_increment_rad: 0.1,
+                tolerance_m: 0.03,
+                ranges_m: vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0],
+            }),
+        };
+        fn scan(ranges: &[f32], inc: f32) -> Scan<'_> {
+            Scan {
+                stamp: crate::Monotonic::from_nanos(0),
+                angle_min_rad: 0.0,
+                angle_increment_rad: inc,
+                range_min_m: 0.05,
+                range_max_m: 30.0,
+                ranges_m: ranges,
+            }
+        }
+        let mut lidar = Lidar::new(&cfg);
+        let ranges: &[f32] = &[
+            1.02,
+            0.98,
+            0.9,
+            1.2,
+            f32::INFINITY,
+            1.0,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        lidar.prepare(&scan(ranges, 0.1)).unwrap();
+        // masked, masked, point, invalid (beyond), invalid (gone), untaught point, -inf
+        // point, NaN invalid.
+        assert_eq!(lidar.class[..8], [1, 1, 0, 2, 2, 0, 0, 2]);
+        assert_eq!(lidar.invalid_total, 3);
+        assert_eq!(lidar.x[0], FAR_M);
+        assert!((lidar.x[2] - 0.9 * 0.2f32.cos()).abs() < 1e-6);
+        // The taught beams are these eight at these angles: another geometry is refused.
+        assert_eq!(
+            lidar.prepare(&scan(ranges, 0.2)),
+            Err(Reason::ScanBackgroundMismatch)
+        );
+        assert_eq!(
+            lidar.prepare(&scan(&[1.0; 7], 0.1)),
+            Err(Reason::ScanBackgroundMismatch)
+        );
+        // Without a background the same returns are all points or invalid as before.
+        cfg.background = None;
+        let mut plain = Lidar::new(&cfg);
+        plain.prepare(&scan(ranges, 0.1)).unwrap();
+        assert_eq!(plain.class[..8], [0, 0, 0, 0, 1, 0, 0, 2]);
     }
 
     #[test]

@@ -298,6 +298,7 @@ reasons! {
     ArmSeparation => "arm_separation", Stop;
     ArmSeparationSlow => "arm_separation_slow", Slow;
     JointStalled => "joint_stalled", Stop;
+    ScanBackgroundMismatch => "scan_background_mismatch", Stop;
 }
 
 /// A fixed-size set of [`Reason`]s (a bit set; no allocation).

@@ -342,3 +342,48 @@ fn arm_separation_is_checked() {
     assert_eq!(cfg.arm.as_ref().unwrap().separation.unwrap().margin_m, 0.3);
     Safety::new(cfg).unwrap();
 }
+
+#[test]
+fn a_taught_background_is_checked() {
+    let background = || BackgroundConfig {
+        angle_min_rad: -std::f64::consts::PI,
+        angle_increment_rad: std::f64::consts::TAU / BEAMS as f64,
+        tolerance_m: 0.03,
+        ranges_m: vec![3.0; BEAMS],
+    };
+    let with = |f: &dyn Fn(&mut BackgroundConfig)| {
+        let mut cfg = separated(true);
+        let mut b = background();
+        f(&mut b);
+        cfg.lidar.as_mut().unwrap().background = Some(b);
+        cfg
+    };
+    Safety::new(with(&|_| {})).unwrap();
+    // A mobile base's lidar sees another scene wherever the base drives.
+    let mut cfg = separated(false);
+    cfg.lidar.as_mut().unwrap().background = Some(background());
+    let text = refused(cfg, "lidar.background");
+    assert!(text.contains("mobile base"), "{text}");
+    let text = refused(
+        with(&|b| b.tolerance_m = 0.2),
+        "lidar.background.tolerance_m",
+    );
+    assert!(text.contains("person"), "{text}");
+    refused(
+        with(&|b| b.tolerance_m = 0.0),
+        "lidar.background.tolerance_m",
+    );
+    let text = refused(
+        with(&|b| b.ranges_m = vec![3.0; 2 * BEAMS]),
+        "lidar.background.ranges_m",
+    );
+    assert!(text.contains("teach-background"), "{text}");
+    refused(with(&|b| b.ranges_m.clear()), "lidar.background.ranges_m");
+    let text = refused(with(&|b| b.ranges_m[7] = -1.0), "lidar.background.ranges_m");
+    assert!(text.contains("beam 7"), "{text}");
+    refused(with(&|b| b.ranges_m.fill(0.0)), "lidar.background.ranges_m");
+    refused(
+        with(&|b| b.angle_increment_rad = 0.0),
+        "lidar.background.angle_increment_rad",
+    );
+}

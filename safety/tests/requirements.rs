@@ -1528,3 +1528,106 @@ fn saf_017_on_a_mobile_base_the_base_speed_counts_and_the_stop_brakes_the_base()
         "tick {t}: {before} -> {after}"
     );
 }
+
+// ---------------------------------------------------------------- SAF-019 a cell's static returns
+
+/// The arm-only cell of SAF-017 on a table: a wall 3 m around and four table legs 0.42 m from
+/// the arm's base, inside what a standing arm needs (0.296 m from a link: the legs stand
+/// 0.1–0.4 m from the links as the shoulder turns).
+fn table_cell(w: &mut World) {
+    w.ranges.fill(3.0);
+    for k in 0..4 {
+        let direction = PI / 4.0 + k as f32 * FRAC_PI_2;
+        w.obstacle(direction, 0.42, 3);
+    }
+}
+
+/// A background taught from 20 scans of `table_cell`, with the ±0.03 m band.
+fn taught_table() -> (SafetyConfig, Taught) {
+    let mut config = separated(true);
+    let mut rig = Rig::unstarted(config.clone());
+    table_cell(&mut rig);
+    let scans: Vec<Scan<'_>> = (0..20).map(|_| rig.inputs().scan.unwrap()).collect();
+    let taught = teach_background(&scans, 0.03).expect("a still cell teaches");
+    config.lidar.as_mut().unwrap().background = Some(taught.background.clone());
+    (config, taught)
+}
+
+#[test]
+fn saf_019_a_taught_cell_moves_past_its_table_legs_and_still_stops_for_a_person() {
+    // Untaught, the legs are people inside the arm's reach: the arm never moves (fail-safe,
+    // and what an untaught real cell does).
+    let mut rig = Rig::started(separated(true));
+    rig.positions = vec![0.0, 0.0];
+    table_cell(&mut rig);
+    let (v, _) = follow(&mut rig, [0.5, 0.0], 50);
+    assert_eq!(rig.positions, vec![0.0, 0.0], "{v:?}");
+    assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+
+    // Taught: every beam has its background (the wall or a leg), and the arm reaches.
+    let (config, taught) = taught_table();
+    assert_eq!(taught.taught_beams, BEAMS);
+    assert!(taught.unsteady_beams.is_empty());
+    assert!((taught.nearest_m - 0.42).abs() < 1e-6);
+    let mut rig = Rig::started(config.clone());
+    rig.positions = vec![0.0, 0.0];
+    table_cell(&mut rig);
+    let (v, _) = follow(&mut rig, [0.5, 0.0], 100);
+    assert!(close(rig.positions[0], 0.5), "{v:?}");
+    assert!(!v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+
+    // A person in the open cell, 0.25 m beyond the tool: held, as without a background.
+    rig.obstacle(0.5, 0.85, 3);
+    let before = rig.positions.clone();
+    let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
+    assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+    assert!((rig.positions[0] - before[0]).abs() < 0.05, "{v:?}");
+
+    // A person's hand in front of a leg (nearer than its background): held too.
+    table_cell(&mut rig);
+    rig.obstacle(PI / 4.0, 0.3, 3);
+    let before = rig.positions.clone();
+    let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
+    assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+    assert!((rig.positions[0] - before[0]).abs() < 0.05, "{v:?}");
+}
+
+#[test]
+fn saf_019_a_scanner_that_no_longer_sees_its_taught_cell_stops_the_arm() {
+    let (config, _) = taught_table();
+    for fault in ["returns gone", "scanner turned", "other geometry"] {
+        let mut rig = Rig::started(config.clone());
+        rig.positions = vec![0.0, 0.0];
+        table_cell(&mut rig);
+        let (v, _) = follow(&mut rig, [0.3, 0.0], 60);
+        assert!(close(rig.positions[0], 0.3), "{fault}: {v:?}");
+        let reason = match fault {
+            // Tipped to look over the cell, or blinded: no return where the cell stood. Clear
+            // to an untaught scanner; here every beam's background is missing.
+            "returns gone" => {
+                rig.clear_scan();
+                Reason::InvalidBeams
+            }
+            // Knocked round by 20°: the legs now show on beams taught as the wall (nearer:
+            // points), and the wall beyond where they were taught (invalid).
+            "scanner turned" => {
+                rig.ranges.rotate_right(20);
+                Reason::ArmSeparation
+            }
+            // Reconfigured to another resolution: the taught ranges no longer fit its beams.
+            _ => {
+                rig.angle_increment *= 0.5;
+                Reason::ScanBackgroundMismatch
+            }
+        };
+        let before = rig.positions.clone();
+        let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
+        assert!(v.reasons.contains(reason), "{fault}: {v:?}");
+        assert_eq!(v.action, Action::Stop, "{fault}");
+        assert!(
+            (rig.positions[0] - before[0]).abs() < 0.05,
+            "{fault}: {:?}",
+            rig.positions
+        );
+    }
+}

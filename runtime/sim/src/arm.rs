@@ -83,6 +83,64 @@ impl CellPerson {
     }
 }
 
+/// A static object of the cell the scanner sees (a table leg, a post), as a vertical cylinder
+/// at `x_m, y_m` (scanner frame) of `radius_m`: to SAF-017 it is a person standing there until
+/// a background is taught (SAF-019).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellFixture {
+    pub x_m: f64,
+    pub y_m: f64,
+    pub radius_m: f64,
+}
+
+/// The cell scanner's scan at `wall_ns`: the wall, `fixtures`, and the person at `person`
+/// (scanner frame), each beam its nearest return.
+pub fn cell_scan(person: Option<(f64, f64)>, fixtures: &[CellFixture], wall_ns: u64) -> LaserScan {
+    let inc = std::f32::consts::TAU / SCAN_BEAMS as f32;
+    let mut ranges = vec![WALL_M; SCAN_BEAMS];
+    let angle = |i: usize| -std::f64::consts::PI + i as f64 * f64::from(inc);
+    if let Some((px, py)) = person {
+        let r = px.hypot(py);
+        let half = BODY_RADIUS_M.atan2(r);
+        let bearing = py.atan2(px);
+        for (i, range) in ranges.iter_mut().enumerate() {
+            let off = (angle(i) - bearing + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
+                - std::f64::consts::PI;
+            if off.abs() <= half {
+                *range = range.min((r - BODY_RADIUS_M) as f32);
+            }
+        }
+    }
+    for f in fixtures {
+        for (i, range) in ranges.iter_mut().enumerate() {
+            // The beam's first intersection with the cylinder's circle.
+            let (c, s) = (angle(i).cos(), angle(i).sin());
+            let along = f.x_m * c + f.y_m * s;
+            let across2 = f.x_m * f.x_m + f.y_m * f.y_m - along * along;
+            let r2 = f.radius_m * f.radius_m;
+            if along > 0.0 && across2 <= r2 {
+                *range = range.min((along - (r2 - across2).sqrt()) as f32);
+            }
+        }
+    }
+    LaserScan {
+        header: Header {
+            stamp: Time::from_nanos(wall_ns),
+            frame_id: "cell_scanner".into(),
+        },
+        angle_min: -std::f32::consts::PI,
+        angle_max: std::f32::consts::PI - inc,
+        angle_increment: inc,
+        time_increment: 0.0,
+        scan_time: 0.05,
+        range_min: 0.05,
+        range_max: 30.0,
+        ranges,
+        intensities: Vec::new(),
+    }
+}
+
 /// A fault or an operator's action during an arm run (HIL scenarios: `hil-tests/scenarios/arm`).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -175,6 +233,8 @@ pub struct ArmScenario {
     /// Given to the policy as `/reflex/instruction` would be (empty: none).
     pub instruction: String,
     pub person: Option<CellPerson>,
+    /// The cell's static objects the scanner sees.
+    pub fixtures: Vec<CellFixture>,
     /// The position-controller drives' following time constant (s).
     pub joint_tau_s: f64,
     /// Faults and operator actions at their times (s from the first step), in time order.
@@ -203,6 +263,7 @@ pub fn default_arm_scenario(instruction: &str) -> ArmScenario {
             leave_s: 4.0,
             gone_s: 7.5,
         }),
+        fixtures: Vec::new(),
         joint_tau_s: 0.04,
         events: Vec::new(),
         trace: false,
@@ -720,36 +781,11 @@ impl ArmSim {
     }
 
     fn scan(&self, t_s: f64, wall_ns: u64) -> LaserScan {
-        let inc = std::f32::consts::TAU / SCAN_BEAMS as f32;
-        let mut ranges = vec![WALL_M; SCAN_BEAMS];
-        if let Some((px, py)) = self.scenario.person.and_then(|p| p.at(t_s)) {
-            let r = px.hypot(py);
-            let half = BODY_RADIUS_M.atan2(r);
-            let bearing = py.atan2(px);
-            for (i, range) in ranges.iter_mut().enumerate() {
-                let a = -std::f64::consts::PI + i as f64 * inc as f64;
-                let off = (a - bearing + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
-                    - std::f64::consts::PI;
-                if off.abs() <= half {
-                    *range = (r - BODY_RADIUS_M) as f32;
-                }
-            }
-        }
-        LaserScan {
-            header: Header {
-                stamp: Time::from_nanos(wall_ns),
-                frame_id: "cell_scanner".into(),
-            },
-            angle_min: -std::f32::consts::PI,
-            angle_max: std::f32::consts::PI - inc,
-            angle_increment: inc,
-            time_increment: 0.0,
-            scan_time: 0.05,
-            range_min: 0.05,
-            range_max: 30.0,
-            ranges,
-            intensities: Vec::new(),
-        }
+        cell_scan(
+            self.scenario.person.and_then(|p| p.at(t_s)),
+            &self.scenario.fixtures,
+            wall_ns,
+        )
     }
 
     /// The simulator's observations and the port's counts, with the loop's summary.

@@ -41,8 +41,8 @@ mod sim_robot;
 pub mod world;
 
 pub use arm::{
-    ArmEvent, ArmScenario, ArmSim, ArmSimSummary, ArmTick, CellPerson, ScriptedArmPolicy,
-    default_arm_scenario, run_arm_lockstep, run_arm_realtime,
+    ArmEvent, ArmScenario, ArmSim, ArmSimSummary, ArmTick, CellFixture, CellPerson,
+    ScriptedArmPolicy, cell_scan, default_arm_scenario, run_arm_lockstep, run_arm_realtime,
 };
 pub use lockstep::{
     Faults, Robot, Scenario, SimOptions, SimSummary, SimTick, default_scenario, run_lockstep,

@@ -22,6 +22,7 @@ pub mod safety_demo;
 pub mod sign;
 pub mod sim;
 pub mod status;
+pub mod teach_background;
 pub mod upload;
 pub mod verify;
 

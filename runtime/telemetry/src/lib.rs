@@ -39,4 +39,5 @@
 pub mod metrics;
 pub mod recorder;
 pub mod replay;
+pub mod scans;
 pub mod upload;
