@@ -18,7 +18,8 @@
 //! bearing_rad = -0.6           # enter_s, stand_s, leave_s, gone_s)
 //! fixtures = [{ x_m = 0.4, y_m = 0.3, radius_m = 0.03 }]  # optional (top level, before the
 //! teach_background = true      # tables): static objects the scanner sees; and whether the
-//!                              # background is taught from the empty cell first (SAF-019)
+//! scan_noise_m = 0.01          # background is taught from the empty cell first (SAF-019);
+//!                              # the scanner's range noise (uniform, m)
 //! [inference]                  # optional: the model's faults (s): outputs_nan_at_s,
 //! outputs_nan_at_s = 1.0       # hangs_at_s, crashes_at_s; first_inference_ms
 //! [[events]]                   # reflex_sim::ArmEvent: estop_pressed/released, estop_heartbeat_
@@ -68,6 +69,9 @@ pub struct ArmScenarioFile {
     /// in it) with `reflex teach-background`'s code and tolerance, before the run (SAF-019).
     #[serde(default)]
     pub teach_background: bool,
+    /// The scanner's range noise: each return off by up to this (m), uniformly.
+    #[serde(default)]
+    pub scan_noise_m: f64,
     /// Faults of the inference worker's model (the first worker; the supervisor's
     /// replacement is healthy).
     #[serde(default)]
@@ -231,13 +235,18 @@ impl ArmScenarioFile {
         let mut config = reflex_runner::config::ReflexConfig::from_table(base)
             .with_context(|| format!("{}: launch/arm.toml with [robot] merged", self.name))?;
         if self.teach_background {
-            let recording: Vec<_> = (0..20u64)
-                .map(|k| reflex_sim::cell_scan(None, &self.fixtures, k * 50_000_000))
+            // 4 s of the empty cell at the scanner's 20 Hz.
+            let recording: Vec<_> = (0..80u64)
+                .map(|k| {
+                    reflex_sim::cell_scan(None, &self.fixtures, self.scan_noise_m, k * 50_000_000)
+                })
                 .collect();
             let scans: Vec<_> = recording
                 .iter()
                 .map(|s| reflex_safety::Scan {
-                    stamp: reflex_safety::Monotonic::from_nanos(0),
+                    stamp: reflex_safety::Monotonic::from_nanos(
+                        s.header.stamp.as_nanos().unwrap_or(0),
+                    ),
                     angle_min_rad: s.angle_min,
                     angle_increment_rad: s.angle_increment,
                     range_min_m: s.range_min,
@@ -245,12 +254,16 @@ impl ArmScenarioFile {
                     ranges_m: &s.ranges,
                 })
                 .collect();
-            let taught = reflex_safety::teach_background(&scans, DEFAULT_TEACH_TOLERANCE_M)
-                .with_context(|| format!("{}: teaching the cell's background", self.name))?;
             let lidar =
                 config.safety.lidar.as_mut().with_context(|| {
                     format!("{}: teach_background needs [safety.lidar]", self.name)
                 })?;
+            let taught = reflex_safety::teach_background(
+                &scans,
+                DEFAULT_TEACH_TOLERANCE_M,
+                lidar.base_from_lidar,
+            )
+            .with_context(|| format!("{}: teaching the cell's background", self.name))?;
             lidar.background = Some(taught.background);
             config.safety.validate().map_err(|e| {
                 anyhow::anyhow!("{}: the taught background is refused: {e}", self.name)
@@ -272,6 +285,7 @@ impl ArmScenarioFile {
         scenario.name = self.name.clone();
         scenario.person = self.person;
         scenario.fixtures = self.fixtures.clone();
+        scenario.scan_noise_m = self.scan_noise_m;
         scenario.events = self
             .events
             .iter()

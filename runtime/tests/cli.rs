@@ -493,20 +493,28 @@ fn teach_background_teaches_a_recorded_empty_cell_and_refuses_a_moving_one() {
         assert!(out.status.success(), "{}", text(&out));
         path.to_str().unwrap().to_string()
     };
-    let empty = write("empty.mcap", &[]);
-    let out = reflex(&[
-        "teach-background",
-        "--recording",
-        &empty,
-        "--config",
-        "launch/arm.toml",
-    ]);
+    // 4 s at 20 Hz, every range off by up to 5 mm.
+    let empty = write("empty.mcap", &["--noise-m", "0.005"]);
+    let teach = |recording: &str, extra: &[&str]| {
+        let mut args = vec![
+            "teach-background",
+            "--recording",
+            recording,
+            "--config",
+            "launch/arm.toml",
+        ];
+        args.extend_from_slice(extra);
+        reflex(&args)
+    };
+    let out = teach(&empty, &[]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(
-        t.contains("40 scans, 720 beams") && t.contains("accepts it"),
+        t.contains("80 scans over 4.0 s, 720 beams") && t.contains("accepts it"),
         "{t}"
     );
+    // The four legs, listed for the operator to confirm.
+    assert!(t.contains("4 taught objects nearer than 2 m"), "{t}");
     let table = String::from_utf8(out.stdout.clone()).unwrap();
     let parsed: toml::Table = toml::from_str(&table).unwrap();
     let b = &parsed["safety"]["lidar"]["background"];
@@ -517,11 +525,18 @@ fn teach_background_teaches_a_recorded_empty_cell_and_refuses_a_moving_one() {
         .map(|v| v.as_float().unwrap())
         .collect();
     assert_eq!(ranges.len(), 720);
-    // The legs (0.36–0.45 m, 5 cm thick: 12–16 beams of 0.5° each), the wall (4 m) on the rest.
+    // The legs (0.36–0.45 m, 5 cm thick: 12–16 beams of 0.5° each), the wall (4 m) on the rest,
+    // each the nearest of its noisy returns.
     let legs = ranges.iter().filter(|r| **r < 0.5).count();
     assert!((40..=70).contains(&legs), "{legs} leg beams");
     assert!(ranges.iter().all(|r| *r > 0.3 && *r <= 4.0), "{ranges:?}");
+    assert!(
+        ranges.iter().filter(|r| **r > 3.9).all(|r| *r < 3.999),
+        "{ranges:?}"
+    );
     assert_eq!(b["tolerance_m"].as_float(), Some(0.03));
+    // The pose it was taught from is recorded with it.
+    assert_eq!(b["base_from_lidar"]["yaw_rad"].as_float(), Some(0.0));
     // Appended to the shipped arm config, as the README says to.
     let arm = std::fs::read_to_string(repo().join("launch/arm.toml")).unwrap();
     let config = reflex_runner::config::ReflexConfig::parse(&format!("{arm}\n{table}")).unwrap();
@@ -529,7 +544,7 @@ fn teach_background_teaches_a_recorded_empty_cell_and_refuses_a_moving_one() {
     assert_eq!(taught.ranges_m, ranges);
 
     let walking = write("walking.mcap", &["--person"]);
-    let out = reflex(&["teach-background", "--recording", &walking]);
+    let out = teach(&walking, &[]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
@@ -538,13 +553,15 @@ fn teach_background_teaches_a_recorded_empty_cell_and_refuses_a_moving_one() {
     );
     assert!(out.stdout.is_empty(), "nothing printed to paste: {t}");
 
-    let out = reflex(&[
-        "teach-background",
-        "--recording",
-        &empty,
-        "--topic",
-        "/front/scan",
-    ]);
+    // A second of recording is too short; a noise wider than the band looks like motion.
+    let short = write("short.mcap", &["--scans", "20"]);
+    let t = text(&teach(&short, &[]));
+    assert!(t.contains("0.95 s") && t.contains("at least 3 s"), "{t}");
+    let noisy = write("noisy.mcap", &["--noise-m", "0.03"]);
+    let t = text(&teach(&noisy, &[]));
+    assert!(t.contains("--tolerance-m"), "{t}");
+
+    let out = teach(&empty, &["--topic", "/front/scan"]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(

@@ -183,23 +183,29 @@ pub struct LidarConfig {
 pub const MAX_BACKGROUND_TOLERANCE_M: f64 = 0.1;
 
 /// `[safety.lidar.background]` (SAF-019): per beam, the nearest return of the cell's static
-/// scene, taught from a recording of the empty cell (`reflex teach-background`). A return
-/// within `tolerance_m` of its beam's background is that object, not a person: it counts as no
-/// return. A return nearer than that is a point (a person in front of the object); one
-/// farther, or no return where the object was, is an invalid beam (the object or the scanner
-/// moved: `max_invalid_fraction` of them stops the arm). A scan whose geometry differs from
-/// the taught one stops the arm (`scan_background_mismatch`): re-teach after moving the
-/// scanner.
+/// scene, taught from a recording of the empty cell (`reflex teach-background`). A return in
+/// the band from `tolerance_m`/2 nearer to `tolerance_m` farther than its beam's background is
+/// that object, not a person: it counts as no return (the taught range is the recording's
+/// minimum, so live noise falls mostly beyond it). Any other return is a point, as without a
+/// background: nearer (a person in front of the object) or farther (the object is gone and
+/// whatever is behind it is seen). No return where the object stood is an invalid beam. When
+/// more than `max_invalid_fraction` of the taught beams do not see their background (nor
+/// anything nearer), the cell or the scanner moved and the arm stops
+/// (`scan_background_mismatch`), as it does for a scan of another geometry or a scanner whose
+/// `base_from_lidar` changed since teaching: re-teach.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackgroundConfig {
+    /// Where the scanner was when taught (`lidar.base_from_lidar` must still say this).
+    pub base_from_lidar: Pose2,
     /// The taught scans' `angle_min` and `angle_increment` (rad); live scans must match.
     pub angle_min_rad: f64,
     pub angle_increment_rad: f64,
-    /// Half-width of the band around each background range that is masked (m), (0, 0.1].
+    /// The masked band around each background range (m), (0, 0.1]: from half of it nearer to
+    /// all of it farther.
     pub tolerance_m: f64,
-    /// One entry per beam (the taught scans' beam count): the background range (m), or 0 for a
-    /// beam with no static return (it is never masked).
+    /// One entry per beam (the taught scans' beam count): the background range (m), above
+    /// `tolerance_m`, or 0 for a beam with no static return (it is never masked).
     pub ranges_m: Vec<f64>,
 }
 
@@ -714,13 +720,26 @@ fn validate_lidar_sensor(lidar: &LidarConfig) -> Result<(), ConfigError> {
     }
     if let Some(background) = &lidar.background {
         validate_background(background, lidar.max_beams)?;
+        let (a, b) = (background.base_from_lidar, lidar.base_from_lidar);
+        if !((a.x_m - b.x_m).abs() <= 1e-9
+            && (a.y_m - b.y_m).abs() <= 1e-9
+            && (a.yaw_rad - b.yaw_rad).abs() <= 1e-9)
+        {
+            return Err(err(
+                "lidar.background.base_from_lidar",
+                format!(
+                    "the background was taught with the scanner at {a:?} and lidar.base_from_lidar now says {b:?}: the scanner was moved or recalibrated since, and the taught ranges belong to where it was"
+                ),
+                "teach it again from a recording of the empty cell: reflex teach-background --recording FILE.mcap --config CONFIG",
+            ));
+        }
     }
     Ok(())
 }
 
 /// SAF-019's taught background: its geometry, band and ranges.
 fn validate_background(bg: &BackgroundConfig, max_beams: usize) -> Result<(), ConfigError> {
-    let reteach = "teach it again from a recording of the empty cell: reflex teach-background --recording FILE.mcap";
+    let reteach = "teach it again from a recording of the empty cell: reflex teach-background --recording FILE.mcap --config CONFIG";
     if !(bg.angle_min_rad.is_finite()
         && bg.angle_increment_rad.is_finite()
         && bg.angle_increment_rad != 0.0)
@@ -757,15 +776,15 @@ fn validate_background(bg: &BackgroundConfig, max_beams: usize) -> Result<(), Co
             reteach,
         ));
     }
-    if let Some((i, r)) = bg
-        .ranges_m
-        .iter()
-        .enumerate()
-        .find(|(_, r)| !(r.is_finite() && **r >= 0.0 && **r <= 10_000.0))
-    {
+    if let Some((i, r)) = bg.ranges_m.iter().enumerate().find(|(_, r)| {
+        !(r.is_finite() && (**r == 0.0 || (**r > bg.tolerance_m && **r <= 10_000.0)))
+    }) {
         return Err(err(
             "lidar.background.ranges_m",
-            format!("beam {i} has {r}; each entry is a range in [0, 10000] m, 0 for no background"),
+            format!(
+                "beam {i} has {r}; each entry is a range above tolerance_m ({}) and at most 10000 m, or 0 for no background",
+                bg.tolerance_m
+            ),
             reteach,
         ));
     }

@@ -36,7 +36,7 @@
 //! | `lidar.min_points` | 1..=16 | — | points needed to trigger a zone |
 //! | `lidar.hysteresis_m`, `lidar.release_delay_ms` | f64 | — | release only when clear by this much, for this long |
 //! | `lidar.max_invalid_fraction` | [0, 1) | — | invalid beams tolerated in the direction of motion |
-//! | `lidar.background` | `{ angle_min_rad, angle_increment_rad, tolerance_m, ranges_m }` | unset | SAF-019, a fixed cell's scanner only (no `[safety.base]`): per beam the static scene's nearest return, taught by `reflex teach-background`; returns within `tolerance_m` (≤ 0.1 m) of it are no return, nearer ones are points, farther ones or none are invalid beams; another scan geometry stops (`scan_background_mismatch`) |
+//! | `lidar.background` | `{ base_from_lidar, angle_min_rad, angle_increment_rad, tolerance_m, ranges_m }` | unset | SAF-019, a fixed cell's scanner only (no `[safety.base]`): per beam the static scene's nearest return, taught by `reflex teach-background`; returns from `tolerance_m`/2 nearer to `tolerance_m` (≤ 0.1 m) farther are no return, others are points, none where the object stood is an invalid beam; more than `max_invalid_fraction` of the taught beams not seeing their background, another scan geometry or a moved `base_from_lidar` stops (`scan_background_mismatch`) |
 //! | `arm.state_max_age_ms` | f64, ms | — | joint-state staleness limit |
 //! | `arm.joints` | `[{ name, min_position, max_position, max_velocity, max_acceleration }]` | — | at most 16 |
 //! | `arm.gripper` | `{ min_position, max_position }` | unset | gripper range |

@@ -129,9 +129,14 @@ pub(crate) struct Lidar {
     /// SAF-019: per-beam background range (0: none; always 0 without a taught background, so
     /// the masking pass is the same branch-free code either way) and its band.
     background: Vec<f32>,
-    background_tolerance: f32,
+    /// The band: this much nearer (half the tolerance) to this much farther (the tolerance).
+    background_near: f32,
+    background_far: f32,
     /// The taught geometry (angle_min, increment, beams) a scan must match.
     background_geometry: Option<(f32, f32, usize)>,
+    /// More taught beams than this not seeing their background (nor anything nearer): the
+    /// cell or the scanner moved.
+    background_max_unseen: u32,
 }
 
 impl Lidar {
@@ -168,10 +173,18 @@ impl Lidar {
                 }
                 ranges
             },
-            background_tolerance: cfg
+            background_near: cfg
+                .background
+                .as_ref()
+                .map_or(0.0, |b| (b.tolerance_m / 2.0) as f32),
+            background_far: cfg
                 .background
                 .as_ref()
                 .map_or(0.0, |b| b.tolerance_m as f32),
+            background_max_unseen: cfg.background.as_ref().map_or(u32::MAX, |b| {
+                let taught = b.ranges_m.iter().filter(|r| **r > 0.0).count();
+                (cfg.max_invalid_fraction * taught as f64).floor() as u32
+            }),
             background_geometry: cfg.background.as_ref().map(|b| {
                 (
                     b.angle_min_rad as f32,
@@ -241,19 +254,24 @@ impl Lidar {
         let (cos, sin) = (&self.cos[..n], &self.sin[..n]);
         let (xs, ys, classes) = (&mut self.x[..n], &mut self.y[..n], &mut self.class[..n]);
         let background = &self.background[..n];
-        let tol = self.background_tolerance;
+        let (near, far) = (self.background_near, self.background_far);
+        let mut unseen = 0u32;
         for i in 0..n {
             let r = ranges[i];
             let in_range = (r >= rmin) & (r <= rmax);
             // SAF-019: within the band of the beam's taught background it is that object (no
-            // return); beyond it, or no return where the object stood, the beam cannot be
-            // trusted (invalid). Nearer is a point; -inf is never masked.
+            // return). Nearer or farther is a point as ever (someone in front of it; or it is
+            // gone and what is behind shows); no return where it stood cannot be trusted
+            // (invalid); -inf is never masked. A taught beam that sees neither its object nor
+            // anything nearer is unseen.
             let b = background[i];
             let taught = b > 0.0;
-            let masked = taught & in_range & (r >= b - tol) & (r <= b + tol);
-            let missing = taught & ((in_range & (r > b + tol)) | (r == f32::INFINITY));
-            let point = (in_range & !masked & !missing) | (r == f32::NEG_INFINITY);
-            let clear = ((r == f32::INFINITY) & !missing) | masked;
+            let masked = taught & in_range & (r >= b - near) & (r <= b + far);
+            let gone = taught & (r == f32::INFINITY);
+            let point = (in_range & !masked) | (r == f32::NEG_INFINITY);
+            let clear = ((r == f32::INFINITY) & !gone) | masked;
+            let nearer = in_range & (r < b - near);
+            unseen += u32::from(taught & !masked & !nearer & (r != f32::NEG_INFINITY));
             let range = if in_range { r } else { 0.0 };
             let range = if point { range } else { FAR_M };
             // VALID 0, CLEAR 1, INVALID 2.
@@ -268,6 +286,10 @@ impl Lidar {
         self.x[n..padded].fill(FAR_M);
         self.y[n..padded].fill(FAR_M);
         self.run_count = 0;
+        if unseen > self.background_max_unseen {
+            // The points stay: the stop this reason makes still sees them.
+            return Err(Reason::ScanBackgroundMismatch);
+        }
         Ok(())
     }
 
@@ -712,17 +734,19 @@ mod tests {
         assert_eq!(lidar.rotation_hits(&f, 0.01), 0);
     }
 
-    /// SAF-019: a return at its beam's taught background is no return; one nearer is a point;
-    /// one beyond it, or none where the object stood, is invalid; -inf is never masked; an
-    /// untaught beam is unchanged; another scan geometry is refused.
+    /// SAF-019: a return in its beam's taught band is no return; one nearer or farther is a
+    /// point; none where the object stood is invalid; -inf is never masked; an untaught beam is
+    /// unchanged; too many taught beams not seeing their background, or another scan geometry,
+    /// is refused.
     #[test]
     fn a_taught_background_masks_only_its_own_returns() {
+        let origin = crate::config::Pose2 {
+            x_m: 0.0,
+            y_m: 0.0,
+            yaw_rad: 0.0,
+        };
         let mut cfg = LidarConfig {
-            base_from_lidar: crate::config::Pose2 {
-                x_m: 0.0,
-                y_m: 0.0,
-                yaw_rad: 0.0,
-            },
+            base_from_lidar: origin,
             max_beams: 8,
             max_age_ms: 100.0,
             reaction_time_ms: 0.0,
@@ -731,12 +755,13 @@ mod tests {
             min_points: 1,
             hysteresis_m: 0.0,
             release_delay_ms: 0.0,
-            max_invalid_fraction: 0.2,
+            max_invalid_fraction: 0.5,
             intrusion_speed_mps: 0.0,
             background: Some(crate::config::BackgroundConfig {
+                base_from_lidar: origin,
                 angle_min_rad: 0.0,
                 angle_increment_rad: 0.1,
-                tolerance_m: 0.03,
+                tolerance_m: 0.04,
                 ranges_m: vec![1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0],
             }),
         };
@@ -752,22 +777,38 @@ mod tests {
         }
         let mut lidar = Lidar::new(&cfg);
         let ranges: &[f32] = &[
-            1.02,
-            0.98,
+            1.03,
+            0.985,
             0.9,
             1.2,
             f32::INFINITY,
             1.0,
             f32::NEG_INFINITY,
-            f32::NAN,
+            1.0,
         ];
         lidar.prepare(&scan(ranges, 0.1)).unwrap();
-        // masked, masked, point, invalid (beyond), invalid (gone), untaught point, -inf
-        // point, NaN invalid.
-        assert_eq!(lidar.class[..8], [1, 1, 0, 2, 2, 0, 0, 2]);
-        assert_eq!(lidar.invalid_total, 3);
+        // masked (far side), masked (near side), point (nearer), point (farther: the object
+        // is gone), invalid (no return where it stood), untaught point, -inf point, masked.
+        assert_eq!(lidar.class[..8], [1, 1, 0, 0, 2, 0, 0, 1]);
+        assert_eq!(lidar.invalid_total, 1);
         assert_eq!(lidar.x[0], FAR_M);
         assert!((lidar.x[2] - 0.9 * 0.2f32.cos()).abs() < 1e-6);
+        assert!((lidar.x[3] - 1.2 * 0.3f32.cos()).abs() < 1e-6);
+        // The near side of the band is half the tolerance: 0.975 is a point.
+        let mut r = ranges.to_vec();
+        r[1] = 0.975;
+        lidar.prepare(&scan(&r, 0.1)).unwrap();
+        assert_eq!(lidar.class[1], 0);
+        // Of 7 taught beams, 3 may not see their background (0.5 of 7); a fourth is refused.
+        let r = [1.3, 1.3, f32::INFINITY, 1.0, 1.0, 1.0, 1.0, 1.0];
+        lidar.prepare(&scan(&r, 0.1)).unwrap();
+        let r = [1.3, 1.3, f32::INFINITY, f32::NAN, 1.0, 1.0, 1.0, 1.0];
+        assert_eq!(
+            lidar.prepare(&scan(&r, 0.1)),
+            Err(Reason::ScanBackgroundMismatch)
+        );
+        // Someone in front of every taught beam is not a moved cell.
+        lidar.prepare(&scan(&[0.5; 8], 0.1)).unwrap();
         // The taught beams are these eight at these angles: another geometry is refused.
         assert_eq!(
             lidar.prepare(&scan(ranges, 0.2)),
@@ -777,11 +818,11 @@ mod tests {
             lidar.prepare(&scan(&[1.0; 7], 0.1)),
             Err(Reason::ScanBackgroundMismatch)
         );
-        // Without a background the same returns are all points or invalid as before.
+        // Without a background the same returns are all points, or clear, as before.
         cfg.background = None;
         let mut plain = Lidar::new(&cfg);
         plain.prepare(&scan(ranges, 0.1)).unwrap();
-        assert_eq!(plain.class[..8], [0, 0, 0, 0, 1, 0, 0, 2]);
+        assert_eq!(plain.class[..8], [0, 0, 0, 0, 1, 0, 0, 0]);
     }
 
     #[test]

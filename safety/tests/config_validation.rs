@@ -346,6 +346,7 @@ fn arm_separation_is_checked() {
 #[test]
 fn a_taught_background_is_checked() {
     let background = || BackgroundConfig {
+        base_from_lidar: separated(true).lidar.unwrap().base_from_lidar,
         angle_min_rad: -std::f64::consts::PI,
         angle_increment_rad: std::f64::consts::TAU / BEAMS as f64,
         tolerance_m: 0.03,
@@ -382,6 +383,15 @@ fn a_taught_background_is_checked() {
     let text = refused(with(&|b| b.ranges_m[7] = -1.0), "lidar.background.ranges_m");
     assert!(text.contains("beam 7"), "{text}");
     refused(with(&|b| b.ranges_m.fill(0.0)), "lidar.background.ranges_m");
+    // A range inside its own band (at the scanner).
+    let text = refused(with(&|b| b.ranges_m[3] = 0.02), "lidar.background.ranges_m");
+    assert!(text.contains("beam 3"), "{text}");
+    // Taught with the scanner elsewhere than the config now puts it.
+    let text = refused(
+        with(&|b| b.base_from_lidar.x_m += 0.05),
+        "lidar.background.base_from_lidar",
+    );
+    assert!(text.contains("moved"), "{text}");
     refused(
         with(&|b| b.angle_increment_rad = 0.0),
         "lidar.background.angle_increment_rad",

@@ -1536,21 +1536,62 @@ fn saf_017_on_a_mobile_base_the_base_speed_counts_and_the_stop_brakes_the_base()
 /// 0.1–0.4 m from the links as the shoulder turns).
 fn table_cell(w: &mut World) {
     w.ranges.fill(3.0);
+    table_legs(w);
+}
+
+fn table_legs(w: &mut World) {
     for k in 0..4 {
         let direction = PI / 4.0 + k as f32 * FRAC_PI_2;
         w.obstacle(direction, 0.42, 3);
     }
 }
 
-/// A background taught from 20 scans of `table_cell`, with the ±0.03 m band.
-fn taught_table() -> (SafetyConfig, Taught) {
+/// The same table in an open hall: nothing else within the scanner's range.
+fn open_table(w: &mut World) {
+    w.clear_scan();
+    table_legs(w);
+}
+
+/// The config with a background taught from 4 s of `cell` (20 scans), with the ±0.03 m band.
+fn taught(cell: fn(&mut World)) -> (SafetyConfig, Taught) {
     let mut config = separated(true);
     let mut rig = Rig::unstarted(config.clone());
-    table_cell(&mut rig);
-    let scans: Vec<Scan<'_>> = (0..20).map(|_| rig.inputs().scan.unwrap()).collect();
-    let taught = teach_background(&scans, 0.03).expect("a still cell teaches");
-    config.lidar.as_mut().unwrap().background = Some(taught.background.clone());
+    cell(&mut rig);
+    let scans: Vec<Scan<'_>> = (0..20u64)
+        .map(|k| Scan {
+            stamp: Monotonic::from_nanos(k * 200_000_000),
+            ..rig.inputs().scan.unwrap()
+        })
+        .collect();
+    let lidar = config.lidar.as_mut().unwrap();
+    let taught =
+        teach_background(&scans, 0.03, lidar.base_from_lidar).expect("a still cell teaches");
+    lidar.background = Some(taught.background.clone());
     (config, taught)
+}
+
+/// A started rig of `config` in `cell`, its arm driven to `to` (asserted reached).
+fn reached(config: &SafetyConfig, cell: fn(&mut World), to: f64) -> Rig {
+    let mut rig = Rig::started(config.clone());
+    rig.positions = vec![0.0, 0.0];
+    cell(&mut rig);
+    let (v, _) = follow(&mut rig, [to, 0.0], 100);
+    assert!(close(rig.positions[0], to), "{v:?}");
+    assert!(!v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+    rig
+}
+
+/// The arm, told to move on, stays where it is, stopped for `reason`.
+fn held_for(rig: &mut Rig, reason: Reason, what: &str) {
+    let before = rig.positions.clone();
+    let (v, _) = follow(rig, [-0.5, 0.0], 30);
+    assert!(v.reasons.contains(reason), "{what}: {v:?}");
+    assert_eq!(v.action, Action::Stop, "{what}");
+    assert!(
+        (rig.positions[0] - before[0]).abs() < 0.05,
+        "{what}: {:?}",
+        rig.positions
+    );
 }
 
 #[test]
@@ -1565,69 +1606,112 @@ fn saf_019_a_taught_cell_moves_past_its_table_legs_and_still_stops_for_a_person(
     assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
 
     // Taught: every beam has its background (the wall or a leg), and the arm reaches.
-    let (config, taught) = taught_table();
+    let (config, taught) = taught(table_cell);
     assert_eq!(taught.taught_beams, BEAMS);
     assert!(taught.unsteady_beams.is_empty());
     assert!((taught.nearest_m - 0.42).abs() < 1e-6);
-    let mut rig = Rig::started(config.clone());
-    rig.positions = vec![0.0, 0.0];
-    table_cell(&mut rig);
-    let (v, _) = follow(&mut rig, [0.5, 0.0], 100);
-    assert!(close(rig.positions[0], 0.5), "{v:?}");
-    assert!(!v.reasons.contains(Reason::ArmSeparation), "{v:?}");
+    assert_eq!(taught.objects_within(1.0).len(), 4);
+    let mut rig = reached(&config, table_cell, 0.5);
 
     // A person in the open cell, 0.25 m beyond the tool: held, as without a background.
     rig.obstacle(0.5, 0.85, 3);
-    let before = rig.positions.clone();
-    let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
-    assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
-    assert!((rig.positions[0] - before[0]).abs() < 0.05, "{v:?}");
+    held_for(&mut rig, Reason::ArmSeparation, "a person in the open");
 
     // A person's hand in front of a leg (nearer than its background): held too.
     table_cell(&mut rig);
     rig.obstacle(PI / 4.0, 0.3, 3);
-    let before = rig.positions.clone();
-    let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
-    assert!(v.reasons.contains(Reason::ArmSeparation), "{v:?}");
-    assert!((rig.positions[0] - before[0]).abs() < 0.05, "{v:?}");
+    held_for(&mut rig, Reason::ArmSeparation, "a hand in front of a leg");
+}
+
+#[test]
+fn saf_019_a_taught_object_taken_away_hides_nobody_behind_where_it_stood() {
+    // A box 0.75 m out along 0.3 rad (11 beams), taught with the cell; the arm turns to it.
+    fn with_box(w: &mut World) {
+        table_cell(w);
+        w.obstacle(0.3, 0.75, 11);
+    }
+    let (config, _) = taught(with_box);
+    let mut rig = reached(&config, with_box, 0.3);
+    // The box is carried away and someone stands 0.85 m out where it was, 0.2 m beyond the
+    // tool: their return lies beyond the box's taught range, and it is a person, not a
+    // masked or an invalid beam (the rest of the box's beams now see the wall: points too).
+    table_cell(&mut rig);
+    rig.obstacle(0.3, 0.85, 3);
+    held_for(
+        &mut rig,
+        Reason::ArmSeparation,
+        "a person behind the box's place",
+    );
 }
 
 #[test]
 fn saf_019_a_scanner_that_no_longer_sees_its_taught_cell_stops_the_arm() {
-    let (config, _) = taught_table();
-    for fault in ["returns gone", "scanner turned", "other geometry"] {
-        let mut rig = Rig::started(config.clone());
-        rig.positions = vec![0.0, 0.0];
-        table_cell(&mut rig);
-        let (v, _) = follow(&mut rig, [0.3, 0.0], 60);
-        assert!(close(rig.positions[0], 0.3), "{fault}: {v:?}");
-        let reason = match fault {
-            // Tipped to look over the cell, or blinded: no return where the cell stood. Clear
-            // to an untaught scanner; here every beam's background is missing.
-            "returns gone" => {
-                rig.clear_scan();
-                Reason::InvalidBeams
-            }
-            // Knocked round by 20°: the legs now show on beams taught as the wall (nearer:
-            // points), and the wall beyond where they were taught (invalid).
-            "scanner turned" => {
-                rig.ranges.rotate_right(20);
-                Reason::ArmSeparation
-            }
-            // Reconfigured to another resolution: the taught ranges no longer fit its beams.
-            _ => {
-                rig.angle_increment *= 0.5;
-                Reason::ScanBackgroundMismatch
-            }
-        };
-        let before = rig.positions.clone();
-        let (v, _) = follow(&mut rig, [-0.5, 0.0], 30);
-        assert!(v.reasons.contains(reason), "{fault}: {v:?}");
-        assert_eq!(v.action, Action::Stop, "{fault}");
-        assert!(
-            (rig.positions[0] - before[0]).abs() < 0.05,
-            "{fault}: {:?}",
-            rig.positions
-        );
+    let (walled, _) = taught(table_cell);
+    let (open, open_taught) = taught(open_table);
+    assert_eq!(open_taught.taught_beams, 12);
+    /// What happened, the config, the cell it reached in, what then changed, the stop.
+    type Case<'a> = (
+        &'a str,
+        &'a SafetyConfig,
+        fn(&mut World),
+        fn(&mut World),
+        Reason,
+    );
+    let faults: [Case<'_>; 5] = [
+        // In an open hall only the legs were taught (12 of 360 beams): blinded, far fewer
+        // beams than max_invalid_fraction of the scan are lost, but all of the taught ones.
+        (
+            "open hall, returns gone",
+            &open,
+            open_table,
+            |w| w.clear_scan(),
+            Reason::ScanBackgroundMismatch,
+        ),
+        // A leg moved away: 3 of the 12 taught beams do not see it (more than 0.2 of them).
+        (
+            "open hall, a leg moved",
+            &open,
+            open_table,
+            |w| {
+                let i = w.beam(PI / 4.0);
+                w.ranges[i - 1..=i + 1].fill(f32::INFINITY);
+            },
+            Reason::ScanBackgroundMismatch,
+        ),
+        // Tipped to look over the cell, or blinded: no return where the cell stood.
+        (
+            "walled cell, returns gone",
+            &walled,
+            table_cell,
+            |w| w.clear_scan(),
+            Reason::ScanBackgroundMismatch,
+        ),
+        // Knocked round by 20°: the legs now show on beams taught as the wall (points).
+        (
+            "walled cell, scanner turned",
+            &walled,
+            table_cell,
+            |w| w.ranges.rotate_right(20),
+            Reason::ArmSeparation,
+        ),
+        // Reconfigured to another resolution: the taught ranges no longer fit its beams.
+        (
+            "walled cell, other geometry",
+            &walled,
+            table_cell,
+            |w| w.angle_increment *= 0.5,
+            Reason::ScanBackgroundMismatch,
+        ),
+    ];
+    for (what, config, cell, fault, reason) in faults {
+        let mut rig = reached(config, cell, 0.3);
+        fault(&mut rig);
+        held_for(&mut rig, reason, what);
     }
+    // A moved or recalibrated scanner pose is refused at start: the taught ranges were seen
+    // from where it was.
+    let mut moved = walled.clone();
+    moved.lidar.as_mut().unwrap().base_from_lidar.yaw_rad = 0.1;
+    let e = Safety::new(moved).expect_err("a moved scanner is refused");
+    assert_eq!(e.key, "lidar.background.base_from_lidar", "{e}");
 }

@@ -95,8 +95,14 @@ pub struct CellFixture {
 }
 
 /// The cell scanner's scan at `wall_ns`: the wall, `fixtures`, and the person at `person`
-/// (scanner frame), each beam its nearest return.
-pub fn cell_scan(person: Option<(f64, f64)>, fixtures: &[CellFixture], wall_ns: u64) -> LaserScan {
+/// (scanner frame), each beam its nearest return, off by up to `noise_m` (uniform, the same
+/// for the same beam and stamp).
+pub fn cell_scan(
+    person: Option<(f64, f64)>,
+    fixtures: &[CellFixture],
+    noise_m: f64,
+    wall_ns: u64,
+) -> LaserScan {
     let inc = std::f32::consts::TAU / SCAN_BEAMS as f32;
     let mut ranges = vec![WALL_M; SCAN_BEAMS];
     let angle = |i: usize| -std::f64::consts::PI + i as f64 * f64::from(inc);
@@ -122,6 +128,17 @@ pub fn cell_scan(person: Option<(f64, f64)>, fixtures: &[CellFixture], wall_ns: 
             if along > 0.0 && across2 <= r2 {
                 *range = range.min((along - (r2 - across2).sqrt()) as f32);
             }
+        }
+    }
+    if noise_m > 0.0 {
+        for (i, range) in ranges.iter_mut().enumerate() {
+            // splitmix64 of (stamp, beam): uniform in [-1, 1).
+            let mut z = wall_ns ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            *range = (f64::from(*range) + u * noise_m) as f32;
         }
     }
     LaserScan {
@@ -235,6 +252,8 @@ pub struct ArmScenario {
     pub person: Option<CellPerson>,
     /// The cell's static objects the scanner sees.
     pub fixtures: Vec<CellFixture>,
+    /// The scanner's range noise (m, uniform).
+    pub scan_noise_m: f64,
     /// The position-controller drives' following time constant (s).
     pub joint_tau_s: f64,
     /// Faults and operator actions at their times (s from the first step), in time order.
@@ -264,6 +283,7 @@ pub fn default_arm_scenario(instruction: &str) -> ArmScenario {
             gone_s: 7.5,
         }),
         fixtures: Vec::new(),
+        scan_noise_m: 0.0,
         joint_tau_s: 0.04,
         events: Vec::new(),
         trace: false,
@@ -784,6 +804,7 @@ impl ArmSim {
         cell_scan(
             self.scenario.person.and_then(|p| p.at(t_s)),
             &self.scenario.fixtures,
+            self.scenario.scan_noise_m,
             wall_ns,
         )
     }

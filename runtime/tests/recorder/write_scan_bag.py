@@ -2,12 +2,14 @@
 """Writes a rosbag2-style MCAP of a cell scanner with PyPI `mcap-ros2-support`'s writer (the
 ROS 2 profile, `cdr` messages, the `ros2msg` schema: what `ros2 bag record -s mcap` writes), for
 `reflex teach-background`'s tests: 720 beams, a wall 4 m around, four table legs; with
-`--person` someone walks across the cell 1 m from the scanner during the recording.
+`--person` someone walks across the cell 1 m from the scanner during the recording; every
+range off by up to `--noise-m` (uniform, seeded).
 
-    write_scan_bag.py OUT [--person] [--scans N] [--topic /scan]
+    write_scan_bag.py OUT [--person] [--scans N] [--noise-m M] [--topic /scan]
 """
 import argparse
 import math
+import random
 
 from mcap_ros2.writer import Writer
 
@@ -45,7 +47,7 @@ def hit(x, y, radius, c, s):
     return math.inf
 
 
-def ranges(t, person):
+def ranges(t, person, noise, rng):
     inc = 2 * math.pi / BEAMS
     out = []
     for i in range(BEAMS):
@@ -56,7 +58,7 @@ def ranges(t, person):
             r = min(r, hit(x, y, radius, c, s))
         if person:
             r = min(r, hit(-2.0 + 1.6 * t, 1.0, BODY, c, s))
-        out.append(r)
+        out.append(r + rng.uniform(-noise, noise) if math.isfinite(r) else r)
     return out
 
 
@@ -64,10 +66,12 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("out")
     p.add_argument("--person", action="store_true")
-    p.add_argument("--scans", type=int, default=40)
+    p.add_argument("--scans", type=int, default=80)
+    p.add_argument("--noise-m", type=float, default=0.0)
     p.add_argument("--topic", default="/scan")
     a = p.parse_args()
     inc = 2 * math.pi / BEAMS
+    rng = random.Random(7)
     with open(a.out, "wb") as f:
         w = Writer(f)
         schema = w.register_msgdef("sensor_msgs/msg/LaserScan", MSGDEF)
@@ -89,7 +93,7 @@ def main():
                     "scan_time": 0.05,
                     "range_min": 0.05,
                     "range_max": 30.0,
-                    "ranges": ranges(t, a.person),
+                    "ranges": ranges(t, a.person, a.noise_m, rng),
                     "intensities": [],
                 },
                 log_time=ns,
