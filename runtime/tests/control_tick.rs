@@ -433,4 +433,14 @@ fn ten_thousand_ticks_executing_cloud_chunks_do_not_allocate() {
         "{:?}",
         control.stats.cloud_ticks
     );
+    // And on /metrics.
+    let scraped = control.telemetry.render();
+    let line = scraped
+        .lines()
+        .find(|l| l.starts_with("reflex_cloud_ticks_total "))
+        .unwrap_or_else(|| panic!("{scraped}"));
+    assert_eq!(
+        line,
+        format!("reflex_cloud_ticks_total {}", control.stats.cloud_ticks)
+    );
 }

@@ -638,8 +638,24 @@ impl PolicyManifest {
     /// The first part of the I/O contract (inputs, outputs, rate, horizon, action space, state
     /// sources, vocabulary) in which `other` differs from `self`, named as its `policy.json`
     /// field: a running loop cannot take a model with another contract (hot swap).
+    /// A noise input's `generator` is not part of it: each loaded model draws from its own.
     pub fn contract_difference(&self, other: &PolicyManifest) -> Option<&'static str> {
-        if self.inputs != other.inputs {
+        let same_input = |a: &InputSpec, b: &InputSpec| {
+            InputSpec {
+                generator: None,
+                ..a.clone()
+            } == InputSpec {
+                generator: None,
+                ..b.clone()
+            }
+        };
+        if self.inputs.len() != other.inputs.len()
+            || !self
+                .inputs
+                .iter()
+                .zip(&other.inputs)
+                .all(|(a, b)| same_input(a, b))
+        {
             Some("inputs")
         } else if self.outputs != other.outputs {
             Some("outputs")

@@ -688,6 +688,12 @@ fn noise_inputs_are_drawn_fresh_for_every_inference_from_the_seed() {
             .any(|(x, y)| (x - y).abs() > 0.1),
         "seed 1 draws as seed 0"
     );
+    // The generator is the new model's own (each load makes its own): another seed is the
+    // same I/O contract, so a running loop may hot-swap to it; another input shape is not.
+    assert_eq!(m.contract_difference(&reseeded.manifest), None);
+    let mut wider = m.clone();
+    wider.inputs[1].shape[1] += 1;
+    assert_eq!(m.contract_difference(&wider), Some("inputs"));
     // The golden pairs carry their own noise: verify reproduces them (not the generator's).
     let report = a.check_golden(&package.golden_pairs().unwrap()).unwrap();
     assert!(report.max_abs_error < 1e-5, "{report:?}");

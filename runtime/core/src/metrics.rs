@@ -129,6 +129,8 @@ pub struct Telemetry {
     pub cloud_link: AtomicI64,
     /// Cloud commands dropped (late, out of order, inbox full).
     pub cloud_dropped: AtomicU64,
+    /// Ticks on which the arbiter executed a cloud command or a step of a cloud chunk.
+    pub cloud_ticks: AtomicU64,
     /// Flight recorder: frozen recordings waiting for upload (files, bytes), dropped for space.
     pub recorder_queue_files: AtomicU64,
     pub recorder_queue_bytes: AtomicU64,
@@ -157,6 +159,7 @@ impl Default for Telemetry {
             registry_link: AtomicI64::new(LINK_NOT_CONFIGURED),
             cloud_link: AtomicI64::new(LINK_NOT_CONFIGURED),
             cloud_dropped: AtomicU64::new(0),
+            cloud_ticks: AtomicU64::new(0),
             recorder_queue_files: AtomicU64::new(0),
             recorder_queue_bytes: AtomicU64::new(0),
             recordings_written: AtomicU64::new(0),
@@ -294,6 +297,12 @@ impl Telemetry {
             "reflex_cloud_commands_dropped_total",
             "Cloud commands dropped (late, out of order, malformed, inbox full).",
             load(&self.cloud_dropped),
+        );
+        counter(
+            &mut out,
+            "reflex_cloud_ticks_total",
+            "Ticks that executed a cloud command or a step of a cloud chunk (after arbitration, before safety).",
+            load(&self.cloud_ticks),
         );
         gauge(
             &mut out,

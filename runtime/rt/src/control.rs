@@ -435,6 +435,8 @@ impl ControlLoop {
             .store(self.stats.chunks_merged, Ordering::Relaxed);
         t.ticks_without_action
             .store(self.stats.ticks_without_action, Ordering::Relaxed);
+        t.cloud_ticks
+            .store(self.stats.cloud_ticks, Ordering::Relaxed);
         verdict
     }
 }
