@@ -363,15 +363,15 @@ fn saf_013_new_command_mode_needs_a_command_made_after_the_reset() {
 /// A cloud answer's whole chunk is executed by its observation time from the loop's cloud
 /// queue: an answer arriving 100 ms after its observation starts at its step for now (the
 /// steps already past are dropped), its later steps run in turn (here: 0.1 m/s, then a stop
-/// at 160 ms after arrival), and when it runs out the local policy (here: nothing, a stop)
-/// takes over. Each check fails if the chunk were executed from its arrival or only its first
-/// step were.
+/// at 160 ms after arrival), and when it runs out (300 ms after arrival, well inside its 1 s age
+/// limit) the local policy (here: −0.02 m/s all along) takes over again. Each check fails if
+/// the chunk were executed from its arrival or only its first step were.
 #[test]
 fn a_cloud_chunk_runs_step_by_step_from_its_observation_time_then_the_local_policy_takes_over() {
-    let (control, _local) = control();
+    let (control, local) = control();
     let (cloud, cloud_rx) = chunk_channel(4, 20 * 3);
     let mut queue = *control.queue.config();
-    queue.max_action_age_ns = 400_000_000;
+    queue.max_action_age_ns = 1_000_000_000;
     let mut control = control.with_cloud_chunks(queue, cloud_rx);
     let ranges = vec![f32::INFINITY; BEAMS];
     let arrival = 2_000_000_000u64;
@@ -386,10 +386,15 @@ fn a_cloud_chunk_runs_step_by_step_from_its_observation_time_then_the_local_poli
             _ => 0.0,
         };
     }
-    let mut now = arrival - 50 * PERIOD;
+    let start = arrival - 50 * PERIOD;
+    let mut now = start;
     let mut vx_at = std::collections::BTreeMap::new();
     let mut cloud_at = std::collections::BTreeMap::new();
     while now <= arrival + 400_000_000 {
+        // The local policy's chunk every 100 ms, 10 ms after its observation.
+        if (now - start).is_multiple_of(100_000_000) {
+            send_chunk(&local, now - 10_000_000, -0.02);
+        }
         if now == arrival {
             assert!(cloud.try_send(t_obs, &actions, 0));
         }
@@ -400,21 +405,30 @@ fn a_cloud_chunk_runs_step_by_step_from_its_observation_time_then_the_local_poli
         cloud_at.insert(ms, control.stats.cloud_ticks > before);
         now += PERIOD;
     }
+    // Before the answer the local policy drives.
     assert!(!cloud_at[&-10], "no cloud before its answer");
+    assert!((vx_at[&-10] + 0.02).abs() < 1e-6, "local: {}", vx_at[&-10]);
     // The steps before now were dropped on arrival: 5 of them.
     let q = control.cloud_queue().unwrap();
     assert_eq!(q.stats.actions_late_on_arrival, 5, "{:?}", q.stats);
-    // 0.1 m/s, reached at the 1 m/s² limit, never 0.3's ramp beyond it.
-    for ms in [120, 150] {
+    assert_eq!(q.stats.actions_dropped_stale, 0, "{:?}", q.stats);
+    // 0.1 m/s, reached at the 1 m/s² limit (from −0.02 in 120 ms), never 0.3's ramp beyond it.
+    for ms in [130, 150] {
         assert!(cloud_at[&ms], "{ms} ms");
         assert!((vx_at[&ms] - 0.1).abs() < 1e-6, "{ms} ms: {}", vx_at[&ms]);
     }
+    assert!(vx_at.values().all(|v| *v <= 0.1 + 1e-6), "{vx_at:?}");
     // The chunk's stop, 160 ms after arrival (260 ms after its observation), braked to 0.
     assert!(cloud_at[&270], "still the cloud's chunk");
     assert!(vx_at[&270].abs() < 1e-6, "270 ms: {}", vx_at[&270]);
-    // Run out 300 ms after arrival (its last step's end): the local policy's turn.
+    // Run out 300 ms after arrival (its last step's end, not its age): the local policy again.
     assert!(cloud_at[&290], "290 ms");
     assert!(!cloud_at[&310], "the chunk ended at 300 ms");
+    assert!(
+        (vx_at[&360] + 0.02).abs() < 1e-6,
+        "local again: {}",
+        vx_at[&360]
+    );
 }
 
 #[test]

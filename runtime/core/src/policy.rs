@@ -3,10 +3,30 @@
 //! `::action_chunk`); the engines implement [`PolicyBackend`] (`reflex_policy::OrtBackend`).
 
 /// Camera image in the dtype the model declares.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum ImageData {
     U8(Vec<u8>),
     F32(Vec<f32>),
+}
+
+impl Clone for ImageData {
+    fn clone(&self) -> Self {
+        match self {
+            Self::U8(v) => Self::U8(v.clone()),
+            Self::F32(v) => Self::F32(v.clone()),
+        }
+    }
+
+    /// In place when the dtypes match (`Vec::clone_from` keeps a large enough buffer): the
+    /// robot I/O thread copies every fresh frame into the cloud link's slot without allocating.
+    /// A derived `Clone` would allocate a new image every time.
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (Self::U8(a), Self::U8(b)) => a.clone_from(b),
+            (Self::F32(a), Self::F32(b)) => a.clone_from(b),
+            (this, source) => *this = source.clone(),
+        }
+    }
 }
 
 /// One observation, sized from the manifest once and refilled in place.
@@ -87,5 +107,36 @@ impl PolicyBackend for Box<dyn PolicyBackend> {
     }
     fn infer(&mut self, obs: &Observation, out: &mut ActionChunk) -> Result<(), BackendError> {
         (**self).infer(obs, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_copied_into_the_buffers_already_there() {
+        let source = vec![ImageData::U8(vec![7; 640]), ImageData::F32(vec![0.5; 48])];
+        let mut slot = vec![ImageData::U8(vec![0; 640]), ImageData::F32(vec![0.0; 48])];
+        let before: Vec<usize> = slot
+            .iter()
+            .map(|i| match i {
+                ImageData::U8(v) => v.as_ptr() as usize,
+                ImageData::F32(v) => v.as_ptr() as usize,
+            })
+            .collect();
+        slot.clone_from(&source);
+        assert_eq!(slot, source);
+        let after: Vec<usize> = slot
+            .iter()
+            .map(|i| match i {
+                ImageData::U8(v) => v.as_ptr() as usize,
+                ImageData::F32(v) => v.as_ptr() as usize,
+            })
+            .collect();
+        assert_eq!(before, after, "a new buffer was allocated");
+        // Another dtype: replaced.
+        slot[0].clone_from(&ImageData::F32(vec![1.0; 4]));
+        assert_eq!(slot[0], ImageData::F32(vec![1.0; 4]));
     }
 }

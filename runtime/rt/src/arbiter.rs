@@ -1,6 +1,8 @@
 //! Arbitration between command sources: local policy, cloud, operator/teleop. Priority and
 //! freshness come from config; every choice still goes through the same safety evaluation. A
-//! cloud stop request wins over everything and holds until a newer cloud command lifts it.
+//! cloud stop request (in the cloud inbox: the HIL operator's; the cloud link sends none) wins
+//! over everything and holds until a newer cloud command lifts it. With nothing fresher, the
+//! local policy drives (it is always last).
 
 use std::sync::{Arc, Mutex};
 

@@ -210,7 +210,11 @@ impl ChunkQueue {
         let delay_steps = now_ns.saturating_sub(t_obs_ns) / step;
         self.stats.merges += 1;
         self.stats.last_delay_steps = delay_steps;
-        let executing = self.covering(now_ns);
+        // An old action too old to run is neither committed nor blended in (after a link drop
+        // or a slow inference, the new chunk starts clean).
+        let max_age = self.cfg.max_action_age_ns;
+        let usable = |obs_ns: u64| now_ns.saturating_sub(obs_ns) <= max_age;
+        let executing = self.covering(now_ns).filter(|&i| usable(self.obs_ns[i]));
         let mut n = 0;
         if let Some(i) = executing {
             self.copy_to_scratch(i, n);
@@ -237,7 +241,8 @@ impl ChunkQueue {
             let old = (cursor < self.len
                 && self.time_ns[cursor] <= t
                 && (cursor + 1 < self.len || t < self.time_ns[cursor] + step))
-                .then_some(cursor);
+                .then_some(cursor)
+                .filter(|&j| usable(self.obs_ns[j]));
             let out = &mut self.scratch_actions[n * dims..(n + 1) * dims];
             let mut weight = 1.0;
             match (self.cfg.strategy, old) {
@@ -381,6 +386,25 @@ mod tests {
         // 185 ms would be 155 ms old (refused).
         assert_eq!(q.action_at(175 * MS).unwrap(), [10.0]);
         assert_eq!(q.action_at(185 * MS), Err(NoAction::Stale));
+    }
+
+    #[test]
+    fn a_chunk_after_a_gap_is_not_blended_with_actions_too_old_to_run() {
+        let mut q = queue(MergeStrategy::Crossfade);
+        q.merge(0, &[0.0; 10], 0);
+        // No chunk for a while (a dropped link, a slow inference): the old actions at 160-200
+        // ms are over 150 ms old by then. The next chunk, from an observation at 160 ms, runs
+        // as it is: not committed to the old step, not faded in from it.
+        q.merge(160 * MS, &[10.0; 10], 165 * MS);
+        for ms in [165, 185, 205, 245] {
+            assert_eq!(q.action_at(ms * MS).unwrap(), [10.0], "{ms} ms");
+        }
+        // While the old actions are young enough the fade still runs (the crossfade test).
+        let mut q = queue(MergeStrategy::Crossfade);
+        q.merge(0, &[0.0; 10], 0);
+        q.merge(100 * MS, &[10.0; 10], 105 * MS);
+        assert_eq!(q.action_at(105 * MS).unwrap(), [0.0]);
+        assert_eq!(q.action_at(125 * MS).unwrap(), [2.0]);
     }
 
     #[test]

@@ -236,6 +236,25 @@ pub fn run_robot(
     let cloud_link = match options.cloud.clone() {
         Some(cfg) => {
             cfg.validate()?;
+            // An answer later than the cloud's age limit is accepted by the link but could
+            // never run: refuse the combination rather than count such answers as commands.
+            let limit = options
+                .arbitration
+                .cloud_max_age_ms
+                .min(safety_config.commands.cloud_max_age_ms);
+            anyhow::ensure!(
+                cfg.timeout_ms <= limit,
+                "cloud.timeout_ms = {} is above the cloud's age limit, {limit} ms (arbitration.cloud_max_age_ms {}, safety.commands.cloud_max_age_ms {}): answers arriving later than that would be taken and never run; fix: cloud.timeout_ms <= {limit}, or raise [arbitration] cloud_max_age_ms",
+                cfg.timeout_ms,
+                options.arbitration.cloud_max_age_ms,
+                safety_config.commands.cloud_max_age_ms
+            );
+            if cfg.action_rate_hz.is_none() && cfg.horizon_steps > 1 {
+                eprintln!(
+                    "reflex: cloud link: cloud.action_rate_hz is unset: an answer's steps are taken {:.1} ms apart (the local policy's control_rate_hz); set it to the server policy's rate (DROID: 15)",
+                    1e3 / m.control_rate_hz
+                );
+            }
             let dims = m.action_space.len();
             let (tx, rx) = reflex_rt::control::chunk_channel(4, cfg.horizon_steps * dims);
             let mut queue = options.chunks.queue(

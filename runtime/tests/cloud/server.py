@@ -4,14 +4,15 @@ client's msgpack-numpy encoding (`openpi_client.msgpack_numpy`), TLS from a test
 with openssl, and an API key. Listens on 127.0.0.1; prints `READY <port> <ca.pem>`.
 
     server.py --dir DIR --api-key KEY --mode normal|slow|malformed|flood|drop|droid [--vx 0.3]
-              [--goal q1,q2,q3,gripper]
+              [--goal q1,q2,q3,gripper] [--latency-ms 0]
 
 normal: answers every observation with a (10, 3) float32 chunk [vx, 0, 0].
 droid: takes the observation a DROID policy server takes (openpi's `DroidInputs`: two
 224 x 224 x 3 uint8 images, `observation/joint_position`, `observation/gripper_position`,
 `prompt`), refuses anything else with a text error frame naming what is wrong, and answers a
 (15, 4) chunk of absolute joint and gripper targets stepping from the measured joint position
-toward `--goal` by 0.04 rad per step (0.6 rad/s at 15 Hz) - a closed-loop policy of its own.
+toward `--goal` by 0.04 rad per step (0.6 rad/s at 15 Hz) - a closed-loop policy of its own -
+each `--latency-ms` after its observation (a remote GPU's inference time).
 slow: answers 0.5 s late.            malformed: garbage, no `actions`, NaN, a wrong shape, a
 text error frame, then one good answer, in turn.   flood: each answer followed by 200
 unsolicited ones.   drop: closes the connection after 15 answers (the client must reconnect).
@@ -99,6 +100,7 @@ def main():
     ap.add_argument("--mode", default="normal")
     ap.add_argument("--vx", type=float, default=0.3)
     ap.add_argument("--goal", default="0.5,-0.3,0.6,0.02")
+    ap.add_argument("--latency-ms", type=float, default=0.0)
     a = ap.parse_args()
     goal = np.array([float(v) for v in a.goal.split(",")], dtype=np.float32)
     ctx, ca = make_tls(pathlib.Path(a.dir))
@@ -124,7 +126,9 @@ def main():
         for frame in ws:
             obs = msgpack_numpy.unpackb(frame)
             if a.mode == "droid":
-                ws.send(droid(obs, goal))
+                answer = droid(obs, goal)
+                time.sleep(a.latency_ms / 1000.0)
+                ws.send(answer)
                 continue
             state = obs["observation/state"]
             assert state.dtype == np.float32 and state.shape == (3,), state
