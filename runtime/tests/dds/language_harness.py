@@ -86,7 +86,7 @@ def run_once(a, domain):
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     cmd = [a.reflex, "run", "--io", "dds", "--config", config_path, "--policy", str(POLICY),
-           "--duration", "60", "--metrics-bind", "127.0.0.1:0"]
+           "--duration", "300", "--metrics-bind", "127.0.0.1:0"]
     print("RUN " + " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
