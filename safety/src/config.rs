@@ -224,6 +224,7 @@ pub struct ArmConfig {
     /// Following-error bound (rad, or m for prismatic joints; SAF-015): a joint measured
     /// further than this from the position it was last commanded to (blocked, pushed, or a
     /// drive not tracking) stops the arm where it is measured, and targets restart from there.
+    /// Checked on a fresh joint state only (a stale one is its own stop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_following_error: Option<f64>,
     /// Stall detection (SAF-018): a position-driven joint that its moving target keeps

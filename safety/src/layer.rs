@@ -827,16 +827,19 @@ impl Safety {
         // SAF-015: a joint far from where it was commanded (blocked, pushed, not tracking) is
         // a protective stop that latches (reset + start to move again), held where the arm
         // is measured: it never pushes on against what blocks it.
-        // Only on a fresh joint state: a stale one is frozen while the hold's targets move on
-        // (the windows pause; the staleness itself stops the arm).
+        // Only on a fresh joint state: a stale one is frozen while the stop's braking targets
+        // move on along the path (the stall windows pause; the staleness itself stops the
+        // arm). A following error measured against it would latch a stop for nothing and
+        // hold the arm at where it was measured last, pulling it back along its path.
         let fresh = !reasons.contains(Reason::JointStateStale);
         let stalled = match joint_state.as_ref() {
             Some(state) if fresh => self.stalled(state),
             _ => false,
         };
-        let following = joint_state
-            .as_ref()
-            .is_some_and(|s| self.following_error(s));
+        let following = match joint_state.as_ref() {
+            Some(state) if fresh => self.following_error(state),
+            _ => false,
+        };
         if let Some(state) = joint_state.as_ref().filter(|_| following || stalled) {
             if following {
                 reasons.insert(Reason::FollowingError);

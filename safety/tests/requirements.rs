@@ -702,6 +702,53 @@ fn saf_015_a_joint_that_does_not_follow_stops_the_arm_where_it_is() {
 }
 
 #[test]
+fn saf_015_a_stale_joint_state_brakes_along_the_path_without_a_following_error() {
+    // The shoulder at 1 rad/s, tracked; then the joint state goes stale (a lossy link, a
+    // driver that hangs): the measured pose is frozen while the stop brakes along the path
+    // (1 rad/s at 5 rad/s²: 0.1 rad, twice the bound). That is no following error: no latch,
+    // and the arm is never held at the stale pose (pulled back along its path).
+    let mut rig = Rig::started(config_with("arm", "max_following_error", "0.05"));
+    for _ in 0..30 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        rig.positions[0] = v.command.joints[0].position.unwrap();
+    }
+    let frozen = rig.positions[0];
+    rig.joint_age_ns = 80_000_000;
+    let mut last = frozen;
+    for _ in 0..40 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        assert!(v.reasons.contains(Reason::JointStateStale), "{v:?}");
+        assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
+        let p = v.command.joints[0].position.unwrap();
+        assert!(p >= last, "never back along the path: {last} -> {p}");
+        last = p;
+    }
+    assert!(!rig.safety.is_latched());
+    assert!(
+        last - frozen > 0.05,
+        "braked {:.3} rad past the stale pose",
+        last - frozen
+    );
+    // Fresh again where the braking took it: it follows, nothing latched.
+    rig.positions[0] = last;
+    rig.joint_age_ns = 0;
+    let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+    assert!(!v.reasons.contains(Reason::FollowingError), "{v:?}");
+    assert!(!rig.safety.is_latched());
+    // A blocked joint on a fresh state still latches at once (the check is gated, not gone).
+    for _ in 0..30 {
+        let v = rig.step(arm_command([Some(1.0), Some(1.0)], [None, None]));
+        if v.reasons.contains(Reason::FollowingError) {
+            break;
+        }
+    }
+    assert!(
+        rig.safety.is_latched(),
+        "a fresh blocked joint still stops the arm"
+    );
+}
+
+#[test]
 fn saf_015_latched_and_at_rest_the_hold_yields_to_a_push_and_never_springs_back() {
     let mut rig = Rig::started(config_with("arm", "max_following_error", "0.1"));
     for _ in 0..30 {
