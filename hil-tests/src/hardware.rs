@@ -522,6 +522,7 @@ pub fn run(
         RunReport::from_trace(hw.trace.iter().map(|t| (t.t_s, t.speed_mps, t.clearance_m)));
     report.deadline_misses = summary.deadline_misses;
     report.worker_restarts = rt.worker_restarts;
+    report.host_latches = rt.watchdog_trips + rt.rt_stalls;
     report.reasons = rt.reasons.clone();
     let mut realized = realized(scenario, &hw.observed);
     // Deadline checks apply: this ran on the real clock.

@@ -163,7 +163,7 @@ fn real_main() -> Result<()> {
                 );
             }
             println!(
-                "RESULT {} {} ticks={} deadline_misses={} min_clearance_m={:.3}",
+                "RESULT {} {} ticks={} deadline_misses={} host_latches={} min_clearance_m={:.3}",
                 s.name,
                 if checks.iter().all(|c| c.passed) {
                     "pass"
@@ -172,6 +172,7 @@ fn real_main() -> Result<()> {
                 },
                 r.ticks,
                 r.deadline_misses,
+                r.host_latches,
                 r.min_clearance_m
             );
             if !checks.iter().all(|c| c.passed) {

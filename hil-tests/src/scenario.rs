@@ -279,6 +279,10 @@ pub struct RunReport {
     pub period_ms: f64,
     /// Real-time runs: inference workers the supervisor replaced.
     pub worker_restarts: u32,
+    /// Real-time runs: the RT thread's watchdog trips (deadlines missed in a row) and the
+    /// actuator gate's stall latches (RT thread silent past `stall_estop_ms`): each latched an
+    /// E-stop for the host's timing, not for anything the scenario did.
+    pub host_latches: u64,
     /// Scripted lockstep runs: allocations inside `Safety::evaluate` (None: not counted).
     pub evaluate_allocations: Option<u64>,
     /// Scripted lockstep runs: the safety layer's own counters at the end, by reason name.

@@ -26,7 +26,39 @@ enum Peer {
     Rclpy,
 }
 
-fn robot(peer: Peer, scenario: &str, extra: &[&str]) -> (i32, String) {
+/// How many E-stops Reflex latched for the host's timing in a run (`host_latches=` of its
+/// RESULT line: watchdog trips and RT-thread stalls), 0 without the line.
+fn host_latches(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("host_latches="))
+        })
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// `robot_once`, repeated (at most twice) when its exit status is not `expect` and Reflex
+/// latched its E-stop for the host's timing meanwhile (a CI VM's steal starving the RT thread
+/// past reflex_dds.toml's 3 deadlines in a row: the robot then stands, latched, as it must, and
+/// a Moved check cannot hold). Any other outcome is final; every attempt is printed.
+fn robot(peer: Peer, scenario: &str, extra: &[&str], expect: i32) -> (i32, String) {
+    let mut attempt = 1;
+    loop {
+        let (code, text) = robot_once(peer, scenario, extra);
+        let latches = host_latches(&text);
+        if code == expect || latches == 0 || attempt == 3 {
+            return (code, text);
+        }
+        println!(
+            "HOST attempt {attempt} of {scenario}: exit {code} (expected {expect}) after Reflex latched {latches} E-stop(s) for the host's timing; repeated"
+        );
+        attempt += 1;
+    }
+}
+
+fn robot_once(peer: Peer, scenario: &str, extra: &[&str]) -> (i32, String) {
     let (python, args) = match peer {
         Peer::Cyclone => {
             let python = repo().join(".venv/bin/python");
@@ -67,7 +99,7 @@ fn robot(peer: Peer, scenario: &str, extra: &[&str]) -> (i32, String) {
 }
 
 fn estop_prompted_and_observed(peer: Peer) {
-    let (code, text) = robot(peer, "estop_category_1", &[]);
+    let (code, text) = robot(peer, "estop_category_1", &[], 0);
     assert_eq!(code, 0, "{text}");
     for line in [
         "PROMPT in 3.0 s: EstopPressed: press the E-stop",
@@ -83,7 +115,7 @@ fn estop_prompted_and_observed(peer: Peer) {
 
 fn fails_when_nobody_presses_the_estop(peer: Peer) {
     // The person ignores the prompt: the robot never stops, and the runner says so.
-    let (code, text) = robot(peer, "estop_category_1", &["--ignore", "EstopPressed"]);
+    let (code, text) = robot(peer, "estop_category_1", &["--ignore", "EstopPressed"], 1);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("CHECK FAIL StoppedWithin { after: EstopPressed"),
@@ -92,13 +124,13 @@ fn fails_when_nobody_presses_the_estop(peer: Peer) {
 }
 
 fn frozen_lidar_and_a_wall(peer: Peer) {
-    let (code, text) = robot(peer, "lidar_freeze", &[]);
+    let (code, text) = robot(peer, "lidar_freeze", &[], 0);
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("CHECK PASS Vetoed { reason: \"scan_stale\" }"),
         "{text}"
     );
-    let (code, text) = robot(peer, "corridor_wall_adversarial", &[]);
+    let (code, text) = robot(peer, "corridor_wall_adversarial", &[], 0);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("CHECK PASS NoCollision"), "{text}");
 }
@@ -141,4 +173,16 @@ mod over_rcl {
     fn hardware_mode_injects_a_frozen_lidar_and_stops_short_of_a_wall() {
         frozen_lidar_and_a_wall(Peer::Rclpy);
     }
+}
+
+/// The repeat reads Reflex's own count; a RESULT line without it (or none) repeats nothing.
+#[test]
+fn host_latches_are_read_from_the_result_line() {
+    let text = "CHECK FAIL Moved { m: 2.0 }\nRESULT estop_category_1 FAIL ticks=769 deadline_misses=13 host_latches=2 min_clearance_m=inf\n";
+    assert_eq!(host_latches(text), 2);
+    assert_eq!(
+        host_latches("RESULT x FAIL ticks=1 deadline_misses=0 min_clearance_m=inf"),
+        0
+    );
+    assert_eq!(host_latches("host_latches=5 outside a RESULT line"), 0);
 }
